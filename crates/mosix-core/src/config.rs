@@ -1,0 +1,459 @@
+//! Where the files live, the optional tunables of `mosix.toml`, and the cluster secret.
+//!
+//! Two environment variables let several nodes live on one machine: `MOSIX_ETC` (default `/etc`)
+//! holds `mosix.map`, `mosix/secret`, `mosix/mosix.toml`, `overheads` and `mfscosts`;
+//! `MOSIX_RUNDIR` (default `/run/mosix`) holds the node service's control socket, log and state.
+//! Every tool and the service go through [`Paths`], so both are honoured everywhere.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable naming the configuration directory.
+pub const ENV_ETC: &str = "MOSIX_ETC";
+/// The environment variable naming the runtime directory.
+pub const ENV_RUNDIR: &str = "MOSIX_RUNDIR";
+
+/// The default TCP port of the link between node services.
+pub const DEFAULT_PORT: u16 = 4249;
+
+/// The largest `mosix.toml` we read.
+pub const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The shortest secret we accept.
+pub const MIN_SECRET_LEN: usize = 16;
+/// The longest secret we read.
+pub const MAX_SECRET_LEN: u64 = 4096;
+
+/// The files of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The configuration directory (`MOSIX_ETC`, default `/etc`).
+    pub etc: PathBuf,
+    /// The runtime directory (`MOSIX_RUNDIR`, default `/run/mosix`).
+    pub rundir: PathBuf,
+}
+
+impl Paths {
+    /// The paths named by the environment, or the defaults.
+    pub fn from_env() -> Paths {
+        let get = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        Paths {
+            etc: get(ENV_ETC, "/etc"),
+            rundir: get(ENV_RUNDIR, "/run/mosix"),
+        }
+    }
+
+    /// `ETC/mosix.map`.
+    pub fn map(&self) -> PathBuf {
+        self.etc.join("mosix.map")
+    }
+    /// `ETC/mosix/secret`.
+    pub fn secret(&self) -> PathBuf {
+        self.etc.join("mosix").join("secret")
+    }
+    /// `ETC/mosix/mosix.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.etc.join("mosix").join("mosix.toml")
+    }
+    /// `ETC/overheads`.
+    pub fn overheads(&self) -> PathBuf {
+        self.etc.join("overheads")
+    }
+    /// `ETC/mfscosts`.
+    pub fn mfscosts(&self) -> PathBuf {
+        self.etc.join("mfscosts")
+    }
+    /// `RUNDIR/mosix.sock`: the service's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.rundir.join("mosix.sock")
+    }
+    /// `RUNDIR/mosix.log`: the log of a daemonised service.
+    pub fn log(&self) -> PathBuf {
+        self.rundir.join("mosix.log")
+    }
+    /// `RUNDIR/mosix.pid`: the pid of the running service.
+    pub fn pidfile(&self) -> PathBuf {
+        self.rundir.join("mosix.pid")
+    }
+    /// `RUNDIR/state.toml`: settings changed at run time (flags, speed, decay), kept across
+    /// `setpe -W` and restarts of the service.
+    pub fn state(&self) -> PathBuf {
+        self.rundir.join("state.toml")
+    }
+}
+
+/// The tunables of `mosix.toml`. Every key is optional; an unknown key is an error that names it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tunables {
+    /// Information dissemination.
+    pub gossip: GossipTunables,
+    /// The link between node services.
+    pub link: LinkTunables,
+    /// How this node measures itself.
+    pub node: NodeTunables,
+    /// Default decay of per-process statistics.
+    pub decay: DecayTunables,
+}
+
+/// `[gossip]` of `mosix.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipTunables {
+    /// Milliseconds between two sends of the load vector (default 1000).
+    pub interval_ms: u64,
+    /// How many entries one message carries, this node's own included (default 16).
+    pub window: usize,
+    /// Information older than this marks a node down. Default: 10 intervals, or more on large
+    /// clusters where the expected maximal age of an entry is longer (see `gossip`).
+    pub dead_after_ms: Option<u64>,
+}
+
+impl Default for GossipTunables {
+    fn default() -> Self {
+        GossipTunables {
+            interval_ms: 1000,
+            window: 16,
+            dead_after_ms: None,
+        }
+    }
+}
+
+/// `[link]` of `mosix.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkTunables {
+    /// The TCP port every node service listens on (default 4249).
+    pub port: u16,
+    /// How long to wait for a connection to a peer (default 1000 ms).
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for LinkTunables {
+    fn default() -> Self {
+        LinkTunables {
+            port: DEFAULT_PORT,
+            connect_timeout_ms: 1000,
+        }
+    }
+}
+
+/// `[node]` of `mosix.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeTunables {
+    /// The speed of one CPU of this machine (10000 = standard). Without it the service
+    /// calibrates at start. A CPU quota scales it down (a node with half a CPU is a CPU at
+    /// half speed).
+    pub speed: Option<u32>,
+    /// The cgroup that is this node (a path below the cgroup mount, e.g. `/mosix/node1`).
+    /// Without it the service uses its own cgroup if that has a CPU quota or memory limit,
+    /// and the whole machine otherwise.
+    pub cgroup: Option<String>,
+    /// Milliseconds between two samples of the run queue (default 100).
+    pub sample_ms: u64,
+}
+
+impl Default for NodeTunables {
+    fn default() -> Self {
+        NodeTunables {
+            speed: None,
+            cgroup: None,
+            sample_ms: 100,
+        }
+    }
+}
+
+/// `[decay]` of `mosix.toml`, also set with `mosctl setdecay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecayTunables {
+    /// Seconds between two decays of the per-process statistics (default 1).
+    pub interval_s: u32,
+    /// Per-mille of the statistics kept at each decay for slow-decaying processes (default 975).
+    pub slow: u32,
+    /// Per-mille kept for fast-decaying processes (default 926).
+    pub fast: u32,
+}
+
+impl Default for DecayTunables {
+    fn default() -> Self {
+        DecayTunables {
+            interval_s: 1,
+            slow: 975,
+            fast: 926,
+        }
+    }
+}
+
+impl DecayTunables {
+    /// Checks the ranges: interval 1..=3600 s, portions 0..=1000 per-mille, fast ≤ slow.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3600).contains(&self.interval_s) {
+            return Err(format!(
+                "decay interval {} s is out of range 1..3600",
+                self.interval_s
+            ));
+        }
+        for (name, v) in [("slow", self.slow), ("fast", self.fast)] {
+            if v > 1000 {
+                return Err(format!(
+                    "{name} decay {v} is out of range 0..1000 (per-mille kept)"
+                ));
+            }
+        }
+        if self.fast > self.slow {
+            return Err(format!(
+                "fast decay {} keeps more than slow decay {}",
+                self.fast, self.slow
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A problem with `mosix.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the line and the key.
+        message: String,
+    },
+}
+
+impl Tunables {
+    /// Parses `mosix.toml` text, naming `path` in errors.
+    pub fn parse(path: &str, text: &str) -> Result<Tunables, ConfigError> {
+        let t: Tunables = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        t.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(t)
+    }
+
+    /// Reads `mosix.toml`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Tunables, ConfigError> {
+        use std::io::Read;
+        let shown = path.display().to_string();
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tunables::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        let mut text = String::new();
+        f.take(MAX_CONFIG_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+        Tunables::parse(&shown, &text)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let g = &self.gossip;
+        if !(10..=60_000).contains(&g.interval_ms) {
+            return Err(format!(
+                "gossip.interval_ms = {} is out of range 10..60000",
+                g.interval_ms
+            ));
+        }
+        if !(1..=crate::gossip::MAX_WINDOW).contains(&g.window) {
+            return Err(format!(
+                "gossip.window = {} is out of range 1..{}",
+                g.window,
+                crate::gossip::MAX_WINDOW
+            ));
+        }
+        if let Some(d) = g.dead_after_ms
+            && d < 2 * g.interval_ms
+        {
+            return Err(format!(
+                "gossip.dead_after_ms = {d} is shorter than two intervals ({} ms)",
+                2 * g.interval_ms
+            ));
+        }
+        if self.link.port == 0 {
+            return Err("link.port = 0 is not a port".into());
+        }
+        if !(10..=60_000).contains(&self.link.connect_timeout_ms) {
+            return Err(format!(
+                "link.connect_timeout_ms = {} is out of range 10..60000",
+                self.link.connect_timeout_ms
+            ));
+        }
+        if let Some(s) = self.node.speed
+            && !(1..=100_000_000).contains(&s)
+        {
+            return Err(format!("node.speed = {s} is out of range 1..100000000"));
+        }
+        if !(10..=10_000).contains(&self.node.sample_ms) {
+            return Err(format!(
+                "node.sample_ms = {} is out of range 10..10000",
+                self.node.sample_ms
+            ));
+        }
+        self.decay.validate()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    // toml's messages span several lines with a caret diagram; keep the facts on one line.
+    let mut parts = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|");
+    let first = parts.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = parts
+        .filter(|l| !l.contains('^') && !l.contains(" | "))
+        .collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first}: {}", rest.join("; "))
+    }
+}
+
+/// The cluster secret, shared by all nodes. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// Wraps secret bytes (trailing newlines are not part of the secret).
+    pub fn new(bytes: &[u8]) -> Result<Secret, String> {
+        let mut v = bytes.to_vec();
+        while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            v.pop();
+        }
+        if v.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "the secret is {} bytes long; at least {MIN_SECRET_LEN} are needed",
+                v.len()
+            ));
+        }
+        Ok(Secret(v))
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Reads the secret file. It must be a regular file owned by `owner_uid` (the user running
+    /// the service: root on a real cluster) and readable by no one else (mode 0600 or stricter).
+    pub fn load(path: &Path, owner_uid: u32) -> Result<Secret, String> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let shown = path.display();
+        let f = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+        let md = f
+            .metadata()
+            .map_err(|e| format!("{shown}: cannot stat: {e}"))?;
+        if !md.is_file() {
+            return Err(format!("{shown}: not a regular file"));
+        }
+        if md.mode() & 0o077 != 0 {
+            return Err(format!(
+                "{shown}: mode {:04o} lets others read the secret; chmod 600 it",
+                md.mode() & 0o7777
+            ));
+        }
+        if md.uid() != owner_uid {
+            return Err(format!(
+                "{shown}: owned by uid {}, not by uid {owner_uid} that runs the service",
+                md.uid()
+            ));
+        }
+        let mut buf = Vec::new();
+        f.take(MAX_SECRET_LEN + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+        if buf.len() as u64 > MAX_SECRET_LEN {
+            return Err(format!("{shown}: longer than {MAX_SECRET_LEN} bytes"));
+        }
+        Secret::new(&buf).map_err(|e| format!("{shown}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        assert_eq!(Tunables::parse("t", "").unwrap(), Tunables::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Tunables::parse("/etc/mosix/mosix.toml", "[gossip]\nintervall_ms = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("intervall_ms"), "{e}");
+        assert!(e.starts_with("/etc/mosix/mosix.toml:"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = Tunables::parse("t", "colour = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(Tunables::parse("t", "[gossip]\ninterval_ms = 0\n").is_err());
+        assert!(Tunables::parse("t", "[gossip]\nwindow = 0\n").is_err());
+        assert!(Tunables::parse("t", "[decay]\nslow = 900\nfast = 950\n").is_err());
+        let t = Tunables::parse("t", "[link]\nport = 5000\n[node]\nspeed = 20000\n").unwrap();
+        assert_eq!(t.link.port, 5000);
+        assert_eq!(t.node.speed, Some(20000));
+    }
+
+    #[test]
+    fn secrets_must_be_private_and_long_enough() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::fs::metadata(dir.path()).unwrap().uid();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Secret::load(&p, me).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Secret::load(&p, me).unwrap().bytes(), b"0123456789abcdef");
+        std::fs::write(&p, "short").unwrap();
+        assert!(Secret::load(&p, me).unwrap_err().contains("at least"));
+    }
+}

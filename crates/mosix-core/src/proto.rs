@@ -1,0 +1,470 @@
+//! The link protocol between node services, and the frame codec the control socket shares.
+//!
+//! # Frames
+//!
+//! Every message travels in a frame with an 8-byte header:
+//!
+//! ```text
+//! 0..2   magic "MX"
+//! 2      protocol version (PROTOCOL_VERSION)
+//! 3      reserved, 0
+//! 4..8   payload length, little-endian u32, at most the limit of the channel
+//! 8..    payload: the message, serialised with postcard (serde, varint-compact)
+//! ```
+//!
+//! The reader checks the header — magic, version, reserved byte, and the length against a named
+//! limit — *before* it allocates the payload buffer, so a peer cannot make us allocate more than
+//! the limit. The payload must decode to exactly one message with no bytes left over; counts
+//! inside a message (window entries, …) are checked again after decoding.
+//!
+//! # Authentication
+//!
+//! A link connection starts with a challenge–response handshake proving that both ends hold the
+//! cluster secret (HMAC-SHA256 over both node numbers and both random nonces, with a different
+//! label for each direction, so neither side's proof can be replayed as the other's):
+//!
+//! ```text
+//! client → server   Hello     { node, nonce_c }
+//! server → client   Challenge { node, nonce_s, proof_s = HMAC(secret, "server" | c | s | nonce_c | nonce_s) }
+//! client → server   Proof     { proof_c = HMAC(secret, "client" | c | s | nonce_c | nonce_s) }
+//! server → client   Welcome
+//! ```
+//!
+//! After the handshake, frames carry [`LinkMsg`]s without per-frame MACs: the secret keeps
+//! strangers out of the cluster, as MOSIX's trusted-network model assumes; it does not protect a
+//! connection from someone who can rewrite packets on the wire.
+
+use std::io::{Read, Write};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::Secret;
+use crate::gossip::{GossipMsg, MAX_WINDOW};
+use crate::load::NodeInfo;
+use crate::node::NodeId;
+
+/// The frame magic.
+pub const MAGIC: [u8; 2] = *b"MX";
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The size of a frame header.
+pub const HEADER_LEN: usize = 8;
+
+/// The largest handshake frame.
+pub const MAX_HANDSHAKE_FRAME: usize = 512;
+/// The largest frame on an authenticated link connection.
+pub const MAX_LINK_FRAME: usize = 1 << 20;
+/// The largest frame on the local control socket (a full view of a large cluster fits).
+pub const MAX_CONTROL_FRAME: usize = 16 << 20;
+
+/// The length of a handshake nonce and of a proof.
+pub const NONCE_LEN: usize = 32;
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The stream ended cleanly between frames.
+    #[error("connection closed")]
+    Closed,
+    /// The first two bytes are not "MX".
+    #[error("bad magic {0:02x?}: not a MOSIX peer")]
+    BadMagic([u8; 2]),
+    /// A protocol version we do not speak.
+    #[error("protocol version {0} is not supported (this node speaks {PROTOCOL_VERSION})")]
+    BadVersion(u8),
+    /// The reserved byte is not zero.
+    #[error("reserved header byte is {0}, not 0")]
+    Reserved(u8),
+    /// The announced length is over the limit.
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    TooLong {
+        /// The announced length.
+        len: usize,
+        /// The limit of the channel.
+        limit: usize,
+    },
+    /// The payload does not decode.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// The payload decodes but leaves bytes over.
+    #[error("{0} bytes left over after the message")]
+    Trailing(usize),
+    /// The message decodes but breaks a rule (too many entries, …).
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Serialises a message into a complete frame.
+pub fn encode<M: Serialize>(msg: &M) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    // postcard writes into any Extend; serialising our own types cannot fail.
+    let mut out = postcard::to_extend(msg, std::mem::take(&mut out)).unwrap_or_default();
+    let len = u32::try_from(out.len() - HEADER_LEN).unwrap_or(u32::MAX);
+    out[0..2].copy_from_slice(&MAGIC);
+    out[2] = PROTOCOL_VERSION;
+    out[3] = 0;
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// Checks a frame header and returns the payload length it announces.
+pub fn decode_header(h: &[u8; HEADER_LEN], limit: usize) -> Result<usize, FrameError> {
+    if h[0..2] != MAGIC {
+        return Err(FrameError::BadMagic([h[0], h[1]]));
+    }
+    if h[2] != PROTOCOL_VERSION {
+        return Err(FrameError::BadVersion(h[2]));
+    }
+    if h[3] != 0 {
+        return Err(FrameError::Reserved(h[3]));
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    if len > limit {
+        return Err(FrameError::TooLong { len, limit });
+    }
+    Ok(len)
+}
+
+/// Decodes a payload into exactly one message.
+pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<M, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes::<M>(payload)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+/// Decodes one complete frame held in memory.
+pub fn decode_frame<M: DeserializeOwned>(frame: &[u8], limit: usize) -> Result<M, FrameError> {
+    let Some((h, payload)) = frame.split_first_chunk::<HEADER_LEN>() else {
+        return Err(FrameError::Truncated);
+    };
+    let len = decode_header(h, limit)?;
+    if payload.len() < len {
+        return Err(FrameError::Truncated);
+    }
+    if payload.len() > len {
+        return Err(FrameError::Trailing(payload.len() - len));
+    }
+    decode_payload(payload)
+}
+
+/// Reads one frame from a blocking stream.
+pub fn read_frame<M: DeserializeOwned, R: Read>(r: &mut R, limit: usize) -> Result<M, FrameError> {
+    let mut h = [0u8; HEADER_LEN];
+    read_full(r, &mut h, true)?;
+    let len = decode_header(&h, limit)?;
+    let mut payload = vec![0u8; len];
+    read_full(r, &mut payload, false)?;
+    decode_payload(&payload)
+}
+
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], at_boundary: bool) -> Result<(), FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 && at_boundary => return Err(FrameError::Closed),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes one frame to a blocking stream.
+pub fn write_frame<M: Serialize, W: Write>(w: &mut W, msg: &M) -> Result<(), FrameError> {
+    w.write_all(&encode(msg))?;
+    w.flush()?;
+    Ok(())
+}
+
+/// The handshake of a link connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Handshake {
+    /// The connecting side introduces itself.
+    Hello {
+        /// The client's node number.
+        node: NodeId,
+        /// The client's random nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The accepting side proves it holds the secret and challenges the client.
+    Challenge {
+        /// The server's node number.
+        node: NodeId,
+        /// The server's random nonce.
+        nonce: [u8; NONCE_LEN],
+        /// The server's proof.
+        proof: [u8; NONCE_LEN],
+    },
+    /// The client's proof.
+    Proof {
+        /// The client's proof.
+        proof: [u8; NONCE_LEN],
+    },
+    /// The server accepted the client.
+    Welcome,
+    /// One side refuses the other and says why before closing.
+    Refuse {
+        /// The reason, for the other side's log.
+        reason: String,
+    },
+}
+
+/// Which side of the handshake a proof is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The accepting side.
+    Server,
+    /// The connecting side.
+    Client,
+}
+
+/// Computes the proof of `side` for a handshake between `client` and `server` with the two
+/// nonces.
+pub fn proof(
+    secret: &Secret,
+    side: Side,
+    client: NodeId,
+    server: NodeId,
+    nonce_c: &[u8; NONCE_LEN],
+    nonce_s: &[u8; NONCE_LEN],
+) -> [u8; NONCE_LEN] {
+    mac_for(secret, side, client, server, nonce_c, nonce_s)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Checks a proof in constant time.
+pub fn verify(
+    secret: &Secret,
+    side: Side,
+    client: NodeId,
+    server: NodeId,
+    nonce_c: &[u8; NONCE_LEN],
+    nonce_s: &[u8; NONCE_LEN],
+    claimed: &[u8; NONCE_LEN],
+) -> bool {
+    mac_for(secret, side, client, server, nonce_c, nonce_s)
+        .verify_slice(claimed)
+        .is_ok()
+}
+
+fn mac_for(
+    secret: &Secret,
+    side: Side,
+    client: NodeId,
+    server: NodeId,
+    nonce_c: &[u8; NONCE_LEN],
+    nonce_s: &[u8; NONCE_LEN],
+) -> Hmac<Sha256> {
+    // HMAC hashes keys longer than a block and pads shorter ones: every length is accepted.
+    #[allow(clippy::expect_used)]
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
+    let label: &[u8] = match side {
+        Side::Server => b"mosix-link-v1 server",
+        Side::Client => b"mosix-link-v1 client",
+    };
+    mac.update(label);
+    mac.update(&client.get().to_le_bytes());
+    mac.update(&server.get().to_le_bytes());
+    mac.update(nonce_c);
+    mac.update(nonce_s);
+    mac
+}
+
+/// A message on an authenticated link connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkMsg {
+    /// A window of load information.
+    Gossip(GossipMsg<NodeInfo>),
+}
+
+impl LinkMsg {
+    /// Checks the counts a decoded message may carry.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        match self {
+            LinkMsg::Gossip(g) => {
+                if g.entries.len() > MAX_WINDOW {
+                    return Err(FrameError::Invalid(format!(
+                        "gossip window of {} entries exceeds {MAX_WINDOW}",
+                        g.entries.len()
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Decodes and validates a link frame.
+pub fn decode_link(frame: &[u8]) -> Result<LinkMsg, FrameError> {
+    let m: LinkMsg = decode_frame(frame, MAX_LINK_FRAME)?;
+    m.validate()?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::WireEntry;
+    use crate::load::Figures;
+    use crate::node::Status;
+    use proptest::prelude::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s.as_bytes()).unwrap()
+    }
+    fn id(n: u16) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    #[test]
+    fn proofs_bind_the_secret_the_side_and_the_nonces() {
+        let k = secret("0123456789abcdef0123");
+        let other = secret("0123456789abcdef0124");
+        let (nc, ns) = ([1u8; 32], [2u8; 32]);
+        let p = proof(&k, Side::Server, id(1), id(2), &nc, &ns);
+        assert!(verify(&k, Side::Server, id(1), id(2), &nc, &ns, &p));
+        assert!(!verify(&other, Side::Server, id(1), id(2), &nc, &ns, &p));
+        assert!(!verify(&k, Side::Client, id(1), id(2), &nc, &ns, &p));
+        assert!(!verify(&k, Side::Server, id(2), id(1), &nc, &ns, &p));
+        assert!(!verify(&k, Side::Server, id(1), id(2), &ns, &nc, &p));
+    }
+
+    #[test]
+    fn header_checks_come_before_allocation() {
+        let mut f = encode(&LinkMsg::Gossip(GossipMsg { entries: vec![] }));
+        f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        // read_frame must fail on the header without trying to allocate 4 GiB.
+        let e = read_frame::<LinkMsg, _>(&mut &f[..], MAX_LINK_FRAME).unwrap_err();
+        assert!(matches!(e, FrameError::TooLong { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_stream_of_frames_reads_back_in_order() {
+        let a = LinkMsg::Gossip(GossipMsg { entries: vec![] });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &a).unwrap();
+        write_frame(&mut buf, &a).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<LinkMsg, _>(&mut r, MAX_LINK_FRAME).unwrap(), a);
+        assert_eq!(read_frame::<LinkMsg, _>(&mut r, MAX_LINK_FRAME).unwrap(), a);
+        assert!(matches!(
+            read_frame::<LinkMsg, _>(&mut r, MAX_LINK_FRAME),
+            Err(FrameError::Closed)
+        ));
+    }
+
+    fn arb_info() -> impl Strategy<Value = NodeInfo> {
+        (
+            0u32..128,
+            proptest::option::of((
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                0u32..=100,
+            )),
+        )
+            .prop_map(|(flags, f)| NodeInfo {
+                flags: Status::from_bits_truncate(flags),
+                figures: f.map(
+                    |(load, speed, cpus, mem_total, mem_free, mem_rawfree, util)| Figures {
+                        load,
+                        speed,
+                        cpus,
+                        mem_total,
+                        mem_free,
+                        mem_rawfree,
+                        util,
+                    },
+                ),
+            })
+    }
+
+    fn arb_link() -> impl Strategy<Value = LinkMsg> {
+        proptest::collection::vec((1u16.., any::<u32>(), arb_info()), 0..40).prop_map(|es| {
+            LinkMsg::Gossip(GossipMsg {
+                entries: es
+                    .into_iter()
+                    .map(|(n, age_ms, info)| WireEntry {
+                        node: id(n),
+                        age_ms,
+                        info,
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn arb_handshake() -> impl Strategy<Value = Handshake> {
+        prop_oneof![
+            (1u16.., any::<[u8; 32]>())
+                .prop_map(|(n, nonce)| Handshake::Hello { node: id(n), nonce }),
+            (1u16.., any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(n, nonce, proof)| {
+                Handshake::Challenge {
+                    node: id(n),
+                    nonce,
+                    proof,
+                }
+            }),
+            any::<[u8; 32]>().prop_map(|proof| Handshake::Proof { proof }),
+            Just(Handshake::Welcome),
+            ".{0,100}".prop_map(|reason| Handshake::Refuse { reason }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn link_messages_round_trip(m in arb_link()) {
+            let f = encode(&m);
+            prop_assert!(f.len() <= MAX_LINK_FRAME);
+            prop_assert_eq!(decode_link(&f).unwrap(), m);
+        }
+
+        #[test]
+        fn handshakes_round_trip(m in arb_handshake()) {
+            let f = encode(&m);
+            prop_assert!(f.len() <= MAX_HANDSHAKE_FRAME);
+            prop_assert_eq!(decode_frame::<Handshake>(&f, MAX_HANDSHAKE_FRAME).unwrap(), m);
+        }
+
+        #[test]
+        fn any_prefix_of_a_frame_is_refused(m in arb_link(), cut in 0usize..1000) {
+            let f = encode(&m);
+            let cut = cut % f.len();
+            prop_assert!(decode_link(&f[..cut]).is_err());
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_link(&bytes);
+            let _ = decode_frame::<Handshake>(&bytes, MAX_HANDSHAKE_FRAME);
+        }
+
+        #[test]
+        fn corrupted_frames_never_panic(m in arb_link(), pos in any::<usize>(), val in any::<u8>()) {
+            let mut f = encode(&m);
+            let pos = pos % f.len();
+            f[pos] = val;
+            let _ = decode_link(&f);
+        }
+    }
+}
