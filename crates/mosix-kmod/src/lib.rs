@@ -1,0 +1,21 @@
+//! The kernel-side part of MOSIX on a stock kernel: everything that touches processes, cgroups,
+//! namespaces and sockets.
+//!
+//! A stock kernel without loadable modules still has what MOSIX needs: ptrace and seccomp-BPF
+//! with user notification to split a process into a remote and a deputy, `process_vm_readv`,
+//! `pidfd_getfd` and userfaultfd to move it, namespaces and cgroups to build nodes. This crate
+//! holds that machinery and the node service that drives it; the policies it applies live in
+//! `mosix-core`.
+//!
+//! * [`service`] — the node service: dissemination over the authenticated link, the cluster
+//!   view, the control socket.
+//! * [`measure`] and [`cgroup`] — what a node is and how loaded it is.
+//! * [`daemon`] — starting the service in the background and waiting until it serves.
+//! * [`vcluster`] — a virtual cluster of nodes on one machine (network namespaces, a bridge,
+//!   cgroups with CPU quotas and memory limits, optional private mounts).
+
+pub mod cgroup;
+pub mod daemon;
+pub mod measure;
+pub mod service;
+pub mod vcluster;

@@ -1,0 +1,726 @@
+//! The node service: one per node, started by `setpe -w`, stopped by `setpe -off`.
+//!
+//! It runs the information dissemination of [`mosix_core::gossip`] over the authenticated link
+//! ([`link`]), measures its node ([`crate::measure`]) and keeps the cluster view, and answers the
+//! local tools on the control socket ([`control`]). There is no master: every service runs the
+//! same loop on what it has heard.
+//!
+//! Concurrency: one single-threaded tokio runtime. The main loop owns all state and receives
+//! [`Event`]s (gossip from the link tasks, requests from the control tasks, samples from the
+//! measurement thread) over one channel, so nothing is shared but the read-mostly
+//! [`link::LinkContext`]. Measurement runs on its own OS thread because it reads `/proc`
+//! synchronously every 100 ms.
+
+pub mod control;
+pub mod link;
+
+use std::fs::{self, OpenOptions};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use mosix_core::client::{
+    Client, ClusterView, NodeView, Request, Response, RunningConfig, ServiceInfo,
+};
+use mosix_core::config::{ConfigError, DecayTunables, Paths, Secret, Tunables};
+use mosix_core::gossip::{Dissemination, GossipConfig, GossipMsg, Millis};
+use mosix_core::load::{Figures, LoadSmoother, NodeInfo, Sample};
+use mosix_core::map::{self, ClusterMap, IdentityError, MapErrors};
+use mosix_core::overheads::Overheads;
+use mosix_core::proto::{self, LinkMsg};
+use mosix_core::{Flag, NodeId, Status};
+use nix::fcntl::{Flock, FlockArg};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::cgroup::{CgroupError, Cgroups};
+use crate::measure::{self, Measurer, Scope};
+
+use link::{LinkContext, Outbound, SharedContext, Throttle};
+
+/// What the main loop is told.
+#[derive(Debug)]
+pub enum Event {
+    /// A gossip message arrived from an authenticated peer.
+    Gossip {
+        /// The peer.
+        from: NodeId,
+        /// The message.
+        msg: GossipMsg<NodeInfo>,
+    },
+    /// A local tool asks something.
+    Control {
+        /// The request.
+        req: Request,
+        /// The caller's uid.
+        uid: u32,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// One second's measurement of the node.
+    Sample(Sample),
+}
+
+/// How to start the service.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The node's files.
+    pub paths: Paths,
+    /// Where the map came from (for messages).
+    pub map_name: String,
+    /// The map text.
+    pub map_text: String,
+    /// The node number given with `-p`.
+    pub forced: Option<NodeId>,
+}
+
+/// What the service is once it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// This node.
+    pub node: NodeId,
+    /// The link address.
+    pub addr: Ipv4Addr,
+    /// The link port.
+    pub port: u16,
+}
+
+/// Why the service could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// `mosix.toml` is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The secret is missing or unsafe.
+    #[error("cluster secret: {0}")]
+    Secret(String),
+    /// The map is wrong.
+    #[error("{0}")]
+    Map(#[from] MapErrors),
+    /// This node is not in the map.
+    #[error("{map}: {source}")]
+    Identity {
+        /// The map name.
+        map: String,
+        /// Why.
+        #[source]
+        source: IdentityError,
+    },
+    /// Another service runs for this node.
+    #[error(
+        "this node is already configured (node {node}, service pid {pid}); use setpe -W to replace the configuration"
+    )]
+    AlreadyRunning {
+        /// Its node number.
+        node: NodeId,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Another service holds the lock but does not answer.
+    #[error("another MOSIX service holds {0} but does not answer; is it starting or hung?")]
+    Locked(PathBuf),
+    /// A file of the run directory.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The link port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node's cgroup could not be read.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
+    move |source| ServiceError::File {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The IPv4 addresses of this machine's interfaces (in this network namespace).
+pub fn local_ipv4() -> Vec<Ipv4Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut v: Vec<Ipv4Addr> = addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|a| a.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The configuration read from files: tunables, secret, map, identity.
+#[derive(Debug, Clone)]
+struct Loaded {
+    tunables: Tunables,
+    secret: Secret,
+    map: ClusterMap,
+    map_name: String,
+    me: NodeId,
+    my_addr: Ipv4Addr,
+}
+
+fn load(
+    paths: &Paths,
+    map_name: &str,
+    map_text: &str,
+    forced: Option<NodeId>,
+) -> Result<Loaded, ServiceError> {
+    let tunables = Tunables::load(&paths.config())?;
+    let secret = Secret::load(&paths.secret(), nix::unistd::geteuid().as_raw())
+        .map_err(ServiceError::Secret)?;
+    let map = map::parse_and_resolve(map_name, map_text, &map::system_resolver)?;
+    let me = map
+        .identify(&local_ipv4(), forced)
+        .map_err(|source| ServiceError::Identity {
+            map: map_name.to_owned(),
+            source,
+        })?;
+    let my_addr = map.addr_of(me).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    Ok(Loaded {
+        tunables,
+        secret,
+        map,
+        map_name: map_name.to_owned(),
+        me,
+        my_addr,
+    })
+}
+
+/// Checks everything the service will read at start (tunables, secret, map, identity) without
+/// starting it, so that a starter can report problems before going to the background. Returns
+/// this node's number.
+pub fn check_start(opts: &StartOptions) -> Result<NodeId, ServiceError> {
+    load(&opts.paths, &opts.map_name, &opts.map_text, opts.forced).map(|l| l.me)
+}
+
+fn gossip_config(l: &Loaded) -> GossipConfig {
+    let g = &l.tunables.gossip;
+    GossipConfig::new(l.map.node_count(), g.interval_ms, g.window, g.dead_after_ms)
+}
+
+/// Checks whether a service already answers for this node; returns its node and pid.
+pub fn running(paths: &Paths) -> Option<ServiceInfo> {
+    Client::connect(paths).ok()?.ping().ok()
+}
+
+/// Runs the service until it is told to stop (or gets SIGTERM/SIGINT). `on_ready` is called
+/// once the link port and the control socket accept connections.
+pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), ServiceError> {
+    let loaded = load(&opts.paths, &opts.map_name, &opts.map_text, opts.forced)?;
+    let paths = opts.paths;
+    fs::create_dir_all(&paths.rundir).map_err(file_err(&paths.rundir))?;
+
+    // One service per run directory: an exclusive lock held for the service's lifetime.
+    let lock_path = paths.rundir.join("mosix.lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(file_err(&lock_path))?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err(_) => {
+            return Err(match running(&paths) {
+                Some(s) => ServiceError::AlreadyRunning {
+                    node: s.node,
+                    pid: s.pid,
+                },
+                None => ServiceError::Locked(lock_path),
+            });
+        }
+    };
+
+    let sock_path = paths.socket();
+    // We hold the lock, so a socket file left here belongs to a service that died.
+    let _ = fs::remove_file(&sock_path);
+    let unix = std::os::unix::net::UnixListener::bind(&sock_path).map_err(file_err(&sock_path))?;
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o666))
+        .map_err(file_err(&sock_path))?;
+    unix.set_nonblocking(true).map_err(file_err(&sock_path))?;
+    let pid_path = paths.pidfile();
+    fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(file_err(&pid_path))?;
+
+    let result = (|| {
+        let scope =
+            match Cgroups::discover()?.node_cgroup(loaded.tunables.node.cgroup.as_deref())? {
+                Some(c) => Scope::Cgroup(c),
+                None => Scope::Machine,
+            };
+        let raw_speed = match loaded.tunables.node.speed {
+            Some(s) => s,
+            None => measure::calibrate_speed(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(file_err(Path::new("tokio runtime")))?;
+        rt.block_on(serve(
+            paths.clone(),
+            loaded,
+            scope,
+            raw_speed,
+            unix,
+            on_ready,
+        ))
+    })();
+
+    let _ = fs::remove_file(&sock_path);
+    if fs::read_to_string(&pid_path).is_ok_and(|p| p.trim() == std::process::id().to_string()) {
+        let _ = fs::remove_file(&pid_path);
+    }
+    result
+}
+
+async fn bind_link(addr: Ipv4Addr, port: u16) -> Result<TcpListener, ServiceError> {
+    let sa = SocketAddr::new(IpAddr::V4(addr), port);
+    let bind = || -> std::io::Result<TcpListener> {
+        let s = TcpSocket::new_v4()?;
+        s.set_reuseaddr(true)?;
+        s.bind(sa)?;
+        s.listen(1024)
+    };
+    bind().map_err(|source| ServiceError::Bind { addr: sa, source })
+}
+
+async fn serve(
+    paths: Paths,
+    loaded: Loaded,
+    scope: Scope,
+    raw_speed: u32,
+    unix: std::os::unix::net::UnixListener,
+    on_ready: impl FnOnce(Ready),
+) -> Result<(), ServiceError> {
+    let port = loaded.tunables.link.port;
+    let tcp = bind_link(loaded.my_addr, port).await?;
+    let unix = UnixListener::from_std(unix).map_err(file_err(&paths.socket()))?;
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+
+    let ctx: SharedContext = Arc::new(RwLock::new(Arc::new(LinkContext {
+        me: loaded.me,
+        my_addr: loaded.my_addr,
+        map: loaded.map.clone(),
+        secret: loaded.secret.clone(),
+        port,
+        connect_timeout: Duration::from_millis(loaded.tunables.link.connect_timeout_ms),
+    })));
+    let throttle = Arc::new(Throttle::default());
+    let accept = tokio::spawn(link::accept_loop(
+        tcp,
+        Arc::clone(&ctx),
+        tx.clone(),
+        Arc::clone(&throttle),
+    ));
+    let control = tokio::spawn(control::serve(unix, tx.clone()));
+
+    let mut measurer = Measurer::new(scope.clone(), raw_speed);
+    measurer.sample();
+    let first = measurer.finish();
+    let sample_ms = loaded.tunables.node.sample_ms;
+    spawn_measurement(measurer, sample_ms, tx.clone());
+
+    let mut rng =
+        SmallRng::seed_from_u64(getrandom::u64().unwrap_or(u64::from(std::process::id())));
+    let start = Instant::now();
+    let gcfg = gossip_config(&loaded);
+    let phase = rng.random_range(0..gcfg.interval_ms.max(1));
+    let nodes = loaded.map.nodes();
+    let diss = Dissemination::new(nodes, loaded.me, gcfg, 0, phase).map_err(|e| {
+        ServiceError::Identity {
+            map: loaded.map_name.clone(),
+            source: IdentityError::NoAddress(e.to_string()),
+        }
+    })?;
+    let mut smoother = LoadSmoother::default();
+    let figures = smoother.figures(&first);
+    let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
+    let mut node = Node {
+        decay: loaded.tunables.decay,
+        loaded,
+        scope,
+        diss,
+        flags: Status::empty(),
+        smoother,
+        figures,
+        speed_override: None,
+        ctx,
+        outbound,
+        throttle,
+        accept,
+        events: tx,
+        start,
+        rng,
+        last_up: Vec::new(),
+        euid: nix::unistd::geteuid().as_raw(),
+        paths,
+    };
+
+    let ready = Ready {
+        node: node.loaded.me,
+        addr: node.loaded.my_addr,
+        port,
+    };
+    info!(
+        "MOSIX node {} serving at {}:{} (map {}, {} nodes; measuring the {}; speed {} per CPU)",
+        ready.node,
+        ready.addr,
+        ready.port,
+        node.loaded.map_name,
+        node.loaded.map.node_count(),
+        node.scope.describe(),
+        raw_speed
+    );
+    on_ready(ready);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(file_err(Path::new("SIGTERM handler")))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(file_err(Path::new("SIGINT handler")))?;
+    loop {
+        let due = start + Duration::from_millis(u64::try_from(node.diss.next_send()).unwrap_or(0));
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => node.tick(),
+            ev = rx.recv() => match ev {
+                Some(ev) => if node.handle(ev).await { break },
+                None => break,
+            },
+            _ = term.recv() => { info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { info!("SIGINT: stopping"); break }
+        }
+    }
+    // Let the answer to a Shutdown request reach its caller.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.accept.abort();
+    control.abort();
+    info!("MOSIX node {} stopped", node.loaded.me);
+    Ok(())
+}
+
+fn spawn_measurement(mut m: Measurer, sample_ms: u64, tx: mpsc::Sender<Event>) {
+    let spawned = std::thread::Builder::new()
+        .name("mosix-measure".into())
+        .spawn(move || {
+            let period = Duration::from_millis(sample_ms.max(1));
+            let mut second = Instant::now();
+            loop {
+                std::thread::sleep(period);
+                m.sample();
+                if second.elapsed() >= Duration::from_secs(1) {
+                    second = Instant::now();
+                    if tx.blocking_send(Event::Sample(m.finish())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the measurement thread ({e}); the load will stay at its first value");
+    }
+}
+
+/// The main loop's state.
+struct Node {
+    paths: Paths,
+    loaded: Loaded,
+    scope: Scope,
+    diss: Dissemination<NodeInfo>,
+    flags: Status,
+    smoother: LoadSmoother,
+    figures: Figures,
+    speed_override: Option<u32>,
+    decay: DecayTunables,
+    ctx: SharedContext,
+    outbound: Outbound,
+    throttle: Arc<Throttle>,
+    accept: JoinHandle<()>,
+    events: mpsc::Sender<Event>,
+    start: Instant,
+    rng: SmallRng,
+    /// Which nodes were up at the last tick, to log changes.
+    last_up: Vec<(NodeId, bool)>,
+    euid: u32,
+}
+
+impl Node {
+    fn now(&self) -> Millis {
+        Millis::try_from(self.start.elapsed().as_millis()).unwrap_or(Millis::MAX)
+    }
+
+    fn own_info(&self) -> NodeInfo {
+        NodeInfo {
+            flags: self.flags,
+            figures: if self.flags.contains(Status::QUIET) {
+                None
+            } else {
+                Some(self.figures)
+            },
+        }
+    }
+
+    /// Time to gossip: refresh our entry and send the window to a random peer.
+    fn tick(&mut self) {
+        // The timer fired for next_send; do not let millisecond rounding make the send not due.
+        let now = self.now().max(self.diss.next_send());
+        let info = self.own_info();
+        self.diss.set_local(info, now);
+        if let Some((to, msg)) = self.diss.send(now, &mut self.rng) {
+            let frame = Arc::new(proto::encode(&LinkMsg::Gossip(msg)));
+            self.outbound.send(to, frame);
+        }
+        self.log_changes(now);
+    }
+
+    fn log_changes(&mut self, now: Millis) {
+        let dead_after = self.diss.config().dead_after_ms.unwrap_or(0);
+        let current: Vec<(NodeId, bool)> = self
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self)
+            .map(|k| (k.node, k.up))
+            .collect();
+        if self.last_up.len() == current.len() {
+            for ((n, was), (_, is)) in self.last_up.iter().zip(&current) {
+                match (was, is) {
+                    (false, true) => info!("node {n} is up"),
+                    (true, false) => {
+                        info!(
+                            "node {n} is down: no news of it for {} s",
+                            dead_after / 1000
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.last_up = current;
+    }
+
+    /// Handles one event; returns true when the service should stop.
+    async fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Gossip { msg, .. } => {
+                let now = self.now();
+                self.diss.receive(&msg, now);
+                false
+            }
+            Event::Sample(mut s) => {
+                if let Some(sp) = self.speed_override {
+                    s.speed = sp;
+                }
+                self.figures = self.smoother.figures(&s);
+                false
+            }
+            Event::Control { req, uid, reply } => {
+                let stop = matches!(req, Request::Shutdown) && self.allowed(uid);
+                let resp = self.control(req, uid).await;
+                let _ = reply.send(resp);
+                stop
+            }
+        }
+    }
+
+    fn allowed(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.euid
+    }
+
+    async fn control(&mut self, req: Request, uid: u32) -> Response {
+        let changes = !matches!(
+            req,
+            Request::Ping
+                | Request::View
+                | Request::GetDecay
+                | Request::GetTune
+                | Request::GetConfig
+        );
+        if changes && !self.allowed(uid) {
+            return Response::Error(
+                "permission denied: changing the node's configuration needs root".into(),
+            );
+        }
+        match req {
+            Request::Ping => Response::Pong(ServiceInfo {
+                node: self.loaded.me,
+                pid: std::process::id(),
+                version: mosix_core::VERSION.to_owned(),
+            }),
+            Request::View => Response::View(self.view()),
+            Request::SetFlag { flag, on } => {
+                self.flags.set(flag.bit(), on);
+                info!(
+                    "{}{} set by uid {uid}",
+                    if on { "" } else { "no" },
+                    match flag {
+                        Flag::NoMfs => "mfs (MFS off)",
+                        f => f.set_word(),
+                    }
+                );
+                // Tell the cluster at the next tick; our own view changes at once.
+                let now = self.now();
+                let info = self.own_info();
+                self.diss.set_local(info, now);
+                Response::Done
+            }
+            Request::SetSpeed { speed } => {
+                if speed == 0 || speed > 100_000_000 {
+                    return Response::Error(format!("speed {speed} is out of range 1..100000000"));
+                }
+                self.speed_override = Some(speed);
+                self.figures.speed = speed;
+                info!("speed set to {speed} by uid {uid}");
+                Response::Done
+            }
+            Request::GetDecay => Response::Decay(self.decay),
+            Request::SetDecay(d) => match d.validate() {
+                Ok(()) => {
+                    self.decay = d;
+                    info!(
+                        "decay set to interval {} s, slow {}, fast {} by uid {uid}",
+                        d.interval_s, d.slow, d.fast
+                    );
+                    Response::Done
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::GetTune => Response::Tune(Overheads::builtin()),
+            Request::GetConfig => Response::Config(RunningConfig {
+                node: self.loaded.me,
+                map_text: self.loaded.map.to_text(),
+                map_name: self.loaded.map_name.clone(),
+                port: self.loaded.tunables.link.port,
+                interval_ms: self.diss.config().interval_ms,
+                window: self.diss.config().window,
+                dead_after_ms: self.diss.config().dead_after_ms.unwrap_or(0),
+                measuring: self.scope.describe(),
+            }),
+            Request::Reconfigure {
+                map_name,
+                map_text,
+                node,
+            } => match self.reconfigure(&map_name, &map_text, node).await {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Shutdown => {
+                info!("stopping at the request of uid {uid}");
+                Response::Done
+            }
+        }
+    }
+
+    fn view(&self) -> ClusterView {
+        let now = self.now();
+        let nodes = self
+            .diss
+            .known(now)
+            .map(|k| {
+                let addr = self
+                    .loaded
+                    .map
+                    .addr_of(k.node)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                if k.is_self {
+                    return NodeView {
+                        node: k.node,
+                        addr,
+                        is_self: true,
+                        up: true,
+                        age_ms: Some(0),
+                        status: Status::CONF | Status::UP | self.flags,
+                        figures: Some(self.figures),
+                    };
+                }
+                let flags = k.info.map_or(Status::empty(), |i| i.flags & Status::ADMIN);
+                let mut status = Status::CONF | flags;
+                status.set(Status::UP, k.up);
+                NodeView {
+                    node: k.node,
+                    addr,
+                    is_self: false,
+                    up: k.up,
+                    age_ms: k.age_ms,
+                    status,
+                    figures: k.info.and_then(|i| i.figures),
+                }
+            })
+            .collect();
+        ClusterView {
+            me: self.loaded.me,
+            interval_ms: self.diss.config().interval_ms,
+            dead_after_ms: self.diss.config().dead_after_ms.unwrap_or(0),
+            nodes,
+        }
+    }
+
+    /// `setpe -W`: a new map (and a fresh read of mosix.toml and the secret), applied in place.
+    async fn reconfigure(
+        &mut self,
+        map_name: &str,
+        map_text: &str,
+        forced: Option<NodeId>,
+    ) -> Result<(), ServiceError> {
+        let new = load(&self.paths, map_name, map_text, forced)?;
+        let port = new.tunables.link.port;
+        if new.my_addr != self.loaded.my_addr || port != self.loaded.tunables.link.port {
+            let tcp = bind_link(new.my_addr, port).await?;
+            self.accept.abort();
+            self.accept = tokio::spawn(link::accept_loop(
+                tcp,
+                Arc::clone(&self.ctx),
+                self.events.clone(),
+                Arc::clone(&self.throttle),
+            ));
+        }
+        let ctx = Arc::new(LinkContext {
+            me: new.me,
+            my_addr: new.my_addr,
+            map: new.map.clone(),
+            secret: new.secret.clone(),
+            port,
+            connect_timeout: Duration::from_millis(new.tunables.link.connect_timeout_ms),
+        });
+        match self.ctx.write() {
+            Ok(mut g) => *g = ctx,
+            Err(poisoned) => *poisoned.into_inner() = ctx,
+        }
+        self.outbound.reset();
+        self.diss
+            .set_nodes(new.map.nodes(), new.me)
+            .map_err(|e| ServiceError::Identity {
+                map: map_name.to_owned(),
+                source: IdentityError::NoAddress(e.to_string()),
+            })?;
+        self.diss.set_config(gossip_config(&new));
+        self.last_up.clear();
+        info!(
+            "configuration replaced: node {} at {}:{} (map {}, {} nodes)",
+            new.me,
+            new.my_addr,
+            port,
+            new.map_name,
+            new.map.node_count()
+        );
+        self.loaded = new;
+        Ok(())
+    }
+}
