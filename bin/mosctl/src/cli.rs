@@ -1,0 +1,140 @@
+//! The command line of mosctl.
+
+use clap::{Parser, Subcommand};
+
+/// Administer this MOSIX node and query the cluster.
+///
+/// The switches (stay, lstay, block, quiet, mfs and their opposites) change how this node takes
+/// part in the cluster; every node sees them in `mosctl status`. The queries ask this node's
+/// service what it knows about any node; they need no privileges, the changes need root.
+///
+/// A NODE is a node number, an address of the map or a host name; without one, a query is about
+/// this node.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mosctl",
+    version,
+    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes; utilisation in percent of the node's CPU capacity.\n\nWith --raw, the get verbs print a negative errno instead of failing: -101 (ENETUNREACH) for a node that is down, -61 (ENODATA) for a quiet node, -22 (EINVAL) for a node not in the map.\n\nExit status: 0 on success (isup: the node is up), 1 on failure (isup: the node is down), 2 on a usage error.\n\nClassic spellings -stay, -lstay, -block, -quiet are accepted for nostay, nolstay, noblock, noquiet."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// The verbs of mosctl.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// No automatic migration of processes away from this node.
+    Stay,
+    /// Allow automatic migration away from this node again.
+    Nostay,
+    /// This node's own processes stay; guests may still leave.
+    Lstay,
+    /// Allow this node's own processes to leave again.
+    Nolstay,
+    /// No guest processes may arrive.
+    Block,
+    /// Accept guest processes again.
+    Noblock,
+    /// Stop disseminating this node's load (the node still says it is alive).
+    Quiet,
+    /// Disseminate this node's load again.
+    Noquiet,
+    /// Allow access to this node's files through MFS.
+    Mfs,
+    /// Refuse access to this node's files through MFS.
+    Nomfs,
+    /// Show a node's state: up or down, and its switches, in words.
+    Status(NodeQuery),
+    /// Print yes if a node is up, no if it is down (exit status 0 / 1).
+    Isup(NodeRequired),
+    /// Without an argument: this node's number. With a node number: its address. With an
+    /// address or host name: its node number.
+    Whois(Whois),
+    /// A node's load (100 = one standard CPU fully busy).
+    Getload(NodeQuery),
+    /// A node's speed per CPU (10000 = standard).
+    Getspeed(NodeQuery),
+    /// A node's memory available to processes (free plus reclaimable cache), in bytes.
+    Getmem(NodeQuery),
+    /// A node's physically free memory, in bytes.
+    Getfree(NodeQuery),
+    /// A node's CPU utilisation, in percent of its capacity.
+    Getutil(NodeQuery),
+    /// A node's number of CPUs.
+    Getcpus(NodeQuery),
+    /// Set this node's speed per CPU (10000 = standard); a slower node receives less work.
+    Setspeed {
+        /// The new speed.
+        speed: u32,
+    },
+    /// Show the decay of per-process statistics: interval in seconds, per-mille kept for slow-
+    /// and fast-decaying processes.
+    Getdecay(Json),
+    /// Set the decay of per-process statistics.
+    Setdecay {
+        /// Seconds between decays (1..3600).
+        interval: u32,
+        /// Per-mille kept at each decay for slow-decaying processes (default 975).
+        slow: Option<u32>,
+        /// Per-mille kept for fast-decaying processes (default 926).
+        fast: Option<u32>,
+    },
+    /// Show the migration and remote-call costs the balancer uses.
+    Gettune(Json),
+}
+
+/// A query about a node, this node by default.
+#[derive(Debug, clap::Args)]
+pub struct NodeQuery {
+    /// The node (number, address or host name); this node if omitted.
+    pub node: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print a negative errno instead of failing when there is no value.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// A query that needs a node.
+#[derive(Debug, clap::Args)]
+pub struct NodeRequired {
+    /// The node (number, address or host name).
+    pub node: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The argument of whois.
+#[derive(Debug, clap::Args)]
+pub struct Whois {
+    /// A node number, an address or a host name.
+    pub what: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Just --json.
+#[derive(Debug, clap::Args)]
+pub struct Json {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Rewrites the classic `-stay`, `-lstay`, `-block`, `-quiet` into their `no` verbs.
+pub fn classic_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-stay") => "nostay".into(),
+            Some("-lstay") => "nolstay".into(),
+            Some("-block") => "noblock".into(),
+            Some("-quiet") => "noquiet".into(),
+            _ => a,
+        })
+        .collect()
+}

@@ -1,0 +1,412 @@
+//! mosctl: administer a MOSIX node and query the cluster.
+//!
+//! Every verb is one or two requests to the local node service; this file only turns the
+//! answers into words, numbers or JSON.
+
+mod cli;
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use mosix_core::client::{Client, ClusterView, NodeView, Request, Response};
+use mosix_core::config::{DecayTunables, Paths};
+use mosix_core::map::{self, ClusterMap};
+use mosix_core::{Flag, NodeId, Status};
+use serde::Serialize;
+
+use cli::{Cli, NodeQuery, Verb};
+
+const ENETUNREACH: i64 = 101;
+const ENODATA: i64 = 61;
+const EINVAL: i64 = 22;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(cli::classic_args(std::env::args_os()));
+    match run(cli.verb) {
+        Ok(code) => code,
+        Err(e) => mosix_core::cli::report("mosctl", e.as_ref()),
+    }
+}
+
+fn client() -> Result<Client> {
+    Ok(Client::connect(&Paths::from_env())?)
+}
+
+fn set_flag(flag: Flag, on: bool) -> Result<ExitCode> {
+    client()?.change(&Request::SetFlag { flag, on })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(verb: Verb) -> Result<ExitCode> {
+    match verb {
+        Verb::Stay => set_flag(Flag::Stay, true),
+        Verb::Nostay => set_flag(Flag::Stay, false),
+        Verb::Lstay => set_flag(Flag::Lstay, true),
+        Verb::Nolstay => set_flag(Flag::Lstay, false),
+        Verb::Block => set_flag(Flag::Block, true),
+        Verb::Noblock => set_flag(Flag::Block, false),
+        Verb::Quiet => set_flag(Flag::Quiet, true),
+        Verb::Noquiet => set_flag(Flag::Quiet, false),
+        Verb::Mfs => set_flag(Flag::NoMfs, false),
+        Verb::Nomfs => set_flag(Flag::NoMfs, true),
+        Verb::Status(q) => status(&q),
+        Verb::Isup(q) => isup(&q.node, q.json),
+        Verb::Whois(w) => whois(w.what.as_deref(), w.json),
+        Verb::Getload(q) => get(&q, "load", |f| i64::from(f.load)),
+        Verb::Getspeed(q) => get(&q, "speed", |f| i64::from(f.speed)),
+        Verb::Getmem(q) => get(&q, "mem", |f| i64::try_from(f.mem_free).unwrap_or(i64::MAX)),
+        Verb::Getfree(q) => get(&q, "free", |f| {
+            i64::try_from(f.mem_rawfree).unwrap_or(i64::MAX)
+        }),
+        Verb::Getutil(q) => get(&q, "util", |f| i64::from(f.util)),
+        Verb::Getcpus(q) => get(&q, "cpus", |f| i64::from(f.cpus)),
+        Verb::Setspeed { speed } => {
+            client()?.change(&Request::SetSpeed { speed })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Getdecay(j) => getdecay(j.json),
+        Verb::Setdecay {
+            interval,
+            slow,
+            fast,
+        } => {
+            let mut c = client()?;
+            let cur = match c.call(&Request::GetDecay)? {
+                Response::Decay(d) => d,
+                _ => bail!("unexpected answer to GetDecay"),
+            };
+            if slow.is_some() != fast.is_some() {
+                bail!("give both SLOW and FAST, or neither");
+            }
+            let d = DecayTunables {
+                interval_s: interval,
+                slow: slow.unwrap_or(cur.slow),
+                fast: fast.unwrap_or(cur.fast),
+            };
+            d.validate().map_err(|e| anyhow!(e))?;
+            c.change(&Request::SetDecay(d))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Gettune(j) => gettune(j.json),
+    }
+}
+
+/// The running map and the view, for queries that name nodes.
+struct Known {
+    map: ClusterMap,
+    view: ClusterView,
+}
+
+fn known() -> Result<Known> {
+    let mut c = client()?;
+    let cfg = c.config()?;
+    let view = c.view()?;
+    let map = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
+        Err(format!("unexpected host name {h} in the running map"))
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(Known { map, view })
+}
+
+impl Known {
+    fn node(&self, arg: Option<&str>) -> Result<&NodeView> {
+        let n = match arg {
+            None => self.view.me,
+            Some(a) => mosix_core::cli::node_arg(a, &self.map).map_err(|e| anyhow!(e))?,
+        };
+        self.view
+            .get(n)
+            .ok_or_else(|| anyhow!("node {n} is not in the running map"))
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    node: NodeId,
+    addr: Ipv4Addr,
+    up: bool,
+    stay: bool,
+    lstay: bool,
+    block: bool,
+    quiet: bool,
+    nomfs: bool,
+    status: u32,
+    age_ms: Option<u64>,
+    is_self: bool,
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn status(q: &NodeQuery) -> Result<ExitCode> {
+    let k = known()?;
+    let v = k.node(q.node.as_deref())?;
+    let s = v.status;
+    if q.json {
+        print_json(&StatusJson {
+            node: v.node,
+            addr: v.addr,
+            up: v.up,
+            stay: s.contains(Status::STAY),
+            lstay: s.contains(Status::LSTAY),
+            block: s.contains(Status::BLOCK),
+            quiet: s.contains(Status::QUIET),
+            nomfs: s.contains(Status::NOMFS),
+            status: s.bits(),
+            age_ms: v.age_ms,
+            is_self: v.is_self,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = if v.is_self {
+        "up (this node)".to_owned()
+    } else if v.up {
+        format!("up (last heard {})", age(v.age_ms))
+    } else {
+        match v.age_ms {
+            Some(_) => format!("down (last heard {})", age(v.age_ms)),
+            None => "down (never heard of)".to_owned(),
+        }
+    };
+    let known_flags = v.is_self || v.age_ms.is_some();
+    let flag = |bit: Status, on: &str, off: &str| {
+        if !known_flags {
+            "unknown".to_owned()
+        } else if s.contains(bit) {
+            format!("yes ({on})")
+        } else {
+            format!("no ({off})")
+        }
+    };
+    println!("MOSIX node #{} ({}): {state}", v.node, v.addr);
+    println!(
+        "  stay:  {}",
+        flag(
+            Status::STAY,
+            "no automatic migration away",
+            "automatic migration allowed"
+        )
+    );
+    println!(
+        "  lstay: {}",
+        flag(
+            Status::LSTAY,
+            "its own processes stay",
+            "its own processes may leave"
+        )
+    );
+    println!(
+        "  block: {}",
+        flag(Status::BLOCK, "guests may not arrive", "guests may arrive")
+    );
+    println!(
+        "  quiet: {}",
+        flag(
+            Status::QUIET,
+            "does not disseminate its load",
+            "disseminates its load"
+        )
+    );
+    println!(
+        "  mfs:   {}",
+        if !known_flags {
+            "unknown".to_owned()
+        } else if s.contains(Status::NOMFS) {
+            "disabled (nomfs)".to_owned()
+        } else {
+            "enabled".to_owned()
+        }
+    );
+    println!("  status bits: {} ({})", s.bits(), status_words(s));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_words(s: Status) -> String {
+    let names = [
+        (Status::CONF, "CONF"),
+        (Status::UP, "UP"),
+        (Status::STAY, "STAY"),
+        (Status::LSTAY, "LSTAY"),
+        (Status::BLOCK, "BLOCK"),
+        (Status::QUIET, "QUIET"),
+        (Status::NOMFS, "NOMFS"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| s.contains(*b))
+        .map(|(_, n)| *n)
+        .collect();
+    v.join("|")
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".to_owned(),
+        Some(ms) if ms < 1000 => format!("{ms} ms ago"),
+        Some(ms) if ms < 120_000 => format!("{:.1} s ago", ms as f64 / 1000.0),
+        Some(ms) => format!("{} min ago", ms / 60_000),
+    }
+}
+
+fn isup(node: &str, json: bool) -> Result<ExitCode> {
+    let k = known()?;
+    let v = k.node(Some(node))?;
+    if json {
+        print_json(&serde_json::json!({ "node": v.node, "up": v.up }))?;
+    } else {
+        println!("{}", yes(v.up));
+    }
+    Ok(if v.up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn whois(what: Option<&str>, json: bool) -> Result<ExitCode> {
+    let k = known()?;
+    let Some(w) = what else {
+        if json {
+            print_json(
+                &serde_json::json!({ "node": k.view.me, "addr": k.map.addr_of(k.view.me) }),
+            )?;
+        } else {
+            println!("This is MOSIX node #{}", k.view.me);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let n = mosix_core::cli::node_arg(w, &k.map).map_err(|e| anyhow!(e))?;
+    let addr = k.map.addr_of(n).context("node without an address")?;
+    if json {
+        print_json(&serde_json::json!({ "node": n, "addr": addr }))?;
+    } else if w.chars().all(|c| c.is_ascii_digit()) {
+        println!("{addr}");
+    } else {
+        println!("{n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn get(q: &NodeQuery, key: &str, pick: fn(&mosix_core::load::Figures) -> i64) -> Result<ExitCode> {
+    let k = known()?;
+    let v = match k.node(q.node.as_deref()) {
+        Ok(v) => v,
+        Err(e) if q.raw => {
+            let _ = e;
+            return emit(q, key, None, -EINVAL);
+        }
+        Err(e) => return Err(e),
+    };
+    let value = if !v.up {
+        Err((
+            -ENETUNREACH,
+            format!("node {} is down (last heard {})", v.node, age(v.age_ms)),
+        ))
+    } else {
+        match &v.figures {
+            Some(f) => Ok(pick(f)),
+            None => Err((
+                -ENODATA,
+                format!("node {} is quiet: it does not disseminate its load", v.node),
+            )),
+        }
+    };
+    match value {
+        Ok(x) => emit(q, key, Some(v.node), x),
+        Err((code, _)) if q.raw => emit(q, key, Some(v.node), code),
+        Err((_, msg)) => bail!(msg),
+    }
+}
+
+fn emit(q: &NodeQuery, key: &str, node: Option<NodeId>, value: i64) -> Result<ExitCode> {
+    if q.json {
+        let mut m = serde_json::Map::new();
+        m.insert("node".into(), serde_json::json!(node));
+        m.insert(key.into(), serde_json::json!(value));
+        print_json(&m)?;
+    } else {
+        println!("{value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn getdecay(json: bool) -> Result<ExitCode> {
+    let d = match client()?.call(&Request::GetDecay)? {
+        Response::Decay(d) => d,
+        _ => bail!("unexpected answer to GetDecay"),
+    };
+    if json {
+        print_json(&d)?;
+    } else {
+        println!(
+            "decay interval {} s; slow decay keeps {} per mille, fast decay keeps {} per mille",
+            d.interval_s, d.slow, d.fast
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gettune(json: bool) -> Result<ExitCode> {
+    let t = match client()?.call(&Request::GetTune)? {
+        Response::Tune(t) => t,
+        _ => bail!("unexpected answer to GetTune"),
+    };
+    if json {
+        print_json(&t)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("# overheads in use: {}", t.source);
+    println!(
+        "{:<8} {:>14} {:>14} {:>14}",
+        "peer", "mig_fixed_us", "mig_page_ns", "call_rtt_us"
+    );
+    for r in &t.rows {
+        let peer = r
+            .peer
+            .map_or_else(|| "default".to_owned(), |p| p.to_string());
+        println!(
+            "{peer:<8} {:>14} {:>14} {:>14}",
+            r.mig_fixed_us, r.mig_page_ns, r.call_rtt_us
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn classic_negations_are_accepted() {
+        let c = Cli::try_parse_from(cli::classic_args(["mosctl".into(), "-block".into()])).unwrap();
+        assert!(matches!(c.verb, Verb::Noblock));
+        let c = Cli::try_parse_from(["mosctl", "getload", "3", "--raw"]).unwrap();
+        assert!(matches!(c.verb, Verb::Getload(NodeQuery { raw: true, .. })));
+    }
+
+    #[test]
+    fn status_words_name_the_bits() {
+        assert_eq!(
+            status_words(Status::CONF | Status::UP | Status::BLOCK),
+            "CONF|UP|BLOCK"
+        );
+    }
+
+    #[test]
+    fn cli_man_page_and_completions_are_current() {
+        mosix_core::cli::docgen::check_tool(env!("CARGO_MANIFEST_DIR"), Cli::command(), "1")
+            .unwrap();
+    }
+}

@@ -1,0 +1,72 @@
+//! The command line of setpe.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+use mosix_core::NodeId;
+
+/// Configure, check, show and stop a MOSIX node.
+///
+/// setpe reads the cluster map (mosix.map(5)), which gives every node of the cluster its number
+/// and address, and starts this node's MOSIX service with it. The service disseminates this
+/// node's load to the others, keeps the cluster view the other tools show, and listens on TCP
+/// port 4249 (configurable in mosix.toml) on the node's own address.
+///
+/// This node is the one whose address in the map belongs to one of this machine's interfaces,
+/// unless -p names it. The cluster secret (ETC/mosix/secret, mode 0600) must be the same on every
+/// node: nodes with another secret are refused.
+///
+/// The environment variables MOSIX_ETC (default /etc) and MOSIX_RUNDIR (default /run/mosix)
+/// move the configuration and the run-time files, so that several nodes can live on one machine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "setpe",
+    version,
+    group(ArgGroup::new("action").required(true).args(["write", "replace", "check", "read", "off"])),
+    after_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node",
+    after_long_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node\n\nExit status: 0 on success, 1 when the map is wrong or the node cannot be configured, 2 on a usage error.\n\nFiles: ETC/mosix.map, ETC/mosix/secret, ETC/mosix/mosix.toml; RUNDIR/mosix.sock (control socket), RUNDIR/mosix.log (log of a background service), RUNDIR/mosix.pid."
+)]
+pub struct Cli {
+    /// Configure this node from the map and start its service (in the background).
+    #[arg(short = 'w')]
+    pub write: bool,
+
+    /// Like -w, but replace the configuration of a running service in place.
+    #[arg(short = 'W')]
+    pub replace: bool,
+
+    /// Only check the map for consistency; change nothing.
+    #[arg(short = 'c')]
+    pub check: bool,
+
+    /// Print the running configuration in map format (to FILE with -f).
+    #[arg(short = 'r')]
+    pub read: bool,
+
+    /// Stop this node: stop its service (written -off in the classic syntax).
+    #[arg(long = "off")]
+    pub off: bool,
+
+    /// The map file; '-' reads standard input. Default: ETC/mosix.map.
+    #[arg(short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// This node's number, when no address of this machine is in the map (or several are).
+    #[arg(short = 'p', value_name = "NODE")]
+    pub node: Option<NodeId>,
+
+    /// With -w: keep the service in the foreground, logging to stderr (for systemd and tests).
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// The name of the map in messages (used when the map arrives on standard input).
+    #[arg(long, hide = true)]
+    pub map_name: Option<String>,
+}
+
+/// Rewrites the classic single-dash long option `-off` into `--off` before clap sees it.
+pub fn classic_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| if a == "-off" { "--off".into() } else { a })
+        .collect()
+}

@@ -1,0 +1,239 @@
+//! setpe: configure, check, show and stop a MOSIX node.
+//!
+//! `-w` starts the node service in the background (a fresh `setpe --foreground` reading the map
+//! from its standard input) and waits until it answers; `-W` hands a running service a new map;
+//! `-c` checks a map; `-r` prints the running one; `-off` stops the service.
+
+mod cli;
+#[cfg(test)]
+mod mapdoc;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use mosix_core::client::{Client, Request};
+use mosix_core::config::Paths;
+use mosix_core::map;
+use mosix_kmod::{daemon, service};
+
+use cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(cli::classic_args(std::env::args_os()));
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => mosix_core::cli::report("setpe", e.as_ref()),
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let paths = Paths::from_env();
+    if cli.off {
+        return off(&paths);
+    }
+    if cli.read {
+        return read(cli, &paths);
+    }
+    let (name, text) = map_source(cli, &paths)?;
+    let checked =
+        map::parse_and_resolve(&name, &text, &map::system_resolver).map_err(|e| anyhow!("{e}"))?;
+    if cli.check {
+        return check(cli, &name, &checked);
+    }
+    drop(checked);
+    if cli.replace
+        && let Some(running) = service::running(&paths)
+    {
+        Client::connect(&paths)?.change(&Request::Reconfigure {
+            map_name: name.clone(),
+            map_text: text,
+            node: cli.node,
+        })?;
+        let now = Client::connect(&paths)?.ping()?;
+        println!(
+            "configuration replaced: this is MOSIX node #{} (service pid {}, map {name})",
+            now.node, running.pid
+        );
+        return Ok(());
+    }
+    if let Some(running) = service::running(&paths) {
+        bail!(
+            "this node is already configured (node {}, service pid {}); use setpe -W to replace the configuration",
+            running.node,
+            running.pid
+        );
+    }
+    let opts = service::StartOptions {
+        paths: paths.clone(),
+        map_name: cli.map_name.clone().unwrap_or_else(|| name.clone()),
+        map_text: text,
+        forced: cli.node,
+    };
+    if cli.foreground {
+        init_logging();
+        service::run(opts, |_| {})?;
+        return Ok(());
+    }
+    // Report a wrong secret, mosix.toml or identity here, before going to the background.
+    service::check_start(&opts)?;
+    let text = opts.map_text;
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--foreground".into(),
+        "-w".into(),
+        "-f".into(),
+        "-".into(),
+        "--map-name".into(),
+        name.clone().into(),
+    ];
+    if let Some(n) = cli.node {
+        args.push("-p".into());
+        args.push(n.to_string().into());
+    }
+    let spec = daemon::Spec {
+        exe: std::env::current_exe().context("locating setpe itself")?,
+        args,
+        stdin: text.into_bytes(),
+        paths: paths.clone(),
+        timeout: Duration::from_secs(30),
+    };
+    let info = daemon::start(&spec)?;
+    println!(
+        "MOSIX node #{} started (service pid {}, log {})",
+        info.node,
+        info.pid,
+        paths.log().display()
+    );
+    Ok(())
+}
+
+fn map_source(cli: &Cli, paths: &Paths) -> Result<(String, String)> {
+    let path = cli.file.clone().unwrap_or_else(|| paths.map());
+    let name = path.display().to_string();
+    let text = map::read_map_text(&name).map_err(|e| anyhow!("{e}"))?;
+    let shown = if name == "-" {
+        "<stdin>".to_owned()
+    } else {
+        name
+    };
+    Ok((shown, text))
+}
+
+fn check(cli: &Cli, name: &str, m: &map::ClusterMap) -> Result<()> {
+    let nodes = m.node_count();
+    let entries = m.ranges().len() + m.aliases().len();
+    match m.identify(&service::local_ipv4(), cli.node) {
+        Ok(me) => println!(
+            "{name}: ok: {nodes} node{} in {entries} entr{}; this machine is node #{me}",
+            if nodes == 1 { "" } else { "s" },
+            if entries == 1 { "y" } else { "ies" }
+        ),
+        Err(e) if cli.node.is_some() => bail!("{name}: {e}"),
+        Err(e) => {
+            println!(
+                "{name}: ok: {nodes} node{} in {entries} entr{}",
+                if nodes == 1 { "" } else { "s" },
+                if entries == 1 { "y" } else { "ies" }
+            );
+            eprintln!("setpe: note: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn read(cli: &Cli, paths: &Paths) -> Result<()> {
+    let cfg = Client::connect(paths)?.config()?;
+    let text = format!(
+        "# running configuration of MOSIX node #{} (map {}, port {})\n{}",
+        cfg.node, cfg.map_name, cfg.port, cfg.map_text
+    );
+    match cli.file.as_deref() {
+        None => {
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+        Some(p) if p.as_os_str() == "-" => {
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+    }
+    Ok(())
+}
+
+fn off(paths: &Paths) -> Result<()> {
+    let Some(info) = service::running(paths) else {
+        eprintln!("setpe: MOSIX is not running on this node; nothing to stop");
+        return Ok(());
+    };
+    match Client::connect(paths)?.change(&Request::Shutdown) {
+        Ok(()) => {}
+        // The service may close the socket before its answer arrives.
+        Err(mosix_core::client::ClientError::Frame(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let proc_dir = format!("/proc/{}", info.pid);
+    while Instant::now() < deadline {
+        let gone = service::running(paths).is_none() && !std::path::Path::new(&proc_dir).exists();
+        if gone || service::running(paths).is_none() && zombie(info.pid) {
+            println!("MOSIX node #{} stopped", info.node);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the service (pid {}) did not stop within 15 s", info.pid)
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MOSIX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn classic_off_is_accepted() {
+        let cli = Cli::try_parse_from(cli::classic_args(["setpe".into(), "-off".into()])).unwrap();
+        assert!(cli.off);
+        assert!(Cli::try_parse_from(["setpe", "-w", "-c"]).is_err());
+        assert!(Cli::try_parse_from(["setpe"]).is_err());
+    }
+
+    #[test]
+    fn mosix_map_5_is_current() {
+        let root = mosix_core::cli::docgen::workspace_root(env!("CARGO_MANIFEST_DIR"));
+        mosix_core::cli::docgen::check(
+            &root,
+            std::path::Path::new("man/mosix.map.5"),
+            mapdoc::page().as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn cli_man_page_and_completions_are_current() {
+        mosix_core::cli::docgen::check_tool(env!("CARGO_MANIFEST_DIR"), Cli::command(), "1")
+            .unwrap();
+    }
+}

@@ -1,0 +1,18 @@
+complete -c mon -l start -d 'Start the display at this node (classic: +NODE)' -r
+complete -c mon -l interval -d 'Milliseconds between refreshes' -r
+complete -c mon -l once -d 'Print the data once as a table and exit'
+complete -c mon -l json -d 'With --once: print JSON'
+complete -c mon -s l -d 'Start showing the load (default)'
+complete -c mon -s L -d 'Start showing the load on a logarithmic scale'
+complete -c mon -s s -d 'Start showing speed and CPUs'
+complete -c mon -s m -d 'Start showing memory'
+complete -c mon -s r -d 'Start showing raw memory'
+complete -c mon -s u -d 'Start showing utilisation'
+complete -c mon -s w -d 'Wide layout: node numbers written across'
+complete -c mon -s v -d 'Vertical layout: node numbers written downwards, two columns a node'
+complete -c mon -s V -d 'Tight layout: one column a node'
+complete -c mon -s a -d 'Automatic layout (default): the widest that shows all nodes'
+complete -c mon -s d -d 'Show dead nodes too'
+complete -c mon -s t -d 'Show the totals of nodes and CPUs'
+complete -c mon -l version -d 'Print version'
+complete -c mon -s h -l help -d 'Print help (see more with \'--help\')'
