@@ -1,0 +1,12 @@
+//! Cluster-level tests: the tools and node services of the suite, on several nodes of one machine.
+//!
+//! `setpe_check` and `loopback` need no privileges; the others build virtual clusters (network
+//! namespaces, cgroups) and need root — without it they say why they skip, and under `CI=true`
+//! they fail instead.
+#![allow(clippy::unwrap_used)]
+
+mod frames;
+mod gossip;
+mod loopback;
+mod setpe_check;
+mod vcluster;

@@ -1,0 +1,219 @@
+//! The harness of the cluster tests: the suite's binaries, virtual clusters that clean up after
+//! themselves, and waiting for conditions with a bound.
+//!
+//! Cluster tests need root (namespaces, cgroups). Without root they print why they skip — except
+//! under `CI=true`, where a skip is a failure, so CI cannot pass by skipping the cluster.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use mosix_core::client::{Client, ClusterView};
+use mosix_core::config::{ENV_ETC, ENV_RUNDIR, Paths};
+use mosix_kmod::vcluster::{self, Cluster, Spec};
+
+/// Cluster tests run one at a time: they share two CPUs and their timings must hold.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the cluster lock (a failed test does not poison it for the others).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a skip must fail (CI=true).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns false (after printing why) when the test cannot run here; panics instead under CI.
+pub fn require_root(test: &str) -> bool {
+    let problem = if !nix::unistd::geteuid().is_root() {
+        Some("needs root (network namespaces, cgroups)")
+    } else if vcluster::preflight().is_err() {
+        Some("needs iproute2's ip command")
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(p) if in_ci() => panic!("{test}: {p}, and under CI=true a skip is a failure"),
+        Some(p) => {
+            eprintln!("SKIP {test}: {p}");
+            false
+        }
+    }
+}
+
+/// The directory with the suite's binaries, (re)built once per test run so that the tests never
+/// run stale tools: `cargo test` builds a binary package's unit tests, not its executable.
+pub fn tools() -> &'static Path {
+    static TOOLS: OnceLock<PathBuf> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        // target/<profile>/deps/cluster-HASH -> target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable in target/<profile>/deps")
+            .to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("running cargo build for the tools");
+        assert!(st.success(), "building the tools failed");
+        dir
+    })
+}
+
+/// A tool's path.
+pub fn tool(name: &str) -> PathBuf {
+    tools().join(name)
+}
+
+/// Runs a tool with a node's environment but outside its namespaces.
+pub fn run_tool(paths: &Paths, name: &str, args: &[&str]) -> Output {
+    Command::new(tool(name))
+        .args(args)
+        .env(ENV_ETC, &paths.etc)
+        .env(ENV_RUNDIR, &paths.rundir)
+        .output()
+        .expect("running a tool")
+}
+
+/// A virtual cluster that is removed when dropped, whatever happened.
+pub struct TestCluster {
+    /// The cluster.
+    pub cluster: Cluster,
+}
+
+impl TestCluster {
+    /// Builds a cluster named `name` with `nodes` nodes; `adjust` may change the spec first.
+    pub fn up(name: &str, nodes: u16, adjust: impl FnOnce(&mut Spec)) -> TestCluster {
+        // Whatever a crashed earlier run left behind goes first.
+        let _ = vcluster::down(name);
+        let mut spec = Spec::new(name, nodes, tools().to_owned());
+        adjust(&mut spec);
+        let cluster = vcluster::up(&spec).unwrap_or_else(|e| panic!("vcluster up {name}: {e}"));
+        TestCluster { cluster }
+    }
+
+    /// Node I's files.
+    pub fn paths(&self, node: u16) -> Paths {
+        self.cluster.paths(node)
+    }
+
+    /// Node I's view, if its service answers.
+    pub fn view(&self, node: u16) -> Option<ClusterView> {
+        Client::connect(&self.paths(node)).ok()?.view().ok()
+    }
+
+    /// Runs a tool inside node I (its namespaces and cgroup).
+    pub fn run(&self, node: u16, name: &str, args: &[&str]) -> Output {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        self.cluster
+            .command(node, &tool(name).into_os_string(), &args)
+            .expect("node command")
+            .output()
+            .expect("running a tool in a node")
+    }
+
+    /// Node I's service log.
+    pub fn log(&self, node: u16) -> String {
+        std::fs::read_to_string(self.paths(node).log()).unwrap_or_default()
+    }
+
+    /// Waits at most `limit` for `cond` on node `on`'s view; returns how long it took, or what
+    /// the view looked like at the end.
+    pub fn wait_view(
+        &self,
+        on: u16,
+        limit: Duration,
+        cond: impl Fn(&ClusterView) -> bool,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < limit {
+            if let Some(v) = self.view(on) {
+                if cond(&v) {
+                    return Ok(start.elapsed());
+                }
+                last = Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("after {limit:?}, node {on} sees: {last:#?}"))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Err(e) = vcluster::down(&self.cluster.name) {
+            eprintln!("removing test cluster {}: {e}", self.cluster.name);
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered node I's network namespace (setns of a network
+/// namespace only affects the calling thread, so the test process stays where it is).
+pub fn in_netns<T: Send + 'static>(
+    cluster: &Cluster,
+    node: u16,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let path = Path::new("/run/netns").join(format!("{}-n{node}", cluster.name));
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// Removes leftovers and checks that nothing of cluster `name` remains.
+pub fn assert_gone(name: &str) {
+    let netns = vcluster::netns_of(name);
+    assert!(netns.is_empty(), "network namespaces left: {netns:?}");
+    assert!(
+        !Path::new(vcluster::STATE_ROOT).join(name).exists(),
+        "state directory left"
+    );
+    let cg_name = format!("mosix-vc.{name}");
+    let mut left = Vec::new();
+    for root in [
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ] {
+        find_named(Path::new(root), &cg_name, 0, &mut left);
+    }
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&format!("{}/{name}/", vcluster::STATE_ROOT)),
+        "mounts left"
+    );
+}
+
+fn find_named(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > 4 {
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if e.file_name() == name {
+                    out.push(e.path());
+                } else {
+                    find_named(&e.path(), name, depth + 1, out);
+                }
+            }
+        }
+    }
+}
