@@ -12,9 +12,20 @@ fn private_directories_are_private_and_down_leaves_nothing() {
         return;
     }
     let _g = serial();
+    // A private directory that would hide the tools inside the nodes is refused up front.
+    let mut spec = vcluster::Spec::new("thide", 1, mosix_tests::tools().to_owned());
+    spec.private_dirs = vec![mosix_tests::tools().parent().unwrap().to_owned()];
+    let e = vcluster::up(&spec).expect_err("refused");
+    assert!(e.to_string().contains("would be hidden"), "{e}");
+    assert_gone("thide");
+    // A directory of our own (the checkout, and so the tools, may well be under /tmp).
+    let private = std::path::PathBuf::from("/run/mosix-vc-test-private");
+    std::fs::create_dir_all(&private).unwrap();
+    let file = private.join("who");
     let mut left_running;
     {
-        let c = TestCluster::up("tpriv", 2, |s| s.private_dirs = vec!["/tmp".into()]);
+        let p = private.clone();
+        let c = TestCluster::up("tpriv", 2, move |s| s.private_dirs = vec![p]);
         let w = c
             .cluster
             .command(
@@ -22,7 +33,7 @@ fn private_directories_are_private_and_down_leaves_nothing() {
                 &"sh".into(),
                 &[
                     "-c".into(),
-                    "echo one > /tmp/mosix-vc-test && cat /tmp/mosix-vc-test".into(),
+                    format!("echo one > {0} && cat {0}", file.display()).into(),
                 ],
             )
             .unwrap()
@@ -36,7 +47,7 @@ fn private_directories_are_private_and_down_leaves_nothing() {
                 &"sh".into(),
                 &[
                     "-c".into(),
-                    "cat /tmp/mosix-vc-test 2>&1 || echo absent".into(),
+                    format!("cat {} 2>&1 || echo absent", file.display()).into(),
                 ],
             )
             .unwrap()
@@ -46,10 +57,7 @@ fn private_directories_are_private_and_down_leaves_nothing() {
             String::from_utf8_lossy(&r.stdout).contains("absent"),
             "node 2 sees node 1's file"
         );
-        assert!(
-            !std::path::Path::new("/tmp/mosix-vc-test").exists(),
-            "the machine sees it"
-        );
+        assert!(!file.exists(), "the machine sees it");
         // A process left running in a node is removed with the cluster.
         left_running = c
             .cluster
@@ -59,6 +67,7 @@ fn private_directories_are_private_and_down_leaves_nothing() {
             .unwrap();
     }
     assert_gone("tpriv");
+    std::fs::remove_dir(&private).unwrap();
     let status = left_running.wait().unwrap();
     assert!(
         !status.success(),

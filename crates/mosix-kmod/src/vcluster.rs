@@ -503,6 +503,27 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
             spec.base
         ));
     }
+    for d in &spec.private_dirs {
+        if !d.is_absolute() || !d.is_dir() {
+            return err(format!(
+                "private directory {} must be an existing absolute path",
+                d.display()
+            ));
+        }
+        // Inside a node, a private directory hides what the machine has there.
+        for (what, p) in [
+            ("the tools", spec.tools.as_path()),
+            ("the cluster state", Path::new(STATE_ROOT)),
+        ] {
+            if p.starts_with(d) {
+                return err(format!(
+                    "{what} ({}) would be hidden inside the nodes by the private directory {}; choose other private directories or put the tools elsewhere",
+                    p.display(),
+                    d.display()
+                ));
+            }
+        }
+    }
     if mosix_core::config::Tunables::parse("--tunables", &spec.tunables).is_err() {
         return err(format!(
             "the extra tunables are not valid mosix.toml: {}",
