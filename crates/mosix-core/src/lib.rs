@@ -4,6 +4,8 @@
 //! ([`map`]), the tunables and the secret ([`config`]), the link protocol and its frame codec
 //! ([`proto`]), the randomized information dissemination ([`gossip`]) with its closed-form ages
 //! ([`ages`]) and its simulator ([`sim`]), load units and smoothing ([`load`], [`node`]), the
+//! split of system calls between a migrated process and its home ([`syscalls`]), the image of a
+//! process in flight ([`image`]), the
 //! CPU yardstick ([`yardstick`]), the cost table ([`overheads`]), and the local API the tools
 //! use to talk to the node service ([`client`], [`cli`]).
 //!
@@ -18,12 +20,14 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod gossip;
+pub mod image;
 pub mod load;
 pub mod map;
 pub mod node;
 pub mod overheads;
 pub mod proto;
 pub mod sim;
+pub mod syscalls;
 pub mod yardstick;
 
 pub use node::{Flag, NodeId, Status};

@@ -287,11 +287,213 @@ fn mac_for(
     mac
 }
 
-/// A message on an authenticated link connection.
+/// Why a handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The other side does not hold our secret.
+    #[error("wrong cluster secret")]
+    WrongSecret,
+    /// The other side refused us, and said why.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// A message out of order, or a claim we do not accept.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// The connecting side of the handshake, as a state machine: [`ClientHandshake::hello`] gives
+/// the first message, [`ClientHandshake::on_challenge`] the proof to send back (or the refusal
+/// to send before closing), [`ClientHandshake::on_verdict`] the outcome. The async link and the
+/// blocking migration connections drive the same code.
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    me: NodeId,
+    to: NodeId,
+    nonce_c: [u8; NONCE_LEN],
+}
+
+impl ClientHandshake {
+    /// Node `me` connects to node `to`, with a fresh random nonce.
+    pub fn new(me: NodeId, to: NodeId, nonce_c: [u8; NONCE_LEN]) -> Self {
+        ClientHandshake { me, to, nonce_c }
+    }
+
+    /// The first message.
+    pub fn hello(&self) -> Handshake {
+        Handshake::Hello {
+            node: self.me,
+            nonce: self.nonce_c,
+        }
+    }
+
+    /// Checks the server's challenge. `Ok` carries the proof to send; `Err` carries the error and
+    /// the refusal to send (if any) before closing.
+    pub fn on_challenge(
+        &self,
+        secret: &Secret,
+        msg: Handshake,
+    ) -> Result<Handshake, (HandshakeError, Option<Handshake>)> {
+        match msg {
+            Handshake::Challenge {
+                node,
+                nonce,
+                proof: p,
+            } => {
+                if node != self.to {
+                    let reason = format!(
+                        "answered as node {node} at the address of node {}: the maps differ",
+                        self.to
+                    );
+                    return Err((
+                        HandshakeError::Protocol(reason.clone()),
+                        Some(Handshake::Refuse { reason }),
+                    ));
+                }
+                if !verify(
+                    secret,
+                    Side::Server,
+                    self.me,
+                    self.to,
+                    &self.nonce_c,
+                    &nonce,
+                    &p,
+                ) {
+                    return Err((
+                        HandshakeError::WrongSecret,
+                        Some(Handshake::Refuse {
+                            reason: "wrong cluster secret".into(),
+                        }),
+                    ));
+                }
+                Ok(Handshake::Proof {
+                    proof: proof(
+                        secret,
+                        Side::Client,
+                        self.me,
+                        self.to,
+                        &self.nonce_c,
+                        &nonce,
+                    ),
+                })
+            }
+            Handshake::Refuse { reason } => Err((HandshakeError::Refused(reason), None)),
+            _ => Err((
+                HandshakeError::Protocol("expected a Challenge after Hello".into()),
+                None,
+            )),
+        }
+    }
+
+    /// The server's last word.
+    pub fn on_verdict(&self, msg: Handshake) -> Result<(), HandshakeError> {
+        match msg {
+            Handshake::Welcome => Ok(()),
+            Handshake::Refuse { reason } => Err(HandshakeError::Refused(reason)),
+            _ => Err(HandshakeError::Protocol("expected Welcome".into())),
+        }
+    }
+}
+
+/// The accepting side of the handshake, as a state machine.
+#[derive(Debug, Clone)]
+pub struct ServerHandshake {
+    me: NodeId,
+    nonce_s: [u8; NONCE_LEN],
+    client: Option<(NodeId, [u8; NONCE_LEN])>,
+}
+
+impl ServerHandshake {
+    /// Node `me` accepts a connection, with a fresh random nonce.
+    pub fn new(me: NodeId, nonce_s: [u8; NONCE_LEN]) -> Self {
+        ServerHandshake {
+            me,
+            nonce_s,
+            client: None,
+        }
+    }
+
+    /// Takes the client's Hello; `check` decides whether the claimed node may connect (from its
+    /// address). `Ok` carries the challenge to send; `Err` the error and the refusal to send.
+    pub fn on_hello(
+        &mut self,
+        secret: &Secret,
+        msg: Handshake,
+        check: impl FnOnce(NodeId) -> Result<(), String>,
+    ) -> Result<Handshake, (HandshakeError, Option<Handshake>)> {
+        let Handshake::Hello { node, nonce } = msg else {
+            return Err((
+                HandshakeError::Protocol("the first message is not a Hello".into()),
+                None,
+            ));
+        };
+        if let Err(reason) = check(node) {
+            return Err((
+                HandshakeError::Protocol(reason.clone()),
+                Some(Handshake::Refuse { reason }),
+            ));
+        }
+        self.client = Some((node, nonce));
+        Ok(Handshake::Challenge {
+            node: self.me,
+            nonce: self.nonce_s,
+            proof: proof(secret, Side::Server, node, self.me, &nonce, &self.nonce_s),
+        })
+    }
+
+    /// Takes the client's proof. `Ok` carries the client's node and the Welcome to send.
+    pub fn on_proof(
+        &self,
+        secret: &Secret,
+        msg: Handshake,
+    ) -> Result<(NodeId, Handshake), (HandshakeError, Option<Handshake>)> {
+        let Some((node, nonce_c)) = self.client else {
+            return Err((HandshakeError::Protocol("Proof before Hello".into()), None));
+        };
+        match msg {
+            Handshake::Proof { proof: p } => {
+                if verify(
+                    secret,
+                    Side::Client,
+                    node,
+                    self.me,
+                    &nonce_c,
+                    &self.nonce_s,
+                    &p,
+                ) {
+                    Ok((node, Handshake::Welcome))
+                } else {
+                    Err((
+                        HandshakeError::Protocol(format!(
+                            "node {node} does not hold the cluster secret (wrong proof)"
+                        )),
+                        Some(Handshake::Refuse {
+                            reason: "wrong cluster secret".into(),
+                        }),
+                    ))
+                }
+            }
+            Handshake::Refuse { reason } => Err((
+                HandshakeError::Protocol(format!("node {node} gave up the handshake: {reason}")),
+                None,
+            )),
+            _ => Err((
+                HandshakeError::Protocol("expected a Proof after the Challenge".into()),
+                None,
+            )),
+        }
+    }
+}
+
+/// A message on an authenticated link connection: the first one decides what the connection is
+/// for. A gossip connection carries [`LinkMsg::Gossip`] frames from then on; after
+/// [`LinkMsg::OpenProcess`] the connection carries one migrating process: [`ProcMsg`] frames (and
+/// raw page data after [`ProcMsg::Pages`]), with the larger [`MAX_PROC_FRAME`] limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkMsg {
     /// A window of load information.
     Gossip(GossipMsg<NodeInfo>),
+    /// The connection will carry a migrating process.
+    OpenProcess,
 }
 
 impl LinkMsg {
@@ -307,6 +509,7 @@ impl LinkMsg {
                 }
                 Ok(())
             }
+            LinkMsg::OpenProcess => Ok(()),
         }
     }
 }
@@ -316,6 +519,130 @@ pub fn decode_link(frame: &[u8]) -> Result<LinkMsg, FrameError> {
     let m: LinkMsg = decode_frame(frame, MAX_LINK_FRAME)?;
     m.validate()?;
     Ok(m)
+}
+
+/// The largest frame on a process connection (an image header of a process with very many
+/// memory areas; a forwarded call with its largest buffer).
+pub const MAX_PROC_FRAME: usize = 16 << 20;
+/// The most buffers one forwarded call or reply carries.
+pub const MAX_CALL_BUFS: usize = 16;
+
+/// A forwarded system call, remote to home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The call number.
+    pub nr: u32,
+    /// The six arguments as the process passed them (pointers are the remote's).
+    pub args: [u64; 6],
+    /// The input buffers: (argument index, contents). Paths travel without their NUL.
+    pub bufs: Vec<(u8, Vec<u8>)>,
+}
+
+/// The result of a forwarded call, home to remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The return value, or a negative errno.
+    pub ret: i64,
+    /// Output buffers to write back: (argument index, contents).
+    pub outs: Vec<(u8, Vec<u8>)>,
+}
+
+/// A message on a process connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProcMsg {
+    /// The image of a process coming (to a remote, or home); page runs follow.
+    Image(Box<crate::image::ImageHeader>),
+    /// `len` raw bytes of memory area `vma` at `offset` follow this frame.
+    Pages {
+        /// Index of the area in the image.
+        vma: u32,
+        /// Offset in the area.
+        offset: u64,
+        /// Bytes that follow.
+        len: u32,
+    },
+    /// All pages sent.
+    End,
+    /// The process runs at the destination, as `pid` there.
+    Started {
+        /// Its pid at the destination.
+        pid: u32,
+    },
+    /// The destination refused the process; it stays where it was.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Remote to home: a forwarded system call.
+    Call(Call),
+    /// Home to remote: its result.
+    Reply(Reply),
+    /// Home to remote: deliver a signal (sent to the home pid).
+    Signal {
+        /// The signal.
+        sig: i32,
+    },
+    /// Home to remote: come home.
+    ComeHome,
+    /// Home to remote: the deputy is gone; end the process.
+    Kill,
+    /// Remote to home: the process exits with `status`.
+    Exit {
+        /// The exit status.
+        status: i32,
+    },
+    /// Remote to home: the process was killed by a signal.
+    Died {
+        /// The signal.
+        sig: i32,
+        /// Whether it dumped core.
+        core: bool,
+    },
+    /// Remote to home, every second: what `mps` shows for it.
+    Stats {
+        /// User CPU time, ms.
+        utime_ms: u64,
+        /// System CPU time, ms.
+        stime_ms: u64,
+        /// The state letter (`R`, `S`, ...).
+        state: u8,
+        /// Resident memory, bytes.
+        rss: u64,
+    },
+}
+
+impl ProcMsg {
+    /// Checks the counts and sizes a decoded message may carry.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        let bad = |m: String| Err(FrameError::Invalid(m));
+        match self {
+            ProcMsg::Image(h) => h.validate().map_err(|e| FrameError::Invalid(e.to_string())),
+            ProcMsg::Pages { len, .. } if *len as usize > crate::image::MAX_RUN => bad(format!(
+                "page run of {len} bytes exceeds {}",
+                crate::image::MAX_RUN
+            )),
+            ProcMsg::Call(c) => check_bufs(c.bufs.len(), c.bufs.iter().map(|b| b.1.len())),
+            ProcMsg::Reply(r) => check_bufs(r.outs.len(), r.outs.iter().map(|b| b.1.len())),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_bufs(count: usize, lens: impl Iterator<Item = usize>) -> Result<(), FrameError> {
+    if count > MAX_CALL_BUFS {
+        return Err(FrameError::Invalid(format!(
+            "{count} buffers in one call exceed {MAX_CALL_BUFS}"
+        )));
+    }
+    for l in lens {
+        if l > crate::syscalls::MAX_IO + crate::syscalls::MAX_PATH {
+            return Err(FrameError::Invalid(format!(
+                "a call buffer of {l} bytes exceeds {}",
+                crate::syscalls::MAX_IO
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,11 @@
 
 pub mod cgroup;
 pub mod daemon;
+pub mod dump;
+pub mod inject;
 pub mod measure;
+pub mod ptrace;
+pub mod restore;
+pub mod seccomp;
 pub mod service;
 pub mod vcluster;

@@ -20,8 +20,8 @@ use mosix_core::NodeId;
 use mosix_core::config::Secret;
 use mosix_core::map::ClusterMap;
 use mosix_core::proto::{
-    self, FrameError, HEADER_LEN, Handshake, LinkMsg, MAX_HANDSHAKE_FRAME, MAX_LINK_FRAME,
-    NONCE_LEN, Side,
+    self, ClientHandshake, FrameError, HEADER_LEN, HandshakeError, LinkMsg, MAX_HANDSHAKE_FRAME,
+    MAX_LINK_FRAME, NONCE_LEN, ServerHandshake,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -145,21 +145,15 @@ fn nonce() -> [u8; NONCE_LEN] {
     n
 }
 
-/// Why a handshake failed.
+/// Why a link connection could not be opened or accepted.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub enum LinkError {
     /// The frames themselves were bad.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// The other side does not hold our secret.
-    #[error("wrong cluster secret")]
-    WrongSecret,
-    /// The other side refused us.
-    #[error("refused by the peer: {0}")]
-    Refused(String),
-    /// The other side broke a rule of the handshake.
-    #[error("{0}")]
-    Protocol(String),
+    /// The handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
     /// The handshake took too long.
     #[error("handshake timed out")]
     Timeout,
@@ -236,13 +230,34 @@ async fn serve_inbound(
                     warn!("closing link from node {node} ({peer}): {e}");
                     return;
                 }
-                let LinkMsg::Gossip(g) = msg;
-                if events
-                    .send(Event::Gossip { from: node, msg: g })
-                    .await
-                    .is_err()
-                {
-                    return;
+                match msg {
+                    LinkMsg::Gossip(g) => {
+                        if events
+                            .send(Event::Gossip { from: node, msg: g })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    LinkMsg::OpenProcess => {
+                        // A migrating process: its connection leaves the runtime for a thread.
+                        match stream.into_std().and_then(|s| {
+                            s.set_nonblocking(false)?;
+                            Ok(s)
+                        }) {
+                            Ok(s) => {
+                                let _ = events
+                                    .send(Event::ProcessIn {
+                                        from: node,
+                                        stream: s,
+                                    })
+                                    .await;
+                            }
+                            Err(e) => warn!("taking the process connection from node {node}: {e}"),
+                        }
+                        return;
+                    }
                 }
             }
             Err(FrameError::Closed) => {
@@ -255,82 +270,6 @@ async fn serve_inbound(
             }
         }
     }
-}
-
-async fn server_handshake(
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    ctx: &LinkContext,
-) -> Result<NodeId, HandshakeError> {
-    let hello: Handshake = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
-    let Handshake::Hello {
-        node,
-        nonce: nonce_c,
-    } = hello
-    else {
-        return Err(HandshakeError::Protocol(
-            "the first message is not a Hello".into(),
-        ));
-    };
-    if let Err(reason) = check_claim(node, peer, ctx) {
-        return Err(refuse(stream, reason).await);
-    }
-    let nonce_s = nonce();
-    let proof_s = proto::proof(&ctx.secret, Side::Server, node, ctx.me, &nonce_c, &nonce_s);
-    write_frame(
-        stream,
-        &Handshake::Challenge {
-            node: ctx.me,
-            nonce: nonce_s,
-            proof: proof_s,
-        },
-    )
-    .await?;
-    match read_frame::<Handshake, _>(stream, MAX_HANDSHAKE_FRAME).await? {
-        Handshake::Proof { proof } => {
-            if proto::verify(
-                &ctx.secret,
-                Side::Client,
-                node,
-                ctx.me,
-                &nonce_c,
-                &nonce_s,
-                &proof,
-            ) {
-                write_frame(stream, &Handshake::Welcome).await?;
-                Ok(node)
-            } else {
-                let _ = write_frame(
-                    stream,
-                    &Handshake::Refuse {
-                        reason: "wrong cluster secret".into(),
-                    },
-                )
-                .await;
-                Err(HandshakeError::Protocol(format!(
-                    "node {node} does not hold the cluster secret (wrong proof)"
-                )))
-            }
-        }
-        Handshake::Refuse { reason } => Err(HandshakeError::Protocol(format!(
-            "node {node} gave up the handshake: {reason}"
-        ))),
-        _ => Err(HandshakeError::Protocol(
-            "expected a Proof after the Challenge".into(),
-        )),
-    }
-}
-
-/// Tells the other side why we give up the handshake (best effort) and returns the error.
-async fn refuse(stream: &mut TcpStream, reason: String) -> HandshakeError {
-    let _ = write_frame(
-        stream,
-        &Handshake::Refuse {
-            reason: reason.clone(),
-        },
-    )
-    .await;
-    HandshakeError::Protocol(reason)
 }
 
 /// Checks that a connecting peer may be the node it claims to be.
@@ -354,87 +293,117 @@ fn check_claim(node: NodeId, peer: SocketAddr, ctx: &LinkContext) -> Result<(), 
     Ok(())
 }
 
+async fn server_handshake(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    ctx: &LinkContext,
+) -> Result<NodeId, LinkError> {
+    let mut hs = ServerHandshake::new(ctx.me, nonce());
+    let hello = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    let challenge = match hs.on_hello(&ctx.secret, hello, |n| check_claim(n, peer, ctx)) {
+        Ok(c) => c,
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = write_frame(stream, &r).await;
+            }
+            return Err(e.into());
+        }
+    };
+    write_frame(stream, &challenge).await?;
+    let proof = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    match hs.on_proof(&ctx.secret, proof) {
+        Ok((node, welcome)) => {
+            write_frame(stream, &welcome).await?;
+            Ok(node)
+        }
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = write_frame(stream, &r).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
 async fn client_handshake(
     stream: &mut TcpStream,
     to: NodeId,
     ctx: &LinkContext,
-) -> Result<(), HandshakeError> {
-    let nonce_c = nonce();
-    write_frame(
-        stream,
-        &Handshake::Hello {
-            node: ctx.me,
-            nonce: nonce_c,
-        },
-    )
-    .await?;
-    match read_frame::<Handshake, _>(stream, MAX_HANDSHAKE_FRAME).await? {
-        Handshake::Challenge {
-            node,
-            nonce: nonce_s,
-            proof,
-        } => {
-            if node != to {
-                let reason =
-                    format!("answered as node {node} at the address of node {to}: the maps differ");
-                return Err(refuse(stream, reason).await);
+) -> Result<(), LinkError> {
+    let hs = ClientHandshake::new(ctx.me, to, nonce());
+    write_frame(stream, &hs.hello()).await?;
+    let challenge = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    match hs.on_challenge(&ctx.secret, challenge) {
+        Ok(proof) => write_frame(stream, &proof).await?,
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = write_frame(stream, &r).await;
             }
-            if !proto::verify(
-                &ctx.secret,
-                Side::Server,
-                ctx.me,
-                to,
-                &nonce_c,
-                &nonce_s,
-                &proof,
-            ) {
-                let _ = write_frame(
-                    stream,
-                    &Handshake::Refuse {
-                        reason: "wrong cluster secret".into(),
-                    },
-                )
-                .await;
-                return Err(HandshakeError::WrongSecret);
-            }
-            let mine = proto::proof(&ctx.secret, Side::Client, ctx.me, to, &nonce_c, &nonce_s);
-            write_frame(stream, &Handshake::Proof { proof: mine }).await?;
-            match read_frame::<Handshake, _>(stream, MAX_HANDSHAKE_FRAME).await? {
-                Handshake::Welcome => Ok(()),
-                Handshake::Refuse { reason } => Err(HandshakeError::Refused(reason)),
-                _ => Err(HandshakeError::Protocol("expected Welcome".into())),
-            }
+            return Err(e.into());
         }
-        Handshake::Refuse { reason } => Err(HandshakeError::Refused(reason)),
-        _ => Err(HandshakeError::Protocol(
-            "expected a Challenge after Hello".into(),
-        )),
     }
+    let verdict = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    Ok(hs.on_verdict(verdict)?)
 }
 
 /// Opens and authenticates a link connection to `to`.
-pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, HandshakeError> {
+pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkError> {
     let Some(addr) = ctx.map.addr_of(to) else {
-        return Err(HandshakeError::Protocol(format!(
-            "node {to} is not in the map"
-        )));
+        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
     };
     let attempt = async {
-        let sock = TcpSocket::new_v4().map_err(HandshakeError::Connect)?;
+        let sock = TcpSocket::new_v4().map_err(LinkError::Connect)?;
         // Send from our map address, so the peer can check who we are.
         sock.bind(SocketAddr::new(IpAddr::V4(ctx.my_addr), 0))
-            .map_err(HandshakeError::Connect)?;
+            .map_err(LinkError::Connect)?;
         let mut s = sock
             .connect(SocketAddr::new(IpAddr::V4(addr), ctx.port))
             .await
-            .map_err(HandshakeError::Connect)?;
+            .map_err(LinkError::Connect)?;
         let _ = s.set_nodelay(true);
         client_handshake(&mut s, to, ctx).await?;
         Ok(s)
     };
     tokio::time::timeout(ctx.connect_timeout + HANDSHAKE_TIMEOUT, attempt)
         .await
-        .map_err(|_| HandshakeError::Timeout)?
+        .map_err(|_| LinkError::Timeout)?
+}
+
+/// Opens and authenticates a blocking link connection to `to` and asks it to take a process
+/// (for the migration threads, which do not run on the runtime).
+pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<std::net::TcpStream, LinkError> {
+    let Some(addr) = ctx.map.addr_of(to) else {
+        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
+    };
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(LinkError::Connect)?;
+    sock.bind(&SocketAddr::new(IpAddr::V4(ctx.my_addr), 0).into())
+        .map_err(LinkError::Connect)?;
+    sock.connect_timeout(
+        &SocketAddr::new(IpAddr::V4(addr), ctx.port).into(),
+        ctx.connect_timeout,
+    )
+    .map_err(LinkError::Connect)?;
+    let mut s: std::net::TcpStream = sock.into();
+    let _ = s.set_nodelay(true);
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(LinkError::Connect)?;
+    let hs = ClientHandshake::new(ctx.me, to, nonce());
+    proto::write_frame(&mut s, &hs.hello())?;
+    let challenge = proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?;
+    match hs.on_challenge(&ctx.secret, challenge) {
+        Ok(p) => proto::write_frame(&mut s, &p)?,
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = proto::write_frame(&mut s, &r);
+            }
+            return Err(e.into());
+        }
+    }
+    hs.on_verdict(proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?)?;
+    proto::write_frame(&mut s, &LinkMsg::OpenProcess)?;
+    s.set_read_timeout(None).map_err(LinkError::Connect)?;
+    Ok(s)
 }
 
 /// The outbound side: one writer task per peer, created on first use.
@@ -525,7 +494,7 @@ async fn peer_writer(
                         .addr_of(to)
                         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
                     match &e {
-                        HandshakeError::Connect(_) | HandshakeError::Timeout => {
+                        LinkError::Connect(_) | LinkError::Timeout => {
                             if !was_down {
                                 debug!("node {to} unreachable: {e}");
                             }

@@ -65,6 +65,13 @@ pub enum Event {
     },
     /// One second's measurement of the node.
     Sample(Sample),
+    /// An authenticated connection that carries a migrating process.
+    ProcessIn {
+        /// The sending node.
+        from: NodeId,
+        /// The connection, now blocking.
+        stream: std::net::TcpStream,
+    },
 }
 
 /// How to start the service.
@@ -529,6 +536,11 @@ impl Node {
                     s.speed = sp;
                 }
                 self.figures = self.smoother.figures(&s);
+                false
+            }
+            Event::ProcessIn { from, stream } => {
+                warn!("node {from} sent a process, but this node does not take migrations yet");
+                drop(stream);
                 false
             }
             Event::Control { req, uid, reply } => {

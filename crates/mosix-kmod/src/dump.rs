@@ -1,0 +1,596 @@
+//! Freezing a process and capturing its image.
+//!
+//! The process is seized and interrupted (PTRACE_SEIZE + PTRACE_INTERRUPT: unlike a SIGSTOP this
+//! is invisible to it and to its parent), a system call it was blocked in is made restartable
+//! ([`Regs::fix_interrupted_syscall`]), and what only the process itself can report (signal
+//! actions, the clear-child-tid address, the alternate signal stack, the current brk) is asked
+//! by injection. Memory is not copied here: [`Frozen::runs`] says which byte ranges the sender
+//! streams out of `/proc/PID/mem` — every page of file-backed areas (the destination may not
+//! have the file), only the pages present or swapped of anonymous ones (a reserved but untouched
+//! heap costs nothing to move).
+//!
+//! [`Frozen::thaw`] undoes everything, should the move fail: the process continues where it was
+//! as if nothing had happened.
+
+use mosix_core::NodeId;
+use mosix_core::image::{
+    Cached, Creds, IMAGE_VERSION, ImageHeader, MapsLine, MmFields, Regs, SigAction, SpecialMaps,
+    Vma, VmaKind,
+};
+use nix::sys::ptrace::Options;
+use nix::sys::signal::Signal;
+
+use crate::inject::{self, Area, Failed};
+use crate::ptrace::{self, Error, Mem, Result, Stopped};
+
+/// A byte range of one memory area to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Index of the area in the image.
+    pub vma: u32,
+    /// Offset inside the area.
+    pub offset: u64,
+    /// Length.
+    pub len: u64,
+}
+
+/// A frozen process: stopped, its signals blocked, our injection area mapped in it.
+#[derive(Debug)]
+pub struct Frozen {
+    /// The tracee.
+    pub tracee: Stopped,
+    /// Its memory.
+    pub mem: Mem,
+    /// Our area inside it.
+    pub area: Area,
+    /// The image header.
+    pub header: ImageHeader,
+    /// What to send of its memory.
+    pub runs: Vec<Run>,
+    /// Registers as found (before the interrupted call was made restartable).
+    pub original_regs: Regs,
+    /// Its signal mask as found.
+    pub original_mask: u64,
+    /// Signals that arrived while we froze it (suppressed; to be delivered at the destination).
+    pub pending: Vec<Signal>,
+}
+
+/// How to freeze.
+#[derive(Debug, Clone)]
+pub struct FreezeOptions {
+    /// The home node (stays the same across moves).
+    pub home: NodeId,
+    /// Moves so far, this one not included.
+    pub nmigs: u32,
+    /// The process runs under our seccomp filter (a remote): injected calls must bypass it.
+    pub under_filter: bool,
+    /// Cached facts to carry (for a remote moving on, the ones it has; at home, measured).
+    pub cached: Option<Cached>,
+    /// Credentials to carry (a remote carries its owner's).
+    pub creds: Option<Creds>,
+}
+
+/// Seizes and freezes `pid`.
+pub fn freeze(pid: i32, opts: &FreezeOptions) -> Result<Frozen> {
+    let extra = if opts.under_filter {
+        ptrace::SUSPEND_SECCOMP
+    } else {
+        Options::empty()
+    };
+    let running = ptrace::seize(pid, extra)?;
+    let mut pending = Vec::new();
+    let t = running.interrupt(|s| pending.push(s))?;
+    match capture(t, pid, opts, pending) {
+        Ok(f) => Ok(f),
+        Err((t, e)) => {
+            if let Some(t) = t {
+                let _ = t.detach(None);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn capture(
+    t: Stopped,
+    pid: i32,
+    opts: &FreezeOptions,
+    pending: Vec<Signal>,
+) -> std::result::Result<Frozen, Failed> {
+    let original_regs = match t.regs() {
+        Ok(r) => r,
+        Err(e) => return Err((Some(t), e)),
+    };
+    let original_mask = match t.sigmask() {
+        Ok(m) => m,
+        Err(e) => return Err((Some(t), e)),
+    };
+    let mem = match Mem::open(pid) {
+        Ok(m) => m,
+        Err(e) => return Err((Some(t), e)),
+    };
+    let maps = match inject::read_maps(pid) {
+        Ok(m) => m,
+        Err(source) => {
+            return Err((
+                Some(t),
+                Error::Mem {
+                    pid,
+                    addr: 0,
+                    source,
+                },
+            ));
+        }
+    };
+    if let Err(e) = inject::block_signals(&t) {
+        return Err((Some(t), e));
+    }
+    let (t, area) = match inject::bootstrap(t, &mem, &maps, &original_regs, &[]) {
+        Ok(x) => x,
+        Err((t, e)) => {
+            if let Some(t) = &t {
+                let _ = t.set_regs(&original_regs);
+                let _ = t.set_sigmask(original_mask);
+            }
+            return Err((t, e));
+        }
+    };
+    let mut frozen_parts = Parts {
+        pid,
+        mem,
+        area,
+        regs: original_regs,
+        mask: original_mask,
+    };
+    match frozen_parts.collect(t, &maps, opts) {
+        Ok((t, header, runs)) => Ok(Frozen {
+            tracee: t,
+            mem: frozen_parts.mem,
+            area,
+            header,
+            runs,
+            original_regs,
+            original_mask,
+            pending,
+        }),
+        Err((t, e)) => {
+            // Put it back the way it was.
+            if let Some(t) = t
+                && let Ok(t) = unmap_area(t, &area, &original_regs)
+            {
+                let _ = t.set_regs(&original_regs);
+                let _ = t.set_sigmask(original_mask);
+                let _ = t.detach(None);
+            }
+            Err((None, e))
+        }
+    }
+}
+
+struct Parts {
+    pid: i32,
+    mem: Mem,
+    area: Area,
+    regs: Regs,
+    mask: u64,
+}
+
+impl Parts {
+    fn inj(
+        &self,
+        t: Stopped,
+        nr: i64,
+        args: [u64; 6],
+    ) -> std::result::Result<(Stopped, i64), Failed> {
+        inject::syscall(t, self.area.site(), &self.regs, nr, args)
+    }
+
+    fn collect(
+        &mut self,
+        t: Stopped,
+        maps: &[MapsLine],
+        opts: &FreezeOptions,
+    ) -> std::result::Result<(Stopped, ImageHeader, Vec<Run>), Failed> {
+        let pid = self.pid;
+        let fail = |t: Stopped, e: Error| (Some(t), e);
+        let mut regs = self.regs;
+        regs.fix_interrupted_syscall();
+        let xstate = match t.xstate() {
+            Ok(x) => x,
+            Err(e) => return Err(fail(t, e)),
+        };
+        let rseq = match t.rseq() {
+            Ok(r) => r,
+            Err(e) => return Err(fail(t, e)),
+        };
+        let scratch = self.area.scratch();
+
+        // Signal actions, one rt_sigaction(sig, NULL, &old) each.
+        let mut sigactions = Vec::new();
+        let mut t = t;
+        for sig in 1..=64u64 {
+            if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            let (t2, r) = self.inj(t, libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
+            t = t2;
+            if r < 0 {
+                continue;
+            }
+            let mut b = [0u8; 32];
+            if let Err(e) = self.mem.read(scratch, &mut b) {
+                return Err(fail(t, e));
+            }
+            let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            let a = SigAction {
+                sig: sig as u32,
+                handler: w(0),
+                flags: w(1),
+                restorer: w(2),
+                mask: w(3),
+            };
+            if a.handler != 0 || a.flags != 0 || a.mask != 0 {
+                sigactions.push(a);
+            }
+        }
+        // clear-child-tid address.
+        let (t, _) = self.inj(
+            t,
+            libc::SYS_prctl,
+            [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
+        )?;
+        let tid_address = match self.read_u64(scratch) {
+            Ok(v) => v,
+            Err(e) => return Err(fail(t, e)),
+        };
+        // Alternate signal stack.
+        let (t, _) = self.inj(t, libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+        let mut ss = [0u8; 24];
+        if let Err(e) = self.mem.read(scratch, &mut ss) {
+            return Err(fail(t, e));
+        }
+        let altstack = (
+            u64::from_le_bytes(ss[0..8].try_into().unwrap_or([0; 8])),
+            u32::from_le_bytes(ss[8..12].try_into().unwrap_or([0; 4])),
+            u64::from_le_bytes(ss[16..24].try_into().unwrap_or([0; 8])),
+        );
+        // Current brk.
+        let (t, brk) = self.inj(t, libc::SYS_brk, [0; 6])?;
+        // Robust futex list (asked from here: get_robust_list works on a traced pid).
+        let robust_list = match robust_list(pid) {
+            Ok(r) => r,
+            Err(e) => return Err(fail(t, e)),
+        };
+        let proc_ = match procfs::process::Process::new(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(fail(
+                    t,
+                    Error::Unexpected {
+                        pid,
+                        what: format!("/proc/{pid}: {e}"),
+                    },
+                ));
+            }
+        };
+        let stat = match proc_.stat() {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(fail(
+                    t,
+                    Error::Unexpected {
+                        pid,
+                        what: format!("/proc/{pid}/stat: {e}"),
+                    },
+                ));
+            }
+        };
+        let mm = MmFields {
+            start_code: stat.startcode,
+            end_code: stat.endcode,
+            start_data: stat.start_data.unwrap_or(0),
+            end_data: stat.end_data.unwrap_or(0),
+            start_brk: stat.start_brk.unwrap_or(0),
+            brk: brk as u64,
+            start_stack: stat.startstack,
+            arg_start: stat.arg_start.unwrap_or(0),
+            arg_end: stat.arg_end.unwrap_or(0),
+            env_start: stat.env_start.unwrap_or(0),
+            env_end: stat.env_end.unwrap_or(0),
+        };
+        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
+
+        // Memory areas.
+        let (vmas, special) = match self.areas(maps) {
+            Ok(x) => x,
+            Err(e) => return Err(fail(t, e)),
+        };
+        let runs = match self.runs(&vmas) {
+            Ok(r) => r,
+            Err(e) => return Err(fail(t, e)),
+        };
+        let creds = opts.creds.clone().unwrap_or_else(|| creds_of(pid));
+        let cached = opts.cached.clone().unwrap_or_else(|| Cached {
+            pid: pid as u32,
+            ppid: stat.ppid as u32,
+            pgrp: stat.pgrp as u32,
+            uname: uname(),
+        });
+        let header = ImageHeader {
+            version: IMAGE_VERSION,
+            home: opts.home,
+            comm: stat.comm.clone(),
+            nmigs: opts.nmigs + 1,
+            regs,
+            xstate,
+            sigmask: self.mask,
+            sigactions,
+            altstack,
+            rseq,
+            robust_list,
+            tid_address,
+            mm,
+            auxv,
+            vmas,
+            special,
+            cpu_flags: cpu_flags(),
+            creds,
+            cached,
+            total_bytes: runs.iter().map(|r| r.len).sum(),
+        };
+        Ok((t, header, runs))
+    }
+
+    fn read_u64(&self, addr: u64) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.mem.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn areas(&self, maps: &[MapsLine]) -> Result<(Vec<Vma>, SpecialMaps)> {
+        let mut vmas = Vec::new();
+        let mut special = SpecialMaps::default();
+        let (a0, a1) = self.area.range();
+        for m in maps {
+            if m.start >= a0 && m.end <= a1 {
+                continue;
+            }
+            match m.path.as_str() {
+                "[vdso]" => {
+                    special.vdso = Some((m.start, m.end));
+                    let mut b = vec![0u8; (m.end - m.start) as usize];
+                    self.mem.read(m.start, &mut b)?;
+                    special.vdso_bytes = b;
+                    continue;
+                }
+                "[vvar]" => {
+                    special.vvar = Some((m.start, m.end));
+                    continue;
+                }
+                "[vvar_vclock]" => {
+                    special.vvar_vclock = Some((m.start, m.end));
+                    continue;
+                }
+                "[vsyscall]" => continue,
+                _ => {}
+            }
+            let p = m.perms.as_bytes();
+            let kind = match m.path.as_str() {
+                "[heap]" => VmaKind::Heap,
+                "[stack]" => VmaKind::Stack,
+                "" => VmaKind::Anon,
+                p if p.starts_with('/') && m.inode != 0 => VmaKind::File {
+                    path: p.to_owned(),
+                    offset: m.offset,
+                },
+                _ => VmaKind::Anon,
+            };
+            vmas.push(Vma {
+                start: m.start,
+                end: m.end,
+                read: p.first() == Some(&b'r'),
+                write: p.get(1) == Some(&b'w'),
+                exec: p.get(2) == Some(&b'x'),
+                kind,
+            });
+        }
+        Ok((vmas, special))
+    }
+
+    /// Which bytes to send: file-backed areas whole, anonymous ones page by page where a page is
+    /// present or swapped (from /proc/PID/pagemap, bits 63 and 62).
+    fn runs(&self, vmas: &[Vma]) -> Result<Vec<Run>> {
+        use std::os::unix::fs::FileExt;
+        let pagemap =
+            std::fs::File::open(format!("/proc/{}/pagemap", self.pid)).map_err(|source| {
+                Error::Mem {
+                    pid: self.pid,
+                    addr: 0,
+                    source,
+                }
+            })?;
+        let mut runs = Vec::new();
+        for (i, v) in vmas.iter().enumerate() {
+            let idx = i as u32;
+            if matches!(v.kind, VmaKind::File { .. }) || !v.read {
+                // Unreadable areas (guard pages, PROT_NONE reservations) are sent whole if they
+                // are file-backed; anonymous ones only where pages exist.
+                if matches!(v.kind, VmaKind::File { .. }) {
+                    runs.push(Run {
+                        vma: idx,
+                        offset: 0,
+                        len: v.len(),
+                    });
+                    continue;
+                }
+            }
+            let pages = v.len() / 4096;
+            let mut buf = vec![0u8; (pages * 8) as usize];
+            pagemap
+                .read_exact_at(&mut buf, v.start / 4096 * 8)
+                .map_err(|source| Error::Mem {
+                    pid: self.pid,
+                    addr: v.start,
+                    source,
+                })?;
+            let mut run_start: Option<u64> = None;
+            for p in 0..pages {
+                let e = u64::from_le_bytes(
+                    buf[(p * 8) as usize..(p * 8 + 8) as usize]
+                        .try_into()
+                        .unwrap_or([0; 8]),
+                );
+                let there = e & (1 << 63) != 0 || e & (1 << 62) != 0;
+                match (there, run_start) {
+                    (true, None) => run_start = Some(p),
+                    (false, Some(s)) => {
+                        runs.push(Run {
+                            vma: idx,
+                            offset: s * 4096,
+                            len: (p - s) * 4096,
+                        });
+                        run_start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = run_start {
+                runs.push(Run {
+                    vma: idx,
+                    offset: s * 4096,
+                    len: (pages - s) * 4096,
+                });
+            }
+        }
+        // Cut runs to the wire's bound.
+        let max = mosix_core::image::MAX_RUN as u64;
+        let mut out = Vec::with_capacity(runs.len());
+        for r in runs {
+            let mut off = 0;
+            while off < r.len {
+                let len = (r.len - off).min(max);
+                out.push(Run {
+                    vma: r.vma,
+                    offset: r.offset + off,
+                    len,
+                });
+                off += len;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Frozen {
+    /// Undoes the freeze: removes our area and lets the process continue where it was.
+    pub fn thaw(self) -> Result<()> {
+        let t = unmap_area(self.tracee, &self.area, &self.original_regs)?;
+        t.set_regs(&self.original_regs)?;
+        t.set_sigmask(self.original_mask)?;
+        t.detach(None)?;
+        for s in self.pending {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.header.cached.pid as i32),
+                s,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Unmaps our area from inside the tracee. The `munmap` runs from the area's own `syscall`, so
+/// the tracee cannot return to the `int3` after it: the call is run to its syscall-exit stop
+/// (PTRACE_SYSCALL), where the instruction pointer has not been used yet, and the caller then
+/// sets whatever registers it wants.
+pub fn unmap_area(t: Stopped, area: &Area, base: &Regs) -> Result<Stopped> {
+    let regs = base.for_syscall(
+        area.site(),
+        libc::SYS_munmap as u64,
+        [area.start, inject::AREA_LEN, 0, 0, 0, 0],
+    );
+    t.set_regs(&regs)?;
+    let mut r = t.syscall()?;
+    // Entry stop, then exit stop.
+    let mut seen = 0;
+    loop {
+        let s = r.wait()?;
+        match s.stop {
+            ptrace::Stop::Syscall => {
+                seen += 1;
+                if seen == 2 {
+                    let after = s.regs()?;
+                    if (after.ax() as i64) < 0 {
+                        return Err(Error::Unexpected {
+                            pid: s.pid(),
+                            what: format!(
+                                "munmap of the injection area failed: {}",
+                                after.ax() as i64
+                            ),
+                        });
+                    }
+                    return Ok(s);
+                }
+                r = s.syscall()?;
+            }
+            _ => {
+                r = s.syscall()?;
+            }
+        }
+    }
+}
+
+fn robust_list(pid: i32) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: get_robust_list(2) writes one pointer into `head` and one size into `len`, both
+    // valid, properly aligned locals that outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, pid, &raw mut head, &raw mut len) };
+    if r < 0 {
+        return Err(Error::Os {
+            what: "get_robust_list",
+            pid,
+            errno: nix::errno::Errno::last(),
+        });
+    }
+    Ok((head, len as u64))
+}
+
+/// The credentials of a process, from /proc/PID/status.
+pub fn creds_of(pid: i32) -> Creds {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .map(|s| Creds {
+            uid: [s.ruid, s.euid, s.suid],
+            gid: [s.rgid, s.egid, s.sgid],
+            groups: s.groups,
+        })
+        .unwrap_or_default()
+}
+
+/// This node's uname, as the process sees it at home.
+pub fn uname() -> [String; 6] {
+    match nix::sys::utsname::uname() {
+        Ok(u) => [
+            u.sysname().to_string_lossy().into_owned(),
+            u.nodename().to_string_lossy().into_owned(),
+            u.release().to_string_lossy().into_owned(),
+            u.version().to_string_lossy().into_owned(),
+            u.machine().to_string_lossy().into_owned(),
+            u.domainname().to_string_lossy().into_owned(),
+        ],
+        Err(_) => Default::default(),
+    }
+}
+
+/// The CPU feature flags of this machine (the first CPU of /proc/cpuinfo).
+pub fn cpu_flags() -> Vec<String> {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("flags"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, f)| f.split_whitespace().map(str::to_owned).collect())
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,624 @@
+//! Rebuilding a process from its image inside a stopped tracee: a fresh stub on the destination
+//! node, or the deputy itself when the process comes home.
+//!
+//! Everything is done by syscall injection from our area, in three phases:
+//!
+//! 1. [`prepare`]: give the tracee our area (at an address the image does not use), drop the
+//!    tracee's own rseq registration (the kernel would keep writing into memory we are about to
+//!    unmap), move its `[vvar]`, `[vvar_vclock]` and `[vdso]` to where the image had them —
+//!    only if the vdso is byte-for-byte the one the process was using, since its code calls into
+//!    the vdso at fixed offsets — unmap everything else, and map each of the image's areas at
+//!    its address, writable for now;
+//! 2. [`Restorer::write`]: the page runs, as they arrive, through `/proc/PID/mem`;
+//! 3. [`Restorer::finish`]: final protections, the memory-descriptor fields (`brk`,
+//!    `/proc/PID/cmdline`…, `PR_SET_MM_MAP`), signal actions, alternate stack, clear-child-tid
+//!    address, robust list and rseq registrations, and for a stub the owner's credentials and
+//!    the seccomp filter (installed last); then the extended state, the signal mask, our area
+//!    removed, and the registers.
+
+use std::os::fd::OwnedFd;
+
+use mosix_core::image::{ImageHeader, Regs, VmaKind};
+
+use crate::inject::{self, AREA_LEN, Area, Failed};
+use crate::ptrace::{Error, Mem, Stopped};
+
+/// A tracee being rebuilt.
+#[derive(Debug)]
+pub struct Restorer {
+    tracee: Stopped,
+    mem: Mem,
+    area: Area,
+    base: Regs,
+    pid: i32,
+}
+
+type R<T> = std::result::Result<T, Failed>;
+
+fn unexpected(t: Stopped, what: String) -> Failed {
+    let pid = t.pid();
+    (Some(t), Error::Unexpected { pid, what })
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// The address ranges the image will occupy.
+fn image_ranges(h: &ImageHeader) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = h.vmas.iter().map(|v| (v.start, v.end)).collect();
+    v.extend(h.special.vvar);
+    v.extend(h.special.vvar_vclock);
+    v.extend(h.special.vdso);
+    v
+}
+
+/// Phase 1. `existing` is the area a deputy already has.
+pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> R<Restorer> {
+    let pid = t.pid();
+    let base = match t.regs() {
+        Ok(r) => r,
+        Err(e) => return Err((Some(t), e)),
+    };
+    if let Err(e) = inject::block_signals(&t) {
+        return Err((Some(t), e));
+    }
+    let mem = match Mem::open(pid) {
+        Ok(m) => m,
+        Err(e) => return Err((Some(t), e)),
+    };
+    let maps = match inject::read_maps(pid) {
+        Ok(m) => m,
+        Err(source) => {
+            return Err((
+                Some(t),
+                Error::Mem {
+                    pid,
+                    addr: 0,
+                    source,
+                },
+            ));
+        }
+    };
+    let wanted = image_ranges(h);
+
+    // Our area, where the image leaves room.
+    let (t, area) = match existing {
+        Some(a) if !wanted.iter().any(|w| overlaps(*w, a.range())) => (t, a),
+        old => {
+            let (t, a) = inject::bootstrap(t, &mem, &maps, &base, &wanted)?;
+            let t = match old {
+                Some(o) => {
+                    let (t, _) = inject::syscall(
+                        t,
+                        a.site(),
+                        &base,
+                        libc::SYS_munmap,
+                        [o.start, AREA_LEN, 0, 0, 0, 0],
+                    )?;
+                    t
+                }
+                None => t,
+            };
+            (t, a)
+        }
+    };
+    let mut r = Restorer {
+        tracee: t,
+        mem,
+        area,
+        base,
+        pid,
+    };
+    r = r.drop_own_rseq()?;
+    r = r.place_specials(h)?;
+    r = r.clear(h)?;
+    r = r.map_areas(h)?;
+    Ok(r)
+}
+
+impl Restorer {
+    /// The pid of the tracee.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Our area in the tracee.
+    pub fn area(&self) -> Area {
+        self.area
+    }
+
+    fn call(self, nr: i64, args: [u64; 6]) -> R<(Restorer, i64)> {
+        let Restorer {
+            tracee,
+            mem,
+            area,
+            base,
+            pid,
+        } = self;
+        let (t, ret) = inject::syscall(tracee, area.site(), &base, nr, args)?;
+        Ok((
+            Restorer {
+                tracee: t,
+                mem,
+                area,
+                base,
+                pid,
+            },
+            ret,
+        ))
+    }
+
+    /// Runs a call that must succeed.
+    fn must(self, nr: i64, args: [u64; 6], what: &str) -> R<Restorer> {
+        let (r, ret) = self.call(nr, args)?;
+        if ret < 0 {
+            let msg = format!("{what}: {}", nix::errno::Errno::from_raw(-ret as i32));
+            return Err(unexpected(r.tracee, msg));
+        }
+        Ok(r)
+    }
+
+    fn scratch_write(self, data: &[u8]) -> R<Restorer> {
+        if data.len() as u64 > self.area.scratch_len() {
+            let what = format!("{} bytes do not fit in the scratch space", data.len());
+            return Err(unexpected(self.tracee, what));
+        }
+        match self.mem.write(self.area.scratch(), data) {
+            Ok(()) => Ok(self),
+            Err(e) => Err((Some(self.tracee), e)),
+        }
+    }
+
+    fn drop_own_rseq(self) -> R<Restorer> {
+        match self.tracee.rseq() {
+            Ok(Some(rs)) => {
+                const RSEQ_FLAG_UNREGISTER: u64 = 1;
+                self.must(
+                    libc::SYS_rseq,
+                    [
+                        rs.ptr,
+                        u64::from(rs.len),
+                        RSEQ_FLAG_UNREGISTER,
+                        u64::from(rs.sig),
+                        0,
+                        0,
+                    ],
+                    "unregistering the stub's rseq",
+                )
+            }
+            Ok(None) => Ok(self),
+            Err(e) => Err((Some(self.tracee), e)),
+        }
+    }
+
+    /// Moves [vvar], [vvar_vclock] and [vdso] to the image's addresses (through a parking spot,
+    /// since the targets may overlap the current places).
+    fn place_specials(self, h: &ImageHeader) -> R<Restorer> {
+        let maps = match inject::read_maps(self.pid) {
+            Ok(m) => m,
+            Err(source) => {
+                let pid = self.pid;
+                return Err((
+                    Some(self.tracee),
+                    Error::Mem {
+                        pid,
+                        addr: 0,
+                        source,
+                    },
+                ));
+            }
+        };
+        let find = |name: &str| {
+            maps.iter()
+                .find(|m| m.path == name)
+                .map(|m| (m.start, m.end))
+        };
+        let pairs = [
+            ("[vvar]", find("[vvar]"), h.special.vvar),
+            (
+                "[vvar_vclock]",
+                find("[vvar_vclock]"),
+                h.special.vvar_vclock,
+            ),
+            ("[vdso]", find("[vdso]"), h.special.vdso),
+        ];
+        // Same kernel build? Sizes and the vdso's contents must match.
+        for (name, have, want) in pairs {
+            let same_size = match (have, want) {
+                (Some(a), Some(b)) => a.1 - a.0 == b.1 - b.0,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same_size {
+                let what = format!(
+                    "this node's kernel has another {name} layout than the process's home kernel; it cannot run here"
+                );
+                return Err(unexpected(self.tracee, what));
+            }
+        }
+        if let Some((s, e)) = find("[vdso]") {
+            let mut b = vec![0u8; (e - s) as usize];
+            if let Err(err) = self.mem.read(s, &mut b) {
+                return Err((Some(self.tracee), err));
+            }
+            if b != h.special.vdso_bytes {
+                let what = "this node runs another kernel build (its vdso differs from the process's); it cannot run here".to_owned();
+                return Err(unexpected(self.tracee, what));
+            }
+        }
+        if pairs.iter().all(|(_, have, want)| have == want) {
+            return Ok(self);
+        }
+        let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+        busy.extend(image_ranges(h));
+        busy.push(self.area.range());
+        let total: u64 = pairs
+            .iter()
+            .filter_map(|(_, have, _)| have.map(|(s, e)| e - s))
+            .sum();
+        let Some(park) = inject::find_hole(&busy, total + 0x10000) else {
+            return Err(unexpected(self.tracee, "no room to move the vdso".into()));
+        };
+        const MREMAP_MAYMOVE: u64 = 1;
+        const MREMAP_FIXED: u64 = 2;
+        let mut r = self;
+        let mut parked = Vec::new();
+        let mut at = park;
+        for (name, have, want) in pairs {
+            if let (Some((s, e)), Some(w)) = (have, want) {
+                let len = e - s;
+                r = r.must(
+                    libc::SYS_mremap,
+                    [s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at, 0],
+                    &format!("parking {name}"),
+                )?;
+                parked.push((name, at, len, w.0));
+                at += len;
+            }
+        }
+        for (name, from, len, to) in parked {
+            r = r.must(
+                libc::SYS_mremap,
+                [from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to, 0],
+                &format!("moving {name}"),
+            )?;
+        }
+        Ok(r)
+    }
+
+    /// Unmaps everything of the tracee's own but our area and the kernel's special mappings.
+    fn clear(self, _h: &ImageHeader) -> R<Restorer> {
+        let maps = match inject::read_maps(self.pid) {
+            Ok(m) => m,
+            Err(source) => {
+                let pid = self.pid;
+                return Err((
+                    Some(self.tracee),
+                    Error::Mem {
+                        pid,
+                        addr: 0,
+                        source,
+                    },
+                ));
+            }
+        };
+        let keep = |m: &mosix_core::image::MapsLine| {
+            overlaps((m.start, m.end), self.area.range())
+                || matches!(
+                    m.path.as_str(),
+                    "[vvar]" | "[vvar_vclock]" | "[vdso]" | "[vsyscall]"
+                )
+        };
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for m in maps.iter().filter(|m| !keep(m)) {
+            match ranges.last_mut() {
+                Some(last) if last.1 == m.start => last.1 = m.end,
+                _ => ranges.push((m.start, m.end)),
+            }
+        }
+        let mut r = self;
+        for (s, e) in ranges {
+            r = r.must(
+                libc::SYS_munmap,
+                [s, e - s, 0, 0, 0, 0],
+                "clearing the address space",
+            )?;
+        }
+        Ok(r)
+    }
+
+    fn map_areas(self, h: &ImageHeader) -> R<Restorer> {
+        let mut r = self;
+        for v in &h.vmas {
+            let mut prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+            if v.exec {
+                prot |= libc::PROT_EXEC as u64;
+            }
+            let mut flags =
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+            if v.kind == VmaKind::Stack {
+                flags |= libc::MAP_GROWSDOWN as u64;
+            }
+            let (r2, ret) = r.call(libc::SYS_mmap, [v.start, v.len(), prot, flags, u64::MAX, 0])?;
+            r = r2;
+            if ret as u64 != v.start {
+                let what = format!(
+                    "mapping {:#x}-{:#x} returned {}",
+                    v.start,
+                    v.end,
+                    if ret < 0 {
+                        nix::errno::Errno::from_raw(-ret as i32).to_string()
+                    } else {
+                        format!("{ret:#x}")
+                    }
+                );
+                return Err(unexpected(r.tracee, what));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Phase 2: writes a run of pages.
+    pub fn write(
+        &self,
+        h: &ImageHeader,
+        vma: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> crate::ptrace::Result<()> {
+        let Some(v) = h.vmas.get(vma as usize) else {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run for area {vma}, which the image does not have"),
+            });
+        };
+        let end = offset.checked_add(data.len() as u64);
+        if end.is_none_or(|e| e > v.len()) {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run at {offset:#x}+{} runs past its area", data.len()),
+            });
+        }
+        self.mem.write(v.start + offset, data)
+    }
+
+    /// Phase 3. For a stub (`stub` given), also the owner's credentials and the seccomp filter;
+    /// returns the tracee stopped with the image's registers, ready to be let go, and the number
+    /// of the filter's listener descriptor inside the tracee.
+    pub fn finish(self, h: &ImageHeader, stub: Option<&[u8]>) -> R<(Stopped, Option<i32>)> {
+        let mut r = self;
+        // Final protections.
+        for v in &h.vmas {
+            if v.read && v.write {
+                continue;
+            }
+            let mut prot = 0u64;
+            if v.read {
+                prot |= libc::PROT_READ as u64;
+            }
+            if v.write {
+                prot |= libc::PROT_WRITE as u64;
+            }
+            if v.exec {
+                prot |= libc::PROT_EXEC as u64;
+            }
+            r = r.must(
+                libc::SYS_mprotect,
+                [v.start, v.len(), prot, 0, 0, 0],
+                "protecting",
+            )?;
+        }
+        r = r.set_mm(h)?;
+        r = r.set_sigactions(h)?;
+        // Alternate signal stack.
+        let (sp, flags, size) = h.altstack;
+        let mut ss = Vec::with_capacity(24);
+        ss.extend_from_slice(&sp.to_le_bytes());
+        ss.extend_from_slice(&flags.to_le_bytes());
+        ss.extend_from_slice(&0u32.to_le_bytes());
+        ss.extend_from_slice(&size.to_le_bytes());
+        const SS_DISABLE: u32 = 2;
+        if flags & SS_DISABLE != 0 {
+            ss[..8].copy_from_slice(&0u64.to_le_bytes());
+            ss[16..].copy_from_slice(&0u64.to_le_bytes());
+        }
+        r = r.scratch_write(&ss)?;
+        let scratch = r.area.scratch();
+        r = r.must(
+            libc::SYS_sigaltstack,
+            [scratch, 0, 0, 0, 0, 0],
+            "sigaltstack",
+        )?;
+        let (r2, _) = r.call(libc::SYS_set_tid_address, [h.tid_address, 0, 0, 0, 0, 0])?;
+        r = r2;
+        if h.robust_list.0 != 0 {
+            r = r.must(
+                libc::SYS_set_robust_list,
+                [h.robust_list.0, h.robust_list.1, 0, 0, 0, 0],
+                "set_robust_list",
+            )?;
+        }
+        if let Some(rs) = h.rseq {
+            r = r.must(
+                libc::SYS_rseq,
+                [rs.ptr, u64::from(rs.len), 0, u64::from(rs.sig), 0, 0],
+                "registering rseq",
+            )?;
+        }
+        let mut listener = None;
+        if let Some(filter) = stub {
+            // Nothing of the stub's own descriptors stays: every descriptor call of the process
+            // is forwarded home.
+            let (r2, _) = r.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
+            r = r2;
+            r = r.set_creds(h)?;
+            r = r.must(
+                libc::SYS_prctl,
+                [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+                "no_new_privs",
+            )?;
+            // struct sock_fprog { u16 len; [pad 6]; u64 filter } then the instructions.
+            let n = filter.len() / 8;
+            let prog_at = r.area.scratch() + 16;
+            let mut buf = Vec::with_capacity(16 + filter.len());
+            buf.extend_from_slice(&(n as u16).to_le_bytes());
+            buf.extend_from_slice(&[0u8; 6]);
+            buf.extend_from_slice(&prog_at.to_le_bytes());
+            buf.extend_from_slice(filter);
+            r = r.scratch_write(&buf)?;
+            let scratch = r.area.scratch();
+            let (r2, fd) = r.call(
+                libc::SYS_seccomp,
+                [
+                    crate::seccomp::SET_MODE_FILTER,
+                    crate::seccomp::FLAG_NEW_LISTENER | crate::seccomp::FLAG_WAIT_KILLABLE_RECV,
+                    scratch,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+            r = r2;
+            if fd < 0 {
+                let what = format!(
+                    "installing the seccomp filter: {}",
+                    nix::errno::Errno::from_raw(-fd as i32)
+                );
+                return Err(unexpected(r.tracee, what));
+            }
+            listener = Some(fd as i32);
+        }
+        // Last: extended state, mask, registers, and our area gone.
+        let t = r.tracee;
+        if !h.xstate.is_empty()
+            && let Err(e) = t.set_xstate(&h.xstate)
+        {
+            return Err((Some(t), e));
+        }
+        if let Err(e) = t.set_sigmask(h.sigmask) {
+            return Err((Some(t), e));
+        }
+        let t = crate::dump::unmap_area(t, &r.area, &r.base).map_err(|e| (None, e))?;
+        if let Err(e) = t.set_regs(&h.regs) {
+            return Err((Some(t), e));
+        }
+        Ok((t, listener))
+    }
+
+    fn set_mm(self, h: &ImageHeader) -> R<Restorer> {
+        let m = &h.mm;
+        // struct prctl_mm_map: eleven u64 fields, then auxv pointer, auxv size, exe_fd.
+        let auxv_at = self.area.scratch() + 128;
+        let mut buf = Vec::with_capacity(128 + h.auxv.len());
+        for v in [
+            m.start_code,
+            m.end_code,
+            m.start_data,
+            m.end_data,
+            m.start_brk,
+            m.brk,
+            m.start_stack,
+            m.arg_start,
+            m.arg_end,
+            m.env_start,
+            m.env_end,
+        ] {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        let auxv_len = h.auxv.len() as u32;
+        buf.extend_from_slice(&(if auxv_len > 0 { auxv_at } else { 0 }).to_le_bytes());
+        buf.extend_from_slice(&auxv_len.to_le_bytes());
+        buf.extend_from_slice(&u32::MAX.to_le_bytes()); // exe_fd -1: keep /proc/PID/exe
+        let size = buf.len() as u64;
+        buf.resize(128, 0);
+        buf.extend_from_slice(&h.auxv);
+        let r = self.scratch_write(&buf)?;
+        const PR_SET_MM: u64 = 35;
+        const PR_SET_MM_MAP: u64 = 14;
+        let scratch = r.area.scratch();
+        r.must(
+            libc::SYS_prctl,
+            [PR_SET_MM, PR_SET_MM_MAP, scratch, size, 0, 0],
+            "PR_SET_MM_MAP",
+        )
+    }
+
+    fn set_sigactions(self, h: &ImageHeader) -> R<Restorer> {
+        let mut r = self;
+        for sig in 1..=64u32 {
+            if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
+                continue;
+            }
+            let a = h.sigactions.iter().find(|a| a.sig == sig);
+            let mut b = Vec::with_capacity(32);
+            for v in [
+                a.map_or(0, |a| a.handler),
+                a.map_or(0, |a| a.flags),
+                a.map_or(0, |a| a.restorer),
+                a.map_or(0, |a| a.mask),
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            r = r.scratch_write(&b)?;
+            let scratch = r.area.scratch();
+            let (r2, ret) = r.call(
+                libc::SYS_rt_sigaction,
+                [u64::from(sig), scratch, 0, 8, 0, 0],
+            )?;
+            r = r2;
+            // Signals 32 and 33 are the C library's and may refuse; that is fine.
+            let _ = ret;
+        }
+        Ok(r)
+    }
+
+    fn set_creds(self, h: &ImageHeader) -> R<Restorer> {
+        let c = &h.creds;
+        let mut g = Vec::with_capacity(c.groups.len() * 4);
+        for x in &c.groups {
+            g.extend_from_slice(&x.to_le_bytes());
+        }
+        let r = self.scratch_write(&g)?;
+        let scratch = r.area.scratch();
+        let r = r.must(
+            libc::SYS_setgroups,
+            [c.groups.len() as u64, scratch, 0, 0, 0, 0],
+            "setgroups",
+        )?;
+        let r = r.must(
+            libc::SYS_setresgid,
+            [
+                u64::from(c.gid[0]),
+                u64::from(c.gid[1]),
+                u64::from(c.gid[2]),
+                0,
+                0,
+                0,
+            ],
+            "setresgid",
+        )?;
+        r.must(
+            libc::SYS_setresuid,
+            [
+                u64::from(c.uid[0]),
+                u64::from(c.uid[1]),
+                u64::from(c.uid[2]),
+                0,
+                0,
+                0,
+            ],
+            "setresuid",
+        )
+    }
+
+    /// Gives the tracee back (after a failure): it is killed if it is a stub.
+    pub fn into_tracee(self) -> Stopped {
+        self.tracee
+    }
+}
+
+/// Takes the seccomp listener out of a restored stub.
+pub fn take_listener(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+    crate::seccomp::take_fd(pid, fd)
+}
