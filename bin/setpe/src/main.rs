@@ -22,6 +22,13 @@ use mosix_kmod::{daemon, service};
 use cli::Cli;
 
 fn main() -> ExitCode {
+    // The service starts the stubs that guests are rebuilt in from its own program.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == mosix_kmod::stub::STUB_ARG)
+    {
+        mosix_kmod::stub::run();
+    }
     let cli = Cli::parse_from(cli::classic_args(std::env::args_os()));
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

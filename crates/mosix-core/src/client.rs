@@ -56,6 +56,86 @@ pub enum Request {
     },
     /// Stop the service (`setpe -off`; root only).
     Shutdown,
+    /// `mosrun`: make the calling process a MOSIX process (only a process can register itself).
+    Register {
+        /// No automatic migration.
+        lock: bool,
+        /// Decay of its statistics.
+        decay: DecayMode,
+        /// Where to start it: migrate it there right after its next `execve`.
+        placement: Option<NodeId>,
+        /// With a placement: run at home if the node cannot take it, instead of failing.
+        fallback_home: bool,
+    },
+    /// `migrate`: move a process.
+    Migrate {
+        /// The process (a pid of this node).
+        pid: u32,
+        /// Where to.
+        to: Target,
+        /// Answer when the move is done (otherwise when it has started).
+        wait: bool,
+    },
+    /// `mps`: this node's MOSIX processes, and the guests if asked.
+    Procs {
+        /// Include guests.
+        guests: bool,
+    },
+}
+
+/// Where `migrate` sends a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// A node.
+    Node(NodeId),
+    /// Its home node.
+    Home,
+    /// Where the balancer thinks best now.
+    Balance,
+}
+
+/// How fast a process's statistics decay (`mosrun -n`, `-s`, `-f`; `-c`/`-i` hint CPU- or
+/// I/O-bound processes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecayMode {
+    /// The node's slow decay (the default).
+    #[default]
+    Slow,
+    /// The node's fast decay.
+    Fast,
+    /// No decay.
+    None,
+    /// Declared CPU-bound.
+    CpuBound,
+    /// Declared I/O-bound.
+    IoBound,
+}
+
+/// One process as `mps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRow {
+    /// Its pid at home.
+    pub pid: u32,
+    /// Where it runs: 0 = here, N = node N.
+    pub node: u16,
+    /// For a guest: its home node.
+    pub from: Option<u16>,
+    /// Controlling terminal (the kernel's tty_nr; 0 = none).
+    pub tty: i32,
+    /// State letter.
+    pub state: char,
+    /// CPU time used, wherever, in ms.
+    pub cpu_ms: u64,
+    /// Command line.
+    pub command: String,
+    /// Moves so far.
+    pub nmigs: u32,
+    /// No automatic migration.
+    pub lock: bool,
+    /// Why it cannot move, if it cannot.
+    pub cantmove: Option<String>,
+    /// Its pid on the node it runs on (remote), or at this node (guest).
+    pub remote_pid: Option<u32>,
 }
 
 /// The service's answer.
@@ -75,6 +155,18 @@ pub enum Response {
     Config(RunningConfig),
     /// The request failed; the text says why.
     Error(String),
+    /// Answer to [`Request::Register`].
+    Registered,
+    /// Answer to [`Request::Migrate`]: where the process is now (0 = home), or, without
+    /// `wait`, that the move started.
+    Migrated {
+        /// Where it is (0 = home).
+        node: u16,
+        /// Whether the move is finished.
+        done: bool,
+    },
+    /// Answer to [`Request::Procs`].
+    Procs(Vec<ProcRow>),
 }
 
 /// Who the service is.

@@ -478,8 +478,14 @@ pub fn cantmove(threads: u32, locked_kb: u64, maps: &[MapsLine]) -> Option<CantM
         if m.path.starts_with("/dev/") && !m.path.starts_with("/dev/shm/") && m.inode != 0 {
             return Some(CantMove::DeviceMapping);
         }
-        let shared = m.perms.as_bytes().get(3) == Some(&b's');
-        if shared {
+        let p = m.perms.as_bytes();
+        let shared = p.get(3) == Some(&b's');
+        let writable = p.get(1) == Some(&b'w');
+        // A read-only shared mapping of a file (a cache like gconv-modules.cache) cannot be
+        // written through; a copy of its contents behaves the same. Shared memory that can be
+        // written, or that is anonymous, is shared with other processes and cannot move.
+        let file = m.inode != 0 && m.path.starts_with('/');
+        if shared && (writable || !file) {
             return Some(CantMove::SharedMemory);
         }
     }

@@ -80,6 +80,13 @@ pub fn freeze(pid: i32, opts: &FreezeOptions) -> Result<Frozen> {
     let running = ptrace::seize(pid, extra)?;
     let mut pending = Vec::new();
     let t = running.interrupt(|s| pending.push(s))?;
+    freeze_stopped(t, pending, opts)
+}
+
+/// Freezes a process we already hold stopped (at an exec stop, or interrupted inside a
+/// forwarded call); `pending` are signals that arrived meanwhile and were suppressed.
+pub fn freeze_stopped(t: Stopped, pending: Vec<Signal>, opts: &FreezeOptions) -> Result<Frozen> {
+    let pid = t.pid();
     match capture(t, pid, opts, pending) {
         Ok(f) => Ok(f),
         Err((t, e)) => {
@@ -482,6 +489,25 @@ impl Parts {
 }
 
 impl Frozen {
+    /// Sends the image and the page runs, then `End`.
+    pub fn send(
+        &self,
+        tx: &crate::channel::Sender,
+    ) -> std::result::Result<(), mosix_core::proto::FrameError> {
+        use mosix_core::proto::ProcMsg;
+        tx.send(&ProcMsg::Image(Box::new(self.header.clone())))?;
+        let mut buf = Vec::new();
+        for r in &self.runs {
+            let v = &self.header.vmas[r.vma as usize];
+            buf.resize(r.len as usize, 0);
+            self.mem.read(v.start + r.offset, &mut buf).map_err(|e| {
+                mosix_core::proto::FrameError::Io(std::io::Error::other(e.to_string()))
+            })?;
+            tx.send_run(r.vma, r.offset, &buf)?;
+        }
+        tx.send(&ProcMsg::End)
+    }
+
     /// Undoes the freeze: removes our area and lets the process continue where it was.
     pub fn thaw(self) -> Result<()> {
         let t = unmap_area(self.tracee, &self.area, &self.original_regs)?;

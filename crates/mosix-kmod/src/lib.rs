@@ -15,12 +15,18 @@
 //!   cgroups with CPU quotas and memory limits, optional private mounts).
 
 pub mod cgroup;
+pub mod channel;
 pub mod daemon;
+pub mod deputy;
 pub mod dump;
+pub mod forward;
 pub mod inject;
 pub mod measure;
+pub mod procs;
 pub mod ptrace;
+pub mod remote;
 pub mod restore;
 pub mod seccomp;
 pub mod service;
+pub mod stub;
 pub mod vcluster;

@@ -210,6 +210,29 @@ impl Running {
         }
     }
 
+    /// Asks for a stop (`PTRACE_INTERRUPT`) without waiting for it.
+    pub fn request_interrupt(&self) -> Result<()> {
+        ptrace::interrupt(self.pid).map_err(os("PTRACE_INTERRUPT", self.pid))
+    }
+
+    /// Waits for the stop an interrupt asked for; signal stops on the way are handed to
+    /// `on_signal` and suppressed.
+    pub fn wait_interrupt(self, mut on_signal: impl FnMut(Signal)) -> Result<Stopped> {
+        let mut r = self;
+        loop {
+            let s = r.wait()?;
+            match s.stop {
+                Stop::Event(_) | Stop::Syscall => return Ok(s),
+                Stop::Signal(Signal::SIGTRAP) => return Ok(s),
+                Stop::Signal(sig) => {
+                    on_signal(sig);
+                    r = s.cont(None)?;
+                    ptrace::interrupt(r.pid).map_err(os("PTRACE_INTERRUPT", r.pid))?;
+                }
+            }
+        }
+    }
+
     /// Stops it (`PTRACE_INTERRUPT`) and waits for the stop. Signals that arrive first are
     /// reported as their own stops; `on_signal` decides what to do with each (its return value
     /// is kept pending for the caller) and the interrupt stop is awaited again.

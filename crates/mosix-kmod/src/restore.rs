@@ -618,6 +618,36 @@ impl Restorer {
     }
 }
 
+/// Receives the page runs of an image (after its header) into a restorer, up to `End`.
+pub fn receive_pages(
+    rx: &mut crate::channel::Receiver,
+    h: &ImageHeader,
+    r: &Restorer,
+) -> std::result::Result<(), String> {
+    use mosix_core::proto::ProcMsg;
+    let mut buf = Vec::new();
+    let mut total = 0u64;
+    loop {
+        match rx.recv().map_err(|e| format!("receiving the image: {e}"))? {
+            ProcMsg::Pages { vma, offset, len } => {
+                total += u64::from(len);
+                if total > h.total_bytes {
+                    return Err(format!(
+                        "the image sends more than the {} bytes it announced",
+                        h.total_bytes
+                    ));
+                }
+                buf.resize(len as usize, 0);
+                rx.recv_raw(&mut buf)
+                    .map_err(|e| format!("receiving pages: {e}"))?;
+                r.write(h, vma, offset, &buf).map_err(|e| e.to_string())?;
+            }
+            ProcMsg::End => return Ok(()),
+            other => return Err(format!("unexpected message in an image: {other:?}")),
+        }
+    }
+}
+
 /// Takes the seccomp listener out of a restored stub.
 pub fn take_listener(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
     crate::seccomp::take_fd(pid, fd)

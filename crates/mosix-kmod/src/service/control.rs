@@ -32,8 +32,8 @@ pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
 }
 
 async fn handle(mut stream: UnixStream, events: mpsc::Sender<Event>) {
-    let uid = match stream.peer_cred() {
-        Ok(c) => c.uid(),
+    let (uid, pid) = match stream.peer_cred() {
+        Ok(c) => (c.uid(), c.pid().unwrap_or(0)),
         Err(e) => {
             warn!("control socket: cannot read the caller's credentials: {e}");
             return;
@@ -55,6 +55,7 @@ async fn handle(mut stream: UnixStream, events: mpsc::Sender<Event>) {
             .send(Event::Control {
                 req,
                 uid,
+                pid,
                 reply: tx,
             })
             .await

@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mosix_core::client::{
-    Client, ClusterView, NodeView, Request, Response, RunningConfig, ServiceInfo,
+    Client, ClusterView, DecayMode, NodeView, Request, Response, RunningConfig, ServiceInfo, Target,
 };
 use mosix_core::config::{ConfigError, DecayTunables, Paths, Secret, Tunables};
 use mosix_core::gossip::{Dissemination, GossipConfig, GossipMsg, Millis};
@@ -40,7 +40,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::cgroup::{CgroupError, Cgroups};
+use crate::deputy::HomeEnv;
 use crate::measure::{self, Measurer, Scope};
+use crate::procs::Procs;
+use crate::remote::GuestEnv;
 
 use link::{LinkContext, Outbound, SharedContext, Throttle};
 
@@ -60,6 +63,8 @@ pub enum Event {
         req: Request,
         /// The caller's uid.
         uid: u32,
+        /// The caller's pid.
+        pid: i32,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
@@ -359,6 +364,16 @@ async fn serve(
             source: IdentityError::NoAddress(e.to_string()),
         }
     })?;
+    let procs = Arc::new(Procs::new(match crate::procs::setup(&paths.rundir) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            warn!(
+                "MOSIX processes cannot be tracked here ({e}); mosrun and migration need the service to run as root"
+            );
+            None
+        }
+    }));
+    crate::deputy::install_interrupt_handler();
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
@@ -380,6 +395,8 @@ async fn serve(
         rng,
         last_up: Vec::new(),
         euid: nix::unistd::geteuid().as_raw(),
+        procs,
+        blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         paths,
     };
 
@@ -422,6 +439,49 @@ async fn serve(
     control.abort();
     info!("MOSIX node {} stopped", node.loaded.me);
     Ok(())
+}
+
+/// Waits (at most a minute) until a process that was asked home is home.
+fn wait_home(procs: &Procs, pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if procs.home(pid).at.is_none() && !procs.home(pid).moving {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Moves a process that is at home to `to`; answers when done (`wait`) or at once.
+fn send(pid: i32, to: NodeId, env: HomeEnv, wait: bool, reply: oneshot::Sender<Response>) {
+    let reply = if wait {
+        Some(reply)
+    } else {
+        let _ = reply.send(Response::Migrated {
+            node: to.get(),
+            done: false,
+        });
+        None
+    };
+    crate::deputy::migrate(
+        pid,
+        to,
+        env,
+        Box::new(move |r| match (r, reply) {
+            (Ok(n), Some(reply)) => {
+                let _ = reply.send(Response::Migrated {
+                    node: n.get(),
+                    done: true,
+                });
+            }
+            (Err(e), Some(reply)) => {
+                let _ = reply.send(Response::Error(e));
+            }
+            (Err(e), None) => warn!("moving process {pid}: {e}"),
+            (Ok(_), None) => {}
+        }),
+    );
 }
 
 fn spawn_measurement(mut m: Measurer, sample_ms: u64, tx: mpsc::Sender<Event>) {
@@ -467,6 +527,10 @@ struct Node {
     /// Which nodes were up at the last tick, to log changes.
     last_up: Vec<(NodeId, bool)>,
     euid: u32,
+    /// MOSIX processes and guests.
+    procs: Arc<Procs>,
+    /// The BLOCK flag, for the guest threads.
+    blocked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Node {
@@ -539,17 +603,228 @@ impl Node {
                 false
             }
             Event::ProcessIn { from, stream } => {
-                warn!("node {from} sent a process, but this node does not take migrations yet");
-                drop(stream);
+                let env = GuestEnv {
+                    me: self.loaded.me,
+                    procs: Arc::clone(&self.procs),
+                    blocked: Arc::clone(&self.blocked),
+                };
+                let spawned = std::thread::Builder::new()
+                    .name(format!("mosix-guest-from-{from}"))
+                    .spawn(move || crate::remote::accept(stream, from, env));
+                if let Err(e) = spawned {
+                    warn!("cannot start a guest thread: {e}");
+                }
                 false
             }
-            Event::Control { req, uid, reply } => {
+            Event::Control {
+                req,
+                uid,
+                pid,
+                reply,
+            } => {
                 let stop = matches!(req, Request::Shutdown) && self.allowed(uid);
-                let resp = self.control(req, uid).await;
-                let _ = reply.send(resp);
+                match req {
+                    Request::Register {
+                        lock,
+                        decay,
+                        placement,
+                        fallback_home,
+                    } => self.register(pid, lock, decay, placement, fallback_home, reply),
+                    Request::Migrate {
+                        pid: target,
+                        to,
+                        wait,
+                    } => self.migrate(uid, target as i32, to, wait, reply),
+                    req => {
+                        let resp = self.control(req, uid).await;
+                        let _ = reply.send(resp);
+                    }
+                }
                 stop
             }
         }
+    }
+
+    fn home_env(&self) -> HomeEnv {
+        HomeEnv {
+            me: self.loaded.me,
+            procs: Arc::clone(&self.procs),
+            link: Arc::clone(&self.ctx),
+        }
+    }
+
+    /// Whether node `n` can take a process now; why not otherwise.
+    fn can_take(&self, n: NodeId) -> Result<(), String> {
+        if n == self.loaded.me {
+            return Ok(());
+        }
+        let now = self.now();
+        let Some(k) = self.diss.get(n, now) else {
+            return Err(format!("node {n} is not in the map"));
+        };
+        if !k.up {
+            return Err(format!("node {n} is down"));
+        }
+        if k.info.is_some_and(|i| i.flags.contains(Status::BLOCK)) {
+            return Err(format!("node {n} is blocked: it takes no guests"));
+        }
+        Ok(())
+    }
+
+    /// The least loaded node that can take a process, by the current view.
+    fn best_node(&self) -> NodeId {
+        let now = self.now();
+        let mut best = (self.figures.load, self.loaded.me);
+        for k in self.diss.known(now) {
+            if k.is_self || !k.up {
+                continue;
+            }
+            let Some(i) = k.info else { continue };
+            if i.flags.contains(Status::BLOCK) {
+                continue;
+            }
+            if let Some(f) = i.figures
+                && f.load < best.0
+            {
+                best = (f.load, k.node);
+            }
+        }
+        best.1
+    }
+
+    fn register(
+        &mut self,
+        pid: i32,
+        lock: bool,
+        decay: DecayMode,
+        placement: Option<NodeId>,
+        fallback_home: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
+        if pid <= 0 {
+            let _ = reply.send(Response::Error(
+                "cannot tell which process is asking".into(),
+            ));
+            return;
+        }
+        if let Err(e) = self.procs.register(pid, lock, decay) {
+            let _ = reply.send(Response::Error(format!(
+                "cannot make process {pid} a MOSIX process: {e}"
+            )));
+            return;
+        }
+        let Some(node) = placement.filter(|n| *n != self.loaded.me) else {
+            let _ = reply.send(Response::Registered);
+            return;
+        };
+        if let Err(e) = self.can_take(node) {
+            if fallback_home {
+                info!("process {pid} starts at home: {e}");
+                let _ = reply.send(Response::Registered);
+            } else {
+                let _ = reply.send(Response::Error(e));
+            }
+            return;
+        }
+        crate::deputy::migrate_at_exec(
+            pid,
+            node,
+            fallback_home,
+            self.home_env(),
+            Box::new(move |r| {
+                let _ = reply.send(match r {
+                    Ok(()) => Response::Registered,
+                    Err(e) => Response::Error(e),
+                });
+            }),
+        );
+    }
+
+    fn migrate(
+        &mut self,
+        uid: u32,
+        pid: i32,
+        to: Target,
+        wait: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let fail = |reply: oneshot::Sender<Response>, e: String| {
+            let _ = reply.send(Response::Error(e));
+        };
+        let Ok(status) = procfs::process::Process::new(pid).and_then(|p| p.status()) else {
+            return fail(reply, format!("no process {pid} on this node"));
+        };
+        if uid != 0 && uid != status.ruid && uid != status.euid {
+            return fail(
+                reply,
+                format!(
+                    "permission denied: process {pid} belongs to uid {}",
+                    status.ruid
+                ),
+            );
+        }
+        if !self.procs.is_mosix(pid) {
+            return fail(
+                reply,
+                format!("process {pid} is not a MOSIX process (start it with mosrun)"),
+            );
+        }
+        let home = self.procs.home(pid);
+        if home.moving {
+            return fail(reply, format!("process {pid} is already moving"));
+        }
+        let target = match to {
+            Target::Home => self.loaded.me,
+            Target::Node(n) => n,
+            Target::Balance => self.best_node(),
+        };
+        let here = home.at.unwrap_or(self.loaded.me);
+        if target == here {
+            let node = home.at.map_or(0, NodeId::get);
+            let _ = reply.send(Response::Migrated { node, done: true });
+            return;
+        }
+        if let Err(e) = self.can_take(target) {
+            return fail(reply, e);
+        }
+        let procs = Arc::clone(&self.procs);
+        let env = self.home_env();
+        let me = self.loaded.me;
+        if home.at.is_some() {
+            // Away: bring it home first; then, if it is to go elsewhere, send it there.
+            if !procs.ask_come_home(pid) {
+                return fail(reply, format!("process {pid} is between nodes; try again"));
+            }
+            let spawned = std::thread::Builder::new()
+                .name(format!("mosix-move-{pid}"))
+                .spawn(move || {
+                    let back = wait_home(&procs, pid);
+                    if !back {
+                        let _ =
+                            reply.send(Response::Error(format!("process {pid} did not come home")));
+                        return;
+                    }
+                    if target == me {
+                        let _ = reply.send(Response::Migrated {
+                            node: 0,
+                            done: true,
+                        });
+                        return;
+                    }
+                    send(pid, target, env, wait, reply);
+                });
+            if let Err(e) = spawned {
+                warn!("cannot start a thread: {e}");
+            }
+            return;
+        }
+        if let Some(why) = crate::procs::why_not(pid) {
+            return fail(
+                reply,
+                format!("process {pid} cannot move: {}", why.explain()),
+            );
+        }
+        send(pid, target, env, wait, reply);
     }
 
     fn allowed(&self, uid: u32) -> bool {
@@ -579,6 +854,10 @@ impl Node {
             Request::View => Response::View(self.view()),
             Request::SetFlag { flag, on } => {
                 self.flags.set(flag.bit(), on);
+                self.blocked.store(
+                    self.flags.contains(Status::BLOCK),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 info!(
                     "{}{} set by uid {uid}",
                     if on { "" } else { "no" },
@@ -636,6 +915,10 @@ impl Node {
             Request::Shutdown => {
                 info!("stopping at the request of uid {uid}");
                 Response::Done
+            }
+            Request::Procs { guests } => Response::Procs(self.procs.rows(guests)),
+            Request::Register { .. } | Request::Migrate { .. } => {
+                Response::Error("internal: handled elsewhere".into())
             }
         }
     }

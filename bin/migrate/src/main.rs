@@ -1,0 +1,105 @@
+//! migrate: ask the node service to move one process.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use clap::Parser;
+use mosix_core::client::{Client, Request, Response, Target};
+use mosix_core::config::Paths;
+use mosix_core::map;
+
+/// Move a MOSIX process to another node, back home, or to the best node now.
+///
+/// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
+/// home; `balance` asks for the best node by the current load information. The process keeps
+/// running where it is until it is ready to go; it keeps its pid, files and terminal at home.
+/// Root may move any process; a user may move the processes they could kill.
+#[derive(Debug, Parser)]
+#[command(
+    name = "migrate",
+    version,
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+)]
+struct Cli {
+    /// The process (a pid of this node).
+    pid: u32,
+    /// Where to: NODE, home (or 0), or balance.
+    to: String,
+    /// Wait until the move is done and print where the process is.
+    #[arg(long)]
+    wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => mosix_core::cli::report("migrate", e.as_ref()),
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let mut client = Client::connect(&Paths::from_env())?;
+    let to = match cli.to.as_str() {
+        "home" | "0" => Target::Home,
+        "balance" => Target::Balance,
+        other => {
+            let cfg = client.config()?;
+            let m = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
+                Err(format!("unexpected host name {h}"))
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+            let n = mosix_core::cli::node_arg(other, &m).map_err(|e| anyhow!(e))?;
+            if n == cfg.node {
+                Target::Home
+            } else {
+                Target::Node(n)
+            }
+        }
+    };
+    let resp = client.call(&Request::Migrate {
+        pid: cli.pid,
+        to,
+        wait: cli.wait,
+    })?;
+    let Response::Migrated { node, done } = resp else {
+        return Err(anyhow!("unexpected answer from the MOSIX service"));
+    };
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "pid": cli.pid, "node": node, "done": done })
+        );
+    } else if done {
+        match node {
+            0 => println!("process {} is home", cli.pid),
+            n => println!("process {} is on node {n}", cli.pid),
+        }
+    } else if cli.wait {
+        println!("process {} is moving to node {node}", cli.pid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_man_page_and_completions_are_current() {
+        mosix_core::cli::docgen::check_tool(env!("CARGO_MANIFEST_DIR"), Cli::command(), "1")
+            .unwrap();
+    }
+
+    #[test]
+    fn arguments() {
+        let c = Cli::try_parse_from(["migrate", "1234", "home", "--wait"]).unwrap();
+        assert_eq!(c.pid, 1234);
+        assert!(c.wait);
+        assert!(Cli::try_parse_from(["migrate", "x", "2"]).is_err());
+    }
+}

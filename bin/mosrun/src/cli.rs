@@ -1,0 +1,170 @@
+//! The command line of mosrun, and the classic spellings it accepts.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+/// Run a program under the MOSIX discipline.
+///
+/// The program — and every process it starts — becomes a MOSIX process: the cluster may move it
+/// to other nodes while it runs, and it keeps its pid, its files, its terminal, its parent and its
+/// exit status at home. mosrun replaces itself with the program, so the program's standard
+/// input and output, environment, working directory, signals and exit status are exactly as if
+/// it had been run directly.
+///
+/// Placement: -h starts it at home, -NODE (e.g. -3) on that node, -jLIST on a node chosen at
+/// random from a list such as -j2-4,7,9-12 (no space); it starts at home and moves there at
+/// once, from its first instruction. Placement fails if the node is down or blocked, unless -F.
+///
+/// Installed under other names, mosrun is a shorthand: runon NODE (= -NODE), runhome (= -h),
+/// nomig (= -L), cpujob (= -c), iojob (= -i), nodecay (= -n), slowdecay (= -s), fastdecay (= -f).
+/// `mosrun --install-links DIR` makes those links.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mosrun",
+    version,
+    disable_help_flag = true,
+    after_long_help = "Examples:\n  mosrun ./simulate input.dat        may migrate whenever the cluster decides\n  mosrun -2 gzip -9 big.tar           start it on node 2\n  mosrun -j2-4 -F sort huge.txt       on node 2, 3 or 4; at home if none can take it\n  mosrun -L ./interactive             never migrated automatically\n\nExit status: the program's own; 1 when mosrun itself fails (no MOSIX service, placement refused), 126 when the program cannot be run, 127 when it is not found."
+)]
+pub struct Cli {
+    /// Start the program at home.
+    #[arg(short = 'h', group = "place")]
+    pub home: bool,
+
+    /// Start the program on this node (classic: -NODE).
+    #[arg(long = "node", value_name = "NODE", group = "place")]
+    pub node: Option<u16>,
+
+    /// Start the program on a random node of this list (classic: -jLIST), e.g. 2-4,7.
+    #[arg(short = 'j', long = "jobs", value_name = "LIST", group = "place")]
+    pub jobs: Option<String>,
+
+    /// If the chosen node cannot take the program, run it anyway (at home).
+    #[arg(short = 'F')]
+    pub force: bool,
+
+    /// Allow automatic migration (the default unless a placement is given).
+    #[arg(short = 'l', group = "locking")]
+    pub unlock: bool,
+
+    /// No automatic migration (the default when a placement is given).
+    #[arg(short = 'L', group = "locking")]
+    pub lock: bool,
+
+    /// The program is CPU-bound.
+    #[arg(short = 'c', group = "kind")]
+    pub cpu: bool,
+
+    /// The program is I/O-bound.
+    #[arg(short = 'i', group = "kind")]
+    pub io: bool,
+
+    /// Its statistics do not decay.
+    #[arg(short = 'n', group = "decay")]
+    pub no_decay: bool,
+
+    /// Its statistics decay slowly (the default).
+    #[arg(short = 's', group = "decay")]
+    pub slow: bool,
+
+    /// Its statistics decay fast.
+    #[arg(short = 'f', group = "decay")]
+    pub fast: bool,
+
+    /// Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay,
+    /// fastdecay) as links to mosrun in this directory, and exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub install_links: Option<std::path::PathBuf>,
+
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// The program and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// The wrapper names and the option each stands for.
+pub const WRAPPERS: &[(&str, &str)] = &[
+    ("runon", ""),
+    ("runhome", "-h"),
+    ("nomig", "-L"),
+    ("cpujob", "-c"),
+    ("iojob", "-i"),
+    ("nodecay", "-n"),
+    ("slowdecay", "-s"),
+    ("fastdecay", "-f"),
+];
+
+/// Turns the classic command line (and the wrapper names) into what the parser reads:
+/// `-3` becomes `--node 3`, `-j2-4` stays `-j2-4`; `runon 3 prog` is `mosrun -3 prog`. Option
+/// rewriting stops at the program name.
+pub fn classic_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut it = args.into_iter();
+    let argv0 = it.next().unwrap_or_else(|| "mosrun".into());
+    let name = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut rest: Vec<OsString> = it.collect();
+    let mut out: Vec<OsString> = vec!["mosrun".into()];
+    if let Some((_, flag)) = WRAPPERS.iter().find(|(w, _)| *w == name) {
+        if name == "runon" {
+            if !rest.is_empty() {
+                out.push("--node".into());
+                out.push(rest.remove(0));
+            }
+        } else {
+            out.push((*flag).into());
+        }
+    }
+    let mut options = true;
+    for a in rest {
+        if options {
+            let s = a.to_string_lossy().into_owned();
+            if s == "--" || !s.starts_with('-') {
+                options = false;
+            } else if s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_digit()) {
+                out.push("--node".into());
+                out.push(s[1..].into());
+                continue;
+            } else if let Some(list) = s.strip_prefix("-j").filter(|l| !l.is_empty()) {
+                out.push("--jobs".into());
+                out.push(list.into());
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// Parses a -j list such as `2-4,7,9-12` into node numbers.
+pub fn parse_list(s: &str) -> Result<Vec<u16>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u16 = a
+            .parse()
+            .map_err(|_| format!("'{part}' is not a node or a range"))?;
+        let b: u16 = b
+            .parse()
+            .map_err(|_| format!("'{part}' is not a node or a range"))?;
+        if a == 0 || b < a {
+            return Err(format!("'{part}' is not a range of node numbers"));
+        }
+        v.extend(a..=b);
+    }
+    if v.is_empty() {
+        return Err("the node list is empty".into());
+    }
+    Ok(v)
+}

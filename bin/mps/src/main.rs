@@ -1,0 +1,207 @@
+//! mps: ps for MOSIX processes, with the node each runs on.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use mosix_core::client::{Client, ProcRow, Request, Response};
+use mosix_core::config::Paths;
+use serde::Serialize;
+
+/// Report this node's MOSIX processes, wherever they run.
+///
+/// Columns: PID TTY NODE STAT TIME COMMAND. NODE is where the process runs: 0 here, N on node N;
+/// TIME counts its CPU time wherever it ran. A process that cannot migrate says why in the
+/// CANTMOVE column of `mps u`. With -G, guests — processes of other nodes running here — are
+/// listed too, with their home node in FROM. The usual selectors work: `a` every user's
+/// processes (the default is your own), `u` user-oriented columns, `x` (accepted; processes
+/// without a terminal are always listed), PIDs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mps",
+    version,
+    after_long_help = "Examples:\n  mps                 your MOSIX processes and where they run\n  mps a -G            everyone's, and the guests running here\n  mps --json 1234\n\nJSON (--json): an array with one object per process: pid, node (0 = here), nmigs, lock, cantmove (null or a reason), command, tty, state, cpu_ms, user; for guests also from (their home node).\n\nExit status: 0, or 1 when this node is not configured."
+)]
+struct Cli {
+    /// Also list guests: processes of other nodes running here.
+    #[arg(short = 'G')]
+    guests: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// `a`, `u`, `x` selectors and PIDs.
+    #[arg(value_name = "a|u|x|PID")]
+    select: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    row: &'a ProcRow,
+    user: String,
+    uid: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => mosix_core::cli::report("mps", e.as_ref()),
+    }
+}
+
+fn uid_of(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn tty_name(tty_nr: i32) -> String {
+    if tty_nr == 0 {
+        return "?".into();
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    match major {
+        136..=143 => format!("pts/{}", minor + (major - 136) * 256),
+        4 => format!("tty{minor}"),
+        _ => format!("{major}:{minor}"),
+    }
+}
+
+fn time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let mut all = false;
+    let mut user_cols = false;
+    let mut pids = Vec::new();
+    for s in &cli.select {
+        if let Ok(p) = s.parse::<u32>() {
+            pids.push(p);
+            continue;
+        }
+        for c in s.trim_start_matches('-').chars() {
+            match c {
+                'a' => all = true,
+                'u' => user_cols = true,
+                'x' => {}
+                other => anyhow::bail!("unknown selector '{other}' (mps takes a, u, x and PIDs)"),
+            }
+        }
+    }
+    let mut client = Client::connect(&Paths::from_env())?;
+    let rows = match client.call(&Request::Procs { guests: cli.guests })? {
+        Response::Procs(r) => r,
+        _ => anyhow::bail!("unexpected answer from the MOSIX service"),
+    };
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .ok();
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|r| {
+            let uid = if r.from.is_some() {
+                r.remote_pid.and_then(uid_of)
+            } else {
+                uid_of(r.pid)
+            };
+            Row {
+                row: r,
+                user: uid.map_or_else(|| "?".into(), user_name),
+                uid,
+            }
+        })
+        .filter(|r| pids.is_empty() || pids.contains(&r.row.pid))
+        .filter(|r| all || !pids.is_empty() || r.row.from.is_some() || r.uid == me || me == Some(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        serde_json::to_writer(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut header = String::new();
+    if user_cols {
+        header.push_str(&format!("{:<10} ", "USER"));
+    }
+    header.push_str(&format!("{:>7} {:<8} {:>4} ", "PID", "TTY", "NODE"));
+    if cli.guests {
+        header.push_str(&format!("{:>4} ", "FROM"));
+    }
+    header.push_str(&format!("{:<4} {:>6} ", "STAT", "TIME"));
+    if user_cols {
+        header.push_str(&format!("{:>4} {:<14} ", "MIGS", "CANTMOVE"));
+    }
+    header.push_str("COMMAND");
+    writeln!(out, "{header}")?;
+    for r in &rows {
+        let p = r.row;
+        let mut line = String::new();
+        if user_cols {
+            line.push_str(&format!("{:<10} ", r.user));
+        }
+        line.push_str(&format!(
+            "{:>7} {:<8} {:>4} ",
+            p.pid,
+            tty_name(p.tty),
+            p.node
+        ));
+        if cli.guests {
+            line.push_str(&format!(
+                "{:>4} ",
+                p.from.map_or_else(|| "-".into(), |f| f.to_string())
+            ));
+        }
+        let mut stat = p.state.to_string();
+        if p.lock {
+            stat.push('L');
+        }
+        line.push_str(&format!("{:<4} {:>6} ", stat, time(p.cpu_ms)));
+        if user_cols {
+            line.push_str(&format!(
+                "{:>4} {:<14} ",
+                p.nmigs,
+                p.cantmove.as_deref().unwrap_or("-")
+            ));
+        }
+        line.push_str(&p.command);
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_man_page_and_completions_are_current() {
+        mosix_core::cli::docgen::check_tool(env!("CARGO_MANIFEST_DIR"), Cli::command(), "1")
+            .unwrap();
+    }
+
+    #[test]
+    fn terminals_and_times() {
+        assert_eq!(tty_name(0), "?");
+        assert_eq!(tty_name((136 << 8) | 3), "pts/3");
+        assert_eq!(time(125_000), "2:05");
+    }
+}

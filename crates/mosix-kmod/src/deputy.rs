@@ -1,0 +1,785 @@
+//! The home side of a migrated process: sending it away, then standing in for it as its
+//! *deputy* — the original process, still at home with its pid, parent, descriptors, cwd,
+//! credentials and terminal, kept stopped under ptrace with its user memory released.
+//!
+//! Two threads per migrated process:
+//!
+//! * the **tracer** owns the ptrace relationship (ptrace requests must come from the thread that
+//!   seized). While the process is away the deputy sleeps in `pause()` run from our area, with
+//!   every signal unblocked and caught (a dummy handler, so that even signals whose default is
+//!   to be ignored reach us): each signal sent to the home pid stops it, and the tracer forwards
+//!   the signal to the remote and suppresses it here. The tracer also runs, by injection, the
+//!   forwarded calls that must execute inside the deputy, and ends the deputy the way the
+//!   process ended (the same exit status, or death by the same signal).
+//! * the **executor** reads the connection: forwarded calls that work on descriptors run right
+//!   here on duplicates of the deputy's descriptors ([`forward::exec_service`]), the others go to
+//!   the tracer; the end of the process and its coming home go to the tracer too.
+//!
+//! A forwarded call blocked at home (a read from a terminal) when a signal for the process
+//! arrives is interrupted ([`INTERRUPT_SIGNAL`] at the executor thread) and answered
+//! `-ERESTARTSYS`, which the remote kernel turns into what the signal's handler asks for: a
+//! restart, or `EINTR`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mosix_core::NodeId;
+use mosix_core::image::{ImageHeader, Regs};
+use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::syscalls::Class;
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use crate::channel::{self, Receiver, Sender};
+use crate::dump::{self, FreezeOptions, Frozen};
+use crate::forward::{self, FdTable, Plan};
+use crate::inject::{self, Area};
+use crate::procs::Procs;
+use crate::ptrace::{self, Mem, Running, Stop, Stopped};
+use crate::restore;
+use crate::service::link::{self, SharedContext};
+
+/// The signal that interrupts an executor blocked in a forwarded call (a real-time signal the
+/// C library does not use).
+pub fn interrupt_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// Installs the (empty, non-restarting) handler of [`interrupt_signal`]; call once at start.
+pub fn install_interrupt_handler() {
+    // SAFETY: a sigaction with an empty handler that only returns (async-signal-safe), no
+    // SA_RESTART, installed once before any executor thread exists.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = 0;
+        libc::sigaction(interrupt_signal(), &sa, std::ptr::null_mut());
+    }
+}
+
+/// What the home side needs from its node.
+#[derive(Debug, Clone)]
+pub struct HomeEnv {
+    /// This node.
+    pub me: NodeId,
+    /// The registry.
+    pub procs: Arc<Procs>,
+    /// The link context (for connecting to the destination).
+    pub link: SharedContext,
+}
+
+fn snapshot(ctx: &SharedContext) -> Arc<link::LinkContext> {
+    match ctx.read() {
+        Ok(g) => Arc::clone(&g),
+        Err(p) => Arc::clone(&p.into_inner()),
+    }
+}
+
+/// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
+pub fn migrate(
+    pid: i32,
+    to: NodeId,
+    env: HomeEnv,
+    done: Box<dyn FnOnce(Result<NodeId, String>) + Send>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("mosix-deputy-{pid}"))
+        .spawn(move || {
+            let running = match ptrace::seize(pid, nix::sys::ptrace::Options::empty()) {
+                Ok(r) => r,
+                Err(e) => return done(Err(format!("cannot freeze process {pid}: {e}"))),
+            };
+            let mut sigs = Vec::new();
+            let t = match running.interrupt(|s| sigs.push(s)) {
+                Ok(t) => t,
+                Err(e) => return done(Err(format!("cannot freeze process {pid}: {e}"))),
+            };
+            send_away(t, sigs, to, &env, done);
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start a deputy thread: {e}");
+    }
+}
+
+/// `mosrun -NODE`: seizes `pid` now (the caller answers mosrun once `ready` is called) and moves
+/// it to `to` right after its next execve, from the first instruction of the new program. If the
+/// move fails, the program runs at home when `fallback_home`, else it is killed.
+pub fn migrate_at_exec(
+    pid: i32,
+    to: NodeId,
+    fallback_home: bool,
+    env: HomeEnv,
+    ready: Box<dyn FnOnce(Result<(), String>) + Send>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("mosix-deputy-{pid}"))
+        .spawn(move || {
+            let running = match ptrace::seize(pid, nix::sys::ptrace::Options::PTRACE_O_TRACEEXEC) {
+                Ok(r) => r,
+                Err(e) => return ready(Err(format!("cannot take process {pid}: {e}"))),
+            };
+            ready(Ok(()));
+            // Wait for the exec (mosrun may also fail and exit instead).
+            let mut r = running;
+            let t = loop {
+                match r.wait() {
+                    Ok(s) => match s.stop {
+                        Stop::Event(ev) if ev == libc::PTRACE_EVENT_EXEC => break s,
+                        Stop::Signal(sig) => match s.cont(Some(sig)) {
+                            Ok(r2) => r = r2,
+                            Err(_) => return,
+                        },
+                        _ => match s.cont(None) {
+                            Ok(r2) => r = r2,
+                            Err(_) => return,
+                        },
+                    },
+                    Err(_) => return,
+                }
+            };
+            let comm = procfs::process::Process::new(pid)
+                .and_then(|p| p.stat())
+                .map(|s| s.comm)
+                .unwrap_or_default();
+            send_away(
+                t,
+                Vec::new(),
+                to,
+                &env,
+                Box::new(move |res| {
+                    if let Err(e) = res {
+                        if fallback_home {
+                            warn!("{comm} (pid {pid}) runs at home: {e}");
+                        } else {
+                            warn!(
+                                "{comm} (pid {pid}) killed: it could not start on node {to}: {e}"
+                            );
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                Signal::SIGKILL,
+                            );
+                        }
+                    }
+                }),
+            );
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start a deputy thread: {e}");
+    }
+}
+
+/// Freezes the stopped process, ships it to `to` and, once it runs there, becomes its deputy
+/// (this thread then serves it until it ends or comes home).
+fn send_away(
+    t: Stopped,
+    sigs: Vec<Signal>,
+    to: NodeId,
+    env: &HomeEnv,
+    done: Box<dyn FnOnce(Result<NodeId, String>) + Send>,
+) {
+    let pid = t.pid();
+    let home = env.procs.home(pid);
+    let cmd = crate::procs::command(pid, "");
+    env.procs.update_home(pid, |h| {
+        h.moving = true;
+        if h.command.is_none() {
+            h.command = Some(cmd);
+        }
+    });
+    let stop_moving = |env: &HomeEnv| env.procs.update_home(pid, |h| h.moving = false);
+    let ctx = snapshot(&env.link);
+    let opts = FreezeOptions {
+        home: env.me,
+        nmigs: home.nmigs,
+        under_filter: false,
+        cached: None,
+        creds: None,
+    };
+    let frozen = match dump::freeze_stopped(t, sigs, &opts) {
+        Ok(f) => f,
+        Err(e) => {
+            stop_moving(env);
+            return done(Err(format!("cannot freeze process {pid}: {e}")));
+        }
+    };
+    let stream = match link::connect_process(to, &ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = frozen.thaw();
+            stop_moving(env);
+            return done(Err(format!("cannot reach node {to}: {e}")));
+        }
+    };
+    let (tx, mut rx) = match channel::split(stream) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = frozen.thaw();
+            stop_moving(env);
+            return done(Err(format!("connection to node {to}: {e}")));
+        }
+    };
+    let started = std::time::Instant::now();
+    let answer = frozen
+        .send(&tx)
+        .map_err(|e| e.to_string())
+        .and_then(|()| match rx.recv() {
+            Ok(ProcMsg::Started { pid: rpid }) => Ok(rpid),
+            Ok(ProcMsg::Refused { reason }) => Err(reason),
+            Ok(other) => Err(format!("node {to} answered {other:?}")),
+            Err(e) => Err(format!("node {to} did not answer: {e}")),
+        });
+    let rpid = match answer {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = frozen.thaw();
+            stop_moving(env);
+            return done(Err(e));
+        }
+    };
+    info!(
+        "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",
+        frozen.header.comm,
+        frozen.header.total_bytes >> 20,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let header = frozen.header.clone();
+    let deputy = match Deputy::become_(frozen, tx.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            // It runs there but we cannot stand in for it: end it there, and here.
+            let _ = tx.send(&ProcMsg::Kill);
+            stop_moving(env);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            return done(Err(format!("process {pid} lost: {e}")));
+        }
+    };
+    env.procs.update_home(pid, |h| {
+        h.at = Some(to);
+        h.nmigs = header.nmigs;
+        h.moving = false;
+        h.remote_pid = Some(rpid);
+        h.remote_cpu_ms = 0;
+    });
+    done(Ok(to));
+    deputy.serve(rx, tx, env.clone(), header);
+}
+
+/// A result and its output buffers.
+type Outcome = (i64, Vec<(u8, Vec<u8>)>);
+
+/// What the executor asks the tracer.
+enum Req {
+    /// Run this call inside the deputy.
+    Call(Box<Plan>, mpsc::Sender<Outcome>),
+    /// The process exited with this status.
+    Exit(i32),
+    /// The process was killed by this signal.
+    Died(i32),
+    /// The process comes home: its image, and the connection to read its pages from.
+    Image(Box<ImageHeader>, Receiver),
+    /// The connection to the remote broke.
+    Lost(String),
+}
+
+/// A deputy: the stopped original process, sleeping in pause() run from our area.
+struct Deputy {
+    pid: i32,
+    running: Option<Running>,
+    area: Area,
+    pause: Regs,
+    mem: Mem,
+    tx: Sender,
+    executor_tid: Arc<AtomicI32>,
+    in_call: Arc<AtomicBool>,
+}
+
+impl Deputy {
+    /// Turns a frozen process that now runs elsewhere into its deputy: releases its memory,
+    /// catches every signal, and puts it to sleep.
+    fn become_(f: Frozen, tx: Sender) -> Result<Deputy, String> {
+        let pid = f.tracee.pid();
+        let area = f.area;
+        let base = f.original_regs;
+        let mut t = f.tracee;
+        let inj = |t: Stopped, nr: i64, args: [u64; 6]| {
+            inject::syscall(t, area.site(), &base, nr, args).map_err(|(_, e)| e.to_string())
+        };
+        if let Some(rs) = f.header.rseq {
+            // The kernel would go on writing into the rseq area we are about to unmap.
+            let (t2, _) = inj(
+                t,
+                libc::SYS_rseq,
+                [rs.ptr, u64::from(rs.len), 1, u64::from(rs.sig), 0, 0],
+            )?;
+            t = t2;
+        }
+        // Release the user memory: the point of moving a process is that home gets it back.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for v in &f.header.vmas {
+            match ranges.last_mut() {
+                Some(l) if l.1 == v.start => l.1 = v.end,
+                _ => ranges.push((v.start, v.end)),
+            }
+        }
+        for (s, e) in ranges {
+            let (t2, _) = inj(t, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0])?;
+            t = t2;
+        }
+        // Catch every signal: a handler address (never run: we suppress the signal at its
+        // delivery stop) keeps the kernel from discarding signals whose default is to ignore.
+        let mut sa = Vec::with_capacity(32);
+        for v in [area.start, 0u64, 0, 0] {
+            sa.extend_from_slice(&v.to_le_bytes());
+        }
+        f.mem
+            .write(area.scratch(), &sa)
+            .map_err(|e| e.to_string())?;
+        for sig in 1..=64u64 {
+            if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            let (t2, _) = inj(t, libc::SYS_rt_sigaction, [sig, area.scratch(), 0, 8, 0, 0])?;
+            t = t2;
+        }
+        t.set_sigmask(0).map_err(|e| e.to_string())?;
+        let pause = base.for_syscall(area.site(), libc::SYS_pause as u64, [0; 6]);
+        t.set_regs(&pause).map_err(|e| e.to_string())?;
+        let running = t.cont(None).map_err(|e| e.to_string())?;
+        // Signals that came while it was frozen belong to the process, which is there now.
+        for s in &f.pending {
+            let _ = tx.send(&ProcMsg::Signal { sig: *s as i32 });
+        }
+        Ok(Deputy {
+            pid,
+            running: Some(running),
+            area,
+            pause,
+            mem: f.mem,
+            tx,
+            executor_tid: Arc::new(AtomicI32::new(0)),
+            in_call: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Serves the process until it ends or comes home.
+    fn serve(mut self, rx: Receiver, tx: Sender, env: HomeEnv, header: ImageHeader) {
+        let (req_tx, req_rx) = mpsc::channel::<Req>();
+        let pid = self.pid;
+        let tid = Arc::clone(&self.executor_tid);
+        let in_call = Arc::clone(&self.in_call);
+        let procs = Arc::clone(&env.procs);
+        let executor = std::thread::Builder::new()
+            .name(format!("mosix-exec-{pid}"))
+            .spawn(move || executor(pid, rx, tx, req_tx, tid, in_call, procs));
+        if let Err(e) = executor {
+            warn!("cannot start the executor of process {pid}: {e}");
+            let _ = self.tx.send(&ProcMsg::Kill);
+            self.kill_deputy();
+            env.procs.forget_home(pid);
+            return;
+        }
+        env.procs.register_deputy(pid, ComeHomeHandle::new());
+        let end = self.tracer(req_rx, &env, &header);
+        env.procs.unregister_deputy(pid);
+        match end {
+            TracerEnd::Home => env.procs.update_home(pid, |h| {
+                h.at = None;
+                h.remote_pid = None;
+                h.nmigs = header.nmigs + 1;
+                h.command = None;
+            }),
+            TracerEnd::Gone => env.procs.forget_home(pid),
+        }
+    }
+
+    /// Stops the sleeping deputy, forwarding signals that arrive meanwhile.
+    fn stop(&mut self) -> Result<Stopped, String> {
+        let r = self.running.take().ok_or("the deputy is not running")?;
+        r.request_interrupt().map_err(|e| e.to_string())?;
+        let tx = self.tx.clone();
+        r.wait_interrupt(|s| {
+            let _ = tx.send(&ProcMsg::Signal { sig: s as i32 });
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Puts a stopped deputy back to sleep.
+    fn sleep(&mut self, t: Stopped) -> Result<(), String> {
+        t.set_regs(&self.pause).map_err(|e| e.to_string())?;
+        self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn kill_deputy(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.kill();
+        }
+    }
+
+    fn tracer(
+        &mut self,
+        reqs: mpsc::Receiver<Req>,
+        env: &HomeEnv,
+        header: &ImageHeader,
+    ) -> TracerEnd {
+        let pid = self.pid;
+        loop {
+            if env.procs.take_come_home(pid) {
+                let _ = self.tx.send(&ProcMsg::ComeHome);
+            }
+            match reqs.recv_timeout(Duration::from_millis(5)) {
+                Ok(Req::Call(plan, reply)) => {
+                    let out = match self.stop() {
+                        Ok(t) => {
+                            let (t, (ret, outs)) = self.run_in_deputy(t, *plan);
+                            match t {
+                                Some(t) => {
+                                    if let Err(e) = self.sleep(t) {
+                                        warn!("deputy {pid}: {e}");
+                                    }
+                                }
+                                None => warn!("deputy {pid} lost during a forwarded call"),
+                            }
+                            (ret, outs)
+                        }
+                        Err(e) => {
+                            warn!("deputy {pid}: {e}");
+                            (-(libc::EIO as i64), Vec::new())
+                        }
+                    };
+                    let _ = reply.send(out);
+                }
+                Ok(Req::Exit(status)) => {
+                    self.end_with_exit(status);
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Died(sig)) => {
+                    self.end_with_signal(sig);
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Lost(why)) => {
+                    warn!(
+                        "process {pid} ({}) on node {} lost: {why}; it is killed at home",
+                        header.comm,
+                        env.procs.home(pid).at.map_or(0, NodeId::get)
+                    );
+                    self.kill_deputy();
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Image(h, rx)) => {
+                    return match self.come_home(&h, rx) {
+                        Ok(()) => TracerEnd::Home,
+                        Err(e) => {
+                            warn!("process {pid} could not come home: {e}; it is lost");
+                            let _ = self.tx.send(&ProcMsg::Refused { reason: e });
+                            self.kill_deputy();
+                            TracerEnd::Gone
+                        }
+                    };
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(end) = self.poll_signals() {
+                        return end;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.kill_deputy();
+                    return TracerEnd::Gone;
+                }
+            }
+        }
+    }
+
+    /// Forwards signals that stopped the deputy; notices its death.
+    fn poll_signals(&mut self) -> Option<TracerEnd> {
+        loop {
+            let r = self.running.take()?;
+            match r.try_wait() {
+                Err(r) => {
+                    self.running = Some(r);
+                    return None;
+                }
+                Ok(Ok(s)) => {
+                    if let Stop::Signal(sig) = s.stop {
+                        let _ = self.tx.send(&ProcMsg::Signal { sig: sig as i32 });
+                        // A forwarded call blocked at home must not hold the signal up.
+                        let tid = self.executor_tid.load(Ordering::Relaxed);
+                        if self.in_call.load(Ordering::Relaxed) && tid > 0 {
+                            // SAFETY: tgkill sends a signal to one of our own threads, whose
+                            // handler is installed and empty.
+                            unsafe {
+                                libc::syscall(
+                                    libc::SYS_tgkill,
+                                    std::process::id(),
+                                    tid,
+                                    interrupt_signal(),
+                                );
+                            }
+                        }
+                    }
+                    match s.cont(None) {
+                        Ok(r) => self.running = Some(r),
+                        Err(_) => {
+                            let _ = self.tx.send(&ProcMsg::Kill);
+                            return Some(TracerEnd::Gone);
+                        }
+                    }
+                }
+                Ok(Err(_)) => {
+                    // The deputy died (SIGKILL at home): the process dies everywhere.
+                    let _ = self.tx.send(&ProcMsg::Kill);
+                    return Some(TracerEnd::Gone);
+                }
+            }
+        }
+    }
+
+    fn run_in_deputy(&mut self, t: Stopped, plan: Plan) -> (Option<Stopped>, Outcome) {
+        let placed = match forward::place(&plan, self.area.scratch(), self.area.scratch_len()) {
+            Ok(p) => p,
+            Err(e) => return (Some(t), (e, Vec::new())),
+        };
+        for (i, addr, _) in &placed.at {
+            if let Some(b) = &plan.bufs[*i]
+                && self.mem.write(*addr, b).is_err()
+            {
+                return (Some(t), (-(libc::EIO as i64), Vec::new()));
+            }
+        }
+        let (t, ret) = match inject::syscall(
+            t,
+            self.area.site(),
+            &self.pause,
+            plan.nr as i64,
+            placed.args,
+        ) {
+            Ok(x) => x,
+            Err((t, e)) => {
+                warn!("deputy {}: {e}", self.pid);
+                return (t, (-(libc::EIO as i64), Vec::new()));
+            }
+        };
+        let mut plan = plan;
+        for (i, addr, len) in &placed.at {
+            let mut b = vec![0u8; *len];
+            if self.mem.read(*addr, &mut b).is_ok() {
+                plan.bufs[*i] = Some(b);
+            }
+        }
+        let outs = plan.outputs(ret);
+        (Some(t), (ret, outs))
+    }
+
+    fn end_with_exit(&mut self, status: i32) {
+        let Ok(t) = self.stop() else { return };
+        // exit_group does not come back: the wait sees the exit.
+        let regs = self.pause.for_syscall(
+            self.area.site(),
+            libc::SYS_exit_group as u64,
+            [status as u64, 0, 0, 0, 0, 0],
+        );
+        if t.set_regs(&regs).is_err() {
+            return;
+        }
+        if let Ok(r) = t.cont(None) {
+            let _ = r.wait();
+        }
+    }
+
+    fn end_with_signal(&mut self, sig: i32) {
+        let Ok(t) = self.stop() else { return };
+        // Default action for that signal, then deliver it: the deputy dies the same death.
+        let zero = [0u8; 32];
+        if self.mem.write(self.area.scratch(), &zero).is_err() {
+            t.kill();
+            return;
+        }
+        let t = match inject::syscall(
+            t,
+            self.area.site(),
+            &self.pause,
+            libc::SYS_rt_sigaction,
+            [sig as u64, self.area.scratch(), 0, 8, 0, 0],
+        ) {
+            Ok((t, _)) => t,
+            Err((t, _)) => {
+                if let Some(t) = t {
+                    t.kill();
+                }
+                return;
+            }
+        };
+        let _ = t.set_regs(&self.pause);
+        let Ok(s) = Signal::try_from(sig) else {
+            t.kill();
+            return;
+        };
+        if let Ok(r) = t.cont(Some(s)) {
+            let mut r = r;
+            // Deliver it until the deputy is gone (a stop on the way gets the signal again).
+            while let Ok(st) = r.wait() {
+                match st.cont(Some(s)) {
+                    Ok(r2) => r = r2,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), String> {
+        let t = self.stop()?;
+        let rest = restore::prepare(t, h, Some(self.area)).map_err(|(t, e)| {
+            if let Some(t) = t {
+                t.kill();
+            }
+            e.to_string()
+        })?;
+        if let Err(e) = restore::receive_pages(&mut rx, h, &rest) {
+            rest.into_tracee().kill();
+            return Err(e);
+        }
+        let (t, _) = rest.finish(h, None).map_err(|(t, e)| {
+            if let Some(t) = t {
+                t.kill();
+            }
+            e.to_string()
+        })?;
+        t.detach(None).map_err(|e| e.to_string())?;
+        let _ = self.tx.send(&ProcMsg::Started {
+            pid: self.pid as u32,
+        });
+        self.tx.shutdown();
+        info!("{} (pid {}) is home again", h.comm, self.pid);
+        Ok(())
+    }
+}
+
+enum TracerEnd {
+    /// The process runs at home again.
+    Home,
+    /// The process is gone.
+    Gone,
+}
+
+/// A flag the control socket sets to ask a deputy's tracer to bring its process home.
+#[derive(Debug, Clone, Default)]
+pub struct ComeHomeHandle(Arc<AtomicBool>);
+
+impl ComeHomeHandle {
+    /// A new, unset flag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks for the process.
+    pub fn ask(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Takes the request, if any.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+fn executor(
+    pid: i32,
+    mut rx: Receiver,
+    tx: Sender,
+    reqs: mpsc::Sender<Req>,
+    tid: Arc<AtomicI32>,
+    in_call: Arc<AtomicBool>,
+    procs: Arc<Procs>,
+) {
+    tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+    let mut fds = match FdTable::new(pid) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = reqs.send(Req::Lost(format!(
+                "cannot reach the deputy's descriptors: {e}"
+            )));
+            return;
+        }
+    };
+    loop {
+        match rx.recv() {
+            Ok(ProcMsg::Call(c)) => {
+                let (class, _) = forward::shape(u64::from(c.nr), &c.args);
+                let reply = match class {
+                    Class::Service => {
+                        in_call.store(true, Ordering::Relaxed);
+                        let mut r = forward::exec_service(&c, &mut fds);
+                        in_call.store(false, Ordering::Relaxed);
+                        if r.ret == -(libc::EINTR as i64) {
+                            // Interrupted for a signal of the process: let its kernel decide.
+                            r.ret = -512;
+                        }
+                        r
+                    }
+                    Class::Deputy => match Plan::new(&c) {
+                        Ok(plan) => {
+                            let (otx, orx) = mpsc::channel();
+                            if reqs.send(Req::Call(Box::new(plan), otx)).is_err() {
+                                return;
+                            }
+                            match orx.recv() {
+                                Ok((ret, outs)) => {
+                                    fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
+                                    Reply { ret, outs }
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                        Err(e) => Reply {
+                            ret: e,
+                            outs: Vec::new(),
+                        },
+                    },
+                    _ => Reply {
+                        ret: -(libc::ENOSYS as i64),
+                        outs: Vec::new(),
+                    },
+                };
+                if tx.send(&ProcMsg::Reply(reply)).is_err() {
+                    let _ = reqs.send(Req::Lost("the connection to the remote broke".into()));
+                    return;
+                }
+            }
+            Ok(ProcMsg::Exit { status }) => {
+                let _ = reqs.send(Req::Exit(status));
+                return;
+            }
+            Ok(ProcMsg::Died { sig, .. }) => {
+                let _ = reqs.send(Req::Died(sig));
+                return;
+            }
+            Ok(ProcMsg::Stats {
+                utime_ms,
+                stime_ms,
+                state,
+                rss,
+            }) => procs.update_home(pid, |h| {
+                h.remote_cpu_ms = utime_ms + stime_ms;
+                h.remote_state = Some(state);
+                h.remote_rss = rss;
+            }),
+            Ok(ProcMsg::Image(h)) => {
+                let _ = reqs.send(Req::Image(h, rx));
+                return;
+            }
+            Ok(other) => {
+                let _ = reqs.send(Req::Lost(format!("the remote sent {other:?} out of turn")));
+                return;
+            }
+            Err(e) => {
+                let _ = reqs.send(Req::Lost(format!(
+                    "the connection to the remote broke ({e})"
+                )));
+                return;
+            }
+        }
+    }
+}

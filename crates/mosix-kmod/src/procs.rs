@@ -1,0 +1,362 @@
+//! Which processes are MOSIX processes, where they are, and the guests this node runs.
+//!
+//! A process started by `mosrun` — and every descendant of it — is a MOSIX process. The kernel
+//! keeps that set for us: `mosrun` puts itself into a cgroup of a hierarchy with no controllers
+//! (a named cgroup-v1 hierarchy, `name=mosix`, mounted at [`MOUNT`]), and children inherit their
+//! parent's cgroup at fork. A hierarchy without controllers changes nothing about scheduling or
+//! memory; it only names a set of processes, at no cost per fork. Each node service has its own
+//! directory in it (several virtual nodes share one machine).
+//!
+//! The registry also records, per home process, where it runs, how often it moved, its lock and
+//! decay settings and the last statistics its remote sent; and per guest, its home.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use mosix_core::NodeId;
+use mosix_core::client::{DecayMode, ProcRow};
+use mosix_core::image::{CantMove, cantmove};
+
+/// Where the `name=mosix` hierarchy is mounted.
+pub const MOUNT: &str = "/run/mosix-procs";
+
+/// What the service knows about one of its own processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Home {
+    /// Where it runs now (`None` = here).
+    pub at: Option<NodeId>,
+    /// Moves so far.
+    pub nmigs: u32,
+    /// No automatic migration.
+    pub lock: bool,
+    /// Decay of its statistics.
+    pub decay: DecayMode,
+    /// A move is under way.
+    pub moving: bool,
+    /// Its pid on the remote node.
+    pub remote_pid: Option<u32>,
+    /// CPU time on the remote, ms (user + system).
+    pub remote_cpu_ms: u64,
+    /// State letter on the remote.
+    pub remote_state: Option<u8>,
+    /// Resident memory on the remote.
+    pub remote_rss: u64,
+    /// Its command line, kept from before it left (the deputy's memory is released, and with it
+    /// what /proc/PID/cmdline shows).
+    pub command: Option<String>,
+}
+
+/// A process of another node running here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// Its home node.
+    pub from: NodeId,
+    /// Its pid at home.
+    pub home_pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its moves.
+    pub nmigs: u32,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    home: HashMap<i32, Home>,
+    guests: HashMap<i32, Guest>,
+    deputies: HashMap<i32, crate::deputy::ComeHomeHandle>,
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct Procs {
+    dir: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+fn mounted() -> bool {
+    procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .is_ok_and(|m| {
+            m.into_iter().any(|x| {
+                x.mount_point == Path::new(MOUNT)
+                    && x.fs_type == "cgroup"
+                    && x.super_options.contains_key("name")
+            })
+        })
+}
+
+/// Mounts the hierarchy if needed and makes this node's directory in it. The directory's name
+/// comes from the node's run directory, so every node of a virtual cluster has its own.
+pub fn setup(rundir: &Path) -> std::io::Result<PathBuf> {
+    if !mounted() {
+        std::fs::create_dir_all(MOUNT)?;
+        nix::mount::mount(
+            Some("cgroup"),
+            MOUNT,
+            Some("cgroup"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some("none,name=mosix"),
+        )
+        .map_err(std::io::Error::from)?;
+    }
+    let dir = Path::new(MOUNT).join(dir_name(rundir));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The name of a node's directory in the hierarchy.
+pub fn dir_name(rundir: &Path) -> String {
+    let s: String = rundir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() { "root".into() } else { s }
+}
+
+impl Procs {
+    /// A registry using `dir` (None: this service cannot track processes).
+    pub fn new(dir: Option<PathBuf>) -> Procs {
+        Procs {
+            dir,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether processes can be registered here.
+    pub fn enabled(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Makes `pid` (and its future descendants) a MOSIX process.
+    pub fn register(&self, pid: i32, lock: bool, decay: DecayMode) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Err(std::io::Error::other(
+                "this node's service cannot track MOSIX processes (it must run as root)",
+            ));
+        };
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        let mut g = self.lock();
+        let e = g.home.entry(pid).or_default();
+        e.lock = lock;
+        e.decay = decay;
+        Ok(())
+    }
+
+    /// Whether `pid` is one of this node's MOSIX processes.
+    pub fn is_mosix(&self, pid: i32) -> bool {
+        self.members().contains(&pid)
+    }
+
+    /// The pids of this node's MOSIX processes (deputies of migrated ones included).
+    pub fn members(&self) -> Vec<i32> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// What we know of a home process (defaults for one never moved).
+    pub fn home(&self, pid: i32) -> Home {
+        self.lock().home.get(&pid).cloned().unwrap_or_default()
+    }
+
+    /// Changes what we know of a home process.
+    pub fn update_home(&self, pid: i32, f: impl FnOnce(&mut Home)) {
+        let mut g = self.lock();
+        f(g.home.entry(pid).or_default());
+    }
+
+    /// Forgets a home process (it ended).
+    pub fn forget_home(&self, pid: i32) {
+        self.lock().home.remove(&pid);
+    }
+
+    /// Records the deputy of a migrated process (its tracer polls the flag).
+    pub fn register_deputy(&self, pid: i32, h: crate::deputy::ComeHomeHandle) {
+        self.lock().deputies.insert(pid, h);
+    }
+
+    /// Forgets a deputy.
+    pub fn unregister_deputy(&self, pid: i32) {
+        self.lock().deputies.remove(&pid);
+    }
+
+    /// Asks a migrated process to come home; false if it is not away.
+    pub fn ask_come_home(&self, pid: i32) -> bool {
+        match self.lock().deputies.get(&pid) {
+            Some(h) => {
+                h.ask();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a come-home request for `pid`.
+    pub fn take_come_home(&self, pid: i32) -> bool {
+        self.lock()
+            .deputies
+            .get(&pid)
+            .is_some_and(crate::deputy::ComeHomeHandle::take)
+    }
+
+    /// Records a guest.
+    pub fn add_guest(&self, local_pid: i32, g: Guest) {
+        self.lock().guests.insert(local_pid, g);
+    }
+
+    /// Forgets a guest.
+    pub fn remove_guest(&self, local_pid: i32) {
+        self.lock().guests.remove(&local_pid);
+    }
+
+    /// The guests.
+    pub fn guests(&self) -> Vec<(i32, Guest)> {
+        let mut v: Vec<(i32, Guest)> = self
+            .lock()
+            .guests
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    /// The rows `mps` shows: this node's processes, and the guests if asked.
+    pub fn rows(&self, guests: bool) -> Vec<ProcRow> {
+        let mut rows = Vec::new();
+        // Forget processes that ended.
+        let members = self.members();
+        {
+            let mut g = self.lock();
+            g.home.retain(|pid, _| members.contains(pid));
+        }
+        for pid in members {
+            let h = self.home(pid);
+            let stat = procfs::process::Process::new(pid)
+                .and_then(|p| p.stat())
+                .ok();
+            let Some(stat) = stat else { continue };
+            let ticks = procfs::ticks_per_second().max(1);
+            let local_ms = (stat.utime + stat.stime) * 1000 / ticks;
+            let (state, cpu_ms) = match h.at {
+                Some(_) => (
+                    h.remote_state.map_or('?', char::from),
+                    local_ms + h.remote_cpu_ms,
+                ),
+                None => (stat.state, local_ms),
+            };
+            rows.push(ProcRow {
+                pid: pid as u32,
+                node: h.at.map_or(0, NodeId::get),
+                from: None,
+                tty: stat.tty_nr,
+                state,
+                cpu_ms,
+                command: match (&h.command, h.at) {
+                    (Some(c), Some(_)) => c.clone(),
+                    _ => command(pid, &stat.comm),
+                },
+                nmigs: h.nmigs,
+                lock: h.lock,
+                cantmove: if h.at.is_some() {
+                    None
+                } else {
+                    why_not(pid).map(|c| c.word().to_owned())
+                },
+                remote_pid: h.remote_pid,
+            });
+        }
+        if guests {
+            for (local, g) in self.guests() {
+                let stat = procfs::process::Process::new(local)
+                    .and_then(|p| p.stat())
+                    .ok();
+                let ticks = procfs::ticks_per_second().max(1);
+                rows.push(ProcRow {
+                    pid: g.home_pid,
+                    node: 0,
+                    from: Some(g.from.get()),
+                    tty: 0,
+                    state: stat.as_ref().map_or('?', |s| s.state),
+                    cpu_ms: stat
+                        .as_ref()
+                        .map_or(0, |s| (s.utime + s.stime) * 1000 / ticks),
+                    command: g.comm.clone(),
+                    nmigs: g.nmigs,
+                    lock: false,
+                    cantmove: None,
+                    remote_pid: Some(local as u32),
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// The command line of a process, or `[comm]` when it has none to show.
+pub fn command(pid: i32, comm: &str) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let s: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    if s.is_empty() {
+        format!("[{comm}]")
+    } else {
+        s.join(" ")
+    }
+}
+
+/// Why `pid` cannot move right now, if it cannot.
+pub fn why_not(pid: i32) -> Option<CantMove> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let status = p.status().ok()?;
+    if status.state.starts_with('Z') || status.state.starts_with('X') {
+        return Some(CantMove::Exiting);
+    }
+    if status.tracerpid != 0 {
+        return Some(CantMove::Traced);
+    }
+    let maps = crate::inject::read_maps(pid).ok()?;
+    cantmove(status.threads as u32, status.vmlck.unwrap_or(0), &maps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_directories_are_named_after_the_run_directory() {
+        assert_eq!(dir_name(Path::new("/run/mosix")), "run_mosix");
+        assert_eq!(
+            dir_name(Path::new("/run/mosix-vc/demo/node1/run")),
+            "run_mosix-vc_demo_node1_run"
+        );
+        assert_eq!(dir_name(Path::new("/")), "root");
+    }
+
+    #[test]
+    fn this_process_can_move_or_says_why_not() {
+        // The test harness has threads.
+        assert_eq!(why_not(std::process::id() as i32), Some(CantMove::Threads));
+    }
+}

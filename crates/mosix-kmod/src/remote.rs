@@ -1,0 +1,595 @@
+//! The remote side of a migrated process: receiving it, rebuilding it in a stub, and supervising
+//! it while it runs here — answering its forwarded calls through its home, delivering the
+//! signals its home forwards, sending it home when it makes a call that only home can run or
+//! when home asks for it back, and reporting its end.
+//!
+//! One thread per guest. It started the stub, so the stub dies with it (`PR_SET_PDEATHSIG`), and
+//! it is the stub's only supervisor: it waits in `poll(2)` on the filter's listener and on the
+//! connection to home.
+
+use std::os::fd::AsRawFd;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::image::ImageHeader;
+use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::syscalls::Class;
+use nix::sys::signal::Signal;
+use tracing::{debug, info, warn};
+
+use crate::channel::{self, Receiver, Sender};
+use crate::dump::{self, FreezeOptions};
+use crate::forward::{self, Marshalled};
+use crate::procs::{Guest, Procs};
+use crate::ptrace::{self, Mem};
+use crate::restore;
+use crate::seccomp::{self, Listener, Notif};
+
+/// What a guest's supervisor needs from its node.
+#[derive(Debug, Clone)]
+pub struct GuestEnv {
+    /// This node.
+    pub me: NodeId,
+    /// The registry.
+    pub procs: Arc<Procs>,
+    /// The node's BLOCK flag (no guests may arrive).
+    pub blocked: Arc<AtomicBool>,
+}
+
+const ERESTARTSYS: i64 = -512;
+const ERESTARTNOINTR: i64 = -513;
+const ENOSYS: i64 = -38;
+const EINVAL: i64 = -22;
+const EFAULT: i64 = -14;
+
+/// Takes a process arriving on `stream` from node `from` and supervises it until it ends or
+/// leaves. Runs on its own thread.
+pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
+    let (tx, mut rx) = match channel::split(stream) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!("process connection from node {from}: {e}");
+            return;
+        }
+    };
+    let h = match rx.recv() {
+        Ok(ProcMsg::Image(h)) => *h,
+        Ok(other) => {
+            warn!("node {from} opened a process connection with {other:?}");
+            return;
+        }
+        Err(e) => {
+            warn!("receiving a process from node {from}: {e}");
+            return;
+        }
+    };
+    match take(&h, &tx, &mut rx, &env) {
+        Ok((guest, listener, child)) => {
+            info!(
+                "guest {} (pid {} at node {}) runs here as pid {}",
+                h.comm,
+                h.cached.pid,
+                h.home,
+                child.id()
+            );
+            env.procs.add_guest(
+                child.id() as i32,
+                Guest {
+                    from: h.home,
+                    home_pid: h.cached.pid,
+                    comm: h.comm.clone(),
+                    nmigs: h.nmigs,
+                },
+            );
+            let pid = child.id() as i32;
+            let mut s = Supervisor {
+                h,
+                tx,
+                rx,
+                listener,
+                child,
+                mem: guest,
+                come_home: false,
+            };
+            s.run();
+            env.procs.remove_guest(pid);
+        }
+        Err(reason) => {
+            warn!("refused process {} from node {from}: {reason}", h.comm);
+            let _ = tx.send(&ProcMsg::Refused { reason });
+        }
+    }
+}
+
+/// Rebuilds the process in a stub; on success it runs under the filter.
+fn take(
+    h: &ImageHeader,
+    tx: &Sender,
+    rx: &mut Receiver,
+    env: &GuestEnv,
+) -> Result<(Mem, Listener, Child), String> {
+    if env.blocked.load(Ordering::Relaxed) {
+        return Err(format!("node {} is blocked: it takes no guests", env.me));
+    }
+    let missing = h.missing_cpu_flags(&dump::cpu_flags());
+    if !missing.is_empty() {
+        return Err(format!(
+            "node {}'s CPU lacks features the process may use: {}",
+            env.me,
+            missing.join(" ")
+        ));
+    }
+    let mut child = crate::stub::spawn().map_err(|e| format!("starting a stub: {e}"))?;
+    let pid = child.id() as i32;
+    let fail = |child: &mut Child, e: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        e
+    };
+    let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_| {})) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
+    };
+    let rest = match restore::prepare(t, h, None) {
+        Ok(r) => r,
+        Err((t, e)) => {
+            if let Some(t) = t {
+                t.kill();
+            }
+            return Err(fail(&mut child, format!("preparing the stub: {e}")));
+        }
+    };
+    if let Err(e) = restore::receive_pages(rx, h, &rest) {
+        rest.into_tracee().kill();
+        return Err(fail(&mut child, e));
+    }
+    let filter = seccomp::program_bytes(&seccomp::program());
+    let (t, lfd) = match rest.finish(h, Some(&filter)) {
+        Ok(x) => x,
+        Err((t, e)) => {
+            if let Some(t) = t {
+                t.kill();
+            }
+            return Err(fail(&mut child, format!("restoring: {e}")));
+        }
+    };
+    let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
+        Some(Ok(fd)) => Listener::from_fd(fd),
+        Some(Err(e)) => {
+            t.kill();
+            return Err(fail(&mut child, format!("taking the listener: {e}")));
+        }
+        None => {
+            t.kill();
+            return Err(fail(&mut child, "the filter gave no listener".into()));
+        }
+    };
+    if let Err(e) = listener.sync_wakeups() {
+        debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: {e} (forwarded calls will cost more)");
+    }
+    let mem = match Mem::open(pid) {
+        Ok(m) => m,
+        Err(e) => {
+            t.kill();
+            return Err(fail(&mut child, e.to_string()));
+        }
+    };
+    if let Err(e) = t.detach(None) {
+        return Err(fail(&mut child, format!("starting the process: {e}")));
+    }
+    tx.send(&ProcMsg::Started { pid: pid as u32 })
+        .map_err(|e| format!("telling home: {e}"))?;
+    Ok((mem, listener, child))
+}
+
+struct Supervisor {
+    h: ImageHeader,
+    tx: Sender,
+    rx: Receiver,
+    listener: Listener,
+    child: Child,
+    mem: Mem,
+    come_home: bool,
+}
+
+/// How supervision ended.
+enum End {
+    /// The process is gone, home was told.
+    Gone,
+    /// Home is gone (or broke the protocol): the process was killed.
+    HomeLost(String),
+}
+
+impl Supervisor {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn run(&mut self) {
+        let end = self.supervise();
+        match end {
+            End::Gone => {}
+            End::HomeLost(why) => {
+                warn!(
+                    "guest {} from node {} killed: {why}",
+                    self.h.comm, self.h.home
+                );
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        self.tx.shutdown();
+    }
+
+    fn supervise(&mut self) -> End {
+        let mut last_stats = Instant::now();
+        loop {
+            if self.come_home {
+                match self.go_home(None) {
+                    Ok(true) => return End::Gone,
+                    Ok(false) => self.come_home = false,
+                    Err(e) => return e,
+                }
+            }
+            // Home's messages first if some are already buffered.
+            if self.rx.has_buffered()
+                && let Some(end) = self.read_home()
+            {
+                return end;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.listener.fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.rx.socket().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+            if n < 0 {
+                continue;
+            }
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                self.send_stats();
+            }
+            if fds[1].revents != 0
+                && let Some(end) = self.read_home()
+            {
+                return end;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                match self.listener.recv() {
+                    Ok(n) => {
+                        if let Some(end) = self.on_call(n) {
+                            return end;
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(end) = self.check_end() {
+                            return end;
+                        }
+                    }
+                }
+            } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0
+                && let Some(end) = self.check_end()
+            {
+                return end;
+            }
+        }
+    }
+
+    /// Has the process ended? If so, tell home how.
+    fn check_end(&mut self) -> Option<End> {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let msg = match (st.code(), st.signal()) {
+                        (Some(c), _) => ProcMsg::Exit { status: c },
+                        (None, Some(sig)) => ProcMsg::Died {
+                            sig,
+                            core: st.core_dumped(),
+                        },
+                        _ => ProcMsg::Died {
+                            sig: libc::SIGKILL,
+                            core: false,
+                        },
+                    };
+                    let _ = self.tx.send(&msg);
+                    return Some(End::Gone);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn send_stats(&self) {
+        let Ok(stat) = procfs::process::Process::new(self.pid()).and_then(|p| p.stat()) else {
+            return;
+        };
+        let ticks = procfs::ticks_per_second().max(1);
+        let page = procfs::page_size();
+        let _ = self.tx.send(&ProcMsg::Stats {
+            utime_ms: stat.utime * 1000 / ticks,
+            stime_ms: stat.stime * 1000 / ticks,
+            state: stat.state as u8,
+            rss: stat.rss * page,
+        });
+    }
+
+    /// Handles one message from home (not a reply). `Some` ends supervision.
+    fn read_home(&mut self) -> Option<End> {
+        match self.rx.recv() {
+            Ok(m) => self.home_msg(m),
+            Err(e) => Some(End::HomeLost(format!(
+                "the connection to its home broke ({e})"
+            ))),
+        }
+    }
+
+    fn home_msg(&mut self, m: ProcMsg) -> Option<End> {
+        match m {
+            ProcMsg::Signal { sig } => {
+                if let Ok(s) = Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), s);
+                }
+                None
+            }
+            ProcMsg::ComeHome => {
+                self.come_home = true;
+                None
+            }
+            ProcMsg::Kill => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Some(End::Gone)
+            }
+            other => Some(End::HomeLost(format!("home sent {other:?} out of turn"))),
+        }
+    }
+
+    fn on_call(&mut self, n: Notif) -> Option<End> {
+        let nr = n.nr as u64;
+        let (class, _) = forward::shape(nr, &n.args);
+        match class {
+            Class::Cached => {
+                let r = self.cached(&n);
+                let _ = self.listener.reply(n.id, r);
+                None
+            }
+            Class::Service | Class::Deputy => self.forward(n),
+            Class::Exit => {
+                let status = (n.args[0] & 0xff) as i32;
+                // Let the stub end itself; its end reports the status home.
+                let _ = self.listener.allow(n.id);
+                let _ = self.child.wait();
+                let _ = self.tx.send(&ProcMsg::Exit { status });
+                Some(End::Gone)
+            }
+            Class::Local | Class::HomeOnly => {
+                debug!(
+                    "{} ({}) calls {}: going home",
+                    self.h.comm,
+                    self.pid(),
+                    mosix_core::syscalls::name(nr)
+                );
+                match self.go_home(Some(n)) {
+                    Ok(true) => Some(End::Gone),
+                    Ok(false) => {
+                        // Home would not take it back: it cannot go on.
+                        let _ = self.child.kill();
+                        let _ = self.child.wait();
+                        let _ = self.tx.send(&ProcMsg::Died {
+                            sig: libc::SIGKILL,
+                            core: false,
+                        });
+                        Some(End::Gone)
+                    }
+                    Err(e) => Some(e),
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, n: Notif) -> Option<End> {
+        let m = match forward::marshal(n.nr as u64, n.args, &self.mem) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.listener.reply(n.id, e);
+                return None;
+            }
+        };
+        loop {
+            let reply = match self.call_home(&m) {
+                Ok(r) => r,
+                Err(end) => return Some(end),
+            };
+            if reply.ret == ERESTARTSYS && !self.signal_deliverable() {
+                // Interrupted at home for a signal this process will not take: run it again.
+                continue;
+            }
+            if let Err(e) = forward::write_back(&m, &reply, &self.mem) {
+                warn!("{}: bad reply from home: {e}", self.h.comm);
+                let _ = self.listener.reply(n.id, EFAULT);
+                return None;
+            }
+            let _ = self.listener.reply(n.id, reply.ret);
+            return None;
+        }
+    }
+
+    /// Sends a call home and waits for its reply, handling signals that arrive meanwhile.
+    fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
+        if let Err(e) = self.tx.send(&ProcMsg::Call(m.call.clone())) {
+            return Err(End::HomeLost(format!("sending a call home failed ({e})")));
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(ProcMsg::Reply(r)) => return Ok(r),
+                Ok(other) => {
+                    if let Some(end) = self.home_msg(other) {
+                        return Err(end);
+                    }
+                }
+                Err(e) => {
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Whether the process has a signal pending that it will take (not blocked, not ignored).
+    fn signal_deliverable(&self) -> bool {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", self.pid())) else {
+            return false;
+        };
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let pending = field("SigPnd:") | field("ShdPnd:");
+        pending & !field("SigBlk:") & !field("SigIgn:") != 0
+    }
+
+    fn cached(&self, n: &Notif) -> i64 {
+        let c = &self.h.cached;
+        let cr = &self.h.creds;
+        let nr = i64::from(n.nr);
+        let w32 = |addr: u64, v: u32| self.mem.write(addr, &v.to_le_bytes()).is_ok();
+        match nr {
+            libc::SYS_getpid | libc::SYS_gettid => i64::from(c.pid),
+            libc::SYS_getppid => i64::from(c.ppid),
+            libc::SYS_getpgrp => i64::from(c.pgrp),
+            libc::SYS_getuid => i64::from(cr.uid[0]),
+            libc::SYS_geteuid => i64::from(cr.uid[1]),
+            libc::SYS_getgid => i64::from(cr.gid[0]),
+            libc::SYS_getegid => i64::from(cr.gid[1]),
+            libc::SYS_getresuid | libc::SYS_getresgid => {
+                let ids = if nr == libc::SYS_getresuid {
+                    cr.uid
+                } else {
+                    cr.gid
+                };
+                if (0..3).all(|i| w32(n.args[i], ids[i])) {
+                    0
+                } else {
+                    EFAULT
+                }
+            }
+            libc::SYS_getgroups => {
+                let count = cr.groups.len() as u64;
+                if n.args[0] == 0 {
+                    return count as i64;
+                }
+                if n.args[0] < count {
+                    return EINVAL;
+                }
+                let bytes: Vec<u8> = cr.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+                if self.mem.write(n.args[1], &bytes).is_ok() {
+                    count as i64
+                } else {
+                    EFAULT
+                }
+            }
+            libc::SYS_uname => {
+                let mut buf = vec![0u8; 65 * 6];
+                for (i, f) in c.uname.iter().enumerate() {
+                    let b = f.as_bytes();
+                    let k = b.len().min(64);
+                    buf[i * 65..i * 65 + k].copy_from_slice(&b[..k]);
+                }
+                if self.mem.write(n.args[0], &buf).is_ok() {
+                    0
+                } else {
+                    EFAULT
+                }
+            }
+            _ => ENOSYS,
+        }
+    }
+
+    /// Freezes the process and sends it home. With `pending`, the process is stopped in that
+    /// notification: the call is answered "restart" and so runs again, natively, at home.
+    /// Returns whether home took it.
+    fn go_home(&mut self, pending: Option<Notif>) -> Result<bool, End> {
+        let pid = self.pid();
+        let running = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP) {
+            Ok(r) => r,
+            Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),
+        };
+        if let Err(e) = running.request_interrupt() {
+            return Err(End::HomeLost(format!("cannot freeze it to go home: {e}")));
+        }
+        if let Some(n) = pending {
+            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
+        }
+        let mut sigs = Vec::new();
+        let t = match running.wait_interrupt(|s| sigs.push(s)) {
+            Ok(t) => t,
+            Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),
+        };
+        let opts = FreezeOptions {
+            home: self.h.home,
+            nmigs: self.h.nmigs,
+            under_filter: true,
+            cached: Some(self.h.cached.clone()),
+            creds: Some(self.h.creds.clone()),
+        };
+        let frozen = match dump::freeze_stopped(t, sigs, &opts) {
+            Ok(f) => f,
+            Err(e) => return Err(End::HomeLost(format!("freezing it to go home failed: {e}"))),
+        };
+        if let Err(e) = frozen.send(&self.tx) {
+            let _ = frozen.thaw();
+            return Err(End::HomeLost(format!("sending it home failed: {e}")));
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(ProcMsg::Started { .. }) => {
+                    info!(
+                        "{} (pid {pid}) went home to node {}",
+                        self.h.comm, self.h.home
+                    );
+                    frozen.tracee.kill();
+                    let _ = self.child.wait();
+                    return Ok(true);
+                }
+                Ok(ProcMsg::Refused { reason }) => {
+                    warn!("home refused {} back: {reason}", self.h.comm);
+                    let _ = frozen.thaw();
+                    return Ok(false);
+                }
+                Ok(ProcMsg::Signal { .. } | ProcMsg::ComeHome | ProcMsg::Stats { .. }) => {}
+                Ok(other) => {
+                    frozen.tracee.kill();
+                    return Err(End::HomeLost(format!(
+                        "home sent {other:?} while taking it back"
+                    )));
+                }
+                Err(e) => {
+                    frozen.tracee.kill();
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+complete -c mosrun -l node -d 'Start the program on this node (classic: -NODE)' -r
+complete -c mosrun -s j -l jobs -d 'Start the program on a random node of this list (classic: -jLIST), e.g. 2-4,7' -r
+complete -c mosrun -l install-links -d 'Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay, fastdecay) as links to mosrun in this directory, and exit' -r -F
+complete -c mosrun -s h -d 'Start the program at home'
+complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it anyway (at home)'
+complete -c mosrun -s l -d 'Allow automatic migration (the default unless a placement is given)'
+complete -c mosrun -s L -d 'No automatic migration (the default when a placement is given)'
+complete -c mosrun -s c -d 'The program is CPU-bound'
+complete -c mosrun -s i -d 'The program is I/O-bound'
+complete -c mosrun -s n -d 'Its statistics do not decay'
+complete -c mosrun -s s -d 'Its statistics decay slowly (the default)'
+complete -c mosrun -s f -d 'Its statistics decay fast'
+complete -c mosrun -l help -d 'Print help'
+complete -c mosrun -s V -l version -d 'Print version'
