@@ -126,7 +126,7 @@ pub fn migrate_at_exec(
             ready(Ok(()));
             // Wait for the exec (mosrun may also fail and exit instead).
             let mut r = running;
-            let t = loop {
+            let exec_stop = loop {
                 match r.wait() {
                     Ok(s) => match s.stop {
                         Stop::Event(ev) if ev == libc::PTRACE_EVENT_EXEC => break s,
@@ -141,6 +141,18 @@ pub fn migrate_at_exec(
                     },
                     Err(_) => return,
                 }
+            };
+            // The exec stop is inside execve: the kernel writes execve's result into rax after
+            // we resume, which would clobber an injected call. Step to the syscall-exit stop,
+            // where the call is over.
+            let t = match exec_stop.syscall().and_then(Running::wait) {
+                Ok(t) if t.stop == Stop::Syscall => t,
+                Ok(t) => {
+                    warn!("process {pid}: unexpected stop {:?} after its exec", t.stop);
+                    let _ = t.detach(None);
+                    return;
+                }
+                Err(_) => return,
             };
             let comm = procfs::process::Process::new(pid)
                 .and_then(|p| p.stat())

@@ -85,8 +85,18 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                 },
             );
             let pid = child.id() as i32;
+            let placeholder = match std::fs::File::open("/dev/null") {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!("/dev/null: {e}");
+                    let _ = tx.send(&ProcMsg::Kill);
+                    return;
+                }
+            };
             let mut s = Supervisor {
                 h,
+                stale_map_fd: None,
+                placeholder,
                 tx,
                 rx,
                 listener,
@@ -185,8 +195,20 @@ fn take(
     Ok((mem, listener, child))
 }
 
+/// Why a file mapping was not made here.
+enum MapFile {
+    /// The process must go home for it.
+    Home,
+    /// Supervision ends.
+    End(End),
+}
+
 struct Supervisor {
     h: ImageHeader,
+    /// A descriptor number that holds the memfd of the last file mapping.
+    stale_map_fd: Option<i32>,
+    /// What replaces it.
+    placeholder: std::fs::File,
     tx: Sender,
     rx: Receiver,
     listener: Listener,
@@ -363,6 +385,11 @@ impl Supervisor {
 
     fn on_call(&mut self, n: Notif) -> Option<End> {
         let nr = n.nr as u64;
+        if let Some(fd) = self.stale_map_fd.take() {
+            // The memfd of the last file mapping: replace it with a cheap placeholder, so that
+            // an unmapped copy is freed.
+            let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
+        }
         let (class, _) = forward::shape(nr, &n.args);
         match class {
             Class::Cached => {
@@ -379,29 +406,125 @@ impl Supervisor {
                 let _ = self.tx.send(&ProcMsg::Exit { status });
                 Some(End::Gone)
             }
-            Class::Local | Class::HomeOnly => {
-                debug!(
-                    "{} ({}) calls {}: going home",
-                    self.h.comm,
-                    self.pid(),
-                    mosix_core::syscalls::name(nr)
-                );
-                match self.go_home(Some(n)) {
-                    Ok(true) => Some(End::Gone),
-                    Ok(false) => {
-                        // Home would not take it back: it cannot go on.
-                        let _ = self.child.kill();
-                        let _ = self.child.wait();
-                        let _ = self.tx.send(&ProcMsg::Died {
-                            sig: libc::SIGKILL,
-                            core: false,
-                        });
-                        Some(End::Gone)
-                    }
-                    Err(e) => Some(e),
+            Class::Local if i64::from(n.nr) == libc::SYS_mmap => match self.map_file(&n) {
+                Ok(()) => None,
+                Err(MapFile::Home) => {
+                    debug!("mmap{:x?} cannot be made here", n.args);
+                    self.home_only(n)
                 }
-            }
+                Err(MapFile::End(e)) => Some(e),
+            },
+            Class::Local | Class::HomeOnly => self.home_only(n),
         }
+    }
+
+    fn home_only(&mut self, n: Notif) -> Option<End> {
+        debug!(
+            "{} ({}) calls {}: going home",
+            self.h.comm,
+            self.pid(),
+            mosix_core::syscalls::name(n.nr as u64)
+        );
+        match self.go_home(Some(n)) {
+            Ok(true) => Some(End::Gone),
+            Ok(false) => {
+                // Home would not take it back: it cannot go on.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let _ = self.tx.send(&ProcMsg::Died {
+                    sig: libc::SIGKILL,
+                    core: false,
+                });
+                Some(End::Gone)
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// A private (or read-only shared) mapping of a file at home: the file's contents come
+    /// from home into a memfd, which is installed into the process at the same descriptor
+    /// number; the kernel then runs the `mmap` as made, mapping the copy. (The dynamic loader
+    /// maps every library this way, and so does a Python `import` of a compiled module.)
+    fn map_file(&mut self, n: &Notif) -> Result<(), MapFile> {
+        // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) both have bit 0; MAP_PRIVATE is 2.
+        const MAP_SHARED_BIT: u64 = 0x1;
+        let prot = n.args[2];
+        let flags = n.args[3];
+        let fd = n.args[4] as i32;
+        let off = n.args[5];
+        let shared = flags & MAP_SHARED_BIT != 0;
+        if flags & libc::MAP_ANONYMOUS as u64 != 0
+            || (shared && prot & libc::PROT_WRITE as u64 != 0)
+        {
+            return Err(MapFile::Home);
+        }
+        // What file is it, and how big?
+        let st = self.call(libc::SYS_fstat, [fd as u64, 1, 0, 0, 0, 0])?;
+        if st.ret < 0 {
+            let _ = self.listener.reply(n.id, st.ret);
+            return Ok(());
+        }
+        let Some((_, stat)) = st.outs.first() else {
+            return Err(MapFile::Home);
+        };
+        let word = |at: usize| {
+            u64::from_le_bytes(
+                stat.get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            )
+        };
+        let mode = word(24) as u32;
+        let size = word(48);
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(MapFile::Home);
+        }
+        let memfd = match nix::sys::memfd::memfd_create(
+            c"mosix-map",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        ) {
+            Ok(f) => std::fs::File::from(f),
+            Err(_) => return Err(MapFile::Home),
+        };
+        if memfd.set_len(size).is_err() {
+            return Err(MapFile::Home);
+        }
+        let end = off.saturating_add(n.args[1]).min(size);
+        let mut at = off;
+        while at < end {
+            let want = (end - at).min(mosix_core::syscalls::MAX_IO as u64);
+            let r = self.call(libc::SYS_pread64, [fd as u64, 1, want, at, 0, 0])?;
+            let data = r.outs.first().map(|o| o.1.as_slice()).unwrap_or(&[]);
+            if r.ret <= 0 || data.is_empty() {
+                break;
+            }
+            use std::os::unix::fs::FileExt;
+            if memfd.write_all_at(data, at).is_err() {
+                return Err(MapFile::Home);
+            }
+            at += data.len() as u64;
+        }
+        if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
+            debug!("installing the copy of a mapped file: {e}");
+            return Err(MapFile::Home);
+        }
+        let _ = self.listener.allow(n.id);
+        // Once the mmap has run, the copy needs no descriptor of its own in the process.
+        self.stale_map_fd = Some(fd);
+        Ok(())
+    }
+
+    /// A call home made by the supervisor itself (not by the process).
+    fn call(&mut self, nr: i64, args: [u64; 6]) -> Result<Reply, MapFile> {
+        let m = Marshalled {
+            call: mosix_core::proto::Call {
+                nr: nr as u32,
+                args,
+                bufs: Vec::new(),
+            },
+            outs: Vec::new(),
+        };
+        self.call_home(&m).map_err(MapFile::End)
     }
 
     fn forward(&mut self, n: Notif) -> Option<End> {

@@ -446,6 +446,17 @@ impl Restorer {
                 "registering rseq",
             )?;
         }
+        // The command name (a stub starts with ours).
+        let mut comm = h.comm.as_bytes().to_vec();
+        comm.truncate(15);
+        comm.push(0);
+        r = r.scratch_write(&comm)?;
+        let scratch = r.area.scratch();
+        r = r.must(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0],
+            "PR_SET_NAME",
+        )?;
         let mut listener = None;
         if let Some(filter) = stub {
             // Nothing of the stub's own descriptors stays: every descriptor call of the process

@@ -103,11 +103,11 @@ pub fn program() -> Vec<Insn> {
             0,
         ));
     }
-    // mmap: MAP_SHARED or MAP_SHARED_VALIDATE (bits 0, 1) or a file (no MAP_ANONYMOUS, 0x20)
-    // goes to the supervisor.
+    // mmap: shared (MAP_SHARED = 1, MAP_SHARED_VALIDATE = 3: bit 0; MAP_PRIVATE is 2) or of a
+    // file (no MAP_ANONYMOUS, 0x20) goes to the supervisor.
     p.push(jmp(BPF_JEQ_K, mmap, 0, 3));
     p.push(ld(OFF_ARG3_LO));
-    p.push(jmp(BPF_JSET_K, 0x3, 1, 0));
+    p.push(jmp(BPF_JSET_K, 0x1, 1, 0));
     p.push(jmp(BPF_JSET_K, 0x20, 1, 0));
     p.push(ret(RET_USER_NOTIF));
     p.push(ret(RET_ALLOW));
@@ -274,6 +274,33 @@ impl Listener {
             self.send_raw(id, 0, ret as i32, 0)
         } else {
             self.send_raw(id, ret, 0, 0)
+        }
+    }
+
+    /// Installs our descriptor `src` into the process at number `newfd` (replacing what is
+    /// there), as part of answering notification `id` (Linux 5.9, `SECCOMP_IOCTL_NOTIF_ADDFD`
+    /// with `SECCOMP_ADDFD_FLAG_SETFD`).
+    pub fn add_fd(&self, id: u64, src: RawFd, newfd: i32) -> std::io::Result<i32> {
+        let mut a = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+            srcfd: src as u32,
+            newfd: newfd as u32,
+            newfd_flags: 0,
+        };
+        // SAFETY: SECCOMP_IOCTL_NOTIF_ADDFD reads a `struct seccomp_notif_addfd`, which `a`
+        // is, valid for the call; `src` is a descriptor we own.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ADDFD as _,
+                &raw mut a,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
         }
     }
 
