@@ -8,5 +8,6 @@
 mod frames;
 mod gossip;
 mod loopback;
+mod migration;
 mod setpe_check;
 mod vcluster;

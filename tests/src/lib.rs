@@ -122,6 +122,43 @@ impl TestCluster {
             .expect("running a tool in a node")
     }
 
+    /// A command that runs tool or program `prog` inside node I.
+    pub fn command(&self, node: u16, prog: &str, args: &[&str]) -> Command {
+        let program: OsString = if prog.contains('/') || !tools().join(prog).exists() {
+            prog.into()
+        } else {
+            tool(prog).into_os_string()
+        };
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        self.cluster
+            .command(node, &program, &args)
+            .expect("node command")
+    }
+
+    /// This node's MOSIX processes as `mps --json` shows them (with guests if `guests`).
+    pub fn mps(&self, node: u16, guests: bool) -> Vec<serde_json::Value> {
+        let args: &[&str] = if guests {
+            &["a", "-G", "--json"]
+        } else {
+            &["a", "--json"]
+        };
+        let out = self.run(node, "mps", args);
+        assert!(
+            out.status.success(),
+            "mps: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("mps --json")
+    }
+
+    /// Where node I's private directory `dir` is, seen from the machine.
+    pub fn private_path(&self, node: u16, dir: &Path) -> PathBuf {
+        self.cluster
+            .state_dir
+            .join(format!("node{node}/files"))
+            .join(dir.strip_prefix("/").unwrap_or(dir))
+    }
+
     /// Node I's service log.
     pub fn log(&self, node: u16) -> String {
         std::fs::read_to_string(self.paths(node).log()).unwrap_or_default()

@@ -475,19 +475,24 @@ pub fn cantmove(threads: u32, locked_kb: u64, maps: &[MapsLine]) -> Option<CantM
         return Some(CantMove::LockedMemory);
     }
     for m in maps {
-        if m.path.starts_with("/dev/") && !m.path.starts_with("/dev/shm/") && m.inode != 0 {
-            return Some(CantMove::DeviceMapping);
-        }
         let p = m.perms.as_bytes();
         let shared = p.get(3) == Some(&b's');
         let writable = p.get(1) == Some(&b'w');
-        // A read-only shared mapping of a file (a cache like gconv-modules.cache) cannot be
-        // written through; a copy of its contents behaves the same. Shared memory that can be
-        // written, or that is anonymous, is shared with other processes and cannot move.
-        let file = m.inode != 0 && m.path.starts_with('/');
-        if shared && (writable || !file) {
+        // Anonymous shared memory shows as /dev/zero (deleted), SysV segments as /SYSV...,
+        // memfds as /memfd:...: all of them are memory shared with other processes.
+        let shmem = m.path.is_empty()
+            || m.path.starts_with("/dev/zero")
+            || m.path.starts_with("/SYSV")
+            || m.path.starts_with("/memfd:")
+            || m.path.starts_with("/dev/shm/");
+        if shared && (writable || shmem) {
             return Some(CantMove::SharedMemory);
         }
+        if m.path.starts_with("/dev/") && !shmem && m.inode != 0 {
+            return Some(CantMove::DeviceMapping);
+        }
+        // A read-only shared mapping of a regular file (a cache like gconv-modules.cache) cannot
+        // be written through; a copy of its contents behaves the same and moves.
     }
     None
 }
@@ -519,6 +524,11 @@ mod tests {
         assert_eq!(
             cantmove(1, 0, &[line("rw-s", "/dev/shm/x")]),
             Some(CantMove::SharedMemory)
+        );
+        assert_eq!(
+            cantmove(1, 0, &[line("rw-s", "/dev/zero (deleted)")]),
+            Some(CantMove::SharedMemory),
+            "anonymous shared memory"
         );
         assert_eq!(
             cantmove(1, 0, &[line("rw-p", "/dev/fb0")]),

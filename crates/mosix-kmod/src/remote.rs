@@ -390,6 +390,10 @@ impl Supervisor {
             // an unmapped copy is freed.
             let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
         }
+        if let Some(r) = self.signal_to_self(&n) {
+            let _ = self.listener.reply(n.id, r);
+            return None;
+        }
         let (class, _) = forward::shape(nr, &n.args);
         match class {
             Class::Cached => {
@@ -574,6 +578,36 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// A signal the process sends itself (raise, abort, kill(getpid())) must be pending before
+    /// the call returns, as it is natively: deliver it here instead of going round through home.
+    fn signal_to_self(&self, n: &Notif) -> Option<i64> {
+        let me = u64::from(self.h.cached.pid);
+        let nr = i64::from(n.nr);
+        let (target_is_me, sig) = if nr == libc::SYS_kill {
+            (n.args[0] as i64 == me as i64, n.args[1])
+        } else if nr == libc::SYS_tgkill {
+            (n.args[0] == me && n.args[1] == me, n.args[2])
+        } else if nr == libc::SYS_tkill {
+            (n.args[0] == me, n.args[1])
+        } else {
+            return None;
+        };
+        if !target_is_me {
+            return None;
+        }
+        if sig == 0 {
+            return Some(0);
+        }
+        let Ok(s) = Signal::try_from(sig as i32) else {
+            return Some(EINVAL);
+        };
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        Some(match nix::sys::signal::kill(pid, s) {
+            Ok(()) => 0,
+            Err(e) => -(e as i64),
+        })
     }
 
     /// Whether the process has a signal pending that it will take (not blocked, not ignored).

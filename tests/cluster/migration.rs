@@ -1,0 +1,545 @@
+//! Step 2 end to end: programs started with mosrun on node 1 move to node 2 while they run,
+//! keep reading node 1's files and writing node 1's outputs, end at home with their own status
+//! or signal, and mps shows where they are.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mosix_tests::{TestCluster, require_root, serial};
+
+/// The directory each node has privately in these tests.
+const DATA: &str = "/run/mosix-vc-test-data";
+
+fn cluster(name: &str) -> (TestCluster, PathBuf) {
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up(name, 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    for n in 1..=3 {
+        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
+            .unwrap();
+    }
+    let home_data = c.private_path(1, Path::new(DATA));
+    (c, home_data)
+}
+
+fn pid_of(child: &Child) -> u32 {
+    // vcluster exec, mosrun and the program are one process, one pid.
+    child.id()
+}
+
+/// Moves `pid` from node 1 to `to` and checks it got there.
+fn migrate(c: &TestCluster, pid: u32, to: &str) -> String {
+    let out = c.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "migrate {pid} {to}: {text}");
+    text
+}
+
+fn finish(mut child: Child) -> Output {
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout: out,
+        stderr: Vec::new(),
+    }
+}
+
+/// Runs `prog args` plainly on node 1 (the reference), then under mosrun moved to node 2 after
+/// `after`; returns both outputs.
+fn reference_and_migrated(
+    c: &TestCluster,
+    prog: &str,
+    args: &[&str],
+    after: Duration,
+) -> (Output, Output) {
+    let reference = c
+        .command(1, prog, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut margs = vec![prog];
+    margs.extend_from_slice(args);
+    let child = c
+        .command(1, "mosrun", &margs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let pid = pid_of(&child);
+    let said = migrate(c, pid, "2");
+    assert!(said.contains("is on node 2"), "{prog}: {said}");
+    // mps at home says where it runs; mps -G on node 2 lists it as a guest from node 1.
+    let rows = c.mps(1, false);
+    let row = rows
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("mps: {rows:?}"));
+    assert!(row["node"] == 2 || row["node"] == 0, "{row}");
+    let migrated = finish(child);
+    (reference, migrated)
+}
+
+#[test]
+fn real_programs_move_mid_run_and_their_output_is_identical() {
+    if !require_root("real_programs_move_mid_run") {
+        return;
+    }
+    let _g = serial();
+    let (c, data) = cluster("tmig");
+    // Inputs exist on node 1 only.
+    let mut big = vec![0u8; 160 << 20];
+    let mut x: u64 = 0x1234_5678;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(data.join("big.bin"), &big).unwrap();
+    let text: String = (0..1_500_000u64)
+        .map(|i| {
+            format!(
+                "line {} of the test text {}\n",
+                (i * 7919) % 1_500_000,
+                i % 97
+            )
+        })
+        .collect();
+    std::fs::write(data.join("text.txt"), &text).unwrap();
+    std::fs::create_dir_all(data.join("tree/sub")).unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            data.join(format!("tree/sub/f{i}")),
+            text[..(i * 10_000)].as_bytes(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        data.join("script.py"),
+        "import hashlib, sys\ns = 0\nfor i in range(4000000):\n    s += i * i % 7\nh = hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest()\nprint(s, h)\nsys.exit(5)\n",
+    )
+    .unwrap();
+    assert!(
+        !c.private_path(2, Path::new(DATA)).join("big.bin").exists(),
+        "node 2 has its own files"
+    );
+
+    let d = |f: &str| format!("{DATA}/{f}");
+    let cases: Vec<(&str, Vec<String>, u64)> = vec![
+        ("sha256sum", vec![d("big.bin")], 150),
+        ("gzip", vec!["-c".into(), d("text.txt")], 150),
+        ("xz", vec!["-c".into(), "-1".into(), d("text.txt")], 150),
+        ("sort", vec!["--parallel=1".into(), d("text.txt")], 150),
+        ("tar", vec!["-cf".into(), "-".into(), "-C".into(), d("tree"), ".".into()], 50),
+        ("python3", vec![d("script.py"), d("big.bin")], 500),
+        (
+            "perl",
+            vec![
+                "-e".into(),
+                "my $s=0; for my $i (1..20000000) { $s += $i % 13 } open(F, $ARGV[0]) or die; my $n=0; while(<F>){$n++} print \"$s $n\\n\"; exit 4".into(),
+                d("text.txt"),
+            ],
+            300,
+        ),
+    ];
+    for (prog, args, after_ms) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (r, m) = reference_and_migrated(&c, prog, &args, Duration::from_millis(*after_ms));
+        assert!(
+            !r.stdout.is_empty(),
+            "{prog}: the reference run printed nothing"
+        );
+        assert!(
+            r.stdout == m.stdout,
+            "{prog}: output differs after migration ({} vs {} bytes)",
+            r.stdout.len(),
+            m.stdout.len()
+        );
+        assert_eq!(r.status.code(), m.status.code(), "{prog}: exit status");
+        eprintln!(
+            "{prog}: identical ({} bytes), exit {:?}",
+            m.stdout.len(),
+            m.status.code()
+        );
+    }
+
+    // Writing a file at home: the output lands in node 1's private directory, not node 2's.
+    let out = d("out.gz");
+    let child = c
+        .command(
+            1,
+            "mosrun",
+            &[
+                "sh",
+                "-c",
+                &format!("exec gzip -c {} > {out}", d("text.txt")),
+            ],
+        )
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let said = migrate(&c, pid_of(&child), "2");
+    assert!(said.contains("node 2"), "{said}");
+    let st = finish_status(child);
+    assert!(st.success());
+    let reference = c
+        .command(1, "gzip", &["-c", &d("text.txt")])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(std::fs::read(data.join("out.gz")).unwrap(), reference);
+    assert!(!c.private_path(2, Path::new(DATA)).join("out.gz").exists());
+}
+
+fn finish_status(mut child: Child) -> std::process::ExitStatus {
+    child.wait().unwrap()
+}
+
+fn mem_free_of_self(c: &TestCluster, node: u16) -> u64 {
+    let v = c.view(node).unwrap();
+    v.nodes
+        .iter()
+        .find(|n| n.is_self)
+        .unwrap()
+        .figures
+        .unwrap()
+        .mem_free
+}
+
+#[test]
+fn home_gets_its_memory_back_and_the_guest_is_listed_there() {
+    if !require_root("home_gets_its_memory_back") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("tmem");
+    let mb = 384u64;
+    let child = c
+        .command(
+            1,
+            "mosrun",
+            &[
+                "python3",
+                "-c",
+                &format!("import time\nb = b'x' * ({mb} << 20)\nt = time.time()\nwhile time.time() - t < 40: pass\n"),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = pid_of(&child);
+    // Wait until the memory is in use and measured.
+    std::thread::sleep(Duration::from_secs(4));
+    let before = mem_free_of_self(&c, 1);
+    let said = migrate(&c, pid, "2");
+    assert!(said.contains("node 2"), "{said}");
+    let rss: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss < 1024, "the deputy keeps {rss} kB");
+    let t = Instant::now();
+    let mut after = before;
+    while t.elapsed() < Duration::from_secs(8) {
+        after = mem_free_of_self(&c, 1);
+        if after > before + (mb << 20) * 7 / 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        after > before + (mb << 20) * 7 / 10,
+        "node 1 free memory went from {} MiB to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+    let guests = c.mps(2, true);
+    let g = guests
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("{guests:?}"));
+    assert_eq!(g["from"], 1);
+    assert_eq!(g["node"], 0);
+    let home = c.mps(1, false);
+    let h = home.iter().find(|r| r["pid"] == pid).unwrap();
+    assert_eq!(h["node"], 2);
+    assert_eq!(h["nmigs"], 1);
+    assert!(h["cantmove"].is_null());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = finish(child);
+}
+
+fn guests_on(c: &TestCluster, node: u16) -> usize {
+    c.mps(node, true)
+        .iter()
+        .filter(|r| !r["from"].is_null())
+        .count()
+}
+
+/// Processes in node I's cgroup other than its service.
+fn node_procs(c: &TestCluster, node: u16) -> Vec<i32> {
+    let svc = c.cluster.node(node).service_pid.unwrap_or(0) as i32;
+    let dir = &c.cluster.node(node).cgroups[0];
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| *p != svc)
+        .collect()
+}
+
+#[test]
+fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
+    if !require_root("signals_at_home_reach_the_remote") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("tsig");
+    let spin = "i=0; while [ $i -lt 50000000 ]; do i=$((i+1)); done";
+    for (sig, expect) in [
+        (nix::sys::signal::Signal::SIGTERM, libc::SIGTERM),
+        (nix::sys::signal::Signal::SIGKILL, libc::SIGKILL),
+    ] {
+        let child = c.command(1, "mosrun", &["sh", "-c", spin]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = pid_of(&child);
+        assert!(migrate(&c, pid, "2").contains("node 2"));
+        assert_eq!(guests_on(&c, 2), 1);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+        let st = finish_status(child);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(expect), "{sig}: {st:?}");
+        // Nothing is left on node 2.
+        let t = Instant::now();
+        while (guests_on(&c, 2) > 0 || !node_procs(&c, 2).is_empty())
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(guests_on(&c, 2), 0, "{sig}: guest left on node 2");
+        assert!(
+            node_procs(&c, 2).is_empty(),
+            "{sig}: processes left on node 2: {:?}",
+            node_procs(&c, 2)
+        );
+    }
+
+    // Exit status of its own.
+    let child = c
+        .command(1, "mosrun", &["sh", "-c", &format!("{spin}; exit 42")])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(migrate(&c, pid_of(&child), "3").contains("node 3"));
+    assert_eq!(finish_status(child).code(), Some(42));
+
+    // SIGINT from the controlling terminal.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave;
+    let mut cmd = c.command(1, "mosrun", &["sh", "-c", spin]);
+    let s_in = slave.try_clone().unwrap();
+    let s_out = slave.try_clone().unwrap();
+    let s_err = slave.try_clone().unwrap();
+    cmd.stdin(Stdio::from(s_in))
+        .stdout(Stdio::from(s_out))
+        .stderr(Stdio::from(s_err));
+    // SAFETY: between fork and exec; setsid(2) and ioctl(TIOCSCTTY) are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(slave);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    // ^C on the terminal.
+    nix::unistd::write(&pty.master, b"\x03").unwrap();
+    let st = finish_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+}
+
+#[test]
+fn processes_that_cannot_move_say_why_and_keep_running() {
+    if !require_root("processes_that_cannot_move") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("tcant");
+    let cases = [
+        (
+            "import threading, time\nt = threading.Thread(target=time.sleep, args=(30,))\nt.start()\ntime.sleep(30)\n",
+            "more than one thread",
+        ),
+        (
+            "import mmap, time\nm = mmap.mmap(-1, 4096, flags=mmap.MAP_SHARED)\nm[0] = 1\ntime.sleep(30)\n",
+            "shared memory",
+        ),
+    ];
+    for (script, why) in cases {
+        let child = c
+            .command(1, "mosrun", &["python3", "-c", script])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let pid = pid_of(&child);
+        let out = c.run(1, "migrate", &[&pid.to_string(), "2", "--wait"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(err.contains(why), "{why}: {err}");
+        // Still here, running (not stopped, not traced).
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(st.contains("TracerPid:\t0"), "{st}");
+        assert!(!st.contains("State:\tT"), "{st}");
+        let rows = c.mps(1, false);
+        let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
+        assert_eq!(row["node"], 0);
+        assert!(!row["cantmove"].is_null(), "{row}");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = finish_status(child);
+    }
+    // Not a MOSIX process; no such process; a blocked node.
+    let mut plain = c.command(1, "sleep", &["30"]).spawn().unwrap();
+    let out = c.run(1, "migrate", &[&plain.id().to_string(), "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a MOSIX process"));
+    let _ = plain.kill();
+    let _ = plain.wait();
+    let out = c.run(1, "migrate", &["999999", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no process 999999"));
+    assert!(c.run(3, "mosctl", &["block"]).status.success());
+    c.wait_view(1, Duration::from_secs(10), |v| {
+        v.nodes[2].status.contains(mosix_core::Status::BLOCK)
+    })
+    .unwrap();
+    let child = c.command(1, "mosrun", &["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = c.run(1, "migrate", &[&child.id().to_string(), "3"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node 3 is blocked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = finish_status(child);
+}
+
+#[test]
+fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
+    if !require_root("processes_come_home") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("thome");
+    let spin = "i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done";
+    // migrate home: it continues at home and finishes.
+    let child = c
+        .command(1, "mosrun", &["sh", "-c", &format!("{spin}; echo done $i")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(migrate(&c, pid, "home").contains("is home"));
+    let rows = c.mps(1, false);
+    let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
+    assert_eq!(row["node"], 0);
+    assert_eq!(row["nmigs"], 2);
+    let out = finish(child);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done 3000000\n");
+    assert!(out.status.success());
+    assert_eq!(guests_on(&c, 2), 0);
+
+    // A fork on the remote brings it home first; the pipeline then runs natively.
+    let child = c
+        .command(
+            1,
+            "mosrun",
+            &["sh", "-c", &format!("{spin}; echo piped | tr a-z A-Z")],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    let out = finish(child);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED\n");
+    assert!(c.log(2).contains("went home"), "node 2 logs the return");
+
+    // mosrun -2: the program starts on node 2; runon NODE is the same.
+    let links = tempfile::tempdir().unwrap();
+    assert!(
+        c.run(
+            1,
+            "mosrun",
+            &["--install-links", links.path().to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    for argv in [
+        vec![
+            mosix_tests::tool("mosrun").to_string_lossy().into_owned(),
+            "-2".into(),
+        ],
+        vec![
+            links.path().join("runon").to_string_lossy().into_owned(),
+            "2".into(),
+        ],
+    ] {
+        let mut a: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        a.extend([
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done; echo far $i",
+        ]);
+        let child = c
+            .command(1, &argv[0], &a)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = pid_of(&child);
+        let t = Instant::now();
+        let mut seen = false;
+        while t.elapsed() < Duration::from_secs(3) {
+            if c.mps(1, false)
+                .iter()
+                .any(|r| r["pid"] == pid && r["node"] == 2)
+            {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(seen, "{argv:?}: never seen on node 2");
+        let out = finish(child);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "far 3000000\n");
+    }
+}
