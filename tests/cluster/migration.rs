@@ -118,7 +118,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
     for i in 0..50 {
         std::fs::write(
             data.join(format!("tree/sub/f{i}")),
-            text[..(i * 10_000)].as_bytes(),
+            &text.as_bytes()[..(i * 10_000)],
         )
         .unwrap();
     }
