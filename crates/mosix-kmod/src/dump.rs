@@ -490,21 +490,63 @@ impl Parts {
 
 impl Frozen {
     /// Sends the image and the page runs, then `End`.
+    ///
+    /// Reading and sending overlap: a second thread reads the next runs out of the process
+    /// into a few buffers while this one sends the previous ones, so the transfer costs the
+    /// slower of the two rather than their sum.
     pub fn send(
         &self,
         tx: &crate::channel::Sender,
     ) -> std::result::Result<(), mosix_core::proto::FrameError> {
-        use mosix_core::proto::ProcMsg;
+        use mosix_core::proto::{FrameError, ProcMsg};
+        use std::sync::mpsc;
+        const RUNS_IN_FLIGHT: usize = 4;
         tx.send(&ProcMsg::Image(Box::new(self.header.clone())))?;
-        let mut buf = Vec::new();
-        for r in &self.runs {
-            let v = &self.header.vmas[r.vma as usize];
-            buf.resize(r.len as usize, 0);
-            self.mem.read(v.start + r.offset, &mut buf).map_err(|e| {
-                mosix_core::proto::FrameError::Io(std::io::Error::other(e.to_string()))
-            })?;
-            tx.send_run(r.vma, r.offset, &buf)?;
+        let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(RUNS_IN_FLIGHT);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..RUNS_IN_FLIGHT {
+            let _ = empty_tx.send(Vec::new());
         }
+        let (mem, header, runs) = (&self.mem, &self.header, &self.runs);
+        std::thread::scope(|s| {
+            let reader = std::thread::Builder::new()
+                .name("mosix-pages-out".into())
+                .spawn_scoped(s, move || -> Result<()> {
+                    for (i, r) in runs.iter().enumerate() {
+                        let Ok(mut buf) = empty_rx.recv() else {
+                            return Ok(());
+                        };
+                        buf.resize(r.len as usize, 0);
+                        mem.read(header.vmas[r.vma as usize].start + r.offset, &mut buf)?;
+                        if full_tx.send((i, buf)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(FrameError::Io)?;
+            let mut sent = Ok(());
+            for (i, buf) in full_rx.iter() {
+                let r = &runs[i];
+                if let Err(e) = tx.send_run(r.vma, r.offset, &buf) {
+                    sent = Err(e);
+                    break;
+                }
+                let _ = empty_tx.send(buf);
+            }
+            drop(full_rx);
+            drop(empty_tx);
+            let read = reader
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::Unexpected {
+                        pid: self.tracee.pid(),
+                        what: "the page reader panicked".into(),
+                    })
+                })
+                .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())));
+            sent.and(read)
+        })?;
         tx.send(&ProcMsg::End)
     }
 

@@ -29,4 +29,5 @@ pub mod restore;
 pub mod seccomp;
 pub mod service;
 pub mod stub;
+pub mod uffd;
 pub mod vcluster;

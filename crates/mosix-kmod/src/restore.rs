@@ -9,7 +9,8 @@
 //!    only if the vdso is byte-for-byte the one the process was using, since its code calls into
 //!    the vdso at fixed offsets — unmap everything else, and map each of the image's areas at
 //!    its address, writable for now;
-//! 2. [`Restorer::write`]: the page runs, as they arrive, through `/proc/PID/mem`;
+//! 2. [`Restorer::write`]: the page runs, as they arrive, through a userfaultfd the tracee made
+//!    for us (see [`crate::uffd`]; `process_vm_writev` where that is not possible);
 //! 3. [`Restorer::finish`]: final protections, the memory-descriptor fields (`brk`,
 //!    `/proc/PID/cmdline`…, `PR_SET_MM_MAP`), signal actions, alternate stack, clear-child-tid
 //!    address, robust list and rseq registrations, and for a stub the owner's credentials and
@@ -22,6 +23,7 @@ use mosix_core::image::{ImageHeader, Regs, VmaKind};
 
 use crate::inject::{self, AREA_LEN, Area, Failed};
 use crate::ptrace::{Error, Mem, Stopped};
+use crate::uffd::Uffd;
 
 /// A tracee being rebuilt.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub struct Restorer {
     area: Area,
     base: Regs,
     pid: i32,
+    /// Where page runs go; `None`: `process_vm_writev`.
+    sink: Option<Uffd>,
 }
 
 type R<T> = std::result::Result<T, Failed>;
@@ -109,11 +113,13 @@ pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> R<Restore
         area,
         base,
         pid,
+        sink: None,
     };
     r = r.drop_own_rseq()?;
     r = r.place_specials(h)?;
     r = r.clear(h)?;
     r = r.map_areas(h)?;
+    r = r.open_sink(h)?;
     Ok(r)
 }
 
@@ -135,6 +141,7 @@ impl Restorer {
             area,
             base,
             pid,
+            sink,
         } = self;
         let (t, ret) = inject::syscall(tracee, area.site(), &base, nr, args)?;
         Ok((
@@ -144,6 +151,7 @@ impl Restorer {
                 area,
                 base,
                 pid,
+                sink,
             },
             ret,
         ))
@@ -359,28 +367,59 @@ impl Restorer {
         Ok(r)
     }
 
-    /// Phase 2: writes a run of pages.
-    pub fn write(
-        &self,
-        h: &ImageHeader,
-        vma: u32,
-        offset: u64,
-        data: &[u8],
-    ) -> crate::ptrace::Result<()> {
-        let Some(v) = h.vmas.get(vma as usize) else {
-            return Err(Error::Unexpected {
-                pid: self.pid,
-                what: format!("page run for area {vma}, which the image does not have"),
-            });
-        };
-        let end = offset.checked_add(data.len() as u64);
-        if end.is_none_or(|e| e > v.len()) {
-            return Err(Error::Unexpected {
-                pid: self.pid,
-                what: format!("page run at {offset:#x}+{} runs past its area", data.len()),
-            });
+    /// Has the tracee make a userfaultfd for us and registers every area on it (see
+    /// [`crate::uffd`]). Where that fails (an old kernel, a policy against userfaultfd), pages
+    /// go through `process_vm_writev`: slower, same result.
+    fn open_sink(self, h: &ImageHeader) -> R<Restorer> {
+        let (r, fd) = self.call(
+            libc::SYS_userfaultfd,
+            [crate::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
+        )?;
+        if fd < 0 {
+            tracing::debug!(
+                "process {}: no userfaultfd ({}); pages go through process_vm_writev",
+                r.pid,
+                nix::errno::Errno::from_raw(-fd as i32)
+            );
+            return Ok(r);
         }
-        self.mem.write(v.start + offset, data)
+        let taken = crate::seccomp::take_fd(r.pid, fd as i32);
+        let mut r = r.must(
+            libc::SYS_close,
+            [fd as u64, 0, 0, 0, 0, 0],
+            "closing the tracee's userfaultfd",
+        )?;
+        // Adjacent areas are registered together.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for v in &h.vmas {
+            match ranges.last_mut() {
+                Some(last) if last.1 == v.start => last.1 = v.end,
+                _ => ranges.push((v.start, v.end)),
+            }
+        }
+        let sink = taken.and_then(Uffd::adopt).and_then(|mut u| {
+            for (s, e) in ranges {
+                u.register(s, e)?;
+            }
+            Ok(u)
+        });
+        match sink {
+            Ok(u) => r.sink = Some(u),
+            Err(e) => tracing::debug!(
+                "process {}: userfaultfd unusable ({e}); pages go through process_vm_writev",
+                r.pid
+            ),
+        }
+        Ok(r)
+    }
+
+    /// Phase 2: where the page runs go. The view can be used from another thread than the
+    /// tracer's (nothing in it is a ptrace request).
+    pub fn pages(&self) -> Pages<'_> {
+        Pages {
+            pid: self.pid,
+            sink: self.sink.as_ref(),
+        }
     }
 
     /// Phase 3. For a stub (`stub` given), also the owner's credentials and the seccomp filter;
@@ -388,6 +427,19 @@ impl Restorer {
     /// of the filter's listener descriptor inside the tracee.
     pub fn finish(self, h: &ImageHeader, stub: Option<&[u8]>) -> R<(Stopped, Option<i32>)> {
         let mut r = self;
+        if let Some(mut u) = r.sink.take()
+            && let Err(source) = u.unregister_all()
+        {
+            let pid = r.pid;
+            return Err((
+                Some(r.tracee),
+                Error::Mem {
+                    pid,
+                    addr: 0,
+                    source,
+                },
+            ));
+        }
         // Final protections.
         for v in &h.vmas {
             if v.read && v.write {
@@ -629,34 +681,151 @@ impl Restorer {
     }
 }
 
+/// Phase 2 of a restore: writes page runs into the tracee.
+#[derive(Debug, Clone, Copy)]
+pub struct Pages<'a> {
+    pid: i32,
+    sink: Option<&'a Uffd>,
+}
+
+impl Pages<'_> {
+    /// Writes a run of pages of area `vma`, at `offset` inside it.
+    pub fn write(
+        &self,
+        h: &ImageHeader,
+        vma: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> crate::ptrace::Result<()> {
+        let Some(v) = h.vmas.get(vma as usize) else {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run for area {vma}, which the image does not have"),
+            });
+        };
+        let end = offset.checked_add(data.len() as u64);
+        if end.is_none_or(|e| e > v.len()) {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run at {offset:#x}+{} runs past its area", data.len()),
+            });
+        }
+        let addr = v.start + offset;
+        let res = match self.sink {
+            Some(u) => u.copy(addr, data),
+            None => write_vm(self.pid, addr, data),
+        };
+        res.map_err(|source| Error::Mem {
+            pid: self.pid,
+            addr,
+            source,
+        })
+    }
+}
+
+/// Writes `data` at `addr` in process `pid` with `process_vm_writev` (the areas are writable
+/// while they are being filled).
+fn write_vm(pid: i32, addr: u64, data: &[u8]) -> std::io::Result<()> {
+    use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+    let mut done = 0;
+    while done < data.len() {
+        let n = process_vm_writev(
+            nix::unistd::Pid::from_raw(pid),
+            &[std::io::IoSlice::new(&data[done..])],
+            &[RemoteIoVec {
+                base: (addr + done as u64) as usize,
+                len: data.len() - done,
+            }],
+        )?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// How many page runs may be in flight between the thread that receives them and the one that
+/// writes them (each at most [`mosix_core::image::MAX_RUN`] bytes).
+const RUNS_IN_FLIGHT: usize = 4;
+
 /// Receives the page runs of an image (after its header) into a restorer, up to `End`.
+///
+/// Receiving and writing overlap: this thread reads the runs off the connection into a few
+/// buffers while a second one writes the previous runs into the tracee, so the arrival costs
+/// the slower of the two rather than their sum. Memory stays bounded by [`RUNS_IN_FLIGHT`]
+/// buffers whatever the image says.
 pub fn receive_pages(
     rx: &mut crate::channel::Receiver,
     h: &ImageHeader,
     r: &Restorer,
 ) -> std::result::Result<(), String> {
     use mosix_core::proto::ProcMsg;
-    let mut buf = Vec::new();
-    let mut total = 0u64;
-    loop {
-        match rx.recv().map_err(|e| format!("receiving the image: {e}"))? {
-            ProcMsg::Pages { vma, offset, len } => {
-                total += u64::from(len);
-                if total > h.total_bytes {
-                    return Err(format!(
-                        "the image sends more than the {} bytes it announced",
-                        h.total_bytes
-                    ));
-                }
-                buf.resize(len as usize, 0);
-                rx.recv_raw(&mut buf)
-                    .map_err(|e| format!("receiving pages: {e}"))?;
-                r.write(h, vma, offset, &buf).map_err(|e| e.to_string())?;
-            }
-            ProcMsg::End => return Ok(()),
-            other => return Err(format!("unexpected message in an image: {other:?}")),
-        }
+    use std::sync::mpsc;
+    let pages = r.pages();
+    let (full_tx, full_rx) = mpsc::sync_channel::<(u32, u64, Vec<u8>)>(RUNS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..RUNS_IN_FLIGHT {
+        let _ = empty_tx.send(Vec::new());
     }
+    std::thread::scope(|s| {
+        let writer = std::thread::Builder::new()
+            .name("mosix-pages-in".into())
+            .spawn_scoped(s, move || -> std::result::Result<(), String> {
+                for (vma, offset, buf) in full_rx {
+                    pages
+                        .write(h, vma, offset, &buf)
+                        .map_err(|e| e.to_string())?;
+                    let _ = empty_tx.send(buf);
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("starting a thread: {e}"))?;
+        let mut total = 0u64;
+        // `Err(None)`: the writer stopped (its own error says why).
+        let received = loop {
+            let m = match rx.recv() {
+                Ok(m) => m,
+                Err(e) => break Err(Some(format!("receiving the image: {e}"))),
+            };
+            match m {
+                ProcMsg::Pages { vma, offset, len } => {
+                    total += u64::from(len);
+                    if total > h.total_bytes {
+                        break Err(Some(format!(
+                            "the image sends more than the {} bytes it announced",
+                            h.total_bytes
+                        )));
+                    }
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        break Err(None);
+                    };
+                    buf.resize(len as usize, 0);
+                    if let Err(e) = rx.recv_raw(&mut buf) {
+                        break Err(Some(format!("receiving pages: {e}")));
+                    }
+                    if full_tx.send((vma, offset, buf)).is_err() {
+                        break Err(None);
+                    }
+                }
+                ProcMsg::End => break Ok(()),
+                other => {
+                    break Err(Some(format!("unexpected message in an image: {other:?}")));
+                }
+            }
+        };
+        drop(full_tx);
+        drop(empty_rx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err("the page writer panicked".into()));
+        match (received, written) {
+            (Ok(()), w) => w,
+            (Err(Some(e)), _) => Err(e),
+            (Err(None), Err(e)) => Err(e),
+            (Err(None), Ok(())) => Err("the page writer stopped".into()),
+        }
+    })
 }
 
 /// Takes the seccomp listener out of a restored stub.

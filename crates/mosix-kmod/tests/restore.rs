@@ -59,7 +59,7 @@ fn a_frozen_shell_loop_continues_in_another_process() {
     let t = t.interrupt(|_| {}).unwrap();
     let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
     for (vma, off, data) in &pages {
-        rest.write(&h, *vma, *off, data).unwrap();
+        rest.pages().write(&h, *vma, *off, data).unwrap();
     }
     let (t, listener) = rest.finish(&h, None).map_err(|e| e.1).unwrap();
     assert!(listener.is_none());
@@ -132,7 +132,7 @@ fn under_the_filter_writes_come_to_the_listener() {
     let t = t.interrupt(|_| {}).unwrap();
     let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
     for (vma, off, data) in &pages {
-        rest.write(&h, *vma, *off, data).unwrap();
+        rest.pages().write(&h, *vma, *off, data).unwrap();
     }
     let filter = seccomp::program_bytes(&seccomp::program());
     let (t, lfd) = rest.finish(&h, Some(&filter)).map_err(|e| e.1).unwrap();
