@@ -2,7 +2,7 @@
 //! keep reading node 1's files and writing node 1's outputs, end at home with their own status
 //! or signal, and mps shows where they are.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -376,6 +376,8 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
     let st = finish_status(child);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+    drop(c);
+    mosix_tests::assert_gone("tsig");
 }
 
 #[test]
@@ -475,6 +477,29 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done 3000000\n");
     assert!(out.status.success());
     assert_eq!(guests_on(&c, 2), 0);
+
+    // A process blocked in a forwarded read (its input is at home) comes home at once when
+    // asked, and the read goes on there.
+    let mut child = c
+        .command(1, "mosrun", &["head", "-n", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(migrate(&c, pid, "home").contains("is home"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"still reading\nnot this\n")
+        .unwrap();
+    let out = finish(child);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still reading\n");
+    assert!(out.status.success());
 
     // A fork on the remote brings it home first; the pipeline then runs natively.
     let child = c

@@ -60,6 +60,11 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
     };
+    if cli.wait {
+        // Moving a large process over a slow link, or waiting for one to come home first,
+        // takes longer than an ordinary request.
+        client.set_timeout(Some(std::time::Duration::from_secs(300)));
+    }
     let resp = client.call(&Request::Migrate {
         pid: cli.pid,
         to,

@@ -258,6 +258,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The service did not answer in time.
+    #[error("the MOSIX service did not answer within {0} seconds")]
+    NoAnswer(u64),
     /// The conversation broke off.
     #[error("talking to the MOSIX service: {0}")]
     Frame(#[from] FrameError),
@@ -273,6 +276,7 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct Client {
     stream: UnixStream,
+    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -281,18 +285,44 @@ impl Client {
         let socket = paths.socket();
         let stream = UnixStream::connect(&socket)
             .map_err(|source| ClientError::NotConfigured { socket, source })?;
-        let t = Some(Duration::from_secs(30));
+        let mut c = Client {
+            stream,
+            timeout: None,
+        };
+        c.set_timeout(Some(Self::TIMEOUT));
+        Ok(c)
+    }
+
+    /// How long an answer may take by default.
+    pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Sets how long an answer may take (`None`: as long as it takes; the service bounds its
+    /// own waits).
+    pub fn set_timeout(&mut self, t: Option<Duration>) {
         // Timeouts only fail for a zero duration.
-        let _ = stream.set_read_timeout(t);
-        let _ = stream.set_write_timeout(t);
-        Ok(Client { stream })
+        let _ = self.stream.set_read_timeout(t);
+        let _ = self.stream.set_write_timeout(t);
+        self.timeout = t;
     }
 
     /// Sends one request and waits for the answer; a [`Response::Error`] becomes
     /// [`ClientError::Refused`].
     pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        write_frame(&mut self.stream, req)?;
-        match read_frame::<Response, _>(&mut self.stream, MAX_CONTROL_FRAME)? {
+        let timed_out = |e: FrameError, t: Option<Duration>| match (&e, t) {
+            (FrameError::Io(io), Some(t))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                ClientError::NoAnswer(t.as_secs())
+            }
+            _ => ClientError::Frame(e),
+        };
+        write_frame(&mut self.stream, req).map_err(|e| timed_out(e, self.timeout))?;
+        match read_frame::<Response, _>(&mut self.stream, MAX_CONTROL_FRAME)
+            .map_err(|e| timed_out(e, self.timeout))?
+        {
             Response::Error(e) => Err(ClientError::Refused(e)),
             r => Ok(r),
         }

@@ -23,14 +23,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
 use mosix_core::image::{ImageHeader, Regs};
 use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use nix::sys::signal::Signal;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::channel::{self, Receiver, Sender};
 use crate::dump::{self, FreezeOptions, Frozen};
@@ -48,6 +48,9 @@ pub fn interrupt_signal() -> i32 {
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// How long after forwarding a signal a forwarded call blocked at home keeps being interrupted.
+const KICK_FOR_SIGNAL: Duration = Duration::from_millis(100);
 
 /// Installs the (empty, non-restarting) handler of [`interrupt_signal`]; call once at start.
 pub fn install_interrupt_handler() {
@@ -236,14 +239,19 @@ fn send_away(
         }
     };
     let started = std::time::Instant::now();
+    let mut sent = started;
     let answer = frozen
         .send(&tx)
         .map_err(|e| e.to_string())
-        .and_then(|()| match rx.recv() {
-            Ok(ProcMsg::Started { pid: rpid }) => Ok(rpid),
-            Ok(ProcMsg::Refused { reason }) => Err(reason),
-            Ok(other) => Err(format!("node {to} answered {other:?}")),
-            Err(e) => Err(format!("node {to} did not answer: {e}")),
+        .and_then(|()| {
+            sent = std::time::Instant::now();
+            rx.recv()
+                .map_err(|e| format!("node {to} did not answer: {e}"))
+        })
+        .and_then(|m| match m {
+            ProcMsg::Started { pid: rpid } => Ok(rpid),
+            ProcMsg::Refused { reason } => Err(reason),
+            other => Err(format!("node {to} answered {other:?}")),
         });
     let rpid = match answer {
         Ok(p) => p,
@@ -258,6 +266,11 @@ fn send_away(
         frozen.header.comm,
         frozen.header.total_bytes >> 20,
         started.elapsed().as_secs_f64() * 1000.0
+    );
+    debug!(
+        "pid {pid}: image sent in {:.1} ms, started {:.1} ms later",
+        (sent - started).as_secs_f64() * 1e3,
+        sent.elapsed().as_secs_f64() * 1e3
     );
     let header = frozen.header.clone();
     let deputy = match Deputy::become_(frozen, tx.clone()) {
@@ -308,6 +321,8 @@ struct Deputy {
     tx: Sender,
     executor_tid: Arc<AtomicI32>,
     in_call: Arc<AtomicBool>,
+    /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
+    kick_until: Option<Instant>,
 }
 
 impl Deputy {
@@ -375,6 +390,7 @@ impl Deputy {
             tx,
             executor_tid: Arc::new(AtomicI32::new(0)),
             in_call: Arc::new(AtomicBool::new(false)),
+            kick_until: None,
         })
     }
 
@@ -443,7 +459,11 @@ impl Deputy {
         loop {
             if env.procs.take_come_home(pid) {
                 let _ = self.tx.send(&ProcMsg::ComeHome);
+                // Until the image arrives (or the process dies): a forwarded call blocked here
+                // would hold the move up for as long as it blocks.
+                self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
             }
+            self.kick();
             match reqs.recv_timeout(Duration::from_millis(5)) {
                 Ok(Req::Call(plan, reply)) => {
                     let out = match self.stop() {
@@ -507,6 +527,32 @@ impl Deputy {
         }
     }
 
+    /// Interrupts the executor if it is blocked in a forwarded call and [`Deputy::kick_until`]
+    /// says so. The interrupted call is answered `-ERESTARTSYS`. Sent again at every turn of
+    /// the tracer's loop while it applies: a signal that lands just before the executor enters
+    /// its blocking call is lost (the handler runs, then the call blocks), so one is not
+    /// enough. An extra interrupt costs at most a re-sent call.
+    fn kick(&mut self) {
+        let Some(until) = self.kick_until else { return };
+        if Instant::now() > until {
+            self.kick_until = None;
+            return;
+        }
+        let tid = self.executor_tid.load(Ordering::Relaxed);
+        if self.in_call.load(Ordering::Relaxed) && tid > 0 {
+            // SAFETY: tgkill sends a signal to one of our own threads, whose handler is
+            // installed and empty.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    std::process::id(),
+                    tid,
+                    interrupt_signal(),
+                );
+            }
+        }
+    }
+
     /// Forwards signals that stopped the deputy; notices its death.
     fn poll_signals(&mut self) -> Option<TracerEnd> {
         loop {
@@ -520,19 +566,11 @@ impl Deputy {
                     if let Stop::Signal(sig) = s.stop {
                         let _ = self.tx.send(&ProcMsg::Signal { sig: sig as i32 });
                         // A forwarded call blocked at home must not hold the signal up.
-                        let tid = self.executor_tid.load(Ordering::Relaxed);
-                        if self.in_call.load(Ordering::Relaxed) && tid > 0 {
-                            // SAFETY: tgkill sends a signal to one of our own threads, whose
-                            // handler is installed and empty.
-                            unsafe {
-                                libc::syscall(
-                                    libc::SYS_tgkill,
-                                    std::process::id(),
-                                    tid,
-                                    interrupt_signal(),
-                                );
-                            }
+                        let soon = Instant::now() + KICK_FOR_SIGNAL;
+                        if self.kick_until.is_none_or(|k| k < soon) {
+                            self.kick_until = Some(soon);
                         }
+                        self.kick();
                     }
                     match s.cont(None) {
                         Ok(r) => self.running = Some(r),
@@ -665,8 +703,17 @@ impl Deputy {
         let _ = self.tx.send(&ProcMsg::Started {
             pid: self.pid as u32,
         });
-        self.tx.shutdown();
         info!("{} (pid {}) is home again", h.comm, self.pid);
+        // Signals the remote could no longer deliver come back, then the connection ends.
+        let _ = rx.socket().set_read_timeout(Some(Duration::from_secs(5)));
+        while let Ok(m) = rx.recv() {
+            if let ProcMsg::Signal { sig } = m
+                && let Ok(s) = Signal::try_from(sig)
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), s);
+            }
+        }
+        self.tx.shutdown();
         Ok(())
     }
 }

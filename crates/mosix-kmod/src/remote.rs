@@ -143,6 +143,7 @@ fn take(
         Ok(t) => t,
         Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
     };
+    let t0 = std::time::Instant::now();
     let rest = match restore::prepare(t, h, None) {
         Ok(r) => r,
         Err((t, e)) => {
@@ -152,10 +153,12 @@ fn take(
             return Err(fail(&mut child, format!("preparing the stub: {e}")));
         }
     };
+    let t1 = std::time::Instant::now();
     if let Err(e) = restore::receive_pages(rx, h, &rest) {
         rest.into_tracee().kill();
         return Err(fail(&mut child, e));
     }
+    let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
     let (t, lfd) = match rest.finish(h, Some(&filter)) {
         Ok(x) => x,
@@ -192,6 +195,16 @@ fn take(
     }
     tx.send(&ProcMsg::Started { pid: pid as u32 })
         .map_err(|e| format!("telling home: {e}"))?;
+    info!(
+        "{} (pid {} at node {}) arrived as pid {pid}: {} MiB; stub ready in {:.1} ms, pages in {:.1} ms, started in {:.1} ms",
+        h.comm,
+        h.cached.pid,
+        h.home,
+        h.total_bytes >> 20,
+        (t1 - t0).as_secs_f64() * 1e3,
+        (t2 - t1).as_secs_f64() * 1e3,
+        t2.elapsed().as_secs_f64() * 1e3
+    );
     Ok((mem, listener, child))
 }
 
@@ -247,6 +260,8 @@ impl Supervisor {
     }
 
     fn supervise(&mut self) -> End {
+        // Home shows the process's state from these: the first one right away.
+        self.send_stats();
         let mut last_stats = Instant::now();
         loop {
             if self.come_home {
@@ -544,6 +559,18 @@ impl Supervisor {
                 Ok(r) => r,
                 Err(end) => return Some(end),
             };
+            if reply.ret == ERESTARTSYS && self.come_home {
+                // Interrupted at home because home wants the process back: it goes now, and
+                // the call runs again there.
+                return match self.go_home(Some(n)) {
+                    Ok(true) => Some(End::Gone),
+                    Ok(false) => {
+                        self.come_home = false;
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+            }
             if reply.ret == ERESTARTSYS && !self.signal_deliverable() {
                 // Interrupted at home for a signal this process will not take: run it again.
                 continue;
@@ -717,6 +744,10 @@ impl Supervisor {
             let _ = frozen.thaw();
             return Err(End::HomeLost(format!("sending it home failed: {e}")));
         }
+        // Signals that can no longer be delivered here: those that stopped it on the way
+        // into the freeze, and those home forwards until it has the process back. Home gets
+        // them back once the process runs there.
+        let mut undelivered: Vec<i32> = frozen.pending.iter().map(|s| *s as i32).collect();
         loop {
             match self.rx.recv() {
                 Ok(ProcMsg::Started { .. }) => {
@@ -726,6 +757,9 @@ impl Supervisor {
                     );
                     frozen.tracee.kill();
                     let _ = self.child.wait();
+                    for sig in undelivered {
+                        let _ = self.tx.send(&ProcMsg::Signal { sig });
+                    }
                     return Ok(true);
                 }
                 Ok(ProcMsg::Refused { reason }) => {
@@ -733,7 +767,8 @@ impl Supervisor {
                     let _ = frozen.thaw();
                     return Ok(false);
                 }
-                Ok(ProcMsg::Signal { .. } | ProcMsg::ComeHome | ProcMsg::Stats { .. }) => {}
+                Ok(ProcMsg::Signal { sig }) => undelivered.push(sig),
+                Ok(ProcMsg::ComeHome | ProcMsg::Stats { .. }) => {}
                 Ok(other) => {
                     frozen.tracee.kill();
                     return Err(End::HomeLost(format!(
