@@ -231,6 +231,22 @@ pub fn assert_gone(name: &str) {
         find_named(Path::new(root), &cg_name, 0, &mut left);
     }
     assert!(left.is_empty(), "cgroups left: {left:?}");
+    let prefix = format!(
+        "{}_",
+        mosix_kmod::procs::dir_name(&Path::new(vcluster::STATE_ROOT).join(name))
+    );
+    let procs: Vec<String> = std::fs::read_dir(mosix_kmod::procs::MOUNT)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        procs.is_empty(),
+        "MOSIX process directories left: {procs:?}"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(
         !mounts.contains(&format!("{}/{name}/", vcluster::STATE_ROOT)),

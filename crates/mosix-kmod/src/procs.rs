@@ -107,6 +107,12 @@ pub fn setup(rundir: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Removes the node's directory when no process is left in it (on a clean stop; a directory
+/// that still holds processes stays, and the next start of the service finds them again).
+pub fn release(rundir: &Path) {
+    let _ = std::fs::remove_dir(Path::new(MOUNT).join(dir_name(rundir)));
+}
+
 /// The name of a node's directory in the hierarchy.
 pub fn dir_name(rundir: &Path) -> String {
     let s: String = rundir

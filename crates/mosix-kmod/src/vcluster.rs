@@ -833,6 +833,20 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
             bases.push(h.mount_point.join(&dir_name));
         }
     }
+    // The nodes' directories in the hierarchy that names MOSIX processes.
+    let procs_prefix = format!("{}_node", crate::procs::dir_name(&state_dir(name)));
+    if let Ok(rd) = fs::read_dir(crate::procs::MOUNT) {
+        for e in rd.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            let is_node = f
+                .strip_prefix(&procs_prefix)
+                .and_then(|r| r.strip_suffix("_run"))
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if is_node {
+                bases.push(e.path());
+            }
+        }
+    }
     bases.sort();
     bases.dedup();
     bases.retain(|b| b.is_dir());

@@ -299,6 +299,7 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
     })();
 
     let _ = fs::remove_file(&sock_path);
+    crate::procs::release(&paths.rundir);
     if fs::read_to_string(&pid_path).is_ok_and(|p| p.trim() == std::process::id().to_string()) {
         let _ = fs::remove_file(&pid_path);
     }
