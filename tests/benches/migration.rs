@@ -1,0 +1,305 @@
+//! Migration benchmarks (needs root): on a 2-node virtual cluster with one CPU per node, prints
+//!
+//! 1. the round trip of a forwarded system call against the link's own round trip and the bare
+//!    seccomp user-notification round trip, all measured in this run (goal: ≤ 1.5× the link);
+//! 2. migration time and throughput for processes of 1 MiB to 1 GiB against bulk TCP throughput
+//!    over the same link in this run (goal: ≥ 0.7× at 1 GiB), each the median of three, with the
+//!    destination's memory cold and warm: this VM gives free memory back to its host, and the
+//!    first touch of such memory costs a host fault per page, which bulk TCP never pays (the
+//!    rate of that first touch on the destination is measured and printed too);
+//! 3. the speed of a CPU-bound loop on the remote against at home (goal: ≥ 0.98×).
+//!
+//! Run with `cargo bench -p mosix-tests --bench migration` (as root). `MOSIX_BENCH_SIZES=1024,16`
+//! picks the sizes, `MOSIX_BENCH_CPUS=2` the CPUs per node, `MOSIX_BENCH_DETAIL=1` prints the
+//! services' log lines about each move (phase times on both sides).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mosix_tests::{TestCluster, in_netns};
+
+fn probe(c: &TestCluster, node: u16, args: &[&str]) -> f64 {
+    let out = c.command(node, "mosix-probe", args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn mosrun_probe(c: &TestCluster, args: &[&str]) -> f64 {
+    let mut a = vec![
+        "-2",
+        mosix_tests::tool("mosix-probe")
+            .to_str()
+            .unwrap()
+            .to_owned()
+            .leak() as &str,
+    ];
+    a.extend_from_slice(args);
+    let out = c.command(1, "mosrun", &a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// TCP ping-pong between node 1 and node 2: mean round trip in ns.
+fn link_rtt(c: &TestCluster, n: u32) -> f64 {
+    let addr = (c.cluster.addr(2), 47_001);
+    let server = in_netns(&c.cluster, 2, move || TcpListener::bind(addr).unwrap());
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let ns = in_netns(&c.cluster, 1, move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..200 {
+            s.write_all(&b).unwrap();
+            s.read_exact(&mut b).unwrap();
+        }
+        let t = Instant::now();
+        for _ in 0..n {
+            s.write_all(&b).unwrap();
+            s.read_exact(&mut b).unwrap();
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(n)
+    });
+    srv.join().unwrap();
+    ns
+}
+
+/// Bulk TCP from node 1 to node 2: bytes per second.
+fn link_bulk(c: &TestCluster, bytes: usize) -> f64 {
+    let addr = (c.cluster.addr(2), 47_002);
+    let server = in_netns(&c.cluster, 2, move || TcpListener::bind(addr).unwrap());
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut got = 0;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let secs = in_netns(&c.cluster, 1, move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let buf = vec![7u8; 4 << 20];
+        let t = Instant::now();
+        let mut sent = 0;
+        while sent < bytes {
+            s.write_all(&buf).unwrap();
+            sent += buf.len();
+        }
+        drop(s);
+        t.elapsed().as_secs_f64()
+    });
+    let got = srv.join().unwrap();
+    got as f64 / secs
+}
+
+/// The service's own measure of the last migration of `pid` from its log ("... in N ms").
+fn logged_ms(c: &TestCluster, pid: u32) -> Option<f64> {
+    c.log(1)
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("(pid {pid}) migrated")))
+        .and_then(|l| l.rsplit(" in ").next())
+        .and_then(|t| t.trim_end_matches(" ms").trim().parse().ok())
+}
+
+/// Long enough for the VM to hand freed memory back to its host.
+const COOL_DOWN: Duration = Duration::from_secs(4);
+
+/// Bytes per second at which a process on node 2 can fill `mib` MiB of new memory.
+fn touch_rate(c: &TestCluster, mib: u64) -> f64 {
+    let ms = probe(c, 2, &["touch", &mib.to_string()]);
+    (mib << 20) as f64 / (ms / 1000.0)
+}
+
+/// Starts a process of `mib` MiB on node 1 and migrates it to node 2: the service's own time
+/// and the wall time of `migrate --wait`, in ms. `warm`: node 2's memory is touched just before
+/// (as on a machine that is not a VM); otherwise it has had time to go cold.
+fn migrate_once(c: &TestCluster, mib: u64, warm: bool) -> (f64, f64) {
+    let mut child = c
+        .command(
+            1,
+            "mosrun",
+            &[
+                mosix_tests::tool("mosix-probe").to_str().unwrap(),
+                "mem",
+                &mib.to_string(),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id();
+    if warm {
+        probe(c, 2, &["touch", &(mib + mib / 2 + 16).to_string()]);
+    } else {
+        std::thread::sleep(COOL_DOWN);
+    }
+    let t = Instant::now();
+    let out = c.run(1, "migrate", &[&pid.to_string(), "2", "--wait"]);
+    let wall = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = logged_ms(c, pid).unwrap_or(wall);
+    if std::env::var_os("MOSIX_BENCH_DETAIL").is_some() {
+        for l in c.log(1).lines().chain(c.log(2).lines()) {
+            if l.contains(&format!("pid {pid}")) {
+                println!("    {l}");
+            }
+        }
+    }
+    child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    child.wait().unwrap();
+    (ms, wall)
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the migration benchmark needs root (it builds a virtual cluster)");
+        std::process::exit(1);
+    }
+    let c = TestCluster::up("tbench", 2, |s| {
+        s.cpus_per_node = Some(
+            std::env::var("MOSIX_BENCH_CPUS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1.0),
+        );
+        s.mem_per_node = Some(6 << 30);
+    });
+    for n in 1..=2 {
+        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
+            .unwrap();
+    }
+
+    println!("== Forwarded system calls (mean round trip, µs) ==");
+    let calls = "20000";
+    let rtt = link_rtt(&c, 20_000) / 1000.0;
+    let notify = probe(&c, 1, &["notify", calls]) / 1000.0;
+    let notify_sync = probe(&c, 1, &["notify-sync", calls]) / 1000.0;
+    let local = probe(&c, 1, &["calls", calls]) / 1000.0;
+    let fwd = mosrun_probe(&c, &["calls", calls]) / 1000.0;
+    println!("{:<52} {:>9}", "what", "µs");
+    println!("{:<52} {:>9.1}", "read(1 byte) at home, natively", local);
+    println!(
+        "{:<52} {:>9.1}",
+        "seccomp user-notification round trip", notify
+    );
+    println!(
+        "{:<52} {:>9.1}",
+        "  … with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP", notify_sync
+    );
+    println!(
+        "{:<52} {:>9.1}",
+        "link round trip (TCP, node 1 <-> node 2)", rtt
+    );
+    println!(
+        "{:<52} {:>9.1}",
+        "read(1 byte) forwarded from node 2 to home", fwd
+    );
+    let ratio = fwd / rtt;
+    println!(
+        "forwarded call / link RTT = {ratio:.2} (goal <= 1.5: {})",
+        if ratio <= 1.5 { "met" } else { "MISSED" }
+    );
+
+    println!();
+    println!("== Migration (1 CPU per node) ==");
+    let bulk = link_bulk(&c, 2 << 30);
+    println!("bulk TCP over the link: {:.0} MB/s", bulk / 1e6);
+    // This VM hands memory back to its host when it is free for a while (free page reporting);
+    // touching such "cold" memory again costs a fault in the host per page. The first touch of
+    // fresh memory inside node 2, cold and then warm (just freed), bounds any arrival.
+    std::thread::sleep(COOL_DOWN);
+    let cold = touch_rate(&c, 1024);
+    let warm = touch_rate(&c, 1024);
+    println!(
+        "first touch of 1 GiB of new memory on node 2: {:.0} MB/s cold, {:.0} MB/s warm",
+        cold / 1e6,
+        warm / 1e6
+    );
+    println!(
+        "{:>8} {:>6} {:>10} {:>10} {:>10} {:>8}",
+        "MiB", "memory", "ms", "wall ms", "MB/s", "vs TCP"
+    );
+    let sizes: Vec<u64> = std::env::var("MOSIX_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 128, 512, 1024]);
+    let mut at_1g = (0.0, 0.0);
+    for mib in sizes {
+        for warm in [false, true] {
+            // Median of three.
+            let mut runs: Vec<(f64, f64)> = (0..3).map(|_| migrate_once(&c, mib, warm)).collect();
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (ms, wall) = runs[1];
+            let rate = (mib << 20) as f64 / (ms / 1000.0);
+            println!(
+                "{:>8} {:>6} {:>10.1} {:>10.1} {:>10.0} {:>8.2}",
+                mib,
+                if warm { "warm" } else { "cold" },
+                ms,
+                wall,
+                rate / 1e6,
+                rate / bulk
+            );
+            if mib == 1024 {
+                if warm {
+                    at_1g.1 = rate / bulk;
+                } else {
+                    at_1g.0 = rate / bulk;
+                }
+            }
+        }
+    }
+    let verdict = |r: f64| if r >= 0.7 { "met" } else { "MISSED" };
+    println!(
+        "migration at 1 GiB / bulk TCP = {:.2} with warm memory (goal >= 0.7: {}), {:.2} with cold memory (bounded by its first touch: {:.2})",
+        at_1g.1,
+        verdict(at_1g.1),
+        at_1g.0,
+        cold / bulk
+    );
+
+    println!();
+    println!("== CPU-bound loop (iterations per second) ==");
+    let home = probe(&c, 1, &["spin", "5"]);
+    let remote = mosrun_probe(&c, &["spin", "5"]);
+    println!("at home: {home:.3e}; on node 2: {remote:.3e}");
+    let r = remote / home;
+    println!(
+        "remote / home = {r:.3} (goal >= 0.98: {})",
+        if r >= 0.98 { "met" } else { "MISSED" }
+    );
+}

@@ -1,0 +1,177 @@
+//! A small program the benchmarks and tests run as a MOSIX process.
+//!
+//! * `mosix-probe calls N`: N one-byte reads from /dev/zero (each a forwarded call when the
+//!   process runs remotely); prints the mean time per call in nanoseconds.
+//! * `mosix-probe spin SECS`: a CPU-bound loop for SECS seconds; prints iterations per second.
+//! * `mosix-probe mem MIB`: fills MIB MiB of memory, prints `ready`, then waits for a line on
+//!   standard input and exits.
+//! * `mosix-probe touch MIB`: maps MIB MiB of fresh memory and writes every page once; prints
+//!   the time that took in milliseconds (the machine's cost of new memory, which every arrival
+//!   of a migrated process pays).
+//! * `mosix-probe notify N`: the bare cost of a seccomp user notification: a child under a
+//!   USER_NOTIF filter makes N getppid calls that this process answers at once; prints the mean
+//!   round trip in nanoseconds (`notify-sync N`: with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, Read, Write};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    match args.get(1).map(String::as_str) {
+        Some("calls") => {
+            let mut f = std::fs::File::open("/dev/zero").unwrap();
+            let mut b = [0u8; 1];
+            for _ in 0..100 {
+                f.read_exact(&mut b).unwrap();
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                f.read_exact(&mut b).unwrap();
+            }
+            println!("{}", t.elapsed().as_nanos() / u128::from(n));
+        }
+        Some("spin") => {
+            let t = Instant::now();
+            let mut iters = 0u64;
+            let mut x = 1u64;
+            while t.elapsed() < Duration::from_secs(n) {
+                for _ in 0..10_000 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                }
+                iters += 10_000;
+            }
+            std::hint::black_box(x);
+            println!("{}", iters as f64 / t.elapsed().as_secs_f64());
+        }
+        Some("mem") => {
+            let mut v = vec![0u8; (n as usize) << 20];
+            for (i, c) in v.chunks_mut(4096).enumerate() {
+                c[0] = i as u8;
+            }
+            println!("ready");
+            std::io::stdout().flush().unwrap();
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).unwrap();
+            std::hint::black_box(&v);
+        }
+        Some("touch") => {
+            let len = (n as usize) << 20;
+            // SAFETY: a fresh private anonymous mapping, written only through the slice made
+            // from it below and unmapped at exit.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: `p` is a readable and writable mapping of `len` bytes that nothing else
+            // refers to.
+            let m = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+            let t = Instant::now();
+            for c in m.chunks_mut(4096) {
+                c[0] = 1;
+            }
+            println!("{}", t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Some(m @ ("notify" | "notify-sync")) => notify(n, m == "notify-sync"),
+        _ => {
+            eprintln!(
+                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | notify N | notify-sync N"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn notify(n: u64, sync: bool) {
+    use mosix_kmod::seccomp::{Insn, Listener, program_bytes, take_fd};
+    // A filter that sends getppid to the listener and allows everything else.
+    let prog = [
+        Insn {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        Insn {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_getppid as u32,
+        },
+        Insn {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fc0_0000,
+        },
+        Insn {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+    ];
+    let bytes = program_bytes(&prog);
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only makes system calls and writes to a pipe before exiting; this
+    // program is single-threaded at this point.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: bytes.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: plain prctl and seccomp calls with a valid filter program.
+            let fd = unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                libc::syscall(libc::SYS_seccomp, 1, 1 << 3, &raw const fprog)
+            };
+            let mut w = std::fs::File::from(wr);
+            w.write_all(&(fd as i32).to_le_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            for _ in 0..100 {
+                // SAFETY: getppid takes no arguments.
+                unsafe { libc::getppid() };
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: as above.
+                unsafe { libc::getppid() };
+            }
+            w.write_all(&(t.elapsed().as_nanos() as u64 / n).to_le_bytes())
+                .unwrap();
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut r = std::fs::File::from(rd);
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).unwrap();
+            let l = Listener::from_fd(take_fd(child.as_raw(), i32::from_le_bytes(b)).unwrap());
+            if sync {
+                l.sync_wakeups().unwrap();
+            }
+            let done = std::thread::spawn(move || {
+                let mut b = [0u8; 8];
+                r.read_exact(&mut b).unwrap();
+                u64::from_le_bytes(b)
+            });
+            for _ in 0..(n + 100) {
+                let Ok(x) = l.recv() else { break };
+                l.reply(x.id, 1).unwrap();
+            }
+            println!("{}", done.join().unwrap());
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+    }
+}
