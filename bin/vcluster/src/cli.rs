@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "vcluster",
     version,
-    after_long_help = "Examples:\n  vcluster demo                    build 4 nodes, show them disseminate, crash and rejoin, tear down\n  vcluster up -n 4                 build a cluster 'mvc' of 4 nodes and start their services\n  vcluster exec 2 -- mon           run mon on node 2\n  vcluster exec 3 -- mosctl status 1\n  eval $(vcluster env 2); mosctl getload   talk to node 2 from this shell\n  vcluster stop 3 --kill           crash node 3's service; vcluster start 3 brings it back\n  vcluster down                    remove everything\n\nState: /run/mosix-vc/NAME/ (node I's MOSIX_ETC is nodeI/etc, its MOSIX_RUNDIR nodeI/run). Network namespaces NAME-nI (node I at BASE+I) and NAME-sw (the bridge). Cgroups mosix-vc.NAME/nodeI."
+    after_long_help = "Examples:\n  vcluster demo                    build 4 nodes: gossip, processes moving, a crash and a rejoin; tear down\n  vcluster up -n 4                 build a cluster 'mvc' of 4 nodes and start their services\n  vcluster exec 2 -- mon           run mon on node 2\n  vcluster exec 3 -- mosctl status 1\n  eval $(vcluster env 2); mosctl getload   talk to node 2 from this shell\n  vcluster stop 3 --kill           crash node 3's service; vcluster start 3 brings it back\n  vcluster down                    remove everything\n\nState: /run/mosix-vc/NAME/ (node I's MOSIX_ETC is nodeI/etc, its MOSIX_RUNDIR nodeI/run). Network namespaces NAME-nI (node I at BASE+I) and NAME-sw (the bridge). Cgroups mosix-vc.NAME/nodeI."
 )]
 pub struct Cli {
     /// What to do.

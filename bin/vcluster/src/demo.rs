@@ -1,10 +1,14 @@
 //! `vcluster demo`: a guided tour of a virtual cluster.
 //!
 //! It builds a 4-node cluster, waits until every node sees every other, loads one node with CPU
-//! burners and watches another node learn of it, crashes a node's service and watches the others
+//! burners and watches another node learn of it; starts jobs at node 1 that run on the other
+//! nodes, moves them while they run (to another node, and home), and shows that a program
+//! running away still reads its input at home; crashes a node's service and watches the others
 //! mark it down and then up again when it restarts, and removes everything. Every wait is
-//! bounded, the burners stop by themselves, and an interrupt (Ctrl-C) still removes the cluster.
+//! bounded, every job ends by itself, and an interrupt (Ctrl-C) still removes the cluster.
 
+use std::ffi::OsString;
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
@@ -77,6 +81,148 @@ impl Tour {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("gave up after {limit:?}")
+    }
+
+    fn tool(&self, name: &str) -> OsString {
+        self.cluster.tools.join(name).into_os_string()
+    }
+
+    /// Runs one of our tools on a node; its output (stdout then stderr).
+    fn run_tool(&self, node: u16, name: &str, args: &[&str]) -> Result<String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let out = self
+            .cluster
+            .command(node, &self.tool(name), &args)?
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    fn print_indented(&self, title: &str, text: &str) {
+        println!("    --- {title} ---");
+        for l in text.lines() {
+            println!("    {l}");
+        }
+    }
+
+    /// Waits (at most `limit`) until `mps --json` on node 1 shows `pid` on `node` (0 = home).
+    fn wait_at(&self, pid: u32, node: u64, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str(&self.run_tool(1, "mps", &["--json"])?).unwrap_or_default();
+            if rows.iter().any(|r| r["pid"] == pid && r["node"] == node) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("process {pid} did not show on node {node} within {limit:?}")
+    }
+
+    /// The migration act.
+    fn migration(&mut self) -> Result<()> {
+        self.say(
+            "Migration: three jobs start at node 1 and run on nodes 2, 3 and 4 (mosrun -NODE)...",
+        );
+        // A shell counting (no fork, no I/O until the end): CPU-bound, and ends by itself.
+        let job =
+            "i=0; while [ $i -lt 4000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
+        let mut jobs = Vec::new();
+        for (name, node) in [("A", "-2"), ("B", "-3"), ("C", "-4")] {
+            let args: Vec<OsString> = [node, "sh", "-c", job, name]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let child = self
+                .cluster
+                .command(1, &self.tool("mosrun"), &args)?
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            jobs.push((name, child));
+        }
+        for ((_, child), node) in jobs.iter().zip([2u64, 3, 4]) {
+            self.wait_at(child.id(), node, Duration::from_secs(10))?;
+        }
+        self.note(
+            "each keeps its pid, parent and output at node 1; mps there shows where they run:",
+        );
+        self.print_indented("mps, run on node 1", &self.run_tool(1, "mps", &[])?);
+        self.print_indented(
+            "mps -G, run on node 3 (its guests)",
+            &self.run_tool(3, "mps", &["-G"])?,
+        );
+        self.show(1)?;
+
+        let a = jobs[0].1.id().to_string();
+        let b = jobs[1].1.id().to_string();
+        self.say(&format!(
+            "Moving job A (pid {a}) from node 2 to node 4 while it runs: migrate {a} 4"
+        ));
+        let t = Instant::now();
+        let out = self.run_tool(1, "migrate", &[&a, "4", "--wait"])?;
+        self.note(&format!(
+            "{} ({:.0} ms)",
+            out.trim(),
+            t.elapsed().as_secs_f64() * 1000.0
+        ));
+        self.say(&format!("Bringing job B (pid {b}) home: migrate {b} home"));
+        let t = Instant::now();
+        let out = self.run_tool(1, "migrate", &[&b, "home", "--wait"])?;
+        self.note(&format!(
+            "{} ({:.0} ms)",
+            out.trim(),
+            t.elapsed().as_secs_f64() * 1000.0
+        ));
+        self.print_indented("mps, run on node 1", &self.run_tool(1, "mps", &[])?);
+
+        self.say("Waiting for the jobs to finish; their output arrives at node 1:");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (name, mut child) in jobs {
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                o.read_to_string(&mut out)?;
+            }
+            let status = loop {
+                if let Some(st) = child.try_wait()? {
+                    break st;
+                }
+                if Instant::now() > deadline || self.stop.load(Ordering::Relaxed) {
+                    let _ = child.kill();
+                    bail!("job {name} did not finish");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            self.note(&format!("{} ({status})", out.trim()));
+        }
+
+        self.say("A program on node 2 reading a pipe at node 1: the same checksum as at home");
+        let data = "yes 'MOSIX moves processes' | head -c 33554432";
+        let mosrun = self.tool("mosrun");
+        let mosrun = mosrun.to_string_lossy();
+        for (what, pipeline) in [
+            ("at home  ", format!("{data} | sha256sum")),
+            ("on node 2", format!("{data} | {mosrun} -2 sha256sum")),
+        ] {
+            let args: Vec<OsString> = ["-c", &pipeline].iter().map(OsString::from).collect();
+            let out = self
+                .cluster
+                .command(1, &"sh".into(), &args)?
+                .stdin(Stdio::null())
+                .output()?;
+            self.note(&format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
+        }
+        Ok(())
     }
 
     fn show(&self, node: u16) -> Result<()> {
@@ -217,6 +363,8 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
     tour.show(n)?;
     stop_all(&mut tour.burners);
 
+    tour.migration()?;
+
     tour.say("Crashing node 3's service (SIGKILL)...");
     tour.cluster.stop_node(3, true)?;
     let took = tour.wait_for(1, Duration::from_secs(30), |v| {
@@ -240,7 +388,7 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
     ));
     tour.show(1)?;
     println!(
-        "\nNext steps of the project add process migration: mosrun, migrate, mps and the balancer."
+        "\nNext steps of the project: fork and exec on the remote, I/O batching, and the automatic balancer."
     );
     Ok(ExitCode::SUCCESS)
 }
