@@ -137,6 +137,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
         ("sha256sum", vec![d("big.bin")], 150),
         ("gzip", vec!["-c".into(), d("text.txt")], 150),
         ("xz", vec!["-c".into(), "-1".into(), d("text.txt")], 150),
+        ("bzip2", vec!["-c".into(), d("text.txt")], 150),
         ("sort", vec!["--parallel=1".into(), d("text.txt")], 150),
         ("tar", vec!["-cf".into(), "-".into(), "-C".into(), d("tree"), ".".into()], 50),
         ("python3", vec![d("script.py"), d("big.bin")], 500),
