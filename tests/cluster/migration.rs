@@ -338,6 +338,25 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
         );
     }
 
+    // A signal while it waits, inside its deputy at home, for a child it had before it left:
+    // the wait ends and the signal is taken.
+    let child = c
+        .command(1, "mosrun", &["sh", "-c", "sleep 100 & wait"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = finish_status(child);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
+
     // Exit status of its own.
     let child = c
         .command(1, "mosrun", &["sh", "-c", &format!("{spin}; exit 42")])
@@ -375,7 +394,6 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
     // ^C on the terminal.
     nix::unistd::write(&pty.master, b"\x03").unwrap();
     let st = finish_status(child);
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
     drop(c);
     mosix_tests::assert_gone("tsig");
@@ -501,6 +519,39 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     let out = finish(child);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still reading\n");
     assert!(out.status.success());
+
+    // The same while it waits at home for a child it had before it left (a wait4 that runs
+    // inside the deputy): it comes home without waiting for the child, and waits there.
+    let mut child = c
+        .command(
+            1,
+            "mosrun",
+            &["sh", "-c", "sleep 100 & echo $!; wait; echo waited"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let sleeper: i32 = String::from_utf8_lossy(&line).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    assert!(migrate(&c, pid, "2").contains("node 2"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(migrate(&c, pid, "home").contains("is home"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sleeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "waited\n");
+    assert!(child.wait().unwrap().success());
 
     // A fork on the remote brings it home first; the pipeline then runs natively.
     let child = c

@@ -29,7 +29,6 @@ use mosix_core::NodeId;
 use mosix_core::image::{ImageHeader, Regs};
 use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
-use nix::sys::signal::Signal;
 use tracing::{debug, info, warn};
 
 use crate::channel::{self, Receiver, Sender};
@@ -37,7 +36,7 @@ use crate::dump::{self, FreezeOptions, Frozen};
 use crate::forward::{self, FdTable, Plan};
 use crate::inject::{self, Area};
 use crate::procs::Procs;
-use crate::ptrace::{self, Mem, Running, Stop, Stopped};
+use crate::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
 use crate::restore;
 use crate::service::link::{self, SharedContext};
 
@@ -48,6 +47,10 @@ pub fn interrupt_signal() -> i32 {
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// The answer to a forwarded call interrupted at home: "interrupted; restart it if the
+/// signal's handler says so" (the kernel's `-ERESTARTSYS`).
+const ERESTARTSYS: i64 = -512;
 
 /// How long after forwarding a signal a forwarded call blocked at home keeps being interrupted.
 const KICK_FOR_SIGNAL: Duration = Duration::from_millis(100);
@@ -98,7 +101,7 @@ pub fn migrate(
                 Err(e) => return done(Err(format!("cannot freeze process {pid}: {e}"))),
             };
             let mut sigs = Vec::new();
-            let t = match running.interrupt(|s| sigs.push(s)) {
+            let t = match running.interrupt(|s, _| sigs.push(s)) {
                 Ok(t) => t,
                 Err(e) => return done(Err(format!("cannot freeze process {pid}: {e}"))),
             };
@@ -174,10 +177,7 @@ pub fn migrate_at_exec(
                             warn!(
                                 "{comm} (pid {pid}) killed: it could not start on node {to}: {e}"
                             );
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                Signal::SIGKILL,
-                            );
+                            let _ = Sig::KILL.send_to(pid);
                         }
                     }
                 }),
@@ -192,7 +192,7 @@ pub fn migrate_at_exec(
 /// (this thread then serves it until it ends or comes home).
 fn send_away(
     t: Stopped,
-    sigs: Vec<Signal>,
+    sigs: Vec<Sig>,
     to: NodeId,
     env: &HomeEnv,
     done: Box<dyn FnOnce(Result<NodeId, String>) + Send>,
@@ -279,7 +279,7 @@ fn send_away(
             // It runs there but we cannot stand in for it: end it there, and here.
             let _ = tx.send(&ProcMsg::Kill);
             stop_moving(env);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = Sig::KILL.send_to(pid);
             return done(Err(format!("process {pid} lost: {e}")));
         }
     };
@@ -323,6 +323,10 @@ struct Deputy {
     in_call: Arc<AtomicBool>,
     /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
     kick_until: Option<Instant>,
+    /// Requests to come home.
+    home_req: ComeHomeHandle,
+    /// Home has asked the process back: calls are no longer run here.
+    homing: bool,
 }
 
 impl Deputy {
@@ -379,7 +383,7 @@ impl Deputy {
         let running = t.cont(None).map_err(|e| e.to_string())?;
         // Signals that came while it was frozen belong to the process, which is there now.
         for s in &f.pending {
-            let _ = tx.send(&ProcMsg::Signal { sig: *s as i32 });
+            let _ = tx.send(&ProcMsg::Signal { sig: s.raw() });
         }
         Ok(Deputy {
             pid,
@@ -391,6 +395,8 @@ impl Deputy {
             executor_tid: Arc::new(AtomicI32::new(0)),
             in_call: Arc::new(AtomicBool::new(false)),
             kick_until: None,
+            home_req: ComeHomeHandle::new(pid),
+            homing: false,
         })
     }
 
@@ -411,7 +417,7 @@ impl Deputy {
             env.procs.forget_home(pid);
             return;
         }
-        env.procs.register_deputy(pid, ComeHomeHandle::new());
+        env.procs.register_deputy(pid, self.home_req.clone());
         let end = self.tracer(req_rx, &env, &header);
         env.procs.unregister_deputy(pid);
         match end {
@@ -430,8 +436,11 @@ impl Deputy {
         let r = self.running.take().ok_or("the deputy is not running")?;
         r.request_interrupt().map_err(|e| e.to_string())?;
         let tx = self.tx.clone();
-        r.wait_interrupt(|s| {
-            let _ = tx.send(&ProcMsg::Signal { sig: s as i32 });
+        let nudge = self.home_req.nudge();
+        r.wait_interrupt(|s, st| {
+            if !nudge.is(s, st) {
+                let _ = tx.send(&ProcMsg::Signal { sig: s.raw() });
+            }
         })
         .map_err(|e| e.to_string())
     }
@@ -457,15 +466,22 @@ impl Deputy {
     ) -> TracerEnd {
         let pid = self.pid;
         loop {
-            if env.procs.take_come_home(pid) {
-                let _ = self.tx.send(&ProcMsg::ComeHome);
-                // Until the image arrives (or the process dies): a forwarded call blocked here
-                // would hold the move up for as long as it blocks.
-                self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
+            if self.home_req.take() {
+                self.start_homing();
             }
             self.kick();
             match reqs.recv_timeout(Duration::from_millis(5)) {
                 Ok(Req::Call(plan, reply)) => {
+                    // Home wants the process back: the call runs again at home after the move.
+                    self.home_req.set_in_deputy_call(true);
+                    if self.home_req.take() {
+                        self.start_homing();
+                    }
+                    if self.homing {
+                        self.home_req.set_in_deputy_call(false);
+                        let _ = reply.send((ERESTARTSYS, Vec::new()));
+                        continue;
+                    }
                     let out = match self.stop() {
                         Ok(t) => {
                             let (t, (ret, outs)) = self.run_in_deputy(t, *plan);
@@ -484,6 +500,12 @@ impl Deputy {
                             (-(libc::EIO as i64), Vec::new())
                         }
                     };
+                    self.home_req.set_in_deputy_call(false);
+                    // ComeHome goes out before the reply, so the remote knows why a call was
+                    // interrupted.
+                    if self.home_req.take() {
+                        self.start_homing();
+                    }
                     let _ = reply.send(out);
                 }
                 Ok(Req::Exit(status)) => {
@@ -527,6 +549,15 @@ impl Deputy {
         }
     }
 
+    /// Tells the remote to come home. Until the image arrives (or the process dies), forwarded
+    /// calls are interrupted or refused with `-ERESTARTSYS`: one blocked here would hold the
+    /// move up for as long as it blocks.
+    fn start_homing(&mut self) {
+        let _ = self.tx.send(&ProcMsg::ComeHome);
+        self.homing = true;
+        self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
+    }
+
     /// Interrupts the executor if it is blocked in a forwarded call and [`Deputy::kick_until`]
     /// says so. The interrupted call is answered `-ERESTARTSYS`. Sent again at every turn of
     /// the tracer's loop while it applies: a signal that lands just before the executor enters
@@ -563,8 +594,10 @@ impl Deputy {
                     return None;
                 }
                 Ok(Ok(s)) => {
-                    if let Stop::Signal(sig) = s.stop {
-                        let _ = self.tx.send(&ProcMsg::Signal { sig: sig as i32 });
+                    if let Stop::Signal(sig) = s.stop
+                        && !self.home_req.nudge().is(sig, &s)
+                    {
+                        let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
                         // A forwarded call blocked at home must not hold the signal up.
                         let soon = Instant::now() + KICK_FOR_SIGNAL;
                         if self.kick_until.is_none_or(|k| k < soon) {
@@ -601,12 +634,19 @@ impl Deputy {
                 return (Some(t), (-(libc::EIO as i64), Vec::new()));
             }
         }
-        let (t, ret) = match inject::syscall(
+        let tx = &self.tx;
+        let nudge = self.home_req.nudge();
+        let (t, ret) = match inject::syscall_for_process(
             t,
             self.area.site(),
             &self.pause,
             plan.nr as i64,
             placed.args,
+            |sig, st| {
+                if !nudge.is(sig, st) {
+                    let _ = tx.send(&ProcMsg::Signal { sig: sig.raw() });
+                }
+            },
         ) {
             Ok(x) => x,
             Err((t, e)) => {
@@ -665,7 +705,7 @@ impl Deputy {
             }
         };
         let _ = t.set_regs(&self.pause);
-        let Ok(s) = Signal::try_from(sig) else {
+        let Some(s) = Sig::new(sig) else {
             t.kill();
             return;
         };
@@ -708,9 +748,9 @@ impl Deputy {
         let _ = rx.socket().set_read_timeout(Some(Duration::from_secs(5)));
         while let Ok(m) = rx.recv() {
             if let ProcMsg::Signal { sig } = m
-                && let Ok(s) = Signal::try_from(sig)
+                && let Some(s) = Sig::new(sig)
             {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), s);
+                let _ = s.send_to(self.pid);
             }
         }
         self.tx.shutdown();
@@ -725,22 +765,95 @@ enum TracerEnd {
     Gone,
 }
 
-/// A flag the control socket sets to ask a deputy's tracer to bring its process home.
-#[derive(Debug, Clone, Default)]
-pub struct ComeHomeHandle(Arc<AtomicBool>);
+/// How the control socket asks a deputy's tracer to bring its process home.
+///
+/// The tracer looks at the request between two things it does; but while it runs a forwarded
+/// call inside the deputy (a `wait4` for a child, an `open` of a FIFO) it is blocked in
+/// `waitpid` for as long as the call blocks. So [`ComeHomeHandle::ask`] also *nudges* the
+/// deputy then: a queued signal that stops the deputy, which wakes the tracer; the tracer
+/// recognises the nudge by its sender and a cookie, never forwards it, and ends the call with
+/// `-ERESTARTSYS` (it runs again at home after the move). The request and the "in a call" flag
+/// are both sequentially consistent, so one of the two sides always sees the other.
+#[derive(Debug, Clone)]
+pub struct ComeHomeHandle(Arc<HomeRequest>);
+
+#[derive(Debug)]
+struct HomeRequest {
+    wanted: AtomicBool,
+    in_deputy_call: AtomicBool,
+    nudge: Nudge,
+}
 
 impl ComeHomeHandle {
-    /// A new, unset flag.
-    pub fn new() -> Self {
-        Self::default()
+    /// A handle for the deputy of process `pid`.
+    pub fn new(pid: i32) -> Self {
+        Self(Arc::new(HomeRequest {
+            wanted: AtomicBool::new(false),
+            in_deputy_call: AtomicBool::new(false),
+            nudge: Nudge::new(pid),
+        }))
     }
     /// Asks for the process.
     pub fn ask(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.wanted.store(true, Ordering::SeqCst);
+        if self.0.in_deputy_call.load(Ordering::SeqCst) {
+            self.0.nudge.send();
+        }
     }
     /// Takes the request, if any.
     pub fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+        self.0.wanted.swap(false, Ordering::SeqCst)
+    }
+    fn set_in_deputy_call(&self, v: bool) {
+        self.0.in_deputy_call.store(v, Ordering::SeqCst);
+    }
+    fn nudge(&self) -> &Nudge {
+        &self.0.nudge
+    }
+}
+
+/// A signal queued to a deputy only to wake its tracer (see [`ComeHomeHandle`]).
+#[derive(Debug)]
+struct Nudge {
+    pid: i32,
+    cookie: u64,
+}
+
+impl Nudge {
+    fn new(pid: i32) -> Nudge {
+        Nudge {
+            pid,
+            cookie: getrandom::u64().unwrap_or(0x6d6f_7369_785f_6e75),
+        }
+    }
+
+    fn signal() -> i32 {
+        libc::SIGRTMAX()
+    }
+
+    fn send(&self) {
+        let value = libc::sigval {
+            sival_ptr: self.cookie as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue(3) takes a pid, a signal number and a value passed by copy; it
+        // touches no memory of ours. (The value is an integer carried in the pointer field.)
+        unsafe {
+            libc::sigqueue(self.pid, Self::signal(), value);
+        }
+    }
+
+    /// Whether a signal stop of the deputy is this nudge.
+    fn is(&self, sig: Sig, st: &Stopped) -> bool {
+        if sig.raw() != Self::signal() {
+            return false;
+        }
+        let Ok(info) = st.siginfo() else { return false };
+        // SAFETY: for a queued signal (si_code SI_QUEUE) the kernel fills the sender's pid and
+        // the value, which is what these accessors read.
+        let (from, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as usize as u64) };
+        info.si_code == libc::SI_QUEUE
+            && u32::try_from(from).is_ok_and(|p| p == std::process::id())
+            && value == self.cookie
     }
 }
 
@@ -774,7 +887,7 @@ fn executor(
                         in_call.store(false, Ordering::Relaxed);
                         if r.ret == -(libc::EINTR as i64) {
                             // Interrupted for a signal of the process: let its kernel decide.
-                            r.ret = -512;
+                            r.ret = ERESTARTSYS;
                         }
                         r
                     }

@@ -12,13 +12,13 @@
 //! [`Frozen::thaw`] undoes everything, should the move fail: the process continues where it was
 //! as if nothing had happened.
 
+use crate::ptrace::Sig;
 use mosix_core::NodeId;
 use mosix_core::image::{
     Cached, Creds, IMAGE_VERSION, ImageHeader, MapsLine, MmFields, Regs, SigAction, SpecialMaps,
     Vma, VmaKind,
 };
 use nix::sys::ptrace::Options;
-use nix::sys::signal::Signal;
 
 use crate::inject::{self, Area, Failed};
 use crate::ptrace::{self, Error, Mem, Result, Stopped};
@@ -52,7 +52,7 @@ pub struct Frozen {
     /// Its signal mask as found.
     pub original_mask: u64,
     /// Signals that arrived while we froze it (suppressed; to be delivered at the destination).
-    pub pending: Vec<Signal>,
+    pub pending: Vec<Sig>,
 }
 
 /// How to freeze.
@@ -79,13 +79,13 @@ pub fn freeze(pid: i32, opts: &FreezeOptions) -> Result<Frozen> {
     };
     let running = ptrace::seize(pid, extra)?;
     let mut pending = Vec::new();
-    let t = running.interrupt(|s| pending.push(s))?;
+    let t = running.interrupt(|s, _| pending.push(s))?;
     freeze_stopped(t, pending, opts)
 }
 
 /// Freezes a process we already hold stopped (at an exec stop, or interrupted inside a
 /// forwarded call); `pending` are signals that arrived meanwhile and were suppressed.
-pub fn freeze_stopped(t: Stopped, pending: Vec<Signal>, opts: &FreezeOptions) -> Result<Frozen> {
+pub fn freeze_stopped(t: Stopped, pending: Vec<Sig>, opts: &FreezeOptions) -> Result<Frozen> {
     let pid = t.pid();
     match capture(t, pid, opts, pending) {
         Ok(f) => Ok(f),
@@ -102,7 +102,7 @@ fn capture(
     t: Stopped,
     pid: i32,
     opts: &FreezeOptions,
-    pending: Vec<Signal>,
+    pending: Vec<Sig>,
 ) -> std::result::Result<Frozen, Failed> {
     let original_regs = match t.regs() {
         Ok(r) => r,
@@ -557,10 +557,7 @@ impl Frozen {
         t.set_sigmask(self.original_mask)?;
         t.detach(None)?;
         for s in self.pending {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.header.cached.pid as i32),
-                s,
-            );
+            let _ = s.send_to(self.header.cached.pid as i32);
         }
         Ok(())
     }

@@ -15,9 +15,8 @@
 //! never for the per-call path of a migrated process.
 
 use mosix_core::image::{MapsLine, Regs};
-use nix::sys::signal::Signal;
 
-use crate::ptrace::{Error, Mem, Result, Stop, Stopped};
+use crate::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
 
 /// An error that may leave the tracee in our hands (stopped) or not (it died, or the kernel
 /// would not resume it): callers that must put a process back the way it was need the tracee.
@@ -78,7 +77,7 @@ pub fn syscall(
         loop {
             let s = r.wait().map_err(|e| (None, e))?;
             match s.stop {
-                Stop::Signal(Signal::SIGTRAP) => {
+                Stop::Signal(Sig::TRAP) => {
                     let after = match s.regs() {
                         Ok(a) => a,
                         Err(e) => return Err((Some(s), e)),
@@ -118,6 +117,62 @@ pub fn syscall(
         ),
     };
     Err((Some(t), e))
+}
+
+/// Runs system call `nr(args)` in a deputy on behalf of its migrated process. Unlike in a
+/// freeze or a restore, the deputy's signals are not blocked: they are the process's. A signal
+/// that stops the deputy meanwhile is handed to `on_signal` (with the stop, for its signal
+/// information) and suppressed here; if it interrupted the call, the call is not restarted but
+/// ends with its `-ERESTART*` code, so that the process's own kernel decides what the signal
+/// means for it, as it would for a native call. (At the signal's stop `orig_rax` is set to -1,
+/// which keeps the kernel from rewinding to the `syscall` instruction after a suppressed
+/// signal.) `-ERESTART_RESTARTBLOCK` becomes `-EINTR`: its state stays in this kernel.
+pub fn syscall_for_process(
+    t: Stopped,
+    site: u64,
+    base: &Regs,
+    nr: i64,
+    args: [u64; 6],
+    mut on_signal: impl FnMut(Sig, &Stopped),
+) -> std::result::Result<(Stopped, i64), Failed> {
+    const ERESTARTSYS: i64 = -512;
+    const ERESTART_RESTARTBLOCK: i64 = -516;
+    let regs = base.for_syscall(site, nr as u64, args);
+    if let Err(e) = t.set_regs(&regs) {
+        return Err((Some(t), e));
+    }
+    let mut r = t.cont(None).map_err(|e| (None, e))?;
+    loop {
+        let s = r.wait().map_err(|e| (None, e))?;
+        let Stop::Signal(sig) = s.stop else {
+            r = s.cont(None).map_err(|e| (None, e))?;
+            continue;
+        };
+        let mut now = match s.regs() {
+            Ok(x) => x,
+            Err(e) => return Err((Some(s), e)),
+        };
+        if sig == Sig::TRAP && now.ip() == site + 3 {
+            let ret = now.ax() as i64;
+            return Ok((
+                s,
+                if ret == ERESTART_RESTARTBLOCK {
+                    -i64::from(libc::EINTR)
+                } else {
+                    ret
+                },
+            ));
+        }
+        on_signal(sig, &s);
+        let ret = now.ax() as i64;
+        if now.orig_ax() >= 0 && (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret) {
+            now.0[Regs::ORIG_RAX] = u64::MAX;
+            if let Err(e) = s.set_regs(&now) {
+                return Err((Some(s), e));
+            }
+        }
+        r = s.cont(None).map_err(|e| (None, e))?;
+    }
 }
 
 /// Blocks every blockable signal of the tracee for an injection session; returns its mask, to

@@ -7,7 +7,10 @@
 //! process (a ptrace rule): the types are not `Send`, so they stay on that thread.
 //!
 //! Requests nix does not wrap (the XSAVE regset, the signal mask, the rseq configuration) go
-//! through `libc::ptrace` with the layouts documented next to them.
+//! through `libc::ptrace` with the layouts documented next to them. So do waiting and resuming:
+//! nix's `Signal` has no real-time signals, and its `waitpid` fails on a stop or a death by one
+//! (the stop is then consumed and the tracee lost to us) — but anyone may send a tracee
+//! `SIGRTMIN+3`. Signals here are [`Sig`], any number from 1 to 64.
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -17,8 +20,53 @@ use mosix_core::image::{Regs, Rseq};
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+/// A signal number, 1 to 64: the standard signals and the real-time ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sig(i32);
+
+impl Sig {
+    /// `SIGTRAP`.
+    pub const TRAP: Sig = Sig(libc::SIGTRAP);
+    /// `SIGKILL`.
+    pub const KILL: Sig = Sig(libc::SIGKILL);
+
+    /// The signal numbered `n`, if there is one.
+    pub fn new(n: i32) -> Option<Sig> {
+        (1..=64).contains(&n).then_some(Sig(n))
+    }
+
+    /// Its number.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// Sends it to process `pid` (`kill(2)`).
+    pub fn send_to(self, pid: i32) -> std::io::Result<()> {
+        // SAFETY: kill(2) takes two integers and touches no memory of ours.
+        if unsafe { libc::kill(pid, self.0) } < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl From<Signal> for Sig {
+    fn from(s: Signal) -> Sig {
+        Sig(s as i32)
+    }
+}
+
+impl std::fmt::Display for Sig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Signal::try_from(self.0) {
+            Ok(s) => write!(f, "{s}"),
+            Err(_) => write!(f, "SIGRTMIN+{}", self.0 - libc::SIGRTMIN()),
+        }
+    }
+}
 
 /// What can go wrong with a tracee.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +144,7 @@ pub enum Stop {
     /// A `PTRACE_EVENT_*` stop (`PTRACE_EVENT_STOP` = 128 after an interrupt or a group stop).
     Event(i32),
     /// A signal is about to be delivered; resuming with it delivers it, with 0 suppresses it.
-    Signal(Signal),
+    Signal(Sig),
     /// A system-call entry or exit stop (`PTRACE_SYSCALL` with `TRACESYSGOOD`).
     Syscall,
 }
@@ -151,23 +199,79 @@ pub fn seize(pid: i32, extra: Options) -> Result<Running> {
     })
 }
 
-fn decode(pid: Pid, st: WaitStatus) -> Result<Stop> {
-    match st {
-        WaitStatus::PtraceEvent(_, _, ev) => Ok(Stop::Event(ev)),
-        WaitStatus::Stopped(_, sig) => Ok(Stop::Signal(sig)),
-        WaitStatus::PtraceSyscall(_) => Ok(Stop::Syscall),
-        WaitStatus::Exited(_, status) => Err(Error::Exited {
-            pid: pid.as_raw(),
-            status,
-        }),
-        WaitStatus::Signaled(_, sig, _) => Err(Error::Killed {
-            pid: pid.as_raw(),
-            sig: sig as i32,
-        }),
-        other => Err(Error::Unexpected {
-            pid: pid.as_raw(),
-            what: format!("unexpected wait status {other:?}"),
-        }),
+/// What `waitpid` said about a tracee.
+enum Waited {
+    /// Nothing yet (`WNOHANG`).
+    Nothing,
+    /// A stop.
+    Stop(Stop),
+}
+
+/// `waitpid(pid, __WALL | flags)`, decoded by hand (see the module's notes on nix).
+fn wait_raw(pid: Pid, flags: libc::c_int) -> Result<Waited> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid(2) writes one int into `status`, a valid local.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &raw mut status, libc::__WALL | flags) };
+        if r < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::ECHILD => return Err(Error::Died(pid.as_raw())),
+                e => return Err(os("waitpid", pid)(e)),
+            }
+        }
+        if r == 0 {
+            return Ok(Waited::Nothing);
+        }
+        let raw = pid.as_raw();
+        if libc::WIFEXITED(status) {
+            return Err(Error::Exited {
+                pid: raw,
+                status: libc::WEXITSTATUS(status),
+            });
+        }
+        if libc::WIFSIGNALED(status) {
+            return Err(Error::Killed {
+                pid: raw,
+                sig: libc::WTERMSIG(status),
+            });
+        }
+        if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            let event = (status >> 16) & 0xff;
+            return Ok(Waited::Stop(if sig == libc::SIGTRAP | 0x80 {
+                Stop::Syscall
+            } else if event != 0 {
+                Stop::Event(event)
+            } else {
+                match Sig::new(sig) {
+                    Some(s) => Stop::Signal(s),
+                    None => {
+                        return Err(Error::Unexpected {
+                            pid: raw,
+                            what: format!("stopped by signal number {sig}"),
+                        });
+                    }
+                }
+            }));
+        }
+        return Err(Error::Unexpected {
+            pid: raw,
+            what: format!("unexpected wait status {status:#x}"),
+        });
+    }
+}
+
+/// A resuming request with a signal to deliver (0: none).
+fn resume(req: libc::c_uint, pid: Pid, sig: Option<Sig>, what: &'static str) -> Result<()> {
+    let data = sig.map_or(0, Sig::raw) as usize;
+    // SAFETY: PTRACE_CONT, PTRACE_SYSCALL and PTRACE_DETACH take no address and a signal
+    // number as data; nothing of ours is read or written.
+    let r = unsafe { libc::ptrace(req, pid.as_raw(), 0usize, data) };
+    if r == -1 {
+        Err(os(what, pid)(Errno::last()))
+    } else {
+        Ok(())
     }
 }
 
@@ -179,34 +283,29 @@ impl Running {
 
     /// Waits for the next stop.
     pub fn wait(self) -> Result<Stopped> {
-        loop {
-            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
-                Ok(st) => {
-                    let stop = decode(self.pid, st)?;
-                    return Ok(Stopped {
-                        pid: self.pid,
-                        stop,
-                        _not_send: PhantomData,
-                    });
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => return Err(Error::Died(self.pid.as_raw())),
-                Err(e) => return Err(os("waitpid", self.pid)(e)),
-            }
+        match wait_raw(self.pid, 0)? {
+            Waited::Stop(stop) => Ok(Stopped {
+                pid: self.pid,
+                stop,
+                _not_send: PhantomData,
+            }),
+            Waited::Nothing => Err(Error::Unexpected {
+                pid: self.pid.as_raw(),
+                what: "waitpid returned nothing without WNOHANG".into(),
+            }),
         }
     }
 
     /// Returns a stop if one is pending, without blocking; `Err(self)` if it still runs.
     pub fn try_wait(self) -> std::result::Result<Result<Stopped>, Running> {
-        match waitpid(self.pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Err(self),
-            Ok(st) => Ok(decode(self.pid, st).map(|stop| Stopped {
+        match wait_raw(self.pid, libc::WNOHANG) {
+            Ok(Waited::Nothing) => Err(self),
+            Ok(Waited::Stop(stop)) => Ok(Ok(Stopped {
                 pid: self.pid,
                 stop,
                 _not_send: PhantomData,
             })),
-            Err(Errno::ECHILD) => Ok(Err(Error::Died(self.pid.as_raw()))),
-            Err(e) => Ok(Err(os("waitpid", self.pid)(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -216,16 +315,16 @@ impl Running {
     }
 
     /// Waits for the stop an interrupt asked for; signal stops on the way are handed to
-    /// `on_signal` and suppressed.
-    pub fn wait_interrupt(self, mut on_signal: impl FnMut(Signal)) -> Result<Stopped> {
+    /// `on_signal` (with the stop, for its signal information) and suppressed.
+    pub fn wait_interrupt(self, mut on_signal: impl FnMut(Sig, &Stopped)) -> Result<Stopped> {
         let mut r = self;
         loop {
             let s = r.wait()?;
             match s.stop {
                 Stop::Event(_) | Stop::Syscall => return Ok(s),
-                Stop::Signal(Signal::SIGTRAP) => return Ok(s),
+                Stop::Signal(Sig::TRAP) => return Ok(s),
                 Stop::Signal(sig) => {
-                    on_signal(sig);
+                    on_signal(sig, &s);
                     r = s.cont(None)?;
                     ptrace::interrupt(r.pid).map_err(os("PTRACE_INTERRUPT", r.pid))?;
                 }
@@ -236,17 +335,17 @@ impl Running {
     /// Stops it (`PTRACE_INTERRUPT`) and waits for the stop. Signals that arrive first are
     /// reported as their own stops; `on_signal` decides what to do with each (its return value
     /// is kept pending for the caller) and the interrupt stop is awaited again.
-    pub fn interrupt(self, mut on_signal: impl FnMut(Signal)) -> Result<Stopped> {
+    pub fn interrupt(self, mut on_signal: impl FnMut(Sig, &Stopped)) -> Result<Stopped> {
         ptrace::interrupt(self.pid).map_err(os("PTRACE_INTERRUPT", self.pid))?;
         let mut r = self;
         loop {
             let s = r.wait()?;
             match s.stop {
                 Stop::Event(_) | Stop::Syscall => return Ok(s),
-                Stop::Signal(Signal::SIGTRAP) => return Ok(s),
+                Stop::Signal(Sig::TRAP) => return Ok(s),
                 Stop::Signal(sig) => {
                     // Suppress it here; the caller re-raises or forwards it.
-                    on_signal(sig);
+                    on_signal(sig, &s);
                     r = s.cont(None)?;
                     ptrace::interrupt(r.pid).map_err(os("PTRACE_INTERRUPT", r.pid))?;
                 }
@@ -256,8 +355,8 @@ impl Running {
 
     /// Detaches from a running tracee is not possible; stop it first. Kills it instead.
     pub fn kill(self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
-        let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+        let _ = Sig::KILL.send_to(self.pid.as_raw());
+        let _ = wait_raw(self.pid, 0);
     }
 }
 
@@ -412,9 +511,14 @@ impl Stopped {
         }))
     }
 
+    /// The signal information of a signal-delivery stop (`PTRACE_GETSIGINFO`).
+    pub fn siginfo(&self) -> Result<libc::siginfo_t> {
+        ptrace::getsiginfo(self.pid).map_err(os("PTRACE_GETSIGINFO", self.pid))
+    }
+
     /// Resumes it, delivering `sig` if given.
-    pub fn cont(self, sig: Option<Signal>) -> Result<Running> {
-        ptrace::cont(self.pid, sig).map_err(os("PTRACE_CONT", self.pid))?;
+    pub fn cont(self, sig: Option<Sig>) -> Result<Running> {
+        resume(libc::PTRACE_CONT, self.pid, sig, "PTRACE_CONT")?;
         Ok(Running {
             pid: self.pid,
             _not_send: PhantomData,
@@ -423,7 +527,7 @@ impl Stopped {
 
     /// Resumes it to the next system-call entry or exit.
     pub fn syscall(self) -> Result<Running> {
-        ptrace::syscall(self.pid, None).map_err(os("PTRACE_SYSCALL", self.pid))?;
+        resume(libc::PTRACE_SYSCALL, self.pid, None, "PTRACE_SYSCALL")?;
         Ok(Running {
             pid: self.pid,
             _not_send: PhantomData,
@@ -431,15 +535,15 @@ impl Stopped {
     }
 
     /// Lets it go, delivering `sig` if given.
-    pub fn detach(self, sig: Option<Signal>) -> Result<()> {
-        ptrace::detach(self.pid, sig).map_err(os("PTRACE_DETACH", self.pid))
+    pub fn detach(self, sig: Option<Sig>) -> Result<()> {
+        resume(libc::PTRACE_DETACH, self.pid, sig, "PTRACE_DETACH")
     }
 
     /// Kills it and reaps the trace of it.
     pub fn kill(self) {
-        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
-        let _ = ptrace::cont(self.pid, None);
-        let _ = waitpid(self.pid, Some(WaitPidFlag::__WALL));
+        let _ = Sig::KILL.send_to(self.pid.as_raw());
+        let _ = resume(libc::PTRACE_CONT, self.pid, None, "PTRACE_CONT");
+        let _ = wait_raw(self.pid, 0);
     }
 }
 

@@ -17,14 +17,13 @@ use mosix_core::NodeId;
 use mosix_core::image::ImageHeader;
 use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
-use nix::sys::signal::Signal;
 use tracing::{debug, info, warn};
 
 use crate::channel::{self, Receiver, Sender};
 use crate::dump::{self, FreezeOptions};
 use crate::forward::{self, Marshalled};
 use crate::procs::{Guest, Procs};
-use crate::ptrace::{self, Mem};
+use crate::ptrace::{self, Mem, Sig};
 use crate::restore;
 use crate::seccomp::{self, Listener, Notif};
 
@@ -139,7 +138,7 @@ fn take(
         let _ = child.wait();
         e
     };
-    let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_| {})) {
+    let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_, _| {})) {
         Ok(t) => t,
         Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
     };
@@ -380,8 +379,8 @@ impl Supervisor {
     fn home_msg(&mut self, m: ProcMsg) -> Option<End> {
         match m {
             ProcMsg::Signal { sig } => {
-                if let Ok(s) = Signal::try_from(sig) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), s);
+                if let Some(s) = Sig::new(sig) {
+                    let _ = s.send_to(self.pid());
                 }
                 None
             }
@@ -627,13 +626,12 @@ impl Supervisor {
         if sig == 0 {
             return Some(0);
         }
-        let Ok(s) = Signal::try_from(sig as i32) else {
+        let Some(s) = i32::try_from(sig).ok().and_then(Sig::new) else {
             return Some(EINVAL);
         };
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        Some(match nix::sys::signal::kill(pid, s) {
+        Some(match s.send_to(self.pid()) {
             Ok(()) => 0,
-            Err(e) => -(e as i64),
+            Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EPERM)),
         })
     }
 
@@ -725,7 +723,7 @@ impl Supervisor {
             let _ = self.listener.reply(n.id, ERESTARTNOINTR);
         }
         let mut sigs = Vec::new();
-        let t = match running.wait_interrupt(|s| sigs.push(s)) {
+        let t = match running.wait_interrupt(|s, _| sigs.push(s)) {
             Ok(t) => t,
             Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),
         };
@@ -747,7 +745,7 @@ impl Supervisor {
         // Signals that can no longer be delivered here: those that stopped it on the way
         // into the freeze, and those home forwards until it has the process back. Home gets
         // them back once the process runs there.
-        let mut undelivered: Vec<i32> = frozen.pending.iter().map(|s| *s as i32).collect();
+        let mut undelivered: Vec<i32> = frozen.pending.iter().map(|s| s.raw()).collect();
         loop {
             match self.rx.recv() {
                 Ok(ProcMsg::Started { .. }) => {

@@ -56,7 +56,7 @@ fn a_frozen_shell_loop_continues_in_another_process() {
         .spawn()
         .unwrap();
     let t = ptrace::seize(stub.id() as i32, Options::empty()).unwrap();
-    let t = t.interrupt(|_| {}).unwrap();
+    let t = t.interrupt(|_, _| {}).unwrap();
     let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
     for (vma, off, data) in &pages {
         rest.pages().write(&h, *vma, *off, data).unwrap();
@@ -129,7 +129,7 @@ fn under_the_filter_writes_come_to_the_listener() {
     let mut stub = Command::new("sleep").arg("1000").spawn().unwrap();
     let spid = stub.id() as i32;
     let t = ptrace::seize(spid, ptrace::SUSPEND_SECCOMP).unwrap();
-    let t = t.interrupt(|_| {}).unwrap();
+    let t = t.interrupt(|_, _| {}).unwrap();
     let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
     for (vma, off, data) in &pages {
         rest.pages().write(&h, *vma, *off, data).unwrap();
