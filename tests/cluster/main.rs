@@ -5,6 +5,7 @@
 //! they fail instead.
 #![allow(clippy::unwrap_used)]
 
+mod failures;
 mod frames;
 mod gossip;
 mod loopback;

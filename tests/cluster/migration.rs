@@ -28,18 +28,6 @@ fn pid_of(child: &Child) -> u32 {
     child.id()
 }
 
-/// Moves `pid` from node 1 to `to` and checks it got there.
-fn migrate(c: &TestCluster, pid: u32, to: &str) -> String {
-    let out = c.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "migrate {pid} {to}: {text}");
-    text
-}
-
 fn finish(mut child: Child) -> Output {
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
@@ -74,7 +62,7 @@ fn reference_and_migrated(
         .unwrap();
     std::thread::sleep(after);
     let pid = pid_of(&child);
-    let said = migrate(c, pid, "2");
+    let said = c.migrate(pid, "2");
     assert!(said.contains("is on node 2"), "{prog}: {said}");
     // mps at home says where it runs; mps -G on node 2 lists it as a guest from node 1.
     let rows = c.mps(1, false);
@@ -187,7 +175,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let said = migrate(&c, pid_of(&child), "2");
+    let said = c.migrate(pid_of(&child), "2");
     assert!(said.contains("node 2"), "{said}");
     let st = finish_status(child);
     assert!(st.success());
@@ -240,7 +228,7 @@ fn home_gets_its_memory_back_and_the_guest_is_listed_there() {
     // Wait until the memory is in use and measured.
     std::thread::sleep(Duration::from_secs(4));
     let before = mem_free_of_self(&c, 1);
-    let said = migrate(&c, pid, "2");
+    let said = c.migrate(pid, "2");
     assert!(said.contains("node 2"), "{said}");
     let rss: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -283,25 +271,6 @@ fn home_gets_its_memory_back_and_the_guest_is_listed_there() {
     let _ = finish(child);
 }
 
-fn guests_on(c: &TestCluster, node: u16) -> usize {
-    c.mps(node, true)
-        .iter()
-        .filter(|r| !r["from"].is_null())
-        .count()
-}
-
-/// Processes in node I's cgroup other than its service.
-fn node_procs(c: &TestCluster, node: u16) -> Vec<i32> {
-    let svc = c.cluster.node(node).service_pid.unwrap_or(0) as i32;
-    let dir = &c.cluster.node(node).cgroups[0];
-    std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .filter(|p| *p != svc)
-        .collect()
-}
-
 #[test]
 fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
     if !require_root("signals_at_home_reach_the_remote") {
@@ -317,24 +286,24 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
         let child = c.command(1, "mosrun", &["sh", "-c", spin]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let pid = pid_of(&child);
-        assert!(migrate(&c, pid, "2").contains("node 2"));
-        assert_eq!(guests_on(&c, 2), 1);
+        assert!(c.migrate(pid, "2").contains("node 2"));
+        assert_eq!(c.guests_on(2), 1);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
         let st = finish_status(child);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(expect), "{sig}: {st:?}");
         // Nothing is left on node 2.
         let t = Instant::now();
-        while (guests_on(&c, 2) > 0 || !node_procs(&c, 2).is_empty())
+        while (c.guests_on(2) > 0 || !c.node_procs(2).is_empty())
             && t.elapsed() < Duration::from_secs(5)
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(guests_on(&c, 2), 0, "{sig}: guest left on node 2");
+        assert_eq!(c.guests_on(2), 0, "{sig}: guest left on node 2");
         assert!(
-            node_procs(&c, 2).is_empty(),
+            c.node_procs(2).is_empty(),
             "{sig}: processes left on node 2: {:?}",
-            node_procs(&c, 2)
+            c.node_procs(2)
         );
     }
 
@@ -346,7 +315,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -363,7 +332,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(migrate(&c, pid_of(&child), "3").contains("node 3"));
+    assert!(c.migrate(pid_of(&child), "3").contains("node 3"));
     assert_eq!(finish_status(child).code(), Some(42));
 
     // SIGINT from the controlling terminal.
@@ -390,7 +359,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
     drop(slave);
     std::thread::sleep(Duration::from_millis(300));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     // ^C on the terminal.
     nix::unistd::write(&pty.master, b"\x03").unwrap();
     let st = finish_status(child);
@@ -485,9 +454,9 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(migrate(&c, pid, "home").contains("is home"));
+    assert!(c.migrate(pid, "home").contains("is home"));
     let rows = c.mps(1, false);
     let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
     assert_eq!(row["node"], 0);
@@ -495,7 +464,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     let out = finish(child);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done 3000000\n");
     assert!(out.status.success());
-    assert_eq!(guests_on(&c, 2), 0);
+    assert_eq!(c.guests_on(2), 0);
 
     // A process blocked in a forwarded read (its input is at home) comes home at once when
     // asked, and the read goes on there.
@@ -507,9 +476,9 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(migrate(&c, pid, "home").contains("is home"));
+    assert!(c.migrate(pid, "home").contains("is home"));
     child
         .stdin
         .take()
@@ -540,9 +509,9 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     let sleeper: i32 = String::from_utf8_lossy(&line).trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(migrate(&c, pid, "home").contains("is home"));
+    assert!(c.migrate(pid, "home").contains("is home"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(sleeper),
         nix::sys::signal::Signal::SIGKILL,
@@ -565,7 +534,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = pid_of(&child);
-    assert!(migrate(&c, pid, "2").contains("node 2"));
+    assert!(c.migrate(pid, "2").contains("node 2"));
     let out = finish(child);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED\n");
     assert!(c.log(2).contains("went home"), "node 2 logs the return");

@@ -164,6 +164,54 @@ impl TestCluster {
         std::fs::read_to_string(self.paths(node).log()).unwrap_or_default()
     }
 
+    /// Moves process `pid` of node 1 to `to` (a node number or `home`) with `migrate --wait`,
+    /// asserting that it worked; returns what migrate said.
+    pub fn migrate(&self, pid: u32, to: &str) -> String {
+        let out = self.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "migrate {pid} {to}: {text}");
+        text
+    }
+
+    /// How many guests node I runs.
+    pub fn guests_on(&self, node: u16) -> usize {
+        self.mps(node, true)
+            .iter()
+            .filter(|r| !r["from"].is_null())
+            .count()
+    }
+
+    /// The processes in node I's cgroup other than its service.
+    pub fn node_procs(&self, node: u16) -> Vec<i32> {
+        let svc = self.cluster.node(node).service_pid.unwrap_or(0) as i32;
+        let mut out = Vec::new();
+        for dir in &self.cluster.node(node).cgroups {
+            if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|p| *p != svc);
+        out
+    }
+
+    /// Waits at most `limit` for `cond`; whether it came true.
+    pub fn eventually(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cond()
+    }
+
     /// Waits at most `limit` for `cond` on node `on`'s view; returns how long it took, or what
     /// the view looked like at the end.
     pub fn wait_view(

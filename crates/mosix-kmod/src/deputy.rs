@@ -160,10 +160,7 @@ pub fn migrate_at_exec(
                 }
                 Err(_) => return,
             };
-            let comm = procfs::process::Process::new(pid)
-                .and_then(|p| p.stat())
-                .map(|s| s.comm)
-                .unwrap_or_default();
+            let comm = comm_of(pid);
             send_away(
                 t,
                 Vec::new(),
@@ -186,6 +183,14 @@ pub fn migrate_at_exec(
     if let Err(e) = spawned {
         warn!("cannot start a deputy thread: {e}");
     }
+}
+
+/// The command name of process `pid` (empty if it is gone).
+fn comm_of(pid: i32) -> String {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map(|s| s.comm)
+        .unwrap_or_default()
 }
 
 /// Freezes the stopped process, ships it to `to` and, once it runs there, becomes its deputy
@@ -242,11 +247,11 @@ fn send_away(
     let mut sent = started;
     let answer = frozen
         .send(&tx)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("the transfer to node {to} broke off ({e})"))
         .and_then(|()| {
             sent = std::time::Instant::now();
             rx.recv()
-                .map_err(|e| format!("node {to} did not answer: {e}"))
+                .map_err(|e| format!("node {to} did not answer ({e})"))
         })
         .and_then(|m| match m {
             ProcMsg::Started { pid: rpid } => Ok(rpid),
@@ -258,7 +263,8 @@ fn send_away(
         Err(e) => {
             let _ = frozen.thaw();
             stop_moving(env);
-            return done(Err(e));
+            warn!("{} (pid {pid}) stays here: {e}", comm_of(pid));
+            return done(Err(format!("{e}; process {pid} goes on here")));
         }
     };
     info!(
@@ -404,12 +410,15 @@ impl Deputy {
     fn serve(mut self, rx: Receiver, tx: Sender, env: HomeEnv, header: ImageHeader) {
         let (req_tx, req_rx) = mpsc::channel::<Req>();
         let pid = self.pid;
-        let tid = Arc::clone(&self.executor_tid);
-        let in_call = Arc::clone(&self.in_call);
-        let procs = Arc::clone(&env.procs);
+        let shared = ExecShared {
+            tid: Arc::clone(&self.executor_tid),
+            in_call: Arc::clone(&self.in_call),
+            procs: Arc::clone(&env.procs),
+            home_req: self.home_req.clone(),
+        };
         let executor = std::thread::Builder::new()
             .name(format!("mosix-exec-{pid}"))
-            .spawn(move || executor(pid, rx, tx, req_tx, tid, in_call, procs));
+            .spawn(move || executor(pid, rx, tx, req_tx, shared));
         if let Err(e) = executor {
             warn!("cannot start the executor of process {pid}: {e}");
             let _ = self.tx.send(&ProcMsg::Kill);
@@ -468,6 +477,11 @@ impl Deputy {
         loop {
             if self.home_req.take() {
                 self.start_homing();
+            }
+            // A call blocked here must not outlive the remote: the executor would never learn
+            // that nobody waits for the answer.
+            if self.in_call.load(Ordering::Relaxed) && self.tx.peer_gone() {
+                self.kick_until = Some(Instant::now() + KICK_FOR_SIGNAL);
             }
             self.kick();
             match reqs.recv_timeout(Duration::from_millis(5)) {
@@ -857,15 +871,24 @@ impl Nudge {
     }
 }
 
-fn executor(
-    pid: i32,
-    mut rx: Receiver,
-    tx: Sender,
-    reqs: mpsc::Sender<Req>,
+/// What the executor shares with the tracer.
+struct ExecShared {
+    /// Its thread id, for the tracer's interrupts.
     tid: Arc<AtomicI32>,
+    /// It is in a call that may block.
     in_call: Arc<AtomicBool>,
     procs: Arc<Procs>,
-) {
+    /// For the nudge that wakes a call blocked inside the deputy.
+    home_req: ComeHomeHandle,
+}
+
+fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, shared: ExecShared) {
+    let ExecShared {
+        tid,
+        in_call,
+        procs,
+        home_req,
+    } = shared;
     tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     let mut fds = match FdTable::new(pid) {
         Ok(f) => f,
@@ -897,12 +920,27 @@ fn executor(
                             if reqs.send(Req::Call(Box::new(plan), otx)).is_err() {
                                 return;
                             }
-                            match orx.recv() {
-                                Ok((ret, outs)) => {
+                            // The call may block inside the deputy (wait4, the open of a FIFO);
+                            // should the remote die meanwhile, wake it.
+                            let mut nudged = false;
+                            let done = loop {
+                                match orx.recv_timeout(Duration::from_millis(100)) {
+                                    Ok(x) => break Some(x),
+                                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                                        if !nudged && tx.peer_gone() {
+                                            home_req.nudge().send();
+                                            nudged = true;
+                                        }
+                                    }
+                                    Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                                }
+                            };
+                            match done {
+                                Some((ret, outs)) => {
                                     fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
                                     Reply { ret, outs }
                                 }
-                                Err(_) => return,
+                                None => return,
                             }
                         }
                         Err(e) => Reply {

@@ -1,0 +1,256 @@
+//! Step 3, failures: a remote node whose service dies or whose network vanishes ends its guests'
+//! processes at home with a reason, within a bound; a home service that dies takes its guests on
+//! other nodes with it; a migration cut off at any point leaves exactly one live copy.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use mosix_tests::{TestCluster, require_root, serial};
+
+/// A CPU-bound job that outlives every test here (a shell counting: no fork, no I/O).
+const LONG_JOB: &str = "i=0; while [ $i -lt 200000000 ]; do i=$((i+1)); done";
+
+/// How long a process whose remote died may take to be reported at home (the bound).
+const REPORT_BOUND: Duration = Duration::from_secs(30);
+
+fn cluster(name: &str, nodes: u16) -> TestCluster {
+    let c = TestCluster::up(name, nodes, |_| {});
+    for n in 1..=nodes {
+        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
+            .unwrap();
+    }
+    c
+}
+
+/// Waits at most `limit` for `child` to end; kills it and fails if it does not.
+fn ends_within(mut child: Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the process was still there after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_long_job(c: &TestCluster) -> (Child, u32) {
+    let child = c
+        .command(1, "mosrun", &["sh", "-c", LONG_JOB])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    (child, pid)
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn a_dead_or_vanished_remote_ends_the_process_at_home_with_a_reason() {
+    if !require_root("a_dead_or_vanished_remote_ends_the_process_at_home") {
+        return;
+    }
+    let _g = serial();
+    let c = cluster("tfail", 3);
+
+    // Node 2's service is killed while the process runs there.
+    let (child, pid) = start_long_job(&c);
+    assert!(c.migrate(pid, "2").contains("node 2"));
+    c.cluster.stop_node(2, true).unwrap();
+    let st = ends_within(child, REPORT_BOUND, "node 2's service killed");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    let log = c.log(1);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("process {pid} ")) && l.contains("lost"))
+        .unwrap_or_else(|| panic!("node 1 does not say why {pid} ended:\n{log}"));
+    assert!(line.contains("node 2"), "{line}");
+    assert!(
+        c.eventually(Duration::from_secs(5), || c.node_procs(2).is_empty()),
+        "left on node 2: {:?}",
+        c.node_procs(2)
+    );
+    c.cluster.start_node(2).unwrap();
+
+    // Node 3 vanishes: its network is cut, nothing says goodbye.
+    let (child, pid) = start_long_job(&c);
+    assert!(c.migrate(pid, "3").contains("node 3"));
+    assert_eq!(c.guests_on(3), 1);
+    let netns = c.cluster.node(3).netns;
+    ip(&["-n", &netns, "link", "set", "eth0", "down"]);
+    let st = ends_within(child, REPORT_BOUND, "node 3 cut off");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    assert!(
+        c.log(1)
+            .lines()
+            .any(|l| l.contains(&format!("process {pid} ")) && l.contains("node 3")),
+        "node 1 does not say why {pid} ended"
+    );
+    // Node 3, alone, gives its guest up too.
+    assert!(
+        c.eventually(REPORT_BOUND, || c.node_procs(3).is_empty()),
+        "left on node 3: {:?}",
+        c.node_procs(3)
+    );
+    ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+}
+
+#[test]
+fn a_dead_home_service_takes_its_guests_with_it() {
+    if !require_root("a_dead_home_service_takes_its_guests_with_it") {
+        return;
+    }
+    let _g = serial();
+    let c = cluster("thdead", 2);
+    let (child, pid) = start_long_job(&c);
+    assert!(c.migrate(pid, "2").contains("node 2"));
+    assert_eq!(c.guests_on(2), 1);
+    c.cluster.stop_node(1, true).unwrap();
+    let st = ends_within(child, REPORT_BOUND, "home service killed");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    assert!(
+        c.eventually(REPORT_BOUND, || c.guests_on(2) == 0
+            && c.node_procs(2).is_empty()),
+        "left on node 2: {:?}",
+        c.node_procs(2)
+    );
+    assert!(c.log(2).contains("killed"), "node 2 says nothing");
+}
+
+/// The delays (ms) after which the migrations below are cut off: spread over the transfer of
+/// a 256 MiB process, from before it starts to after it ends.
+fn cut_points(n: usize) -> Vec<u64> {
+    // A fixed sequence, so that a failure can be replayed.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 350
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_migration_leaves_exactly_one_live_copy() {
+    if !require_root("an_interrupted_migration_leaves_exactly_one_live_copy") {
+        return;
+    }
+    let _g = serial();
+    let c = cluster("tcut", 2);
+    let probe = mosix_tests::tool("mosix-probe");
+    let mut interrupted = 0;
+    let mut completed = 0;
+    for (round, cut) in cut_points(20).into_iter().enumerate() {
+        let mut child = c
+            .command(1, "mosrun", &[probe.to_str().unwrap(), "mem", "256"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id();
+        let mut mover = c
+            .command(1, "migrate", &[&pid.to_string(), "2", "--wait"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(cut));
+        c.cluster.stop_node(2, true).unwrap();
+        let _ = mover.wait();
+        // Never two: the target's half-built or running copy is gone with its service.
+        assert!(
+            c.eventually(Duration::from_secs(5), || c.node_procs(2).is_empty()),
+            "round {round} (cut at {cut} ms): left on node 2: {:?}",
+            c.node_procs(2)
+        );
+        let moved = c
+            .log(1)
+            .contains(&format!("(pid {pid}) migrated to node 2"));
+        if moved {
+            // It had arrived: its remote died with node 2, and home says so.
+            completed += 1;
+            let st = ends_within(child, REPORT_BOUND, "remote died after the move");
+            assert_eq!(st.signal(), Some(libc::SIGKILL), "round {round}: {st:?}");
+        } else {
+            // Cut off on the way: it goes on at home, whole.
+            interrupted += 1;
+            let rows = c.mps(1, false);
+            let row = rows.iter().find(|r| r["pid"] == pid);
+            assert!(
+                row.is_some_and(|r| r["node"] == 0),
+                "round {round} (cut at {cut} ms): not at home: {row:?}"
+            );
+            child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+            let st = ends_within(child, Duration::from_secs(10), "the process at home");
+            assert!(st.success(), "round {round} (cut at {cut} ms): {st:?}");
+        }
+        c.cluster.start_node(2).unwrap();
+        c.wait_view(1, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
+            .unwrap();
+    }
+    eprintln!("{interrupted} migrations cut off on the way, {completed} after arriving");
+
+    // The link is cut in the middle of a transfer: nothing says goodbye, both sides time out.
+    // The process goes on at home; node 2 drops the half-built copy.
+    let mut child = c
+        .command(1, "mosrun", &[probe.to_str().unwrap(), "mem", "512"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = child.id();
+    let mover = c
+        .command(1, "migrate", &[&pid.to_string(), "2", "--wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let netns = c.cluster.node(2).netns;
+    ip(&["-n", &netns, "link", "set", "eth0", "down"]);
+    let st = ends_within(mover, REPORT_BOUND, "migrate over a cut link");
+    let moved = c
+        .log(1)
+        .contains(&format!("(pid {pid}) migrated to node 2"));
+    assert!(
+        !st.success() && !moved,
+        "the move finished before the cut: {st:?}"
+    );
+    assert!(
+        c.eventually(REPORT_BOUND, || c.node_procs(2).is_empty()),
+        "left on node 2: {:?}",
+        c.node_procs(2)
+    );
+    ip(&["-n", &netns, "link", "set", "eth0", "up"]);
+    let rows = c.mps(1, false);
+    assert!(rows.iter().any(|r| r["pid"] == pid && r["node"] == 0));
+    child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    let st = ends_within(child, Duration::from_secs(10), "the process at home");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} of 20 cuts landed during a transfer: the test did not test"
+    );
+}
