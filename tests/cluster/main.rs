@@ -10,5 +10,6 @@ mod frames;
 mod gossip;
 mod loopback;
 mod migration;
+mod sandbox;
 mod setpe_check;
 mod vcluster;

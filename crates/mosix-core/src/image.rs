@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 1;
+pub const IMAGE_VERSION: u32 = 2;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -268,6 +268,21 @@ pub struct Creds {
     pub groups: Vec<u32>,
 }
 
+/// One resource limit (`getrlimit(2)`): the resource number, the soft and the hard limit
+/// (`u64::MAX` = unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_*`.
+    pub resource: u32,
+    /// Soft limit.
+    pub cur: u64,
+    /// Hard limit.
+    pub max: u64,
+}
+
+/// The number of resource limits Linux has (`RLIM_NLIMITS`).
+pub const MAX_RLIMITS: usize = 16;
+
 /// What the remote answers for the process without asking home.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cached {
@@ -320,6 +335,8 @@ pub struct ImageHeader {
     pub cpu_flags: Vec<String>,
     /// The owner's credentials.
     pub creds: Creds,
+    /// Its resource limits, which the remote kernel enforces (memory, stack, CPU time…).
+    pub rlimits: Vec<Rlimit>,
     /// Facts answered remotely.
     pub cached: Cached,
     /// Bytes of page data that follow.
@@ -374,6 +391,7 @@ impl ImageHeader {
         bound("bytes of vdso", self.special.vdso_bytes.len(), MAX_VDSO)?;
         bound("groups", self.creds.groups.len(), MAX_GROUPS)?;
         bound("CPU flags", self.cpu_flags.len(), MAX_CPU_FLAGS)?;
+        bound("resource limits", self.rlimits.len(), MAX_RLIMITS)?;
         let mut last_end = 0u64;
         for v in &self.vmas {
             if v.is_empty() || v.start % 4096 != 0 || v.end % 4096 != 0 {
@@ -591,6 +609,7 @@ mod tests {
             special: SpecialMaps::default(),
             cpu_flags: vec!["sse2".into(), "avx512f".into()],
             creds: Creds::default(),
+            rlimits: vec![],
             cached: Cached::default(),
             total_bytes: 0,
         };

@@ -47,6 +47,10 @@ pub enum Len {
     Arg(u8),
     /// The value of argument N times a fixed element size.
     ArgTimes(u8, u32),
+    /// The `socklen_t` that argument N points to, at most M bytes: a value-result length
+    /// (`recvfrom`'s address, `getsockopt`'s value). The call writes no more than that, and the
+    /// length it writes back says how much it wrote.
+    Deref(u8, u32),
 }
 
 /// What one argument of a forwarded call is.
@@ -88,7 +92,7 @@ pub struct Spec {
 }
 
 use Arg::{Fd, In, InOut, Int, None as No, Out, Path, Special};
-use Len::{Arg as L, ArgTimes, Fixed};
+use Len::{Arg as L, ArgTimes, Deref, Fixed};
 
 const STAT: u32 = 144;
 const STATX: u32 = 256;
@@ -309,7 +313,7 @@ const TABLE: &[Spec] = &[
             Out(L(2)),
             Int,
             Int,
-            Out(Fixed(SOCKADDR)),
+            Out(Deref(5, SOCKADDR)),
             InOut(Fixed(SOCKLEN)),
         ],
     ),
@@ -322,12 +326,26 @@ const TABLE: &[Spec] = &[
     s(
         Sysno::getsockname,
         Class::Service,
-        [Fd, Out(Fixed(SOCKADDR)), InOut(Fixed(SOCKLEN)), No, No, No],
+        [
+            Fd,
+            Out(Deref(2, SOCKADDR)),
+            InOut(Fixed(SOCKLEN)),
+            No,
+            No,
+            No,
+        ],
     ),
     s(
         Sysno::getpeername,
         Class::Service,
-        [Fd, Out(Fixed(SOCKADDR)), InOut(Fixed(SOCKLEN)), No, No, No],
+        [
+            Fd,
+            Out(Deref(2, SOCKADDR)),
+            InOut(Fixed(SOCKLEN)),
+            No,
+            No,
+            No,
+        ],
     ),
     // fcntl: some commands are about the descriptor table or the process (deputy), the others
     // about the open file description (service); decided per command.
@@ -465,12 +483,26 @@ const TABLE: &[Spec] = &[
     s(
         Sysno::accept,
         Class::Deputy,
-        [Fd, Out(Fixed(SOCKADDR)), InOut(Fixed(SOCKLEN)), No, No, No],
+        [
+            Fd,
+            Out(Deref(2, SOCKADDR)),
+            InOut(Fixed(SOCKLEN)),
+            No,
+            No,
+            No,
+        ],
     ),
     s(
         Sysno::accept4,
         Class::Deputy,
-        [Fd, Out(Fixed(SOCKADDR)), InOut(Fixed(SOCKLEN)), Int, No, No],
+        [
+            Fd,
+            Out(Deref(2, SOCKADDR)),
+            InOut(Fixed(SOCKLEN)),
+            Int,
+            No,
+            No,
+        ],
     ),
     s(
         Sysno::setsockopt,
@@ -480,7 +512,7 @@ const TABLE: &[Spec] = &[
     s(
         Sysno::getsockopt,
         Class::Deputy,
-        [Fd, Int, Int, Out(Fixed(256)), InOut(Fixed(SOCKLEN)), No],
+        [Fd, Int, Int, Out(Deref(4, 256)), InOut(Fixed(SOCKLEN)), No],
     ),
     s(Sysno::kill, Class::Deputy, [Int, Int, No, No, No, No]),
     s(Sysno::tkill, Class::Deputy, [Int, Int, No, No, No, No]),

@@ -342,6 +342,7 @@ impl Parts {
             special,
             cpu_flags: cpu_flags(),
             creds,
+            rlimits: rlimits_of(pid),
             cached,
             total_bytes: runs.iter().map(|r| r.len).sum(),
         };
@@ -630,6 +631,33 @@ pub fn creds_of(pid: i32) -> Creds {
             groups: s.groups,
         })
         .unwrap_or_default()
+}
+
+/// The resource limits of `pid` (those that cannot be read are left out).
+pub fn rlimits_of(pid: i32) -> Vec<mosix_core::image::Rlimit> {
+    (0..mosix_core::image::MAX_RLIMITS as u32)
+        .filter_map(|resource| {
+            let mut old = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit64(2) with no new limit writes the old one into `old`, a valid
+            // local of the right type.
+            let r = unsafe {
+                libc::prlimit64(
+                    pid,
+                    resource as libc::__rlimit_resource_t,
+                    std::ptr::null(),
+                    &raw mut old,
+                )
+            };
+            (r == 0).then_some(mosix_core::image::Rlimit {
+                resource,
+                cur: old.rlim_cur,
+                max: old.rlim_max,
+            })
+        })
+        .collect()
 }
 
 /// This node's uname, as the process sees it at home.

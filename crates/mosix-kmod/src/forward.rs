@@ -50,12 +50,21 @@ pub fn shape(nr: u64, args: &[u64; 6]) -> (Class, [Arg; 6]) {
     (class, shape)
 }
 
-fn len_of(l: Len, args: &[u64; 6]) -> u64 {
+/// A buffer's size. `deref` reads the `socklen_t` a [`Len::Deref`] argument points to (from the
+/// process's memory on the remote, from the call's own buffer at home).
+fn len_of(l: Len, args: &[u64; 6], deref: impl Fn(u8) -> Option<u32>) -> u64 {
     match l {
         Len::Fixed(n) => u64::from(n),
         Len::Arg(i) => args[usize::from(i)],
         Len::ArgTimes(i, sz) => args[usize::from(i)].saturating_mul(u64::from(sz)),
+        Len::Deref(i, max) => u64::from(deref(i).unwrap_or(0).min(max)),
     }
+}
+
+fn socklen_in(b: Option<&Vec<u8>>) -> Option<u32> {
+    b.and_then(|b| b.get(..4))
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
 }
 
 /// Bounds the lengths of a call's buffers, rewriting the count arguments a too-large buffer
@@ -191,6 +200,11 @@ pub fn marshal(nr: u64, args: [u64; 6], mem: &Mem) -> Result<Marshalled, i64> {
 
     let (_, shape) = shape(nr, &args);
     bound_lengths(&shape, &mut args)?;
+    let deref = |i: u8| {
+        let at = args[usize::from(i)];
+        let mut b = [0u8; 4];
+        (at != 0 && mem.read(at, &mut b).is_ok()).then(|| u32::from_le_bytes(b))
+    };
     let mut bufs = Vec::new();
     let mut outs = Vec::new();
     for (i, a) in shape.iter().enumerate() {
@@ -201,14 +215,16 @@ pub fn marshal(nr: u64, args: [u64; 6], mem: &Mem) -> Result<Marshalled, i64> {
                 let p = mem.read_cstr(ptr, MAX_PATH).map_err(|_| -EFAULT)?;
                 bufs.push((idx, p));
             }
-            Arg::In(l) if ptr != 0 => bufs.push((idx, read_buf(mem, ptr, len_of(l, &args))?)),
+            Arg::In(l) if ptr != 0 => {
+                bufs.push((idx, read_buf(mem, ptr, len_of(l, &args, deref))?));
+            }
             Arg::Out(l) if ptr != 0 => outs.push(OutSlot {
                 arg: idx,
-                cap: len_of(l, &args),
+                cap: len_of(l, &args, deref),
                 kind: OutKind::Plain(ptr),
             }),
             Arg::InOut(l) if ptr != 0 => {
-                let n = len_of(l, &args);
+                let n = len_of(l, &args, deref);
                 bufs.push((idx, read_buf(mem, ptr, n)?));
                 outs.push(OutSlot {
                     arg: idx,
@@ -305,6 +321,19 @@ impl Plan {
                 bufs[i] = Some(data.clone());
             }
         }
+        // A value-result length is clamped to the buffer we make for it, so the kernel here
+        // never writes past that buffer whatever the remote said.
+        for a in &shape {
+            if let Arg::Out(Len::Deref(j, max)) = *a
+                && let Some(b) = bufs.get_mut(usize::from(j)).and_then(Option::as_mut)
+                && let Some(v) = socklen_in(Some(b))
+            {
+                b[..4].copy_from_slice(&v.min(max).to_le_bytes());
+            }
+        }
+        let lens: [Option<u32>; 6] =
+            std::array::from_fn(|i| socklen_in(bufs[i].as_ref().filter(|b| b.len() == 4)));
+        let deref = |i: u8| lens.get(usize::from(i)).copied().flatten();
         for (i, a) in shape.iter().enumerate() {
             let ptr = args[i];
             match *a {
@@ -319,7 +348,7 @@ impl Plan {
                     }
                 }
                 Arg::In(l) | Arg::InOut(l) => {
-                    let n = len_of(l, &args) as usize;
+                    let n = len_of(l, &args, deref) as usize;
                     match &mut bufs[i] {
                         Some(b) => b.resize(n, 0),
                         None if ptr != 0 => return Err(-EFAULT),
@@ -327,7 +356,7 @@ impl Plan {
                     }
                 }
                 Arg::Out(l) if ptr != 0 => {
-                    let n = len_of(l, &args) as usize;
+                    let n = len_of(l, &args, deref) as usize;
                     if n > MAX_IO + MAX_PATH {
                         return Err(-EINVAL);
                     }
@@ -363,6 +392,12 @@ impl Plan {
                 // getdents, readlink, recvfrom, getcwd).
                 Arg::Out(Len::Arg(_)) => {
                     let n = (ret as usize).min(b.len());
+                    v.push((i as u8, b[..n].to_vec()));
+                }
+                // As many bytes as the call says it wrote, if it wrote fewer than there is room.
+                Arg::Out(Len::Deref(j, _)) => {
+                    let said = socklen_in(self.bufs[usize::from(*j)].as_ref()).unwrap_or(0);
+                    let n = (said as usize).min(b.len());
                     v.push((i as u8, b[..n].to_vec()));
                 }
                 Arg::Out(_) | Arg::InOut(_) | Arg::Special => v.push((i as u8, b.clone())),
@@ -644,6 +679,40 @@ mod tests {
         );
         let p = Plan::new(&call(libc::SYS_fstat, [3, 0x1000, 0, 0, 0, 0], vec![])).unwrap();
         assert_eq!(p.bufs[1].as_ref().unwrap().len(), 144);
+    }
+
+    #[test]
+    fn value_result_lengths_size_and_bound_their_buffers() {
+        // getsockopt(fd, level, name, optval, &optlen) with optlen = 4: a 4-byte buffer, not
+        // the largest option there is (writing more smashed the caller's stack).
+        let p = Plan::new(&call(
+            libc::SYS_getsockopt,
+            [3, 1, 4, 0x1000, 0x2000, 0],
+            vec![(4, 4u32.to_le_bytes().to_vec())],
+        ))
+        .unwrap();
+        assert_eq!(p.bufs[3].as_ref().unwrap().len(), 4);
+        // A length larger than any option is clamped, here too, before the kernel sees it.
+        let mut p = Plan::new(&call(
+            libc::SYS_getsockopt,
+            [3, 1, 4, 0x1000, 0x2000, 0],
+            vec![(4, 100_000u32.to_le_bytes().to_vec())],
+        ))
+        .unwrap();
+        assert_eq!(p.bufs[3].as_ref().unwrap().len(), 256);
+        assert_eq!(p.bufs[4].as_deref(), Some(&256u32.to_le_bytes()[..]));
+        // The call wrote 4 bytes and said so: 4 bytes go back.
+        p.bufs[4] = Some(4u32.to_le_bytes().to_vec());
+        let outs = p.outputs(0);
+        assert_eq!(outs.iter().find(|o| o.0 == 3).unwrap().1.len(), 4);
+        // recvfrom's address: as many bytes as addrlen allows.
+        let p = Plan::new(&call(
+            libc::SYS_recvfrom,
+            [3, 0x1000, 10, 0, 0x2000, 0x3000],
+            vec![(5, 16u32.to_le_bytes().to_vec())],
+        ))
+        .unwrap();
+        assert_eq!(p.bufs[4].as_ref().unwrap().len(), 16);
     }
 
     #[test]

@@ -579,6 +579,11 @@ impl Supervisor {
                 let _ = self.listener.reply(n.id, EFAULT);
                 return None;
             }
+            if reply.ret == 0 && self.limits_itself(&n) {
+                // Set at home; this kernel enforces it here: the call runs here too.
+                let _ = self.listener.allow(n.id);
+                return None;
+            }
             let _ = self.listener.reply(n.id, reply.ret);
             return None;
         }
@@ -604,6 +609,16 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Whether a call sets one of the process's own resource limits: what it sets at home
+    /// must bind it here too, where it runs.
+    fn limits_itself(&self, n: &Notif) -> bool {
+        let nr = i64::from(n.nr);
+        nr == libc::SYS_setrlimit
+            || (nr == libc::SYS_prlimit64
+                && n.args[2] != 0
+                && (n.args[0] == 0 || n.args[0] == u64::from(self.h.cached.pid)))
     }
 
     /// A signal the process sends itself (raise, abort, kill(getpid())) must be pending before

@@ -515,6 +515,7 @@ impl Restorer {
             // is forwarded home.
             let (r2, _) = r.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
             r = r2;
+            r = r.set_rlimits(h)?;
             r = r.set_creds(h)?;
             r = r.must(
                 libc::SYS_prctl,
@@ -632,6 +633,57 @@ impl Restorer {
             r = r2;
             // Signals 32 and 33 are the C library's and may refuse; that is fine.
             let _ = ret;
+        }
+        Ok(r)
+    }
+
+    /// The process's resource limits, which this kernel enforces, set from inside while the
+    /// stub is still the service's (another process's limits need `CAP_SYS_RESOURCE`, which a
+    /// container may not grant even to root). A hard limit above the stub's cannot be raised
+    /// without that capability either: such a limit stays at the stub's.
+    fn set_rlimits(self, h: &ImageHeader) -> R<Restorer> {
+        let mut r = self;
+        for l in &h.rlimits {
+            let mut b = Vec::with_capacity(16);
+            b.extend_from_slice(&l.cur.to_le_bytes());
+            b.extend_from_slice(&l.max.to_le_bytes());
+            r = r.scratch_write(&b)?;
+            let scratch = r.area.scratch();
+            let (r2, ret) = r.call(
+                libc::SYS_prlimit64,
+                [0, u64::from(l.resource), scratch, 0, 0, 0],
+            )?;
+            r = r2;
+            if ret < 0 {
+                // A hard limit above the stub's: keep the stub's, and the soft one under it.
+                let (r2, got) = r.call(
+                    libc::SYS_prlimit64,
+                    [0, u64::from(l.resource), 0, scratch, 0, 0],
+                )?;
+                r = r2;
+                let mut old = [0u8; 16];
+                if got < 0 || r.mem.read(scratch + 8, &mut old[8..]).is_err() {
+                    continue;
+                }
+                let hard = u64::from_le_bytes(old[8..].try_into().unwrap_or([0xff; 8]));
+                let mut b = Vec::with_capacity(16);
+                b.extend_from_slice(&l.cur.min(hard).to_le_bytes());
+                b.extend_from_slice(&hard.to_le_bytes());
+                r = r.scratch_write(&b)?;
+                let (r2, ret) = r.call(
+                    libc::SYS_prlimit64,
+                    [0, u64::from(l.resource), scratch, 0, 0, 0],
+                )?;
+                r = r2;
+                tracing::debug!(
+                    "{}: resource limit {} is {}/{} at home; here {}/{hard} ({ret})",
+                    h.comm,
+                    l.resource,
+                    l.cur,
+                    l.max,
+                    l.cur.min(hard)
+                );
+            }
         }
         Ok(r)
     }

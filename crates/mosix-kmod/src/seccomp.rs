@@ -23,6 +23,8 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// `SECCOMP_RET_KILL_PROCESS`.
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_ERRNO` with `ENOSYS`.
+const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
 
 /// `SECCOMP_SET_MODE_FILTER`.
 pub const SET_MODE_FILTER: u64 = 1;
@@ -76,8 +78,10 @@ const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG3_LO: u32 = 16 + 3 * 8;
 
-/// Builds the filter: kill anything that is not x86_64 (or is x32), allow the local calls, allow
-/// `mmap` of private anonymous memory, send everything else to the supervisor.
+/// Builds the filter: kill anything that is not x86_64 (a 32-bit `int 0x80` call: its numbers
+/// and layouts are another ABI, which we cannot forward), answer x32 calls `ENOSYS` (as a kernel
+/// without x32 support does), allow the local calls, allow `mmap` of private anonymous memory,
+/// send everything else to the supervisor.
 pub fn program() -> Vec<Insn> {
     let local = syscalls::local_calls();
     let mmap = libc::SYS_mmap as u32;
@@ -86,9 +90,9 @@ pub fn program() -> Vec<Insn> {
         jmp(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
         ret(RET_KILL_PROCESS),
         ld(OFF_NR),
-        // x32 system calls (bit 30) are not ours to run.
+        // x32 system calls (bit 30).
         jmp(BPF_JGE_K, 0x4000_0000, 0, 1),
-        ret(RET_KILL_PROCESS),
+        ret(RET_ENOSYS),
     ];
     // A linear chain of "allow" tests. `local` is short (about fifty calls), and allowed calls
     // never reach this program once the kernel has cached them.
@@ -355,5 +359,68 @@ mod tests {
             }
         }
         assert_eq!(program_bytes(&p).len(), p.len() * 8);
+    }
+
+    /// Runs the program on one call, as the kernel would (the instructions it uses only).
+    fn run(p: &[Insn], arch: u32, nr: u32, arg3: u64) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        data[16 + 24..16 + 32].copy_from_slice(&arg3.to_le_bytes());
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            let k = i.k;
+            pc += 1;
+            match i.code {
+                BPF_LD_W_ABS => {
+                    let o = k as usize;
+                    acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+                }
+                BPF_RET_K => return k,
+                BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
+                    let taken = match i.code {
+                        BPF_JEQ_K => acc == k,
+                        BPF_JGE_K => acc >= k,
+                        _ => acc & k != 0,
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                c => panic!("instruction {c:#x} not expected"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_call_gets_what_the_table_says() {
+        let p = program();
+        let local = syscalls::local_calls();
+        for nr in 0..500u32 {
+            let got = run(&p, AUDIT_ARCH_X86_64, nr, 0);
+            if nr == libc::SYS_mmap as u32 {
+                continue;
+            }
+            let want = if local.contains(&nr) {
+                RET_ALLOW
+            } else {
+                RET_USER_NOTIF
+            };
+            assert_eq!(got, want, "call {nr}");
+        }
+        let mmap = libc::SYS_mmap as u32;
+        let (private, shared, anon) = (0x02u64, 0x01u64, 0x20u64);
+        assert_eq!(run(&p, AUDIT_ARCH_X86_64, mmap, private | anon), RET_ALLOW);
+        assert_eq!(run(&p, AUDIT_ARCH_X86_64, mmap, private), RET_USER_NOTIF);
+        assert_eq!(
+            run(&p, AUDIT_ARCH_X86_64, mmap, shared | anon),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            run(&p, AUDIT_ARCH_X86_64, mmap, 0x03 | anon),
+            RET_USER_NOTIF
+        );
+        // x32 calls: ENOSYS, as on a kernel without x32; a 32-bit int 0x80: killed.
+        assert_eq!(run(&p, AUDIT_ARCH_X86_64, 0x4000_0000 | 39, 0), RET_ENOSYS);
+        assert_eq!(run(&p, 0x4000_0003, 20, 0), RET_KILL_PROCESS);
     }
 }
