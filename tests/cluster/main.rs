@@ -5,6 +5,8 @@
 //! they fail instead.
 #![allow(clippy::unwrap_used)]
 
+mod expel;
+mod facts;
 mod failures;
 mod frames;
 mod gossip;
@@ -12,4 +14,6 @@ mod loopback;
 mod migration;
 mod sandbox;
 mod setpe_check;
+mod terminal;
+mod tour;
 mod vcluster;

@@ -37,6 +37,12 @@ pub enum Verb {
     Block,
     /// Accept guest processes again.
     Noblock,
+    /// Send every guest process home and block new ones; returns when none is left (or after
+    /// a minute), saying how many were sent. Interrupting it only stops the waiting.
+    Expel(Json),
+    /// Bring every process of this node home and keep them here (lstay); returns when all are
+    /// home (or after a minute), saying how many came. Interrupting it only stops the waiting.
+    Bring(Json),
     /// Stop disseminating this node's load (the node still says it is alive).
     Quiet,
     /// Disseminate this node's load again.

@@ -47,6 +47,8 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Nolstay => set_flag(Flag::Lstay, false),
         Verb::Block => set_flag(Flag::Block, true),
         Verb::Noblock => set_flag(Flag::Block, false),
+        Verb::Expel(j) => move_all(Request::Expel, j.json),
+        Verb::Bring(j) => move_all(Request::Bring, j.json),
         Verb::Quiet => set_flag(Flag::Quiet, true),
         Verb::Noquiet => set_flag(Flag::Quiet, false),
         Verb::Mfs => set_flag(Flag::NoMfs, false),
@@ -91,6 +93,38 @@ fn run(verb: Verb) -> Result<ExitCode> {
         }
         Verb::Gettune(j) => gettune(j.json),
     }
+}
+
+/// `expel` and `bring`: the service asks every process to move and answers when it is done.
+fn move_all(req: Request, json: bool) -> Result<ExitCode> {
+    let expel = matches!(req, Request::Expel);
+    let mut c = client()?;
+    // The service answers within a minute and some.
+    c.set_timeout(Some(std::time::Duration::from_secs(90)));
+    let (asked, left) = match c.call(&req)? {
+        Response::Moved { asked, left } => (asked, left),
+        Response::Error(e) => bail!("{e}"),
+        other => bail!("unexpected answer {other:?}"),
+    };
+    if json {
+        println!("{}", serde_json::json!({ "asked": asked, "left": left }));
+    } else {
+        let (one, many, whither) = if expel {
+            ("guest", "guests", "sent home; arrivals blocked")
+        } else {
+            ("process", "processes", "brought home; lstay set")
+        };
+        let who = if asked == 1 { one } else { many };
+        match left {
+            0 => println!("{asked} {who} {whither}"),
+            n => println!("{asked} {who} asked to move, {n} still not moved after a minute"),
+        }
+    }
+    Ok(if left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The running map and the view, for queries that name nodes.

@@ -43,7 +43,9 @@ pub struct Cli {
     #[arg(short = 'r')]
     pub read: bool,
 
-    /// Stop this node: stop its service (written -off in the classic syntax).
+    /// Stop this node: bring its processes home, send its guests home, then stop its service
+    /// (written -off in the classic syntax). Processes that cannot move within a minute end
+    /// with the node.
     #[arg(long = "off")]
     pub off: bool,
 

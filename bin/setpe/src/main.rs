@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use mosix_core::client::{Client, Request};
+use mosix_core::client::{Client, Request, Response};
 use mosix_core::config::Paths;
 use mosix_core::map;
 use mosix_kmod::{daemon, service};
@@ -173,6 +173,24 @@ fn off(paths: &Paths) -> Result<()> {
         eprintln!("setpe: MOSIX is not running on this node; nothing to stop");
         return Ok(());
     };
+    // Nothing is lost with the node: its own processes come home, its guests go home.
+    for (req, what) in [
+        (Request::Bring, "bringing this node's processes home"),
+        (Request::Expel, "sending guests home"),
+    ] {
+        let mut c = Client::connect(paths)?;
+        c.set_timeout(Some(Duration::from_secs(90)));
+        match c.call(&req) {
+            Ok(Response::Moved { asked, left: 0 }) if asked > 0 => {
+                eprintln!("setpe: {what}: {asked} moved");
+            }
+            Ok(Response::Moved { left, .. }) if left > 0 => {
+                eprintln!("setpe: {what}: {left} did not move and end with the node");
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("setpe: {what}: {e}"),
+        }
+    }
     match Client::connect(paths)?.change(&Request::Shutdown) {
         Ok(()) => {}
         // The service may close the socket before its answer arrives.

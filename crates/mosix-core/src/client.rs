@@ -76,6 +76,12 @@ pub enum Request {
         /// Answer when the move is done (otherwise when it has started).
         wait: bool,
     },
+    /// `mosctl expel`: block arrivals and send every guest home; answer when none is left
+    /// (root only).
+    Expel,
+    /// `mosctl bring`: set lstay and bring every process of this node home; answer when all
+    /// are home (root only).
+    Bring,
     /// `mps`: this node's MOSIX processes, and the guests if asked.
     Procs {
         /// Include guests.
@@ -167,6 +173,13 @@ pub enum Response {
     },
     /// Answer to [`Request::Procs`].
     Procs(Vec<ProcRow>),
+    /// Answer to [`Request::Expel`] and [`Request::Bring`].
+    Moved {
+        /// Processes asked to move.
+        asked: u32,
+        /// Processes still not moved when the answer was given.
+        left: u32,
+    },
 }
 
 /// Who the service is.

@@ -315,6 +315,28 @@ enum Req {
     Image(Box<ImageHeader>, Receiver),
     /// The connection to the remote broke.
     Lost(String),
+    /// The process stopped (job control): the signal, and the `SIGCONT`s it had seen.
+    Stopped(i32, u32),
+}
+
+/// The deputy's part in job control (see [`Deputy::job_stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// Not stopped.
+    Running,
+    /// The stop signal has been sent to the deputy, with its default action.
+    Stopping(Sig),
+    /// Stopped for its parent; `SIGCONT` wakes it.
+    Stopped(Sig),
+}
+
+/// Sends a signal that hit the deputy to the remote, counting `SIGCONT`s (a stop the remote
+/// reports before it saw the latest one is stale).
+fn forward_signal(tx: &Sender, conts: &mut u32, sig: Sig) {
+    if sig.raw() == libc::SIGCONT {
+        *conts = conts.wrapping_add(1);
+    }
+    let _ = tx.send(&ProcMsg::Signal { sig: sig.raw() });
 }
 
 /// A deputy: the stopped original process, sleeping in pause() run from our area.
@@ -333,6 +355,10 @@ struct Deputy {
     home_req: ComeHomeHandle,
     /// Home has asked the process back: calls are no longer run here.
     homing: bool,
+    /// `SIGCONT`s forwarded to the remote.
+    conts: u32,
+    /// Job control.
+    job: Job,
 }
 
 impl Deputy {
@@ -403,6 +429,8 @@ impl Deputy {
             kick_until: None,
             home_req: ComeHomeHandle::new(pid),
             homing: false,
+            conts: 0,
+            job: Job::Running,
         })
     }
 
@@ -444,11 +472,12 @@ impl Deputy {
     fn stop(&mut self) -> Result<Stopped, String> {
         let r = self.running.take().ok_or("the deputy is not running")?;
         r.request_interrupt().map_err(|e| e.to_string())?;
-        let tx = self.tx.clone();
+        let tx = &self.tx;
+        let conts = &mut self.conts;
         let nudge = self.home_req.nudge();
         r.wait_interrupt(|s, st| {
             if !nudge.is(s, st) {
-                let _ = tx.send(&ProcMsg::Signal { sig: s.raw() });
+                forward_signal(tx, conts, s);
             }
         })
         .map_err(|e| e.to_string())
@@ -530,6 +559,19 @@ impl Deputy {
                     self.end_with_signal(sig);
                     return TracerEnd::Gone;
                 }
+                Ok(Req::Stopped(sig, conts)) => {
+                    debug!(
+                        "deputy {pid}: stop by {sig} reported after {conts} SIGCONTs ({} sent), {:?}",
+                        self.conts, self.job
+                    );
+                    if conts == self.conts
+                        && self.job == Job::Running
+                        && let Some(sig) = Sig::new(sig)
+                        && let Err(e) = self.job_stop(sig)
+                    {
+                        warn!("deputy {pid} could not stop as its process did: {e}");
+                    }
+                }
                 Ok(Req::Lost(why)) => {
                     warn!(
                         "process {pid} ({}) on node {} lost: {why}; it is killed at home",
@@ -608,10 +650,43 @@ impl Deputy {
                     return None;
                 }
                 Ok(Ok(s)) => {
+                    match (self.job, s.stop) {
+                        // Our own stop signal: deliver it, the deputy stops for its parent.
+                        (Job::Stopping(want), Stop::Signal(sig)) if sig == want => {
+                            match s.cont(Some(sig)) {
+                                Ok(r) => self.running = Some(r),
+                                Err(_) => return Some(self.deputy_lost()),
+                            }
+                            continue;
+                        }
+                        (_, Stop::Group(sig)) => {
+                            self.job = Job::Stopped(sig);
+                            match s.listen() {
+                                Ok(r) => self.running = Some(r),
+                                Err(_) => return Some(self.deputy_lost()),
+                            }
+                            continue;
+                        }
+                        // SIGCONT woke it: catch the stop signal again, and back to sleep (the
+                        // SIGCONT itself is then delivered, and forwarded, as any signal).
+                        (Job::Stopped(sig), Stop::Event(_)) => {
+                            self.job = Job::Running;
+                            let r = self.catch_again(s, sig);
+                            match r {
+                                Ok(()) => {}
+                                Err(e) => {
+                                    warn!("deputy {}: {e}", self.pid);
+                                    return Some(self.deputy_lost());
+                                }
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
                     if let Stop::Signal(sig) = s.stop
                         && !self.home_req.nudge().is(sig, &s)
                     {
-                        let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
+                        forward_signal(&self.tx, &mut self.conts, sig);
                         // A forwarded call blocked at home must not hold the signal up.
                         let soon = Instant::now() + KICK_FOR_SIGNAL;
                         if self.kick_until.is_none_or(|k| k < soon) {
@@ -621,10 +696,7 @@ impl Deputy {
                     }
                     match s.cont(None) {
                         Ok(r) => self.running = Some(r),
-                        Err(_) => {
-                            let _ = self.tx.send(&ProcMsg::Kill);
-                            return Some(TracerEnd::Gone);
-                        }
+                        Err(_) => return Some(self.deputy_lost()),
                     }
                 }
                 Ok(Err(_)) => {
@@ -632,6 +704,77 @@ impl Deputy {
                     let _ = self.tx.send(&ProcMsg::Kill);
                     return Some(TracerEnd::Gone);
                 }
+            }
+        }
+    }
+
+    /// The deputy vanished under us: the process ends everywhere.
+    fn deputy_lost(&mut self) -> TracerEnd {
+        let _ = self.tx.send(&ProcMsg::Kill);
+        TracerEnd::Gone
+    }
+
+    /// The process stopped (job control) by `sig`: the deputy stops by the same signal, so
+    /// its parent's `wait(WUNTRACED)` reports it and a shell prints "Stopped". The deputy
+    /// catches every signal, so the signal's default action is put back for the stop, and
+    /// the catching handler again when `SIGCONT` wakes it ([`Deputy::catch_again`]). The stop
+    /// itself is a group stop that we leave in place with `PTRACE_LISTEN`.
+    fn job_stop(&mut self, sig: Sig) -> Result<(), String> {
+        debug!("deputy {}: its process stopped by {sig}", self.pid);
+        let t = self.stop()?;
+        let t = if sig.raw() == libc::SIGSTOP {
+            t
+        } else {
+            self.set_action(t, sig, 0)?
+        };
+        self.sleep(t)?;
+        self.job = Job::Stopping(sig);
+        sig.send_to(self.pid).map_err(|e| e.to_string())
+    }
+
+    /// Puts back the catching handler of `sig` in a deputy woken from a job-control stop, and
+    /// puts it back to sleep.
+    fn catch_again(&mut self, t: Stopped, sig: Sig) -> Result<(), String> {
+        let t = if sig.raw() == libc::SIGSTOP {
+            t
+        } else {
+            self.set_action(t, sig, self.area.start)?
+        };
+        self.sleep(t)
+    }
+
+    /// Sets the handler of `sig` in the deputy (0: the default action).
+    fn set_action(&mut self, t: Stopped, sig: Sig, handler: u64) -> Result<Stopped, String> {
+        let mut sa = Vec::with_capacity(32);
+        for v in [handler, 0u64, 0, 0] {
+            sa.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Err(e) = self.mem.write(self.area.scratch(), &sa) {
+            self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
+            return Err(e.to_string());
+        }
+        // Signals that arrive meanwhile (the SIGCONT that woke it) are the process's.
+        let tx = &self.tx;
+        let conts = &mut self.conts;
+        let nudge = self.home_req.nudge();
+        match inject::syscall_for_process(
+            t,
+            self.area.site(),
+            &self.pause,
+            libc::SYS_rt_sigaction,
+            [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
+            |s, st| {
+                if !nudge.is(s, st) {
+                    forward_signal(tx, conts, s);
+                }
+            },
+        ) {
+            Ok((t, _)) => Ok(t),
+            Err((t, e)) => {
+                if let Some(t) = t {
+                    self.running = t.cont(None).ok();
+                }
+                Err(e.to_string())
             }
         }
     }
@@ -649,6 +792,7 @@ impl Deputy {
             }
         }
         let tx = &self.tx;
+        let conts = &mut self.conts;
         let nudge = self.home_req.nudge();
         let (t, ret) = match inject::syscall_for_process(
             t,
@@ -658,7 +802,7 @@ impl Deputy {
             placed.args,
             |sig, st| {
                 if !nudge.is(sig, st) {
-                    let _ = tx.send(&ProcMsg::Signal { sig: sig.raw() });
+                    forward_signal(tx, conts, sig);
                 }
             },
         ) {
@@ -882,6 +1026,20 @@ struct ExecShared {
     home_req: ComeHomeHandle,
 }
 
+/// The most a read or write on a terminal moves in one call: it runs inside the deputy, through
+/// its scratch area. A terminal may return less than asked, and programs loop.
+const TERMINAL_IO_MAX: u64 = 64 << 10;
+
+fn clamp_terminal_io(c: &mut mosix_core::proto::Call) {
+    let nr = i64::from(c.nr);
+    if (nr == libc::SYS_read || nr == libc::SYS_write) && c.args[2] > TERMINAL_IO_MAX {
+        c.args[2] = TERMINAL_IO_MAX;
+        for (_, b) in &mut c.bufs {
+            b.truncate(TERMINAL_IO_MAX as usize);
+        }
+    }
+}
+
 fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, shared: ExecShared) {
     let ExecShared {
         tid,
@@ -901,12 +1059,23 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
     };
     loop {
         match rx.recv() {
-            Ok(ProcMsg::Call(c)) => {
-                let (class, _) = forward::shape(u64::from(c.nr), &c.args);
+            Ok(ProcMsg::Call(mut c)) => {
+                let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
+                if class == Class::Service
+                    && shape[0] == mosix_core::syscalls::Arg::Fd
+                    && fds.is_terminal(c.args[0] as i32)
+                {
+                    class = Class::Deputy;
+                    clamp_terminal_io(&mut c);
+                }
                 let reply = match class {
                     Class::Service => {
                         in_call.store(true, Ordering::Relaxed);
-                        let mut r = forward::exec_service(&c, &mut fds);
+                        let mut r = if c.ahead > 0 {
+                            forward::exec_streamed(&c, &mut fds)
+                        } else {
+                            forward::exec_service(&c, &mut fds)
+                        };
                         in_call.store(false, Ordering::Relaxed);
                         if r.ret == -(libc::EINTR as i64) {
                             // Interrupted for a signal of the process: let its kernel decide.
@@ -938,7 +1107,7 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
                             match done {
                                 Some((ret, outs)) => {
                                     fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
-                                    Reply { ret, outs }
+                                    Reply { ret, outs, io: 0 }
                                 }
                                 None => return,
                             }
@@ -946,11 +1115,13 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
                         Err(e) => Reply {
                             ret: e,
                             outs: Vec::new(),
+                            io: 0,
                         },
                     },
                     _ => Reply {
                         ret: -(libc::ENOSYS as i64),
                         outs: Vec::new(),
+                        io: 0,
                     },
                 };
                 if tx.send(&ProcMsg::Reply(reply)).is_err() {
@@ -979,6 +1150,13 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
             Ok(ProcMsg::Image(h)) => {
                 let _ = reqs.send(Req::Image(h, rx));
                 return;
+            }
+            Ok(ProcMsg::Expelled) => {
+                info!("process {pid}: its node sends it home (mosctl expel)");
+                home_req.ask();
+            }
+            Ok(ProcMsg::Stopped { sig, conts }) => {
+                let _ = reqs.send(Req::Stopped(sig, conts));
             }
             Ok(other) => {
                 let _ = reqs.send(Req::Lost(format!("the remote sent {other:?} out of turn")));

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use mosix_core::proto::{Call, Reply};
+use mosix_core::proto::{Call, IO_ANSWERED, IO_EOF, IO_STREAM, Reply};
 use mosix_core::syscalls::{self, Arg, Class, Len, MAX_IO, MAX_PATH};
 
 use crate::ptrace::Mem;
@@ -180,6 +180,7 @@ pub fn marshal(nr: u64, args: [u64; 6], mem: &Mem) -> Result<Marshalled, i64> {
             nr: nr2 as u32,
             args: a,
             bufs: Vec::new(),
+            ahead: 0,
         };
         let mut outs = Vec::new();
         if write {
@@ -251,6 +252,7 @@ pub fn marshal(nr: u64, args: [u64; 6], mem: &Mem) -> Result<Marshalled, i64> {
             nr: nr as u32,
             args,
             bufs,
+            ahead: 0,
         },
         outs,
     })
@@ -411,14 +413,17 @@ impl Plan {
 /// The deputy's descriptors as duplicates in the service, taken on first use.
 #[derive(Debug)]
 pub struct FdTable {
+    pid: i32,
     pidfd: OwnedFd,
-    cache: HashMap<i32, OwnedFd>,
+    /// Our duplicates, and whether each is a terminal.
+    cache: HashMap<i32, (OwnedFd, bool)>,
 }
 
 impl FdTable {
     /// For the process `pid` (the deputy).
     pub fn new(pid: i32) -> std::io::Result<FdTable> {
         Ok(FdTable {
+            pid,
             pidfd: crate::seccomp::pidfd_open(pid)?,
             cache: HashMap::new(),
         })
@@ -429,17 +434,67 @@ impl FdTable {
         if fd < 0 {
             return Err(-EBADF);
         }
-        if let Some(f) = self.cache.get(&fd) {
+        if let Some((f, _)) = self.cache.get(&fd) {
             return Ok(f.as_raw_fd());
         }
         match crate::seccomp::getfd(&self.pidfd, fd) {
             Ok(f) => {
                 let raw = f.as_raw_fd();
-                self.cache.insert(fd, f);
+                // SAFETY: isatty(3) only asks the kernel about a descriptor we own.
+                let tty = unsafe { libc::isatty(raw) } == 1;
+                self.cache.insert(fd, (f, tty));
                 Ok(raw)
             }
             Err(_) => Err(-EBADF),
         }
+    }
+
+    /// Whether the deputy's descriptor `fd` is a terminal. Calls on a terminal run inside the
+    /// deputy, not here: the terminal's job control (`SIGTTIN` for a read from the background,
+    /// `SIGTTOU` for a write or a mode change) applies to the caller's process group, and the
+    /// service is in none of the terminal's.
+    pub fn is_terminal(&mut self, fd: i32) -> bool {
+        self.get(fd).is_ok() && self.cache.get(&fd).is_some_and(|(_, tty)| *tty)
+    }
+
+    /// Whether the deputy's `fd` is a regular file whose open file description no other
+    /// descriptor of the deputy shares (see [`exec_streamed`]).
+    pub fn streamable(&mut self, fd: i32) -> bool {
+        let Ok(raw) = self.get(fd) else { return false };
+        // SAFETY: fstat(2) fills a stat struct we own.
+        let regular = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(raw, &raw mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        };
+        if !regular {
+            return false;
+        }
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return false;
+        };
+        for e in dir.flatten() {
+            let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if other == fd {
+                continue;
+            }
+            // SAFETY: kcmp(2) compares two descriptors of a process by number; no memory.
+            let same = unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    self.pid,
+                    self.pid,
+                    0, // KCMP_FILE
+                    fd,
+                    other,
+                )
+            };
+            if same == 0 {
+                return false;
+            }
+        }
+        true
     }
 
     /// Forgets our duplicate of `fd` (after the deputy closed it or replaced it).
@@ -476,6 +531,7 @@ pub fn exec_service(call: &Call, fds: &mut FdTable) -> Reply {
             return Reply {
                 ret: e,
                 outs: Vec::new(),
+                io: 0,
             };
         }
     };
@@ -483,6 +539,65 @@ pub fn exec_service(call: &Call, fds: &mut FdTable) -> Reply {
     Reply {
         ret,
         outs: plan.outputs(ret),
+        io: 0,
+    }
+}
+
+/// Runs a `read` or `write` that asks about read-ahead or write-behind ([`Call::ahead`]).
+///
+/// Both are allowed only on a regular file whose open file description no other descriptor of
+/// the deputy shares (`kcmp`): the remote keeps the bytes read ahead and gives them back (an
+/// `lseek` backwards) before any call that could see the file's offset, so another descriptor
+/// on the same description would read from the wrong place. The scan is repeated on every
+/// read-ahead (about one per MiB), so a `dup` since the last one is seen.
+pub fn exec_streamed(call: &Call, fds: &mut FdTable) -> Reply {
+    let fd = call.args[0] as i32;
+    let stream = fds.streamable(fd);
+    let nr = i64::from(call.nr);
+    if !stream || nr != libc::SYS_read {
+        let mut r = exec_service(call, fds);
+        r.io = IO_ANSWERED | if stream { IO_STREAM } else { 0 };
+        return r;
+    }
+    let Ok(raw) = fds.get(fd) else {
+        return Reply {
+            ret: -EBADF,
+            outs: Vec::new(),
+            io: IO_ANSWERED,
+        };
+    };
+    let asked = call.args[2].min(MAX_IO as u64) as usize;
+    let want = (asked + call.ahead as usize).min(MAX_IO);
+    let mut buf = vec![0u8; want];
+    let mut got = 0usize;
+    let mut eof = false;
+    while got < want {
+        // SAFETY: read(2) into the unfilled tail of our own buffer.
+        let r = unsafe { libc::read(raw, buf[got..].as_mut_ptr().cast(), want - got) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            if got == 0 {
+                return Reply {
+                    ret: -i64::from(e),
+                    outs: Vec::new(),
+                    io: IO_ANSWERED | IO_STREAM,
+                };
+            }
+            break;
+        }
+        if r == 0 {
+            eof = true;
+            break;
+        }
+        got += r as usize;
+    }
+    buf.truncate(got);
+    Reply {
+        ret: got.min(asked) as i64,
+        outs: vec![(1, buf)],
+        io: IO_ANSWERED | IO_STREAM | if eof { IO_EOF } else { 0 },
     }
 }
 
@@ -651,6 +766,7 @@ mod tests {
             nr: nr as u32,
             args,
             bufs,
+            ahead: 0,
         }
     }
 

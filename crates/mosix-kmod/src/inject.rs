@@ -103,7 +103,7 @@ pub fn syscall(
                     return Ok((s, ret));
                 }
                 // A group stop or a signal we blocked cannot be ours; carry on.
-                Stop::Signal(_) | Stop::Event(_) | Stop::Syscall => {
+                Stop::Signal(_) | Stop::Event(_) | Stop::Group(_) | Stop::Syscall => {
                     r = s.cont(None).map_err(|e| (None, e))?;
                 }
             }

@@ -21,6 +21,7 @@ pub mod deputy;
 pub mod dump;
 pub mod forward;
 pub mod inject;
+pub mod iocache;
 pub mod measure;
 pub mod procs;
 pub mod ptrace;

@@ -65,6 +65,8 @@ struct Inner {
     home: HashMap<i32, Home>,
     guests: HashMap<i32, Guest>,
     deputies: HashMap<i32, crate::deputy::ComeHomeHandle>,
+    /// The connections to the homes of guests, for `expel`.
+    guest_links: HashMap<i32, crate::channel::Sender>,
 }
 
 /// The registry.
@@ -230,7 +232,47 @@ impl Procs {
 
     /// Forgets a guest.
     pub fn remove_guest(&self, local_pid: i32) {
-        self.lock().guests.remove(&local_pid);
+        let mut g = self.lock();
+        g.guests.remove(&local_pid);
+        g.guest_links.remove(&local_pid);
+    }
+
+    /// Records the connection to a guest's home.
+    pub fn set_guest_link(&self, local_pid: i32, tx: crate::channel::Sender) {
+        self.lock().guest_links.insert(local_pid, tx);
+    }
+
+    /// Asks the home of every guest to take it back; how many were asked.
+    pub fn expel_guests(&self) -> u32 {
+        let links: Vec<crate::channel::Sender> =
+            self.lock().guest_links.values().cloned().collect();
+        let mut n = 0;
+        for tx in links {
+            if tx.send(&mosix_core::proto::ProcMsg::Expelled).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Asks every process of this node that runs elsewhere to come home; how many were asked.
+    pub fn bring_all(&self) -> u32 {
+        let g = self.lock();
+        let mut n = 0;
+        for h in g.deputies.values() {
+            h.ask();
+            n += 1;
+        }
+        n
+    }
+
+    /// How many processes of this node run elsewhere (or are on their way).
+    pub fn away(&self) -> u32 {
+        self.lock()
+            .home
+            .values()
+            .filter(|h| h.at.is_some() || h.moving)
+            .count() as u32
     }
 
     /// The guests.

@@ -141,8 +141,13 @@ fn os(what: &'static str, pid: Pid) -> impl Fn(Errno) -> Error {
 /// Why a tracee stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    /// A `PTRACE_EVENT_*` stop (`PTRACE_EVENT_STOP` = 128 after an interrupt or a group stop).
+    /// A `PTRACE_EVENT_*` stop (`PTRACE_EVENT_STOP` = 128 after an interrupt, or when a
+    /// listening tracee is woken by `SIGCONT`).
     Event(i32),
+    /// A group stop (job control) by this stop signal: `PTRACE_EVENT_STOP` with a stop signal
+    /// (a seized tracee reports its group stops so). Resuming with [`Stopped::listen`] keeps it
+    /// stopped for its parent.
+    Group(Sig),
     /// A signal is about to be delivered; resuming with it delivers it, with 0 suppresses it.
     Signal(Sig),
     /// A system-call entry or exit stop (`PTRACE_SYSCALL` with `TRACESYSGOOD`).
@@ -153,6 +158,9 @@ pub enum Stop {
 /// apply while we trace it, so calls we inject into a migrated process are not trapped by its
 /// own filter. Needs CAP_SYS_ADMIN.
 pub const SUSPEND_SECCOMP: Options = Options::from_bits_retain(0x0020_0000);
+
+/// `PTRACE_LISTEN` (not in every libc crate's list for this target).
+const PTRACE_LISTEN: libc::c_uint = 0x4208;
 
 /// The `PTRACE_EVENT_STOP` event number.
 pub const EVENT_STOP: i32 = 128;
@@ -241,6 +249,10 @@ fn wait_raw(pid: Pid, flags: libc::c_int) -> Result<Waited> {
             let event = (status >> 16) & 0xff;
             return Ok(Waited::Stop(if sig == libc::SIGTRAP | 0x80 {
                 Stop::Syscall
+            } else if event == EVENT_STOP
+                && [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
+            {
+                Stop::Group(Sig(sig))
             } else if event != 0 {
                 Stop::Event(event)
             } else {
@@ -321,7 +333,7 @@ impl Running {
         loop {
             let s = r.wait()?;
             match s.stop {
-                Stop::Event(_) | Stop::Syscall => return Ok(s),
+                Stop::Event(_) | Stop::Group(_) | Stop::Syscall => return Ok(s),
                 Stop::Signal(Sig::TRAP) => return Ok(s),
                 Stop::Signal(sig) => {
                     on_signal(sig, &s);
@@ -341,7 +353,7 @@ impl Running {
         loop {
             let s = r.wait()?;
             match s.stop {
-                Stop::Event(_) | Stop::Syscall => return Ok(s),
+                Stop::Event(_) | Stop::Group(_) | Stop::Syscall => return Ok(s),
                 Stop::Signal(Sig::TRAP) => return Ok(s),
                 Stop::Signal(sig) => {
                     // Suppress it here; the caller re-raises or forwards it.
@@ -519,6 +531,16 @@ impl Stopped {
     /// Resumes it, delivering `sig` if given.
     pub fn cont(self, sig: Option<Sig>) -> Result<Running> {
         resume(libc::PTRACE_CONT, self.pid, sig, "PTRACE_CONT")?;
+        Ok(Running {
+            pid: self.pid,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Leaves a tracee in a group stop stopped, as its parent sees it, until `SIGCONT` (or
+    /// `SIGKILL`) wakes it: that is reported as an [`Stop::Event`] stop (`PTRACE_LISTEN`).
+    pub fn listen(self) -> Result<Running> {
+        resume(PTRACE_LISTEN, self.pid, None, "PTRACE_LISTEN")?;
         Ok(Running {
             pid: self.pid,
             _not_send: PhantomData,

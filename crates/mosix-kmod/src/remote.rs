@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::channel::{self, Receiver, Sender};
 use crate::dump::{self, FreezeOptions};
 use crate::forward::{self, Marshalled};
+use crate::iocache::{IoCache, ReadPlan, WritePlan};
 use crate::procs::{Guest, Procs};
 use crate::ptrace::{self, Mem, Sig};
 use crate::restore;
@@ -39,6 +40,9 @@ pub struct GuestEnv {
 }
 
 const ERESTARTSYS: i64 = -512;
+/// How long after a signal a job-control stop it causes is looked for (a `SIGTSTP` handler
+/// that tidies up for longer stops by a `raise`, which starts the watch again).
+const STOP_WATCH: Duration = Duration::from_secs(2);
 const ERESTARTNOINTR: i64 = -513;
 const ENOSYS: i64 = -38;
 const EINVAL: i64 = -22;
@@ -74,6 +78,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                 h.home,
                 child.id()
             );
+            env.procs.set_guest_link(child.id() as i32, tx.clone());
             env.procs.add_guest(
                 child.id() as i32,
                 Guest {
@@ -102,6 +107,9 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                 child,
                 mem: guest,
                 come_home: false,
+                watch_stop_until: None,
+                conts: 0,
+                io: IoCache::default(),
             };
             s.run();
             env.procs.remove_guest(pid);
@@ -227,6 +235,12 @@ struct Supervisor {
     child: Child,
     mem: Mem,
     come_home: bool,
+    /// After a signal, until when to look for a job-control stop (see [`Supervisor::stopped`]).
+    watch_stop_until: Option<Instant>,
+    /// `SIGCONT`s from home delivered so far.
+    conts: u32,
+    /// Read-ahead and write-behind.
+    io: IoCache,
 }
 
 /// How supervision ended.
@@ -288,8 +302,23 @@ impl Supervisor {
                     revents: 0,
                 },
             ];
+            let timeout = if self.watch_stop_until.is_some() {
+                10
+            } else if self.io.has_behind() {
+                crate::iocache::BEHIND_MAX_AGE.as_millis() as i32
+            } else {
+                1000
+            };
             // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if self.watch_stop_until.is_some() {
+                self.stopped();
+            }
+            for c in self.io.due(Instant::now()) {
+                if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                    return End::HomeLost(format!("sending writes home failed ({e})"));
+                }
+            }
             if n < 0 {
                 continue;
             }
@@ -323,6 +352,44 @@ impl Supervisor {
         }
     }
 
+    /// Looks for a job-control stop for a while: every stop signal passes through us (from
+    /// home, or sent by the process to itself, as a `SIGTSTP` handler does once it has tidied
+    /// up), but it may take effect later, when the process leaves a forwarded call.
+    fn watch_stop(&mut self) {
+        self.watch_stop_until = Some(Instant::now() + STOP_WATCH);
+    }
+
+    /// Reports a job-control stop home, which stops the deputy the same way: the parent's
+    /// `wait(WUNTRACED)` (a shell's Ctrl-Z) sees it as if the process were local.
+    fn stopped(&mut self) {
+        if self.watch_stop_until.is_some_and(|u| Instant::now() > u) {
+            self.watch_stop_until = None;
+        }
+        // SAFETY: waitid(2) writes one siginfo_t, a valid zeroed local. WSTOPPED without
+        // WEXITED only reports stops, so the exit is still reaped by Child::try_wait.
+        let info = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.pid() as libc::id_t,
+                &raw mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            );
+            if r != 0 || info.si_pid() == 0 {
+                return;
+            }
+            info
+        };
+        // SAFETY: for a CLD_STOPPED report si_status is the stop signal.
+        let sig = unsafe { info.si_status() };
+        debug!("{} stopped by signal {sig}", self.h.comm);
+        self.watch_stop_until = None;
+        let _ = self.tx.send(&ProcMsg::Stopped {
+            sig,
+            conts: self.conts,
+        });
+    }
+
     /// Has the process ended? If so, tell home how.
     fn check_end(&mut self) -> Option<End> {
         let deadline = Instant::now() + Duration::from_millis(500);
@@ -330,6 +397,10 @@ impl Supervisor {
             match self.child.try_wait() {
                 Ok(Some(st)) => {
                     use std::os::unix::process::ExitStatusExt;
+                    // What it wrote is written before its parent can see it end.
+                    if let Err(end) = self.settle_io() {
+                        return Some(end);
+                    }
                     let msg = match (st.code(), st.signal()) {
                         (Some(c), _) => ProcMsg::Exit { status: c },
                         (None, Some(sig)) => ProcMsg::Died {
@@ -380,12 +451,20 @@ impl Supervisor {
         match m {
             ProcMsg::Signal { sig } => {
                 if let Some(s) = Sig::new(sig) {
+                    if sig == libc::SIGCONT {
+                        self.conts = self.conts.wrapping_add(1);
+                    }
                     let _ = s.send_to(self.pid());
+                    self.watch_stop();
                 }
                 None
             }
             ProcMsg::ComeHome => {
                 self.come_home = true;
+                None
+            }
+            ProcMsg::Reply(r) if self.io.owed() > 0 => {
+                self.io.on_owed_reply(&r);
                 None
             }
             ProcMsg::Kill => {
@@ -418,6 +497,9 @@ impl Supervisor {
             Class::Service | Class::Deputy => self.forward(n),
             Class::Exit => {
                 let status = (n.args[0] & 0xff) as i32;
+                if let Err(end) = self.settle_io() {
+                    return Some(end);
+                }
                 // Let the stub end itself; its end reports the status home.
                 let _ = self.listener.allow(n.id);
                 let _ = self.child.wait();
@@ -539,6 +621,7 @@ impl Supervisor {
                 nr: nr as u32,
                 args,
                 bufs: Vec::new(),
+                ahead: 0,
             },
             outs: Vec::new(),
         };
@@ -546,18 +629,70 @@ impl Supervisor {
     }
 
     fn forward(&mut self, n: Notif) -> Option<End> {
-        let m = match forward::marshal(n.nr as u64, n.args, &self.mem) {
+        let mut m = match forward::marshal(n.nr as u64, n.args, &self.mem) {
             Ok(m) => m,
             Err(e) => {
                 let _ = self.listener.reply(n.id, e);
                 return None;
             }
         };
+        let nr = i64::from(m.call.nr);
+        let fd = m.call.args[0] as i32;
+        if nr == libc::SYS_read {
+            match self.io.read(fd, m.call.args[2] as usize) {
+                ReadPlan::Serve(bytes) => {
+                    let r = Reply {
+                        ret: bytes.len() as i64,
+                        outs: vec![(1, bytes)],
+                        io: 0,
+                    };
+                    let ret = match forward::write_back(&m, &r, &self.mem) {
+                        Ok(()) => r.ret,
+                        Err(_) => EFAULT,
+                    };
+                    let _ = self.listener.reply(n.id, ret);
+                    return None;
+                }
+                ReadPlan::Forward(ahead) => m.call.ahead = ahead,
+            }
+        } else if nr == libc::SYS_write {
+            let data = m.call.bufs.first().map_or(&[][..], |b| &b.1[..]);
+            match self.io.write(fd, data, Instant::now()) {
+                WritePlan::Behind => {
+                    let _ = self.listener.reply(n.id, data.len() as i64);
+                    for c in self.io.due(Instant::now()) {
+                        if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                            return Some(End::HomeLost(format!(
+                                "sending writes home failed ({e})"
+                            )));
+                        }
+                    }
+                    return None;
+                }
+                WritePlan::Error(e) => {
+                    let _ = self.listener.reply(n.id, e);
+                    return None;
+                }
+                WritePlan::Forward { probe } => m.call.ahead = u32::from(probe),
+            }
+        }
         loop {
-            let reply = match self.call_home(&m) {
+            let mut reply = match self.call_home(&m) {
                 Ok(r) => r,
                 Err(end) => return Some(end),
             };
+            if nr == libc::SYS_read && m.call.ahead > 0 {
+                self.io.after_read(fd, &mut reply);
+            } else if nr == libc::SYS_write && m.call.ahead > 0 {
+                self.io.after_write(fd, &reply);
+            }
+            self.io.after_call(&m.call, reply.ret);
+            if (nr == libc::SYS_fsync || nr == libc::SYS_fdatasync || nr == libc::SYS_close)
+                && let Some(e) = self.io.take_error(fd)
+            {
+                // A write behind failed at home: the process hears it here, as from NFS.
+                reply.ret = e;
+            }
             if reply.ret == ERESTARTSYS && self.come_home {
                 // Interrupted at home because home wants the process back: it goes now, and
                 // the call runs again there.
@@ -589,13 +724,45 @@ impl Supervisor {
         }
     }
 
+    /// Sends home what waits behind and gives back what was read ahead, and waits until home
+    /// has done it: before the process exits or leaves.
+    fn settle_io(&mut self) -> Result<(), End> {
+        for c in self.io.settle() {
+            if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                return Err(End::HomeLost(format!("sending writes home failed ({e})")));
+            }
+        }
+        while self.io.owed() > 0 {
+            match self.rx.recv() {
+                Ok(m) => {
+                    if let Some(end) = self.home_msg(m) {
+                        return Err(end);
+                    }
+                }
+                Err(e) => {
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a call home and waits for its reply, handling signals that arrive meanwhile.
     fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
+        let (_, shape) = forward::shape(u64::from(m.call.nr), &m.call.args);
+        for c in self.io.before_call(&m.call, &shape) {
+            if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                return Err(End::HomeLost(format!("sending a call home failed ({e})")));
+            }
+        }
         if let Err(e) = self.tx.send(&ProcMsg::Call(m.call.clone())) {
             return Err(End::HomeLost(format!("sending a call home failed ({e})")));
         }
         loop {
             match self.rx.recv() {
+                Ok(ProcMsg::Reply(r)) if self.io.owed() > 0 => self.io.on_owed_reply(&r),
                 Ok(ProcMsg::Reply(r)) => return Ok(r),
                 Ok(other) => {
                     if let Some(end) = self.home_msg(other) {
@@ -623,7 +790,7 @@ impl Supervisor {
 
     /// A signal the process sends itself (raise, abort, kill(getpid())) must be pending before
     /// the call returns, as it is natively: deliver it here instead of going round through home.
-    fn signal_to_self(&self, n: &Notif) -> Option<i64> {
+    fn signal_to_self(&mut self, n: &Notif) -> Option<i64> {
         let me = u64::from(self.h.cached.pid);
         let nr = i64::from(n.nr);
         let (target_is_me, sig) = if nr == libc::SYS_kill {
@@ -644,6 +811,7 @@ impl Supervisor {
         let Some(s) = i32::try_from(sig).ok().and_then(Sig::new) else {
             return Some(EINVAL);
         };
+        self.watch_stop();
         Some(match s.send_to(self.pid()) {
             Ok(()) => 0,
             Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EPERM)),
@@ -727,6 +895,9 @@ impl Supervisor {
     /// Returns whether home took it.
     fn go_home(&mut self, pending: Option<Notif>) -> Result<bool, End> {
         let pid = self.pid();
+        // Writes behind go, bytes read ahead go back: home's descriptors are as the process
+        // left them.
+        self.settle_io()?;
         let running = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP) {
             Ok(r) => r,
             Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),

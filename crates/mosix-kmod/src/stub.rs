@@ -28,7 +28,12 @@ pub fn spawn() -> std::io::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .current_dir("/");
+        .current_dir("/")
+        // A process group of its own, in the service's session: a signal for the service's
+        // group does not reach guests, and the group is not orphaned (its parent, the service,
+        // is in the same session), so the kernel does not discard the job-control stops a
+        // guest gets from home (SIGTSTP, SIGTTIN, SIGTTOU).
+        .process_group(0);
     // SAFETY: runs in the child between fork and exec; prctl(2) is async-signal-safe and the
     // closure touches no memory shared with the parent's other threads.
     unsafe {

@@ -5,7 +5,7 @@ complete -c setpe -s w -d 'Configure this node from the map and start its servic
 complete -c setpe -s W -d 'Like -w, but replace the configuration of a running service in place'
 complete -c setpe -s c -d 'Only check the map for consistency; change nothing'
 complete -c setpe -s r -d 'Print the running configuration in map format (to FILE with -f)'
-complete -c setpe -l off -d 'Stop this node: stop its service (written -off in the classic syntax)'
+complete -c setpe -l off -d 'Stop this node: bring its processes home, send its guests home, then stop its service (written -off in the classic syntax). Processes that cannot move within a minute end with the node'
 complete -c setpe -l foreground -d 'With -w: keep the service in the foreground, logging to stderr (for systemd and tests)'
 complete -c setpe -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c setpe -s V -l version -d 'Print version'

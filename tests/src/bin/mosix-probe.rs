@@ -8,6 +8,9 @@
 //! * `mosix-probe touch MIB`: maps MIB MiB of fresh memory and writes every page once; prints
 //!   the time that took in milliseconds (the machine's cost of new memory, which every arrival
 //!   of a migrated process pays).
+//! * `mosix-probe readfile PATH KIB`: reads PATH to its end KIB KiB at a time; prints MB/s.
+//! * `mosix-probe writefile PATH MIB KIB`: writes MIB MiB to PATH (created or truncated) KIB
+//!   KiB at a time, then closes it; prints MB/s.
 //! * `mosix-probe notify N`: the bare cost of a seccomp user notification: a child under a
 //!   USER_NOTIF filter makes N getppid calls that this process answers at once; prints the mean
 //!   round trip in nanoseconds (`notify-sync N`: with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP).
@@ -82,10 +85,40 @@ fn main() {
             }
             println!("{}", t.elapsed().as_secs_f64() * 1000.0);
         }
+        Some("readfile") => {
+            let kib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+            let mut f = std::fs::File::open(&args[2]).unwrap();
+            let mut b = vec![0u8; kib << 10];
+            let t = Instant::now();
+            let mut total = 0usize;
+            loop {
+                let k = f.read(&mut b).unwrap();
+                if k == 0 {
+                    break;
+                }
+                total += k;
+            }
+            println!("{}", total as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
+        Some("writefile") => {
+            let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+            let kib: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(64);
+            let b = vec![7u8; kib << 10];
+            let t = Instant::now();
+            let mut f = std::fs::File::create(&args[2]).unwrap();
+            let mut left = mib << 20;
+            while left > 0 {
+                let k = left.min(b.len());
+                f.write_all(&b[..k]).unwrap();
+                left -= k;
+            }
+            drop(f);
+            println!("{}", (mib << 20) as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
         Some(m @ ("notify" | "notify-sync")) => notify(n, m == "notify-sync"),
         _ => {
             eprintln!(
-                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | notify N | notify-sync N"
+                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N"
             );
             std::process::exit(2);
         }

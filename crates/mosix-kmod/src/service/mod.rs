@@ -636,6 +636,16 @@ impl Node {
                         to,
                         wait,
                     } => self.migrate(uid, target as i32, to, wait, reply),
+                    Request::Expel | Request::Bring => {
+                        let expel = matches!(req, Request::Expel);
+                        let flag = if expel { Flag::Block } else { Flag::Lstay };
+                        match self.control(Request::SetFlag { flag, on: true }, uid).await {
+                            Response::Done => self.move_all(expel, reply),
+                            other => {
+                                let _ = reply.send(other);
+                            }
+                        }
+                    }
                     req => {
                         let resp = self.control(req, uid).await;
                         let _ = reply.send(resp);
@@ -774,6 +784,28 @@ impl Node {
         if home.moving {
             return fail(reply, format!("process {pid} is already moving"));
         }
+        if to == Target::Balance {
+            // Balancing is automatic migration on demand: what keeps the balancer away keeps
+            // it away (a move to a named node is the user's own decision, and is allowed).
+            if home.lock {
+                return fail(
+                    reply,
+                    format!("process {pid} is locked (mosrun -L): balance leaves it where it is"),
+                );
+            }
+            if let Some(f) = [(Status::STAY, "stay"), (Status::LSTAY, "lstay")]
+                .iter()
+                .find(|(bit, _)| self.flags.contains(*bit))
+            {
+                return fail(
+                    reply,
+                    format!(
+                        "this node is set to {} (mosctl no{} lifts it): balance moves nothing",
+                        f.1, f.1
+                    ),
+                );
+            }
+        }
         let target = match to {
             Target::Home => self.loaded.me,
             Target::Node(n) => n,
@@ -826,6 +858,40 @@ impl Node {
             );
         }
         send(pid, target, env, wait, reply);
+    }
+
+    /// `mosctl expel` (every guest goes home) or `bring` (every process of ours comes home):
+    /// asks them all at once, answers when none is left or after a minute, with the counts.
+    fn move_all(&mut self, expel: bool, reply: oneshot::Sender<Response>) {
+        let procs = Arc::clone(&self.procs);
+        let (asked, what) = if expel {
+            (procs.expel_guests(), "guests sent home")
+        } else {
+            (procs.bring_all(), "processes brought home")
+        };
+        info!("{}: {asked} {what}", if expel { "expel" } else { "bring" });
+        let left = move |p: &Procs| {
+            if expel {
+                p.guests().len() as u32
+            } else {
+                p.away()
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("mosix-move-all".into())
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while left(&procs) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = reply.send(Response::Moved {
+                    asked,
+                    left: left(&procs),
+                });
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread: {e}");
+        }
     }
 
     fn allowed(&self, uid: u32) -> bool {
@@ -918,9 +984,10 @@ impl Node {
                 Response::Done
             }
             Request::Procs { guests } => Response::Procs(self.procs.rows(guests)),
-            Request::Register { .. } | Request::Migrate { .. } => {
-                Response::Error("internal: handled elsewhere".into())
-            }
+            Request::Register { .. }
+            | Request::Migrate { .. }
+            | Request::Expel
+            | Request::Bring => Response::Error("internal: handled elsewhere".into()),
         }
     }
 

@@ -1,0 +1,525 @@
+//! Read-ahead and write-behind for a remote process's forwarded descriptors: the remote side's
+//! bookkeeping, with no I/O of its own (the supervisor sends what it says and feeds it replies).
+//!
+//! A forwarded `read` costs a network round trip; a program that reads a home file 32 KiB at a
+//! time would spend most of its time waiting. So a `read` asks home to read *ahead*
+//! ([`Call::ahead`]): home reads up to a window more, and the remote serves the following reads
+//! from what came back. A `write` on a descriptor home has vouched for is answered at once and
+//! kept *behind*; the bytes go home, without waiting for an answer, before anything else does.
+//!
+//! Home vouches for a descriptor ([`IO_STREAM`]) only when it is a regular file whose open file
+//! description no other descriptor of the process shares: then only this process's calls on
+//! that one descriptor can see its offset, and the rules are simple:
+//!
+//! * **Writes behind** go home before any other call, in order (one stream, one executor), so
+//!   every later call — on any descriptor, any path, a file mapping, the exit — sees them done.
+//!   They also go when 512 KiB wait, or when the oldest has waited [`BEHIND_MAX_AGE`] (someone
+//!   may be watching the file grow), and before the process exits or leaves, waiting for their
+//!   answers: an error home met is reported by the next `write`, `fsync` or `close` of that
+//!   descriptor (as NFS does).
+//! * **Bytes read ahead** are given back — an `lseek` backwards by what was not consumed, sent
+//!   ahead of the call — before any call that names the descriptor (`lseek`, `fstat`, `close`,
+//!   a `write` on it…), any call that can make another descriptor share its description (`dup*`,
+//!   `fcntl`, `sendmsg` with rights, `close_range`), and before the process exits or leaves. An
+//!   end of file is never served from the cache: a file that grows (`tail -f`) is read again.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use mosix_core::proto::{Call, IO_ANSWERED, IO_EOF, IO_STREAM, Reply};
+use mosix_core::syscalls::{Arg, MAX_IO};
+
+/// The first read-ahead window, doubled on every refill up to [`AHEAD_MAX`].
+pub const AHEAD_START: u32 = 128 << 10;
+/// The largest read-ahead (a reply carries at most `MAX_IO` bytes, the asked ones included).
+pub const AHEAD_MAX: u32 = MAX_IO as u32;
+/// Writes kept behind on one descriptor before they go.
+pub const BEHIND_MAX: usize = 512 << 10;
+/// How long a write stays behind at most.
+pub const BEHIND_MAX_AGE: Duration = Duration::from_millis(50);
+
+/// What a descriptor's bytes do.
+#[derive(Debug, Default)]
+struct FdIo {
+    /// Home's word on it: `None` until asked.
+    stream: Option<bool>,
+    /// Bytes read ahead, and how many of them the process has had.
+    ahead: Vec<u8>,
+    pos: usize,
+    /// The read-ahead reached the end of the file.
+    eof: bool,
+    /// The next read-ahead window.
+    window: u32,
+    /// Bytes written behind, and since when the oldest waits.
+    behind: Vec<u8>,
+    since: Option<Instant>,
+    /// An error home met writing behind, for the next call that can report it.
+    error: Option<i64>,
+}
+
+impl FdIo {
+    fn unread(&self) -> usize {
+        self.ahead.len() - self.pos
+    }
+}
+
+/// A reply the remote is owed for a call it sent without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    /// Written behind: `len` bytes on `fd`.
+    Write { fd: i32, len: usize },
+    /// A give-back `lseek`.
+    Rewind,
+}
+
+/// What to do with a `read`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadPlan {
+    /// Answer it from these bytes.
+    Serve(Vec<u8>),
+    /// Forward it, asking for this much read-ahead ([`Call::ahead`]; 0: none).
+    Forward(u32),
+}
+
+/// What to do with a `write`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WritePlan {
+    /// Kept behind: answer that it wrote everything.
+    Behind,
+    /// Report this error (from an earlier write behind).
+    Error(i64),
+    /// Forward it, asking whether the descriptor can be written behind if `probe`.
+    Forward {
+        /// Ask ([`Call::ahead`] = 1).
+        probe: bool,
+    },
+}
+
+/// The remote's read-ahead and write-behind state for one process.
+#[derive(Debug, Default)]
+pub struct IoCache {
+    fds: HashMap<i32, FdIo>,
+    owed: VecDeque<Owed>,
+    /// Writes behind that must go now (a descriptor's buffer was full).
+    ready: Vec<Call>,
+}
+
+fn write_call(fd: i32, data: Vec<u8>) -> Call {
+    Call {
+        nr: libc::SYS_write as u32,
+        args: [fd as u64, 0, data.len() as u64, 0, 0, 0],
+        bufs: vec![(1, data)],
+        ahead: 0,
+    }
+}
+
+fn rewind_call(fd: i32, by: usize) -> Call {
+    Call {
+        nr: libc::SYS_lseek as u32,
+        args: [
+            fd as u64,
+            (-(by as i64)) as u64,
+            libc::SEEK_CUR as u64,
+            0,
+            0,
+            0,
+        ],
+        bufs: Vec::new(),
+        ahead: 0,
+    }
+}
+
+/// Calls after which another descriptor may share a description (or the process's table
+/// changed wholesale): every read-ahead is given back and every descriptor asked about again.
+fn reshapes_descriptors(nr: i64) -> bool {
+    [
+        libc::SYS_dup,
+        libc::SYS_dup2,
+        libc::SYS_dup3,
+        libc::SYS_fcntl,
+        libc::SYS_close_range,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
+        libc::SYS_recvmsg,
+        libc::SYS_recvmmsg,
+    ]
+    .contains(&nr)
+}
+
+impl IoCache {
+    /// Replies owed for calls sent without waiting.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// A `read(fd, .., want)`.
+    pub fn read(&mut self, fd: i32, want: usize) -> ReadPlan {
+        let st = self.fds.entry(fd).or_default();
+        let unread = st.unread();
+        if unread > 0 && (unread >= want || st.eof) {
+            let n = unread.min(want);
+            let out = st.ahead[st.pos..st.pos + n].to_vec();
+            st.pos += n;
+            if st.pos == st.ahead.len() {
+                st.ahead.clear();
+                st.pos = 0;
+            }
+            return ReadPlan::Serve(out);
+        }
+        match st.stream {
+            Some(false) => ReadPlan::Forward(0),
+            _ => {
+                if st.window == 0 {
+                    st.window = AHEAD_START;
+                }
+                let room = AHEAD_MAX.saturating_sub(u32::try_from(want).unwrap_or(AHEAD_MAX));
+                ReadPlan::Forward(st.window.min(room).max(1))
+            }
+        }
+    }
+
+    /// Home's reply to a `read(fd, .., want)` sent with read-ahead: keeps the bytes after the
+    /// asked ones (the reply then carries only those).
+    pub fn after_read(&mut self, fd: i32, reply: &mut Reply) {
+        if reply.io & IO_ANSWERED == 0 {
+            return;
+        }
+        let st = self.fds.entry(fd).or_default();
+        st.stream = Some(reply.io & IO_STREAM != 0);
+        if reply.ret < 0 || st.stream != Some(true) {
+            return;
+        }
+        let ret = reply.ret as usize;
+        if let Some((_, data)) = reply.outs.iter_mut().find(|(i, _)| *i == 1)
+            && data.len() > ret
+        {
+            st.ahead = data.split_off(ret);
+            st.pos = 0;
+        }
+        st.eof = reply.io & IO_EOF != 0;
+        st.window = st.window.saturating_mul(2).min(AHEAD_MAX);
+    }
+
+    /// A `write(fd, data)`.
+    pub fn write(&mut self, fd: i32, data: &[u8], now: Instant) -> WritePlan {
+        let st = self.fds.entry(fd).or_default();
+        if let Some(e) = st.error.take() {
+            return WritePlan::Error(e);
+        }
+        match st.stream {
+            Some(true) if st.unread() == 0 => {
+                // One call home carries at most MAX_IO bytes.
+                if !st.behind.is_empty() && st.behind.len() + data.len() > BEHIND_MAX {
+                    self.ready.push(Self::take_behind(&mut self.owed, fd, st));
+                }
+                st.behind.extend_from_slice(data);
+                st.since.get_or_insert(now);
+                if st.behind.len() >= BEHIND_MAX {
+                    self.ready.push(Self::take_behind(&mut self.owed, fd, st));
+                }
+                WritePlan::Behind
+            }
+            Some(_) => WritePlan::Forward { probe: false },
+            None => WritePlan::Forward { probe: true },
+        }
+    }
+
+    /// Home's answer to a probing `write`.
+    pub fn after_write(&mut self, fd: i32, reply: &Reply) {
+        if reply.io & IO_ANSWERED != 0 {
+            self.fds.entry(fd).or_default().stream = Some(reply.io & IO_STREAM != 0);
+        }
+    }
+
+    /// Descriptors whose writes behind must go now: too many bytes, or waiting too long.
+    pub fn due(&mut self, now: Instant) -> Vec<Call> {
+        let mut out = std::mem::take(&mut self.ready);
+        for (fd, st) in &mut self.fds {
+            if !st.behind.is_empty()
+                && (st.behind.len() >= BEHIND_MAX
+                    || st
+                        .since
+                        .is_some_and(|t| now.duration_since(t) >= BEHIND_MAX_AGE))
+            {
+                out.push(Self::take_behind(&mut self.owed, *fd, st));
+            }
+        }
+        out
+    }
+
+    /// Whether writes wait behind (the supervisor then wakes up in time for them).
+    pub fn has_behind(&self) -> bool {
+        !self.ready.is_empty() || self.fds.values().any(|s| !s.behind.is_empty())
+    }
+
+    fn take_behind(owed: &mut VecDeque<Owed>, fd: i32, st: &mut FdIo) -> Call {
+        let data = std::mem::take(&mut st.behind);
+        st.since = None;
+        owed.push_back(Owed::Write {
+            fd,
+            len: data.len(),
+        });
+        write_call(fd, data)
+    }
+
+    fn take_ahead(owed: &mut VecDeque<Owed>, fd: i32, st: &mut FdIo) -> Option<Call> {
+        let unread = st.unread();
+        st.ahead.clear();
+        st.pos = 0;
+        st.eof = false;
+        if unread == 0 {
+            return None;
+        }
+        owed.push_back(Owed::Rewind);
+        Some(rewind_call(fd, unread))
+    }
+
+    /// What must go home, without waiting for answers, before call `c` (`fd_args`: its
+    /// descriptor arguments): every write behind, and the read-ahead of any descriptor the call
+    /// could observe.
+    pub fn before_call(&mut self, c: &Call, shape: &[Arg; 6]) -> Vec<Call> {
+        let nr = i64::from(c.nr);
+        let all = reshapes_descriptors(nr);
+        let named: Vec<i32> = (0..6)
+            .filter(|&i| shape[i] == Arg::Fd)
+            .map(|i| c.args[i] as i32)
+            .collect();
+        let mut out = std::mem::take(&mut self.ready);
+        for (fd, st) in &mut self.fds {
+            if !st.behind.is_empty() {
+                out.push(Self::take_behind(&mut self.owed, *fd, st));
+            }
+        }
+        for (fd, st) in &mut self.fds {
+            let reading_it = nr == libc::SYS_read && named.first() == Some(fd);
+            if (all || (named.contains(fd) && !reading_it))
+                && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
+            {
+                out.push(r);
+            }
+        }
+        // The read that follows a partial buffer starts where the process is.
+        if nr == libc::SYS_read
+            && let Some(fd) = named.first()
+            && let Some(st) = self.fds.get_mut(fd)
+            && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
+        {
+            out.push(r);
+        }
+        out
+    }
+
+    /// After call `c` returned `ret` at home: forgets what it may have changed.
+    pub fn after_call(&mut self, c: &Call, ret: i64) {
+        let nr = i64::from(c.nr);
+        if reshapes_descriptors(nr) {
+            for st in self.fds.values_mut() {
+                st.stream = None;
+            }
+        }
+        if nr == libc::SYS_close && ret == 0 {
+            self.fds.remove(&(c.args[0] as i32));
+        }
+    }
+
+    /// Everything that must go home before the process exits or leaves.
+    pub fn settle(&mut self) -> Vec<Call> {
+        let mut out = std::mem::take(&mut self.ready);
+        for (fd, st) in &mut self.fds {
+            if !st.behind.is_empty() {
+                out.push(Self::take_behind(&mut self.owed, *fd, st));
+            }
+            if let Some(r) = Self::take_ahead(&mut self.owed, *fd, st) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Takes the reply owed for the oldest call sent without waiting.
+    pub fn on_owed_reply(&mut self, r: &Reply) {
+        if let Some(Owed::Write { fd, len }) = self.owed.pop_front()
+            && r.ret != len as i64
+        {
+            let e = if r.ret < 0 {
+                r.ret
+            } else {
+                -i64::from(libc::EIO)
+            };
+            self.fds.entry(fd).or_default().error.get_or_insert(e);
+        }
+    }
+
+    /// An error home met writing `fd` behind, taken (for `fsync` and `close`).
+    pub fn take_error(&mut self, fd: i32) -> Option<i64> {
+        self.fds.get_mut(&fd).and_then(|s| s.error.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(ret: i64, data: Vec<u8>, io: u8) -> Reply {
+        Reply {
+            ret,
+            outs: vec![(1, data)],
+            io,
+        }
+    }
+
+    const FD_SHAPE: [Arg; 6] = [
+        Arg::Fd,
+        Arg::None,
+        Arg::Int,
+        Arg::None,
+        Arg::None,
+        Arg::None,
+    ];
+
+    fn call(nr: i64, fd: i32) -> Call {
+        Call {
+            nr: nr as u32,
+            args: [fd as u64, 0, 10, 0, 0, 0],
+            bufs: Vec::new(),
+            ahead: 0,
+        }
+    }
+
+    #[test]
+    fn reads_are_served_from_what_came_ahead_and_the_rest_is_given_back() {
+        let mut io = IoCache::default();
+        let ReadPlan::Forward(ahead) = io.read(3, 10) else {
+            panic!("the first read goes home")
+        };
+        assert_eq!(ahead, AHEAD_START);
+        let mut r = reply(10, (0u8..40).collect(), IO_ANSWERED | IO_STREAM);
+        io.after_read(3, &mut r);
+        assert_eq!(
+            r.outs[0].1,
+            (0u8..10).collect::<Vec<_>>(),
+            "the asked bytes"
+        );
+        assert_eq!(io.read(3, 10), ReadPlan::Serve((10u8..20).collect()));
+        assert_eq!(io.read(3, 5), ReadPlan::Serve((20u8..25).collect()));
+        // 15 unread; an lseek on it gives them back first.
+        let pre = io.before_call(&call(libc::SYS_lseek, 3), &FD_SHAPE);
+        assert_eq!(pre.len(), 1);
+        assert_eq!(pre[0].nr, libc::SYS_lseek as u32);
+        assert_eq!(pre[0].args[1] as i64, -15);
+        assert_eq!(io.owed(), 1);
+        // A call on another descriptor leaves it alone.
+        let mut r = reply(10, (0u8..30).collect(), IO_ANSWERED | IO_STREAM);
+        io.after_read(3, &mut r);
+        assert!(
+            io.before_call(&call(libc::SYS_fstat, 4), &FD_SHAPE)
+                .is_empty()
+        );
+        assert_eq!(io.read(3, 20), ReadPlan::Serve((10u8..30).collect()));
+    }
+
+    #[test]
+    fn a_partial_buffer_is_given_back_before_the_next_read_and_eof_is_asked_again() {
+        let mut io = IoCache::default();
+        io.read(3, 10);
+        let mut r = reply(10, (0u8..15).collect(), IO_ANSWERED | IO_STREAM);
+        io.after_read(3, &mut r);
+        // 5 unread, 10 wanted, not at the end: home reads again from where the process is.
+        assert!(matches!(io.read(3, 10), ReadPlan::Forward(_)));
+        let pre = io.before_call(&call(libc::SYS_read, 3), &FD_SHAPE);
+        assert_eq!(pre.len(), 1);
+        assert_eq!(pre[0].args[1] as i64, -5);
+        // At the end of the file the rest is served, then the next read goes home.
+        let mut r = reply(10, (0u8..13).collect(), IO_ANSWERED | IO_STREAM | IO_EOF);
+        io.after_read(3, &mut r);
+        assert_eq!(io.read(3, 10), ReadPlan::Serve(vec![10, 11, 12]));
+        assert!(matches!(io.read(3, 10), ReadPlan::Forward(_)));
+    }
+
+    #[test]
+    fn writes_wait_behind_only_where_home_vouched_and_go_first() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        assert_eq!(io.write(1, b"a", now), WritePlan::Forward { probe: true });
+        io.after_write(1, &reply(1, vec![], IO_ANSWERED | IO_STREAM));
+        assert_eq!(io.write(1, b"bc", now), WritePlan::Behind);
+        assert_eq!(io.write(1, b"de", now), WritePlan::Behind);
+        assert!(io.has_behind());
+        // A pipe: home says no.
+        assert_eq!(io.write(5, b"x", now), WritePlan::Forward { probe: true });
+        io.after_write(5, &reply(1, vec![], IO_ANSWERED));
+        assert_eq!(io.write(5, b"y", now), WritePlan::Forward { probe: false });
+        // Any call home sends them first, in one write.
+        let pre = io.before_call(&call(libc::SYS_getcwd, -1), &[Arg::None; 6]);
+        assert_eq!(pre.len(), 1);
+        assert_eq!(pre[0].bufs[0].1, b"bcde");
+        assert!(!io.has_behind());
+        // An error home met comes back on the next write.
+        io.on_owed_reply(&reply(-i64::from(libc::ENOSPC), vec![], 0));
+        assert_eq!(
+            io.write(1, b"f", now),
+            WritePlan::Error(-i64::from(libc::ENOSPC))
+        );
+    }
+
+    #[test]
+    fn writes_go_when_old_or_many_and_everything_settles() {
+        let mut io = IoCache::default();
+        let t0 = Instant::now();
+        io.write(1, b"a", t0);
+        io.after_write(1, &reply(1, vec![], IO_ANSWERED | IO_STREAM));
+        io.write(1, b"b", t0);
+        assert!(io.due(t0).is_empty());
+        assert_eq!(io.due(t0 + BEHIND_MAX_AGE).len(), 1);
+        io.write(1, &vec![0; BEHIND_MAX], t0);
+        assert_eq!(io.due(t0).len(), 1);
+        io.read(3, 1);
+        let mut r = reply(1, vec![1, 2, 3], IO_ANSWERED | IO_STREAM);
+        io.after_read(3, &mut r);
+        io.write(1, b"z", t0);
+        let s = io.settle();
+        assert_eq!(s.len(), 2, "the write behind and the give-back");
+        assert_eq!(io.owed(), 4);
+    }
+
+    #[test]
+    fn no_call_home_carries_more_than_max_io() {
+        let mut io = IoCache::default();
+        let t0 = Instant::now();
+        io.write(1, b"a", t0);
+        io.after_write(1, &reply(1, vec![], IO_ANSWERED | IO_STREAM));
+        let mut sent = 0usize;
+        for len in [300 << 10, MAX_IO, 1, MAX_IO, 700 << 10, 5] {
+            assert_eq!(io.write(1, &vec![1; len], t0), WritePlan::Behind);
+            for c in io.due(t0) {
+                assert!(c.bufs[0].1.len() <= MAX_IO, "{}", c.bufs[0].1.len());
+                sent += c.bufs[0].1.len();
+            }
+        }
+        for c in io.settle() {
+            assert!(c.bufs[0].1.len() <= MAX_IO);
+            sent += c.bufs[0].1.len();
+        }
+        assert_eq!(
+            sent,
+            (300 << 10) + 2 * MAX_IO + 1 + (700 << 10) + 5,
+            "every byte, once"
+        );
+    }
+
+    #[test]
+    fn a_dup_gives_everything_back_and_descriptors_are_asked_again() {
+        let mut io = IoCache::default();
+        io.read(3, 1);
+        let mut r = reply(1, vec![1, 2, 3], IO_ANSWERED | IO_STREAM);
+        io.after_read(3, &mut r);
+        let dup = call(libc::SYS_dup, 7);
+        let pre = io.before_call(&dup, &FD_SHAPE);
+        assert_eq!(pre.len(), 1, "given back although the dup names another fd");
+        io.after_call(&dup, 8);
+        assert_eq!(
+            io.write(3, b"x", Instant::now()),
+            WritePlan::Forward { probe: true }
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Per-process facts and what respects them: a locked process (`mosrun -L`) is left alone by
+//! `migrate balance` but moves when named; stay/lstay keep balance away; the children of a
+//! migrated process that forked are MOSIX processes that can move in turn; a pipeline of
+//! mosrun'd programs on different nodes works.
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use mosix_tests::{TestCluster, require_root, serial, tool};
+
+fn row(c: &TestCluster, pid: u32) -> Option<serde_json::Value> {
+    c.mps(1, false).into_iter().find(|r| r["pid"] == pid)
+}
+
+fn migrate(c: &TestCluster, pid: u32, to: &str) -> (bool, String) {
+    let out = c.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn spinner(c: &TestCluster, lock: bool) -> Child {
+    let probe = tool("mosix-probe");
+    let mut a = Vec::new();
+    if lock {
+        a.push("-L");
+    }
+    a.extend([probe.to_str().unwrap(), "spin", "120"]);
+    c.command(1, "mosrun", &a)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
+    if !require_root("per_process_facts") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tfacts", 3, |_| {});
+    for n in 1..=3 {
+        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
+            .unwrap();
+    }
+    let mut locked = spinner(&c, true);
+    let mut free = spinner(&c, false);
+    std::thread::sleep(Duration::from_millis(300));
+    let (lp, fp) = (locked.id(), free.id());
+    assert_eq!(row(&c, lp).unwrap()["lock"], true, "mps shows the lock");
+
+    // balance leaves a locked process alone, a named node does not.
+    let (ok, said) = migrate(&c, lp, "balance");
+    assert!(!ok && said.contains("locked"), "{said}");
+    assert_eq!(row(&c, lp).unwrap()["node"], 0);
+    let (ok, said) = migrate(&c, lp, "2");
+    assert!(ok, "{said}");
+    let r = row(&c, lp).unwrap();
+    assert_eq!(
+        (r["node"].as_u64(), r["nmigs"].as_u64()),
+        (Some(2), Some(1)),
+        "{r}"
+    );
+    let guests = c.mps(2, true);
+    assert!(
+        guests.iter().any(|g| g["from"] == 1),
+        "mps -G on node 2 shows where its guest is from: {guests:?}"
+    );
+
+    // lstay keeps balance from moving this node's processes; without it, balance moves.
+    assert!(c.run(1, "mosctl", &["lstay"]).status.success());
+    let (ok, said) = migrate(&c, fp, "balance");
+    assert!(!ok && said.contains("lstay"), "{said}");
+    assert!(c.run(1, "mosctl", &["nolstay"]).status.success());
+    let (ok, said) = migrate(&c, fp, "balance");
+    assert!(ok, "{said}");
+    let node = row(&c, fp).unwrap()["node"].as_u64().unwrap();
+    assert!(
+        node == 2 || node == 3,
+        "balance moved it off the busy home: node {node}"
+    );
+    for k in [&mut locked, &mut free] {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+
+    // A migrated shell forks: it comes home for the fork, and its child is a MOSIX process
+    // that moves in turn.
+    let probe = tool("mosix-probe");
+    let script = format!("{} spin 2 > /dev/null; echo done $?", probe.display());
+    let mut sh = c
+        .command(1, "mosrun", &["-2", "/bin/sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shell = sh.id();
+    let mut child = None;
+    assert!(
+        c.eventually(Duration::from_secs(5), || {
+            child = c
+                .mps(1, false)
+                .iter()
+                .find(|r| {
+                    r["pid"] != shell && r["command"].as_str().is_some_and(|s| s.contains("spin"))
+                })
+                .and_then(|r| r["pid"].as_u64());
+            child.is_some()
+        }),
+        "the shell's child is a MOSIX process: {:?}",
+        c.mps(1, false)
+    );
+    let child = child.unwrap() as u32;
+    let (ok, said) = migrate(&c, child, "3");
+    assert!(ok, "the child moves: {said}");
+    let mut out = String::new();
+    sh.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(sh.wait().unwrap().success());
+    assert_eq!(out, "done 0\n", "the shell saw its child's status");
+
+    // A pipeline of mosrun'd programs on two nodes.
+    let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, &text).unwrap();
+    let mosrun = tool("mosrun");
+    let pipeline = format!(
+        "{m} -2 cat {i} | {m} -3 gzip -c | {m} -2 gzip -dc | sha256sum",
+        m = mosrun.display(),
+        i = input.display()
+    );
+    let moved = c
+        .command(1, "/bin/sh", &["-c", &pipeline])
+        .output()
+        .unwrap();
+    let local = c
+        .command(
+            1,
+            "/bin/sh",
+            &["-c", &format!("sha256sum < {}", input.display())],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert_eq!(moved.stdout, local.stdout, "the pipeline's output");
+}
