@@ -139,7 +139,7 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
     }
     std::fs::write(
         data.join("script.py"),
-        "import hashlib, sys, zlib\nacc = 0\nwith open(sys.argv[1], 'rb') as f:\n    while True:\n        b = f.read(65536)\n        if not b:\n            break\n        acc = zlib.crc32(b, acc)\n        for i in range(0, len(b), 4096):\n            acc ^= b[i]\nprint(acc, hashlib.md5(open(sys.argv[1], 'rb').read()).hexdigest())\nsys.exit(3)\n",
+        "import hashlib, sys, zlib\nacc = 0\nfor i in range(6000000):\n    acc = (acc + i * i) % 1000003\nwith open(sys.argv[1], 'rb') as f:\n    while True:\n        b = f.read(65536)\n        if not b:\n            break\n        acc = zlib.crc32(b, acc)\n        for i in range(0, len(b), 4096):\n            acc ^= b[i]\nprint(acc, hashlib.md5(open(sys.argv[1], 'rb').read()).hexdigest())\nsys.exit(3)\n",
     )
     .unwrap();
     assert!(
@@ -158,15 +158,10 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
         },
         Case {
             prog: "cksum",
-            args: s(&[
-                &d("big.bin"),
-                &d("text.txt"),
-                &d("big.bin"),
-                &d("big.bin"),
-                &d("big.bin"),
-                &d("big.bin"),
-                &d("big.bin"),
-            ]),
+            args: [d("big.bin"), d("text.txt")]
+                .into_iter()
+                .chain(std::iter::repeat_n(d("big.bin"), 10))
+                .collect(),
             stdin: None,
             to_file: None,
         },
@@ -196,13 +191,31 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
         },
         Case {
             prog: "tar",
-            args: s(&["-cf", "-", "-C", &d("tree"), ".", "-C", &d("tree"), "."]),
+            args: s(&[
+                "-cf",
+                "-",
+                "-C",
+                &d("tree"),
+                ".",
+                "-C",
+                &d("tree"),
+                ".",
+                "-C",
+                &d("tree"),
+                ".",
+                "-C",
+                &d("tree"),
+                ".",
+            ]),
             stdin: None,
             to_file: None,
         },
         Case {
             prog: "find",
             args: s(&[
+                &d("many"),
+                &d("many"),
+                &d("many"),
                 &d("many"),
                 "-type",
                 "f",
@@ -250,8 +263,19 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
             to_file: None,
         },
     ];
+    // For chasing a failure: MOSIX_TOUR_ONLY=python3 MOSIX_TOUR_REPEAT=20.
+    let only = std::env::var("MOSIX_TOUR_ONLY").unwrap_or_default();
+    let repeat: usize = std::env::var("MOSIX_TOUR_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let chosen: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.prog.contains(only.as_str()))
+        .flat_map(|c| std::iter::repeat_n(c, repeat))
+        .collect();
     let mut report = Vec::new();
-    for case in &cases {
+    for case in chosen {
         eprintln!("{} {:?}", case.prog, case.args);
         let t = Instant::now();
         let (child, feeder) = run(&c, case, false);
@@ -270,22 +294,43 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
         // It starts on node 2 (mosrun -2); then node 3, then home, while it runs.
         let on2 = c.eventually(Duration::from_secs(5), || node_of(&c, pid) == Some(2));
         path.push(if on2 { "2" } else { "?" });
-        std::thread::sleep(Duration::from_millis(100));
-        let said = c.migrate(pid, "3");
-        assert!(said.contains("is on node 3"), "{}: {said}", case.prog);
-        path.push("3");
-        std::thread::sleep(Duration::from_millis(100));
-        let said = c.migrate(pid, "home");
-        assert!(said.contains("home"), "{}: {said}", case.prog);
-        path.push("home");
-        let moved = output(case, child, feeder);
+        let mut child = Some(child);
+        let mut feeder = feeder;
+        for (to, expect) in [("3", "is on node 3"), ("home", "home")] {
+            std::thread::sleep(Duration::from_millis(50));
+            let out = c.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if !out.status.success() || !said.contains(expect) {
+                // Say how the program ended: too early (a test input too small) or badly.
+                let (o, st) = output(case, child.take().unwrap(), feeder.take());
+                panic!(
+                    "{}: migrate {to}: {said}; it had ended with {st:?}, {} bytes of output \
+                     ({} expected), after {:.2} s",
+                    case.prog,
+                    o.len(),
+                    reference.0.len(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            path.push(to);
+        }
+        let moved = output(case, child.take().unwrap(), feeder.take());
         assert!(on2, "{}: never seen on node 2", case.prog);
         assert!(
             moved.0 == reference.0,
-            "{}: output differs after home → 2 → 3 → home ({} vs {} bytes)",
+            "{}: output differs after home → 2 → 3 → home ({} vs {} bytes), exit {:?}\n\
+             node 1:\n{}\nnode 2:\n{}\nnode 3:\n{}",
             case.prog,
             moved.0.len(),
-            reference.0.len()
+            reference.0.len(),
+            moved.1,
+            c.log(1),
+            c.log(2),
+            c.log(3)
         );
         assert_eq!(moved.1, reference.1, "{}: exit status", case.prog);
         report.push(format!(

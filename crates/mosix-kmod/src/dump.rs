@@ -405,7 +405,22 @@ impl Parts {
         Ok((vmas, special))
     }
 
-    /// Which bytes to send: file-backed areas whole, anonymous ones page by page where a page is
+    /// How much of a file-backed area has file behind it: the pages past the end of the file
+    /// cannot be read (a read of them fails with EIO, as a touch would get SIGBUS), so they are
+    /// not sent; the destination has zeroes there. (A file mapped while remote is a copy of
+    /// home's file of its exact size, and programs map past the end of files.)
+    fn file_area_len(&self, v: &Vma, offset: u64) -> u64 {
+        let Ok(md) = std::fs::metadata(format!(
+            "/proc/{}/map_files/{:x}-{:x}",
+            self.pid, v.start, v.end
+        )) else {
+            return v.len();
+        };
+        let backed = md.len().saturating_sub(offset).div_ceil(4096) * 4096;
+        backed.min(v.len())
+    }
+
+    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones page by page where a page is
     /// present or swapped (from /proc/PID/pagemap, bits 63 and 62).
     fn runs(&self, vmas: &[Vma]) -> Result<Vec<Run>> {
         use std::os::unix::fs::FileExt;
@@ -423,12 +438,15 @@ impl Parts {
             if matches!(v.kind, VmaKind::File { .. }) || !v.read {
                 // Unreadable areas (guard pages, PROT_NONE reservations) are sent whole if they
                 // are file-backed; anonymous ones only where pages exist.
-                if matches!(v.kind, VmaKind::File { .. }) {
-                    runs.push(Run {
-                        vma: idx,
-                        offset: 0,
-                        len: v.len(),
-                    });
+                if let VmaKind::File { offset, .. } = &v.kind {
+                    let len = self.file_area_len(v, *offset);
+                    if len > 0 {
+                        runs.push(Run {
+                            vma: idx,
+                            offset: 0,
+                            len,
+                        });
+                    }
                     continue;
                 }
             }
