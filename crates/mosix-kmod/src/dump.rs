@@ -536,7 +536,24 @@ impl Frozen {
                             return Ok(());
                         };
                         buf.resize(r.len as usize, 0);
-                        mem.read(header.vmas[r.vma as usize].start + r.offset, &mut buf)?;
+                        let at = header.vmas[r.vma as usize].start + r.offset;
+                        if let Err(e) = mem.read(at, &mut buf) {
+                            // A page the process itself could not touch (past the end of a
+                            // mapped file): zeroes stand for it, page by page, rather than
+                            // losing the move half-way through the stream.
+                            let mut bad = 0;
+                            for (k, page) in buf.chunks_mut(4096).enumerate() {
+                                if mem.read(at + (k as u64) * 4096, page).is_err() {
+                                    page.fill(0);
+                                    bad += 1;
+                                }
+                            }
+                            if bad == buf.len().div_ceil(4096) {
+                                // Nothing readable at all: the process is gone, not a page.
+                                return Err(e);
+                            }
+                            tracing::debug!("{bad} unreadable pages at {at:#x} sent as zeroes");
+                        }
                         if full_tx.send((i, buf)).is_err() {
                             return Ok(());
                         }
