@@ -189,19 +189,7 @@ fn main() {
         eprintln!("the migration benchmark needs root (it builds a virtual cluster)");
         std::process::exit(1);
     }
-    let c = TestCluster::up("tbench", 2, |s| {
-        s.cpus_per_node = Some(
-            std::env::var("MOSIX_BENCH_CPUS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1.0),
-        );
-        s.mem_per_node = Some(6 << 30);
-    });
-    for n in 1..=2 {
-        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    let c = mosix_tests::bench_cluster("tbench");
 
     println!("== Forwarded system calls (mean round trip, µs) ==");
     let calls = "20000";

@@ -22,6 +22,25 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The cluster the benchmarks run on: two nodes of `MOSIX_BENCH_CPUS` CPUs (default 1) and
+/// 6 GiB each, up and seeing each other.
+pub fn bench_cluster(name: &str) -> TestCluster {
+    let c = TestCluster::up(name, 2, |s| {
+        s.cpus_per_node = Some(
+            std::env::var("MOSIX_BENCH_CPUS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1.0),
+        );
+        s.mem_per_node = Some(6 << 30);
+    });
+    for n in 1..=2 {
+        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
+            .expect("the benchmark cluster comes up");
+    }
+    c
+}
+
 /// Whether a skip must fail (CI=true).
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
