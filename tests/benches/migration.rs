@@ -14,9 +14,8 @@
 //! services' log lines about each move (phase times on both sides).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mosix_tests::{TestCluster, in_netns};
@@ -138,25 +137,7 @@ fn touch_rate(c: &TestCluster, mib: u64) -> f64 {
 /// and the wall time of `migrate --wait`, in ms. `warm`: node 2's memory is touched just before
 /// (as on a machine that is not a VM); otherwise it has had time to go cold.
 fn migrate_once(c: &TestCluster, mib: u64, warm: bool) -> (f64, f64) {
-    let mut child = c
-        .command(
-            1,
-            "mosrun",
-            &[
-                mosix_tests::tool("mosix-probe").to_str().unwrap(),
-                "mem",
-                &mib.to_string(),
-            ],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let mut child = c.memory_holder(mib, &[]);
     let pid = child.id();
     if warm {
         probe(c, 2, &["touch", &(mib + mib / 2 + 16).to_string()]);

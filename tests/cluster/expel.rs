@@ -22,18 +22,6 @@ fn where_is(c: &TestCluster, pid: u32) -> Option<u64> {
         .and_then(|r| r["node"].as_u64())
 }
 
-fn mosctl(c: &TestCluster, node: u16, args: &[&str]) -> (bool, String) {
-    let out = c.run(node, "mosctl", args);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn expel_sends_guests_home_and_bring_brings_processes_home() {
     if !require_root("expel_and_bring") {
@@ -55,7 +43,7 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     assert_eq!(c.guests_on(2), 2);
 
     // expel on node 2: both guests go home, node 2 is blocked.
-    let (ok, said) = mosctl(&c, 2, &["expel"]);
+    let (ok, said) = c.said(2, "mosctl", &["expel"]);
     assert!(ok, "expel: {said}");
     assert!(said.contains("2 guests sent home"), "{said}");
     assert_eq!(c.guests_on(2), 0, "no guest left on node 2");
@@ -63,12 +51,12 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
         assert_eq!(where_is(&c, p), Some(0), "process {p} is home");
     }
     assert_eq!(where_is(&c, pids[2]), Some(3), "node 3's guest stays");
-    let (_, status) = mosctl(&c, 2, &["status", "--json"]);
+    let (_, status) = c.said(2, "mosctl", &["status", "--json"]);
     assert!(status.contains("\"block\":true"), "{status}");
     let out = c.run(1, "migrate", &[&pids[0].to_string(), "2", "--wait"]);
     assert!(!out.status.success(), "a blocked node takes no process");
     // Nothing to expel: says so and succeeds.
-    let (ok, said) = mosctl(&c, 2, &["expel"]);
+    let (ok, said) = c.said(2, "mosctl", &["expel"]);
     assert!(ok && said.contains("0 guests"), "{said}");
 
     // bring on node 1: every process of node 1 comes home, and lstay is set.
@@ -82,25 +70,25 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
         })
     };
     assert!(sees_block(true), "node 1 never heard that node 2 blocks");
-    let (ok, _) = mosctl(&c, 2, &["noblock"]);
+    let (ok, _) = c.said(2, "mosctl", &["noblock"]);
     assert!(ok);
     assert!(
         sees_block(false),
         "node 1 never heard that node 2 takes guests again"
     );
     c.migrate(pids[0], "2");
-    let (ok, said) = mosctl(&c, 1, &["bring"]);
+    let (ok, said) = c.said(1, "mosctl", &["bring"]);
     assert!(ok, "bring: {said}");
     assert!(said.contains("2 processes brought home"), "{said}");
     for &p in &pids {
         assert_eq!(where_is(&c, p), Some(0), "process {p} is home");
     }
     assert_eq!(c.guests_on(2) + c.guests_on(3), 0);
-    let (_, status) = mosctl(&c, 1, &["status", "--json"]);
+    let (_, status) = c.said(1, "mosctl", &["status", "--json"]);
     assert!(status.contains("\"lstay\":true"), "{status}");
 
     // Stopping a node loses nothing: its guests go home first.
-    let (ok, _) = mosctl(&c, 1, &["nolstay"]);
+    let (ok, _) = c.said(1, "mosctl", &["nolstay"]);
     assert!(ok);
     c.migrate(pids[1], "2");
     let out = c.run(2, "setpe", &["-off"]);

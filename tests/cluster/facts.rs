@@ -13,18 +13,6 @@ fn row(c: &TestCluster, pid: u32) -> Option<serde_json::Value> {
     c.mps(1, false).into_iter().find(|r| r["pid"] == pid)
 }
 
-fn migrate(c: &TestCluster, pid: u32, to: &str) -> (bool, String) {
-    let out = c.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn spinner(c: &TestCluster, lock: bool) -> Child {
     let probe = tool("mosix-probe");
     let mut a = Vec::new();
@@ -57,10 +45,10 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     assert_eq!(row(&c, lp).unwrap()["lock"], true, "mps shows the lock");
 
     // balance leaves a locked process alone, a named node does not.
-    let (ok, said) = migrate(&c, lp, "balance");
+    let (ok, said) = c.try_migrate(lp, "balance");
     assert!(!ok && said.contains("locked"), "{said}");
     assert_eq!(row(&c, lp).unwrap()["node"], 0);
-    let (ok, said) = migrate(&c, lp, "2");
+    let (ok, said) = c.try_migrate(lp, "2");
     assert!(ok, "{said}");
     let r = row(&c, lp).unwrap();
     assert_eq!(
@@ -76,10 +64,10 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
 
     // lstay keeps balance from moving this node's processes; without it, balance moves.
     assert!(c.run(1, "mosctl", &["lstay"]).status.success());
-    let (ok, said) = migrate(&c, fp, "balance");
+    let (ok, said) = c.try_migrate(fp, "balance");
     assert!(!ok && said.contains("lstay"), "{said}");
     assert!(c.run(1, "mosctl", &["nolstay"]).status.success());
-    let (ok, said) = migrate(&c, fp, "balance");
+    let (ok, said) = c.try_migrate(fp, "balance");
     assert!(ok, "{said}");
     let node = row(&c, fp).unwrap()["node"].as_u64().unwrap();
     assert!(
@@ -118,7 +106,7 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
         c.mps(1, false)
     );
     let child = child.unwrap() as u32;
-    let (ok, said) = migrate(&c, child, "3");
+    let (ok, said) = c.try_migrate(child, "3");
     assert!(ok, "the child moves: {said}");
     let mut out = String::new();
     sh.stdout.take().unwrap().read_to_string(&mut out).unwrap();

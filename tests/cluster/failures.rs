@@ -2,7 +2,7 @@
 //! processes at home with a reason, within a bound; a home service that dies takes its guests on
 //! other nodes with it; a migration cut off at any point leaves exactly one live copy.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -150,21 +150,10 @@ fn an_interrupted_migration_leaves_exactly_one_live_copy() {
     }
     let _g = serial();
     let c = cluster("tcut", 2);
-    let probe = mosix_tests::tool("mosix-probe");
     let mut interrupted = 0;
     let mut completed = 0;
     for (round, cut) in cut_points(20).into_iter().enumerate() {
-        let mut child = c
-            .command(1, "mosrun", &[probe.to_str().unwrap(), "mem", "256"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
+        let mut child = c.memory_holder(256, &[]);
         let pid = child.id();
         let mut mover = c
             .command(1, "migrate", &[&pid.to_string(), "2", "--wait"])
@@ -210,16 +199,7 @@ fn an_interrupted_migration_leaves_exactly_one_live_copy() {
 
     // The link is cut in the middle of a transfer: nothing says goodbye, both sides time out.
     // The process goes on at home; node 2 drops the half-built copy.
-    let mut child = c
-        .command(1, "mosrun", &[probe.to_str().unwrap(), "mem", "512"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut child = c.memory_holder(512, &[]);
     let pid = child.id();
     let mover = c
         .command(1, "migrate", &[&pid.to_string(), "2", "--wait"])

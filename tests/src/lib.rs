@@ -183,17 +183,52 @@ impl TestCluster {
         std::fs::read_to_string(self.paths(node).log()).unwrap_or_default()
     }
 
-    /// Moves process `pid` of node 1 to `to` (a node number or `home`) with `migrate --wait`,
-    /// asserting that it worked; returns what migrate said.
-    pub fn migrate(&self, pid: u32, to: &str) -> String {
-        let out = self.run(1, "migrate", &[&pid.to_string(), to, "--wait"]);
+    /// Runs a tool inside node I: whether it succeeded, and all it printed (stdout, then
+    /// stderr).
+    pub fn said(&self, node: u16, name: &str, args: &[&str]) -> (bool, String) {
+        let out = self.run(node, name, args);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "migrate {pid} {to}: {text}");
+        (out.status.success(), text)
+    }
+
+    /// `migrate PID TO --wait` on node 1 (`to`: a node number, `home` or `balance`): whether it
+    /// worked, and what it said.
+    pub fn try_migrate(&self, pid: u32, to: &str) -> (bool, String) {
+        self.said(1, "migrate", &[&pid.to_string(), to, "--wait"])
+    }
+
+    /// Moves process `pid` of node 1 to `to` with `migrate --wait`, asserting that it worked;
+    /// returns what migrate said.
+    pub fn migrate(&self, pid: u32, to: &str) -> String {
+        let (ok, text) = self.try_migrate(pid, to);
+        assert!(ok, "migrate {pid} {to}: {text}");
         text
+    }
+
+    /// Starts `mosrun [mosrun_args] mosix-probe mem MIB` on node 1 (stdin and stdout piped) and
+    /// waits until its memory is filled; a line on its stdin ends it.
+    pub fn memory_holder(&self, mib: u64, mosrun_args: &[&str]) -> std::process::Child {
+        use std::io::BufRead;
+        let probe = tool("mosix-probe");
+        let size = mib.to_string();
+        let mut args: Vec<&str> = mosrun_args.to_vec();
+        args.extend([probe.to_str().expect("a UTF-8 path"), "mem", &size]);
+        let mut child = self
+            .command(1, "mosrun", &args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting mosix-probe mem");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("reading mosix-probe's ready line");
+        assert_eq!(line.trim(), "ready", "mosix-probe mem {mib}");
+        child
     }
 
     /// How many guests node I runs.

@@ -339,6 +339,28 @@ fn forward_signal(tx: &Sender, conts: &mut u32, sig: Sig) {
     let _ = tx.send(&ProcMsg::Signal { sig: sig.raw() });
 }
 
+/// What to do with a signal that stops the deputy while we wait for something else (an
+/// interrupt, an injected call): forward it, unless it is our own nudge.
+fn forwarder<'a>(
+    tx: &'a Sender,
+    conts: &'a mut u32,
+    nudge: &'a Nudge,
+) -> impl FnMut(Sig, &Stopped) + 'a {
+    move |s, st| {
+        if !nudge.is(s, st) {
+            forward_signal(tx, conts, s);
+        }
+    }
+}
+
+/// A `struct sigaction` (kernel layout: handler, flags, restorer, mask) with this handler and
+/// nothing else; 0 is the default action.
+fn sigaction_bytes(handler: u64) -> [u8; 32] {
+    let mut sa = [0u8; 32];
+    sa[..8].copy_from_slice(&handler.to_le_bytes());
+    sa
+}
+
 /// A deputy: the stopped original process, sleeping in pause() run from our area.
 struct Deputy {
     pid: i32,
@@ -395,12 +417,8 @@ impl Deputy {
         }
         // Catch every signal: a handler address (never run: we suppress the signal at its
         // delivery stop) keeps the kernel from discarding signals whose default is to ignore.
-        let mut sa = Vec::with_capacity(32);
-        for v in [area.start, 0u64, 0, 0] {
-            sa.extend_from_slice(&v.to_le_bytes());
-        }
         f.mem
-            .write(area.scratch(), &sa)
+            .write(area.scratch(), &sigaction_bytes(area.start))
             .map_err(|e| e.to_string())?;
         for sig in 1..=64u64 {
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -472,15 +490,8 @@ impl Deputy {
     fn stop(&mut self) -> Result<Stopped, String> {
         let r = self.running.take().ok_or("the deputy is not running")?;
         r.request_interrupt().map_err(|e| e.to_string())?;
-        let tx = &self.tx;
-        let conts = &mut self.conts;
-        let nudge = self.home_req.nudge();
-        r.wait_interrupt(|s, st| {
-            if !nudge.is(s, st) {
-                forward_signal(tx, conts, s);
-            }
-        })
-        .map_err(|e| e.to_string())
+        r.wait_interrupt(forwarder(&self.tx, &mut self.conts, self.home_req.nudge()))
+            .map_err(|e| e.to_string())
     }
 
     /// Puts a stopped deputy back to sleep.
@@ -745,29 +756,21 @@ impl Deputy {
 
     /// Sets the handler of `sig` in the deputy (0: the default action).
     fn set_action(&mut self, t: Stopped, sig: Sig, handler: u64) -> Result<Stopped, String> {
-        let mut sa = Vec::with_capacity(32);
-        for v in [handler, 0u64, 0, 0] {
-            sa.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Err(e) = self.mem.write(self.area.scratch(), &sa) {
+        if let Err(e) = self
+            .mem
+            .write(self.area.scratch(), &sigaction_bytes(handler))
+        {
             self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
             return Err(e.to_string());
         }
         // Signals that arrive meanwhile (the SIGCONT that woke it) are the process's.
-        let tx = &self.tx;
-        let conts = &mut self.conts;
-        let nudge = self.home_req.nudge();
         match inject::syscall_for_process(
             t,
             self.area.site(),
             &self.pause,
             libc::SYS_rt_sigaction,
             [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
-            |s, st| {
-                if !nudge.is(s, st) {
-                    forward_signal(tx, conts, s);
-                }
-            },
+            forwarder(&self.tx, &mut self.conts, self.home_req.nudge()),
         ) {
             Ok((t, _)) => Ok(t),
             Err((t, e)) => {
@@ -791,20 +794,13 @@ impl Deputy {
                 return (Some(t), (-(libc::EIO as i64), Vec::new()));
             }
         }
-        let tx = &self.tx;
-        let conts = &mut self.conts;
-        let nudge = self.home_req.nudge();
         let (t, ret) = match inject::syscall_for_process(
             t,
             self.area.site(),
             &self.pause,
             plan.nr as i64,
             placed.args,
-            |sig, st| {
-                if !nudge.is(sig, st) {
-                    forward_signal(tx, conts, sig);
-                }
-            },
+            forwarder(&self.tx, &mut self.conts, self.home_req.nudge()),
         ) {
             Ok(x) => x,
             Err((t, e)) => {
@@ -840,33 +836,20 @@ impl Deputy {
     }
 
     fn end_with_signal(&mut self, sig: i32) {
+        let Some(s) = Sig::new(sig) else {
+            self.kill_deputy();
+            return;
+        };
         let Ok(t) = self.stop() else { return };
         // Default action for that signal, then deliver it: the deputy dies the same death.
-        let zero = [0u8; 32];
-        if self.mem.write(self.area.scratch(), &zero).is_err() {
-            t.kill();
-            return;
-        }
-        let t = match inject::syscall(
-            t,
-            self.area.site(),
-            &self.pause,
-            libc::SYS_rt_sigaction,
-            [sig as u64, self.area.scratch(), 0, 8, 0, 0],
-        ) {
-            Ok((t, _)) => t,
-            Err((t, _)) => {
-                if let Some(t) = t {
-                    t.kill();
-                }
+        let t = match self.set_action(t, s, 0) {
+            Ok(t) => t,
+            Err(_) => {
+                self.kill_deputy();
                 return;
             }
         };
         let _ = t.set_regs(&self.pause);
-        let Some(s) = Sig::new(sig) else {
-            t.kill();
-            return;
-        };
         if let Ok(r) = t.cont(Some(s)) {
             let mut r = r;
             // Deliver it until the deputy is gone (a stop on the way gets the signal again).

@@ -536,11 +536,16 @@ impl Frozen {
                             return Ok(());
                         };
                         buf.resize(r.len as usize, 0);
-                        let at = header.vmas[r.vma as usize].start + r.offset;
+                        let vma = &header.vmas[r.vma as usize];
+                        let at = vma.start + r.offset;
                         if let Err(e) = mem.read(at, &mut buf) {
-                            // A page the process itself could not touch (past the end of a
-                            // mapped file): zeroes stand for it, page by page, rather than
-                            // losing the move half-way through the stream.
+                            // Only a file's pages can be unreadable for a living process: the
+                            // file shrank under its mapping (the process would get SIGBUS
+                            // there). Zeroes stand for them rather than losing the move
+                            // half-way through the stream. Anywhere else it is a real fault.
+                            if !matches!(vma.kind, VmaKind::File { .. }) {
+                                return Err(e);
+                            }
                             let mut bad = 0;
                             for (k, page) in buf.chunks_mut(4096).enumerate() {
                                 if mem.read(at + (k as u64) * 4096, page).is_err() {

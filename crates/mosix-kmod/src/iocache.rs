@@ -274,37 +274,24 @@ impl IoCache {
         Some(rewind_call(fd, unread))
     }
 
-    /// What must go home, without waiting for answers, before call `c` (`fd_args`: its
-    /// descriptor arguments): every write behind, and the read-ahead of any descriptor the call
-    /// could observe.
+    /// What must go home, without waiting for answers, before call `c` (`shape`: which of its
+    /// arguments are descriptors): every write behind, and the read-ahead of any descriptor the
+    /// call could observe. Allocates nothing when nothing waits.
     pub fn before_call(&mut self, c: &Call, shape: &[Arg; 6]) -> Vec<Call> {
-        let nr = i64::from(c.nr);
-        let all = reshapes_descriptors(nr);
-        let named: Vec<i32> = (0..6)
-            .filter(|&i| shape[i] == Arg::Fd)
-            .map(|i| c.args[i] as i32)
-            .collect();
+        let all = reshapes_descriptors(i64::from(c.nr));
+        let names = |fd: i32| (0..6).any(|i| shape[i] == Arg::Fd && c.args[i] as i32 == fd);
         let mut out = std::mem::take(&mut self.ready);
         for (fd, st) in &mut self.fds {
             if !st.behind.is_empty() {
                 out.push(Self::take_behind(&mut self.owed, *fd, st));
             }
-        }
-        for (fd, st) in &mut self.fds {
-            let reading_it = nr == libc::SYS_read && named.first() == Some(fd);
-            if (all || (named.contains(fd) && !reading_it))
+            // A read forwarded with bytes still unread (fewer than it wants) starts where the
+            // process is, too.
+            if (all || names(*fd))
                 && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
             {
                 out.push(r);
             }
-        }
-        // The read that follows a partial buffer starts where the process is.
-        if nr == libc::SYS_read
-            && let Some(fd) = named.first()
-            && let Some(st) = self.fds.get_mut(fd)
-            && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
-        {
-            out.push(r);
         }
         out
     }
