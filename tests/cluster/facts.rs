@@ -67,6 +67,17 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     let (ok, said) = c.try_migrate(fp, "balance");
     assert!(!ok && said.contains("lstay"), "{said}");
     assert!(c.run(1, "mosctl", &["nolstay"]).status.success());
+    // Balance decides by the load each node knows: wait until node 1 knows it is busier than
+    // node 3 (its own spinner started moments ago and loads are averaged over time).
+    let busier = |v: &mosix_core::client::ClusterView| {
+        let load = |n: u16| {
+            v.get(mosix_core::NodeId::new(n).unwrap())
+                .and_then(|x| x.figures)
+                .map(|f| f.load)
+        };
+        matches!((load(1), load(3)), (Some(home), Some(idle)) if home > idle)
+    };
+    c.wait_view(1, Duration::from_secs(15), busier).unwrap();
     let (ok, said) = c.try_migrate(fp, "balance");
     assert!(ok, "{said}");
     let node = row(&c, fp).unwrap()["node"].as_u64().unwrap();
