@@ -410,6 +410,27 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
         );
         let _ = finish_status(child);
     }
+    // Stopped by job control: it stays (moved, it would run again); once continued, it moves.
+    let child = c.command(1, "mosrun", &["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, said) = c.try_migrate(pid, "2");
+    assert!(!ok && said.contains("stopped (job control)"), "{said}");
+    let rows = c.mps(1, false);
+    let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
+    assert_eq!(
+        (row["node"].as_u64(), row["cantmove"].as_str()),
+        (Some(0), Some("stopped"))
+    );
+    signal(nix::sys::signal::Signal::SIGCONT);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(c.migrate(pid, "2").contains("node 2"));
+    signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = finish_status(child);
+
     // Not a MOSIX process; no such process; a blocked node.
     let mut plain = c.command(1, "sleep", &["30"]).spawn().unwrap();
     let out = c.run(1, "migrate", &[&plain.id().to_string(), "2"]);

@@ -13,7 +13,8 @@ use mosix_core::map;
 /// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
 /// home; `balance` asks for the best node by the current load information. The process keeps
 /// running where it is until it is ready to go; it keeps its pid, files and terminal at home.
-/// Root may move any process; a user may move the processes they could kill.
+/// A process already on another node goes straight to the new one: its memory does not pass
+/// through home. Root may move any process; a user may move the processes they could kill.
 #[derive(Debug, Parser)]
 #[command(
     name = "migrate",

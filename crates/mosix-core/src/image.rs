@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 2;
+pub const IMAGE_VERSION: u32 = 3;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -341,6 +341,9 @@ pub struct ImageHeader {
     pub cached: Cached,
     /// Bytes of page data that follow.
     pub total_bytes: u64,
+    /// Set when the image goes from one remote node straight to another: the token with
+    /// which the destination rejoins the process's home ([`crate::proto::LinkMsg::Rejoin`]).
+    pub rejoin: Option<u64>,
 }
 
 /// Why an image is refused.
@@ -433,6 +436,8 @@ pub enum CantMove {
     Exiting,
     /// It is being traced by another program.
     Traced,
+    /// It is stopped by job control (Ctrl-Z); it may move once it runs again.
+    Stopped,
 }
 
 impl CantMove {
@@ -446,6 +451,7 @@ impl CantMove {
             CantMove::NotMosix => "not-mosix",
             CantMove::Exiting => "exiting",
             CantMove::Traced => "traced",
+            CantMove::Stopped => "stopped",
         }
     }
 
@@ -461,6 +467,7 @@ impl CantMove {
             CantMove::NotMosix => "it is not a MOSIX process (start it with mosrun)",
             CantMove::Exiting => "it is exiting",
             CantMove::Traced => "another program is tracing it",
+            CantMove::Stopped => "it is stopped (job control): it can move once it runs again",
         }
     }
 }
@@ -612,6 +619,7 @@ mod tests {
             rlimits: vec![],
             cached: Cached::default(),
             total_bytes: 0,
+            rejoin: None,
         };
         assert!(h.validate().is_ok());
         h.vmas.push(vma(0x2000, 0x5000));

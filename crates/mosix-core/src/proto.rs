@@ -494,6 +494,17 @@ pub enum LinkMsg {
     Gossip(GossipMsg<NodeInfo>),
     /// The connection will carry a migrating process.
     OpenProcess,
+    /// The connection will carry a process that moved from one remote node straight to this
+    /// node's sender: the sender rejoins the process's home, which asked for the move and
+    /// gave the token. [`ProcMsg`] frames follow, as after [`LinkMsg::OpenProcess`].
+    Rejoin {
+        /// The process's pid at home (the receiver).
+        pid: u32,
+        /// The token home sent with [`ProcMsg::MoveTo`].
+        token: u64,
+        /// Its pid on the sender.
+        local_pid: u32,
+    },
 }
 
 impl LinkMsg {
@@ -509,7 +520,7 @@ impl LinkMsg {
                 }
                 Ok(())
             }
-            LinkMsg::OpenProcess => Ok(()),
+            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } => Ok(()),
         }
     }
 }
@@ -524,6 +535,9 @@ pub fn decode_link(frame: &[u8]) -> Result<LinkMsg, FrameError> {
 /// The largest frame on a process connection (an image header of a process with very many
 /// memory areas; a forwarded call with its largest buffer).
 pub const MAX_PROC_FRAME: usize = 16 << 20;
+/// The most undelivered signals a [`ProcMsg::Moved`] carries (a frozen process holds one of
+/// each standard signal and a bounded queue of real-time ones).
+pub const MAX_MOVED_SIGNALS: usize = 4096;
 /// The most buffers one forwarded call or reply carries.
 pub const MAX_CALL_BUFS: usize = 16;
 
@@ -646,6 +660,29 @@ pub enum ProcMsg {
     /// Remote to home: the node no longer keeps the process (`mosctl expel`); home takes it
     /// back.
     Expelled,
+    /// Home to remote: move on to `node` directly (`migrate PID NODE` of a process that is
+    /// away). The destination rejoins home with `token`; home holds the process's signals
+    /// until the move ends with [`ProcMsg::Moved`] or [`ProcMsg::MoveFailed`].
+    MoveTo {
+        /// The destination.
+        node: NodeId,
+        /// What the destination shows home ([`LinkMsg::Rejoin`]).
+        token: u64,
+    },
+    /// Remote to home: the process runs at the destination of [`ProcMsg::MoveTo`]; this
+    /// connection ends. The signals are those it could no longer take here.
+    Moved {
+        /// Undelivered signals.
+        signals: Vec<i32>,
+    },
+    /// Remote to home: the move asked by [`ProcMsg::MoveTo`] failed; the process goes on here.
+    MoveFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Home to the destination of a direct move: home takes this connection as the process's
+    /// (it becomes the one home listens to once the source reports [`ProcMsg::Moved`]).
+    Rejoined,
     /// Remote to home: the process stopped (job control) by `sig`, after it had been sent
     /// `conts` `SIGCONT`s from home; home stops the deputy the same way, so the parent's
     /// `wait` sees it (a stop report older than home's latest `SIGCONT` is stale).
@@ -669,6 +706,10 @@ impl ProcMsg {
             )),
             ProcMsg::Call(c) => check_bufs(c.bufs.len(), c.bufs.iter().map(|b| b.1.len())),
             ProcMsg::Reply(r) => check_bufs(r.outs.len(), r.outs.iter().map(|b| b.1.len())),
+            ProcMsg::Moved { signals } if signals.len() > MAX_MOVED_SIGNALS => bad(format!(
+                "{} undelivered signals exceed {MAX_MOVED_SIGNALS}",
+                signals.len()
+            )),
             _ => Ok(()),
         }
     }

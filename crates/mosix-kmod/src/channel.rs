@@ -107,6 +107,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Says this side will send no more (the peer reads an end of stream after what was sent).
+    pub fn close_write(&self) {
+        let w = self.lock();
+        let _ = w.get_ref().shutdown(std::net::Shutdown::Write);
+    }
+
     /// Closes the connection (both halves).
     pub fn shutdown(&self) {
         let w = self.lock();

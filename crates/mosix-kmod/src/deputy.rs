@@ -79,13 +79,6 @@ pub struct HomeEnv {
     pub link: SharedContext,
 }
 
-fn snapshot(ctx: &SharedContext) -> Arc<link::LinkContext> {
-    match ctx.read() {
-        Ok(g) => Arc::clone(&g),
-        Err(p) => Arc::clone(&p.into_inner()),
-    }
-}
-
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
 pub fn migrate(
     pid: i32,
@@ -212,7 +205,7 @@ fn send_away(
         }
     });
     let stop_moving = |env: &HomeEnv| env.procs.update_home(pid, |h| h.moving = false);
-    let ctx = snapshot(&env.link);
+    let ctx = link::snapshot(&env.link);
     let opts = FreezeOptions {
         home: env.me,
         nmigs: home.nmigs,
@@ -317,6 +310,85 @@ enum Req {
     Lost(String),
     /// The process stopped (job control): the signal, and the `SIGCONT`s it had seen.
     Stopped(i32, u32),
+    /// The process runs at the destination of the direct move; the signals it could not take
+    /// on the node it left. The connection to that node ends.
+    Moved(Vec<i32>),
+    /// The direct move failed; the process goes on where it is.
+    MoveFailed(String),
+}
+
+/// How a move ends, for whoever asked for it.
+pub type MoveDone = Box<dyn FnOnce(Result<NodeId, String>) + Send>;
+
+/// A direct move asked of a deputy: `migrate PID NODE` of a process that is away.
+pub struct MoveAsk {
+    /// The destination.
+    pub node: NodeId,
+    /// Called with where it went, or why not.
+    pub done: MoveDone,
+}
+
+impl std::fmt::Debug for MoveAsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MoveAsk({})", self.node)
+    }
+}
+
+/// The connection the destination of a direct move opened to home, handed to the deputy.
+#[derive(Debug)]
+pub struct RejoinOffer {
+    /// The node that connected.
+    pub from: NodeId,
+    /// The token it shows.
+    pub token: u64,
+    /// The process's pid there.
+    pub local_pid: u32,
+    /// The connection.
+    pub stream: std::net::TcpStream,
+}
+
+impl RejoinOffer {
+    /// Turns the offer down, saying why.
+    pub fn refuse(mut self, reason: String) {
+        debug!("refusing a rejoin from node {}: {reason}", self.from);
+        let _ = mosix_core::proto::write_frame(&mut self.stream, &ProcMsg::Refused { reason });
+    }
+}
+
+/// How long home waits for the destination of a direct move to rejoin after losing the node
+/// the process left (the destination may hold the whole image by then).
+const REJOIN_GRACE: Duration = Duration::from_secs(10);
+
+/// A direct move under way (see [`Deputy::start_relay`]).
+struct Relay {
+    node: NodeId,
+    token: u64,
+    done: Option<MoveDone>,
+    /// The destination's connection, once it rejoined: sender, receiver, its pid there.
+    pending: Option<(Sender, Receiver, u32)>,
+    /// When the connection to the node the process leaves broke.
+    source_lost: Option<Instant>,
+}
+
+impl Relay {
+    fn finish(&mut self, r: Result<NodeId, String>) {
+        if let Some(done) = self.done.take() {
+            done(r);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some((tx, _, _)) = self.pending.take() {
+            // The copy at the destination never became the process: it is ended there.
+            tx.shutdown();
+        }
+        self.finish(Err(format!(
+            "the move to node {} was abandoned: the process ended or was lost",
+            self.node
+        )));
+    }
 }
 
 /// The deputy's part in job control (see [`Deputy::job_stop`]).
@@ -330,25 +402,45 @@ enum Job {
     Stopped(Sig),
 }
 
-/// Sends a signal that hit the deputy to the remote, counting `SIGCONT`s (a stop the remote
-/// reports before it saw the latest one is stale).
-fn forward_signal(tx: &Sender, conts: &mut u32, sig: Sig) {
-    if sig.raw() == libc::SIGCONT {
-        *conts = conts.wrapping_add(1);
+/// The connection to the remote, and where the signals that hit the deputy go: to the
+/// remote, or held while a direct move is under way (they then go to wherever the process
+/// ends up).
+struct Outbox {
+    tx: Sender,
+    /// `SIGCONT`s forwarded to the remote (a stop it reports before it saw the latest one is
+    /// stale).
+    conts: u32,
+    /// Signals held during a direct move.
+    held: Option<Vec<Sig>>,
+}
+
+impl Outbox {
+    fn forward(&mut self, sig: Sig) {
+        if let Some(h) = &mut self.held {
+            h.push(sig);
+            return;
+        }
+        if sig.raw() == libc::SIGCONT {
+            self.conts = self.conts.wrapping_add(1);
+        }
+        let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
     }
-    let _ = tx.send(&ProcMsg::Signal { sig: sig.raw() });
+
+    /// Stops holding signals and forwards those held, after `first`.
+    fn release(&mut self, first: impl IntoIterator<Item = Sig>) {
+        let held = self.held.take().unwrap_or_default();
+        for s in first.into_iter().chain(held) {
+            self.forward(s);
+        }
+    }
 }
 
 /// What to do with a signal that stops the deputy while we wait for something else (an
 /// interrupt, an injected call): forward it, unless it is our own nudge.
-fn forwarder<'a>(
-    tx: &'a Sender,
-    conts: &'a mut u32,
-    nudge: &'a Nudge,
-) -> impl FnMut(Sig, &Stopped) + 'a {
+fn forwarder<'a>(out: &'a mut Outbox, nudge: &'a Nudge) -> impl FnMut(Sig, &Stopped) + 'a {
     move |s, st| {
         if !nudge.is(s, st) {
-            forward_signal(tx, conts, s);
+            out.forward(s);
         }
     }
 }
@@ -368,7 +460,7 @@ struct Deputy {
     area: Area,
     pause: Regs,
     mem: Mem,
-    tx: Sender,
+    out: Outbox,
     executor_tid: Arc<AtomicI32>,
     in_call: Arc<AtomicBool>,
     /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
@@ -377,10 +469,12 @@ struct Deputy {
     home_req: ComeHomeHandle,
     /// Home has asked the process back: calls are no longer run here.
     homing: bool,
-    /// `SIGCONT`s forwarded to the remote.
-    conts: u32,
     /// Job control.
     job: Job,
+    /// A direct move under way.
+    relay: Option<Relay>,
+    /// For the executors this tracer starts (one per connection to a remote).
+    reqs: Option<mpsc::Sender<Req>>,
 }
 
 impl Deputy {
@@ -432,23 +526,27 @@ impl Deputy {
         t.set_regs(&pause).map_err(|e| e.to_string())?;
         let running = t.cont(None).map_err(|e| e.to_string())?;
         // Signals that came while it was frozen belong to the process, which is there now.
-        for s in &f.pending {
-            let _ = tx.send(&ProcMsg::Signal { sig: s.raw() });
-        }
+        let mut out = Outbox {
+            tx,
+            conts: 0,
+            held: None,
+        };
+        out.release(f.pending.iter().copied());
         Ok(Deputy {
             pid,
             running: Some(running),
             area,
             pause,
             mem: f.mem,
-            tx,
+            out,
             executor_tid: Arc::new(AtomicI32::new(0)),
             in_call: Arc::new(AtomicBool::new(false)),
             kick_until: None,
             home_req: ComeHomeHandle::new(pid),
             homing: false,
-            conts: 0,
             job: Job::Running,
+            relay: None,
+            reqs: None,
         })
     }
 
@@ -456,18 +554,10 @@ impl Deputy {
     fn serve(mut self, rx: Receiver, tx: Sender, env: HomeEnv, header: ImageHeader) {
         let (req_tx, req_rx) = mpsc::channel::<Req>();
         let pid = self.pid;
-        let shared = ExecShared {
-            tid: Arc::clone(&self.executor_tid),
-            in_call: Arc::clone(&self.in_call),
-            procs: Arc::clone(&env.procs),
-            home_req: self.home_req.clone(),
-        };
-        let executor = std::thread::Builder::new()
-            .name(format!("mosix-exec-{pid}"))
-            .spawn(move || executor(pid, rx, tx, req_tx, shared));
-        if let Err(e) = executor {
+        self.reqs = Some(req_tx);
+        if let Err(e) = self.start_executor(rx, tx, &env) {
             warn!("cannot start the executor of process {pid}: {e}");
-            let _ = self.tx.send(&ProcMsg::Kill);
+            let _ = self.out.tx.send(&ProcMsg::Kill);
             self.kill_deputy();
             env.procs.forget_home(pid);
             return;
@@ -475,22 +565,54 @@ impl Deputy {
         env.procs.register_deputy(pid, self.home_req.clone());
         let end = self.tracer(req_rx, &env, &header);
         env.procs.unregister_deputy(pid);
+        // A move asked while the process ended or came home is answered now.
+        if let Some(ask) = self.home_req.take_move() {
+            (ask.done)(Err(format!(
+                "process {pid} is no longer away (it ended or came home)"
+            )));
+        }
+        for o in self.home_req.take_offers() {
+            o.refuse(format!("process {pid} is no longer away"));
+        }
         match end {
             TracerEnd::Home => env.procs.update_home(pid, |h| {
                 h.at = None;
                 h.remote_pid = None;
-                h.nmigs = header.nmigs + 1;
+                h.nmigs += 1;
+                h.away_cpu_ms += h.remote_cpu_ms;
+                h.remote_cpu_ms = 0;
                 h.command = None;
             }),
             TracerEnd::Gone => env.procs.forget_home(pid),
         }
     }
 
+    /// Starts the thread that reads the connection to the remote (one per connection: a
+    /// direct move brings a new one).
+    fn start_executor(&self, rx: Receiver, tx: Sender, env: &HomeEnv) -> std::io::Result<()> {
+        let pid = self.pid;
+        let reqs = self
+            .reqs
+            .clone()
+            .ok_or_else(|| std::io::Error::other("the tracer has no request channel"))?;
+        self.executor_tid.store(0, Ordering::Relaxed);
+        let shared = ExecShared {
+            tid: Arc::clone(&self.executor_tid),
+            in_call: Arc::clone(&self.in_call),
+            procs: Arc::clone(&env.procs),
+            home_req: self.home_req.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("mosix-exec-{pid}"))
+            .spawn(move || executor(pid, rx, tx, reqs, shared))
+            .map(|_| ())
+    }
+
     /// Stops the sleeping deputy, forwarding signals that arrive meanwhile.
     fn stop(&mut self) -> Result<Stopped, String> {
         let r = self.running.take().ok_or("the deputy is not running")?;
         r.request_interrupt().map_err(|e| e.to_string())?;
-        r.wait_interrupt(forwarder(&self.tx, &mut self.conts, self.home_req.nudge()))
+        r.wait_interrupt(forwarder(&mut self.out, self.home_req.nudge()))
             .map_err(|e| e.to_string())
     }
 
@@ -515,12 +637,22 @@ impl Deputy {
     ) -> TracerEnd {
         let pid = self.pid;
         loop {
-            if self.home_req.take() {
+            // A move under way finishes before the process is asked home.
+            if self.relay.is_none() && self.home_req.take() {
                 self.start_homing();
+            }
+            if let Some(ask) = self.home_req.take_move() {
+                self.start_relay(ask, env);
+            }
+            for o in self.home_req.take_offers() {
+                self.on_offer(o);
+            }
+            if let Some(end) = self.relay_tick(env, header) {
+                return end;
             }
             // A call blocked here must not outlive the remote: the executor would never learn
             // that nobody waits for the answer.
-            if self.in_call.load(Ordering::Relaxed) && self.tx.peer_gone() {
+            if self.in_call.load(Ordering::Relaxed) && self.out.tx.peer_gone() {
                 self.kick_until = Some(Instant::now() + KICK_FOR_SIGNAL);
             }
             self.kick();
@@ -528,10 +660,10 @@ impl Deputy {
                 Ok(Req::Call(plan, reply)) => {
                     // Home wants the process back: the call runs again at home after the move.
                     self.home_req.set_in_deputy_call(true);
-                    if self.home_req.take() {
+                    if self.relay.is_none() && self.home_req.take() {
                         self.start_homing();
                     }
-                    if self.homing {
+                    if self.homing || self.relay.is_some() {
                         self.home_req.set_in_deputy_call(false);
                         let _ = reply.send((ERESTARTSYS, Vec::new()));
                         continue;
@@ -555,10 +687,13 @@ impl Deputy {
                         }
                     };
                     self.home_req.set_in_deputy_call(false);
-                    // ComeHome goes out before the reply, so the remote knows why a call was
-                    // interrupted.
-                    if self.home_req.take() {
+                    // ComeHome (or MoveTo) goes out before the reply, so the remote knows why
+                    // a call was interrupted.
+                    if self.relay.is_none() && self.home_req.take() {
                         self.start_homing();
+                    }
+                    if let Some(ask) = self.home_req.take_move() {
+                        self.start_relay(ask, env);
                     }
                     let _ = reply.send(out);
                 }
@@ -573,9 +708,9 @@ impl Deputy {
                 Ok(Req::Stopped(sig, conts)) => {
                     debug!(
                         "deputy {pid}: stop by {sig} reported after {conts} SIGCONTs ({} sent), {:?}",
-                        self.conts, self.job
+                        self.out.conts, self.job
                     );
-                    if conts == self.conts
+                    if conts == self.out.conts
                         && self.job == Job::Running
                         && let Some(sig) = Sig::new(sig)
                         && let Err(e) = self.job_stop(sig)
@@ -583,6 +718,23 @@ impl Deputy {
                         warn!("deputy {pid} could not stop as its process did: {e}");
                     }
                 }
+                Ok(Req::Lost(why)) if self.relay.is_some() => {
+                    if let Some(r) = &mut self.relay {
+                        warn!(
+                            "process {pid}: connection to node {} lost during its move to node {} ({why}); waiting for node {} to rejoin",
+                            env.procs.home(pid).at.map_or(0, NodeId::get),
+                            r.node,
+                            r.node
+                        );
+                        r.source_lost = Some(Instant::now());
+                    }
+                }
+                Ok(Req::Moved(signals)) => {
+                    if let Some(end) = self.commit_relay(signals, env, header) {
+                        return end;
+                    }
+                }
+                Ok(Req::MoveFailed(reason)) => self.relay_failed(reason, env),
                 Ok(Req::Lost(why)) => {
                     warn!(
                         "process {pid} ({}) on node {} lost: {why}; it is killed at home",
@@ -593,11 +745,15 @@ impl Deputy {
                     return TracerEnd::Gone;
                 }
                 Ok(Req::Image(h, rx)) => {
+                    // It left for home on its own before it saw the move.
+                    if self.relay.is_some() {
+                        self.relay_failed("it came home first".into(), env);
+                    }
                     return match self.come_home(&h, rx) {
                         Ok(()) => TracerEnd::Home,
                         Err(e) => {
                             warn!("process {pid} could not come home: {e}; it is lost");
-                            let _ = self.tx.send(&ProcMsg::Refused { reason: e });
+                            let _ = self.out.tx.send(&ProcMsg::Refused { reason: e });
                             self.kill_deputy();
                             TracerEnd::Gone
                         }
@@ -616,11 +772,200 @@ impl Deputy {
         }
     }
 
+    /// Asks the remote to move on to another node directly: the deputy is re-pointed, the
+    /// memory does not pass through home.
+    ///
+    /// Home is the arbiter of which copy is the process: the one whose connection home
+    /// listens to. Home sends `MoveTo{node, token}`; the remote freezes the process and ships
+    /// it to `node` with the token; `node` rebuilds it and, before it lets it run, connects to
+    /// home (`Rejoin`) — home takes that connection aside ([`Deputy::on_offer`]); then `node`
+    /// tells the remote it started, and the remote drops its copy and reports `Moved` on the
+    /// old connection, whereupon home switches over ([`Deputy::commit_relay`]). Until then
+    /// home reads nothing from the new copy, so it cannot touch anything; if the remote
+    /// reports `MoveFailed` (it thawed its copy), home closes the new connection and the copy
+    /// there dies. Signals are held at home meanwhile and go to the copy that wins.
+    fn start_relay(&mut self, mut ask: MoveAsk, env: &HomeEnv) {
+        let pid = self.pid;
+        let at = env.procs.home(pid).at;
+        let why_not = if self.homing {
+            Some(format!("process {pid} is on its way home"))
+        } else if self.relay.is_some() {
+            Some(format!("process {pid} is already moving"))
+        } else if self.job != Job::Running {
+            Some(format!(
+                "process {pid} is stopped (job control): it can move once it runs again"
+            ))
+        } else if at == Some(ask.node) {
+            let node = ask.node;
+            return (ask.done)(Ok(node));
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            return (ask.done)(Err(why));
+        }
+        let token = getrandom::u64().unwrap_or_else(|_| {
+            let t = Instant::now().elapsed().as_nanos() as u64;
+            t ^ (u64::from(std::process::id()) << 32) ^ pid as u64
+        });
+        if let Err(e) = self.out.tx.send(&ProcMsg::MoveTo {
+            node: ask.node,
+            token,
+        }) {
+            let done = std::mem::replace(&mut ask.done, Box::new(|_| {}));
+            return done(Err(format!("the connection to its node broke ({e})")));
+        }
+        debug!("process {pid}: asked to move on to node {}", ask.node);
+        env.procs.update_home(pid, |h| h.moving = true);
+        self.out.held = Some(Vec::new());
+        // A forwarded call blocked here would hold the move up: interrupt it (the remote
+        // then moves with the call to be made again at the destination).
+        self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
+        self.relay = Some(Relay {
+            node: ask.node,
+            token,
+            done: Some(ask.done),
+            pending: None,
+            source_lost: None,
+        });
+    }
+
+    /// The destination of a direct move connected: if it is the one home asked for, its
+    /// connection is kept aside until the source reports the move done.
+    fn on_offer(&mut self, o: RejoinOffer) {
+        let pid = self.pid;
+        let from = o.from;
+        let Some(r) = self
+            .relay
+            .as_mut()
+            .filter(|r| r.node == from && r.pending.is_none())
+        else {
+            return o.refuse(format!(
+                "no move of process {pid} to node {from} is under way"
+            ));
+        };
+        if r.token != o.token {
+            return o.refuse(format!("wrong token for the move of process {pid}"));
+        }
+        let local_pid = o.local_pid;
+        match channel::split(o.stream) {
+            Ok((tx, rx)) => {
+                if tx.send(&ProcMsg::Rejoined).is_ok() {
+                    debug!("process {pid}: node {} rejoined as pid {local_pid}", r.node);
+                    r.pending = Some((tx, rx, local_pid));
+                }
+            }
+            Err(e) => warn!("process {pid}: taking node {}'s connection: {e}", r.node),
+        }
+    }
+
+    /// Between two things the tracer does: a move whose source was lost is committed as soon
+    /// as the destination has rejoined, or given up after [`REJOIN_GRACE`].
+    fn relay_tick(&mut self, env: &HomeEnv, header: &ImageHeader) -> Option<TracerEnd> {
+        let r = self.relay.as_ref()?;
+        let lost_at = r.source_lost?;
+        if r.pending.is_some() {
+            return self.commit_relay(Vec::new(), env, header);
+        }
+        if lost_at.elapsed() < REJOIN_GRACE {
+            return None;
+        }
+        let node = r.node;
+        warn!(
+            "process {} ({}) lost: its node went away during its move to node {node}, which never rejoined; it is killed at home",
+            self.pid, header.comm
+        );
+        self.relay = None;
+        self.kill_deputy();
+        Some(TracerEnd::Gone)
+    }
+
+    /// The source reports the process runs at the destination (or was lost while the
+    /// destination had rejoined): home switches to the destination's connection.
+    fn commit_relay(
+        &mut self,
+        signals: Vec<i32>,
+        env: &HomeEnv,
+        header: &ImageHeader,
+    ) -> Option<TracerEnd> {
+        let pid = self.pid;
+        let Some(mut relay) = self.relay.take() else {
+            warn!("process {pid}: its node says it moved, but no move was asked; it is killed");
+            self.kill_deputy();
+            return Some(TracerEnd::Gone);
+        };
+        let node = relay.node;
+        let Some((tx, rx, rpid)) = relay.pending.take() else {
+            warn!(
+                "process {pid} ({}) lost: it left for node {node}, which never rejoined; it is killed at home",
+                header.comm
+            );
+            relay.finish(Err(format!(
+                "process {pid} was lost on its way to node {node}"
+            )));
+            let _ = self.out.tx.send(&ProcMsg::Kill);
+            self.kill_deputy();
+            return Some(TracerEnd::Gone);
+        };
+        let from = env.procs.home(pid).at.map_or(0, NodeId::get);
+        self.out.tx.shutdown();
+        self.out.tx = tx.clone();
+        // The new remote counts the SIGCONTs it delivers from zero.
+        self.out.conts = 0;
+        self.out.release(signals.into_iter().filter_map(Sig::new));
+        self.kick_until = None;
+        if let Err(e) = self.start_executor(rx, tx, env) {
+            warn!("process {pid} lost: cannot start its executor: {e}");
+            relay.finish(Err(format!("process {pid} lost: {e}")));
+            let _ = self.out.tx.send(&ProcMsg::Kill);
+            self.kill_deputy();
+            return Some(TracerEnd::Gone);
+        }
+        env.procs.update_home(pid, |h| {
+            h.at = Some(node);
+            h.remote_pid = Some(rpid);
+            h.nmigs += 1;
+            h.moving = false;
+            h.away_cpu_ms += h.remote_cpu_ms;
+            h.remote_cpu_ms = 0;
+            h.remote_state = None;
+        });
+        info!(
+            "{} (pid {pid}) moved from node {from} to node {node} directly, as pid {rpid}",
+            header.comm
+        );
+        relay.finish(Ok(node));
+        None
+    }
+
+    /// The direct move failed; the process goes on where it was.
+    fn relay_failed(&mut self, reason: String, env: &HomeEnv) {
+        let pid = self.pid;
+        let Some(mut relay) = self.relay.take() else {
+            return;
+        };
+        if let Some((tx, _, _)) = relay.pending.take() {
+            let _ = tx.send(&ProcMsg::Kill);
+            tx.shutdown();
+        }
+        self.out.release([]);
+        if !self.homing {
+            self.kick_until = None;
+        }
+        env.procs.update_home(pid, |h| h.moving = false);
+        let at = env.procs.home(pid).at.map_or(0, NodeId::get);
+        warn!(
+            "process {pid} stays on node {at}: the move to node {} failed: {reason}",
+            relay.node
+        );
+        relay.finish(Err(format!("{reason}; process {pid} goes on at node {at}")));
+    }
+
     /// Tells the remote to come home. Until the image arrives (or the process dies), forwarded
     /// calls are interrupted or refused with `-ERESTARTSYS`: one blocked here would hold the
     /// move up for as long as it blocks.
     fn start_homing(&mut self) {
-        let _ = self.tx.send(&ProcMsg::ComeHome);
+        let _ = self.out.tx.send(&ProcMsg::ComeHome);
         self.homing = true;
         self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
     }
@@ -697,7 +1042,7 @@ impl Deputy {
                     if let Stop::Signal(sig) = s.stop
                         && !self.home_req.nudge().is(sig, &s)
                     {
-                        forward_signal(&self.tx, &mut self.conts, sig);
+                        self.out.forward(sig);
                         // A forwarded call blocked at home must not hold the signal up.
                         let soon = Instant::now() + KICK_FOR_SIGNAL;
                         if self.kick_until.is_none_or(|k| k < soon) {
@@ -712,7 +1057,7 @@ impl Deputy {
                 }
                 Ok(Err(_)) => {
                     // The deputy died (SIGKILL at home): the process dies everywhere.
-                    let _ = self.tx.send(&ProcMsg::Kill);
+                    let _ = self.out.tx.send(&ProcMsg::Kill);
                     return Some(TracerEnd::Gone);
                 }
             }
@@ -721,7 +1066,7 @@ impl Deputy {
 
     /// The deputy vanished under us: the process ends everywhere.
     fn deputy_lost(&mut self) -> TracerEnd {
-        let _ = self.tx.send(&ProcMsg::Kill);
+        let _ = self.out.tx.send(&ProcMsg::Kill);
         TracerEnd::Gone
     }
 
@@ -770,7 +1115,7 @@ impl Deputy {
             &self.pause,
             libc::SYS_rt_sigaction,
             [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
-            forwarder(&self.tx, &mut self.conts, self.home_req.nudge()),
+            forwarder(&mut self.out, self.home_req.nudge()),
         ) {
             Ok((t, _)) => Ok(t),
             Err((t, e)) => {
@@ -800,7 +1145,7 @@ impl Deputy {
             &self.pause,
             plan.nr as i64,
             placed.args,
-            forwarder(&self.tx, &mut self.conts, self.home_req.nudge()),
+            forwarder(&mut self.out, self.home_req.nudge()),
         ) {
             Ok(x) => x,
             Err((t, e)) => {
@@ -881,7 +1226,7 @@ impl Deputy {
             e.to_string()
         })?;
         t.detach(None).map_err(|e| e.to_string())?;
-        let _ = self.tx.send(&ProcMsg::Started {
+        let _ = self.out.tx.send(&ProcMsg::Started {
             pid: self.pid as u32,
         });
         info!("{} (pid {}) is home again", h.comm, self.pid);
@@ -894,7 +1239,7 @@ impl Deputy {
                 let _ = s.send_to(self.pid);
             }
         }
-        self.tx.shutdown();
+        self.out.tx.shutdown();
         Ok(())
     }
 }
@@ -923,6 +1268,10 @@ struct HomeRequest {
     wanted: AtomicBool,
     in_deputy_call: AtomicBool,
     nudge: Nudge,
+    /// A direct move asked for.
+    move_to: std::sync::Mutex<Option<MoveAsk>>,
+    /// Connections from destinations of direct moves.
+    offers: std::sync::Mutex<Vec<RejoinOffer>>,
 }
 
 impl ComeHomeHandle {
@@ -932,7 +1281,42 @@ impl ComeHomeHandle {
             wanted: AtomicBool::new(false),
             in_deputy_call: AtomicBool::new(false),
             nudge: Nudge::new(pid),
+            move_to: std::sync::Mutex::new(None),
+            offers: std::sync::Mutex::new(Vec::new()),
         }))
+    }
+    /// Asks for a direct move to another node.
+    pub fn ask_move(&self, ask: MoveAsk) {
+        let old = self
+            .0
+            .move_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(ask);
+        if let Some(old) = old {
+            (old.done)(Err("another move was asked meanwhile".into()));
+        }
+        if self.0.in_deputy_call.load(Ordering::SeqCst) {
+            self.0.nudge.send();
+        }
+    }
+    fn take_move(&self) -> Option<MoveAsk> {
+        self.0
+            .move_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+    /// Hands the deputy a destination's connection.
+    pub fn offer(&self, o: RejoinOffer) {
+        self.0
+            .offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(o);
+    }
+    fn take_offers(&self) -> Vec<RejoinOffer> {
+        std::mem::take(&mut *self.0.offers.lock().unwrap_or_else(|p| p.into_inner()))
     }
     /// Asks for the process.
     pub fn ask(&self) {
@@ -1140,6 +1524,14 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
             }
             Ok(ProcMsg::Stopped { sig, conts }) => {
                 let _ = reqs.send(Req::Stopped(sig, conts));
+            }
+            Ok(ProcMsg::Moved { signals }) => {
+                // This connection ends; the tracer starts another executor on the new one.
+                let _ = reqs.send(Req::Moved(signals));
+                return;
+            }
+            Ok(ProcMsg::MoveFailed { reason }) => {
+                let _ = reqs.send(Req::MoveFailed(reason));
             }
             Ok(other) => {
                 let _ = reqs.send(Req::Lost(format!("the remote sent {other:?} out of turn")));

@@ -345,6 +345,7 @@ impl Parts {
             rlimits: rlimits_of(pid),
             cached,
             total_bytes: runs.iter().map(|r| r.len).sum(),
+            rejoin: None,
         };
         Ok((t, header, runs))
     }

@@ -38,6 +38,8 @@ pub struct Home {
     pub remote_pid: Option<u32>,
     /// CPU time on the remote, ms (user + system).
     pub remote_cpu_ms: u64,
+    /// CPU time on the remotes it left, ms.
+    pub away_cpu_ms: u64,
     /// State letter on the remote.
     pub remote_state: Option<u8>,
     /// Resident memory on the remote.
@@ -217,6 +219,38 @@ impl Procs {
         }
     }
 
+    /// Asks a migrated process to move on to another node directly; gives the ask back if the
+    /// process is not away.
+    pub fn ask_move(
+        &self,
+        pid: i32,
+        ask: crate::deputy::MoveAsk,
+    ) -> Result<(), crate::deputy::MoveAsk> {
+        match self.lock().deputies.get(&pid) {
+            Some(h) => {
+                h.ask_move(ask);
+                Ok(())
+            }
+            None => Err(ask),
+        }
+    }
+
+    /// Hands the connection of a direct move's destination to the deputy of `pid`; gives it
+    /// back if there is none.
+    pub fn offer_rejoin(
+        &self,
+        pid: i32,
+        o: crate::deputy::RejoinOffer,
+    ) -> Result<(), crate::deputy::RejoinOffer> {
+        match self.lock().deputies.get(&pid) {
+            Some(h) => {
+                h.offer(o);
+                Ok(())
+            }
+            None => Err(o),
+        }
+    }
+
     /// Takes a come-home request for `pid`.
     pub fn take_come_home(&self, pid: i32) -> bool {
         self.lock()
@@ -307,9 +341,9 @@ impl Procs {
             let (state, cpu_ms) = match h.at {
                 Some(_) => (
                     h.remote_state.map_or('?', char::from),
-                    local_ms + h.remote_cpu_ms,
+                    local_ms + h.away_cpu_ms + h.remote_cpu_ms,
                 ),
-                None => (stat.state, local_ms),
+                None => (stat.state, local_ms + h.away_cpu_ms),
             };
             rows.push(ProcRow {
                 pid: pid as u32,
@@ -383,6 +417,10 @@ pub fn why_not(pid: i32) -> Option<CantMove> {
     }
     if status.tracerpid != 0 {
         return Some(CantMove::Traced);
+    }
+    // Moved, it would run again while its parent thinks it stopped.
+    if status.state.starts_with('T') {
+        return Some(CantMove::Stopped);
     }
     let maps = crate::inject::read_maps(pid).ok()?;
     cantmove(status.threads as u32, status.vmlck.unwrap_or(0), &maps)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
 use mosix_core::image::ImageHeader;
-use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::proto::{LinkMsg, ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::{debug, info, warn};
 
@@ -27,6 +27,7 @@ use crate::procs::{Guest, Procs};
 use crate::ptrace::{self, Mem, Sig};
 use crate::restore;
 use crate::seccomp::{self, Listener, Notif};
+use crate::service::link::{self, SharedContext};
 
 /// What a guest's supervisor needs from its node.
 #[derive(Debug, Clone)]
@@ -37,7 +38,16 @@ pub struct GuestEnv {
     pub procs: Arc<Procs>,
     /// The node's BLOCK flag (no guests may arrive).
     pub blocked: Arc<AtomicBool>,
+    /// The link context (a guest moving on connects to its next node; one arriving that way
+    /// connects to its home).
+    pub link: SharedContext,
 }
+
+/// How long the source of a direct move waits for the destination's answer once the image is
+/// sent (the destination restores it and rejoins home meanwhile).
+const MOVE_ON_ANSWER: Duration = Duration::from_secs(30);
+/// How long the destination of a direct move waits for home to take its connection.
+const REJOIN_ANSWER: Duration = Duration::from_secs(10);
 
 const ERESTARTSYS: i64 = -512;
 /// How long after a signal a job-control stop it causes is looked for (a `SIGTSTP` handler
@@ -70,7 +80,16 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
         }
     };
     match take(&h, &tx, &mut rx, &env) {
-        Ok((guest, listener, child)) => {
+        Ok((guest, listener, child, home_link)) => {
+            // Arrived from another remote: from now on it talks to its home on the
+            // connection it rejoined with; the one it came on has done its job.
+            let (tx, rx) = match home_link {
+                Some(link) => {
+                    drop((tx, rx));
+                    link
+                }
+                None => (tx, rx),
+            };
             info!(
                 "guest {} (pid {} at node {}) runs here as pid {}",
                 h.comm,
@@ -98,6 +117,8 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                 }
             };
             let mut s = Supervisor {
+                env: env.clone(),
+                move_to: None,
                 h,
                 stale_map_fd: None,
                 placeholder,
@@ -121,13 +142,12 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
     }
 }
 
+/// What [`take`] gives: the process's memory, its filter's listener, its stub, and — when it
+/// came from another remote — the connection to its home it rejoined with.
+type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
+
 /// Rebuilds the process in a stub; on success it runs under the filter.
-fn take(
-    h: &ImageHeader,
-    tx: &Sender,
-    rx: &mut Receiver,
-    env: &GuestEnv,
-) -> Result<(Mem, Listener, Child), String> {
+fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Result<Taken, String> {
     if env.blocked.load(Ordering::Relaxed) {
         return Err(format!("node {} is blocked: it takes no guests", env.me));
     }
@@ -197,6 +217,18 @@ fn take(
             return Err(fail(&mut child, e.to_string()));
         }
     };
+    // From another remote: home must take us before the process runs (see
+    // `Deputy::start_relay` at home).
+    let home_link = match h.rejoin {
+        Some(token) => match rejoin(h, token, pid, env) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                t.kill();
+                return Err(fail(&mut child, e));
+            }
+        },
+        None => None,
+    };
     if let Err(e) = t.detach(None) {
         return Err(fail(&mut child, format!("starting the process: {e}")));
     }
@@ -212,7 +244,40 @@ fn take(
         (t2 - t1).as_secs_f64() * 1e3,
         t2.elapsed().as_secs_f64() * 1e3
     );
-    Ok((mem, listener, child))
+    Ok((mem, listener, child, home_link))
+}
+
+/// Connects to the home of a process that arrives from another remote and has home take the
+/// connection as the process's.
+fn rejoin(
+    h: &ImageHeader,
+    token: u64,
+    local_pid: i32,
+    env: &GuestEnv,
+) -> Result<(Sender, Receiver), String> {
+    let ctx = link::snapshot(&env.link);
+    let first = LinkMsg::Rejoin {
+        pid: h.cached.pid,
+        token,
+        local_pid: local_pid as u32,
+    };
+    let s = link::connect_blocking(h.home, &ctx, &first)
+        .map_err(|e| format!("cannot reach its home, node {}: {e}", h.home))?;
+    let (tx, mut rx) =
+        channel::split(s).map_err(|e| format!("connection to its home, node {}: {e}", h.home))?;
+    let _ = rx.socket().set_read_timeout(Some(REJOIN_ANSWER));
+    match rx.recv() {
+        Ok(ProcMsg::Rejoined) => {}
+        Ok(ProcMsg::Refused { reason }) => {
+            return Err(format!("its home, node {}, refused it: {reason}", h.home));
+        }
+        Ok(other) => return Err(format!("its home answered {other:?}")),
+        Err(e) => return Err(format!("its home, node {}, did not answer ({e})", h.home)),
+    }
+    rx.socket()
+        .set_read_timeout(None)
+        .map_err(|e| format!("connection to its home: {e}"))?;
+    Ok((tx, rx))
 }
 
 /// Why a file mapping was not made here.
@@ -224,6 +289,9 @@ enum MapFile {
 }
 
 struct Supervisor {
+    env: GuestEnv,
+    /// Home asked it to move on to this node, with this token.
+    move_to: Option<(NodeId, u64)>,
     h: ImageHeader,
     /// A descriptor number that holds the memfd of the last file mapping.
     stale_map_fd: Option<i32>,
@@ -281,6 +349,13 @@ impl Supervisor {
                 match self.go_home(None) {
                     Ok(true) => return End::Gone,
                     Ok(false) => self.come_home = false,
+                    Err(e) => return e,
+                }
+            }
+            if let Some((to, token)) = self.move_to.take() {
+                match self.move_on(to, token, None) {
+                    Ok(true) => return End::Gone,
+                    Ok(false) => {}
                     Err(e) => return e,
                 }
             }
@@ -461,6 +536,10 @@ impl Supervisor {
             }
             ProcMsg::ComeHome => {
                 self.come_home = true;
+                None
+            }
+            ProcMsg::MoveTo { node, token } => {
+                self.move_to = Some((node, token));
                 None
             }
             ProcMsg::Reply(r) if self.io.owed() > 0 => {
@@ -705,6 +784,16 @@ impl Supervisor {
                     Err(e) => Some(e),
                 };
             }
+            if reply.ret == ERESTARTSYS
+                && let Some((to, token)) = self.move_to.take()
+            {
+                // Interrupted because home wants it elsewhere: likewise.
+                return match self.move_on(to, token, Some(n)) {
+                    Ok(true) => Some(End::Gone),
+                    Ok(false) => None,
+                    Err(e) => Some(e),
+                };
+            }
             if reply.ret == ERESTARTSYS && !self.signal_deliverable() {
                 // Interrupted at home for a signal this process will not take: run it again.
                 continue;
@@ -898,32 +987,9 @@ impl Supervisor {
         // Writes behind go, bytes read ahead go back: home's descriptors are as the process
         // left them.
         self.settle_io()?;
-        let running = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP) {
-            Ok(r) => r,
-            Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),
-        };
-        if let Err(e) = running.request_interrupt() {
-            return Err(End::HomeLost(format!("cannot freeze it to go home: {e}")));
-        }
-        if let Some(n) = pending {
-            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
-        }
-        let mut sigs = Vec::new();
-        let t = match running.wait_interrupt(|s, _| sigs.push(s)) {
-            Ok(t) => t,
-            Err(e) => return Err(End::HomeLost(format!("cannot freeze it to go home: {e}"))),
-        };
-        let opts = FreezeOptions {
-            home: self.h.home,
-            nmigs: self.h.nmigs,
-            under_filter: true,
-            cached: Some(self.h.cached.clone()),
-            creds: Some(self.h.creds.clone()),
-        };
-        let frozen = match dump::freeze_stopped(t, sigs, &opts) {
-            Ok(f) => f,
-            Err(e) => return Err(End::HomeLost(format!("freezing it to go home failed: {e}"))),
-        };
+        let frozen = self
+            .freeze_to_leave(pending)
+            .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
         if let Err(e) = frozen.send(&self.tx) {
             let _ = frozen.thaw();
             return Err(End::HomeLost(format!("sending it home failed: {e}")));
@@ -952,7 +1018,7 @@ impl Supervisor {
                     return Ok(false);
                 }
                 Ok(ProcMsg::Signal { sig }) => undelivered.push(sig),
-                Ok(ProcMsg::ComeHome | ProcMsg::Stats { .. }) => {}
+                Ok(ProcMsg::ComeHome | ProcMsg::MoveTo { .. } | ProcMsg::Stats { .. }) => {}
                 Ok(other) => {
                     frozen.tracee.kill();
                     return Err(End::HomeLost(format!(
@@ -966,6 +1032,106 @@ impl Supervisor {
                     )));
                 }
             }
+        }
+    }
+
+    /// Stops the process and freezes it for leaving. With `pending`, the process is stopped in
+    /// that notification, answered "restart": the call runs again wherever it goes (or here,
+    /// should it stay).
+    fn freeze_to_leave(&mut self, pending: Option<Notif>) -> Result<dump::Frozen, String> {
+        let running = ptrace::seize(self.pid(), ptrace::SUSPEND_SECCOMP)
+            .map_err(|e| format!("cannot seize it: {e}"))?;
+        running
+            .request_interrupt()
+            .map_err(|e| format!("cannot stop it: {e}"))?;
+        if let Some(n) = pending {
+            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
+        }
+        let mut sigs = Vec::new();
+        let t = running
+            .wait_interrupt(|s, _| sigs.push(s))
+            .map_err(|e| format!("cannot stop it: {e}"))?;
+        let opts = FreezeOptions {
+            home: self.h.home,
+            nmigs: self.h.nmigs,
+            under_filter: true,
+            cached: Some(self.h.cached.clone()),
+            creds: Some(self.h.creds.clone()),
+        };
+        dump::freeze_stopped(t, sigs, &opts).map_err(|e| e.to_string())
+    }
+
+    /// Home asked it to move on to node `to` directly (see `Deputy::start_relay` at home):
+    /// freezes it, ships it there with `token`, and once it runs there reports `Moved` to home
+    /// and ends; on any failure before that, thaws it here and reports `MoveFailed`.
+    /// Returns whether it left.
+    fn move_on(&mut self, to: NodeId, token: u64, pending: Option<Notif>) -> Result<bool, End> {
+        let comm = self.h.comm.clone();
+        let failed = |s: &mut Self, reason: String| {
+            warn!("{comm} stays here: the move to node {to} failed: {reason}");
+            match s.tx.send(&ProcMsg::MoveFailed { reason }) {
+                Ok(()) => Ok(false),
+                Err(e) => Err(End::HomeLost(format!(
+                    "the connection to its home broke ({e})"
+                ))),
+            }
+        };
+        if to == self.env.me || to == self.h.home {
+            return failed(self, format!("node {to} is not another remote node"));
+        }
+        self.settle_io()?;
+        let mut frozen = match self.freeze_to_leave(pending) {
+            Ok(f) => f,
+            Err(e) => return failed(self, format!("cannot freeze it: {e}")),
+        };
+        frozen.header.rejoin = Some(token);
+        let started = Instant::now();
+        match self.ship(&frozen, to) {
+            Ok(rpid) => {
+                frozen.tracee.kill();
+                let _ = self.child.wait();
+                let signals = frozen.pending.iter().map(|s| s.raw()).collect();
+                let _ = self.tx.send(&ProcMsg::Moved { signals });
+                info!(
+                    "{comm} (pid {} at node {}) moved on to node {to} as pid {rpid}: {} MiB in {:.0} ms",
+                    self.h.cached.pid,
+                    self.h.home,
+                    frozen.header.total_bytes >> 20,
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                // Home switches to the new node's connection and closes this one: wait for
+                // that, so that `Moved` is read before the connection goes.
+                self.tx.close_write();
+                let _ = self
+                    .rx
+                    .socket()
+                    .set_read_timeout(Some(Duration::from_secs(5)));
+                while self.rx.recv().is_ok() {}
+                Ok(true)
+            }
+            Err(reason) => {
+                let _ = frozen.thaw();
+                failed(self, reason)
+            }
+        }
+    }
+
+    /// Sends a frozen process to node `to`; its pid there once it runs.
+    fn ship(&self, frozen: &dump::Frozen, to: NodeId) -> Result<u32, String> {
+        let ctx = link::snapshot(&self.env.link);
+        let s =
+            link::connect_process(to, &ctx).map_err(|e| format!("cannot reach node {to}: {e}"))?;
+        let (tx, mut rx) =
+            channel::split(s).map_err(|e| format!("connection to node {to}: {e}"))?;
+        frozen
+            .send(&tx)
+            .map_err(|e| format!("the transfer to node {to} broke off ({e})"))?;
+        let _ = rx.socket().set_read_timeout(Some(MOVE_ON_ANSWER));
+        match rx.recv() {
+            Ok(ProcMsg::Started { pid }) => Ok(pid),
+            Ok(ProcMsg::Refused { reason }) => Err(format!("node {to} refused it: {reason}")),
+            Ok(other) => Err(format!("node {to} answered {other:?}")),
+            Err(e) => Err(format!("node {to} did not answer ({e})")),
         }
     }
 }

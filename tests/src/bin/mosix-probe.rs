@@ -4,7 +4,8 @@
 //!   process runs remotely); prints the mean time per call in nanoseconds.
 //! * `mosix-probe spin SECS`: a CPU-bound loop for SECS seconds; prints iterations per second.
 //! * `mosix-probe mem MIB`: fills MIB MiB of memory, prints `ready`, then waits for a line on
-//!   standard input and exits.
+//!   standard input, checks that every page still holds what it wrote, and exits (status 3
+//!   if one does not).
 //! * `mosix-probe touch MIB`: maps MIB MiB of fresh memory and writes every page once; prints
 //!   the time that took in milliseconds (the machine's cost of new memory, which every arrival
 //!   of a migrated process pays).
@@ -59,7 +60,16 @@ fn main() {
             std::io::stdout().flush().unwrap();
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line).unwrap();
-            std::hint::black_box(&v);
+            // Every page still holds what was written: a move lost or mixed up nothing.
+            let bad = v
+                .chunks(4096)
+                .enumerate()
+                .filter(|(i, c)| c[0] != *i as u8 || c[1..].iter().any(|b| *b != 0))
+                .count();
+            if bad > 0 {
+                eprintln!("mem: {bad} pages changed");
+                std::process::exit(3);
+            }
         }
         Some("touch") => {
             let len = (n as usize) << 20;

@@ -61,7 +61,8 @@ pub struct LinkContext {
 /// The shared, replaceable link context.
 pub type SharedContext = Arc<RwLock<Arc<LinkContext>>>;
 
-fn snapshot(ctx: &SharedContext) -> Arc<LinkContext> {
+/// The link context as it is now.
+pub fn snapshot(ctx: &SharedContext) -> Arc<LinkContext> {
     match ctx.read() {
         Ok(g) => Arc::clone(&g),
         Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -240,19 +241,28 @@ async fn serve_inbound(
                             return;
                         }
                     }
-                    LinkMsg::OpenProcess => {
-                        // A migrating process: its connection leaves the runtime for a thread.
+                    LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } => {
+                        // A process connection leaves the runtime for a thread.
                         match stream.into_std().and_then(|s| {
                             s.set_nonblocking(false)?;
                             Ok(s)
                         }) {
-                            Ok(s) => {
-                                let _ = events
-                                    .send(Event::ProcessIn {
+                            Ok(stream) => {
+                                let ev = match msg {
+                                    LinkMsg::Rejoin {
+                                        pid,
+                                        token,
+                                        local_pid,
+                                    } => Event::Rejoin {
                                         from: node,
-                                        stream: s,
-                                    })
-                                    .await;
+                                        pid,
+                                        token,
+                                        local_pid,
+                                        stream,
+                                    },
+                                    _ => Event::ProcessIn { from: node, stream },
+                                };
+                                let _ = events.send(ev).await;
                             }
                             Err(e) => warn!("taking the process connection from node {node}: {e}"),
                         }
@@ -372,6 +382,16 @@ pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkErr
 /// Opens and authenticates a blocking link connection to `to` and asks it to take a process
 /// (for the migration threads, which do not run on the runtime).
 pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<std::net::TcpStream, LinkError> {
+    connect_blocking(to, ctx, &LinkMsg::OpenProcess)
+}
+
+/// Opens and authenticates a blocking link connection to `to` and sends `first`, which says
+/// what the connection is for.
+pub fn connect_blocking(
+    to: NodeId,
+    ctx: &LinkContext,
+    first: &LinkMsg,
+) -> Result<std::net::TcpStream, LinkError> {
     let Some(addr) = ctx.map.addr_of(to) else {
         return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
     };
@@ -401,7 +421,7 @@ pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<std::net::TcpStr
         }
     }
     hs.on_verdict(proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?)?;
-    proto::write_frame(&mut s, &LinkMsg::OpenProcess)?;
+    proto::write_frame(&mut s, first)?;
     s.set_read_timeout(None).map_err(LinkError::Connect)?;
     Ok(s)
 }

@@ -77,6 +77,20 @@ pub enum Event {
         /// The connection, now blocking.
         stream: std::net::TcpStream,
     },
+    /// An authenticated connection from the destination of a direct move of one of our
+    /// processes ([`mosix_core::proto::LinkMsg::Rejoin`]).
+    Rejoin {
+        /// The destination.
+        from: NodeId,
+        /// The process's pid here.
+        pid: u32,
+        /// The token of the move.
+        token: u64,
+        /// Its pid at the destination.
+        local_pid: u32,
+        /// The connection, now blocking.
+        stream: std::net::TcpStream,
+    },
 }
 
 /// How to start the service.
@@ -456,6 +470,17 @@ fn wait_home(procs: &Procs, pid: i32) -> bool {
 
 /// Moves a process that is at home to `to`; answers when done (`wait`) or at once.
 fn send(pid: i32, to: NodeId, env: HomeEnv, wait: bool, reply: oneshot::Sender<Response>) {
+    crate::deputy::migrate(pid, to, env, answer_when(pid, to, wait, reply));
+}
+
+/// The answer to `migrate PID NODE`: at once ("moving"), or (`wait`) by the returned callback
+/// once the move is done or failed; a failure nobody waits for is logged.
+fn answer_when(
+    pid: i32,
+    to: NodeId,
+    wait: bool,
+    reply: oneshot::Sender<Response>,
+) -> crate::deputy::MoveDone {
     let reply = if wait {
         Some(reply)
     } else {
@@ -465,24 +490,19 @@ fn send(pid: i32, to: NodeId, env: HomeEnv, wait: bool, reply: oneshot::Sender<R
         });
         None
     };
-    crate::deputy::migrate(
-        pid,
-        to,
-        env,
-        Box::new(move |r| match (r, reply) {
-            (Ok(n), Some(reply)) => {
-                let _ = reply.send(Response::Migrated {
-                    node: n.get(),
-                    done: true,
-                });
-            }
-            (Err(e), Some(reply)) => {
-                let _ = reply.send(Response::Error(e));
-            }
-            (Err(e), None) => warn!("moving process {pid}: {e}"),
-            (Ok(_), None) => {}
-        }),
-    );
+    Box::new(move |r| match (r, reply) {
+        (Ok(n), Some(reply)) => {
+            let _ = reply.send(Response::Migrated {
+                node: n.get(),
+                done: true,
+            });
+        }
+        (Err(e), Some(reply)) => {
+            let _ = reply.send(Response::Error(e));
+        }
+        (Err(e), None) => warn!("moving process {pid}: {e}"),
+        (Ok(_), None) => {}
+    })
 }
 
 fn spawn_measurement(mut m: Measurer, sample_ms: u64, tx: mpsc::Sender<Event>) {
@@ -603,11 +623,33 @@ impl Node {
                 self.figures = self.smoother.figures(&s);
                 false
             }
+            Event::Rejoin {
+                from,
+                pid,
+                token,
+                local_pid,
+                stream,
+            } => {
+                let offer = crate::deputy::RejoinOffer {
+                    from,
+                    token,
+                    local_pid,
+                    stream,
+                };
+                if let Err(o) = self.procs.offer_rejoin(pid as i32, offer) {
+                    o.refuse(format!(
+                        "process {pid} is not away from node {}",
+                        self.loaded.me
+                    ));
+                }
+                false
+            }
             Event::ProcessIn { from, stream } => {
                 let env = GuestEnv {
                     me: self.loaded.me,
                     procs: Arc::clone(&self.procs),
                     blocked: Arc::clone(&self.blocked),
+                    link: Arc::clone(&self.ctx),
                 };
                 let spawned = std::thread::Builder::new()
                     .name(format!("mosix-guest-from-{from}"))
@@ -823,8 +865,16 @@ impl Node {
         let procs = Arc::clone(&self.procs);
         let env = self.home_env();
         let me = self.loaded.me;
+        if home.at.is_some() && target != me {
+            // Away, to go elsewhere: it moves there directly.
+            let done = answer_when(pid, target, wait, reply);
+            if let Err(ask) = procs.ask_move(pid, crate::deputy::MoveAsk { node: target, done }) {
+                (ask.done)(Err(format!("process {pid} is between nodes; try again")));
+            }
+            return;
+        }
         if home.at.is_some() {
-            // Away: bring it home first; then, if it is to go elsewhere, send it there.
+            // Away, to come home.
             if !procs.ask_come_home(pid) {
                 return fail(reply, format!("process {pid} is between nodes; try again"));
             }
@@ -837,14 +887,10 @@ impl Node {
                             reply.send(Response::Error(format!("process {pid} did not come home")));
                         return;
                     }
-                    if target == me {
-                        let _ = reply.send(Response::Migrated {
-                            node: 0,
-                            done: true,
-                        });
-                        return;
-                    }
-                    send(pid, target, env, wait, reply);
+                    let _ = reply.send(Response::Migrated {
+                        node: 0,
+                        done: true,
+                    });
                 });
             if let Err(e) = spawned {
                 warn!("cannot start a thread: {e}");
