@@ -784,7 +784,7 @@ impl Deputy {
     /// home reads nothing from the new copy, so it cannot touch anything; if the remote
     /// reports `MoveFailed` (it thawed its copy), home closes the new connection and the copy
     /// there dies. Signals are held at home meanwhile and go to the copy that wins.
-    fn start_relay(&mut self, mut ask: MoveAsk, env: &HomeEnv) {
+    fn start_relay(&mut self, ask: MoveAsk, env: &HomeEnv) {
         let pid = self.pid;
         let at = env.procs.home(pid).at;
         let why_not = if self.homing {
@@ -804,16 +804,15 @@ impl Deputy {
         if let Some(why) = why_not {
             return (ask.done)(Err(why));
         }
-        let token = getrandom::u64().unwrap_or_else(|_| {
-            let t = Instant::now().elapsed().as_nanos() as u64;
-            t ^ (u64::from(std::process::id()) << 32) ^ pid as u64
-        });
+        let token = match getrandom::u64() {
+            Ok(t) => t,
+            Err(e) => return (ask.done)(Err(format!("no random token for the move: {e}"))),
+        };
         if let Err(e) = self.out.tx.send(&ProcMsg::MoveTo {
             node: ask.node,
             token,
         }) {
-            let done = std::mem::replace(&mut ask.done, Box::new(|_| {}));
-            return done(Err(format!("the connection to its node broke ({e})")));
+            return (ask.done)(Err(format!("the connection to its node broke ({e})")));
         }
         debug!("process {pid}: asked to move on to node {}", ask.node);
         env.procs.update_home(pid, |h| h.moving = true);
