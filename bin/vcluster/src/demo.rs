@@ -164,7 +164,7 @@ impl Tour {
         let a = jobs[0].1.id().to_string();
         let b = jobs[1].1.id().to_string();
         self.say(&format!(
-            "Moving job A (pid {a}) from node 2 to node 4 while it runs: migrate {a} 4"
+            "Moving job A (pid {a}) from node 2 straight to node 4 while it runs: migrate {a} 4"
         ));
         let t = Instant::now();
         let out = self.run_tool(1, "migrate", &[&a, "4", "--wait"])?;
@@ -387,8 +387,6 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
-    println!(
-        "\nNext steps of the project: fork and exec on the remote, I/O batching, and the automatic balancer."
-    );
+    println!("\nNext steps of the project: the automatic balancer and memory ushering (step 4).");
     Ok(ExitCode::SUCCESS)
 }
