@@ -6,41 +6,25 @@
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mosix_tests::{TestCluster, require_root, serial};
+use mosix_tests::{TestCluster, ends_within, require_root, serial};
 
 fn cluster(name: &str) -> TestCluster {
     let c = TestCluster::up(name, 3, |_| {});
-    for n in 1..=3 {
-        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     c
 }
 
 fn row(c: &TestCluster, pid: u32) -> serde_json::Value {
-    c.mps(1, false)
-        .into_iter()
-        .find(|r| r["pid"] == pid)
+    c.row(pid)
         .unwrap_or_else(|| panic!("process {pid} is not in mps"))
 }
 
 /// Ends a memory holder with a line on its stdin; its status (3: a page changed).
 fn release(mut child: Child) -> std::process::ExitStatus {
     child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the memory holder did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ends_within(child, Duration::from_secs(30), "the memory holder")
 }
 
 #[test]
@@ -203,18 +187,11 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         if moved {
             // It had arrived: it died with node 3, and home says so.
             after += 1;
-            let mut child = child;
-            let start = Instant::now();
-            let st = loop {
-                if let Some(st) = child.try_wait().unwrap() {
-                    break st;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "round {round}: its node died, yet it is not reported dead"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            };
+            let st = ends_within(
+                child,
+                Duration::from_secs(30),
+                "its node died: reported dead",
+            );
             assert_eq!(st.signal(), Some(libc::SIGKILL), "round {round}: {st:?}");
         } else {
             // Cut off on the way: it goes on at node 2, whole, and only there.
@@ -227,9 +204,7 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
             assert!(st.success(), "round {round} (cut at {cut} ms): {st:?}");
         }
         assert_eq!(c.guests_on(2), 0, "round {round}: a copy left on node 2");
-        c.cluster.start_node(3).unwrap();
-        c.wait_view(1, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
+        c.restart(3);
     }
     eprintln!("{before} direct moves cut off on the way, {after} after arriving");
 
@@ -294,9 +269,7 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
             let st = release(child);
             assert!(st.success(), "source round {round}: {st:?}");
         }
-        c.cluster.start_node(2).unwrap();
-        c.wait_view(1, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
+        c.restart(2);
     }
     eprintln!("source killed: {adopted} taken over by the destination, {lost} lost");
     assert!(

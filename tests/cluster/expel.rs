@@ -29,10 +29,7 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     }
     let _g = serial();
     let c = TestCluster::up("texpel", 3, |_| {});
-    for n in 1..=3 {
-        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     let mut kids: Vec<Child> = (0..3).map(|_| spinner(&c)).collect();
     let pids: Vec<u32> = kids.iter().map(Child::id).collect();
     std::thread::sleep(Duration::from_millis(200));

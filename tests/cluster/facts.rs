@@ -9,10 +9,6 @@ use std::time::Duration;
 
 use mosix_tests::{TestCluster, require_root, serial, tool};
 
-fn row(c: &TestCluster, pid: u32) -> Option<serde_json::Value> {
-    c.mps(1, false).into_iter().find(|r| r["pid"] == pid)
-}
-
 fn spinner(c: &TestCluster, lock: bool) -> Child {
     let probe = tool("mosix-probe");
     let mut a = Vec::new();
@@ -34,23 +30,20 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     }
     let _g = serial();
     let c = TestCluster::up("tfacts", 3, |_| {});
-    for n in 1..=3 {
-        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     let mut locked = spinner(&c, true);
     let mut free = spinner(&c, false);
     std::thread::sleep(Duration::from_millis(300));
     let (lp, fp) = (locked.id(), free.id());
-    assert_eq!(row(&c, lp).unwrap()["lock"], true, "mps shows the lock");
+    assert_eq!(c.row(lp).unwrap()["lock"], true, "mps shows the lock");
 
     // balance leaves a locked process alone, a named node does not.
     let (ok, said) = c.try_migrate(lp, "balance");
     assert!(!ok && said.contains("locked"), "{said}");
-    assert_eq!(row(&c, lp).unwrap()["node"], 0);
+    assert_eq!(c.row(lp).unwrap()["node"], 0);
     let (ok, said) = c.try_migrate(lp, "2");
     assert!(ok, "{said}");
-    let r = row(&c, lp).unwrap();
+    let r = c.row(lp).unwrap();
     assert_eq!(
         (r["node"].as_u64(), r["nmigs"].as_u64()),
         (Some(2), Some(1)),
@@ -80,7 +73,7 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     c.wait_view(1, Duration::from_secs(15), busier).unwrap();
     let (ok, said) = c.try_migrate(fp, "balance");
     assert!(ok, "{said}");
-    let node = row(&c, fp).unwrap()["node"].as_u64().unwrap();
+    let node = c.row(fp).unwrap()["node"].as_u64().unwrap();
     assert!(
         node == 2 || node == 3,
         "balance moved it off the busy home: node {node}"

@@ -4,10 +4,10 @@
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use mosix_tests::{TestCluster, require_root, serial};
+use mosix_tests::{TestCluster, ends_within, require_root, serial};
 
 /// A CPU-bound job that outlives every test here (a shell counting: no fork, no I/O).
 const LONG_JOB: &str = "i=0; while [ $i -lt 200000000 ]; do i=$((i+1)); done";
@@ -17,27 +17,8 @@ const REPORT_BOUND: Duration = Duration::from_secs(30);
 
 fn cluster(name: &str, nodes: u16) -> TestCluster {
     let c = TestCluster::up(name, nodes, |_| {});
-    for n in 1..=nodes {
-        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     c
-}
-
-/// Waits at most `limit` for `child` to end; kills it and fails if it does not.
-fn ends_within(mut child: Child, limit: Duration, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: the process was still there after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start_long_job(c: &TestCluster) -> (Child, u32) {
@@ -191,9 +172,7 @@ fn an_interrupted_migration_leaves_exactly_one_live_copy() {
             let st = ends_within(child, Duration::from_secs(10), "the process at home");
             assert!(st.success(), "round {round} (cut at {cut} ms): {st:?}");
         }
-        c.cluster.start_node(2).unwrap();
-        c.wait_view(1, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
+        c.restart(2);
     }
     eprintln!("{interrupted} migrations cut off on the way, {completed} after arriving");
 

@@ -15,10 +15,7 @@ const DATA: &str = "/run/mosix-vc-test-data";
 fn cluster(name: &str) -> (TestCluster, PathBuf) {
     std::fs::create_dir_all(DATA).unwrap();
     let c = TestCluster::up(name, 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    for n in 1..=3 {
-        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     let home_data = c.private_path(1, Path::new(DATA));
     (c, home_data)
 }

@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use mosix_tests::{TestCluster, in_netns, require_root, serial};
 
@@ -48,10 +47,7 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
     let _g = serial();
     std::fs::create_dir_all(DATA).unwrap();
     let c = TestCluster::up("tsbx", 2, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    for n in 1..=2 {
-        c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     // Things of node 2's own: a file, and a service on its loopback.
     std::fs::write(
         c.private_path(2, Path::new(DATA)).join("secret.txt"),

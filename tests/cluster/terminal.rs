@@ -89,10 +89,7 @@ fn a_migrated_program_in_an_interactive_shell_behaves_as_if_local() {
     }
     let _g = serial();
     let c = TestCluster::up("tterm", 2, |_| {});
-    for n in 1..=2 {
-        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     let dir = tempfile::tempdir().unwrap();
     let prog = dir.path().join("interactive.py");
     std::fs::write(&prog, PROGRAM).unwrap();

@@ -88,10 +88,7 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
     let _g = serial();
     std::fs::create_dir_all(DATA).unwrap();
     let c = TestCluster::up("ttour", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    for n in 1..=3 {
-        c.wait_view(n, Duration::from_secs(10), |v| v.nodes.iter().all(|x| x.up))
-            .unwrap();
-    }
+    c.wait_all_up();
     let data = c.private_path(1, Path::new(DATA));
     let d = |f: &str| format!("{DATA}/{f}");
 

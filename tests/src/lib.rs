@@ -254,6 +254,34 @@ impl TestCluster {
         out
     }
 
+    /// Waits (at most 15 s) until every node sees every node up.
+    pub fn wait_all_up(&self) {
+        for n in 1..=self.cluster.nodes {
+            self.wait_all_up_on(n);
+        }
+    }
+
+    /// Starts node I's service again and waits until node 1 sees every node up.
+    pub fn restart(&self, node: u16) {
+        if let Err(e) = self.cluster.start_node(node) {
+            panic!("starting node {node}: {e}");
+        }
+        self.wait_all_up_on(1);
+    }
+
+    fn wait_all_up_on(&self, on: u16) {
+        if let Err(e) = self.wait_view(on, Duration::from_secs(15), |v| {
+            v.nodes.iter().all(|x| x.up)
+        }) {
+            panic!("not every node up: {e}");
+        }
+    }
+
+    /// Node 1's `mps` row of its process `pid`, if it lists it.
+    pub fn row(&self, pid: u32) -> Option<serde_json::Value> {
+        self.mps(1, false).into_iter().find(|r| r["pid"] == pid)
+    }
+
     /// Waits at most `limit` for `cond`; whether it came true.
     pub fn eventually(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         let start = Instant::now();
@@ -370,5 +398,25 @@ fn find_named(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
                 }
             }
         }
+    }
+}
+
+/// Waits at most `limit` for `child` to end; kills it and fails, naming `what`, if it does not.
+pub fn ends_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("waiting for a child") {
+            return st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the process was still there after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

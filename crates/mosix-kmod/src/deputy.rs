@@ -786,7 +786,6 @@ impl Deputy {
     /// there dies. Signals are held at home meanwhile and go to the copy that wins.
     fn start_relay(&mut self, ask: MoveAsk, env: &HomeEnv) {
         let pid = self.pid;
-        let at = env.procs.home(pid).at;
         let why_not = if self.homing {
             Some(format!("process {pid} is on its way home"))
         } else if self.relay.is_some() {
@@ -795,9 +794,6 @@ impl Deputy {
             Some(format!(
                 "process {pid} is stopped (job control): it can move once it runs again"
             ))
-        } else if at == Some(ask.node) {
-            let node = ask.node;
-            return (ask.done)(Ok(node));
         } else {
             None
         };
