@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ages;
+pub mod balance;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -5,6 +5,8 @@
 //! transit time is far below the interval, and the service counts it as zero too). Observers sample the ages of the entries in their vectors, which the
 //! dissemination benchmark compares with the closed forms of [`crate::ages`].
 
+pub mod jobs;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 

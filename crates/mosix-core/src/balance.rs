@@ -1,0 +1,792 @@
+//! The balancer: which process should leave this node, and where to.
+//!
+//! Every node runs [`Balancer::decide`] once a second over what it knows: its own local load,
+//! the cluster view from gossip, and the processes that run on it (its own and its guests).
+//! Only the node a process runs on decides about it, as in MOSIX: that node knows its own load
+//! best, and no two nodes ever decide about one process. There is no master.
+//!
+//! The rules, in the order they are tried (balancing-anchors §1.3–§1.7):
+//!
+//! 1. **Memory ushering** overrides everything else: when the node's free memory falls under
+//!    its low mark, the largest movable process that fits elsewhere goes to the node with the
+//!    most free memory, even a busier one; paging is worse than sharing a CPU.
+//! 2. **Load balancing with hysteresis**: a process moves from here (load `L_i`) to node `j`
+//!    only if the load it would see there, `L_j` plus what one process adds to `j`, plus a
+//!    margin (`stab`, 30 % of one process), is still below what it sees here. The loads are
+//!    normalised by speed and CPU count, and a process never sees less than one whole CPU of its
+//!    node, so a slow node hands work to a fast idle one (MOSIX's second reason to migrate).
+//!    The candidate must pass Harchol-Balter & Downey's test: its age, times the difference in
+//!    processes between the two nodes, exceeds the migration cost (a young process is likely to
+//!    end before the move pays). Among candidates, the one using most CPU goes (MOSIX-like mode:
+//!    the second most, as Kerrighed does).
+//! 3. **Rotation** (ours, beyond MOSIX): when the loads differ by exactly one process (2 vs 1),
+//!    no move makes anyone faster, but who shares matters: K identical jobs on N nodes finish at
+//!    the lower bound only if the sharing is spread over all of them. When a process here has
+//!    fallen behind the cluster's fair share by more than a quantum (which is many migration
+//!    costs), the process here that is furthest *ahead* moves to the less loaded node, so the
+//!    one behind runs with fewer companions.
+//!
+//! Moves decided here are remembered for a few seconds: the gossip view of a destination lags,
+//! so the load a move adds to it is added to the view until fresh news of that node arrives,
+//! and a process asked to move is not chosen again while its move is under way.
+//!
+//! Everything is a pure function of its arguments: the node service, the simulator and the
+//! tests run this very code.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gossip::Millis;
+use crate::node::{NodeId, STD_LOAD, STD_SPEED, Status};
+
+/// How the balancer behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Hysteresis: the load one more process adds to a destination, in percent, must still leave
+    /// it below this node's load (MOSIX: 130).
+    pub stab_percent: u32,
+    /// Rotate surplus processes (ours); off in MOSIX-like mode.
+    pub rotate: bool,
+    /// Take the second most CPU-hungry candidate rather than the most (MOSIX-like mode).
+    pub second_highest: bool,
+    /// Moves at most per round (MOSIX: one).
+    pub max_moves: usize,
+    /// A process must have run here this long before it moves automatically.
+    pub min_residency_ms: u64,
+    /// Free memory below this per-mille of the node's total starts memory ushering.
+    pub mem_low_permille: u32,
+    /// A process that wants a CPU less than this per-mille of the time is not worth moving for
+    /// load.
+    pub min_demand_permille: u32,
+    /// Rotation quantum: how far (standard CPU milliseconds) a process must fall behind its fair
+    /// share before rotation moves a companion away; at least `rotate_cost_factor` migration
+    /// costs.
+    pub rotate_quantum_ms: u64,
+    /// The quantum is at least this many times the migration cost of the moved process.
+    pub rotate_cost_factor: u64,
+    /// How long a decided move counts in the view of its destination, unless fresher news of it
+    /// arrive.
+    pub inflight_ms: u64,
+}
+
+impl Params {
+    /// Our balancer.
+    pub const OURS: Params = Params {
+        stab_percent: 130,
+        rotate: true,
+        second_highest: false,
+        max_moves: 4,
+        min_residency_ms: 1_000,
+        mem_low_permille: 100,
+        min_demand_permille: 300,
+        rotate_quantum_ms: 2_000,
+        rotate_cost_factor: 50,
+        inflight_ms: 4_000,
+    };
+
+    /// MOSIX as published (§1.7 of the anchors): one move per round, second-highest candidate,
+    /// no rotation.
+    pub const MOSIX_LIKE: Params = Params {
+        stab_percent: 130,
+        rotate: false,
+        second_highest: true,
+        max_moves: 1,
+        ..Params::OURS
+    };
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::OURS
+    }
+}
+
+/// What the balancer knows of a node (this one or a peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    /// The node.
+    pub node: NodeId,
+    /// Load in MOSIX units (100 = one standard CPU busy). For this node, its local load; for a
+    /// peer, what it exported.
+    pub load: u32,
+    /// Speed of one CPU (10000 = standard).
+    pub speed: u32,
+    /// CPUs.
+    pub cpus: u32,
+    /// Total memory, bytes.
+    pub mem_total: u64,
+    /// Memory available to processes, bytes.
+    pub mem_free: u64,
+    /// Administrative flags (STAY, LSTAY, BLOCK, QUIET).
+    pub flags: Status,
+    /// When the figures were measured, on this node's clock (for a peer: now minus their age).
+    pub measured_at: Millis,
+}
+
+impl NodeState {
+    /// The load one more CPU-bound process adds to this node.
+    pub fn one(&self) -> f64 {
+        let cap = f64::from(self.cpus.max(1)) * f64::from(self.speed.max(1));
+        f64::from(STD_LOAD) * f64::from(STD_SPEED) / cap
+    }
+
+    /// The load a CPU-bound process sees on this node when the node's load is `load`: never
+    /// less than one whole CPU of it (a process cannot use more).
+    fn seen(&self, load: f64) -> f64 {
+        load.max(f64::from(STD_LOAD) * f64::from(STD_SPEED) / f64::from(self.speed.max(1)))
+    }
+
+    /// Processes the load stands for.
+    fn procs(&self, load: f64) -> f64 {
+        load / self.one()
+    }
+}
+
+/// Why a process may not leave automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pinned {
+    /// Locked (`mosrun -L`, or placed by hand).
+    Locked,
+    /// It cannot move at all (threads, shared memory, ...).
+    CantMove,
+}
+
+/// What the balancer knows of a process that runs on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcState {
+    /// Its id on this node (the pid).
+    pub id: u64,
+    /// `None` for this node's own processes; the home node of a guest.
+    pub guest_of: Option<NodeId>,
+    /// Why it may not move automatically, if it may not.
+    pub pinned: Option<Pinned>,
+    /// Declared I/O-bound (`mosrun -i`): never moved for load.
+    pub io_bound: bool,
+    /// How much of the time it wants a CPU (running, or runnable and waiting for one), decayed,
+    /// per-mille: a CPU-bound process is 1000 however many share its CPU.
+    pub demand_permille: u32,
+    /// How long it has lived, as far as this node knows (since it arrived here for a guest).
+    pub age_ms: u64,
+    /// How long it has been on this node.
+    pub here_ms: u64,
+    /// CPU time it used on this node, milliseconds.
+    pub cpu_here_ms: u64,
+    /// Resident memory, bytes.
+    pub rss: u64,
+}
+
+/// Why a process moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// This node runs out of free memory.
+    Memory,
+    /// Another node gives it more CPU.
+    Load,
+    /// Spreading the sharing (rotation of surplus processes).
+    Rotate,
+}
+
+impl Reason {
+    /// The word for logs.
+    pub fn word(self) -> &'static str {
+        match self {
+            Reason::Memory => "memory",
+            Reason::Load => "load",
+            Reason::Rotate => "rotation",
+        }
+    }
+}
+
+/// A decision: process `id` goes to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    /// The process.
+    pub id: u64,
+    /// The destination (a guest's home node means "go home").
+    pub to: NodeId,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The estimated cost of moving a process, as the balancer needs it.
+pub trait Costs {
+    /// Microseconds to move `bytes` of resident memory to `to`.
+    fn migration_us(&self, to: NodeId, bytes: u64) -> u64;
+}
+
+impl Costs for crate::overheads::Overheads {
+    fn migration_us(&self, to: NodeId, bytes: u64) -> u64 {
+        self.migration_cost_us(to, bytes.div_ceil(4096))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    to: NodeId,
+    at: Millis,
+    /// When it should have arrived (the decision plus the migration cost).
+    arrives: Millis,
+    load: f64,
+    bytes: u64,
+}
+
+/// The balancer of one node: its parameters and the moves it recently decided.
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    params: Params,
+    inflight: Vec<InFlight>,
+    asked: HashMap<u64, Millis>,
+}
+
+impl Balancer {
+    /// A balancer with these parameters.
+    pub fn new(params: Params) -> Balancer {
+        Balancer {
+            params,
+            inflight: Vec::new(),
+            asked: HashMap::new(),
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Forgets that process `id` was asked to move (its move failed or it left).
+    pub fn forget(&mut self, id: u64) {
+        self.asked.remove(&id);
+    }
+
+    /// Decides the moves of this round. `me` is this node with its local load; `peers` what the
+    /// gossip view says of the others (nodes down or quiet are left out by the caller);
+    /// `procs` the processes running here.
+    pub fn decide(
+        &mut self,
+        now: Millis,
+        me: &NodeState,
+        peers: &[NodeState],
+        procs: &[ProcState],
+        costs: &dyn Costs,
+    ) -> Vec<Move> {
+        let p = self.params;
+        let keep = Millis::try_from(p.inflight_ms).unwrap_or(Millis::MAX);
+        self.inflight
+            .retain(|f| now.saturating_sub(f.arrives) < keep && f.at <= now);
+        self.asked
+            .retain(|_, at| now.saturating_sub(*at) < keep.max(10_000) && *at <= now);
+        if me.flags.contains(Status::STAY) {
+            return Vec::new();
+        }
+
+        // The view, with the moves under way added to their destinations (until news of the
+        // destination measured after the move arrives) and taken off this node (until this
+        // node has measured itself without them).
+        let mut here = f64::from(me.load);
+        let mut mem_here = me.mem_free;
+        let mut view: Vec<(NodeState, f64, u64)> = peers
+            .iter()
+            .filter(|n| n.node != me.node && !n.flags.contains(Status::QUIET))
+            .map(|n| (*n, f64::from(n.load), n.mem_free))
+            .collect();
+        for f in &self.inflight {
+            if let Some(v) = view.iter_mut().find(|v| v.0.node == f.to)
+                && v.0.measured_at < f.arrives.saturating_add(1_000)
+            {
+                v.1 += f.load * v.0.one() / me.one();
+                v.2 = v.2.saturating_sub(f.bytes);
+            }
+            if me.measured_at < f.at.saturating_add(1_000) {
+                here = (here - f.load).max(0.0);
+                mem_here = mem_here.saturating_add(f.bytes).min(me.mem_total);
+            }
+        }
+
+        let mut movable: Vec<&ProcState> = procs
+            .iter()
+            .filter(|q| q.pinned.is_none() && !self.asked.contains_key(&q.id))
+            .filter(|q| q.here_ms >= p.min_residency_ms)
+            .filter(|q| q.guest_of.is_some() || !me.flags.contains(Status::LSTAY))
+            .collect();
+        movable.sort_by_key(|q| q.id);
+        let mut moves = Vec::new();
+
+        // Memory ushering.
+        let low = me.mem_total / 1000 * u64::from(p.mem_low_permille);
+        if me.mem_total > 0 && mem_here < low {
+            let mut by_size = movable.clone();
+            by_size.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.id.cmp(&b.id)));
+            'usher: for q in by_size {
+                let mut best: Option<(usize, u64)> = None;
+                for (k, (n, _, free)) in view.iter().enumerate() {
+                    if !accepts(n, q) {
+                        continue;
+                    }
+                    let reserve = n.mem_total / 1000 * u64::from(p.mem_low_permille);
+                    if *free >= q.rss.saturating_add(reserve) && best.is_none_or(|(_, f)| *free > f)
+                    {
+                        best = Some((k, *free));
+                    }
+                }
+                if let Some((k, _)) = best {
+                    let to = view[k].0.node;
+                    self.record(now, me, &mut view[k], q, &mut here, costs);
+                    moves.push(Move {
+                        id: q.id,
+                        to,
+                        reason: Reason::Memory,
+                    });
+                    break 'usher;
+                }
+            }
+            if !moves.is_empty() {
+                return moves;
+            }
+        }
+
+        // Load balancing.
+        let stab = f64::from(p.stab_percent) / 100.0;
+        while moves.len() < p.max_moves {
+            let mut cands: Vec<&ProcState> = movable
+                .iter()
+                .copied()
+                .filter(|q| !q.io_bound && q.demand_permille >= p.min_demand_permille)
+                .filter(|q| !moves.iter().any(|m: &Move| m.id == q.id))
+                .collect();
+            if cands.is_empty() {
+                break;
+            }
+            cands.sort_by(|a, b| {
+                b.demand_permille
+                    .cmp(&a.demand_permille)
+                    .then(a.age_ms.cmp(&b.age_ms))
+                    .then(a.id.cmp(&b.id))
+            });
+            if p.second_highest && cands.len() > 1 {
+                cands.swap(0, 1);
+            }
+            let seen_here = me.seen(here);
+            let mut chosen = None;
+            'cands: for q in &cands {
+                // The best destination for q: the lowest load seen after the move.
+                let mut best: Option<(usize, f64)> = None;
+                for (k, (n, load, free)) in view.iter().enumerate() {
+                    if !accepts(n, q) || *free < q.rss {
+                        continue;
+                    }
+                    let after = n.seen(load + n.one());
+                    let margin = (stab - 1.0) * n.one();
+                    if after + margin >= seen_here {
+                        continue;
+                    }
+                    // Harchol-Balter & Downey: age × (n_here − n_there) > cost.
+                    let diff = me.procs(here) - n.procs(*load);
+                    let cost_ms = costs.migration_us(n.node, q.rss) as f64 / 1000.0;
+                    if (q.age_ms as f64) * diff.max(0.0) <= cost_ms {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, a)| after < a) {
+                        best = Some((k, after));
+                    }
+                }
+                if let Some((k, _)) = best {
+                    chosen = Some((*q, k));
+                    break 'cands;
+                }
+                if p.second_highest {
+                    // MOSIX tries its one candidate only.
+                    break;
+                }
+            }
+            let Some((q, k)) = chosen else { break };
+            let to = view[k].0.node;
+            self.record(now, me, &mut view[k], q, &mut here, costs);
+            moves.push(Move {
+                id: q.id,
+                to,
+                reason: Reason::Load,
+            });
+        }
+        if !moves.is_empty() || !p.rotate {
+            return moves;
+        }
+
+        // Rotation: the loads differ by one process somewhere.
+        let seen_here = me.seen(here);
+        let target = view
+            .iter()
+            .enumerate()
+            // Half a process of slack: the local load creeps up to its value and may sit a
+            // little under it.
+            .filter(|(_, (n, load, _))| {
+                n.seen(load + n.one()) <= seen_here + 0.5 * n.one().min(me.one())
+            })
+            .min_by(|a, b| {
+                let sa = a.1.0.seen(a.1.1 + a.1.0.one());
+                let sb = b.1.0.seen(b.1.1 + b.1.0.one());
+                sa.total_cmp(&sb).then(a.1.0.node.cmp(&b.1.0.node))
+            })
+            .map(|(k, _)| k);
+        let Some(k) = target else { return moves };
+        let fair = fair_share(me, here, &view);
+        let speed = f64::from(me.speed) / f64::from(STD_SPEED);
+        // How far behind its fair share (standard CPU ms) a process here is.
+        let lag = |q: &ProcState| fair * q.here_ms as f64 - q.cpu_here_ms as f64 * speed;
+        let busy: Vec<&ProcState> = procs
+            .iter()
+            .filter(|q| !q.io_bound && q.demand_permille >= p.min_demand_permille)
+            .collect();
+        let Some(behind) = busy.iter().max_by(|a, b| lag(a).total_cmp(&lag(b))) else {
+            return moves;
+        };
+        let (n, _, free) = view[k];
+        let ahead = movable
+            .iter()
+            .filter(|q| q.id != behind.id && !q.io_bound && accepts(&n, q) && free >= q.rss)
+            .filter(|q| q.demand_permille >= p.min_demand_permille)
+            .min_by(|a, b| lag(a).total_cmp(&lag(b)).then(a.id.cmp(&b.id)));
+        let Some(ahead) = ahead else { return moves };
+        let cost_ms = costs.migration_us(n.node, ahead.rss) / 1000;
+        let quantum = p
+            .rotate_quantum_ms
+            .max(cost_ms.saturating_mul(p.rotate_cost_factor)) as f64;
+        if lag(behind) > quantum {
+            self.record(now, me, &mut view[k], ahead, &mut here, costs);
+            moves.push(Move {
+                id: ahead.id,
+                to: n.node,
+                reason: Reason::Rotate,
+            });
+        }
+        moves
+    }
+
+    fn record(
+        &mut self,
+        now: Millis,
+        me: &NodeState,
+        dest: &mut (NodeState, f64, u64),
+        q: &ProcState,
+        here: &mut f64,
+        costs: &dyn Costs,
+    ) {
+        // A process that wants a CPU part of the time adds that part of one process's load.
+        let share = f64::from(q.demand_permille.min(1000)) / 1000.0;
+        let load_here = share * me.one();
+        dest.1 += share * dest.0.one();
+        dest.2 = dest.2.saturating_sub(q.rss);
+        *here = (*here - load_here).max(0.0);
+        let cost = costs.migration_us(dest.0.node, q.rss).div_ceil(1000);
+        self.inflight.push(InFlight {
+            to: dest.0.node,
+            at: now,
+            arrives: now.saturating_add(Millis::try_from(cost).unwrap_or(Millis::MAX)),
+            load: load_here,
+            bytes: q.rss,
+        });
+        self.asked.insert(q.id, now);
+    }
+}
+
+/// Whether node `n` may receive process `q`: a guest may always go home; others only to nodes
+/// that take guests.
+fn accepts(n: &NodeState, q: &ProcState) -> bool {
+    q.guest_of == Some(n.node) || !n.flags.contains(Status::BLOCK)
+}
+
+/// The CPU a process would get if the whole cluster's capacity were shared equally among all
+/// its processes: standard CPUs per process, at most one CPU of the fastest node.
+fn fair_share(me: &NodeState, here: f64, view: &[(NodeState, f64, u64)]) -> f64 {
+    let mut cap = 0.0;
+    let mut procs = 0.0;
+    let mut fastest: f64 = 0.0;
+    for (n, load) in std::iter::once((me, here)).chain(view.iter().map(|v| (&v.0, v.1))) {
+        let speed = f64::from(n.speed) / f64::from(STD_SPEED);
+        cap += f64::from(n.cpus) * speed;
+        procs += n.procs(load);
+        fastest = fastest.max(speed);
+    }
+    if procs <= 0.0 {
+        return fastest;
+    }
+    (cap / procs).min(fastest)
+}
+
+/// The statistics of a process that decay (`mosctl setdecay`; `mosrun -n`, `-s`, `-f`, `-c`,
+/// `-i`): time it wanted a CPU and time elapsed, both multiplied by the kept portion at every
+/// decay interval, so the share they give weighs recent behaviour more — slowly (975 ‰ kept
+/// per interval: half-life 27 intervals) or fast (926 ‰: 9 intervals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    cpu_ms: u64,
+    time_ms: u64,
+    pending_cpu: u64,
+    pending_time: u64,
+}
+
+impl Usage {
+    /// Adds `time_ms` of wall time during which the process wanted a CPU for `cpu_ms`; `keep` is the
+    /// per-mille kept at each decay (1000 for no decay) and `interval_ms` the decay interval.
+    pub fn add(&mut self, cpu_ms: u64, time_ms: u64, keep: u32, interval_ms: u64) {
+        self.pending_cpu += cpu_ms.min(time_ms.saturating_mul(64));
+        self.pending_time += time_ms;
+        if self.pending_time >= interval_ms.max(1) {
+            let keep = u64::from(keep.min(1000));
+            self.cpu_ms = self.cpu_ms * keep / 1000 + self.pending_cpu;
+            self.time_ms = self.time_ms * keep / 1000 + self.pending_time;
+            self.pending_cpu = 0;
+            self.pending_time = 0;
+        }
+    }
+
+    /// The decayed share of the time, per-mille, capped at 1000.
+    pub fn demand_permille(&self) -> u32 {
+        let cpu = self.cpu_ms + self.pending_cpu;
+        let time = self.time_ms + self.pending_time;
+        if time == 0 {
+            return 0;
+        }
+        u32::try_from((cpu * 1000 / time).min(1000)).unwrap_or(1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(x: u16) -> NodeId {
+        NodeId::new(x).unwrap()
+    }
+
+    struct Flat(u64);
+    impl Costs for Flat {
+        fn migration_us(&self, _: NodeId, _: u64) -> u64 {
+            self.0
+        }
+    }
+
+    fn node(x: u16, procs: u32) -> NodeState {
+        NodeState {
+            node: n(x),
+            load: procs * 100,
+            speed: 10_000,
+            cpus: 1,
+            mem_total: 1 << 30,
+            mem_free: 1 << 29,
+            flags: Status::empty(),
+            measured_at: 0,
+        }
+    }
+
+    fn proc(id: u64) -> ProcState {
+        ProcState {
+            id,
+            guest_of: None,
+            pinned: None,
+            io_bound: false,
+            demand_permille: 1000,
+            age_ms: 10_000,
+            here_ms: 10_000,
+            cpu_here_ms: 5_000,
+            rss: 1 << 20,
+        }
+    }
+
+    fn decide(b: &mut Balancer, me: NodeState, peers: &[NodeState], n: usize) -> Vec<Move> {
+        let procs: Vec<ProcState> = (1..=n as u64).map(proc).collect();
+        b.decide(20_000, &me, peers, &procs, &Flat(5_000))
+    }
+
+    #[test]
+    fn two_against_none_moves_one_against_one_does_not() {
+        let mut b = Balancer::new(Params::MOSIX_LIKE);
+        let m = decide(&mut b, node(1, 2), &[node(2, 0)], 2);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].to, n(2));
+        let mut b = Balancer::new(Params::MOSIX_LIKE);
+        assert!(decide(&mut b, node(1, 2), &[node(2, 1)], 2).is_empty());
+        assert!(decide(&mut b, node(1, 1), &[node(2, 0)], 1).is_empty());
+    }
+
+    #[test]
+    fn eight_on_one_of_four_spread_in_one_round_without_overshoot() {
+        let mut b = Balancer::new(Params::OURS);
+        let peers = [node(2, 0), node(3, 0), node(4, 0)];
+        let m = decide(&mut b, node(1, 8), &peers, 8);
+        let mut count = [0; 5];
+        for x in &m {
+            count[x.to.get() as usize] += 1;
+        }
+        // At most max_moves a round, never two to a node while others are emptier.
+        assert_eq!(m.len(), 4);
+        assert!(count[2..].iter().all(|c| (1..=2).contains(c)), "{count:?}");
+        // The next round (the view not yet updated) does not send the same processes again,
+        // nor overload the destinations.
+        let m2 = decide(&mut b, node(1, 8), &peers, 8);
+        for x in &m2 {
+            assert!(!m.iter().any(|y| y.id == x.id));
+        }
+        assert!(m.len() + m2.len() <= 6, "{m:?} {m2:?}");
+    }
+
+    #[test]
+    fn stay_lstay_block_and_locks_are_respected() {
+        let peers = [node(2, 0)];
+        let mut me = node(1, 3);
+        me.flags = Status::STAY;
+        assert!(decide(&mut Balancer::new(Params::OURS), me, &peers, 3).is_empty());
+        me.flags = Status::LSTAY;
+        assert!(decide(&mut Balancer::new(Params::OURS), me, &peers, 3).is_empty());
+        // Under lstay, guests may leave.
+        let mut g = proc(7);
+        g.guest_of = Some(n(3));
+        let m = Balancer::new(Params::OURS).decide(20_000, &me, &peers, &[g], &Flat(0));
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![7]);
+        let mut procs: Vec<ProcState> = (1..=3).map(proc).collect();
+        procs[2].guest_of = Some(n(3));
+        let m = Balancer::new(Params::OURS).decide(20_000, &me, &peers, &procs, &Flat(0));
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![3]);
+        let mut blocked = node(2, 0);
+        blocked.flags = Status::BLOCK;
+        let me = node(1, 3);
+        assert!(decide(&mut Balancer::new(Params::OURS), me, &[blocked], 3).is_empty());
+        // ...but a guest may go home to a blocked node.
+        let mut g = proc(9);
+        g.guest_of = Some(n(2));
+        let m = Balancer::new(Params::OURS).decide(20_000, &me, &[blocked], &[g], &Flat(0));
+        assert_eq!(m.len(), 1);
+        let mut locked: Vec<ProcState> = (1..=3).map(proc).collect();
+        for q in &mut locked {
+            q.pinned = Some(Pinned::Locked);
+        }
+        let m = Balancer::new(Params::OURS).decide(20_000, &me, &peers, &locked, &Flat(0));
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn young_processes_do_not_pay_for_an_expensive_move() {
+        let mut q = proc(1);
+        q.age_ms = 1_500;
+        let procs = [q, proc(2)];
+        // 2 vs 0: age × 2 must exceed the cost.
+        let cheap = Balancer::new(Params::OURS).decide(
+            20_000,
+            &node(1, 2),
+            &[node(2, 0)],
+            &procs[..1],
+            &Flat(1_000_000),
+        );
+        assert!(!cheap.is_empty(), "1.5 s × 2 > 1 s");
+        let dear = Balancer::new(Params::OURS).decide(
+            20_000,
+            &node(1, 2),
+            &[node(2, 0)],
+            &procs[..1],
+            &Flat(5_000_000),
+        );
+        assert!(dear.is_empty(), "1.5 s × 2 < 5 s");
+    }
+
+    #[test]
+    fn a_slow_node_hands_work_to_a_fast_idle_one() {
+        let mut me = node(1, 0);
+        me.speed = 5_000;
+        me.load = 200; // one process on a half-speed CPU
+        let fast = node(2, 0);
+        let m = decide(&mut Balancer::new(Params::OURS), me, &[fast], 1);
+        assert_eq!(m.len(), 1);
+        // A fast node with one process does not send it to an idle slow one.
+        let mut slow = node(2, 0);
+        slow.speed = 5_000;
+        assert!(decide(&mut Balancer::new(Params::OURS), node(1, 1), &[slow], 1).is_empty());
+    }
+
+    #[test]
+    fn memory_ushering_moves_the_largest_process_even_to_a_busier_node() {
+        let mut me = node(1, 1);
+        me.mem_free = me.mem_total / 20;
+        let mut busy = node(2, 3);
+        busy.mem_free = 900 << 20;
+        let mut small = node(3, 0);
+        small.mem_free = 100 << 20;
+        let mut procs: Vec<ProcState> = (1..=2).map(proc).collect();
+        procs[1].rss = 300 << 20;
+        let m = Balancer::new(Params::OURS).decide(20_000, &me, &[busy, small], &procs, &Flat(0));
+        assert_eq!(
+            m,
+            vec![Move {
+                id: 2,
+                to: n(2),
+                reason: Reason::Memory
+            }]
+        );
+    }
+
+    #[test]
+    fn rotation_moves_the_process_ahead_when_one_falls_behind() {
+        let me = node(1, 2);
+        let peers = [node(2, 1), node(3, 1), node(4, 1)];
+        // fair share 4 CPUs / 5 processes = 0.8; both here got 0.5 for 10 s: 3 s behind.
+        let mut a = proc(1);
+        a.cpu_here_ms = 5_000;
+        let mut b = proc(2);
+        b.cpu_here_ms = 5_000;
+        let mut bal = Balancer::new(Params::OURS);
+        let (mut a2, mut b2) = (a, b);
+        for q in [&mut a2, &mut b2] {
+            q.here_ms = 4_000;
+            q.cpu_here_ms = 2_000;
+        }
+        assert!(
+            bal.decide(20_000, &me, &peers, &[a2, b2], &Flat(1_000))
+                .is_empty(),
+            "1.2 s behind: less than the quantum"
+        );
+        b.here_ms = 4_000;
+        b.cpu_here_ms = 3_000; // arrived later, ran alone for a while: ahead
+        let m = bal.decide(20_000, &me, &peers, &[a, b], &Flat(1_000));
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].id, m[0].reason), (2, Reason::Rotate));
+        let mut mosix = Balancer::new(Params::MOSIX_LIKE);
+        assert!(
+            mosix
+                .decide(20_000, &me, &peers, &[a, b], &Flat(1_000))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn usage_decays_by_the_kept_portion() {
+        let mut u = Usage::default();
+        for _ in 0..100 {
+            u.add(1000, 1000, 975, 1000);
+        }
+        assert_eq!(u.demand_permille(), 1000);
+        // Idle for one half-life (27 intervals at 975 ‰) after a long busy life: about half.
+        let mut u = Usage::default();
+        for _ in 0..2000 {
+            u.add(1000, 1000, 975, 1000);
+        }
+        for _ in 0..27 {
+            u.add(0, 1000, 975, 1000);
+        }
+        let s = u.demand_permille();
+        assert!((480..=520).contains(&s), "{s}");
+        // Fast decay forgets faster.
+        let mut f = Usage::default();
+        for _ in 0..2000 {
+            f.add(1000, 1000, 926, 1000);
+        }
+        for _ in 0..27 {
+            f.add(0, 1000, 926, 1000);
+        }
+        assert!(f.demand_permille() < 150, "{}", f.demand_permille());
+        // No decay: the mean over the whole life.
+        let mut z = Usage::default();
+        for i in 0..100 {
+            z.add(if i < 50 { 1000 } else { 0 }, 1000, 1000, 1000);
+        }
+        assert_eq!(z.demand_permille(), 500);
+    }
+}
