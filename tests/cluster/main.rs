@@ -5,6 +5,7 @@
 //! they fail instead.
 #![allow(clippy::unwrap_used)]
 
+mod balance;
 mod direct;
 mod expel;
 mod facts;

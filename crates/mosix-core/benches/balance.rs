@@ -94,6 +94,9 @@ fn b2() {
     ];
     let mut rows = vec![(0.0, 0.0, 0.0); policies.len()];
     let seeds = 20;
+    // Two references: one 4-CPU machine shared perfectly (the best a policy can do without
+    // knowing the run times, when all start together), and shortest-first knowing them.
+    let (mut ps, mut srpt) = ((0.0, 0.0), (0.0, 0.0));
     for seed in 0..seeds {
         let mut rng = SmallRng::seed_from_u64(1000 + seed);
         let jobs: Vec<Job> = (0..16)
@@ -105,6 +108,32 @@ fn b2() {
             })
             .collect();
         let lb = lower_bound_ms(&[SimNode::STANDARD; 4], &jobs);
+        let one = simulate(&Run {
+            nodes: vec![SimNode {
+                cpus: 4,
+                ..SimNode::STANDARD
+            }],
+            jobs: jobs.iter().map(|j| Job { home: 0, ..*j }).collect(),
+            policy: Policy::NoMigration,
+            step_ms: 20,
+            info_lag_ms: 1000,
+            costs: COSTS,
+            seed,
+        });
+        ps.0 += one.makespan_ms / lb / seeds as f64;
+        ps.1 += one.mean_slowdown / seeds as f64;
+        let mut w: Vec<f64> = jobs.iter().map(|j| j.work_ms).collect();
+        w.sort_by(f64::total_cmp);
+        let mut free = [0.0f64; 4];
+        let (mut end, mut sd) = (0.0f64, 0.0);
+        for x in &w {
+            let m = (0..4).min_by(|a, b| free[*a].total_cmp(&free[*b])).unwrap();
+            free[m] += x;
+            end = end.max(free[m]);
+            sd += free[m] / x / w.len() as f64;
+        }
+        srpt.0 += end / lb / seeds as f64;
+        srpt.1 += sd / seeds as f64;
         for (i, p) in policies.iter().enumerate() {
             let o = run(4, jobs.clone(), *p, COSTS, seed);
             rows[i].0 += o.makespan_ms / lb / seeds as f64;
@@ -122,6 +151,9 @@ fn b2() {
             r.1 / rr,
             r.2
         );
+    }
+    for (name, r) in [("one 4-CPU machine", ps), ("shortest first", srpt)] {
+        println!("{:>22} {:>14.3} {:>8.3} ({:.2})", name, r.0, r.1, r.1 / rr);
     }
     println!("(LB makespan ratio 1.000; slowdown in brackets is relative to static RR)");
     println!();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 3;
+pub const IMAGE_VERSION: u32 = 4;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -307,6 +307,8 @@ pub struct ImageHeader {
     pub comm: String,
     /// How many times the process has migrated, this move included.
     pub nmigs: u32,
+    /// Locked at home (`mosrun -L`): the node it runs on must not move it automatically.
+    pub locked: bool,
     /// General registers (the interrupted call already made restartable).
     pub regs: Regs,
     /// The XSAVE area (NT_X86_XSTATE).
@@ -602,6 +604,7 @@ mod tests {
             home: NodeId::new(1).unwrap(),
             comm: "x".into(),
             nmigs: 1,
+            locked: false,
             regs: Regs([0; 27]),
             xstate: vec![],
             sigmask: 0,

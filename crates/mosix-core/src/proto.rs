@@ -660,6 +660,13 @@ pub enum ProcMsg {
     /// Remote to home: the node no longer keeps the process (`mosctl expel`); home takes it
     /// back.
     Expelled,
+    /// Remote to home: the balancer of the node the process runs on wants it to run on `to`
+    /// instead (home itself, or another node: a direct move). Home decides: a locked process
+    /// stays.
+    Leave {
+        /// Where it should go.
+        to: NodeId,
+    },
     /// Home to remote: move on to `node` directly (`migrate PID NODE` of a process that is
     /// away). The destination rejoins home with `token`; home holds the process's signals
     /// until the move ends with [`ProcMsg::Moved`] or [`ProcMsg::MoveFailed`].

@@ -209,6 +209,7 @@ fn send_away(
     let opts = FreezeOptions {
         home: env.me,
         nmigs: home.nmigs,
+        locked: home.lock,
         under_filter: false,
         cached: None,
         creds: None,
@@ -601,6 +602,7 @@ impl Deputy {
             in_call: Arc::clone(&self.in_call),
             procs: Arc::clone(&env.procs),
             home_req: self.home_req.clone(),
+            me: env.me,
         };
         std::thread::Builder::new()
             .name(format!("mosix-exec-{pid}"))
@@ -1386,6 +1388,8 @@ struct ExecShared {
     procs: Arc<Procs>,
     /// For the nudge that wakes a call blocked inside the deputy.
     home_req: ComeHomeHandle,
+    /// This node.
+    me: NodeId,
 }
 
 /// The most a read or write on a terminal moves in one call: it runs inside the deputy, through
@@ -1408,6 +1412,7 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
         in_call,
         procs,
         home_req,
+        me,
     } = shared;
     tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     let mut fds = match FdTable::new(pid) {
@@ -1516,6 +1521,25 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
             Ok(ProcMsg::Expelled) => {
                 info!("process {pid}: its node sends it home (mosctl expel)");
                 home_req.ask();
+            }
+            Ok(ProcMsg::Leave { to }) => {
+                let h = procs.home(pid);
+                if h.lock {
+                    info!("process {pid}: its node would move it to node {to}, but it is locked");
+                } else if to == me {
+                    info!("process {pid}: the balancer brings it home");
+                    home_req.ask();
+                } else if !h.moving {
+                    info!("process {pid}: the balancer moves it on to node {to}");
+                    home_req.ask_move(MoveAsk {
+                        node: to,
+                        done: Box::new(move |r| {
+                            if let Err(e) = r {
+                                info!("process {pid}: balancing move to node {to}: {e}");
+                            }
+                        }),
+                    });
+                }
             }
             Ok(ProcMsg::Stopped { sig, conts }) => {
                 let _ = reqs.send(Req::Stopped(sig, conts));

@@ -62,6 +62,8 @@ pub struct FreezeOptions {
     pub home: NodeId,
     /// Moves so far, this one not included.
     pub nmigs: u32,
+    /// Locked against automatic moves.
+    pub locked: bool,
     /// The process runs under our seccomp filter (a remote): injected calls must bypass it.
     pub under_filter: bool,
     /// Cached facts to carry (for a remote moving on, the ones it has; at home, measured).
@@ -328,6 +330,7 @@ impl Parts {
             home: opts.home,
             comm: stat.comm.clone(),
             nmigs: opts.nmigs + 1,
+            locked: opts.locked,
             regs,
             xstate,
             sigmask: self.mask,

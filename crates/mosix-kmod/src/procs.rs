@@ -60,6 +60,8 @@ pub struct Guest {
     pub comm: String,
     /// Its moves.
     pub nmigs: u32,
+    /// Locked at home: not moved automatically.
+    pub lock: bool,
 }
 
 #[derive(Debug, Default)]
@@ -276,6 +278,13 @@ impl Procs {
         self.lock().guest_links.insert(local_pid, tx);
     }
 
+    /// Tells the home of guest `local_pid` that the balancer wants it on `to`; false if there is
+    /// no such guest or its connection is gone.
+    pub fn ask_guest_leave(&self, local_pid: i32, to: NodeId) -> bool {
+        let tx = self.lock().guest_links.get(&local_pid).cloned();
+        tx.is_some_and(|tx| tx.send(&mosix_core::proto::ProcMsg::Leave { to }).is_ok())
+    }
+
     /// Asks the home of every guest to take it back; how many were asked.
     pub fn expel_guests(&self) -> u32 {
         let links: Vec<crate::channel::Sender> =
@@ -383,7 +392,7 @@ impl Procs {
                         .map_or(0, |s| (s.utime + s.stime) * 1000 / ticks),
                     command: g.comm.clone(),
                     nmigs: g.nmigs,
-                    lock: false,
+                    lock: g.lock,
                     cantmove: None,
                     remote_pid: Some(local as u32),
                 });

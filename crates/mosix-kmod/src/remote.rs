@@ -105,6 +105,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                     home_pid: h.cached.pid,
                     comm: h.comm.clone(),
                     nmigs: h.nmigs,
+                    lock: h.locked,
                 },
             );
             let pid = child.id() as i32;
@@ -1061,6 +1062,7 @@ impl Supervisor {
         let opts = FreezeOptions {
             home: self.h.home,
             nmigs: self.h.nmigs,
+            locked: self.h.locked,
             under_filter: true,
             cached: Some(self.h.cached.clone()),
             creds: Some(self.h.creds.clone()),

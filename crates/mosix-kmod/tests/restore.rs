@@ -15,6 +15,7 @@ fn opts() -> FreezeOptions {
     FreezeOptions {
         home: NodeId::new(1).unwrap(),
         nmigs: 0,
+        locked: false,
         under_filter: false,
         cached: None,
         creds: None,

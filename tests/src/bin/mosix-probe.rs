@@ -3,6 +3,7 @@
 //! * `mosix-probe calls N`: N one-byte reads from /dev/zero (each a forwarded call when the
 //!   process runs remotely); prints the mean time per call in nanoseconds.
 //! * `mosix-probe spin SECS`: a CPU-bound loop for SECS seconds; prints iterations per second.
+//! * `mosix-probe work N`: N iterations of the spin loop, then exits (fixed work for makespans).
 //! * `mosix-probe mem MIB`: fills MIB MiB of memory, prints `ready`, then waits for a line on
 //!   standard input, checks that every page still holds what it wrote, and exits (status 3
 //!   if one does not).
@@ -50,6 +51,20 @@ fn main() {
             }
             std::hint::black_box(x);
             println!("{}", iters as f64 / t.elapsed().as_secs_f64());
+        }
+        Some("work") => {
+            // A fixed amount of CPU work: N iterations of the spin loop (its wall time depends on
+            // the CPU it gets, not on a clock).
+            let mut x = 1u64;
+            for _ in 0..n.div_ceil(10_000) {
+                for _ in 0..10_000 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                }
+                std::hint::black_box(&mut x);
+            }
+            println!("{x}");
         }
         Some("mem") => {
             let mut v = vec![0u8; (n as usize) << 20];

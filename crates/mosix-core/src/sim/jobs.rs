@@ -424,3 +424,50 @@ pub fn simulate(run: &Run) -> Outcome {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b1(k: usize, policy: Policy) -> (Outcome, f64) {
+        let jobs: Vec<Job> = (0..k)
+            .map(|_| Job {
+                release_ms: 0,
+                work_ms: 60_000.0,
+                home: 0,
+                rss: 1 << 20,
+            })
+            .collect();
+        let nodes = vec![SimNode::STANDARD; 4];
+        let lb = lower_bound_ms(&nodes, &jobs);
+        let o = simulate(&Run {
+            nodes,
+            jobs,
+            policy,
+            step_ms: 20,
+            info_lag_ms: 1000,
+            costs: SimCosts {
+                fixed_us: 5_000,
+                page_ns: 4_000,
+            },
+            seed: 3,
+        });
+        (o, lb)
+    }
+
+    #[test]
+    fn identical_jobs_from_one_node_end_near_the_lower_bound_with_rotation_only() {
+        let (ours, lb) = b1(5, Policy::OURS);
+        assert!(ours.makespan_ms <= 1.1 * lb, "{ours:?} vs {lb}");
+        let (mosix, _) = b1(5, Policy::MOSIX);
+        // 2 vs 1 never moves under MOSIX's rule: one node runs two jobs to the end.
+        assert!(mosix.makespan_ms >= 1.15 * lb, "{mosix:?} vs {lb}");
+        let (stat, _) = b1(5, Policy::NoMigration);
+        assert!(stat.makespan_ms >= 3.9 * lb, "all five share one node");
+    }
+
+    #[test]
+    fn equal_seeds_give_equal_runs() {
+        assert_eq!(b1(6, Policy::OURS), b1(6, Policy::OURS));
+    }
+}

@@ -11,6 +11,7 @@
 //! [`link::LinkContext`]. Measurement runs on its own OS thread because it reads `/proc`
 //! synchronously every 100 ms.
 
+pub mod balancing;
 pub mod control;
 pub mod link;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mosix_core::balance::{Balancer, NodeState, Params};
 use mosix_core::client::{
     Client, ClusterView, DecayMode, NodeView, Request, Response, RunningConfig, ServiceInfo, Target,
 };
@@ -412,6 +414,9 @@ async fn serve(
         euid: nix::unistd::geteuid().as_raw(),
         procs,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        balancer: Balancer::new(Params::OURS),
+        tracker: balancing::Tracker::default(),
+        overheads: Overheads::builtin(),
         paths,
     };
 
@@ -552,6 +557,11 @@ struct Node {
     procs: Arc<Procs>,
     /// The BLOCK flag, for the guest threads.
     blocked: Arc<std::sync::atomic::AtomicBool>,
+    /// The balancer and what it knows of the processes here.
+    balancer: Balancer,
+    tracker: balancing::Tracker,
+    /// Migration costs (`/etc/overheads`).
+    overheads: Overheads,
 }
 
 impl Node {
@@ -621,6 +631,7 @@ impl Node {
                     s.speed = sp;
                 }
                 self.figures = self.smoother.figures(&s);
+                self.balance();
                 false
             }
             Event::Rejoin {
@@ -722,6 +733,86 @@ impl Node {
             return Err(format!("node {n} is blocked: it takes no guests"));
         }
         Ok(())
+    }
+
+    /// One round of automatic migration: measure the processes running here, ask the balancer,
+    /// carry out its moves.
+    fn balance(&mut self) {
+        if !self.procs.enabled() {
+            return;
+        }
+        let now = self.now();
+        let locals = self.tracker.look(now, &self.procs, &self.decay);
+        if locals.is_empty() {
+            return;
+        }
+        let f = self.figures;
+        let me = NodeState {
+            node: self.loaded.me,
+            load: self.smoother.local_load(f.cpus, f.speed),
+            speed: f.speed,
+            cpus: f.cpus,
+            mem_total: f.mem_total,
+            mem_free: f.mem_free,
+            flags: self.flags,
+            measured_at: now,
+        };
+        let peers: Vec<NodeState> = self
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self && k.up)
+            .filter_map(|k| {
+                let i = k.info?;
+                let f = i.figures?;
+                let age = Millis::try_from(k.age_ms.unwrap_or(0)).unwrap_or(Millis::MAX);
+                Some(NodeState {
+                    node: k.node,
+                    load: f.load,
+                    speed: f.speed,
+                    cpus: f.cpus,
+                    mem_total: f.mem_total,
+                    mem_free: f.mem_free,
+                    flags: i.flags & Status::ADMIN,
+                    measured_at: now.saturating_sub(age),
+                })
+            })
+            .collect();
+        let states: Vec<_> = locals.iter().map(|l| l.state).collect();
+        let moves = self
+            .balancer
+            .decide(now, &me, &peers, &states, &self.overheads);
+        for m in moves {
+            let Some(l) = locals.iter().find(|l| l.state.id == m.id) else {
+                continue;
+            };
+            let pid = m.id as i32;
+            let why = m.reason.word();
+            match l.guest {
+                Some((home, home_pid)) => {
+                    info!(
+                        "balancing ({why}): guest {pid} (pid {home_pid} of node {home}) should run on node {}",
+                        m.to
+                    );
+                    if !self.procs.ask_guest_leave(pid, m.to) {
+                        self.balancer.forget(m.id);
+                    }
+                }
+                None => {
+                    info!("balancing ({why}): process {pid} goes to node {}", m.to);
+                    let to = m.to;
+                    crate::deputy::migrate(
+                        pid,
+                        to,
+                        self.home_env(),
+                        Box::new(move |r| {
+                            if let Err(e) = r {
+                                info!("balancing: process {pid} could not go to node {to}: {e}");
+                            }
+                        }),
+                    );
+                }
+            }
+        }
     }
 
     /// The least loaded node that can take a process, by the current view.

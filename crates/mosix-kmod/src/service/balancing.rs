@@ -1,0 +1,156 @@
+//! The node's side of automatic migration: what the balancer of [`mosix_core::balance`] needs
+//! to know about the processes running here, measured once a second, and carrying out its
+//! decisions.
+//!
+//! Per process it reads `/proc/PID/schedstat` (time running plus time waiting for a CPU: how
+//! much of the time it *wanted* a CPU — a task throttled by a cgroup's CPU quota is still
+//! counted as waiting, so a CPU-bound process on a crowded virtual node reads as CPU-bound) and
+//! `/proc/PID/stat` (CPU time, resident size). Both are a few hundred bytes per process per
+//! second.
+//!
+//! Only the node a process runs on decides about it. A process of this node that runs here
+//! is moved as `migrate` would move it; a guest is handed back to its home with
+//! [`mosix_core::proto::ProcMsg::Leave`], and home moves it (home itself, or directly to the
+//! chosen node), unless it is locked there.
+
+use std::collections::HashMap;
+
+use mosix_core::NodeId;
+use mosix_core::balance::{Pinned, ProcState, Usage};
+use mosix_core::client::DecayMode;
+use mosix_core::config::DecayTunables;
+use mosix_core::gossip::Millis;
+
+use crate::procs::Procs;
+
+/// What is followed of one process running here.
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// When it was first seen here (arrived, or came home).
+    since: Millis,
+    /// Its CPU time then, ms.
+    cpu0_ms: u64,
+    /// Its run + wait time at the last look, ns.
+    demand_ns: u64,
+    /// When that was.
+    last: Millis,
+    usage: Usage,
+}
+
+/// The processes followed on this node.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    here: HashMap<i32, Tracked>,
+    /// When each of this node's own processes was first seen (its age survives its moves).
+    born: HashMap<i32, Millis>,
+}
+
+/// A process to consider, with how to reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct Local {
+    /// What the balancer sees.
+    pub state: ProcState,
+    /// A guest: its home node and pid there.
+    pub guest: Option<(NodeId, u32)>,
+}
+
+fn schedstat_ns(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let run = it.next()??;
+    let wait = it.next()??;
+    Some(run + wait)
+}
+
+impl Tracker {
+    /// Measures the processes running here and returns them as the balancer sees them.
+    pub fn look(&mut self, now: Millis, procs: &Procs, decay: &DecayTunables) -> Vec<Local> {
+        let ticks = procfs::ticks_per_second().max(1);
+        let page = procfs::page_size();
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let members = procs.members();
+        self.born.retain(|pid, _| members.contains(pid));
+        // (pid, home of a guest and its pid there, locked, decay)
+        type Candidate = (i32, Option<(NodeId, u32)>, bool, DecayMode);
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for pid in members {
+            let h = procs.home(pid);
+            self.born.entry(pid).or_insert(now);
+            if h.at.is_none() && !h.moving {
+                candidates.push((pid, None, h.lock, h.decay));
+            }
+        }
+        for (local, g) in procs.guests() {
+            candidates.push((local, Some((g.from, g.home_pid)), g.lock, DecayMode::Slow));
+        }
+        for (pid, guest, lock, mode) in candidates {
+            let Ok(stat) = procfs::process::Process::new(pid).and_then(|p| p.stat()) else {
+                continue;
+            };
+            let Some(demand_ns) = schedstat_ns(pid) else {
+                continue;
+            };
+            let cpu_ms = (stat.utime + stat.stime) * 1000 / ticks;
+            let t = self.here.entry(pid).or_insert(Tracked {
+                since: now,
+                cpu0_ms: cpu_ms,
+                demand_ns,
+                last: now,
+                usage: Usage::default(),
+            });
+            let elapsed = u64::try_from(now.saturating_sub(t.last)).unwrap_or(0);
+            let wanted = demand_ns.saturating_sub(t.demand_ns) / 1_000_000;
+            let keep = match mode {
+                DecayMode::Slow | DecayMode::CpuBound | DecayMode::IoBound => decay.slow,
+                DecayMode::Fast => decay.fast,
+                DecayMode::None => 1000,
+            };
+            if elapsed > 0 {
+                t.usage.add(
+                    wanted.min(elapsed),
+                    elapsed,
+                    keep,
+                    u64::from(decay.interval_s) * 1000,
+                );
+            }
+            t.demand_ns = demand_ns;
+            t.last = now;
+            seen.push(pid);
+            let here_ms = u64::try_from(now.saturating_sub(t.since)).unwrap_or(0);
+            let age_ms = match guest {
+                Some(_) => here_ms,
+                None => self.born.get(&pid).map_or(here_ms, |b| {
+                    u64::try_from(now.saturating_sub(*b)).unwrap_or(0)
+                }),
+            };
+            let pinned = if lock {
+                Some(Pinned::Locked)
+            } else if guest.is_none() && crate::procs::why_not(pid).is_some() {
+                Some(Pinned::CantMove)
+            } else {
+                None
+            };
+            out.push(Local {
+                state: ProcState {
+                    id: pid as u64,
+                    guest_of: guest.map(|g| g.0),
+                    pinned,
+                    io_bound: mode == DecayMode::IoBound,
+                    demand_permille: if mode == DecayMode::CpuBound {
+                        1000
+                    } else {
+                        t.usage.demand_permille()
+                    },
+                    age_ms,
+                    here_ms,
+                    cpu_here_ms: cpu_ms.saturating_sub(t.cpu0_ms),
+                    rss: stat.rss * page,
+                },
+                guest,
+            });
+        }
+        self.here.retain(|pid, _| seen.contains(pid));
+        out
+    }
+}
