@@ -102,9 +102,10 @@ fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
     eprintln!(
         "rate {rate:.0}/s per node; spread 2-2-2-2 after {spread_s:.1} s; makespan {makespan:.1} s, lower bound {lb:.1} s; {moves} balancing decisions"
     );
-    // The goal is 1.1 × the lower bound; measured 1.097–1.104 on the 2-core machine, where a
-    // node running two jobs delivers about 10 % less than one running one (not yet explained:
-    // see the stop note). This bound catches a balancer that does not spread (2 ×) or flaps.
+    // The goal is 1.1 × the lower bound; five runs on the 2-core machine gave 1.03–1.19, the
+    // spread always done within 4.4 s: the rest is the nodes delivering less with two jobs
+    // each than the calibration measured with one (not yet explained). This bound catches a
+    // balancer that does not spread (2 ×) or flaps; it is not the goal.
     assert!(
         makespan <= 1.25 * lb,
         "makespan {makespan:.1} s is more than 1.25 × the lower bound {lb:.1} s\n{}",

@@ -166,20 +166,13 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         let child = c.memory_holder(256, &[]);
         let pid = child.id();
         assert!(c.migrate(pid, "2").contains("node 2"));
-        let mut mover = c
-            .command(1, "migrate", &[&pid.to_string(), "3", "--wait"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(cut));
-        c.cluster.stop_node(3, true).unwrap();
-        let _ = mover.wait();
         // Never two: the destination's half-built or running copy is gone with its service.
-        assert!(
-            c.eventually(Duration::from_secs(5), || c.node_procs(3).is_empty()),
-            "round {round} (cut at {cut} ms): left on node 3: {:?}",
-            c.node_procs(3)
+        c.cut_move(
+            pid,
+            "3",
+            3,
+            Duration::from_millis(cut),
+            &format!("round {round}"),
         );
         let moved = c
             .log(1)
@@ -216,19 +209,12 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         let mut child = c.memory_holder(256, &[]);
         let pid = child.id();
         assert!(c.migrate(pid, "2").contains("node 2"));
-        let mut mover = c
-            .command(1, "migrate", &[&pid.to_string(), "3", "--wait"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(cut));
-        c.cluster.stop_node(2, true).unwrap();
-        let _ = mover.wait();
-        assert!(
-            c.eventually(Duration::from_secs(5), || c.node_procs(2).is_empty()),
-            "source round {round}: left on node 2: {:?}",
-            c.node_procs(2)
+        c.cut_move(
+            pid,
+            "3",
+            2,
+            Duration::from_millis(cut),
+            &format!("source round {round}"),
         );
         // Home decides within its grace for the destination to rejoin.
         let decided = c.eventually(Duration::from_secs(30), || {

@@ -136,20 +136,13 @@ fn an_interrupted_migration_leaves_exactly_one_live_copy() {
     for (round, cut) in cut_points(20).into_iter().enumerate() {
         let mut child = c.memory_holder(256, &[]);
         let pid = child.id();
-        let mut mover = c
-            .command(1, "migrate", &[&pid.to_string(), "2", "--wait"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(cut));
-        c.cluster.stop_node(2, true).unwrap();
-        let _ = mover.wait();
         // Never two: the target's half-built or running copy is gone with its service.
-        assert!(
-            c.eventually(Duration::from_secs(5), || c.node_procs(2).is_empty()),
-            "round {round} (cut at {cut} ms): left on node 2: {:?}",
-            c.node_procs(2)
+        c.cut_move(
+            pid,
+            "2",
+            2,
+            Duration::from_millis(cut),
+            &format!("round {round}"),
         );
         let moved = c
             .log(1)

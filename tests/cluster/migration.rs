@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, require_root, serial};
+use mosix_tests::{TestCluster, pseudo_random, require_root, serial};
 
 /// The directory each node has privately in these tests.
 const DATA: &str = "/run/mosix-vc-test-data";
@@ -80,14 +80,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
     let _g = serial();
     let (c, data) = cluster("tmig");
     // Inputs exist on node 1 only.
-    let mut big = vec![0u8; 160 << 20];
-    let mut x: u64 = 0x1234_5678;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    let big = pseudo_random(160 << 20, 0x1234_5678);
     std::fs::write(data.join("big.bin"), &big).unwrap();
     let text: String = (0..1_500_000u64)
         .map(|i| {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, require_root, serial};
+use mosix_tests::{TestCluster, pseudo_random, require_root, serial};
 
 /// The directory each node has privately in these tests.
 const DATA: &str = "/run/mosix-vc-test-tour";
@@ -93,14 +93,7 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
     let d = |f: &str| format!("{DATA}/{f}");
 
     // Inputs, on node 1 only.
-    let mut big = vec![0u8; 128 << 20];
-    let mut x: u64 = 0x0bad_5eed;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    let big = pseudo_random(128 << 20, 0x0bad_5eed);
     std::fs::write(data.join("big.bin"), &big).unwrap();
     let text: String = (0..1_200_000u64)
         .map(|i| {

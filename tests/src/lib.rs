@@ -89,6 +89,19 @@ pub fn tools() -> &'static Path {
     })
 }
 
+/// `len` bytes of xorshift64 output from `seed`: incompressible test data, the same every run.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut x = seed;
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    v
+}
+
 /// A tool's path.
 pub fn tool(name: &str) -> PathBuf {
     tools().join(name)
@@ -275,6 +288,29 @@ impl TestCluster {
         }) {
             panic!("not every node up: {e}");
         }
+    }
+
+    /// Starts `migrate PID TO --wait` on node 1, crashes the service of node `victim` (SIGKILL)
+    /// `cut` later, waits for migrate to end, and asserts that within 5 s no process is left on
+    /// `victim`: a move cut anywhere never leaves a copy behind. `round` names the attempt in
+    /// the failure message.
+    pub fn cut_move(&self, pid: u32, to: &str, victim: u16, cut: Duration, round: &str) {
+        let mut mover = self
+            .command(1, "migrate", &[&pid.to_string(), to, "--wait"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("migrate");
+        std::thread::sleep(cut);
+        self.cluster.stop_node(victim, true).expect("stop node");
+        let _ = mover.wait();
+        assert!(
+            self.eventually(Duration::from_secs(5), || self
+                .node_procs(victim)
+                .is_empty()),
+            "{round} (cut at {cut:?}): left on node {victim}: {:?}",
+            self.node_procs(victim)
+        );
     }
 
     /// Node 1's `mps` row of its process `pid`, if it lists it.

@@ -11,7 +11,8 @@ use mosix_core::map;
 /// Move a MOSIX process to another node, back home, or to the best node now.
 ///
 /// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
-/// home; `balance` asks for the best node by the current load information. The process keeps
+/// home; `balance` asks the balancer where it would run fastest now, by the load information
+/// this node has, and leaves it where it is when no node is clearly better. The process keeps
 /// running where it is until it is ready to go; it keeps its pid, files and terminal at home.
 /// A process already on another node goes straight to the new one: its memory does not pass
 /// through home. Root may move any process; a user may move the processes they could kill.

@@ -225,6 +225,89 @@ impl Tour {
         Ok(())
     }
 
+    /// The automatic balancing act: jobs started at node 1 with no node named spread by
+    /// themselves.
+    fn balancing(&mut self) -> Result<()> {
+        self.say(
+            "Automatic balancing: eight jobs start at node 1 (plain mosrun, no node named)...",
+        );
+        let job =
+            "i=0; while [ $i -lt 6000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
+        let start = Instant::now();
+        let mut jobs = Vec::new();
+        for k in 1..=8 {
+            let name = format!("J{k}");
+            let args: Vec<OsString> = ["sh", "-c", job, &name]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let child = self
+                .cluster
+                .command(1, &self.tool("mosrun"), &args)?
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            jobs.push(child);
+        }
+        // Where they run, once a second, until two per node or 20 s.
+        let mut last = String::new();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str(&self.run_tool(1, "mps", &["--json"])?).unwrap_or_default();
+            let mut per = [0usize; 5];
+            for r in &rows {
+                if let Some(n) = r["node"].as_u64().filter(|n| *n <= 4) {
+                    per[n as usize] += 1;
+                }
+            }
+            let line = format!(
+                "home {}, node 2: {}, node 3: {}, node 4: {}",
+                per[0], per[2], per[3], per[4]
+            );
+            if line != last {
+                self.note(&format!("{:4.1} s  {line}", start.elapsed().as_secs_f64()));
+                last = line;
+            }
+            if per[0] == 2 && per[2..].iter().all(|c| *c == 2) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.note("why: each node decides for the processes running on it (from their logs):");
+        let mut lines = Vec::new();
+        for k in 1..=4 {
+            let log = std::fs::read_to_string(self.cluster.paths(k).rundir.join("mosix.log"))
+                .unwrap_or_default();
+            lines.extend(
+                log.lines()
+                    .filter(|l| l.contains("balancing ("))
+                    .filter_map(|l| {
+                        l.split_once(" INFO ")
+                            .map(|(t, m)| (t.to_owned(), k, m.to_owned()))
+                    }),
+            );
+        }
+        lines.sort();
+        for (_, k, m) in lines.iter().take(12) {
+            self.note(&format!("  node {k}: {m}"));
+        }
+        self.say("Waiting for them to finish:");
+        for mut child in jobs {
+            let st = child.wait()?;
+            if !st.success() {
+                bail!("a job failed: {st}");
+            }
+        }
+        self.note(&format!(
+            "all eight done after {:.1} s, each with its output at node 1",
+            start.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
     fn show(&self, node: u16) -> Result<()> {
         let out = self
             .cluster
@@ -364,6 +447,7 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
     stop_all(&mut tour.burners);
 
     tour.migration()?;
+    tour.balancing()?;
 
     tour.say("Crashing node 3's service (SIGKILL)...");
     tour.cluster.stop_node(3, true)?;
@@ -387,6 +471,8 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
-    println!("\nNext steps of the project: the automatic balancer and memory ushering (step 4).");
+    println!(
+        "\nNext steps of the project: tune (measured migration costs), mtop, and speed and memory ushering shown on the cluster (step 4)."
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,8 @@
 //! - **Cost**: B1 with K = 5 and 60 s jobs, under our balancer, with a rising fixed migration
 //!   cost: the balancer grows reluctant (fewer moves, later).
 //!
+//! "moves" counts migrations and remote starts (a job placed away from its home at release).
+//!
 //! Run with `cargo bench -p mosix-core --bench balance`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -20,20 +22,11 @@ use mosix_core::sim::jobs::{
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-const COSTS: SimCosts = SimCosts {
-    fixed_us: 5_000,
-    page_ns: 4_000,
-};
-
-fn run(nodes: usize, jobs: Vec<Job>, policy: Policy, costs: SimCosts, seed: u64) -> Outcome {
+/// `nodes` standard nodes, the default costs, this seed.
+fn run(nodes: usize, jobs: Vec<Job>, policy: Policy, seed: u64) -> Outcome {
     simulate(&Run {
-        nodes: vec![SimNode::STANDARD; nodes],
-        jobs,
-        policy,
-        step_ms: 20,
-        info_lag_ms: 1000,
-        costs,
         seed,
+        ..Run::new(vec![SimNode::STANDARD; nodes], jobs, policy)
     })
 }
 
@@ -46,26 +39,19 @@ fn b1() {
         "K", "LB", "static RR", "random", "MOSIX-like", "ours", "ours moves"
     );
     for k in 5..=12 {
-        let jobs: Vec<Job> = (0..k)
-            .map(|_| Job {
-                release_ms: 0,
-                work_ms: 300_000.0,
-                home: 0,
-                rss: 8 << 20,
-            })
-            .collect();
+        let jobs = Job::identical(k, 300_000.0, 8 << 20);
         let lb = lower_bound_ms(&[SimNode::STANDARD; 4], &jobs);
         let cell =
             |o: &Outcome| format!("{:.0} ({:.2})", o.makespan_ms / 1000.0, o.makespan_ms / lb);
-        let rr = run(4, jobs.clone(), Policy::RoundRobin, COSTS, 1);
+        let rr = run(4, jobs.clone(), Policy::RoundRobin, 1);
         // Random placement: the mean of 10 seeds.
         let mut rnd = 0.0;
         for s in 0..10 {
-            rnd += run(4, jobs.clone(), Policy::Random, COSTS, s).makespan_ms / 10.0;
+            rnd += run(4, jobs.clone(), Policy::Random, s).makespan_ms / 10.0;
         }
         let dy: Vec<Outcome> = DYNAMIC
             .iter()
-            .map(|p| run(4, jobs.clone(), *p, COSTS, 1))
+            .map(|p| run(4, jobs.clone(), *p, 1))
             .collect();
         println!(
             "{k:>3} {:>8.0} {:>14} {:>14} {:>14} {:>14} {:>10}",
@@ -108,18 +94,14 @@ fn b2() {
             })
             .collect();
         let lb = lower_bound_ms(&[SimNode::STANDARD; 4], &jobs);
-        let one = simulate(&Run {
-            nodes: vec![SimNode {
+        let one = simulate(&Run::new(
+            vec![SimNode {
                 cpus: 4,
                 ..SimNode::STANDARD
             }],
-            jobs: jobs.iter().map(|j| Job { home: 0, ..*j }).collect(),
-            policy: Policy::NoMigration,
-            step_ms: 20,
-            info_lag_ms: 1000,
-            costs: COSTS,
-            seed,
-        });
+            jobs.iter().map(|j| Job { home: 0, ..*j }).collect(),
+            Policy::NoMigration,
+        ));
         ps.0 += one.makespan_ms / lb / seeds as f64;
         ps.1 += one.mean_slowdown / seeds as f64;
         let mut w: Vec<f64> = jobs.iter().map(|j| j.work_ms).collect();
@@ -135,7 +117,7 @@ fn b2() {
         srpt.0 += end / lb / seeds as f64;
         srpt.1 += sd / seeds as f64;
         for (i, p) in policies.iter().enumerate() {
-            let o = run(4, jobs.clone(), *p, COSTS, seed);
+            let o = run(4, jobs.clone(), *p, seed);
             rows[i].0 += o.makespan_ms / lb / seeds as f64;
             rows[i].1 += o.mean_slowdown / seeds as f64;
             rows[i].2 += o.migrations as f64 / seeds as f64;
@@ -207,13 +189,10 @@ fn b4() {
                 Policy::OURS,
             ] {
                 let o = simulate(&Run {
-                    nodes: vec![SimNode::STANDARD; 6],
-                    jobs: jobs.clone(),
-                    policy: p,
                     step_ms: 10,
-                    info_lag_ms: 1000,
                     costs,
                     seed: 7,
+                    ..Run::new(vec![SimNode::STANDARD; 6], jobs.clone(), p)
                 });
                 println!(
                     "{rho:>4} {a:>6} {:>22} {:>14.2} {:>14.2} {:>11.1}% {:>8}",
@@ -235,26 +214,16 @@ fn cost() {
         "{:>14} {:>10} {:>12} {:>8}",
         "fixed cost", "moves", "makespan s", "/LB"
     );
-    let jobs: Vec<Job> = (0..5)
-        .map(|_| Job {
-            release_ms: 0,
-            work_ms: 60_000.0,
-            home: 0,
-            rss: 64 << 20,
-        })
-        .collect();
+    let jobs = Job::identical(5, 60_000.0, 64 << 20);
     let lb = lower_bound_ms(&[SimNode::STANDARD; 4], &jobs);
     for fixed_ms in [5u64, 100, 500, 2_000, 10_000, 60_000] {
-        let o = run(
-            4,
-            jobs.clone(),
-            Policy::OURS,
-            SimCosts {
+        let o = simulate(&Run {
+            costs: SimCosts {
                 fixed_us: fixed_ms * 1000,
                 page_ns: 4_000,
             },
-            1,
-        );
+            ..Run::new(vec![SimNode::STANDARD; 4], jobs.clone(), Policy::OURS)
+        });
         println!(
             "{:>11} ms {:>10} {:>12.1} {:>8.2}",
             fixed_ms,

@@ -68,6 +68,9 @@ pub struct Params {
     /// How long a decided move counts in the view of its destination, unless fresher news of it
     /// arrive.
     pub inflight_ms: u64,
+    /// A process asked to move is not chosen again for this long (its move may still be under
+    /// way, or its home may have kept it).
+    pub retry_ms: u64,
 }
 
 impl Params {
@@ -83,6 +86,7 @@ impl Params {
         rotate_quantum_ms: 2_000,
         rotate_cost_factor: 50,
         inflight_ms: 4_000,
+        retry_ms: 10_000,
     };
 
     /// MOSIX as published (§1.7 of the anchors): one move per round, second-highest candidate,
@@ -272,10 +276,11 @@ impl Balancer {
     ) -> Vec<Move> {
         let p = self.params;
         let keep = Millis::try_from(p.inflight_ms).unwrap_or(Millis::MAX);
+        let retry = Millis::try_from(p.retry_ms).unwrap_or(Millis::MAX);
         self.inflight
             .retain(|f| now.saturating_sub(f.arrives) < keep && f.at <= now);
         self.asked
-            .retain(|_, at| now.saturating_sub(*at) < keep.max(10_000) && *at <= now);
+            .retain(|_, at| now.saturating_sub(*at) < retry && *at <= now);
         if me.flags.contains(Status::STAY) {
             return Vec::new();
         }
@@ -285,17 +290,21 @@ impl Balancer {
         // node has measured itself without them).
         let mut here = f64::from(me.load);
         let mut mem_here = me.mem_free;
-        let mut view: Vec<(NodeState, f64, u64)> = peers
+        let mut view: Vec<Peer> = peers
             .iter()
             .filter(|n| n.node != me.node && !n.flags.contains(Status::QUIET))
-            .map(|n| (*n, f64::from(n.load), n.mem_free))
+            .map(|n| Peer {
+                node: *n,
+                load: f64::from(n.load),
+                free: n.mem_free,
+            })
             .collect();
         for f in &self.inflight {
-            if let Some(v) = view.iter_mut().find(|v| v.0.node == f.to)
-                && v.0.measured_at < f.arrives.saturating_add(1_000)
+            if let Some(v) = view.iter_mut().find(|v| v.node.node == f.to)
+                && v.node.measured_at < f.arrives.saturating_add(1_000)
             {
-                v.1 += f.load * v.0.one() / me.one();
-                v.2 = v.2.saturating_sub(f.bytes);
+                v.load += f.load * v.node.one() / me.one();
+                v.free = v.free.saturating_sub(f.bytes);
             }
             if me.measured_at < f.at.saturating_add(1_000) {
                 here = (here - f.load).max(0.0);
@@ -310,42 +319,38 @@ impl Balancer {
             .filter(|q| q.guest_of.is_some() || !me.flags.contains(Status::LSTAY))
             .collect();
         movable.sort_by_key(|q| q.id);
-        let mut moves = Vec::new();
 
-        // Memory ushering.
+        // Memory ushering: the largest process that fits goes where most memory is free.
         let low = me.mem_total / 1000 * u64::from(p.mem_low_permille);
         if me.mem_total > 0 && mem_here < low {
             let mut by_size = movable.clone();
             by_size.sort_by(|a, b| b.rss.cmp(&a.rss).then(a.id.cmp(&b.id)));
-            'usher: for q in by_size {
-                let mut best: Option<(usize, u64)> = None;
-                for (k, (n, _, free)) in view.iter().enumerate() {
-                    if !accepts(n, q) {
-                        continue;
-                    }
-                    let reserve = n.mem_total / 1000 * u64::from(p.mem_low_permille);
-                    if *free >= q.rss.saturating_add(reserve) && best.is_none_or(|(_, f)| *free > f)
-                    {
-                        best = Some((k, *free));
-                    }
-                }
-                if let Some((k, _)) = best {
-                    let to = view[k].0.node;
-                    self.record(now, me, &mut view[k], q, &mut here, costs);
-                    moves.push(Move {
-                        id: q.id,
-                        to,
-                        reason: Reason::Memory,
-                    });
-                    break 'usher;
-                }
-            }
-            if !moves.is_empty() {
-                return moves;
+            let found = by_size.into_iter().find_map(|q| {
+                view.iter()
+                    .enumerate()
+                    .filter(|(_, v)| accepts(&v.node, q))
+                    .filter(|(_, v)| {
+                        let reserve = v.node.mem_total / 1000 * u64::from(p.mem_low_permille);
+                        v.free >= q.rss.saturating_add(reserve)
+                    })
+                    .max_by(|a, b| a.1.free.cmp(&b.1.free).then(b.0.cmp(&a.0)))
+                    .map(|(k, _)| (q, k))
+            });
+            if let Some((q, k)) = found {
+                return vec![self.record(
+                    now,
+                    me,
+                    &mut view[k],
+                    q,
+                    &mut here,
+                    costs,
+                    Reason::Memory,
+                )];
             }
         }
 
         // Load balancing.
+        let mut moves = Vec::new();
         let stab = f64::from(p.stab_percent) / 100.0;
         while moves.len() < p.max_moves {
             let mut cands: Vec<&ProcState> = movable
@@ -354,9 +359,6 @@ impl Balancer {
                 .filter(|q| !q.io_bound && q.demand_permille >= p.min_demand_permille)
                 .filter(|q| !moves.iter().any(|m: &Move| m.id == q.id))
                 .collect();
-            if cands.is_empty() {
-                break;
-            }
             cands.sort_by(|a, b| {
                 b.demand_permille
                     .cmp(&a.demand_permille)
@@ -364,49 +366,29 @@ impl Balancer {
                     .then(a.id.cmp(&b.id))
             });
             if p.second_highest && cands.len() > 1 {
+                // MOSIX tries one candidate: the second most demanding.
                 cands.swap(0, 1);
+                cands.truncate(1);
             }
             let seen_here = me.seen(here);
-            let mut chosen = None;
-            'cands: for q in &cands {
-                // The best destination for q: the lowest load seen after the move.
-                let mut best: Option<(usize, f64)> = None;
-                for (k, (n, load, free)) in view.iter().enumerate() {
-                    if !accepts(n, q) || *free < q.rss {
-                        continue;
-                    }
-                    let after = n.seen(load + n.one());
-                    let margin = (stab - 1.0) * n.one();
-                    if after + margin >= seen_here {
-                        continue;
-                    }
-                    // Harchol-Balter & Downey: age × (n_here − n_there) > cost.
-                    let diff = me.procs(here) - n.procs(*load);
-                    let cost_ms = costs.migration_us(n.node, q.rss) as f64 / 1000.0;
-                    if (q.age_ms as f64) * diff.max(0.0) <= cost_ms {
-                        continue;
-                    }
-                    if best.is_none_or(|(_, a)| after < a) {
-                        best = Some((k, after));
-                    }
-                }
-                if let Some((k, _)) = best {
-                    chosen = Some((*q, k));
-                    break 'cands;
-                }
-                if p.second_highest {
-                    // MOSIX tries its one candidate only.
-                    break;
-                }
-            }
-            let Some((q, k)) = chosen else { break };
-            let to = view[k].0.node;
-            self.record(now, me, &mut view[k], q, &mut here, costs);
-            moves.push(Move {
-                id: q.id,
-                to,
-                reason: Reason::Load,
+            let chosen = cands.iter().find_map(|q| {
+                // The destination where q would see the least load, if it is enough less.
+                view.iter()
+                    .enumerate()
+                    .filter(|(_, v)| accepts(&v.node, q) && v.free >= q.rss)
+                    .map(|(k, v)| (k, v, v.node.seen(v.load + v.node.one())))
+                    .filter(|(_, v, after)| after + (stab - 1.0) * v.node.one() < seen_here)
+                    .filter(|(_, v, _)| {
+                        // Harchol-Balter & Downey: age × (n_here − n_there) > cost.
+                        let diff = me.procs(here) - v.node.procs(v.load);
+                        let cost_ms = costs.migration_us(v.node.node, q.rss) as f64 / 1000.0;
+                        (q.age_ms as f64) * diff.max(0.0) > cost_ms
+                    })
+                    .min_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)))
+                    .map(|(k, _, _)| (*q, k))
             });
+            let Some((q, k)) = chosen else { break };
+            moves.push(self.record(now, me, &mut view[k], q, &mut here, costs, Reason::Load));
         }
         if !moves.is_empty() || !p.rotate {
             return moves;
@@ -417,76 +399,116 @@ impl Balancer {
         let target = view
             .iter()
             .enumerate()
+            .map(|(k, v)| (k, v.node.seen(v.load + v.node.one())))
             // Half a process of slack: the local load creeps up to its value and may sit a
             // little under it.
-            .filter(|(_, (n, load, _))| {
-                n.seen(load + n.one()) <= seen_here + 0.5 * n.one().min(me.one())
-            })
-            .min_by(|a, b| {
-                let sa = a.1.0.seen(a.1.1 + a.1.0.one());
-                let sb = b.1.0.seen(b.1.1 + b.1.0.one());
-                sa.total_cmp(&sb).then(a.1.0.node.cmp(&b.1.0.node))
-            })
+            .filter(|(k, after)| *after <= seen_here + 0.5 * view[*k].node.one().min(me.one()))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
             .map(|(k, _)| k);
         let Some(k) = target else { return moves };
         let fair = fair_share(me, here, &view);
         let speed = f64::from(me.speed) / f64::from(STD_SPEED);
         // How far behind its fair share (standard CPU ms) a process here is.
         let lag = |q: &ProcState| fair * q.here_ms as f64 - q.cpu_here_ms as f64 * speed;
-        let busy: Vec<&ProcState> = procs
+        let busy = |q: &&ProcState| !q.io_bound && q.demand_permille >= p.min_demand_permille;
+        let Some(behind) = procs
             .iter()
-            .filter(|q| !q.io_bound && q.demand_permille >= p.min_demand_permille)
-            .collect();
-        let Some(behind) = busy.iter().max_by(|a, b| lag(a).total_cmp(&lag(b))) else {
+            .filter(busy)
+            .max_by(|a, b| lag(a).total_cmp(&lag(b)))
+        else {
             return moves;
         };
-        let (n, _, free) = view[k];
+        let dest = &view[k];
         let ahead = movable
             .iter()
-            .filter(|q| q.id != behind.id && !q.io_bound && accepts(&n, q) && free >= q.rss)
-            .filter(|q| q.demand_permille >= p.min_demand_permille)
+            .copied()
+            .filter(busy)
+            .filter(|q| q.id != behind.id && accepts(&dest.node, q) && dest.free >= q.rss)
             .min_by(|a, b| lag(a).total_cmp(&lag(b)).then(a.id.cmp(&b.id)));
         let Some(ahead) = ahead else { return moves };
-        let cost_ms = costs.migration_us(n.node, ahead.rss) / 1000;
+        let cost_ms = costs.migration_us(dest.node.node, ahead.rss) / 1000;
         let quantum = p
             .rotate_quantum_ms
             .max(cost_ms.saturating_mul(p.rotate_cost_factor)) as f64;
         if lag(behind) > quantum {
-            self.record(now, me, &mut view[k], ahead, &mut here, costs);
-            moves.push(Move {
-                id: ahead.id,
-                to: n.node,
-                reason: Reason::Rotate,
-            });
+            moves.push(self.record(
+                now,
+                me,
+                &mut view[k],
+                ahead,
+                &mut here,
+                costs,
+                Reason::Rotate,
+            ));
         }
         moves
     }
 
+    /// Notes a decided move in the view and in the moves under way, and returns it.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         now: Millis,
         me: &NodeState,
-        dest: &mut (NodeState, f64, u64),
+        dest: &mut Peer,
         q: &ProcState,
         here: &mut f64,
         costs: &dyn Costs,
-    ) {
+        reason: Reason,
+    ) -> Move {
         // A process that wants a CPU part of the time adds that part of one process's load.
         let share = f64::from(q.demand_permille.min(1000)) / 1000.0;
         let load_here = share * me.one();
-        dest.1 += share * dest.0.one();
-        dest.2 = dest.2.saturating_sub(q.rss);
+        dest.load += share * dest.node.one();
+        dest.free = dest.free.saturating_sub(q.rss);
         *here = (*here - load_here).max(0.0);
-        let cost = costs.migration_us(dest.0.node, q.rss).div_ceil(1000);
+        let cost = costs.migration_us(dest.node.node, q.rss).div_ceil(1000);
         self.inflight.push(InFlight {
-            to: dest.0.node,
+            to: dest.node.node,
             at: now,
             arrives: now.saturating_add(Millis::try_from(cost).unwrap_or(Millis::MAX)),
             load: load_here,
             bytes: q.rss,
         });
         self.asked.insert(q.id, now);
+        Move {
+            id: q.id,
+            to: dest.node.node,
+            reason,
+        }
     }
+}
+
+/// A peer as this round sees it: its figures, corrected by the moves under way.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    node: NodeState,
+    load: f64,
+    free: u64,
+}
+
+/// Where a process that runs on `at` would run fastest now, when someone asks (`migrate PID
+/// balance`): the node of `nodes` where it would see the least load, if that is at least half a
+/// process less than what it sees on `at` (the measurement's noise, not the automatic rule's
+/// 30 % margin, and no age test: a person asked, and one move cannot start a ping-pong).
+/// `home` may always be chosen (a process may go home to a blocked node); `None`
+/// when it is best where it is.
+pub fn best_place(
+    at: &NodeState,
+    nodes: &[NodeState],
+    home: Option<NodeId>,
+    rss: u64,
+) -> Option<NodeId> {
+    let seen_here = at.seen(f64::from(at.load));
+    nodes
+        .iter()
+        .filter(|n| n.node != at.node && !n.flags.contains(Status::QUIET))
+        .filter(|n| home == Some(n.node) || !n.flags.contains(Status::BLOCK))
+        .filter(|n| n.mem_free >= rss)
+        .map(|n| (n, n.seen(f64::from(n.load) + n.one())))
+        .filter(|(n, after)| after + 0.5 * n.one().min(at.one()) < seen_here)
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.node.cmp(&b.0.node)))
+        .map(|(n, _)| n.node)
 }
 
 /// Whether node `n` may receive process `q`: a guest may always go home; others only to nodes
@@ -497,11 +519,11 @@ fn accepts(n: &NodeState, q: &ProcState) -> bool {
 
 /// The CPU a process would get if the whole cluster's capacity were shared equally among all
 /// its processes: standard CPUs per process, at most one CPU of the fastest node.
-fn fair_share(me: &NodeState, here: f64, view: &[(NodeState, f64, u64)]) -> f64 {
+fn fair_share(me: &NodeState, here: f64, view: &[Peer]) -> f64 {
     let mut cap = 0.0;
     let mut procs = 0.0;
     let mut fastest: f64 = 0.0;
-    for (n, load) in std::iter::once((me, here)).chain(view.iter().map(|v| (&v.0, v.1))) {
+    for (n, load) in std::iter::once((me, here)).chain(view.iter().map(|v| (&v.node, v.load))) {
         let speed = f64::from(n.speed) / f64::from(STD_SPEED);
         cap += f64::from(n.cpus) * speed;
         procs += n.procs(load);
@@ -754,6 +776,22 @@ mod tests {
                 .decide(20_000, &me, &peers, &[a, b], &Flat(1_000))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn asked_to_balance_a_process_goes_where_it_would_see_less_load() {
+        let nodes = [node(1, 0), node(2, 2), node(3, 1)];
+        // Alone on node 1 of three: nowhere better (node 3 would be two to a CPU).
+        assert_eq!(best_place(&node(1, 1), &nodes, None, 0), None);
+        // Two on node 3: node 1 (idle) is better; node 2 is not.
+        assert_eq!(best_place(&node(3, 2), &nodes, None, 0), Some(n(1)));
+        // A blocked node is no place, unless it is the process's home.
+        let mut blocked = nodes;
+        blocked[0].flags = Status::BLOCK;
+        assert_eq!(best_place(&node(3, 2), &blocked, None, 0), None);
+        assert_eq!(best_place(&node(3, 2), &blocked, Some(n(1)), 0), Some(n(1)));
+        // Nor is a node without the memory.
+        assert_eq!(best_place(&node(3, 2), &nodes, None, 1 << 30), None);
     }
 
     #[test]

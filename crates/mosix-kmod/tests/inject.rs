@@ -3,14 +3,22 @@
 
 use std::process::Command;
 
+use mosix_core::image::Regs;
 use mosix_kmod::inject::{self, read_maps};
-use mosix_kmod::ptrace::{self, Mem};
+use mosix_kmod::ptrace::{self, Mem, Stopped};
 use nix::sys::ptrace::Options;
 
-#[test]
-fn injected_calls_run_in_the_tracee() {
-    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-    let pid = child.id() as i32;
+/// A stopped tracee with an injection area, and what to give back before letting it go.
+struct Injected {
+    t: Stopped,
+    regs: Regs,
+    old_mask: u64,
+    mem: Mem,
+    area: inject::Area,
+}
+
+/// Seizes `pid`, stops it, blocks its signals and maps an injection area into it.
+fn inject_into(pid: i32) -> Injected {
     let t = ptrace::seize(pid, Options::empty()).unwrap();
     let t = t.interrupt(|_, _| {}).unwrap();
     let regs = t.regs().unwrap();
@@ -20,6 +28,26 @@ fn injected_calls_run_in_the_tracee() {
     let (t, area) = inject::bootstrap(t, &mem, &maps, &regs, &[])
         .map_err(|e| e.1)
         .unwrap();
+    Injected {
+        t,
+        regs,
+        old_mask,
+        mem,
+        area,
+    }
+}
+
+#[test]
+fn injected_calls_run_in_the_tracee() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let Injected {
+        t,
+        regs,
+        old_mask,
+        mem,
+        area,
+    } = inject_into(pid);
     let (t, r) = inject::syscall(t, area.site(), &regs, libc::SYS_getpid, [0; 6])
         .map_err(|e| e.1)
         .unwrap();
@@ -43,16 +71,12 @@ fn injected_calls_run_in_the_tracee() {
         "{}",
         String::from_utf8_lossy(&buf)
     );
-    // Remove our area, give back the registers and the mask, and let it go.
+    // Give back the registers and the mask, and let it go (the area stays mapped: unmapping
+    // the page a call returns into would leave the tracee nowhere to return to).
     let (t, r) = inject::syscall(t, area.site(), &regs, libc::SYS_getppid, [0; 6])
         .map_err(|e| e.1)
         .unwrap();
     assert_eq!(r, i64::from(std::process::id() as i32));
-    let t = {
-        // munmap of the page we execute from: use a borrowed site elsewhere? The area's own
-        // syscall returns into the unmapped int3, so detach with the old registers instead.
-        t
-    };
     t.set_regs(&regs).unwrap();
     t.set_sigmask(old_mask).unwrap();
     t.detach(None).unwrap();
@@ -64,15 +88,13 @@ fn injected_calls_run_in_the_tracee() {
 fn a_signal_ends_a_call_run_for_the_process_and_real_time_signals_are_seen() {
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
     let pid = child.id() as i32;
-    let t = ptrace::seize(pid, Options::empty()).unwrap();
-    let t = t.interrupt(|_, _| {}).unwrap();
-    let regs = t.regs().unwrap();
-    let old_mask = inject::block_signals(&t).unwrap();
-    let mem = Mem::open(pid).unwrap();
-    let maps = read_maps(pid).unwrap();
-    let (t, area) = inject::bootstrap(t, &mem, &maps, &regs, &[])
-        .map_err(|e| e.1)
-        .unwrap();
+    let Injected {
+        t,
+        regs,
+        old_mask,
+        area,
+        ..
+    } = inject_into(pid);
     // The process's own signals are open, as in a deputy.
     t.set_sigmask(0).unwrap();
     let rt = libc::SIGRTMIN() + 1;

@@ -11,7 +11,8 @@
 //! Placement policies: static round-robin and random placement at release (never moved),
 //! least-loaded placement at release by the (lagged) view (non-preemptive), and the dynamic
 //! ones, which release every job at its home node and let the balancer move it (MOSIX-like
-//! rule, ours, or any [`Params`]).
+//! rule, ours, or any [`Params`]). A job placed away from its home at release pays the fixed
+//! part of a migration (a remote start is not free either).
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -51,6 +52,21 @@ pub struct Job {
     pub home: usize,
     /// Resident memory, bytes.
     pub rss: u64,
+}
+
+impl Job {
+    /// `k` identical jobs of `work_ms`, all released at once on node 0 (benchmark B1).
+    pub fn identical(k: usize, work_ms: f64, rss: u64) -> Vec<Job> {
+        vec![
+            Job {
+                release_ms: 0,
+                work_ms,
+                home: 0,
+                rss,
+            };
+            k
+        ]
+    }
 }
 
 /// Where jobs go.
@@ -120,6 +136,25 @@ pub struct Run {
     pub costs: SimCosts,
     /// Random seed (placement, phases).
     pub seed: u64,
+}
+
+impl Run {
+    /// A run with the defaults of the benchmarks: 20 ms steps, a view one second old, the
+    /// built-in migration costs (5 ms + 4 µs per page), seed 1.
+    pub fn new(nodes: Vec<SimNode>, jobs: Vec<Job>, policy: Policy) -> Run {
+        Run {
+            nodes,
+            jobs,
+            policy,
+            step_ms: 20,
+            info_lag_ms: 1000,
+            costs: SimCosts {
+                fixed_us: 5_000,
+                page_ns: 4_000,
+            },
+            seed: 1,
+        }
+    }
 }
 
 /// What a simulation measured.
@@ -251,7 +286,7 @@ pub fn simulate(run: &Run) -> Outcome {
                     .unwrap_or(0),
             };
             // Starting away from home costs the fixed part of a migration (a remote start).
-            let start = if at != job.home.min(n - 1) && run.policy == Policy::LeastLoaded {
+            let start = if at != job.home.min(n - 1) {
                 migrations += 1;
                 t + run.costs.fixed_us.div_ceil(1000)
             } else {
@@ -430,29 +465,10 @@ mod tests {
     use super::*;
 
     fn b1(k: usize, policy: Policy) -> (Outcome, f64) {
-        let jobs: Vec<Job> = (0..k)
-            .map(|_| Job {
-                release_ms: 0,
-                work_ms: 60_000.0,
-                home: 0,
-                rss: 1 << 20,
-            })
-            .collect();
+        let jobs = Job::identical(k, 60_000.0, 1 << 20);
         let nodes = vec![SimNode::STANDARD; 4];
         let lb = lower_bound_ms(&nodes, &jobs);
-        let o = simulate(&Run {
-            nodes,
-            jobs,
-            policy,
-            step_ms: 20,
-            info_lag_ms: 1000,
-            costs: SimCosts {
-                fixed_us: 5_000,
-                page_ns: 4_000,
-            },
-            seed: 3,
-        });
-        (o, lb)
+        (simulate(&Run::new(nodes, jobs, policy)), lb)
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! [`mosix_core::proto::ProcMsg::Leave`], and home moves it (home itself, or directly to the
 //! chosen node), unless it is locked there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mosix_core::NodeId;
 use mosix_core::balance::{Pinned, ProcState, Usage};
@@ -68,8 +68,8 @@ impl Tracker {
         let ticks = procfs::ticks_per_second().max(1);
         let page = procfs::page_size();
         let mut out = Vec::new();
-        let mut seen = Vec::new();
-        let members = procs.members();
+        let mut seen = HashSet::new();
+        let members: HashSet<i32> = procs.members().into_iter().collect();
         self.born.retain(|pid, _| members.contains(pid));
         // (pid, home of a guest and its pid there, locked, decay)
         type Candidate = (i32, Option<(NodeId, u32)>, bool, DecayMode);
@@ -116,7 +116,7 @@ impl Tracker {
             }
             t.demand_ns = demand_ns;
             t.last = now;
-            seen.push(pid);
+            seen.insert(pid);
             let here_ms = u64::try_from(now.saturating_sub(t.since)).unwrap_or(0);
             let age_ms = match guest {
                 Some(_) => here_ms,

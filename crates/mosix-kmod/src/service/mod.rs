@@ -735,17 +735,9 @@ impl Node {
         Ok(())
     }
 
-    /// One round of automatic migration: measure the processes running here, ask the balancer,
-    /// carry out its moves.
-    fn balance(&mut self) {
-        if !self.procs.enabled() {
-            return;
-        }
-        let now = self.now();
-        let locals = self.tracker.look(now, &self.procs, &self.decay);
-        if locals.is_empty() {
-            return;
-        }
+    /// This node (with its local load) and the live peers that disseminate their load, as the
+    /// balancer sees them.
+    fn node_states(&self, now: Millis) -> (NodeState, Vec<NodeState>) {
         let f = self.figures;
         let me = NodeState {
             node: self.loaded.me,
@@ -757,7 +749,7 @@ impl Node {
             flags: self.flags,
             measured_at: now,
         };
-        let peers: Vec<NodeState> = self
+        let peers = self
             .diss
             .known(now)
             .filter(|k| !k.is_self && k.up)
@@ -777,6 +769,41 @@ impl Node {
                 })
             })
             .collect();
+        (me, peers)
+    }
+
+    /// Where `migrate PID balance` sends a process (`None`: it is best where it is): the
+    /// balancer's choice for it now, from this node's view.
+    fn balance_target(&self, pid: i32, home: &crate::procs::Home) -> Option<NodeId> {
+        let (me, mut nodes) = self.node_states(self.now());
+        match home.at {
+            None => {
+                let rss = procfs::process::Process::new(pid)
+                    .and_then(|p| p.stat())
+                    .map_or(0, |s| s.rss * procfs::page_size());
+                mosix_core::balance::best_place(&me, &nodes, None, rss)
+            }
+            Some(at) => {
+                let k = nodes.iter().position(|n| n.node == at)?;
+                let there = nodes.swap_remove(k);
+                nodes.push(me);
+                mosix_core::balance::best_place(&there, &nodes, Some(me.node), home.remote_rss)
+            }
+        }
+    }
+
+    /// One round of automatic migration: measure the processes running here, ask the balancer,
+    /// carry out its moves.
+    fn balance(&mut self) {
+        if !self.procs.enabled() {
+            return;
+        }
+        let now = self.now();
+        let locals = self.tracker.look(now, &self.procs, &self.decay);
+        if locals.is_empty() {
+            return;
+        }
+        let (me, peers) = self.node_states(now);
         let states: Vec<_> = locals.iter().map(|l| l.state).collect();
         let moves = self
             .balancer
@@ -813,27 +840,6 @@ impl Node {
                 }
             }
         }
-    }
-
-    /// The least loaded node that can take a process, by the current view.
-    fn best_node(&self) -> NodeId {
-        let now = self.now();
-        let mut best = (self.figures.load, self.loaded.me);
-        for k in self.diss.known(now) {
-            if k.is_self || !k.up {
-                continue;
-            }
-            let Some(i) = k.info else { continue };
-            if i.flags.contains(Status::BLOCK) {
-                continue;
-            }
-            if let Some(f) = i.figures
-                && f.load < best.0
-            {
-                best = (f.load, k.node);
-            }
-        }
-        best.1
     }
 
     fn register(
@@ -942,7 +948,9 @@ impl Node {
         let target = match to {
             Target::Home => self.loaded.me,
             Target::Node(n) => n,
-            Target::Balance => self.best_node(),
+            Target::Balance => self
+                .balance_target(pid, &home)
+                .unwrap_or(home.at.unwrap_or(self.loaded.me)),
         };
         let here = home.at.unwrap_or(self.loaded.me);
         if target == here {
@@ -1097,7 +1105,7 @@ impl Node {
                 }
                 Err(e) => Response::Error(e),
             },
-            Request::GetTune => Response::Tune(Overheads::builtin()),
+            Request::GetTune => Response::Tune(self.overheads.clone()),
             Request::GetConfig => Response::Config(RunningConfig {
                 node: self.loaded.me,
                 map_text: self.loaded.map.to_text(),
