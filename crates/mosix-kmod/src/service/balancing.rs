@@ -5,8 +5,12 @@
 //! Per process it reads `/proc/PID/schedstat` (time running plus time waiting for a CPU: how
 //! much of the time it *wanted* a CPU — a task throttled by a cgroup's CPU quota is still
 //! counted as waiting, so a CPU-bound process on a crowded virtual node reads as CPU-bound) and
-//! `/proc/PID/stat` (CPU time, resident size). Both are a few hundred bytes per process per
-//! second.
+//! `/proc/PID/stat` (CPU time, resident size): a few hundred bytes per process per second. For
+//! this node's own processes it also asks [`crate::procs::why_not`] (status and maps: whether it
+//! could move at all), which grows with the number of memory areas. Guests are not checked that
+//! way: home's rules would call the remote's own read-only memfd mappings of home files shared
+//! memory. What a guest did since it arrived that should keep it in place (locking memory, say)
+//! is not caught yet.
 //!
 //! Only the node a process runs on decides about it. A process of this node that runs here
 //! is moved as `migrate` would move it; a guest is handed back to its home with
