@@ -18,19 +18,6 @@ fn spread(c: &TestCluster) -> BTreeMap<u64, usize> {
     m
 }
 
-/// `mosrun [mosrun_args] mosix-probe probe_args` on node 1.
-fn job(c: &TestCluster, mosrun_args: &[&str], probe_args: &[&str]) -> Child {
-    let probe = tool("mosix-probe");
-    let mut a: Vec<&str> = mosrun_args.to_vec();
-    a.push(probe.to_str().unwrap());
-    a.extend_from_slice(probe_args);
-    c.command(1, "mosrun", &a)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
     if !require_root("balance_spread") {
@@ -71,7 +58,7 @@ fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
     let lb = 8.0 * work / rates.iter().sum::<f64>();
 
     let start = Instant::now();
-    let mut jobs: Vec<Child> = (0..8).map(|_| job(&c, &[], &["work", &n])).collect();
+    let mut jobs: Vec<Child> = (0..8).map(|_| c.probe(&[], &["work", &n])).collect();
     let even = c.eventually(Duration::from_secs(20), || {
         let s = spread(&c);
         s.len() == 4 && s.values().all(|k| *k == 2)
@@ -127,8 +114,8 @@ fn stay_block_and_locks_keep_processes_where_they_are() {
     c.wait_all_up();
     assert!(c.run(1, "mosctl", &["stay"]).status.success());
     assert!(c.run(3, "mosctl", &["block"]).status.success());
-    let mut free: Vec<Child> = (0..4).map(|_| job(&c, &[], &["spin", "40"])).collect();
-    let mut locked: Vec<Child> = (0..2).map(|_| job(&c, &["-L"], &["spin", "40"])).collect();
+    let mut free: Vec<Child> = (0..4).map(|_| c.probe(&[], &["spin", "40"])).collect();
+    let mut locked: Vec<Child> = (0..2).map(|_| c.probe(&["-L"], &["spin", "40"])).collect();
     let locked_pids: Vec<u32> = locked.iter().map(Child::id).collect();
 
     // Under stay, nothing leaves node 1, however loaded it is.

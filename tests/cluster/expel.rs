@@ -1,26 +1,10 @@
 //! `mosctl expel` empties a node of its guests and blocks new ones; `mosctl bring` brings a
 //! node's processes home and keeps them there. Both say what they did; the processes live on.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use mosix_tests::{TestCluster, require_root, serial, tool};
-
-fn spinner(c: &TestCluster) -> Child {
-    let probe = tool("mosix-probe");
-    c.command(1, "mosrun", &[probe.to_str().unwrap(), "spin", "120"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn where_is(c: &TestCluster, pid: u32) -> Option<u64> {
-    c.mps(1, false)
-        .iter()
-        .find(|r| r["pid"] == pid)
-        .and_then(|r| r["node"].as_u64())
-}
+use mosix_tests::{TestCluster, require_root, serial};
 
 #[test]
 fn expel_sends_guests_home_and_bring_brings_processes_home() {
@@ -30,7 +14,7 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     let _g = serial();
     let c = TestCluster::up("texpel", 3, |_| {});
     c.wait_all_up();
-    let mut kids: Vec<Child> = (0..3).map(|_| spinner(&c)).collect();
+    let mut kids: Vec<Child> = (0..3).map(|_| c.probe(&[], &["spin", "120"])).collect();
     let pids: Vec<u32> = kids.iter().map(Child::id).collect();
     std::thread::sleep(Duration::from_millis(200));
     for &p in &pids[..2] {
@@ -45,9 +29,9 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     assert!(said.contains("2 guests sent home"), "{said}");
     assert_eq!(c.guests_on(2), 0, "no guest left on node 2");
     for &p in &pids[..2] {
-        assert_eq!(where_is(&c, p), Some(0), "process {p} is home");
+        assert_eq!(c.node_of(p), Some(0), "process {p} is home");
     }
-    assert_eq!(where_is(&c, pids[2]), Some(3), "node 3's guest stays");
+    assert_eq!(c.node_of(pids[2]), Some(3), "node 3's guest stays");
     let (_, status) = c.said(2, "mosctl", &["status", "--json"]);
     assert!(status.contains("\"block\":true"), "{status}");
     let out = c.run(1, "migrate", &[&pids[0].to_string(), "2", "--wait"]);
@@ -78,7 +62,7 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     assert!(ok, "bring: {said}");
     assert!(said.contains("2 processes brought home"), "{said}");
     for &p in &pids {
-        assert_eq!(where_is(&c, p), Some(0), "process {p} is home");
+        assert_eq!(c.node_of(p), Some(0), "process {p} is home");
     }
     assert_eq!(c.guests_on(2) + c.guests_on(3), 0);
     let (_, status) = c.said(1, "mosctl", &["status", "--json"]);
@@ -95,7 +79,7 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        where_is(&c, pids[1]),
+        c.node_of(pids[1]),
         Some(0),
         "the guest of a stopped node is home"
     );

@@ -4,24 +4,10 @@
 //! mosrun'd programs on different nodes works.
 
 use std::io::Read;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mosix_tests::{TestCluster, require_root, serial, tool};
-
-fn spinner(c: &TestCluster, lock: bool) -> Child {
-    let probe = tool("mosix-probe");
-    let mut a = Vec::new();
-    if lock {
-        a.push("-L");
-    }
-    a.extend([probe.to_str().unwrap(), "spin", "120"]);
-    c.command(1, "mosrun", &a)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 #[test]
 fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
@@ -31,8 +17,8 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     let _g = serial();
     let c = TestCluster::up("tfacts", 3, |_| {});
     c.wait_all_up();
-    let mut locked = spinner(&c, true);
-    let mut free = spinner(&c, false);
+    let mut locked = c.probe(&["-L"], &["spin", "120"]);
+    let mut free = c.probe(&[], &["spin", "120"]);
     std::thread::sleep(Duration::from_millis(300));
     let (lp, fp) = (locked.id(), free.id());
     assert_eq!(c.row(lp).unwrap()["lock"], true, "mps shows the lock");
@@ -65,7 +51,7 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     assert!(ok && said.contains("is home"), "{said}");
     // With a second one beside it, node 3 (idle) is better for one of them. The automatic
     // balancer may get there first; either way one of the two leaves, and only one.
-    let mut second = spinner(&c, false);
+    let mut second = c.probe(&[], &["spin", "120"]);
     let busier = |v: &mosix_core::client::ClusterView| {
         let load = |n: u16| {
             v.get(mosix_core::NodeId::new(n).unwrap())
@@ -77,7 +63,7 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
     c.wait_view(1, Duration::from_secs(15), busier).unwrap();
     let (ok, said) = c.try_migrate(fp, "balance");
     assert!(ok, "{said}");
-    let at = |pid: u32| c.row(pid).unwrap()["node"].as_u64().unwrap();
+    let at = |pid: u32| c.node_of(pid).unwrap();
     assert!(
         c.eventually(Duration::from_secs(10), || (at(fp) == 0)
             != (at(second.id()) == 0)),

@@ -313,6 +313,25 @@ impl TestCluster {
         );
     }
 
+    /// Starts `mosrun [mosrun_args] mosix-probe [probe_args]` on node 1 (stdin empty, stdout
+    /// piped).
+    pub fn probe(&self, mosrun_args: &[&str], probe_args: &[&str]) -> std::process::Child {
+        let probe = tool("mosix-probe");
+        let mut a: Vec<&str> = mosrun_args.to_vec();
+        a.push(probe.to_str().expect("tool path"));
+        a.extend_from_slice(probe_args);
+        self.command(1, "mosrun", &a)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosrun")
+    }
+
+    /// Where node 1's process `pid` runs by its `mps` (0 = home), if it lists it.
+    pub fn node_of(&self, pid: u32) -> Option<u64> {
+        self.row(pid).and_then(|r| r["node"].as_u64())
+    }
+
     /// Node 1's `mps` row of its process `pid`, if it lists it.
     pub fn row(&self, pid: u32) -> Option<serde_json::Value> {
         self.mps(1, false).into_iter().find(|r| r["pid"] == pid)

@@ -126,6 +126,21 @@ impl Tour {
         bail!("process {pid} did not show on node {node} within {limit:?}")
     }
 
+    /// Starts `mosrun [mosrun_args] sh -c script name` at node 1, its output piped.
+    fn start_job(&self, mosrun_args: &[&str], script: &str, name: &str) -> Result<Child> {
+        let args: Vec<OsString> = mosrun_args
+            .iter()
+            .chain(&["sh", "-c", script, name])
+            .map(OsString::from)
+            .collect();
+        Ok(self
+            .cluster
+            .command(1, &self.tool("mosrun"), &args)?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?)
+    }
+
     /// The migration act.
     fn migration(&mut self) -> Result<()> {
         self.say(
@@ -136,17 +151,7 @@ impl Tour {
             "i=0; while [ $i -lt 4000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
         let mut jobs = Vec::new();
         for (name, node) in [("A", "-2"), ("B", "-3"), ("C", "-4")] {
-            let args: Vec<OsString> = [node, "sh", "-c", job, name]
-                .iter()
-                .map(OsString::from)
-                .collect();
-            let child = self
-                .cluster
-                .command(1, &self.tool("mosrun"), &args)?
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            jobs.push((name, child));
+            jobs.push((name, self.start_job(&[node], job, name)?));
         }
         for ((_, child), node) in jobs.iter().zip([2u64, 3, 4]) {
             self.wait_at(child.id(), node, Duration::from_secs(10))?;
@@ -236,18 +241,7 @@ impl Tour {
         let start = Instant::now();
         let mut jobs = Vec::new();
         for k in 1..=8 {
-            let name = format!("J{k}");
-            let args: Vec<OsString> = ["sh", "-c", job, &name]
-                .iter()
-                .map(OsString::from)
-                .collect();
-            let child = self
-                .cluster
-                .command(1, &self.tool("mosrun"), &args)?
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()?;
-            jobs.push(child);
+            jobs.push(self.start_job(&[], job, &format!("J{k}"))?);
         }
         // Where they run, once a second, until two per node or 20 s.
         let mut last = String::new();
