@@ -26,9 +26,18 @@
 //!    costs), the process here that is furthest *ahead* moves to the less loaded node, so the
 //!    one behind runs with fewer companions.
 //!
-//! Moves decided here are remembered for a few seconds: the gossip view of a destination lags,
-//! so the load a move adds to it is added to the view until fresh news of that node arrives,
-//! and a process asked to move is not chosen again while its move is under way.
+//! Moves decided here are remembered: the gossip view of a destination lags, so the load a move
+//! adds to it is added to the view while the move is under way and until news of that node
+//! measured a whole sample after the arrival comes in ([`Balancer::settled`] tells when it
+//! arrived). A process asked to move is not chosen again while its move is under way, and a
+//! node that failed or refused a move is not tried again until fresher news of it arrives.
+//!
+//! **Consent.** Views lag, and several nodes decide at once, so the destination has the last
+//! word: an automatic move carries a *ceiling* ([`Move::ceiling`]), the load the process may see
+//! at its destination for the move to be worth it, and the destination, which knows its own
+//! load including the guests that arrived since its last measurement, refuses the move when it
+//! would exceed that ([`admits`]). No two sources can then pile onto one idle node, and a
+//! stale view cannot overfill one.
 //!
 //! Everything is a pure function of its arguments: the node service, the simulator and the
 //! tests run this very code.
@@ -71,6 +80,9 @@ pub struct Params {
     /// A process asked to move is not chosen again for this long (its move may still be under
     /// way, or its home may have kept it).
     pub retry_ms: u64,
+    /// Automatic moves carry a ceiling the destination checks ([`admits`]); off in MOSIX-like
+    /// mode, where the destination takes what it is sent.
+    pub consent: bool,
 }
 
 impl Params {
@@ -87,6 +99,7 @@ impl Params {
         rotate_cost_factor: 50,
         inflight_ms: 4_000,
         retry_ms: 10_000,
+        consent: true,
     };
 
     /// MOSIX as published (§1.7 of the anchors): one move per round, second-highest candidate,
@@ -96,6 +109,7 @@ impl Params {
         rotate: false,
         second_highest: true,
         max_moves: 1,
+        consent: false,
         ..Params::OURS
     };
 }
@@ -211,6 +225,10 @@ pub struct Move {
     pub to: NodeId,
     /// Why.
     pub reason: Reason,
+    /// The most load (as a process sees it, [`admits`]) the destination may have once it took
+    /// the process, for the move to be worth it; `None` when load is not the point (memory
+    /// ushering, a guest going home).
+    pub ceiling: Option<u32>,
 }
 
 /// The estimated cost of moving a process, as the balancer needs it.
@@ -225,12 +243,34 @@ impl Costs for crate::overheads::Overheads {
     }
 }
 
+/// How long after a move arrived the destination's news may still not show it: its exported
+/// load is the mean run-queue length of the second before its last sample, and the figures
+/// gossiped are those of its last sample, stamped when they are sent (up to a gossip interval
+/// later). News stamped two seconds after the arrival cover a whole second after it.
+pub const SETTLE_MS: Millis = 2_000;
+
+/// How long after a destination's consent the process it took starts running there (its
+/// restore), as far as [`unmeasured_part`] is concerned.
+pub const RESTORE_MS: i64 = 300;
+
+/// How much of one process that arrived `before_sample` ms before a node's last sample (negative:
+/// after it) that sample does not show yet: the exported load is the mean run-queue length of the
+/// second before the sample, so an arrival shows in proportion to the part of that second it ran
+/// (from [`RESTORE_MS`] after the consent). Summed over the arrivals, this is the `unmeasured`
+/// of [`admits`].
+pub fn unmeasured_part(before_sample: i64) -> f64 {
+    (1.0 - (before_sample - RESTORE_MS) as f64 / 1000.0).clamp(0.0, 1.0)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
+    id: u64,
     to: NodeId,
     at: Millis,
-    /// When it should have arrived (the decision plus the migration cost).
-    arrives: Millis,
+    /// When it should arrive (the decision plus the migration cost), until it is known.
+    expected: Millis,
+    /// When it did arrive, once [`Balancer::settled`] said so.
+    done: Option<Millis>,
     load: f64,
     bytes: u64,
 }
@@ -241,6 +281,8 @@ pub struct Balancer {
     params: Params,
     inflight: Vec<InFlight>,
     asked: HashMap<u64, Millis>,
+    /// Nodes that failed or refused a move, and when: skipped until fresher news of them.
+    failed: Vec<(NodeId, Millis)>,
 }
 
 impl Balancer {
@@ -250,6 +292,7 @@ impl Balancer {
             params,
             inflight: Vec::new(),
             asked: HashMap::new(),
+            failed: Vec::new(),
         }
     }
 
@@ -258,9 +301,28 @@ impl Balancer {
         &self.params
     }
 
-    /// Forgets that process `id` was asked to move (its move failed or it left).
+    /// Forgets that process `id` was asked to move (the request could not even be made).
     pub fn forget(&mut self, id: u64) {
         self.asked.remove(&id);
+        self.inflight.retain(|f| f.id != id);
+    }
+
+    /// The move of process `id` decided here ended at `at`: it arrived (`ok`), or it failed or
+    /// its destination refused it, and the process is still here. An arrival keeps the
+    /// destination's view corrected until news of it measured [`SETTLE_MS`] later arrive; a
+    /// failure frees the process for another round and keeps the destination out of the next
+    /// rounds until fresher news of it arrive.
+    pub fn settled(&mut self, id: u64, ok: bool, at: Millis) {
+        if ok {
+            for f in self.inflight.iter_mut().filter(|f| f.id == id) {
+                f.done = Some(at);
+            }
+            return;
+        }
+        for f in self.inflight.iter().filter(|f| f.id == id) {
+            self.failed.push((f.to, at));
+        }
+        self.forget(id);
     }
 
     /// Decides the moves of this round. `me` is this node with its local load; `peers` what the
@@ -277,10 +339,13 @@ impl Balancer {
         let p = self.params;
         let keep = Millis::try_from(p.inflight_ms).unwrap_or(Millis::MAX);
         let retry = Millis::try_from(p.retry_ms).unwrap_or(Millis::MAX);
-        self.inflight
-            .retain(|f| now.saturating_sub(f.arrives) < keep && f.at <= now);
+        self.inflight.retain(|f| {
+            f.at <= now && now.saturating_sub(f.done.unwrap_or(f.expected)) < keep.max(SETTLE_MS)
+        });
         self.asked
             .retain(|_, at| now.saturating_sub(*at) < retry && *at <= now);
+        self.failed
+            .retain(|(_, at)| *at <= now && now.saturating_sub(*at) < keep.max(SETTLE_MS));
         if me.flags.contains(Status::STAY) {
             return Vec::new();
         }
@@ -290,9 +355,15 @@ impl Balancer {
         // node has measured itself without them).
         let mut here = f64::from(me.load);
         let mut mem_here = me.mem_free;
+        let failed = &self.failed;
         let mut view: Vec<Peer> = peers
             .iter()
             .filter(|n| n.node != me.node && !n.flags.contains(Status::QUIET))
+            .filter(|n| {
+                !failed
+                    .iter()
+                    .any(|(to, at)| *to == n.node && n.measured_at < at.saturating_add(SETTLE_MS))
+            })
             .map(|n| Peer {
                 node: *n,
                 load: f64::from(n.load),
@@ -300,8 +371,14 @@ impl Balancer {
             })
             .collect();
         for f in &self.inflight {
+            // Under way (or not reported), it counts at the destination whatever its news say;
+            // arrived, until its news show it.
+            let unseen = |v: &Peer| {
+                f.done
+                    .is_none_or(|d| v.node.measured_at < d.saturating_add(SETTLE_MS))
+            };
             if let Some(v) = view.iter_mut().find(|v| v.node.node == f.to)
-                && v.node.measured_at < f.arrives.saturating_add(1_000)
+                && unseen(v)
             {
                 v.load += f.load * v.node.one() / me.one();
                 v.free = v.free.saturating_sub(f.bytes);
@@ -344,7 +421,7 @@ impl Balancer {
                     q,
                     &mut here,
                     costs,
-                    Reason::Memory,
+                    (Reason::Memory, None),
                 )];
             }
         }
@@ -388,7 +465,10 @@ impl Balancer {
                     .map(|(k, _, _)| (*q, k))
             });
             let Some((q, k)) = chosen else { break };
-            moves.push(self.record(now, me, &mut view[k], q, &mut here, costs, Reason::Load));
+            // The destination must stay, with it, that margin below what it sees here.
+            let ceiling = seen_here - (stab - 1.0) * view[k].node.one();
+            let why = (Reason::Load, ceiling_of(&p, ceiling, q, &view[k]));
+            moves.push(self.record(now, me, &mut view[k], q, &mut here, costs, why));
         }
         if !moves.is_empty() || !p.rotate {
             return moves;
@@ -431,15 +511,9 @@ impl Balancer {
             .rotate_quantum_ms
             .max(cost_ms.saturating_mul(p.rotate_cost_factor)) as f64;
         if lag(behind) > quantum {
-            moves.push(self.record(
-                now,
-                me,
-                &mut view[k],
-                ahead,
-                &mut here,
-                costs,
-                Reason::Rotate,
-            ));
+            let ceiling = seen_here + 0.5 * view[k].node.one().min(me.one());
+            let why = (Reason::Rotate, ceiling_of(&p, ceiling, ahead, &view[k]));
+            moves.push(self.record(now, me, &mut view[k], ahead, &mut here, costs, why));
         }
         moves
     }
@@ -454,7 +528,7 @@ impl Balancer {
         q: &ProcState,
         here: &mut f64,
         costs: &dyn Costs,
-        reason: Reason,
+        (reason, ceiling): (Reason, Option<u32>),
     ) -> Move {
         // A process that wants a CPU part of the time adds that part of one process's load.
         let share = f64::from(q.demand_permille.min(1000)) / 1000.0;
@@ -464,9 +538,11 @@ impl Balancer {
         *here = (*here - load_here).max(0.0);
         let cost = costs.migration_us(dest.node.node, q.rss).div_ceil(1000);
         self.inflight.push(InFlight {
+            id: q.id,
             to: dest.node.node,
             at: now,
-            arrives: now.saturating_add(Millis::try_from(cost).unwrap_or(Millis::MAX)),
+            expected: now.saturating_add(Millis::try_from(cost).unwrap_or(Millis::MAX)),
+            done: None,
             load: load_here,
             bytes: q.rss,
         });
@@ -475,7 +551,32 @@ impl Balancer {
             id: q.id,
             to: dest.node.node,
             reason,
+            ceiling,
         }
+    }
+}
+
+/// The ceiling of a move of `q` to `dest`: none without consent, nor for a guest going home
+/// (home takes its own back whatever its load).
+fn ceiling_of(p: &Params, ceiling: f64, q: &ProcState, dest: &Peer) -> Option<u32> {
+    (p.consent && q.guest_of != Some(dest.node.node))
+        .then(|| ceiling.clamp(0.0, f64::from(u32::MAX)) as u32)
+}
+
+/// The destination's consent to an automatic move (see the module's doc): `me` is this node
+/// with its exported load (which rises at once), `unmeasured` the processes that arrived since
+/// its last sample could show them, `ceiling` the move's [`Move::ceiling`]. The load the
+/// process would see here must not exceed the ceiling; otherwise, why not.
+pub fn admits(me: &NodeState, unmeasured: f64, ceiling: u32) -> Result<(), String> {
+    let after = me.seen(f64::from(me.load) + (unmeasured + 1.0) * me.one());
+    if after <= f64::from(ceiling) {
+        Ok(())
+    } else {
+        Err(format!(
+            "it would see a load of {after:.0} here (the load is {}, and {unmeasured:.0} more just \
+             arrived): more than the {ceiling} that made its move worth it",
+            me.load
+        ))
     }
 }
 
@@ -653,6 +754,99 @@ mod tests {
     }
 
     #[test]
+    fn an_arrived_move_counts_at_its_destination_until_news_measured_after_it() {
+        let mut b = Balancer::new(Params::OURS);
+        let m = decide(&mut b, node(1, 3), &[node(2, 0)], 3);
+        assert_eq!(m.len(), 1);
+        let moved = m[0].id;
+        let procs: Vec<ProcState> = (1..=3).map(proc).filter(|q| q.id != moved).collect();
+        let at = |t: Millis, load: u32, news: Millis| {
+            let mut me = node(1, load);
+            me.measured_at = t;
+            let mut p = node(2, 0);
+            p.measured_at = news;
+            (me, [p])
+        };
+        // Under way: it counts at node 2 however fresh the news (that still show node 2 idle).
+        let (me, peers) = at(23_000, 2, 22_900);
+        assert!(
+            b.decide(23_000, &me, &peers, &procs, &Flat(5_000))
+                .is_empty()
+        );
+        // It arrived at 23.5 s: news measured before 25.5 s may not show it yet.
+        b.settled(moved, true, 23_500);
+        let (me, peers) = at(25_000, 2, 24_900);
+        assert!(
+            b.decide(25_000, &me, &peers, &procs, &Flat(5_000))
+                .is_empty()
+        );
+        // News measured after that which still say node 2 is idle are believed.
+        let (me, peers) = at(26_000, 2, 25_600);
+        assert_eq!(b.decide(26_000, &me, &peers, &procs, &Flat(5_000)).len(), 1);
+    }
+
+    #[test]
+    fn a_node_that_refused_is_skipped_until_fresher_news_of_it() {
+        let mut b = Balancer::new(Params::OURS);
+        let peers = [node(2, 0), node(3, 1)];
+        let m = decide(&mut b, node(1, 3), &peers, 3);
+        assert_eq!((m.len(), m[0].to), (1, n(2)));
+        b.settled(m[0].id, false, 20_000);
+        // The same stale view: node 2 is not tried again, and the process is free to go
+        // elsewhere (node 3 has one: 2 there against 3 here is worth it).
+        let m2 = decide(&mut b, node(1, 3), &peers, 3);
+        assert!(m2.iter().all(|x| x.to != n(2)), "{m2:?}");
+        assert!(m2.iter().any(|x| x.id == m[0].id), "{m2:?}");
+        // Fresh news of node 2 make it a candidate again.
+        let mut b = Balancer::new(Params::OURS);
+        let m = decide(&mut b, node(1, 3), &peers, 3);
+        b.settled(m[0].id, false, 20_000);
+        let mut fresh = peers;
+        fresh[0].measured_at = 22_400;
+        let m3 = b.decide(
+            23_000,
+            &node(1, 3),
+            &fresh,
+            &(1..=3).map(proc).collect::<Vec<_>>(),
+            &Flat(5_000),
+        );
+        assert_eq!(m3.first().map(|x| x.to), Some(n(2)), "{m3:?}");
+    }
+
+    #[test]
+    fn the_destination_refuses_a_move_that_would_no_longer_pay() {
+        // Nodes 1 and 2 run two each and both see node 3 idle: each sends one there.
+        let peers = |me: u16| {
+            [node(1, 2), node(2, 2), node(3, 0)]
+                .into_iter()
+                .filter(|x| x.node != n(me))
+                .collect::<Vec<_>>()
+        };
+        let a = decide(&mut Balancer::new(Params::OURS), node(1, 2), &peers(1), 2);
+        let b = decide(&mut Balancer::new(Params::OURS), node(2, 2), &peers(2), 2);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!((a[0].to, b[0].to), (n(3), n(3)));
+        let (ca, cb) = (a[0].ceiling.unwrap(), b[0].ceiling.unwrap());
+        // Node 3 takes the first; the second would share a CPU there, no better than at home.
+        assert_eq!(admits(&node(3, 0), 0.0, ca), Ok(()));
+        let no = admits(&node(3, 0), 1.0, cb).unwrap_err();
+        assert!(no.contains("1 more just arrived"), "{no}");
+        // Once measured, the arrival is in the load itself.
+        assert!(admits(&node(3, 1), 0.0, cb).is_err());
+        // A guest going home carries no ceiling: home takes its own back.
+        let mut g = proc(5);
+        g.guest_of = Some(n(3));
+        let m = Balancer::new(Params::OURS).decide(
+            20_000,
+            &node(1, 2),
+            &[node(3, 0)],
+            &[g, proc(6)],
+            &Flat(0),
+        );
+        assert_eq!(m.iter().find(|x| x.id == 5).map(|x| x.ceiling), Some(None));
+    }
+
+    #[test]
     fn stay_lstay_block_and_locks_are_respected() {
         let peers = [node(2, 0)];
         let mut me = node(1, 3);
@@ -740,7 +934,8 @@ mod tests {
             vec![Move {
                 id: 2,
                 to: n(2),
-                reason: Reason::Memory
+                reason: Reason::Memory,
+                ceiling: None,
             }]
         );
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 4;
+pub const IMAGE_VERSION: u32 = 5;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -309,6 +309,10 @@ pub struct ImageHeader {
     pub nmigs: u32,
     /// Locked at home (`mosrun -L`): the node it runs on must not move it automatically.
     pub locked: bool,
+    /// An automatic move: the most load the process may see at its destination for the move
+    /// to pay ([`crate::balance::Move::ceiling`]); the destination refuses it above that.
+    /// `None` for moves people asked for and for going home.
+    pub ceiling: Option<u32>,
     /// General registers (the interrupted call already made restartable).
     pub regs: Regs,
     /// The XSAVE area (NT_X86_XSTATE).
@@ -605,6 +609,7 @@ mod tests {
             comm: "x".into(),
             nmigs: 1,
             locked: false,
+            ceiling: None,
             regs: Regs([0; 27]),
             xstate: vec![],
             sigmask: 0,

@@ -80,9 +80,12 @@ pub struct HomeEnv {
 }
 
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
+/// An automatic move carries its `ceiling` (see [`mosix_core::balance::admits`]): the
+/// destination may refuse it.
 pub fn migrate(
     pid: i32,
     to: NodeId,
+    ceiling: Option<u32>,
     env: HomeEnv,
     done: Box<dyn FnOnce(Result<NodeId, String>) + Send>,
 ) {
@@ -98,7 +101,7 @@ pub fn migrate(
                 Ok(t) => t,
                 Err(e) => return done(Err(format!("cannot freeze process {pid}: {e}"))),
             };
-            send_away(t, sigs, to, &env, done);
+            send_away(t, sigs, to, ceiling, &env, done);
         });
     if let Err(e) = spawned {
         warn!("cannot start a deputy thread: {e}");
@@ -158,6 +161,7 @@ pub fn migrate_at_exec(
                 t,
                 Vec::new(),
                 to,
+                None,
                 &env,
                 Box::new(move |res| {
                     if let Err(e) = res {
@@ -192,6 +196,7 @@ fn send_away(
     t: Stopped,
     sigs: Vec<Sig>,
     to: NodeId,
+    ceiling: Option<u32>,
     env: &HomeEnv,
     done: Box<dyn FnOnce(Result<NodeId, String>) + Send>,
 ) {
@@ -214,13 +219,14 @@ fn send_away(
         cached: None,
         creds: None,
     };
-    let frozen = match dump::freeze_stopped(t, sigs, &opts) {
+    let mut frozen = match dump::freeze_stopped(t, sigs, &opts) {
         Ok(f) => f,
         Err(e) => {
             stop_moving(env);
             return done(Err(format!("cannot freeze process {pid}: {e}")));
         }
     };
+    frozen.header.ceiling = ceiling;
     let stream = match link::connect_process(to, &ctx) {
         Ok(s) => s,
         Err(e) => {

@@ -331,6 +331,7 @@ impl Parts {
             comm: stat.comm.clone(),
             nmigs: opts.nmigs + 1,
             locked: opts.locked,
+            ceiling: None,
             regs,
             xstate,
             sigmask: self.mask,

@@ -71,7 +71,25 @@ struct Inner {
     deputies: HashMap<i32, crate::deputy::ComeHomeHandle>,
     /// The connections to the homes of guests, for `expel`.
     guest_links: HashMap<i32, crate::channel::Sender>,
+    /// The ceilings of the automatic moves guests were asked to make (pid, destination).
+    ceilings: HashMap<i32, (NodeId, u32)>,
+    /// Moves from this node that ended since the balancer last looked.
+    ended: Vec<EndedMove>,
 }
+
+/// A move of a process from this node that ended, for the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedMove {
+    /// Its pid on this node.
+    pub pid: i32,
+    /// It runs at its destination; false: it is still here.
+    pub arrived: bool,
+    /// When.
+    pub at: std::time::Instant,
+}
+
+/// At most this many ended moves are kept for a balancer that does not look.
+const MAX_ENDED: usize = 1024;
 
 /// The registry.
 #[derive(Debug)]
@@ -271,6 +289,7 @@ impl Procs {
         let mut g = self.lock();
         g.guests.remove(&local_pid);
         g.guest_links.remove(&local_pid);
+        g.ceilings.remove(&local_pid);
     }
 
     /// Records the connection to a guest's home.
@@ -279,10 +298,44 @@ impl Procs {
     }
 
     /// Tells the home of guest `local_pid` that the balancer wants it on `to`; false if there is
-    /// no such guest or its connection is gone.
-    pub fn ask_guest_leave(&self, local_pid: i32, to: NodeId) -> bool {
-        let tx = self.lock().guest_links.get(&local_pid).cloned();
+    /// no such guest or its connection is gone. The move's `ceiling` waits here for the guest's
+    /// supervisor, which makes the move when home asks ([`Procs::take_ceiling`]).
+    pub fn ask_guest_leave(&self, local_pid: i32, to: NodeId, ceiling: Option<u32>) -> bool {
+        let tx = {
+            let mut g = self.lock();
+            match ceiling {
+                Some(c) => g.ceilings.insert(local_pid, (to, c)),
+                None => g.ceilings.remove(&local_pid),
+            };
+            g.guest_links.get(&local_pid).cloned()
+        };
         tx.is_some_and(|tx| tx.send(&mosix_core::proto::ProcMsg::Leave { to }).is_ok())
+    }
+
+    /// The ceiling of the automatic move guest `local_pid` was asked to make to `to`, if that
+    /// is the move it makes now.
+    pub fn take_ceiling(&self, local_pid: i32, to: NodeId) -> Option<u32> {
+        let mut g = self.lock();
+        let (dest, c) = g.ceilings.remove(&local_pid)?;
+        (dest == to).then_some(c)
+    }
+
+    /// Notes that the move of `pid` (on this node) ended: it arrived, or it is still here.
+    pub fn move_ended(&self, pid: i32, arrived: bool) {
+        let mut g = self.lock();
+        if g.ended.len() >= MAX_ENDED {
+            g.ended.remove(0);
+        }
+        g.ended.push(EndedMove {
+            pid,
+            arrived,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// The moves that ended since the last call.
+    pub fn take_ended_moves(&self) -> Vec<EndedMove> {
+        std::mem::take(&mut self.lock().ended)
     }
 
     /// Asks the home of every guest to take it back; how many were asked.

@@ -27,6 +27,7 @@ use crate::procs::{Guest, Procs};
 use crate::ptrace::{self, Mem, Sig};
 use crate::restore;
 use crate::seccomp::{self, Listener, Notif};
+use crate::service::balancing::Admission;
 use crate::service::link::{self, SharedContext};
 
 /// What a guest's supervisor needs from its node.
@@ -41,6 +42,8 @@ pub struct GuestEnv {
     /// The link context (a guest moving on connects to its next node; one arriving that way
     /// connects to its home).
     pub link: SharedContext,
+    /// The node's consent to automatic moves.
+    pub admission: Arc<Admission>,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
@@ -139,6 +142,29 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
         Err(reason) => {
             warn!("refused process {} from node {from}: {reason}", h.comm);
             let _ = tx.send(&ProcMsg::Refused { reason });
+            // The source sends the whole image before it reads the answer: closing now, with
+            // its pages unread, would reset the connection and lose the answer with it (the
+            // source would only see a broken pipe). Take the rest, then close.
+            drain(rx.socket(), REFUSED_DRAIN);
+        }
+    }
+}
+
+/// How long a refused image is read (and thrown away) at most.
+const REFUSED_DRAIN: Duration = Duration::from_secs(10);
+
+/// Reads `s` until the peer closes, it stays silent for `limit`, or `limit` has passed.
+fn drain(mut s: &std::net::TcpStream, limit: Duration) {
+    use std::io::Read;
+    let end = Instant::now() + limit;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
@@ -152,6 +178,7 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
     if env.blocked.load(Ordering::Relaxed) {
         return Err(format!("node {} is blocked: it takes no guests", env.me));
     }
+    env.admission.admit(h.ceiling)?;
     let missing = h.missing_cpu_flags(&dump::cpu_flags());
     if !missing.is_empty() {
         return Err(format!(
@@ -1013,6 +1040,7 @@ impl Supervisor {
                         "{} (pid {pid}) went home to node {}",
                         self.h.comm, self.h.home
                     );
+                    self.env.procs.move_ended(pid, true);
                     frozen.tracee.kill();
                     let _ = self.child.wait();
                     for sig in undelivered {
@@ -1022,6 +1050,7 @@ impl Supervisor {
                 }
                 Ok(ProcMsg::Refused { reason }) => {
                     warn!("home refused {} back: {reason}", self.h.comm);
+                    self.env.procs.move_ended(pid, false);
                     let _ = frozen.thaw();
                     return Ok(false);
                 }
@@ -1076,8 +1105,10 @@ impl Supervisor {
     /// Returns whether it left.
     fn move_on(&mut self, to: NodeId, token: u64, pending: Option<Notif>) -> Result<bool, End> {
         let comm = self.h.comm.clone();
+        let ceiling = self.env.procs.take_ceiling(self.pid(), to);
         let failed = |s: &mut Self, reason: String| {
             warn!("{comm} stays here: the move to node {to} failed: {reason}");
+            s.env.procs.move_ended(s.pid(), false);
             match s.tx.send(&ProcMsg::MoveFailed { reason }) {
                 Ok(()) => Ok(false),
                 Err(e) => Err(End::HomeLost(format!(
@@ -1094,9 +1125,11 @@ impl Supervisor {
             Err(e) => return failed(self, format!("cannot freeze it: {e}")),
         };
         frozen.header.rejoin = Some(token);
+        frozen.header.ceiling = ceiling;
         let started = Instant::now();
         match self.ship(&frozen, to) {
             Ok(rpid) => {
+                self.env.procs.move_ended(self.pid(), true);
                 frozen.tracee.kill();
                 let _ = self.child.wait();
                 let signals = frozen.pending.iter().map(|s| s.raw()).collect();

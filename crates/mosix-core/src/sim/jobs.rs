@@ -17,7 +17,9 @@
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::balance::{Balancer, Costs, NodeState, Params, ProcState, Usage};
+use crate::balance::{
+    Balancer, Costs, NodeState, Params, ProcState, RESTORE_MS, Usage, admits, unmeasured_part,
+};
 use crate::load::LoadSmoother;
 use crate::node::{NodeId, STD_SPEED, Status, load_units};
 
@@ -174,6 +176,8 @@ pub struct Outcome {
     pub mean_response_ms: f64,
     /// Migrations.
     pub migrations: u64,
+    /// Automatic moves their destination refused.
+    pub refusals: u64,
 }
 
 /// The makespan lower bound: max(Σ work / Σ capacity, max over jobs of release + work at the
@@ -230,6 +234,8 @@ pub fn simulate(run: &Run) -> Outcome {
     let mut next_sample = phase.clone();
     // The exported figures of each node, by time: (time, load).
     let mut board: Vec<Vec<(u64, u32)>> = vec![vec![(0, 0)]; n];
+    // When each node consented to the guests its last samples cannot show yet.
+    let mut admitted: Vec<Vec<u64>> = vec![Vec::new(); n];
     let mut balancers: Vec<Balancer> = (0..n)
         .map(|_| {
             Balancer::new(match run.policy {
@@ -250,6 +256,7 @@ pub fn simulate(run: &Run) -> Outcome {
     let mut done = vec![f64::NAN; run.jobs.len()];
     let mut rr = 0usize;
     let mut migrations = 0;
+    let mut refusals = 0;
     let limit = (lower_bound_ms(&run.nodes, &run.jobs) * 10.0) as u64 + 10_000;
     let mut t = 0u64;
     let view_at = |board: &Vec<Vec<(u64, u32)>>, j: usize, t: u64| -> (u64, u32) {
@@ -341,6 +348,7 @@ pub fn simulate(run: &Run) -> Outcome {
             let r = (runq[j] / span.max(1) as f64 * 1000.0) as u64;
             runq[j] = 0.0;
             smoothers[j].update(r);
+            admitted[j].retain(|a| unmeasured_part(t as i64 - *a as i64) > 0.0);
             let node = run.nodes[j];
             board[j].push((
                 t,
@@ -428,6 +436,32 @@ pub fn simulate(run: &Run) -> Outcome {
                     .costs
                     .migration_us(m.to, run.jobs[l.job].rss)
                     .div_ceil(1000);
+                if let Some(ceiling) = m.ceiling {
+                    // The destination's consent, from what it knows of itself now.
+                    let node = &run.nodes[to];
+                    let there = NodeState {
+                        node: m.to,
+                        load: load_units(smoothers[to].exported_milli(), node.cpus, node.speed),
+                        speed: node.speed,
+                        cpus: node.cpus,
+                        mem_total: node.mem_total,
+                        mem_free: node.mem_total,
+                        flags: Status::empty(),
+                        measured_at: t as i64,
+                    };
+                    let unmeasured: f64 = admitted[to]
+                        .iter()
+                        .map(|a| unmeasured_part(last_sample[to] as i64 - *a as i64))
+                        .sum();
+                    if admits(&there, unmeasured, ceiling).is_err() {
+                        balancers[j].settled(m.id, false, t as i64);
+                        refusals += 1;
+                        continue;
+                    }
+                    // The simulator knows when it runs there.
+                    admitted[to].push((t + cost).saturating_sub(RESTORE_MS as u64));
+                }
+                balancers[j].settled(m.id, true, (t + cost) as i64);
                 l.at = to;
                 l.arrives = t + cost;
                 l.since = t + cost;
@@ -442,6 +476,7 @@ pub fn simulate(run: &Run) -> Outcome {
     }
     let mut out = Outcome {
         migrations,
+        refusals,
         ..Outcome::default()
     };
     let k = run.jobs.len() as f64;

@@ -417,6 +417,7 @@ async fn serve(
         balancer: Balancer::new(Params::OURS),
         tracker: balancing::Tracker::default(),
         overheads: Overheads::builtin(),
+        admission: Arc::default(),
         paths,
     };
 
@@ -475,7 +476,7 @@ fn wait_home(procs: &Procs, pid: i32) -> bool {
 
 /// Moves a process that is at home to `to`; answers when done (`wait`) or at once.
 fn send(pid: i32, to: NodeId, env: HomeEnv, wait: bool, reply: oneshot::Sender<Response>) {
-    crate::deputy::migrate(pid, to, env, answer_when(pid, to, wait, reply));
+    crate::deputy::migrate(pid, to, None, env, answer_when(pid, to, wait, reply));
 }
 
 /// The answer to `migrate PID NODE`: at once ("moving"), or (`wait`) by the returned callback
@@ -562,6 +563,8 @@ struct Node {
     tracker: balancing::Tracker,
     /// Migration costs (`/etc/overheads`).
     overheads: Overheads,
+    /// Consent to automatic moves here.
+    admission: Arc<balancing::Admission>,
 }
 
 impl Node {
@@ -631,6 +634,11 @@ impl Node {
                     s.speed = sp;
                 }
                 self.figures = self.smoother.figures(&s);
+                let (me, _) = self.node_states(self.now());
+                self.admission.update(NodeState {
+                    load: self.figures.load,
+                    ..me
+                });
                 self.balance();
                 false
             }
@@ -661,6 +669,7 @@ impl Node {
                     procs: Arc::clone(&self.procs),
                     blocked: Arc::clone(&self.blocked),
                     link: Arc::clone(&self.ctx),
+                    admission: Arc::clone(&self.admission),
                 };
                 let spawned = std::thread::Builder::new()
                     .name(format!("mosix-guest-from-{from}"))
@@ -799,6 +808,11 @@ impl Node {
             return;
         }
         let now = self.now();
+        for e in self.procs.take_ended_moves() {
+            let ago = Millis::try_from(e.at.elapsed().as_millis()).unwrap_or(Millis::MAX);
+            self.balancer
+                .settled(e.pid as u64, e.arrived, now.saturating_sub(ago));
+        }
         let locals = self.tracker.look(now, &self.procs, &self.decay);
         if locals.is_empty() {
             return;
@@ -820,21 +834,24 @@ impl Node {
                         "balancing ({why}): guest {pid} (pid {home_pid} of node {home}) should run on node {}",
                         m.to
                     );
-                    if !self.procs.ask_guest_leave(pid, m.to) {
+                    if !self.procs.ask_guest_leave(pid, m.to, m.ceiling) {
                         self.balancer.forget(m.id);
                     }
                 }
                 None => {
                     info!("balancing ({why}): process {pid} goes to node {}", m.to);
                     let to = m.to;
+                    let procs = Arc::clone(&self.procs);
                     crate::deputy::migrate(
                         pid,
                         to,
+                        m.ceiling,
                         self.home_env(),
                         Box::new(move |r| {
-                            if let Err(e) = r {
+                            if let Err(e) = &r {
                                 info!("balancing: process {pid} could not go to node {to}: {e}");
                             }
+                            procs.move_ended(pid, r.is_ok());
                         }),
                     );
                 }
