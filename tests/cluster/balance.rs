@@ -1,13 +1,36 @@
 //! Automatic load balancing on a 4-node virtual cluster (each node a cgroup with a CPU quota):
-//! 8 CPU-bound jobs started on node 1 spread 2-2-2-2
-//! and finish close to the lower bound; `mosctl stay` keeps them home, `mosctl block` keeps a
-//! node empty, and `mosrun -L` jobs never move by themselves.
+//! 8 CPU-bound jobs started on node 1 spread 2-2-2-2 (how close they then finish to the lower
+//! bound is the `spread` benchmark's business); `mosctl stay` keeps them home, `mosctl block`
+//! keeps a node empty, and `mosrun -L` jobs never move by themselves.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, require_root, serial, tool};
+use mosix_tests::{TestCluster, require_root, serial};
+
+/// What the nodes said about moves, in time order, each line prefixed with its node.
+fn story(c: &TestCluster) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for k in 1..=4 {
+        for l in c.log(k).lines() {
+            let moves = [
+                "balanc",
+                "refused",
+                "migrated",
+                "moved",
+                "went home",
+                "stays",
+            ];
+            if moves.iter().any(|w| l.contains(w)) {
+                let at = l.split_whitespace().next().unwrap_or("").to_string();
+                lines.push((at, format!("[node {k}] {l}")));
+            }
+        }
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, l)| l + "\n").collect()
+}
 
 /// How many of node 1's MOSIX processes run where (0 = home).
 fn spread(c: &TestCluster) -> BTreeMap<u64, usize> {
@@ -19,46 +42,21 @@ fn spread(c: &TestCluster) -> BTreeMap<u64, usize> {
 }
 
 #[test]
-fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
+fn eight_jobs_from_one_node_spread_two_per_node() {
     if !require_root("balance_spread") {
         return;
     }
     let _g = serial();
     // 0.4 CPU per node: 1.6 of the machine's 2 cores, so that the nodes get their whole quota
-    // even while the services, the tools and the kernel take their share; with 0.5 each the
-    // machine itself would be the bottleneck and the lower bound computed from a node alone
-    // would not hold.
+    // even while the services, the tools and the kernel take their share.
     let c = TestCluster::up("tbal", 4, |s| s.cpus_per_node = Some(0.4));
     c.wait_all_up();
-    // The capacity of each node while all four are busy (the machine's own overheads then
-    // take their share): the same work on every node at once, iterations per second each.
-    let probe = tool("mosix-probe");
-    let spinners: Vec<(Child, Instant)> = (1..=4)
-        .map(|k| {
-            let child = c
-                .command(k, probe.to_str().unwrap(), &["work", "200000000"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            (child, Instant::now())
-        })
-        .collect();
-    let rates: Vec<f64> = spinners
-        .into_iter()
-        .map(|(mut s, t)| {
-            assert!(s.wait().unwrap().success());
-            2e8 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    let rate = rates.iter().sum::<f64>() / 4.0;
-    // One job: 25 s of a node to itself; 8 jobs on 4 nodes: the lower bound is 8 jobs' work
-    // over the four nodes' capacity.
-    let work = rate * 25.0;
-    let n = format!("{}", work as u64);
-    let lb = 8.0 * work / rates.iter().sum::<f64>();
-
+    // About 15 s alone on a node here (65 M iterations a second at 0.4 CPU): 30 s two to a node.
+    // How close the makespan comes to the lower bound is measured by the `spread` benchmark,
+    // not asserted here.
+    let n = "1000000000";
     let start = Instant::now();
-    let mut jobs: Vec<Child> = (0..8).map(|_| c.probe(&[], &["work", &n])).collect();
+    let mut jobs: Vec<Child> = (0..8).map(|_| c.probe(&[], &["work", n])).collect();
     let even = c.eventually(Duration::from_secs(20), || {
         let s = spread(&c);
         s.len() == 4 && s.values().all(|k| *k == 2)
@@ -67,7 +65,7 @@ fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
     assert!(
         even,
         "not spread 2-2-2-2 within 20 s of the start: {seen:?}\n{}",
-        c.log(1)
+        story(&c)
     );
     let spread_s = start.elapsed().as_secs_f64();
     let mut outputs = Vec::new();
@@ -83,21 +81,18 @@ fn eight_jobs_from_one_node_spread_two_per_node_and_end_near_the_lower_bound() {
         outputs.windows(2).all(|w| w[0] == w[1]) && !outputs[0].trim().is_empty(),
         "the jobs computed different results: {outputs:?}"
     );
-    let moves: usize = (1..=4)
-        .map(|k| c.log(k).matches("balancing (").count())
-        .sum();
+    let count = |what: &str| {
+        (1..=4)
+            .map(|k| c.log(k).matches(what).count())
+            .sum::<usize>()
+    };
+    let (moves, refused) = (count("balancing ("), count("refused process"));
     eprintln!(
-        "rate {rate:.0}/s per node; spread 2-2-2-2 after {spread_s:.1} s; makespan {makespan:.1} s, lower bound {lb:.1} s; {moves} balancing decisions"
+        "spread 2-2-2-2 after {spread_s:.1} s; makespan {makespan:.1} s; {moves} balancing decisions, {refused} refused by their destination"
     );
-    // The goal is 1.1 × the lower bound; five runs on the 2-core machine gave 1.03–1.19, the
-    // spread always done within 4.4 s: the rest is the nodes delivering less with two jobs
-    // each than the calibration measured with one (not yet explained). This bound catches a
-    // balancer that does not spread (2 ×) or flaps; it is not the goal.
-    assert!(
-        makespan <= 1.25 * lb,
-        "makespan {makespan:.1} s is more than 1.25 × the lower bound {lb:.1} s\n{}",
-        c.log(1)
-    );
+    if std::env::var_os("MOSIX_TEST_STORY").is_some() {
+        eprintln!("{}", story(&c));
+    }
     assert!(
         c.log(1).contains("balancing (load)"),
         "node 1 logs why it moved them"
@@ -117,6 +112,22 @@ fn stay_block_and_locks_keep_processes_where_they_are() {
     let mut free: Vec<Child> = (0..4).map(|_| c.probe(&[], &["spin", "40"])).collect();
     let mut locked: Vec<Child> = (0..2).map(|_| c.probe(&["-L"], &["spin", "40"])).collect();
     let locked_pids: Vec<u32> = locked.iter().map(Child::id).collect();
+    // Node 1 may not have heard yet that node 3 is blocked: then node 3 refuses the image
+    // itself, and its reason must reach the user all the same (not a broken pipe).
+    let (ok, said) = c.said(1, "migrate", &["--wait", &free[0].id().to_string(), "3"]);
+    assert!(
+        !ok && said.contains("node 3 is blocked: it takes no guests"),
+        "{said}"
+    );
+    let sent = c.log(3).contains("refused process");
+    eprintln!(
+        "blocked node 3: {}",
+        if sent {
+            "node 1 sent the image, node 3 refused it"
+        } else {
+            "node 1 knew, and sent nothing"
+        }
+    );
 
     // Under stay, nothing leaves node 1, however loaded it is.
     std::thread::sleep(Duration::from_secs(8));

@@ -1,0 +1,145 @@
+//! Automatic load balancing on the real virtual cluster (needs root): 4 nodes of 0.4 CPU each,
+//! K identical CPU-bound jobs started on node 1. Prints, for every repetition, in one run:
+//!
+//! * the lower bound: the K jobs' work over the four nodes' capacity, measured (all four
+//!   nodes busy at once) right before and right after each run;
+//! * static round-robin placement from the start (`mosrun -h`, `-2`, `-3`, `-4` in turn, never
+//!   moved afterwards): what the best placement at start delivers for identical jobs, on this
+//!   machine, with its overheads;
+//! * ours: all K started at home with plain `mosrun`, spread by the nodes' balancers.
+//!
+//! The goal (issue 5): ours within 1.1× the lower bound for K = 8. What this VM delivers drifts
+//! by up to 15 % from one minute to the next (the static placement, which is optimal for
+//! identical jobs, itself measured 0.95–1.25× the lower bound), and the spreading costs a
+//! couple of seconds (the other nodes idle until the first jobs arrive, about 1.4 s): hence a
+//! bench with several repetitions and the static row beside it, not a timed assertion in a
+//! test.
+//!
+//! `sudo cargo bench -p mosix-tests --bench spread`; `MOSIX_BENCH_K` (default 8),
+//! `MOSIX_BENCH_RUNS` (3), `MOSIX_BENCH_SECS` (one job's run time alone on a node, 12.5: the lower
+//! bound is then 25 s for K = 8).
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use mosix_tests::{TestCluster, tool};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The capacity of the four nodes while all four are busy, iterations per second (the same
+/// work on every node at once, about 6 s).
+fn capacity(c: &TestCluster) -> f64 {
+    let probe = tool("mosix-probe");
+    let spinners: Vec<(Child, Instant)> = (1..=4)
+        .map(|k| {
+            let child = c
+                .command(k, probe.to_str().unwrap(), &["work", "400000000"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            (child, Instant::now())
+        })
+        .collect();
+    spinners
+        .into_iter()
+        .map(|(mut s, t)| {
+            assert!(s.wait().unwrap().success());
+            4e8 / t.elapsed().as_secs_f64()
+        })
+        .sum()
+}
+
+/// Waits until node 1 sees every node's load under a quarter of a process, so that a run does
+/// not start with the previous one's figures still decaying.
+fn settle(c: &TestCluster) {
+    let quiet = |v: &mosix_core::client::ClusterView| {
+        v.nodes
+            .iter()
+            .all(|n| n.figures.is_some_and(|f| f.load < 60))
+    };
+    if let Err(e) = c.wait_view(1, Duration::from_secs(60), quiet) {
+        eprintln!("the loads did not settle: {e}");
+    }
+}
+
+/// Runs `k` jobs of `work` iterations from node 1, each started with `placement(i)`; the
+/// makespan in seconds.
+fn makespan(c: &TestCluster, k: usize, work: u64, placement: impl Fn(usize) -> Vec<String>) -> f64 {
+    let n = work.to_string();
+    let start = Instant::now();
+    let jobs: Vec<Child> = (0..k)
+        .map(|i| {
+            let args = placement(i);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.probe(&args, &["work", &n])
+        })
+        .collect();
+    for j in jobs {
+        let out = j.wait_with_output().unwrap();
+        assert!(out.status.success(), "a job failed: {}", out.status);
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the spread benchmark needs root (it builds a virtual cluster)");
+        std::process::exit(1);
+    }
+    let k: usize = env_or("MOSIX_BENCH_K", 8);
+    let runs: usize = env_or("MOSIX_BENCH_RUNS", 3);
+    let secs: f64 = env_or("MOSIX_BENCH_SECS", 12.5);
+    let c = TestCluster::up("tspread", 4, |s| s.cpus_per_node = Some(0.4));
+    c.wait_all_up();
+    let moves = |c: &TestCluster| -> usize {
+        (1..=4)
+            .map(|n| c.log(n).matches("balancing (").count())
+            .sum()
+    };
+
+    println!("K = {k} identical CPU-bound jobs from node 1 of 4 nodes (0.4 CPU each)");
+    println!(
+        "{:>4} {:>19} {:>19} {:>12} {:>6}",
+        "run", "static RR s (×LB)", "ours s (×LB)", "ours/static", "moves"
+    );
+    let mut ratios = Vec::new();
+    for r in 1..=runs {
+        // The capacity is measured before, between and after the two runs; each run's lower
+        // bound uses the measurements on either side of it.
+        let cal0 = capacity(&c);
+        // One job alone on a node takes `secs`.
+        let work = (cal0 / 4.0 * secs) as u64;
+        let lb = |a: f64, b: f64| k as f64 * work as f64 / ((a + b) / 2.0);
+        settle(&c);
+        let rr = makespan(&c, k, work, |i| match i % 4 {
+            0 => vec!["-h".to_string()],
+            x => vec![format!("-{}", x + 1)],
+        });
+        let cal1 = capacity(&c);
+        settle(&c);
+        let m0 = moves(&c);
+        let ours = makespan(&c, k, work, |_| Vec::new());
+        let m = moves(&c) - m0;
+        let cal2 = capacity(&c);
+        let (rr_lb, ours_lb) = (rr / lb(cal0, cal1), ours / lb(cal1, cal2));
+        println!(
+            "{r:>4} {rr:>11.1} ({rr_lb:>4.2}) {ours:>11.1} ({ours_lb:>4.2}) {:>12.2} {m:>6}",
+            ours / rr
+        );
+        ratios.push((rr_lb, ours_lb, ours / rr));
+    }
+    let mean =
+        |f: fn(&(f64, f64, f64)) -> f64| ratios.iter().map(f).sum::<f64>() / ratios.len() as f64;
+    println!(
+        "mean: static round-robin {:.3}× LB, ours {:.3}× LB, ours/static {:.3}",
+        mean(|x| x.0),
+        mean(|x| x.1),
+        mean(|x| x.2)
+    );
+}
