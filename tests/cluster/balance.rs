@@ -1,7 +1,8 @@
 //! Automatic load balancing on a 4-node virtual cluster (each node a cgroup with a CPU quota):
 //! 8 CPU-bound jobs started on node 1 spread 2-2-2-2 (how close they then finish to the lower
 //! bound is the `spread` benchmark's business); `mosctl stay` keeps them home, `mosctl block`
-//! keeps a node empty, and `mosrun -L` jobs never move by themselves.
+//! keeps a node empty, and `mosrun -L` jobs never move by themselves; a node set to half speed
+//! gets half the work.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -159,4 +160,62 @@ fn stay_block_and_locks_keep_processes_where_they_are() {
         let _ = j.kill();
         let _ = j.wait();
     }
+}
+
+#[test]
+fn a_node_set_to_half_speed_gets_half_the_work() {
+    if !require_root("balance_speed") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tbals", 3, |s| s.cpus_per_node = Some(0.4));
+    c.wait_all_up();
+    // Node 3 says its CPU is half as fast as it measured; node 1 hears of it.
+    let three = mosix_core::NodeId::new(3).unwrap();
+    let speed_of = |on: u16| {
+        c.view(on)
+            .and_then(|v| v.get(three).and_then(|n| n.figures))
+            .map(|f| f.speed)
+    };
+    let measured = speed_of(3).expect("node 3 measures its speed");
+    let half = (measured / 2).to_string();
+    assert!(c.run(3, "mosctl", &["setspeed", &half]).status.success());
+    c.wait_view(1, Duration::from_secs(15), |v| {
+        v.get(three)
+            .and_then(|n| n.figures)
+            .is_some_and(|f| f.speed == measured / 2)
+    })
+    .expect("node 1 hears of node 3's new speed");
+
+    // Six jobs: at equal speeds they would run two per node; with node 3 at half speed, one
+    // there does as much as two elsewhere, and a second there would see four: node 3 runs one,
+    // nodes 1 and 2 the other five (three and two).
+    let mut jobs: Vec<Child> = (0..6).map(|_| c.probe(&[], &["spin", "60"])).collect();
+    let fair = |s: &BTreeMap<u64, usize>| {
+        s.get(&3) == Some(&1)
+            && s.get(&0).unwrap_or(&0) + s.get(&2).unwrap_or(&0) == 5
+            && s.values().all(|k| (1..=3).contains(k))
+    };
+    let reached = c.eventually(Duration::from_secs(25), || fair(&spread(&c)));
+    let seen = spread(&c);
+    // And it stays so: nothing more is worth a move.
+    let mut held = reached;
+    for _ in 0..10 {
+        if !held {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        held = fair(&spread(&c));
+    }
+    let last = spread(&c);
+    for j in &mut jobs {
+        let _ = j.kill();
+        let _ = j.wait();
+    }
+    assert!(
+        reached,
+        "node 3 at half speed does not run one job of six: {seen:?}\n{}",
+        story(&c)
+    );
+    assert!(held, "the spread did not hold: {last:?}\n{}", story(&c));
 }
