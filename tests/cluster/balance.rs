@@ -2,7 +2,8 @@
 //! 8 CPU-bound jobs started on node 1 spread 2-2-2-2 (how close they then finish to the lower
 //! bound is the `spread` benchmark's business); `mosctl stay` keeps them home, `mosctl block`
 //! keeps a node empty, and `mosrun -L` jobs never move by themselves; a node set to half speed
-//! gets half the work.
+//! gets half the work; a node short of memory sends its largest process away before it must
+//! reclaim.
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -218,4 +219,60 @@ fn a_node_set_to_half_speed_gets_half_the_work() {
         story(&c)
     );
     assert!(held, "the spread did not hold: {last:?}\n{}", story(&c));
+}
+
+/// How many times node I's memory use hit its cgroup's limit (and the kernel had to reclaim or
+/// swap to make room): `memory.failcnt` (cgroup v1) or the `max` of `memory.events` (v2).
+fn times_at_memory_limit(c: &TestCluster, node: u16) -> u64 {
+    for dir in &c.cluster.node(node).cgroups {
+        if let Ok(s) = std::fs::read_to_string(dir.join("memory.failcnt")) {
+            return s.trim().parse().unwrap();
+        }
+        if let Ok(s) = std::fs::read_to_string(dir.join("memory.events")) {
+            return s
+                .lines()
+                .find_map(|l| l.strip_prefix("max "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap();
+        }
+    }
+    panic!("node {node} has no memory cgroup");
+}
+
+#[test]
+fn a_node_short_of_memory_sends_its_largest_process_away_before_it_must_reclaim() {
+    if !require_root("balance_memory") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tbalm", 3, |s| s.mem_per_node = Some(600 << 20));
+    c.wait_all_up();
+    // 300 MiB, then 250 MiB more: node 1 has under 10 % of its 600 MiB free (about 45 MiB),
+    // but has not hit its limit yet. Node 1 sends the larger one where memory is free, although it is the only
+    // process there and no CPU is gained.
+    let mut big = c.memory_holder(300, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.node_of(big.id()), Some(0), "300 MiB alone leaves room");
+    let mut small = c.memory_holder(250, &[]);
+    let moved = c.eventually(Duration::from_secs(20), || {
+        c.node_of(big.id()).is_some_and(|n| n != 0)
+    });
+    let (where_big, where_small) = (c.node_of(big.id()), c.node_of(small.id()));
+    let hits = times_at_memory_limit(&c, 1);
+    for h in [&mut big, &mut small] {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    assert!(
+        moved,
+        "the 300 MiB process is still at {where_big:?}, the 250 MiB one at {where_small:?}\n{}",
+        story(&c)
+    );
+    assert!(
+        c.log(1).contains("balancing (memory)"),
+        "node 1 says it moved it for memory\n{}",
+        story(&c)
+    );
+    assert_eq!(where_small, Some(0), "one move was enough");
+    assert_eq!(hits, 0, "node 1 hit its memory limit\n{}", story(&c));
 }
