@@ -14,7 +14,9 @@ fn expel_sends_guests_home_and_bring_brings_processes_home() {
     let _g = serial();
     let c = TestCluster::up("texpel", 3, |_| {});
     c.wait_all_up();
-    let mut kids: Vec<Child> = (0..3).map(|_| c.probe(&[], &["spin", "120"])).collect();
+    // Locked (-L): the moves here are the test's and expel's, not the balancer's (which would
+    // otherwise send one to node 2 as soon as it takes guests again, racing the test's own).
+    let mut kids: Vec<Child> = (0..3).map(|_| c.probe(&["-L"], &["spin", "120"])).collect();
     let pids: Vec<u32> = kids.iter().map(Child::id).collect();
     std::thread::sleep(Duration::from_millis(200));
     for &p in &pids[..2] {
