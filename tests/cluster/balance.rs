@@ -276,3 +276,56 @@ fn a_node_short_of_memory_sends_its_largest_process_away_before_it_must_reclaim(
     assert_eq!(where_small, Some(0), "one move was enough");
     assert_eq!(hits, 0, "node 1 hit its memory limit\n{}", story(&c));
 }
+
+#[test]
+fn the_service_uses_the_overheads_file_and_names_what_is_wrong_with_one() {
+    if !require_root("balance_overheads") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tbalo", 2, |_| {});
+    c.wait_all_up();
+    let gettune = || {
+        let (ok, said) = c.said(2, "mosctl", &["gettune"]);
+        assert!(ok, "{said}");
+        said
+    };
+    assert!(gettune().contains("built-in defaults"));
+
+    // A file written by hand (overheads(5)), read when the configuration is replaced.
+    let path = c.paths(2).overheads();
+    let text = "# by hand\npeer mig_fixed_us mig_page_ns call_rtt_us\n\
+                default 7000 3000 90\n1 1234 567 89\n";
+    std::fs::write(&path, text).unwrap();
+    let out = c.run(2, "setpe", &["-W"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = gettune();
+    assert!(said.contains(&path.display().to_string()), "{said}");
+    // What gettune prints is an overheads file with the same rows.
+    let shown = mosix_core::overheads::Overheads::parse("gettune", &said).unwrap();
+    let file = mosix_core::overheads::Overheads::parse("file", text).unwrap();
+    assert_eq!(shown.rows, file.rows);
+
+    // A wrong file: the defaults, and the log names the file, the line and the problem.
+    std::fs::write(
+        &path,
+        "peer mig_fixed_us mig_page_ns call_rtt_us\n1 12 x 3\n",
+    )
+    .unwrap();
+    let out = c.run(2, "setpe", &["-W"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gettune().contains("built-in defaults"));
+    let want = format!(
+        "{}:2: mig_page_ns \"x\" is not a whole number",
+        path.display()
+    );
+    assert!(c.log(2).contains(&want), "{}", c.log(2));
+}

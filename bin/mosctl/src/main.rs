@@ -392,20 +392,8 @@ fn gettune(json: bool) -> Result<ExitCode> {
         print_json(&t)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("# overheads in use: {}", t.source);
-    println!(
-        "{:<8} {:>14} {:>14} {:>14}",
-        "peer", "mig_fixed_us", "mig_page_ns", "call_rtt_us"
-    );
-    for r in &t.rows {
-        let peer = r
-            .peer
-            .map_or_else(|| "default".to_owned(), |p| p.to_string());
-        println!(
-            "{peer:<8} {:>14} {:>14} {:>14}",
-            r.mig_fixed_us, r.mig_page_ns, r.call_rtt_us
-        );
-    }
+    // In the file's own format: what it prints can be saved as an overheads file.
+    print!("{}", t.to_text());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -421,6 +409,17 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn overheads_5_is_current() {
+        let root = mosix_core::cli::docgen::workspace_root(env!("CARGO_MANIFEST_DIR"));
+        mosix_core::cli::docgen::check(
+            &root,
+            std::path::Path::new("man/overheads.5"),
+            mosix_core::overheads::man_page().as_bytes(),
+        )
+        .unwrap();
+    }
 
     #[test]
     fn classic_negations_are_accepted() {

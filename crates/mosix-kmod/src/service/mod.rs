@@ -242,6 +242,20 @@ pub fn check_start(opts: &StartOptions) -> Result<NodeId, ServiceError> {
     load(&opts.paths, &opts.map_name, &opts.map_text, opts.forced).map(|l| l.me)
 }
 
+/// The migration costs of `/etc/overheads` (overheads(5)); the built-in defaults, with a
+/// warning that names the problem, when the file is wrong.
+fn load_overheads(paths: &Paths) -> Overheads {
+    let (o, why) = Overheads::load(&paths.overheads());
+    match why {
+        Some(why) => warn!("overheads not used, built-in defaults instead: {why}"),
+        None if o.source != Overheads::builtin().source => {
+            info!("migration costs from {} ({} rows)", o.source, o.rows.len());
+        }
+        None => {}
+    }
+    o
+}
+
 fn gossip_config(l: &Loaded) -> GossipConfig {
     let g = &l.tunables.gossip;
     GossipConfig::new(l.map.node_count(), g.interval_ms, g.window, g.dead_after_ms)
@@ -416,7 +430,7 @@ async fn serve(
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         balancer: Balancer::new(Params::OURS),
         tracker: balancing::Tracker::default(),
-        overheads: Overheads::builtin(),
+        overheads: load_overheads(&paths),
         admission: Arc::default(),
         paths,
     };
@@ -1237,6 +1251,7 @@ impl Node {
             })?;
         self.diss.set_config(gossip_config(&new));
         self.last_up.clear();
+        self.overheads = load_overheads(&self.paths);
         info!(
             "configuration replaced: node {} at {}:{} (map {}, {} nodes)",
             new.me,
