@@ -465,8 +465,6 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
-    println!(
-        "\nNext steps of the project: tune (measured migration costs), mtop, and speed and memory ushering shown on the cluster (step 4)."
-    );
+    println!("\nNext steps of the project: tune (measured migration costs) and mtop (step 4).");
     Ok(ExitCode::SUCCESS)
 }
