@@ -294,11 +294,14 @@ fn real_programs_go_home_2_3_home_mid_run_with_identical_output() {
                 let (o, st) = output(case, child.take().unwrap(), feeder.take());
                 panic!(
                     "{}: migrate {to}: {said}; it had ended with {st:?}, {} bytes of output \
-                     ({} expected), after {:.2} s",
+                     ({} expected), after {:.2} s\nnode 1:\n{}\nnode 2:\n{}\nnode 3:\n{}",
                     case.prog,
                     o.len(),
                     reference.0.len(),
-                    t.elapsed().as_secs_f64()
+                    t.elapsed().as_secs_f64(),
+                    c.log(1),
+                    c.log(2),
+                    c.log(3)
                 );
             }
             let direct = format!("(pid {pid}) moved from node 2 to node 3 directly");
