@@ -34,10 +34,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// The capacity of the four nodes while each runs `per_node` CPU-bound processes, as the jobs
 /// will once spread, iterations per second (the same work everywhere at once, about 6 s).
 ///
-/// Measured with one process per node, the capacity comes out 20-30 % higher on this VM than
-/// what the nodes deliver with two each (the static placement then measured 1.21-1.34× that
-/// bound): a CPU quota shared by two runnable tasks on a 2-core machine that runs eight of them
-/// loses that much to throttling. The bound must be about the machine the jobs actually run on.
+/// Measured with one process per node for 6 s, the static placement then took 1.21-1.34× the
+/// bound; measuring with as many processes per node as the run did not close the gap (1.05-1.39×
+/// in the next run), so the gap is mostly the spread between eight jobs' speeds on this VM (see
+/// ARCHITECTURE.md), but the bound should at least be about the load the jobs run under.
 fn capacity(c: &TestCluster, per_node: usize) -> f64 {
     let probe = tool("mosix-probe");
     let iters = 400_000_000 / per_node.max(1) as u64;

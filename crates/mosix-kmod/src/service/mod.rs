@@ -648,11 +648,9 @@ impl Node {
                     s.speed = sp;
                 }
                 self.figures = self.smoother.figures(&s);
-                let (me, _) = self.node_states(self.now());
-                self.admission.update(NodeState {
-                    load: self.figures.load,
-                    ..me
-                });
+                // Consent is judged on the exported load, which rises at once.
+                self.admission
+                    .update(self.my_state(self.now(), self.figures.load));
                 self.balance();
                 false
             }
@@ -761,17 +759,7 @@ impl Node {
     /// This node (with its local load) and the live peers that disseminate their load, as the
     /// balancer sees them.
     fn node_states(&self, now: Millis) -> (NodeState, Vec<NodeState>) {
-        let f = self.figures;
-        let me = NodeState {
-            node: self.loaded.me,
-            load: self.smoother.local_load(f.cpus, f.speed),
-            speed: f.speed,
-            cpus: f.cpus,
-            mem_total: f.mem_total,
-            mem_free: f.mem_free,
-            flags: self.flags,
-            measured_at: now,
-        };
+        let me = self.my_state(now, self.local_load());
         let peers = self
             .diss
             .known(now)
@@ -793,6 +781,27 @@ impl Node {
             })
             .collect();
         (me, peers)
+    }
+
+    /// This node's local load (rises slowly, falls at once): what the balancer weighs here.
+    fn local_load(&self) -> u32 {
+        self.smoother
+            .local_load(self.figures.cpus, self.figures.speed)
+    }
+
+    /// This node as the balancer sees it, with `load`.
+    fn my_state(&self, now: Millis, load: u32) -> NodeState {
+        let f = self.figures;
+        NodeState {
+            node: self.loaded.me,
+            load,
+            speed: f.speed,
+            cpus: f.cpus,
+            mem_total: f.mem_total,
+            mem_free: f.mem_free,
+            flags: self.flags,
+            measured_at: now,
+        }
     }
 
     /// Where `migrate PID balance` sends a process (`None`: it is best where it is): the
