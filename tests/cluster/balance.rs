@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use mosix_core::node::NodeId;
+use mosix_core::overheads::Overheads;
 use mosix_tests::{TestCluster, require_root, serial};
 
 /// What the nodes said about moves, in time order, each line prefixed with its node.
@@ -172,7 +174,7 @@ fn a_node_set_to_half_speed_gets_half_the_work() {
     let c = TestCluster::up("tbals", 3, |s| s.cpus_per_node = Some(0.4));
     c.wait_all_up();
     // Node 3 says its CPU is half as fast as it measured; node 1 hears of it.
-    let three = mosix_core::NodeId::new(3).unwrap();
+    let three = NodeId::new(3).unwrap();
     let speed_of = |on: u16| {
         c.view(on)
             .and_then(|v| v.get(three).and_then(|n| n.figures))
@@ -282,7 +284,7 @@ fn a_node_short_of_memory_sends_its_largest_process_away_before_it_runs_out() {
 }
 
 #[test]
-fn the_service_uses_the_overheads_file_and_names_what_is_wrong_with_one() {
+fn the_overheads_file_by_hand_or_by_tune_is_used_and_a_wrong_one_is_named() {
     if !require_root("balance_overheads") {
         return;
     }
@@ -310,8 +312,8 @@ fn the_service_uses_the_overheads_file_and_names_what_is_wrong_with_one() {
     let said = gettune();
     assert!(said.contains(&path.display().to_string()), "{said}");
     // What gettune prints is an overheads file with the same rows.
-    let shown = mosix_core::overheads::Overheads::parse("gettune", &said).unwrap();
-    let file = mosix_core::overheads::Overheads::parse("file", text).unwrap();
+    let shown = Overheads::parse("gettune", &said).unwrap();
+    let file = Overheads::parse("file", text).unwrap();
     assert_eq!(shown.rows, file.rows);
 
     // A wrong file: the defaults, and the log names the file, the line and the problem.
@@ -332,4 +334,39 @@ fn the_service_uses_the_overheads_file_and_names_what_is_wrong_with_one() {
         path.display()
     );
     assert!(c.log(2).contains(&want), "{}", c.log(2));
+
+    // tune (criterion 5) measures the link to node 1, writes the file and the service uses it
+    // at once, with no setpe -W.
+    let (ok, said) = c.said(2, "tune", &["-r", "1"]);
+    assert!(ok, "{said}");
+    assert!(said.contains("the service on node 2 now uses it"), "{said}");
+    let tuned = Overheads::parse("tuned", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let n1 = NodeId::new(1).unwrap();
+    let row = tuned.rows.iter().find(|r| r.peer == Some(n1)).copied();
+    let row = row.unwrap_or_else(|| panic!("no row for node 1: {tuned:?}"));
+    assert!(tuned.rows.iter().any(|r| r.peer.is_none()), "{tuned:?}");
+    // Measured, not the defaults: a move here takes milliseconds and a forwarded call tens
+    // of microseconds, and the fit keeps both parts positive.
+    assert!(row.mig_fixed_us >= 1_000, "{row:?}");
+    assert!(row.mig_page_ns >= 1 && row.call_rtt_us >= 1, "{row:?}");
+    assert_ne!(row.mig_fixed_us, 1234, "{row:?}");
+    let shown = Overheads::parse("gettune", &gettune()).unwrap();
+    assert_eq!(shown.rows, tuned.rows);
+    // The test processes are gone.
+    assert!(c.mps(2, false).is_empty(), "{:?}", c.mps(2, false));
+
+    // What cannot be measured is named, and the file keeps what it had.
+    let (ok, said) = c.said(2, "tune", &["9"]);
+    assert!(!ok && said.contains("node 9 is not in the map"), "{said}");
+    let (ok, said) = c.said(1, "mosctl", &["block"]);
+    assert!(ok, "{said}");
+    let (ok, said) = c.said(2, "tune", &["-r", "1", "1"]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("not measured on node 1: node 1 is blocked"),
+        "{said}"
+    );
+    let kept = Overheads::parse("kept", &std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(kept.rows, tuned.rows);
+    assert!(c.mps(2, false).is_empty(), "{:?}", c.mps(2, false));
 }

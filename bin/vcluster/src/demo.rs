@@ -465,6 +465,8 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
-    println!("\nNext steps of the project: tune (measured migration costs) and mtop (step 4).");
+    println!(
+        "\nNext steps of the project: mtop (step 4), then MFS and moving processes to their data."
+    );
     Ok(ExitCode::SUCCESS)
 }

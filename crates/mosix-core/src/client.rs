@@ -43,6 +43,9 @@ pub enum Request {
     SetDecay(DecayTunables),
     /// The overheads the service uses as migration costs.
     GetTune,
+    /// Read the overheads file again (after `tune` wrote it; root only); the answer is
+    /// [`Response::Tune`] with what is now in use, or an error naming what is wrong with the file.
+    LoadTune,
     /// The running configuration.
     GetConfig,
     /// Replace the map of the running service (`setpe -W`; root only).

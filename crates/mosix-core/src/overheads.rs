@@ -258,13 +258,14 @@ pub fn man_page() -> String {
     r.control("SH", ["DESCRIPTION"]);
     r.text([roman(
         "The node service reads this file when it starts and when its configuration is \
-         replaced (setpe -w), and the balancer weighs the costs in it against the benefit of \
+         replaced (setpe -W), and the balancer weighs the costs in it against the benefit of \
          every automatic move: a process moves only if its age times the difference in load \
          exceeds the cost of moving it, and rotation waits many times that cost. A move to node \
          N of a process with P resident pages is estimated at mig_fixed_us + P \u{d7} \
-         mig_page_ns / 1000 microseconds. The file is meant to be written by tune(1), which \
-         measures the costs; tune is not part of mosix-rs yet, so for now the file is written \
-         by hand. mosctl gettune prints the costs in use, in this same format.",
+         mig_page_ns / 1000 microseconds. tune(1) measures the costs and writes the file, \
+         keeping the rows of peers it did not measure, and has the service load it at once; \
+         the file may also be written by hand. mosctl gettune prints the costs in use, in this \
+         same format.",
     )]);
     r.control("SH", ["FORMAT"]);
     r.text([roman(
@@ -326,7 +327,7 @@ pub fn man_page() -> String {
     )]);
     r.control("fi", []);
     r.control("SH", ["SEE ALSO"]);
-    r.text([roman("mosctl(1), mosix.map(5)")]);
+    r.text([roman("tune(1), mosctl(1), mosix.map(5)")]);
     r.render()
 }
 

@@ -1146,6 +1146,26 @@ impl Node {
                 Err(e) => Response::Error(e),
             },
             Request::GetTune => Response::Tune(self.overheads.clone()),
+            Request::LoadTune => {
+                let (o, why) = Overheads::load(&self.paths.overheads());
+                match why {
+                    Some(why) => {
+                        warn!("overheads not reloaded, the ones in use are kept: {why}");
+                        Response::Error(format!(
+                            "the overheads file was not loaded, the costs in use are kept: {why}"
+                        ))
+                    }
+                    None => {
+                        info!(
+                            "migration costs reloaded by uid {uid} from {} ({} rows)",
+                            o.source,
+                            o.rows.len()
+                        );
+                        self.overheads = o;
+                        Response::Tune(self.overheads.clone())
+                    }
+                }
+            }
             Request::GetConfig => Response::Config(RunningConfig {
                 node: self.loaded.me,
                 map_text: self.loaded.map.to_text(),

@@ -1,0 +1,142 @@
+//! The test process tune moves around: a copy of tune itself, started with
+//! [`PAYLOAD_ENV`] set to the bytes of memory it should hold.
+//!
+//! It registers itself as a locked MOSIX process (so the balancer never moves it while it is
+//! being timed), fills its memory, opens `/dev/null`, says `ready` and then obeys one-line
+//! commands on stdin: `calls N` times N `lseek`s on `/dev/null` — a call that is forwarded home
+//! whenever the process runs on another node, and cheap at home — and prints the mean in
+//! nanoseconds; `quit` (or the end of stdin) ends it. Its stdin and stdout are pipes to tune, and
+//! stay so wherever it runs: they are part of the system context left at home.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use mosix_core::client::{Client, DecayMode, Request};
+use mosix_core::config::Paths;
+
+/// The environment variable that makes tune the test process.
+pub const PAYLOAD_ENV: &str = "MOSIX_TUNE_PAYLOAD";
+
+/// Runs as the test process (tune started with [`PAYLOAD_ENV`]).
+pub fn payload(bytes: &str) -> ExitCode {
+    match serve(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => mosix_core::cli::report("tune (test process)", e.as_ref()),
+    }
+}
+
+fn serve(bytes: &str) -> Result<()> {
+    let bytes: usize = bytes
+        .parse()
+        .map_err(|_| anyhow!("{PAYLOAD_ENV}={bytes:?} is not a size in bytes"))?;
+    let mut client = Client::connect(&Paths::from_env())?;
+    client.call(&Request::Register {
+        lock: true,
+        decay: DecayMode::Slow,
+        placement: None,
+        fallback_home: false,
+    })?;
+    drop(client);
+    // Every page written, so every page is resident and travels with the process.
+    let memory = vec![0x5au8; bytes];
+    let mut null = File::open("/dev/null").context("/dev/null")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("calls"), Some(n)) => {
+                let n: u32 = n.parse().map_err(|_| anyhow!("bad count {n:?}"))?;
+                let t = Instant::now();
+                for _ in 0..n {
+                    null.seek(SeekFrom::Start(0))?;
+                }
+                let ns = t.elapsed().as_nanos() / u128::from(n.max(1));
+                writeln!(out, "{ns}")?;
+                out.flush()?;
+            }
+            (Some("quit"), None) => break,
+            _ => bail!("unknown command {line:?}"),
+        }
+    }
+    std::hint::black_box(&memory);
+    Ok(())
+}
+
+/// The test process, seen from tune. Dropping it ends it.
+pub struct Probe {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Probe {
+    /// Starts a test process holding `bytes` of memory and waits until it is ready.
+    pub fn start(bytes: u64) -> Result<Probe> {
+        let exe = std::env::current_exe().context("finding tune's own program")?;
+        let mut child = Command::new(exe)
+            .env(PAYLOAD_ENV, bytes.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the test process")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("the test process has no pipes");
+        };
+        let mut p = Probe {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        };
+        let line = p.line()?;
+        if line != "ready" {
+            bail!("the test process said {line:?} instead of ready");
+        }
+        Ok(p)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The mean time of `n` forwarded calls where it runs now, nanoseconds.
+    pub fn calls(&mut self, n: u32) -> Result<u64> {
+        writeln!(self.stdin, "calls {n}")?;
+        self.stdin.flush()?;
+        let line = self.line()?;
+        line.parse()
+            .map_err(|_| anyhow!("the test process answered {line:?}"))
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the test process ended (see its message above)");
+        }
+        Ok(line.trim().to_owned())
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // Ask it to end; if it does not within a few seconds (it may be stuck on a node that
+        // died), kill it: killing the process at home ends it wherever it runs.
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
