@@ -45,6 +45,43 @@ fn spread(c: &TestCluster) -> BTreeMap<u64, usize> {
     m
 }
 
+/// `mtop --once --json` on node 1 shows the eight jobs, where they run, that those away have
+/// moved, and a CPU share measured over reports from the nodes they run on; node 2's shows its
+/// guests from node 1.
+fn mtop_shows_them(c: &TestCluster) {
+    let mtop = |node: u16, args: &[&str]| -> Vec<serde_json::Value> {
+        let out = c.run(node, "mtop", args);
+        assert!(
+            out.status.success(),
+            "mtop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rows = mtop(1, &["--once", "--json", "-d", "1.5"]);
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    let away: Vec<_> = rows.iter().filter(|r| r["node"] != 0).collect();
+    assert!(away.len() >= 4, "{rows:?}");
+    for r in &rows {
+        assert!(r["from"].is_null() && r["lock"] == false, "{r}");
+        assert!(
+            r["command"].as_str().unwrap().contains("mosix-probe"),
+            "{r}"
+        );
+        if r["node"] != 0 {
+            assert!(r["nmigs"].as_u64().unwrap() >= 1, "{r}");
+        }
+        // Each runs on a 0.4-CPU node: a share above one CPU would be a measuring error.
+        if let Some(p) = r["cpu_pct"].as_f64() {
+            assert!((0.0..=110.0).contains(&p), "{r}");
+        }
+    }
+    let busy = rows.iter().filter(|r| r["cpu_pct"].as_f64() > Some(5.0));
+    assert!(busy.count() >= 6, "{rows:?}");
+    let guests = mtop(2, &["--once", "--json", "-G"]);
+    assert!(guests.iter().any(|r| r["from"] == 1), "{guests:?}");
+}
+
 #[test]
 fn eight_jobs_from_one_node_spread_two_per_node() {
     if !require_root("balance_spread") {
@@ -72,6 +109,7 @@ fn eight_jobs_from_one_node_spread_two_per_node() {
         story(&c)
     );
     let spread_s = start.elapsed().as_secs_f64();
+    mtop_shows_them(&c);
     let mut outputs = Vec::new();
     for j in jobs.iter_mut() {
         let status = j.wait().unwrap();

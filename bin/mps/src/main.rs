@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
+use mosix_core::cli;
 use mosix_core::client::{Client, ProcRow, Request, Response};
 use mosix_core::config::Paths;
 use serde::Serialize;
@@ -51,43 +52,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn uid_of(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}"))
-        .ok()
-        .map(|m| m.uid())
-}
-
-fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
-}
-
-fn tty_name(tty_nr: i32) -> String {
-    if tty_nr == 0 {
-        return "?".into();
-    }
-    let major = (tty_nr >> 8) & 0xfff;
-    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
-    match major {
-        136..=143 => format!("pts/{}", minor + (major - 136) * 256),
-        4 => format!("tty{minor}"),
-        _ => format!("{major}:{minor}"),
-    }
-}
-
-fn time(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{}:{:02}", s / 60, s % 60)
-}
-
 fn run(cli: &Cli) -> Result<()> {
     let mut all = false;
     let mut user_cols = false;
@@ -118,13 +82,13 @@ fn run(cli: &Cli) -> Result<()> {
         .iter()
         .map(|r| {
             let uid = if r.from.is_some() {
-                r.remote_pid.and_then(uid_of)
+                r.remote_pid.and_then(cli::uid_of)
             } else {
-                uid_of(r.pid)
+                cli::uid_of(r.pid)
             };
             Row {
                 row: r,
-                user: uid.map_or_else(|| "?".into(), user_name),
+                user: uid.map_or_else(|| "?".into(), cli::user_name),
                 uid,
             }
         })
@@ -160,7 +124,7 @@ fn run(cli: &Cli) -> Result<()> {
         line.push_str(&format!(
             "{:>7} {:<8} {:>4} ",
             p.pid,
-            tty_name(p.tty),
+            cli::tty_name(p.tty),
             p.node
         ));
         if cli.guests {
@@ -173,7 +137,7 @@ fn run(cli: &Cli) -> Result<()> {
         if p.lock {
             stat.push('L');
         }
-        line.push_str(&format!("{:<4} {:>6} ", stat, time(p.cpu_ms)));
+        line.push_str(&format!("{:<4} {:>6} ", stat, cli::cpu_time(p.cpu_ms)));
         if user_cols {
             line.push_str(&format!(
                 "{:>4} {:<14} ",
@@ -196,12 +160,5 @@ mod tests {
     fn cli_man_page_and_completions_are_current() {
         mosix_core::cli::docgen::check_tool(env!("CARGO_MANIFEST_DIR"), Cli::command(), "1")
             .unwrap();
-    }
-
-    #[test]
-    fn terminals_and_times() {
-        assert_eq!(tty_name(0), "?");
-        assert_eq!(tty_name((136 << 8) | 3), "pts/3");
-        assert_eq!(time(125_000), "2:05");
     }
 }

@@ -58,6 +58,42 @@ pub fn node_arg(arg: &str, map: &ClusterMap) -> Result<NodeId, String> {
         .ok_or_else(|| format!("{arg} ({addr}) is not an address of any node in the map"))
 }
 
+/// The owner of process `pid` of this machine, if it exists.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+/// The name of user `uid` (through the system's user database), or the number.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
+/// A terminal's name from the kernel's `tty_nr` (`?` for none), as ps writes it.
+pub fn tty_name(tty_nr: i32) -> String {
+    if tty_nr == 0 {
+        return "?".into();
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    match major {
+        136..=143 => format!("pts/{}", minor + (major - 136) * 256),
+        4 => format!("tty{minor}"),
+        _ => format!("{major}:{minor}"),
+    }
+}
+
+/// CPU time as ps writes it: minutes:seconds.
+pub fn cpu_time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
 /// Man pages and shell completions, generated from the tools' clap definitions and checked in
 /// under `man/` and `etc/completions/`. Each tool has a test that regenerates its files and fails
 /// when the checked-in copy differs; run the tests with `MOSIX_BLESS=1` to rewrite them.
@@ -161,6 +197,20 @@ pub mod docgen {
 mod tests {
     use super::*;
     use crate::map::parse_and_resolve;
+
+    #[test]
+    fn terminals_times_and_users() {
+        assert_eq!(tty_name(0), "?");
+        assert_eq!(tty_name((136 << 8) | 3), "pts/3");
+        assert_eq!(tty_name((4 << 8) | 1), "tty1");
+        assert_eq!(cpu_time(125_000), "2:05");
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "4000000000");
+        assert_eq!(
+            uid_of(std::process::id()),
+            Some(nix::unistd::getuid().as_raw())
+        );
+    }
 
     #[test]
     fn nodes_are_named_by_number_or_address() {

@@ -133,8 +133,11 @@ pub struct ProcRow {
     pub tty: i32,
     /// State letter.
     pub state: char,
-    /// CPU time used, wherever, in ms.
+    /// CPU time used, wherever, in ms (for a guest: here).
     pub cpu_ms: u64,
+    /// How old `cpu_ms` is, ms: a process on another node reports its CPU time home about once
+    /// a second; 0 for a process measured as the answer was made.
+    pub cpu_age_ms: u64,
     /// Command line.
     pub command: String,
     /// Moves so far.

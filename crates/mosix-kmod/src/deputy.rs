@@ -1517,6 +1517,7 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
                 rss,
             }) => procs.update_home(pid, |h| {
                 h.remote_cpu_ms = utime_ms + stime_ms;
+                h.remote_stats_at = Some(std::time::Instant::now());
                 h.remote_state = Some(state);
                 h.remote_rss = rss;
             }),

@@ -38,6 +38,8 @@ pub struct Home {
     pub remote_pid: Option<u32>,
     /// CPU time on the remote, ms (user + system).
     pub remote_cpu_ms: u64,
+    /// When the remote's figures (sent about once a second) arrived.
+    pub remote_stats_at: Option<std::time::Instant>,
     /// CPU time on the remotes it left, ms.
     pub away_cpu_ms: u64,
     /// State letter on the remote.
@@ -400,12 +402,15 @@ impl Procs {
             let Some(stat) = stat else { continue };
             let ticks = procfs::ticks_per_second().max(1);
             let local_ms = (stat.utime + stat.stime) * 1000 / ticks;
-            let (state, cpu_ms) = match h.at {
+            let (state, cpu_ms, cpu_age_ms) = match h.at {
                 Some(_) => (
                     h.remote_state.map_or('?', char::from),
                     local_ms + h.away_cpu_ms + h.remote_cpu_ms,
+                    h.remote_stats_at.map_or(0, |t| {
+                        u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+                    }),
                 ),
-                None => (stat.state, local_ms + h.away_cpu_ms),
+                None => (stat.state, local_ms + h.away_cpu_ms, 0),
             };
             rows.push(ProcRow {
                 pid: pid as u32,
@@ -414,6 +419,7 @@ impl Procs {
                 tty: stat.tty_nr,
                 state,
                 cpu_ms,
+                cpu_age_ms,
                 command: match (&h.command, h.at) {
                     (Some(c), Some(_)) => c.clone(),
                     _ => command(pid, &stat.comm),
@@ -443,6 +449,7 @@ impl Procs {
                     cpu_ms: stat
                         .as_ref()
                         .map_or(0, |s| (s.utime + s.stime) * 1000 / ticks),
+                    cpu_age_ms: 0,
                     command: g.comm.clone(),
                     nmigs: g.nmigs,
                     lock: g.lock,
