@@ -2,7 +2,8 @@
 //! K identical CPU-bound jobs started on node 1. Prints, for every repetition, in one run:
 //!
 //! * the lower bound: the K jobs' work over the four nodes' capacity, measured with K/4
-//!   processes on every node at once (see [`capacity`]) right before and right after each run;
+//!   processes on every node at once for six seconds (see [`capacity`]) right before and right
+//!   after each run;
 //! * static round-robin placement from the start (`mosrun -h`, `-2`, `-3`, `-4` in turn, never
 //!   moved afterwards): what the best placement at start delivers for identical jobs, on this
 //!   machine, with its overheads;
@@ -15,7 +16,7 @@
 //! beside ours, not a timed assertion in a test.
 //!
 //! `sudo cargo bench -p mosix-tests --bench spread`; `MOSIX_BENCH_K` (default 8),
-//! `MOSIX_BENCH_RUNS` (3), `MOSIX_BENCH_SECS` (one job's run time alone on a node, 12.5: the lower
+//! `MOSIX_BENCH_RUNS` (3), `MOSIX_BENCH_CPUS` (CPUs per node, 0.4), `MOSIX_BENCH_SECS` (one job's run time alone on a node, 12.5: the lower
 //! bound is then 25 s for K = 8).
 #![allow(clippy::unwrap_used)]
 
@@ -32,32 +33,34 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// The capacity of the four nodes while each runs `per_node` CPU-bound processes, as the jobs
-/// will once spread, iterations per second (the same work everywhere at once, about 6 s).
+/// will once spread, iterations per second: `per_node` spinners on every node at once for six
+/// seconds, each reporting its own rate (the same loop as the jobs' work).
 ///
-/// Measured with one process per node for 6 s, the static placement then took 1.21-1.34× the
-/// bound; measuring with as many processes per node as the run did not close the gap (1.05-1.39×
-/// in the next run), so the gap is mostly the spread between eight jobs' speeds on this VM (see
-/// ARCHITECTURE.md), but the bound should at least be about the load the jobs run under.
+/// A first version timed a fixed count of iterations from each spinner's start instead. That
+/// count was sized for the debug build; the release build runs the loop many times faster, so
+/// each spinner lasted well under a second, and its first CPU-quota period — a burst before the
+/// throttling — and its start-up weighed on the rate: the bound came out too optimistic, and
+/// even the optimal static placement measured 1.05–1.5× it.
 fn capacity(c: &TestCluster, per_node: usize) -> f64 {
     let probe = tool("mosix-probe");
-    let iters = 400_000_000 / per_node.max(1) as u64;
-    let n = iters.to_string();
-    let spinners: Vec<(Child, Instant)> = (1..=4)
+    let spinners: Vec<Child> = (1..=4)
         .flat_map(|k| std::iter::repeat_n(k, per_node.max(1)))
         .map(|k| {
-            let child = c
-                .command(k, probe.to_str().unwrap(), &["work", &n])
-                .stdout(Stdio::null())
+            c.command(k, probe.to_str().unwrap(), &["spin", "6"])
+                .stdout(Stdio::piped())
                 .spawn()
-                .unwrap();
-            (child, Instant::now())
+                .unwrap()
         })
         .collect();
     spinners
         .into_iter()
-        .map(|(mut s, t)| {
-            assert!(s.wait().unwrap().success());
-            iters as f64 / t.elapsed().as_secs_f64()
+        .map(|s| {
+            let out = s.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .unwrap()
         })
         .sum()
 }
@@ -102,8 +105,9 @@ fn main() {
     let k: usize = env_or("MOSIX_BENCH_K", 8);
     let runs: usize = env_or("MOSIX_BENCH_RUNS", 3);
     let secs: f64 = env_or("MOSIX_BENCH_SECS", 12.5);
+    let cpus: f64 = env_or("MOSIX_BENCH_CPUS", 0.4);
     let per_node = k.div_ceil(4);
-    let c = TestCluster::up("tspread", 4, |s| s.cpus_per_node = Some(0.4));
+    let c = TestCluster::up("tspread", 4, |s| s.cpus_per_node = Some(cpus));
     c.wait_all_up();
     let moves = |c: &TestCluster| -> usize {
         (1..=4)
@@ -111,7 +115,7 @@ fn main() {
             .sum()
     };
 
-    println!("K = {k} identical CPU-bound jobs from node 1 of 4 nodes (0.4 CPU each)");
+    println!("K = {k} identical CPU-bound jobs from node 1 of 4 nodes ({cpus} CPU each)");
     println!(
         "{:>4} {:>19} {:>19} {:>12} {:>6}",
         "run", "static RR s (×LB)", "ours s (×LB)", "ours/static", "moves"

@@ -388,6 +388,22 @@ impl Balancer {
                 mem_here = mem_here.saturating_add(f.bytes).min(me.mem_total);
             }
         }
+        // This node knows its own processes first-hand, while its exported load is smoothed
+        // and climbs for seconds after processes start: the load is at least what the
+        // processes here that are not leaving want (what else runs here only adds to it). Without
+        // this floor, 8 jobs started at once left in rounds of three, the first after a second,
+        // as the smoothed load crept up, and the other nodes idled meanwhile.
+        let first_hand: f64 = procs
+            .iter()
+            .filter(|q| {
+                !self
+                    .inflight
+                    .iter()
+                    .any(|f| f.id == q.id && f.done.is_none())
+            })
+            .map(|q| f64::from(q.demand_permille.min(1000)) / 1000.0 * me.one())
+            .sum();
+        here = here.max(first_hand);
 
         let mut movable: Vec<&ProcState> = procs
             .iter()
@@ -572,6 +588,8 @@ pub fn admits(me: &NodeState, unmeasured: f64, ceiling: u32) -> Result<(), Strin
     if after <= f64::from(ceiling) {
         Ok(())
     } else {
+        // `+ 0.0` turns a negative zero into zero: "-0 more just arrived" reads as nonsense.
+        let unmeasured = unmeasured.max(0.0) + 0.0;
         Err(format!(
             "it would see a load of {after:.0} here (the load is {}, and {unmeasured:.0} more just \
              arrived): more than the {ceiling} that made its move worth it",
