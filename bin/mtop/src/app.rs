@@ -108,7 +108,7 @@ pub struct App {
     pub guests: bool,
     /// The first row shown.
     pub offset: usize,
-    /// Rows on a page (set by the drawing).
+    /// Rows on a page (from the terminal's height).
     pub page: usize,
     /// The delay being typed after `s`.
     pub prompt: Option<String>,

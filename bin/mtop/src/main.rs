@@ -176,7 +176,8 @@ fn run(cli: &Cli) -> Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> Result<()> {
         while !app.quit {
-            terminal.draw(|f| ui::draw(&mut app, f))?;
+            app.page = usize::from(terminal.size()?.height.saturating_sub(ui::CHROME_ROWS));
+            terminal.draw(|f| ui::draw(&app, f))?;
             if event::poll(Duration::from_millis(100))?
                 && let Event::Key(k) = event::read()?
                 && k.kind == KeyEventKind::Press

@@ -74,8 +74,12 @@ pub fn summary(app: &App) -> [String; 2] {
     ]
 }
 
+/// Lines of the screen that are not process rows (two of summary, the prompt, the column
+/// titles, the key help): a page of rows is the terminal's height less these.
+pub const CHROME_ROWS: u16 = 5;
+
 /// Draws the whole screen.
-pub fn draw(app: &mut App, f: &mut Frame) {
+pub fn draw(app: &App, f: &mut Frame) {
     let rows = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(1),
@@ -115,7 +119,6 @@ pub fn draw(app: &mut App, f: &mut Frame) {
             .style(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD)),
         rows[2],
     );
-    app.page = usize::from(rows[3].height);
     let shown: Vec<Line> = app
         .visible()
         .into_iter()

@@ -87,6 +87,14 @@ struct Measured {
     call_rtt_us: u64,
 }
 
+/// The times of the moves to one peer, of the small and of the large test process (ms), and
+/// the mean forwarded call there (ns).
+struct Samples {
+    peer: NodeId,
+    ms: [Vec<f64>; 2],
+    call_ns: u64,
+}
+
 #[derive(Debug, Serialize)]
 struct Failed {
     peer: NodeId,
@@ -112,6 +120,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             cli.large,
             cli.small
         );
+    }
+    if cli.json && cli.output.as_deref() == Some(Path::new("-")) {
+        bail!("--json and -o - both print to standard output: choose one");
     }
     let paths = Paths::from_env();
     let mut client = Client::connect(&paths)?;
@@ -148,12 +159,24 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let large = cli.large << 20;
     // Moving and coming back may take a while on a slow link or a loaded node.
     client.set_timeout(Some(Duration::from_secs(300)));
-    let mut times: Vec<(NodeId, Vec<f64>, Vec<f64>, u64)> =
-        up.iter().map(|&p| (p, vec![], vec![], 0)).collect();
-    for (size_i, bytes) in [small, large].into_iter().enumerate() {
+    let mut samples: Vec<Samples> = up
+        .iter()
+        .map(|&peer| Samples {
+            peer,
+            ms: [Vec::new(), Vec::new()],
+            call_ns: 0,
+        })
+        .collect();
+    // No test process at all when no peer is up.
+    let sizes = if samples.is_empty() {
+        vec![]
+    } else {
+        vec![small, large]
+    };
+    for (size_i, bytes) in sizes.into_iter().enumerate() {
         let mut probe = Probe::start(bytes)?;
-        for entry in times.iter_mut() {
-            let peer = entry.0;
+        for entry in samples.iter_mut() {
+            let peer = entry.peer;
             if failed.iter().any(|f| f.peer == peer) {
                 continue;
             }
@@ -163,16 +186,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     move_to(&mut client, probe.pid(), Target::Node(peer))?;
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     if size_i == 0 && i == 0 {
-                        entry.3 = probe.calls(cli.calls)?;
+                        entry.call_ns = probe.calls(cli.calls)?;
                     }
                     move_to(&mut client, probe.pid(), Target::Home)
                         .context("bringing the test process home")?;
-                    if size_i == 0 {
-                        &mut entry.1
-                    } else {
-                        &mut entry.2
-                    }
-                    .push(ms);
+                    entry.ms[size_i].push(ms);
                 }
                 Ok(())
             })();
@@ -190,19 +208,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
 
-    let measured: Vec<Measured> = times
+    let measured: Vec<Measured> = samples
         .into_iter()
-        .filter(|(p, ..)| !failed.iter().any(|f| f.peer == *p))
-        .map(|(peer, s, l, rtt_ns)| {
-            let (small_ms, large_ms) = (median(&s), median(&l));
+        .filter(|x| !failed.iter().any(|f| f.peer == x.peer))
+        .map(|x| {
+            let (small_ms, large_ms) = (median(&x.ms[0]), median(&x.ms[1]));
             let (fixed, page) = fit(small, small_ms, large, large_ms);
             Measured {
-                peer,
+                peer: x.peer,
                 small_ms,
                 large_ms,
                 mig_fixed_us: fixed,
                 mig_page_ns: page,
-                call_rtt_us: rtt_ns.div_ceil(1000).max(1),
+                call_rtt_us: x.call_ns.div_ceil(1000).max(1),
             }
         })
         .collect();

@@ -588,8 +588,8 @@ pub fn admits(me: &NodeState, unmeasured: f64, ceiling: u32) -> Result<(), Strin
     if after <= f64::from(ceiling) {
         Ok(())
     } else {
-        // `+ 0.0` turns a negative zero into zero: "-0 more just arrived" reads as nonsense.
-        let unmeasured = unmeasured.max(0.0) + 0.0;
+        // An empty f64 sum is -0.0, which prints as "-0 more just arrived"; `+ 0.0` makes it 0.
+        let unmeasured = unmeasured + 0.0;
         Err(format!(
             "it would see a load of {after:.0} here (the load is {}, and {unmeasured:.0} more just \
              arrived): more than the {ceiling} that made its move worth it",
@@ -769,6 +769,31 @@ mod tests {
             assert!(!m.iter().any(|y| y.id == x.id));
         }
         assert!(m.len() + m2.len() <= 6, "{m:?} {m2:?}");
+    }
+
+    #[test]
+    fn the_processes_here_count_before_the_smoothed_load_shows_them() {
+        // Four CPU-bound processes just started: the smoothed load still says one. With the
+        // node's first-hand count they are four, and some leave for the idle peer at once.
+        // (None has fallen behind its fair share, so rotation has no say.)
+        let peers = [node(2, 0)];
+        let mut procs: Vec<ProcState> = (1..=4).map(proc).collect();
+        for q in &mut procs {
+            q.cpu_here_ms = q.here_ms;
+        }
+        let m =
+            Balancer::new(Params::OURS).decide(20_000, &node(1, 1), &peers, &procs, &Flat(5_000));
+        assert!(
+            !m.is_empty() && m.iter().all(|x| x.reason == Reason::Load),
+            "{m:?}"
+        );
+        // Processes that want little CPU do not raise it: one busy, three idle stay.
+        for q in &mut procs[1..] {
+            q.demand_permille = 0;
+        }
+        let m =
+            Balancer::new(Params::OURS).decide(20_000, &node(1, 1), &peers, &procs, &Flat(5_000));
+        assert!(m.is_empty(), "{m:?}");
     }
 
     #[test]
