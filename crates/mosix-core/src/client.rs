@@ -167,6 +167,9 @@ pub enum Response {
     Config(RunningConfig),
     /// The request failed; the text says why.
     Error(String),
+    /// A move failed (answer to [`Request::Migrate`] with `wait`, or at once when it could not
+    /// start): the kind of failure and what happened.
+    MoveFailed(MoveFailure),
     /// Answer to [`Request::Register`].
     Registered,
     /// Answer to [`Request::Migrate`]: where the process is now (0 = home), or, without
@@ -186,6 +189,58 @@ pub enum Response {
         /// Processes still not moved when the answer was given.
         left: u32,
     },
+}
+
+/// Why a move failed, in the kinds that `migrate`, the balancer and the logs tell apart.
+///
+/// What to do next differs by kind: a refusal names a reason a person can act on (the node is
+/// blocked, the process is locked or has threads); a process that is gone needs nothing; a lost
+/// link says which node is unreachable; a kernel error is a fault of this node's service that
+/// belongs in its log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MoveFailure {
+    /// A node — this one, or the destination — would not move or take the process.
+    #[error("refused: {reason}")]
+    Refused {
+        /// Who refused (this node, when the move was refused before it started).
+        by: NodeId,
+        /// Why, in words a user can act on.
+        reason: String,
+    },
+    /// The process does not exist (any more): it ended before or during the move.
+    #[error("process {pid} is gone: {detail}")]
+    Gone {
+        /// Its pid at home.
+        pid: u32,
+        /// What was seen.
+        detail: String,
+    },
+    /// The connection to a node could not be opened, or broke during the move.
+    #[error("link to node {node} lost: {detail}")]
+    LinkLost {
+        /// The node.
+        node: NodeId,
+        /// What happened.
+        detail: String,
+    },
+    /// The kernel refused an operation on the process (tracing, injection, restoring).
+    #[error("kernel error: {detail}")]
+    Kernel {
+        /// The operation and the error.
+        detail: String,
+    },
+}
+
+impl MoveFailure {
+    /// A one-word name of the kind, for logs and `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MoveFailure::Refused { .. } => "refused",
+            MoveFailure::Gone { .. } => "gone",
+            MoveFailure::LinkLost { .. } => "link-lost",
+            MoveFailure::Kernel { .. } => "kernel",
+        }
+    }
 }
 
 /// Who the service is.
@@ -286,6 +341,9 @@ pub enum ClientError {
     /// The service refused the request.
     #[error("{0}")]
     Refused(String),
+    /// A move failed.
+    #[error(transparent)]
+    Move(MoveFailure),
     /// The service answered something unexpected.
     #[error("the MOSIX service gave an unexpected answer to {0}")]
     Unexpected(&'static str),
@@ -343,6 +401,7 @@ impl Client {
             .map_err(|e| timed_out(e, self.timeout))?
         {
             Response::Error(e) => Err(ClientError::Refused(e)),
+            Response::MoveFailed(f) => Err(ClientError::Move(f)),
             r => Ok(r),
         }
     }
