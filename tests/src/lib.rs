@@ -418,9 +418,9 @@ pub fn assert_gone(name: &str) {
     assert!(left.is_empty(), "cgroups left: {left:?}");
     let prefix = format!(
         "{}_",
-        mosix_kmod::procs::dir_name(&Path::new(vcluster::STATE_ROOT).join(name))
+        mosix_kmod::split::procs::dir_name(&Path::new(vcluster::STATE_ROOT).join(name))
     );
-    let procs: Vec<String> = std::fs::read_dir(mosix_kmod::procs::MOUNT)
+    let procs: Vec<String> = std::fs::read_dir(mosix_kmod::split::procs::MOUNT)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())

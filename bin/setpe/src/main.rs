@@ -17,7 +17,7 @@ use clap::Parser;
 use mosix_core::client::{Client, Request, Response};
 use mosix_core::config::Paths;
 use mosix_core::map;
-use mosix_kmod::{daemon, service};
+use mosix_kmod::service::{self, daemon};
 
 use cli::Cli;
 
@@ -25,9 +25,9 @@ fn main() -> ExitCode {
     // The service starts the stubs that guests are rebuilt in from its own program.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == mosix_kmod::stub::STUB_ARG)
+        .is_some_and(|a| a == mosix_kmod::kernel::stub::STUB_ARG)
     {
-        mosix_kmod::stub::run();
+        mosix_kmod::kernel::stub::run();
     }
     let cli = Cli::parse_from(cli::classic_args(std::env::args_os()));
     match run(&cli) {

@@ -135,7 +135,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let view = client.view()?;
     let peers = peers(&cli.nodes, &map, me, &view)?;
 
-    let speed = mosix_kmod::measure::calibrate_speed();
+    let speed = mosix_kmod::node::measure::calibrate_speed();
     let service_speed = view.get(me).and_then(|v| v.figures).map(|f| f.speed);
 
     let mut failed: Vec<Failed> = Vec::new();

@@ -7,28 +7,23 @@
 //! holds that machinery and the node service that drives it; the policies it applies live in
 //! `mosix-core`.
 //!
-//! * [`service`] — the node service: dissemination over the authenticated link, the cluster
-//!   view, the control socket.
-//! * [`measure`] and [`cgroup`] — what a node is and how loaded it is.
-//! * [`daemon`] — starting the service in the background and waiting until it serves.
-//! * [`vcluster`] — a virtual cluster of nodes on one machine (network namespaces, a bridge,
-//!   cgroups with CPU quotas and memory limits, optional private mounts).
+//! The rooms, from the top down (a room imports only from rooms below it):
+//!
+//! * [`service`] — the node service: start-up, the main loop, gossip and the cluster view,
+//!   control requests, move policy, balancing, the control socket.
+//! * [`split`] — a migrated process at run time: the deputy at home, the remote elsewhere, the
+//!   forwarding of calls between them, the registry of MOSIX processes and guests.
+//! * [`freezer`] — freezing a process into an image and rebuilding one.
+//! * [`kernel`] — ptrace, system-call injection, seccomp, userfaultfd, the stub: talking to the
+//!   kernel about one process.
+//! * [`link`] — authenticated connections between node services; [`node`] — what a node is
+//!   (measurement, cgroups) and its consent to arrivals. Both sit below `split` and `service`
+//!   and import neither.
 
-pub mod cgroup;
-pub mod channel;
-pub mod daemon;
-pub mod deputy;
-pub mod dump;
-pub mod forward;
-pub mod inject;
-pub mod iocache;
-pub mod measure;
-pub mod procs;
-pub mod ptrace;
-pub mod remote;
-pub mod restore;
-pub mod seccomp;
+pub mod freezer;
+pub mod kernel;
+pub mod link;
+pub mod node;
 pub mod service;
-pub mod stub;
-pub mod uffd;
+pub mod split;
 pub mod vcluster;

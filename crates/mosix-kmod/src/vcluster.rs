@@ -35,7 +35,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::Cgroups;
+use crate::node::cgroup::Cgroups;
 
 /// Where cluster state directories live.
 pub const STATE_ROOT: &str = "/run/mosix-vc";
@@ -543,7 +543,7 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
         base: spec.base,
         cpus_per_node: cpus,
         mem_per_node: mem,
-        speed: crate::measure::calibrate_speed(),
+        speed: crate::node::measure::calibrate_speed(),
         private_dirs: spec.private_dirs.clone(),
         cgroup_version: version.to_owned(),
         cgroup_bases: bases,
@@ -606,7 +606,7 @@ fn build(c: &Cluster, spec: &Spec) -> Result<(), VcError> {
     for b in &c.cgroup_bases {
         fs::create_dir_all(b).ctx(|| b.display().to_string())?;
         if c.cgroup_version == "v2" {
-            crate::cgroup::write_file(&b.join("cgroup.subtree_control"), "+cpu +memory")
+            crate::node::cgroup::write_file(&b.join("cgroup.subtree_control"), "+cpu +memory")
                 .ctx(|| "enabling cpu and memory controllers".to_owned())?;
         }
     }
@@ -672,7 +672,7 @@ fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Resu
 
     for d in c.node_cgroups(n) {
         fs::create_dir_all(&d).ctx(|| d.display().to_string())?;
-        let w = |file: &str, v: String| crate::cgroup::write_file(&d.join(file), &v);
+        let w = |file: &str, v: String| crate::node::cgroup::write_file(&d.join(file), &v);
         let period: u64 = 100_000;
         let quota = (c.cpus_per_node * period as f64).round() as u64;
         if c.cgroup_version == "v2" {
@@ -834,8 +834,8 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
         }
     }
     // The nodes' directories in the hierarchy that names MOSIX processes.
-    let procs_prefix = format!("{}_node", crate::procs::dir_name(&state_dir(name)));
-    if let Ok(rd) = fs::read_dir(crate::procs::MOUNT) {
+    let procs_prefix = format!("{}_node", crate::split::procs::dir_name(&state_dir(name)));
+    if let Ok(rd) = fs::read_dir(crate::split::procs::MOUNT) {
         for e in rd.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();
             let is_node = f

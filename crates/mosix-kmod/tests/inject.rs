@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use mosix_core::image::Regs;
-use mosix_kmod::inject::{self, read_maps};
-use mosix_kmod::ptrace::{self, Mem, Stopped};
+use mosix_kmod::kernel::inject::{self, read_maps};
+use mosix_kmod::kernel::ptrace::{self, Mem, Stopped};
 use nix::sys::ptrace::Options;
 
 /// A stopped tracee with an injection area, and what to give back before letting it go.

@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mosix_core::NodeId;
-use mosix_kmod::dump::{self, FreezeOptions};
-use mosix_kmod::ptrace;
-use mosix_kmod::restore;
+use mosix_kmod::freezer::freeze::{self, FreezeOptions};
+use mosix_kmod::freezer::restore;
+use mosix_kmod::kernel::ptrace;
 use nix::sys::ptrace::Options;
 
 fn opts() -> FreezeOptions {
@@ -38,7 +38,7 @@ fn a_frozen_shell_loop_continues_in_another_process() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let frozen = dump::freeze(prog.id() as i32, &opts()).unwrap();
+    let frozen = freeze::freeze(prog.id() as i32, &opts()).unwrap();
     let h = frozen.header.clone();
     assert!(!h.vmas.is_empty());
     assert!(h.total_bytes > 0);
@@ -95,7 +95,7 @@ fn a_thawed_process_goes_on_as_if_nothing_happened() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // Frozen while it waits for `sleep` (in wait4): the interrupted call must restart.
-    let frozen = dump::freeze(prog.id() as i32, &opts()).unwrap();
+    let frozen = freeze::freeze(prog.id() as i32, &opts()).unwrap();
     frozen.thaw().unwrap();
     let out = prog.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 100000");
@@ -108,7 +108,7 @@ fn under_the_filter_writes_come_to_the_listener() {
         eprintln!("SKIP: needs root");
         return;
     }
-    use mosix_kmod::seccomp;
+    use mosix_kmod::kernel::seccomp;
     let mut prog = Command::new("sh")
         .args([
             "-c",
@@ -118,7 +118,7 @@ fn under_the_filter_writes_come_to_the_listener() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let frozen = dump::freeze(prog.id() as i32, &opts()).unwrap();
+    let frozen = freeze::freeze(prog.id() as i32, &opts()).unwrap();
     let h = frozen.header.clone();
     let mut pages = Vec::new();
     for r in &frozen.runs {

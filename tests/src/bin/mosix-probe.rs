@@ -151,7 +151,7 @@ fn main() {
 }
 
 fn notify(n: u64, sync: bool) {
-    use mosix_kmod::seccomp::{Insn, Listener, program_bytes, take_fd};
+    use mosix_kmod::kernel::seccomp::{Insn, Listener, program_bytes, take_fd};
     // A filter that sends getppid to the listener and allows everything else.
     let prog = [
         Insn {

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::Event;
-use super::link::{read_frame, write_frame};
+use crate::link::{read_frame, write_frame};
 
 /// The largest request (a map for `setpe -W` is at most 1 MiB).
 pub const MAX_REQUEST: usize = 2 << 20;

@@ -1,7 +1,7 @@
 //! The node service: one per node, started by `setpe -w`, stopped by `setpe -off`.
 //!
 //! It runs the information dissemination of [`mosix_core::gossip`] over the authenticated link
-//! ([`link`]), measures its node ([`crate::measure`]) and keeps the cluster view, and answers the
+//! ([`link`]), measures its node ([`crate::node::measure`]) and keeps the cluster view, and answers the
 //! local tools on the control socket ([`control`]). There is no master: every service runs the
 //! same loop on what it has heard.
 //!
@@ -13,7 +13,7 @@
 
 pub mod balancing;
 pub mod control;
-pub mod link;
+pub mod daemon;
 
 use std::fs::{self, OpenOptions};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,7 +27,7 @@ use mosix_core::client::{
     Client, ClusterView, DecayMode, NodeView, Request, Response, RunningConfig, ServiceInfo, Target,
 };
 use mosix_core::config::{ConfigError, DecayTunables, Paths, Secret, Tunables};
-use mosix_core::gossip::{Dissemination, GossipConfig, GossipMsg, Millis};
+use mosix_core::gossip::{Dissemination, GossipConfig, Millis};
 use mosix_core::load::{Figures, LoadSmoother, NodeInfo, Sample};
 use mosix_core::map::{self, ClusterMap, IdentityError, MapErrors};
 use mosix_core::overheads::Overheads;
@@ -41,24 +41,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::cgroup::{CgroupError, Cgroups};
-use crate::deputy::HomeEnv;
-use crate::measure::{self, Measurer, Scope};
-use crate::procs::Procs;
-use crate::remote::GuestEnv;
+use crate::node::cgroup::{CgroupError, Cgroups};
+use crate::node::measure::{self, Measurer, Scope};
+use crate::split::deputy::HomeEnv;
+use crate::split::procs::Procs;
+use crate::split::remote::GuestEnv;
 
-use link::{LinkContext, Outbound, SharedContext, Throttle};
+use crate::link::{self, Inbound, LinkContext, Outbound, SharedContext, Throttle};
 
 /// What the main loop is told.
 #[derive(Debug)]
 pub enum Event {
-    /// A gossip message arrived from an authenticated peer.
-    Gossip {
-        /// The peer.
-        from: NodeId,
-        /// The message.
-        msg: GossipMsg<NodeInfo>,
-    },
+    /// An authenticated link connection brought something.
+    Link(Inbound),
     /// A local tool asks something.
     Control {
         /// The request.
@@ -72,27 +67,12 @@ pub enum Event {
     },
     /// One second's measurement of the node.
     Sample(Sample),
-    /// An authenticated connection that carries a migrating process.
-    ProcessIn {
-        /// The sending node.
-        from: NodeId,
-        /// The connection, now blocking.
-        stream: std::net::TcpStream,
-    },
-    /// An authenticated connection from the destination of a direct move of one of our
-    /// processes ([`mosix_core::proto::LinkMsg::Rejoin`]).
-    Rejoin {
-        /// The destination.
-        from: NodeId,
-        /// The process's pid here.
-        pid: u32,
-        /// The token of the move.
-        token: u64,
-        /// Its pid at the destination.
-        local_pid: u32,
-        /// The connection, now blocking.
-        stream: std::net::TcpStream,
-    },
+}
+
+impl From<Inbound> for Event {
+    fn from(i: Inbound) -> Event {
+        Event::Link(i)
+    }
 }
 
 /// How to start the service.
@@ -329,7 +309,7 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
     })();
 
     let _ = fs::remove_file(&sock_path);
-    crate::procs::release(&paths.rundir);
+    crate::split::procs::release(&paths.rundir);
     if fs::read_to_string(&pid_path).is_ok_and(|p| p.trim() == std::process::id().to_string()) {
         let _ = fs::remove_file(&pid_path);
     }
@@ -395,16 +375,18 @@ async fn serve(
             source: IdentityError::NoAddress(e.to_string()),
         }
     })?;
-    let procs = Arc::new(Procs::new(match crate::procs::setup(&paths.rundir) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            warn!(
-                "MOSIX processes cannot be tracked here ({e}); mosrun and migration need the service to run as root"
-            );
-            None
-        }
-    }));
-    crate::deputy::install_interrupt_handler();
+    let procs = Arc::new(Procs::new(
+        match crate::split::procs::setup(&paths.rundir) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!(
+                    "MOSIX processes cannot be tracked here ({e}); mosrun and migration need the service to run as root"
+                );
+                None
+            }
+        },
+    ));
+    crate::split::deputy::install_interrupt_handler();
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
@@ -490,7 +472,7 @@ fn wait_home(procs: &Procs, pid: i32) -> bool {
 
 /// Moves a process that is at home to `to`; answers when done (`wait`) or at once.
 fn send(pid: i32, to: NodeId, env: HomeEnv, wait: bool, reply: oneshot::Sender<Response>) {
-    crate::deputy::migrate(pid, to, None, env, answer_when(pid, to, wait, reply));
+    crate::split::deputy::migrate(pid, to, None, env, answer_when(pid, to, wait, reply));
 }
 
 /// The answer to `migrate PID NODE`: at once ("moving"), or (`wait`) by the returned callback
@@ -500,7 +482,7 @@ fn answer_when(
     to: NodeId,
     wait: bool,
     reply: oneshot::Sender<Response>,
-) -> crate::deputy::MoveDone {
+) -> crate::split::handle::MoveDone {
     let reply = if wait {
         Some(reply)
     } else {
@@ -578,7 +560,7 @@ struct Node {
     /// Migration costs (`/etc/overheads`).
     overheads: Overheads,
     /// Consent to automatic moves here.
-    admission: Arc<balancing::Admission>,
+    admission: Arc<crate::node::admission::Admission>,
 }
 
 impl Node {
@@ -638,7 +620,7 @@ impl Node {
     /// Handles one event; returns true when the service should stop.
     async fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Gossip { msg, .. } => {
+            Event::Link(Inbound::Gossip { msg, .. }) => {
                 let now = self.now();
                 self.diss.receive(&msg, now);
                 false
@@ -654,14 +636,14 @@ impl Node {
                 self.balance();
                 false
             }
-            Event::Rejoin {
+            Event::Link(Inbound::Rejoin {
                 from,
                 pid,
                 token,
                 local_pid,
                 stream,
-            } => {
-                let offer = crate::deputy::RejoinOffer {
+            }) => {
+                let offer = crate::split::handle::RejoinOffer {
                     from,
                     token,
                     local_pid,
@@ -675,7 +657,7 @@ impl Node {
                 }
                 false
             }
-            Event::ProcessIn { from, stream } => {
+            Event::Link(Inbound::Process { from, stream }) => {
                 let env = GuestEnv {
                     me: self.loaded.me,
                     procs: Arc::clone(&self.procs),
@@ -685,7 +667,7 @@ impl Node {
                 };
                 let spawned = std::thread::Builder::new()
                     .name(format!("mosix-guest-from-{from}"))
-                    .spawn(move || crate::remote::accept(stream, from, env));
+                    .spawn(move || crate::split::remote::accept(stream, from, env));
                 if let Err(e) = spawned {
                     warn!("cannot start a guest thread: {e}");
                 }
@@ -806,7 +788,7 @@ impl Node {
 
     /// Where `migrate PID balance` sends a process (`None`: it is best where it is): the
     /// balancer's choice for it now, from this node's view.
-    fn balance_target(&self, pid: i32, home: &crate::procs::Home) -> Option<NodeId> {
+    fn balance_target(&self, pid: i32, home: &crate::split::procs::Home) -> Option<NodeId> {
         let (me, mut nodes) = self.node_states(self.now());
         match home.at {
             None => {
@@ -865,7 +847,7 @@ impl Node {
                     info!("balancing ({why}): process {pid} goes to node {}", m.to);
                     let to = m.to;
                     let procs = Arc::clone(&self.procs);
-                    crate::deputy::migrate(
+                    crate::split::deputy::migrate(
                         pid,
                         to,
                         m.ceiling,
@@ -916,7 +898,7 @@ impl Node {
             }
             return;
         }
-        crate::deputy::migrate_at_exec(
+        crate::split::deputy::migrate_at_exec(
             pid,
             node,
             fallback_home,
@@ -1007,7 +989,9 @@ impl Node {
         if home.at.is_some() && target != me {
             // Away, to go elsewhere: it moves there directly.
             let done = answer_when(pid, target, wait, reply);
-            if let Err(ask) = procs.ask_move(pid, crate::deputy::MoveAsk { node: target, done }) {
+            if let Err(ask) =
+                procs.ask_move(pid, crate::split::handle::MoveAsk { node: target, done })
+            {
                 (ask.done)(Err(format!("process {pid} is between nodes; try again")));
             }
             return;
@@ -1036,7 +1020,7 @@ impl Node {
             }
             return;
         }
-        if let Some(why) = crate::procs::why_not(pid) {
+        if let Some(why) = crate::split::procs::why_not(pid) {
             return fail(
                 reply,
                 format!("process {pid} cannot move: {}", why.explain()),

@@ -70,9 +70,9 @@ pub struct Guest {
 struct Inner {
     home: HashMap<i32, Home>,
     guests: HashMap<i32, Guest>,
-    deputies: HashMap<i32, crate::deputy::ComeHomeHandle>,
+    deputies: HashMap<i32, crate::split::handle::ComeHomeHandle>,
     /// The connections to the homes of guests, for `expel`.
-    guest_links: HashMap<i32, crate::channel::Sender>,
+    guest_links: HashMap<i32, crate::link::channel::Sender>,
     /// The ceilings of the automatic moves guests were asked to make (pid, destination).
     ceilings: HashMap<i32, (NodeId, u32)>,
     /// Moves from this node that ended since the balancer last looked.
@@ -221,7 +221,7 @@ impl Procs {
     }
 
     /// Records the deputy of a migrated process (its tracer polls the flag).
-    pub fn register_deputy(&self, pid: i32, h: crate::deputy::ComeHomeHandle) {
+    pub fn register_deputy(&self, pid: i32, h: crate::split::handle::ComeHomeHandle) {
         self.lock().deputies.insert(pid, h);
     }
 
@@ -246,8 +246,8 @@ impl Procs {
     pub fn ask_move(
         &self,
         pid: i32,
-        ask: crate::deputy::MoveAsk,
-    ) -> Result<(), crate::deputy::MoveAsk> {
+        ask: crate::split::handle::MoveAsk,
+    ) -> Result<(), crate::split::handle::MoveAsk> {
         match self.lock().deputies.get(&pid) {
             Some(h) => {
                 h.ask_move(ask);
@@ -262,8 +262,8 @@ impl Procs {
     pub fn offer_rejoin(
         &self,
         pid: i32,
-        o: crate::deputy::RejoinOffer,
-    ) -> Result<(), crate::deputy::RejoinOffer> {
+        o: crate::split::handle::RejoinOffer,
+    ) -> Result<(), crate::split::handle::RejoinOffer> {
         match self.lock().deputies.get(&pid) {
             Some(h) => {
                 h.offer(o);
@@ -278,7 +278,7 @@ impl Procs {
         self.lock()
             .deputies
             .get(&pid)
-            .is_some_and(crate::deputy::ComeHomeHandle::take)
+            .is_some_and(crate::split::handle::ComeHomeHandle::take)
     }
 
     /// Records a guest.
@@ -295,7 +295,7 @@ impl Procs {
     }
 
     /// Records the connection to a guest's home.
-    pub fn set_guest_link(&self, local_pid: i32, tx: crate::channel::Sender) {
+    pub fn set_guest_link(&self, local_pid: i32, tx: crate::link::channel::Sender) {
         self.lock().guest_links.insert(local_pid, tx);
     }
 
@@ -342,7 +342,7 @@ impl Procs {
 
     /// Asks the home of every guest to take it back; how many were asked.
     pub fn expel_guests(&self) -> u32 {
-        let links: Vec<crate::channel::Sender> =
+        let links: Vec<crate::link::channel::Sender> =
             self.lock().guest_links.values().cloned().collect();
         let mut n = 0;
         for tx in links {
@@ -491,7 +491,7 @@ pub fn why_not(pid: i32) -> Option<CantMove> {
     if status.state.starts_with('T') {
         return Some(CantMove::Stopped);
     }
-    let maps = crate::inject::read_maps(pid).ok()?;
+    let maps = crate::kernel::inject::read_maps(pid).ok()?;
     cantmove(status.threads as u32, status.vmlck.unwrap_or(0), &maps)
 }
 

@@ -1,5 +1,5 @@
 //! Measuring a node: its speed, CPUs, run queue, memory and utilisation, on a machine or in a
-//! cgroup (see [`crate::cgroup`]).
+//! cgroup (see [`crate::node::cgroup`]).
 //!
 //! The run queue is sampled every `sample_ms` (100 ms by default) and averaged over each second,
 //! as MOSIX's per-tick sampling does; the averages are turned into load by
@@ -15,7 +15,7 @@ use mosix_core::load::Sample;
 use mosix_core::yardstick;
 use procfs::{Current, CurrentSI};
 
-use crate::cgroup::NodeCgroup;
+use crate::node::cgroup::NodeCgroup;
 
 /// What a node is: the machine, or a cgroup.
 #[derive(Debug, Clone)]

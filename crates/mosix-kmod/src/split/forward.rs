@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use mosix_core::proto::{Call, IO_ANSWERED, IO_EOF, IO_STREAM, Reply};
 use mosix_core::syscalls::{self, Arg, Class, Len, MAX_IO, MAX_PATH};
 
-use crate::ptrace::Mem;
+use crate::kernel::ptrace::Mem;
 
 const EFAULT: i64 = 14;
 const EINVAL: i64 = 22;
@@ -424,7 +424,7 @@ impl FdTable {
     pub fn new(pid: i32) -> std::io::Result<FdTable> {
         Ok(FdTable {
             pid,
-            pidfd: crate::seccomp::pidfd_open(pid)?,
+            pidfd: crate::kernel::seccomp::pidfd_open(pid)?,
             cache: HashMap::new(),
         })
     }
@@ -437,7 +437,7 @@ impl FdTable {
         if let Some((f, _)) = self.cache.get(&fd) {
             return Ok(f.as_raw_fd());
         }
-        match crate::seccomp::getfd(&self.pidfd, fd) {
+        match crate::kernel::seccomp::getfd(&self.pidfd, fd) {
             Ok(f) => {
                 let raw = f.as_raw_fd();
                 // SAFETY: isatty(3) only asks the kernel about a descriptor we own.

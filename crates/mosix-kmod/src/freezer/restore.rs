@@ -10,7 +10,7 @@
 //!    the vdso at fixed offsets — unmap everything else, and map each of the image's areas at
 //!    its address, writable for now;
 //! 2. [`Restorer::write`]: the page runs, as they arrive, through a userfaultfd the tracee made
-//!    for us (see [`crate::uffd`]; `process_vm_writev` where that is not possible);
+//!    for us (see [`crate::kernel::uffd`]; `process_vm_writev` where that is not possible);
 //! 3. [`Restorer::finish`]: final protections, the memory-descriptor fields (`brk`,
 //!    `/proc/PID/cmdline`…, `PR_SET_MM_MAP`), signal actions, alternate stack, clear-child-tid
 //!    address, robust list and rseq registrations, and for a stub the owner's credentials and
@@ -21,9 +21,9 @@ use std::os::fd::OwnedFd;
 
 use mosix_core::image::{ImageHeader, Regs, VmaKind};
 
-use crate::inject::{self, AREA_LEN, Area, Failed};
-use crate::ptrace::{Error, Mem, Stopped};
-use crate::uffd::Uffd;
+use crate::kernel::inject::{self, AREA_LEN, Area, Failed};
+use crate::kernel::ptrace::{Error, Mem, Stopped};
+use crate::kernel::uffd::Uffd;
 
 /// A tracee being rebuilt.
 #[derive(Debug)]
@@ -368,12 +368,12 @@ impl Restorer {
     }
 
     /// Has the tracee make a userfaultfd for us and registers every area on it (see
-    /// [`crate::uffd`]). Where that fails (an old kernel, a policy against userfaultfd), pages
+    /// [`crate::kernel::uffd`]). Where that fails (an old kernel, a policy against userfaultfd), pages
     /// go through `process_vm_writev`: slower, same result.
     fn open_sink(self, h: &ImageHeader) -> R<Restorer> {
         let (r, fd) = self.call(
             libc::SYS_userfaultfd,
-            [crate::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
+            [crate::kernel::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
         )?;
         if fd < 0 {
             tracing::debug!(
@@ -383,7 +383,7 @@ impl Restorer {
             );
             return Ok(r);
         }
-        let taken = crate::seccomp::take_fd(r.pid, fd as i32);
+        let taken = crate::kernel::seccomp::take_fd(r.pid, fd as i32);
         let mut r = r.must(
             libc::SYS_close,
             [fd as u64, 0, 0, 0, 0, 0],
@@ -535,8 +535,9 @@ impl Restorer {
             let (r2, fd) = r.call(
                 libc::SYS_seccomp,
                 [
-                    crate::seccomp::SET_MODE_FILTER,
-                    crate::seccomp::FLAG_NEW_LISTENER | crate::seccomp::FLAG_WAIT_KILLABLE_RECV,
+                    crate::kernel::seccomp::SET_MODE_FILTER,
+                    crate::kernel::seccomp::FLAG_NEW_LISTENER
+                        | crate::kernel::seccomp::FLAG_WAIT_KILLABLE_RECV,
                     scratch,
                     0,
                     0,
@@ -563,7 +564,7 @@ impl Restorer {
         if let Err(e) = t.set_sigmask(h.sigmask) {
             return Err((Some(t), e));
         }
-        let t = crate::dump::unmap_area(t, &r.area, &r.base).map_err(|e| (None, e))?;
+        let t = crate::freezer::freeze::unmap_area(t, &r.area, &r.base).map_err(|e| (None, e))?;
         if let Err(e) = t.set_regs(&h.regs) {
             return Err((Some(t), e));
         }
@@ -748,7 +749,7 @@ impl Pages<'_> {
         vma: u32,
         offset: u64,
         data: &[u8],
-    ) -> crate::ptrace::Result<()> {
+    ) -> crate::kernel::ptrace::Result<()> {
         let Some(v) = h.vmas.get(vma as usize) else {
             return Err(Error::Unexpected {
                 pid: self.pid,
@@ -808,7 +809,7 @@ const RUNS_IN_FLIGHT: usize = 4;
 /// the slower of the two rather than their sum. Memory stays bounded by [`RUNS_IN_FLIGHT`]
 /// buffers whatever the image says.
 pub fn receive_pages(
-    rx: &mut crate::channel::Receiver,
+    rx: &mut crate::link::channel::Receiver,
     h: &ImageHeader,
     r: &Restorer,
 ) -> std::result::Result<(), String> {
@@ -882,5 +883,5 @@ pub fn receive_pages(
 
 /// Takes the seccomp listener out of a restored stub.
 pub fn take_listener(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
-    crate::seccomp::take_fd(pid, fd)
+    crate::kernel::seccomp::take_fd(pid, fd)
 }

@@ -12,7 +12,7 @@
 //! [`Frozen::thaw`] undoes everything, should the move fail: the process continues where it was
 //! as if nothing had happened.
 
-use crate::ptrace::Sig;
+use crate::kernel::ptrace::Sig;
 use mosix_core::NodeId;
 use mosix_core::image::{
     Cached, Creds, IMAGE_VERSION, ImageHeader, MapsLine, MmFields, Regs, SigAction, SpecialMaps,
@@ -20,8 +20,8 @@ use mosix_core::image::{
 };
 use nix::sys::ptrace::Options;
 
-use crate::inject::{self, Area, Failed};
-use crate::ptrace::{self, Error, Mem, Result, Stopped};
+use crate::kernel::inject::{self, Area, Failed};
+use crate::kernel::ptrace::{self, Error, Mem, Result, Stopped};
 
 /// A byte range of one memory area to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,7 +520,7 @@ impl Frozen {
     /// slower of the two rather than their sum.
     pub fn send(
         &self,
-        tx: &crate::channel::Sender,
+        tx: &crate::link::channel::Sender,
     ) -> std::result::Result<(), mosix_core::proto::FrameError> {
         use mosix_core::proto::{FrameError, ProcMsg};
         use std::sync::mpsc;

@@ -19,16 +19,16 @@ use mosix_core::proto::{LinkMsg, ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::{debug, info, warn};
 
-use crate::channel::{self, Receiver, Sender};
-use crate::dump::{self, FreezeOptions};
-use crate::forward::{self, Marshalled};
-use crate::iocache::{IoCache, ReadPlan, WritePlan};
-use crate::procs::{Guest, Procs};
-use crate::ptrace::{self, Mem, Sig};
-use crate::restore;
-use crate::seccomp::{self, Listener, Notif};
-use crate::service::balancing::Admission;
-use crate::service::link::{self, SharedContext};
+use crate::freezer::freeze::{self, FreezeOptions};
+use crate::freezer::restore;
+use crate::kernel::ptrace::{self, Mem, Sig};
+use crate::kernel::seccomp::{self, Listener, Notif};
+use crate::link::channel::{self, Receiver, Sender};
+use crate::link::{self, SharedContext};
+use crate::node::admission::Admission;
+use crate::split::forward::{self, Marshalled};
+use crate::split::iocache::{IoCache, ReadPlan, WritePlan};
+use crate::split::procs::{Guest, Procs};
 
 /// What a guest's supervisor needs from its node.
 #[derive(Debug, Clone)]
@@ -179,7 +179,7 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         return Err(format!("node {} is blocked: it takes no guests", env.me));
     }
     env.admission.admit(h.ceiling)?;
-    let missing = h.missing_cpu_flags(&dump::cpu_flags());
+    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
     if !missing.is_empty() {
         return Err(format!(
             "node {}'s CPU lacks features the process may use: {}",
@@ -187,7 +187,7 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
             missing.join(" ")
         ));
     }
-    let mut child = crate::stub::spawn().map_err(|e| format!("starting a stub: {e}"))?;
+    let mut child = crate::kernel::stub::spawn().map_err(|e| format!("starting a stub: {e}"))?;
     let pid = child.id() as i32;
     let fail = |child: &mut Child, e: String| {
         let _ = child.kill();
@@ -415,7 +415,7 @@ impl Supervisor {
             let timeout = if self.watch_stop_until.is_some() {
                 10
             } else if self.io.has_behind() {
-                crate::iocache::BEHIND_MAX_AGE.as_millis() as i32
+                crate::split::iocache::BEHIND_MAX_AGE.as_millis() as i32
             } else {
                 1000
             };
@@ -1075,7 +1075,7 @@ impl Supervisor {
     /// Stops the process and freezes it for leaving. With `pending`, the process is stopped in
     /// that notification, answered "restart": the call runs again wherever it goes (or here,
     /// should it stay).
-    fn freeze_to_leave(&mut self, pending: Option<Notif>) -> Result<dump::Frozen, String> {
+    fn freeze_to_leave(&mut self, pending: Option<Notif>) -> Result<freeze::Frozen, String> {
         let running = ptrace::seize(self.pid(), ptrace::SUSPEND_SECCOMP)
             .map_err(|e| format!("cannot seize it: {e}"))?;
         running
@@ -1096,7 +1096,7 @@ impl Supervisor {
             cached: Some(self.h.cached.clone()),
             creds: Some(self.h.creds.clone()),
         };
-        dump::freeze_stopped(t, sigs, &opts).map_err(|e| e.to_string())
+        freeze::freeze_stopped(t, sigs, &opts).map_err(|e| e.to_string())
     }
 
     /// Home asked it to move on to node `to` directly (see `Deputy::start_relay` at home):
@@ -1159,7 +1159,7 @@ impl Supervisor {
     }
 
     /// Sends a frozen process to node `to`; its pid there once it runs.
-    fn ship(&self, frozen: &dump::Frozen, to: NodeId) -> Result<u32, String> {
+    fn ship(&self, frozen: &freeze::Frozen, to: NodeId) -> Result<u32, String> {
         let ctx = link::snapshot(&self.env.link);
         let s =
             link::connect_process(to, &ctx).map_err(|e| format!("cannot reach node {to}: {e}"))?;

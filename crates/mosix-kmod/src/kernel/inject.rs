@@ -16,7 +16,7 @@
 
 use mosix_core::image::{MapsLine, Regs};
 
-use crate::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
+use crate::kernel::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
 
 /// An error that may leave the tracee in our hands (stopped) or not (it died, or the kernel
 /// would not resume it): callers that must put a process back the way it was need the tracee.

@@ -1,0 +1,9 @@
+//! Talking to the kernel about one process: ptrace with the protocol in the types, system-call
+//! injection, the seccomp filter and its listener, userfaultfd, and the stub a guest is rebuilt
+//! in. Nothing here knows about nodes, links or the cluster.
+
+pub mod inject;
+pub mod ptrace;
+pub mod seccomp;
+pub mod stub;
+pub mod uffd;

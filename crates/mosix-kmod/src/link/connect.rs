@@ -1,0 +1,224 @@
+//! The connecting side of the link: the client handshake, blocking connections for the
+//! process threads, and the outbound gossip writers (one task per peer, created on first use).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use mosix_core::NodeId;
+use mosix_core::proto::{self, ClientHandshake, HandshakeError, LinkMsg, MAX_HANDSHAKE_FRAME};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::frame::{read_frame, write_frame};
+use super::{
+    HANDSHAKE_TIMEOUT, IDLE_CLOSE, LinkContext, LinkError, PEER_QUEUE, SharedContext, Throttle,
+    nonce, snapshot,
+};
+
+async fn client_handshake(
+    stream: &mut TcpStream,
+    to: NodeId,
+    ctx: &LinkContext,
+) -> Result<(), LinkError> {
+    let hs = ClientHandshake::new(ctx.me, to, nonce());
+    write_frame(stream, &hs.hello()).await?;
+    let challenge = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    match hs.on_challenge(&ctx.secret, challenge) {
+        Ok(proof) => write_frame(stream, &proof).await?,
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = write_frame(stream, &r).await;
+            }
+            return Err(e.into());
+        }
+    }
+    let verdict = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
+    Ok(hs.on_verdict(verdict)?)
+}
+
+/// Opens and authenticates a link connection to `to`.
+pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkError> {
+    let Some(addr) = ctx.map.addr_of(to) else {
+        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
+    };
+    let attempt = async {
+        let sock = TcpSocket::new_v4().map_err(LinkError::Connect)?;
+        // Send from our map address, so the peer can check who we are.
+        sock.bind(SocketAddr::new(IpAddr::V4(ctx.my_addr), 0))
+            .map_err(LinkError::Connect)?;
+        let mut s = sock
+            .connect(SocketAddr::new(IpAddr::V4(addr), ctx.port))
+            .await
+            .map_err(LinkError::Connect)?;
+        let _ = s.set_nodelay(true);
+        client_handshake(&mut s, to, ctx).await?;
+        Ok(s)
+    };
+    tokio::time::timeout(ctx.connect_timeout + HANDSHAKE_TIMEOUT, attempt)
+        .await
+        .map_err(|_| LinkError::Timeout)?
+}
+
+/// Opens and authenticates a blocking link connection to `to` and asks it to take a process
+/// (for the migration threads, which do not run on the runtime).
+pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<std::net::TcpStream, LinkError> {
+    connect_blocking(to, ctx, &LinkMsg::OpenProcess)
+}
+
+/// Opens and authenticates a blocking link connection to `to` and sends `first`, which says
+/// what the connection is for.
+pub fn connect_blocking(
+    to: NodeId,
+    ctx: &LinkContext,
+    first: &LinkMsg,
+) -> Result<std::net::TcpStream, LinkError> {
+    let Some(addr) = ctx.map.addr_of(to) else {
+        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
+    };
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(LinkError::Connect)?;
+    sock.bind(&SocketAddr::new(IpAddr::V4(ctx.my_addr), 0).into())
+        .map_err(LinkError::Connect)?;
+    sock.connect_timeout(
+        &SocketAddr::new(IpAddr::V4(addr), ctx.port).into(),
+        ctx.connect_timeout,
+    )
+    .map_err(LinkError::Connect)?;
+    let mut s: std::net::TcpStream = sock.into();
+    let _ = s.set_nodelay(true);
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(LinkError::Connect)?;
+    let hs = ClientHandshake::new(ctx.me, to, nonce());
+    proto::write_frame(&mut s, &hs.hello())?;
+    let challenge = proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?;
+    match hs.on_challenge(&ctx.secret, challenge) {
+        Ok(p) => proto::write_frame(&mut s, &p)?,
+        Err((e, refusal)) => {
+            if let Some(r) = refusal {
+                let _ = proto::write_frame(&mut s, &r);
+            }
+            return Err(e.into());
+        }
+    }
+    hs.on_verdict(proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?)?;
+    proto::write_frame(&mut s, first)?;
+    s.set_read_timeout(None).map_err(LinkError::Connect)?;
+    Ok(s)
+}
+
+/// The outbound side: one writer task per peer, created on first use.
+#[derive(Debug)]
+pub struct Outbound {
+    ctx: SharedContext,
+    throttle: Arc<Throttle>,
+    peers: HashMap<NodeId, mpsc::Sender<Arc<Vec<u8>>>>,
+}
+
+impl Outbound {
+    /// No connections yet.
+    pub fn new(ctx: SharedContext, throttle: Arc<Throttle>) -> Outbound {
+        Outbound {
+            ctx,
+            throttle,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Queues a frame for `to`; drops it if the peer's queue is full.
+    pub fn send(&mut self, to: NodeId, frame: Arc<Vec<u8>>) {
+        if let Some(tx) = self.peers.get(&to) {
+            match tx.try_send(frame) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    debug!("queue to node {to} full; dropping a message");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(f)) => {
+                    self.peers.remove(&to);
+                    self.spawn(to, f);
+                    return;
+                }
+            }
+        }
+        self.spawn(to, frame);
+    }
+
+    fn spawn(&mut self, to: NodeId, first: Arc<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let _ = tx.try_send(first);
+        self.peers.insert(to, tx);
+        tokio::spawn(peer_writer(
+            to,
+            rx,
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.throttle),
+        ));
+    }
+
+    /// Closes every outbound connection (after the map changed).
+    pub fn reset(&mut self) {
+        self.peers.clear();
+    }
+}
+
+async fn peer_writer(
+    to: NodeId,
+    mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    ctx: SharedContext,
+    throttle: Arc<Throttle>,
+) {
+    let mut conn: Option<TcpStream> = None;
+    let mut was_down = false;
+    loop {
+        let frame = match tokio::time::timeout(IDLE_CLOSE, rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(_) => {
+                conn = None;
+                continue;
+            }
+        };
+        if conn.is_none() {
+            let c = snapshot(&ctx);
+            match connect(to, &c).await {
+                Ok(s) => {
+                    if was_down {
+                        info!("link to node {to} is up again");
+                    }
+                    was_down = false;
+                    conn = Some(s);
+                }
+                Err(e) => {
+                    let ip = c
+                        .map
+                        .addr_of(to)
+                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V4);
+                    match &e {
+                        LinkError::Connect(_) | LinkError::Timeout => {
+                            if !was_down {
+                                debug!("node {to} unreachable: {e}");
+                            }
+                        }
+                        _ => {
+                            let reason = e.to_string();
+                            if throttle.allow(ip, &reason) {
+                                warn!("link to node {to} ({ip}) refused: {reason}");
+                            }
+                        }
+                    }
+                    was_down = true;
+                    continue;
+                }
+            }
+        }
+        if let Some(s) = conn.as_mut()
+            && let Err(e) = s.write_all(&frame).await
+        {
+            debug!("link to node {to} broke: {e}");
+            conn = None;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! What others ask of a deputy while its process is away, and how they reach its tracer: come
+//! home ([`ComeHomeHandle::ask`]), move on to another node ([`MoveAsk`]), and the connection of
+//! a direct move's destination ([`RejoinOffer`]). The registry ([`crate::split::procs`]) keeps
+//! one handle per deputy; the deputy's tracer takes the requests between two things it does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mosix_core::NodeId;
+use mosix_core::proto::ProcMsg;
+use tracing::debug;
+
+use crate::kernel::ptrace::{Sig, Stopped};
+
+/// How a move ends, for whoever asked for it.
+pub type MoveDone = Box<dyn FnOnce(Result<NodeId, String>) + Send>;
+
+/// A direct move asked of a deputy: `migrate PID NODE` of a process that is away.
+pub struct MoveAsk {
+    /// The destination.
+    pub node: NodeId,
+    /// Called with where it went, or why not.
+    pub done: MoveDone,
+}
+
+impl std::fmt::Debug for MoveAsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MoveAsk({})", self.node)
+    }
+}
+
+/// The connection the destination of a direct move opened to home, handed to the deputy.
+#[derive(Debug)]
+pub struct RejoinOffer {
+    /// The node that connected.
+    pub from: NodeId,
+    /// The token it shows.
+    pub token: u64,
+    /// The process's pid there.
+    pub local_pid: u32,
+    /// The connection.
+    pub stream: std::net::TcpStream,
+}
+
+impl RejoinOffer {
+    /// Turns the offer down, saying why.
+    pub fn refuse(mut self, reason: String) {
+        debug!("refusing a rejoin from node {}: {reason}", self.from);
+        let _ = mosix_core::proto::write_frame(&mut self.stream, &ProcMsg::Refused { reason });
+    }
+}
+
+/// How the control socket asks a deputy's tracer to bring its process home.
+///
+/// The tracer looks at the request between two things it does; but while it runs a forwarded
+/// call inside the deputy (a `wait4` for a child, an `open` of a FIFO) it is blocked in
+/// `waitpid` for as long as the call blocks. So [`ComeHomeHandle::ask`] also *nudges* the
+/// deputy then: a queued signal that stops the deputy, which wakes the tracer; the tracer
+/// recognises the nudge by its sender and a cookie, never forwards it, and ends the call with
+/// `-ERESTARTSYS` (it runs again at home after the move). The request and the "in a call" flag
+/// are both sequentially consistent, so one of the two sides always sees the other.
+#[derive(Debug, Clone)]
+pub struct ComeHomeHandle(Arc<HomeRequest>);
+
+#[derive(Debug)]
+struct HomeRequest {
+    wanted: AtomicBool,
+    in_deputy_call: AtomicBool,
+    nudge: Nudge,
+    /// A direct move asked for.
+    move_to: std::sync::Mutex<Option<MoveAsk>>,
+    /// Connections from destinations of direct moves.
+    offers: std::sync::Mutex<Vec<RejoinOffer>>,
+}
+
+impl ComeHomeHandle {
+    /// A handle for the deputy of process `pid`.
+    pub fn new(pid: i32) -> Self {
+        Self(Arc::new(HomeRequest {
+            wanted: AtomicBool::new(false),
+            in_deputy_call: AtomicBool::new(false),
+            nudge: Nudge::new(pid),
+            move_to: std::sync::Mutex::new(None),
+            offers: std::sync::Mutex::new(Vec::new()),
+        }))
+    }
+    /// Asks for a direct move to another node.
+    pub fn ask_move(&self, ask: MoveAsk) {
+        let old = self
+            .0
+            .move_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(ask);
+        if let Some(old) = old {
+            (old.done)(Err("another move was asked meanwhile".into()));
+        }
+        if self.0.in_deputy_call.load(Ordering::SeqCst) {
+            self.0.nudge.send();
+        }
+    }
+    pub(crate) fn take_move(&self) -> Option<MoveAsk> {
+        self.0
+            .move_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+    /// Hands the deputy a destination's connection.
+    pub fn offer(&self, o: RejoinOffer) {
+        self.0
+            .offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(o);
+    }
+    pub(crate) fn take_offers(&self) -> Vec<RejoinOffer> {
+        std::mem::take(&mut *self.0.offers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    /// Asks for the process.
+    pub fn ask(&self) {
+        self.0.wanted.store(true, Ordering::SeqCst);
+        if self.0.in_deputy_call.load(Ordering::SeqCst) {
+            self.0.nudge.send();
+        }
+    }
+    /// Takes the request, if any.
+    pub fn take(&self) -> bool {
+        self.0.wanted.swap(false, Ordering::SeqCst)
+    }
+    pub(crate) fn set_in_deputy_call(&self, v: bool) {
+        self.0.in_deputy_call.store(v, Ordering::SeqCst);
+    }
+    pub(crate) fn nudge(&self) -> &Nudge {
+        &self.0.nudge
+    }
+}
+
+/// A signal queued to a deputy only to wake its tracer (see [`ComeHomeHandle`]).
+#[derive(Debug)]
+pub(crate) struct Nudge {
+    pid: i32,
+    cookie: u64,
+}
+
+impl Nudge {
+    pub(crate) fn new(pid: i32) -> Nudge {
+        Nudge {
+            pid,
+            cookie: getrandom::u64().unwrap_or(0x6d6f_7369_785f_6e75),
+        }
+    }
+
+    fn signal() -> i32 {
+        libc::SIGRTMAX()
+    }
+
+    pub(crate) fn send(&self) {
+        let value = libc::sigval {
+            sival_ptr: self.cookie as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue(3) takes a pid, a signal number and a value passed by copy; it
+        // touches no memory of ours. (The value is an integer carried in the pointer field.)
+        unsafe {
+            libc::sigqueue(self.pid, Self::signal(), value);
+        }
+    }
+
+    /// Whether a signal stop of the deputy is this nudge.
+    pub(crate) fn is(&self, sig: Sig, st: &Stopped) -> bool {
+        if sig.raw() != Self::signal() {
+            return false;
+        }
+        let Ok(info) = st.siginfo() else { return false };
+        // SAFETY: for a queued signal (si_code SI_QUEUE) the kernel fills the sender's pid and
+        // the value, which is what these accessors read.
+        let (from, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as usize as u64) };
+        info.si_code == libc::SI_QUEUE
+            && u32::try_from(from).is_ok_and(|p| p == std::process::id())
+            && value == self.cookie
+    }
+}
