@@ -47,6 +47,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::gossip::Millis;
+use crate::moves::MoveFailure;
 use crate::node::{NodeId, STD_LOAD, STD_SPEED, Status};
 
 /// How the balancer behaves.
@@ -307,22 +308,41 @@ impl Balancer {
         self.inflight.retain(|f| f.id != id);
     }
 
-    /// The move of process `id` decided here ended at `at`: it arrived (`ok`), or it failed or
-    /// its destination refused it, and the process is still here. An arrival keeps the
-    /// destination's view corrected until news of it measured [`SETTLE_MS`] later arrive; a
-    /// failure frees the process for another round and keeps the destination out of the next
-    /// rounds until fresher news of it arrive.
-    pub fn settled(&mut self, id: u64, ok: bool, at: Millis) {
-        if ok {
+    /// The move of process `id` decided here ended at `at`: it arrived (`Ok`), or it failed and
+    /// the process is still here (or gone). An arrival keeps the destination's view corrected
+    /// until news of it measured [`SETTLE_MS`] later arrive. What a failure means depends on its
+    /// kind:
+    /// - the destination refused it, or the link to it broke: the process is free for another
+    ///   round, and the destination is skipped until fresher news of it arrive;
+    /// - the process is gone: it is forgotten, and nothing is held against the destination;
+    /// - anything else (a kernel error here, a refusal by this node): the destination is not to
+    ///   blame, and the process is not asked again before the retry interval, so a fault here
+    ///   is not repeated every round.
+    pub fn settled(&mut self, id: u64, outcome: Result<(), &MoveFailure>, at: Millis) {
+        let Err(failure) = outcome else {
             for f in self.inflight.iter_mut().filter(|f| f.id == id) {
                 f.done = Some(at);
             }
             return;
-        }
+        };
+        let blamed = |to: NodeId| match failure {
+            MoveFailure::Refused { by, .. } => *by == to,
+            MoveFailure::LinkLost { node, .. } => *node == to,
+            MoveFailure::Gone { .. } | MoveFailure::Kernel { .. } => false,
+        };
+        let mut destination_failed = false;
         for f in self.inflight.iter().filter(|f| f.id == id) {
-            self.failed.push((f.to, at));
+            if blamed(f.to) {
+                self.failed.push((f.to, at));
+                destination_failed = true;
+            }
         }
-        self.forget(id);
+        if destination_failed || matches!(failure, MoveFailure::Gone { .. }) {
+            self.forget(id);
+        } else {
+            // Not under way any more, but still asked until the retry interval.
+            self.inflight.retain(|f| f.id != id);
+        }
     }
 
     /// Decides the moves of this round. `me` is this node with its local load; `peers` what the
@@ -817,7 +837,7 @@ mod tests {
                 .is_empty()
         );
         // It arrived at 23.5 s: news measured before 25.5 s may not show it yet.
-        b.settled(moved, true, 23_500);
+        b.settled(moved, Ok(()), 23_500);
         let (me, peers) = at(25_000, 2, 24_900);
         assert!(
             b.decide(25_000, &me, &peers, &procs, &Flat(5_000))
@@ -828,13 +848,70 @@ mod tests {
         assert_eq!(b.decide(26_000, &me, &peers, &procs, &Flat(5_000)).len(), 1);
     }
 
+    fn refused_by(node: u16) -> MoveFailure {
+        MoveFailure::Refused {
+            by: n(node),
+            reason: "busy".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_failure_of_the_destination_keeps_it_out() {
+        let peers = [node(2, 0), node(3, 1)];
+        let all: Vec<ProcState> = (1..=3).map(proc).collect();
+        for (failure, skipped, again) in [
+            (refused_by(2), true, true),
+            (
+                MoveFailure::LinkLost {
+                    node: n(2),
+                    detail: "reset".into(),
+                },
+                true,
+                true,
+            ),
+            // A kernel error here does not make node 2 a bad destination, and the process
+            // is not retried before the retry interval.
+            (
+                MoveFailure::Kernel {
+                    detail: "ptrace: EPERM".into(),
+                },
+                false,
+                false,
+            ),
+            // Refused by this node (it would not let the process go): the same.
+            (refused_by(1), false, false),
+            // Gone: nothing to blame, nothing to retry; its id may be reused by a new process.
+            (
+                MoveFailure::Gone {
+                    pid: 1,
+                    detail: "exited".into(),
+                },
+                false,
+                true,
+            ),
+        ] {
+            let mut b = Balancer::new(Params::OURS);
+            let m = decide(&mut b, node(1, 3), &peers, 3);
+            assert_eq!((m.len(), m[0].to), (1, n(2)));
+            let id = m[0].id;
+            b.settled(id, Err(&failure), 20_000);
+            let m2 = b.decide(20_100, &node(1, 3), &peers, &all, &Flat(5_000));
+            assert_eq!(
+                m2.iter().all(|x| x.to != n(2)),
+                skipped,
+                "{failure}: {m2:?}"
+            );
+            assert_eq!(m2.iter().any(|x| x.id == id), again, "{failure}: {m2:?}");
+        }
+    }
+
     #[test]
     fn a_node_that_refused_is_skipped_until_fresher_news_of_it() {
         let mut b = Balancer::new(Params::OURS);
         let peers = [node(2, 0), node(3, 1)];
         let m = decide(&mut b, node(1, 3), &peers, 3);
         assert_eq!((m.len(), m[0].to), (1, n(2)));
-        b.settled(m[0].id, false, 20_000);
+        b.settled(m[0].id, Err(&refused_by(2)), 20_000);
         // The same stale view: node 2 is not tried again, and the process is free to go
         // elsewhere (node 3 has one: 2 there against 3 here is worth it).
         let m2 = decide(&mut b, node(1, 3), &peers, 3);
@@ -843,7 +920,7 @@ mod tests {
         // Fresh news of node 2 make it a candidate again.
         let mut b = Balancer::new(Params::OURS);
         let m = decide(&mut b, node(1, 3), &peers, 3);
-        b.settled(m[0].id, false, 20_000);
+        b.settled(m[0].id, Err(&refused_by(2)), 20_000);
         let mut fresh = peers;
         fresh[0].measured_at = 22_400;
         let m3 = b.decide(

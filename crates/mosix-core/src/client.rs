@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DecayTunables, Paths};
 use crate::load::Figures;
+pub use crate::moves::MoveFailure;
 use crate::node::{Flag, NodeId, Status};
 use crate::overheads::Overheads;
 use crate::proto::{FrameError, MAX_CONTROL_FRAME, read_frame, write_frame};
@@ -189,58 +190,6 @@ pub enum Response {
         /// Processes still not moved when the answer was given.
         left: u32,
     },
-}
-
-/// Why a move failed, in the kinds that `migrate`, the balancer and the logs tell apart.
-///
-/// What to do next differs by kind: a refusal names a reason a person can act on (the node is
-/// blocked, the process is locked or has threads); a process that is gone needs nothing; a lost
-/// link says which node is unreachable; a kernel error is a fault of this node's service that
-/// belongs in its log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum MoveFailure {
-    /// A node — this one, or the destination — would not move or take the process.
-    #[error("refused: {reason}")]
-    Refused {
-        /// Who refused (this node, when the move was refused before it started).
-        by: NodeId,
-        /// Why, in words a user can act on.
-        reason: String,
-    },
-    /// The process does not exist (any more): it ended before or during the move.
-    #[error("process {pid} is gone: {detail}")]
-    Gone {
-        /// Its pid at home.
-        pid: u32,
-        /// What was seen.
-        detail: String,
-    },
-    /// The connection to a node could not be opened, or broke during the move.
-    #[error("link to node {node} lost: {detail}")]
-    LinkLost {
-        /// The node.
-        node: NodeId,
-        /// What happened.
-        detail: String,
-    },
-    /// The kernel refused an operation on the process (tracing, injection, restoring).
-    #[error("kernel error: {detail}")]
-    Kernel {
-        /// The operation and the error.
-        detail: String,
-    },
-}
-
-impl MoveFailure {
-    /// A one-word name of the kind, for logs and `--json`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MoveFailure::Refused { .. } => "refused",
-            MoveFailure::Gone { .. } => "gone",
-            MoveFailure::LinkLost { .. } => "link-lost",
-            MoveFailure::Kernel { .. } => "kernel",
-        }
-    }
 }
 
 /// Who the service is.

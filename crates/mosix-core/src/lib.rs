@@ -5,7 +5,7 @@
 //! ([`proto`]), the randomized information dissemination ([`gossip`]) with its closed-form ages
 //! ([`ages`]) and its simulator ([`sim`]), load units and smoothing ([`load`], [`node`]), the
 //! split of system calls between a migrated process and its home ([`syscalls`]), the image of a
-//! process in flight ([`image`]), the
+//! process in flight ([`image`]) and how a move fails ([`moves`]), the
 //! CPU yardstick ([`yardstick`]), the cost table ([`overheads`]), and the local API the tools
 //! use to talk to the node service ([`client`], [`cli`]).
 //!
@@ -24,6 +24,7 @@ pub mod gossip;
 pub mod image;
 pub mod load;
 pub mod map;
+pub mod moves;
 pub mod node;
 pub mod overheads;
 pub mod proto;

@@ -684,8 +684,8 @@ pub enum ProcMsg {
     },
     /// Remote to home: the move asked by [`ProcMsg::MoveTo`] failed; the process goes on here.
     MoveFailed {
-        /// Why.
-        reason: String,
+        /// What kind of failure, and why.
+        failure: crate::moves::MoveFailure,
     },
     /// Home to the destination of a direct move: home takes this connection as the process's
     /// (it becomes the one home listens to once the source reports [`ProcMsg::Moved`]).

@@ -21,6 +21,7 @@ use crate::balance::{
     Balancer, Costs, NodeState, Params, ProcState, RESTORE_MS, Usage, admits, unmeasured_part,
 };
 use crate::load::LoadSmoother;
+use crate::moves::MoveFailure;
 use crate::node::{NodeId, STD_SPEED, Status, load_units};
 
 /// A simulated node.
@@ -454,14 +455,21 @@ pub fn simulate(run: &Run) -> Outcome {
                         .map(|a| unmeasured_part(last_sample[to] as i64 - *a as i64))
                         .sum();
                     if admits(&there, unmeasured, ceiling).is_err() {
-                        balancers[j].settled(m.id, false, t as i64);
+                        balancers[j].settled(
+                            m.id,
+                            Err(&MoveFailure::Refused {
+                                by: m.to,
+                                reason: "consent".into(),
+                            }),
+                            t as i64,
+                        );
                         refusals += 1;
                         continue;
                     }
                     // The simulator knows when it runs there.
                     admitted[to].push((t + cost).saturating_sub(RESTORE_MS as u64));
                 }
-                balancers[j].settled(m.id, true, (t + cost) as i64);
+                balancers[j].settled(m.id, Ok(()), (t + cost) as i64);
                 l.at = to;
                 l.arrives = t + cost;
                 l.since = t + cost;

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mosix_core::NodeId;
+use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
 use tracing::debug;
 
 use crate::kernel::ptrace::{Sig, Stopped};
 
 /// How a move ends, for whoever asked for it.
-pub type MoveDone = Box<dyn FnOnce(Result<NodeId, String>) + Send>;
+pub type MoveDone = Box<dyn FnOnce(Result<NodeId, MoveFailure>) + Send>;
 
 /// A direct move asked of a deputy: `migrate PID NODE` of a process that is away.
 pub struct MoveAsk {
@@ -64,6 +65,8 @@ pub struct ComeHomeHandle(Arc<HomeRequest>);
 
 #[derive(Debug)]
 struct HomeRequest {
+    /// This node (the process's home), which refuses a move replaced by another.
+    home: NodeId,
     wanted: AtomicBool,
     in_deputy_call: AtomicBool,
     nudge: Nudge,
@@ -74,9 +77,10 @@ struct HomeRequest {
 }
 
 impl ComeHomeHandle {
-    /// A handle for the deputy of process `pid`.
-    pub fn new(pid: i32) -> Self {
+    /// A handle for the deputy of process `pid` at node `home`.
+    pub fn new(pid: i32, home: NodeId) -> Self {
         Self(Arc::new(HomeRequest {
+            home,
             wanted: AtomicBool::new(false),
             in_deputy_call: AtomicBool::new(false),
             nudge: Nudge::new(pid),
@@ -93,7 +97,10 @@ impl ComeHomeHandle {
             .unwrap_or_else(|p| p.into_inner())
             .replace(ask);
         if let Some(old) = old {
-            (old.done)(Err("another move was asked meanwhile".into()));
+            (old.done)(Err(crate::split::failure::refused(
+                self.0.home,
+                "another move was asked meanwhile",
+            )));
         }
         if self.0.in_deputy_call.load(Ordering::SeqCst) {
             self.0.nudge.send();

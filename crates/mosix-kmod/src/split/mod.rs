@@ -4,8 +4,10 @@
 //! they are ([`procs`]).
 
 pub mod deputy;
+pub mod failure;
 pub mod forward;
 pub mod handle;
 pub mod iocache;
 pub mod procs;
 pub mod remote;
+pub mod ship;

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use mosix_core::NodeId;
 use mosix_core::client::{DecayMode, ProcRow};
 use mosix_core::image::{CantMove, cantmove};
+use mosix_core::moves::MoveFailure;
 
 /// Where the `name=mosix` hierarchy is mounted.
 pub const MOUNT: &str = "/run/mosix-procs";
@@ -80,12 +81,12 @@ struct Inner {
 }
 
 /// A move of a process from this node that ended, for the balancer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndedMove {
     /// Its pid on this node.
     pub pid: i32,
-    /// It runs at its destination; false: it is still here.
-    pub arrived: bool,
+    /// It runs at its destination (`Ok`), or why not (it is still here, or gone).
+    pub outcome: Result<(), MoveFailure>,
     /// When.
     pub at: std::time::Instant,
 }
@@ -322,15 +323,15 @@ impl Procs {
         (dest == to).then_some(c)
     }
 
-    /// Notes that the move of `pid` (on this node) ended: it arrived, or it is still here.
-    pub fn move_ended(&self, pid: i32, arrived: bool) {
+    /// Notes that the move of `pid` (on this node) ended: it arrived, or why not.
+    pub fn move_ended(&self, pid: i32, outcome: Result<(), MoveFailure>) {
         let mut g = self.lock();
         if g.ended.len() >= MAX_ENDED {
             g.ended.remove(0);
         }
         g.ended.push(EndedMove {
             pid,
-            arrived,
+            outcome,
             at: std::time::Instant::now(),
         });
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
 use mosix_core::image::ImageHeader;
+use mosix_core::moves::MoveFailure;
 use mosix_core::proto::{LinkMsg, ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::{debug, info, warn};
@@ -26,9 +27,11 @@ use crate::kernel::seccomp::{self, Listener, Notif};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, SharedContext};
 use crate::node::admission::Admission;
+use crate::split::failure;
 use crate::split::forward::{self, Marshalled};
 use crate::split::iocache::{IoCache, ReadPlan, WritePlan};
 use crate::split::procs::{Guest, Procs};
+use crate::split::ship;
 
 /// What a guest's supervisor needs from its node.
 #[derive(Debug, Clone)]
@@ -1040,7 +1043,7 @@ impl Supervisor {
                         "{} (pid {pid}) went home to node {}",
                         self.h.comm, self.h.home
                     );
-                    self.env.procs.move_ended(pid, true);
+                    self.env.procs.move_ended(pid, Ok(()));
                     frozen.tracee.kill();
                     let _ = self.child.wait();
                     for sig in undelivered {
@@ -1050,7 +1053,9 @@ impl Supervisor {
                 }
                 Ok(ProcMsg::Refused { reason }) => {
                     warn!("home refused {} back: {reason}", self.h.comm);
-                    self.env.procs.move_ended(pid, false);
+                    self.env
+                        .procs
+                        .move_ended(pid, Err(failure::refused(self.h.home, reason)));
                     let _ = frozen.thaw();
                     return Ok(false);
                 }
@@ -1075,19 +1080,20 @@ impl Supervisor {
     /// Stops the process and freezes it for leaving. With `pending`, the process is stopped in
     /// that notification, answered "restart": the call runs again wherever it goes (or here,
     /// should it stay).
-    fn freeze_to_leave(&mut self, pending: Option<Notif>) -> Result<freeze::Frozen, String> {
-        let running = ptrace::seize(self.pid(), ptrace::SUSPEND_SECCOMP)
-            .map_err(|e| format!("cannot seize it: {e}"))?;
+    fn freeze_to_leave(&mut self, pending: Option<Notif>) -> Result<freeze::Frozen, MoveFailure> {
+        let pid = self.pid();
+        let running = ptrace::seize(pid, ptrace::SUSPEND_SECCOMP)
+            .map_err(|e| failure::traced(pid, "seizing it", &e))?;
         running
             .request_interrupt()
-            .map_err(|e| format!("cannot stop it: {e}"))?;
+            .map_err(|e| failure::traced(pid, "stopping it", &e))?;
         if let Some(n) = pending {
             let _ = self.listener.reply(n.id, ERESTARTNOINTR);
         }
         let mut sigs = Vec::new();
         let t = running
             .wait_interrupt(|s, _| sigs.push(s))
-            .map_err(|e| format!("cannot stop it: {e}"))?;
+            .map_err(|e| failure::traced(pid, "stopping it", &e))?;
         let opts = FreezeOptions {
             home: self.h.home,
             nmigs: self.h.nmigs,
@@ -1096,7 +1102,7 @@ impl Supervisor {
             cached: Some(self.h.cached.clone()),
             creds: Some(self.h.creds.clone()),
         };
-        freeze::freeze_stopped(t, sigs, &opts).map_err(|e| e.to_string())
+        freeze::freeze_stopped(t, sigs, &opts).map_err(|e| failure::traced(pid, "freezing it", &e))
     }
 
     /// Home asked it to move on to node `to` directly (see `Deputy::start_relay` at home):
@@ -1106,10 +1112,10 @@ impl Supervisor {
     fn move_on(&mut self, to: NodeId, token: u64, pending: Option<Notif>) -> Result<bool, End> {
         let comm = self.h.comm.clone();
         let ceiling = self.env.procs.take_ceiling(self.pid(), to);
-        let failed = |s: &mut Self, reason: String| {
-            warn!("{comm} stays here: the move to node {to} failed: {reason}");
-            s.env.procs.move_ended(s.pid(), false);
-            match s.tx.send(&ProcMsg::MoveFailed { reason }) {
+        let failed = |s: &mut Self, failure: MoveFailure| {
+            warn!("{comm} stays here: the move to node {to} failed: {failure}");
+            s.env.procs.move_ended(s.pid(), Err(failure.clone()));
+            match s.tx.send(&ProcMsg::MoveFailed { failure }) {
                 Ok(()) => Ok(false),
                 Err(e) => Err(End::HomeLost(format!(
                     "the connection to its home broke ({e})"
@@ -1117,19 +1123,25 @@ impl Supervisor {
             }
         };
         if to == self.env.me || to == self.h.home {
-            return failed(self, format!("node {to} is not another remote node"));
+            let me = self.env.me;
+            return failed(
+                self,
+                failure::refused(me, format!("node {to} is not another remote node")),
+            );
         }
         self.settle_io()?;
         let mut frozen = match self.freeze_to_leave(pending) {
             Ok(f) => f,
-            Err(e) => return failed(self, format!("cannot freeze it: {e}")),
+            Err(e) => return failed(self, e),
         };
         frozen.header.rejoin = Some(token);
         frozen.header.ceiling = ceiling;
         let started = Instant::now();
-        match self.ship(&frozen, to) {
-            Ok(rpid) => {
-                self.env.procs.move_ended(self.pid(), true);
+        let ctx = link::snapshot(&self.env.link);
+        match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER)) {
+            Ok(shipped) => {
+                let rpid = shipped.pid;
+                self.env.procs.move_ended(self.pid(), Ok(()));
                 frozen.tracee.kill();
                 let _ = self.child.wait();
                 let signals = frozen.pending.iter().map(|s| s.raw()).collect();
@@ -1155,25 +1167,6 @@ impl Supervisor {
                 let _ = frozen.thaw();
                 failed(self, reason)
             }
-        }
-    }
-
-    /// Sends a frozen process to node `to`; its pid there once it runs.
-    fn ship(&self, frozen: &freeze::Frozen, to: NodeId) -> Result<u32, String> {
-        let ctx = link::snapshot(&self.env.link);
-        let s =
-            link::connect_process(to, &ctx).map_err(|e| format!("cannot reach node {to}: {e}"))?;
-        let (tx, mut rx) =
-            channel::split(s).map_err(|e| format!("connection to node {to}: {e}"))?;
-        frozen
-            .send(&tx)
-            .map_err(|e| format!("the transfer to node {to} broke off ({e})"))?;
-        let _ = rx.socket().set_read_timeout(Some(MOVE_ON_ANSWER));
-        match rx.recv() {
-            Ok(ProcMsg::Started { pid }) => Ok(pid),
-            Ok(ProcMsg::Refused { reason }) => Err(format!("node {to} refused it: {reason}")),
-            Ok(other) => Err(format!("node {to} answered {other:?}")),
-            Err(e) => Err(format!("node {to} did not answer ({e})")),
         }
     }
 }

@@ -1,0 +1,324 @@
+//! Carrying out moves: `mosrun` registering a process (and placing it), `migrate PID TARGET`,
+//! `mosctl expel`/`bring`, and the balancer's round once a second. The decisions are
+//! [`super::policy`]'s; this file gathers the facts they need (`/proc`, the registry, the
+//! gossip view) and starts the threads that move processes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::client::{DecayMode, Response, Target};
+use mosix_core::gossip::Millis;
+use mosix_core::moves::MoveFailure;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::node::Node;
+use super::policy::{self, MovePlan, ProcFacts, StartPlan};
+use crate::split::handle::{MoveAsk, MoveDone};
+use crate::split::procs::{self, Home, Procs};
+
+impl Node {
+    /// `mosrun`: makes process `pid` a MOSIX process, and with a placement, moves it there
+    /// right after its `execve`. Answers when it is registered (and seized for the move).
+    pub(super) fn register(
+        &mut self,
+        pid: i32,
+        lock: bool,
+        decay: DecayMode,
+        placement: Option<NodeId>,
+        fallback_home: bool,
+        reply: oneshot::Sender<Response>,
+    ) -> bool {
+        let answer = |r: Result<(), MoveFailure>| match r {
+            Ok(()) => Response::Registered,
+            Err(f) => Response::MoveFailed(f),
+        };
+        if pid <= 0 {
+            let _ = reply.send(Response::Error(
+                "cannot tell which process is asking".into(),
+            ));
+            return false;
+        }
+        if let Err(e) = self.procs.register(pid, lock, decay) {
+            let _ = reply.send(Response::Error(format!(
+                "cannot make process {pid} a MOSIX process: {e}"
+            )));
+            return false;
+        }
+        let plan = policy::plan_start(self.loaded.me, placement, fallback_home, |n| {
+            self.can_take(n)
+        });
+        match plan {
+            Err(f) => {
+                let _ = reply.send(answer(Err(f)));
+            }
+            Ok((StartPlan::Home, why)) => {
+                if let Some(why) = why {
+                    info!("process {pid} starts at home: {why}");
+                }
+                let _ = reply.send(Response::Registered);
+            }
+            Ok((StartPlan::At(node), _)) => crate::split::deputy::migrate_at_exec(
+                pid,
+                node,
+                fallback_home,
+                self.home_env(),
+                Box::new(move |r| {
+                    let _ = reply.send(answer(r));
+                }),
+            ),
+        }
+        false
+    }
+
+    /// `migrate PID TARGET` by the local user `uid`.
+    pub(super) fn migrate(
+        &mut self,
+        uid: u32,
+        pid: u32,
+        target: Target,
+        wait: bool,
+        reply: oneshot::Sender<Response>,
+    ) -> bool {
+        let facts = self.facts(pid);
+        let home = self.procs.home(pid as i32);
+        let plan = policy::plan_move(
+            self.loaded.me,
+            self.flags,
+            uid,
+            target,
+            &facts,
+            || self.balance_target(pid as i32, &home),
+            |n| self.can_take(n),
+        );
+        let pid = pid as i32;
+        let procs = Arc::clone(&self.procs);
+        match plan {
+            Err(f) => {
+                let _ = reply.send(Response::MoveFailed(f));
+            }
+            Ok(MovePlan::Stay { node }) => {
+                let _ = reply.send(Response::Migrated { node, done: true });
+            }
+            Ok(MovePlan::SendAway { to }) => crate::split::deputy::migrate(
+                pid,
+                to,
+                None,
+                self.home_env(),
+                answer_when(pid, to, wait, reply),
+            ),
+            Ok(MovePlan::MoveOn { to }) => {
+                let done = answer_when(pid, to, wait, reply);
+                if let Err(ask) = procs.ask_move(pid, MoveAsk { node: to, done }) {
+                    let me = self.loaded.me;
+                    (ask.done)(Err(MoveFailure::Refused {
+                        by: me,
+                        reason: format!("process {pid} is between nodes; try again"),
+                    }));
+                }
+            }
+            Ok(MovePlan::BringHome) => {
+                if !procs.ask_come_home(pid) {
+                    let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {
+                        by: self.loaded.me,
+                        reason: format!("process {pid} is between nodes; try again"),
+                    }));
+                    return false;
+                }
+                let spawned = std::thread::Builder::new()
+                    .name(format!("mosix-move-{pid}"))
+                    .spawn(move || {
+                        let _ = reply.send(if wait_home(&procs, pid) {
+                            Response::Migrated {
+                                node: 0,
+                                done: true,
+                            }
+                        } else {
+                            Response::Error(format!("process {pid} did not come home"))
+                        });
+                    });
+                if let Err(e) = spawned {
+                    warn!("cannot start a thread: {e}");
+                }
+            }
+        }
+        false
+    }
+
+    /// What `migrate` weighs about process `pid`.
+    fn facts(&self, pid: u32) -> ProcFacts {
+        let owner = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.status())
+            .ok()
+            .map(|s| (s.ruid, s.euid));
+        let h = self.procs.home(pid as i32);
+        let mosix = owner.is_some() && self.procs.is_mosix(pid as i32);
+        ProcFacts {
+            pid,
+            owner,
+            mosix,
+            at: h.at,
+            moving: h.moving,
+            locked: h.lock,
+            cantmove: if mosix && h.at.is_none() {
+                procs::why_not(pid as i32)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Where `migrate PID balance` sends a process (`None`: it is best where it is): the
+    /// balancer's choice for it now, from this node's view.
+    fn balance_target(&self, pid: i32, home: &Home) -> Option<NodeId> {
+        let (me, mut nodes) = self.node_states(self.now());
+        match home.at {
+            None => {
+                let rss = procfs::process::Process::new(pid)
+                    .and_then(|p| p.stat())
+                    .map_or(0, |s| s.rss * procfs::page_size());
+                mosix_core::balance::best_place(&me, &nodes, None, rss)
+            }
+            Some(at) => {
+                let k = nodes.iter().position(|n| n.node == at)?;
+                let there = nodes.swap_remove(k);
+                nodes.push(me);
+                mosix_core::balance::best_place(&there, &nodes, Some(me.node), home.remote_rss)
+            }
+        }
+    }
+
+    /// `mosctl expel` (every guest goes home) or `bring` (every process of ours comes home):
+    /// asks them all at once, answers when none is left or after a minute, with the counts.
+    pub(super) fn move_all(&mut self, expel: bool, reply: oneshot::Sender<Response>) -> bool {
+        let procs = Arc::clone(&self.procs);
+        let (asked, what) = if expel {
+            (procs.expel_guests(), "guests sent home")
+        } else {
+            (procs.bring_all(), "processes brought home")
+        };
+        info!("{}: {asked} {what}", if expel { "expel" } else { "bring" });
+        let left = move |p: &Procs| {
+            if expel {
+                p.guests().len() as u32
+            } else {
+                p.away()
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("mosix-move-all".into())
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while left(&procs) > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = reply.send(Response::Moved {
+                    asked,
+                    left: left(&procs),
+                });
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread: {e}");
+        }
+        false
+    }
+
+    /// One round of automatic migration: measure the processes running here, ask the balancer,
+    /// carry out its moves.
+    pub(super) fn balance(&mut self) {
+        if !self.procs.enabled() {
+            return;
+        }
+        let now = self.now();
+        for e in self.procs.take_ended_moves() {
+            let ago = Millis::try_from(e.at.elapsed().as_millis()).unwrap_or(Millis::MAX);
+            if let Err(f) = &e.outcome {
+                info!("balancing: the move of process {} ended: {f}", e.pid);
+            }
+            self.balancing.balancer.settled(
+                e.pid as u64,
+                e.outcome.as_ref().map(|_| ()),
+                now.saturating_sub(ago),
+            );
+        }
+        let b = &mut self.balancing;
+        let locals = b.tracker.look(now, &self.procs, &b.decay);
+        if locals.is_empty() {
+            return;
+        }
+        let (me, peers) = self.node_states(now);
+        let states: Vec<_> = locals.iter().map(|l| l.state).collect();
+        let b = &mut self.balancing;
+        let moves = b.balancer.decide(now, &me, &peers, &states, &b.overheads);
+        for m in moves {
+            let Some(l) = locals.iter().find(|l| l.state.id == m.id) else {
+                continue;
+            };
+            let pid = m.id as i32;
+            let why = m.reason.word();
+            match l.guest {
+                Some((home, home_pid)) => {
+                    info!(
+                        "balancing ({why}): guest {pid} (pid {home_pid} of node {home}) should run on node {}",
+                        m.to
+                    );
+                    if !self.procs.ask_guest_leave(pid, m.to, m.ceiling) {
+                        self.balancing.balancer.forget(m.id);
+                    }
+                }
+                None => {
+                    info!("balancing ({why}): process {pid} goes to node {}", m.to);
+                    let procs = Arc::clone(&self.procs);
+                    crate::split::deputy::migrate(
+                        pid,
+                        m.to,
+                        m.ceiling,
+                        self.home_env(),
+                        Box::new(move |r| procs.move_ended(pid, r.map(|_| ()))),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Waits (at most a minute) until a process that was asked home is home.
+fn wait_home(procs: &Procs, pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let h = procs.home(pid);
+        if h.at.is_none() && !h.moving {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The answer to `migrate PID NODE`: at once ("moving"), or (`wait`) by the returned callback
+/// once the move is done or failed; a failure nobody waits for is logged.
+fn answer_when(pid: i32, to: NodeId, wait: bool, reply: oneshot::Sender<Response>) -> MoveDone {
+    let reply = if wait {
+        Some(reply)
+    } else {
+        let _ = reply.send(Response::Migrated {
+            node: to.get(),
+            done: false,
+        });
+        None
+    };
+    Box::new(move |r| match (r, reply) {
+        (Ok(n), Some(reply)) => {
+            let _ = reply.send(Response::Migrated {
+                node: n.get(),
+                done: true,
+            });
+        }
+        (Err(e), Some(reply)) => {
+            let _ = reply.send(Response::MoveFailed(e));
+        }
+        (Err(e), None) => warn!("moving process {pid}: {e}"),
+        (Ok(_), None) => {}
+    })
+}

@@ -1,0 +1,402 @@
+//! The main loop's state — [`Node`] — and what it does with each [`Event`]: gossip in and out,
+//! the samples of the node's load, processes arriving, destinations of direct moves rejoining,
+//! and the view of the cluster the tools read. Requests of the tools are answered in
+//! [`super::requests`], moves in [`super::moves`].
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use mosix_core::balance::{Balancer, NodeState};
+use mosix_core::client::{ClusterView, NodeView};
+use mosix_core::config::{DecayTunables, Paths};
+use mosix_core::gossip::{Dissemination, Millis};
+use mosix_core::load::{Figures, LoadSmoother, NodeInfo};
+use mosix_core::map::IdentityError;
+use mosix_core::overheads::Overheads;
+use mosix_core::proto::{self, LinkMsg};
+use mosix_core::{NodeId, Status};
+use rand::rngs::SmallRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::policy::{self, Seen};
+use super::{
+    Event, Loaded, ServiceError, balancing, bind_link, gossip_config, link_context, load,
+    load_overheads,
+};
+use crate::link::{self, Inbound, Outbound, SharedContext, Throttle};
+use crate::node::admission::Admission;
+use crate::node::measure::Scope;
+use crate::split::deputy::HomeEnv;
+use crate::split::handle::RejoinOffer;
+use crate::split::procs::Procs;
+use crate::split::remote::GuestEnv;
+
+/// The link as the main loop holds it.
+pub(super) struct LinkState {
+    /// The read-mostly context every connection uses, replaced whole on `setpe -W`.
+    pub ctx: SharedContext,
+    /// The outbound gossip writers.
+    pub outbound: Outbound,
+    /// Repeated log lines about one peer.
+    pub throttle: Arc<Throttle>,
+    /// The accepting task.
+    pub accept: JoinHandle<()>,
+}
+
+/// The dissemination and what the loop needs to run it.
+pub(super) struct Gossip {
+    /// The state machine.
+    pub diss: Dissemination<NodeInfo>,
+    /// The clock of the state machine starts here.
+    pub start: Instant,
+    /// Peers are chosen at random.
+    pub rng: SmallRng,
+    /// Which nodes were up at the last tick, to log changes.
+    pub last_up: Vec<(NodeId, bool)>,
+}
+
+/// What this node measures of itself.
+pub(super) struct Load {
+    /// The machine or the node's cgroup.
+    pub scope: Scope,
+    /// MOSIX's two smoothings.
+    pub smoother: LoadSmoother,
+    /// The figures of the last sample.
+    pub figures: Figures,
+    /// `mosctl setspeed`.
+    pub speed_override: Option<u32>,
+}
+
+/// Automatic migration here.
+pub(super) struct Balancing {
+    /// The balancer of `mosix-core`.
+    pub balancer: Balancer,
+    /// What it knows of the processes here.
+    pub tracker: balancing::Tracker,
+    /// Migration costs (`/etc/overheads`).
+    pub overheads: Overheads,
+    /// Decay of the processes' statistics.
+    pub decay: DecayTunables,
+    /// Consent to automatic moves here.
+    pub admission: Arc<Admission>,
+}
+
+/// The main loop's state.
+pub(super) struct Node {
+    pub paths: Paths,
+    pub loaded: Loaded,
+    pub link: LinkState,
+    pub gossip: Gossip,
+    pub load: Load,
+    pub balancing: Balancing,
+    /// This node's flags (stay, block, …).
+    pub flags: Status,
+    /// The BLOCK flag, for the guest threads.
+    pub blocked: Arc<AtomicBool>,
+    /// MOSIX processes and guests.
+    pub procs: Arc<Procs>,
+    /// The main loop's own queue (the link's accepting task sends to it).
+    pub events: mpsc::Sender<Event>,
+    /// The service's effective uid: it may change the configuration too.
+    pub euid: u32,
+}
+
+impl Node {
+    /// Milliseconds on the dissemination's clock.
+    pub fn now(&self) -> Millis {
+        Millis::try_from(self.gossip.start.elapsed().as_millis()).unwrap_or(Millis::MAX)
+    }
+
+    /// This node's entry in the gossip.
+    pub fn own_info(&self) -> NodeInfo {
+        NodeInfo {
+            flags: self.flags,
+            figures: if self.flags.contains(Status::QUIET) {
+                None
+            } else {
+                Some(self.load.figures)
+            },
+        }
+    }
+
+    /// When the next gossip message is due.
+    pub fn next_send(&self) -> Instant {
+        let due = u64::try_from(self.gossip.diss.next_send()).unwrap_or(0);
+        self.gossip.start + Duration::from_millis(due)
+    }
+
+    /// Time to gossip: refresh our entry and send the window to a random peer.
+    pub fn tick(&mut self) {
+        // The timer fired for next_send; do not let millisecond rounding make the send not due.
+        let now = self.now().max(self.gossip.diss.next_send());
+        let info = self.own_info();
+        self.gossip.diss.set_local(info, now);
+        if let Some((to, msg)) = self.gossip.diss.send(now, &mut self.gossip.rng) {
+            let frame = Arc::new(proto::encode(&LinkMsg::Gossip(msg)));
+            self.link.outbound.send(to, frame);
+        }
+        self.log_changes(now);
+    }
+
+    fn log_changes(&mut self, now: Millis) {
+        let dead_after = self.gossip.diss.config().dead_after_ms.unwrap_or(0);
+        let current: Vec<(NodeId, bool)> = self
+            .gossip
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self)
+            .map(|k| (k.node, k.up))
+            .collect();
+        if self.gossip.last_up.len() == current.len() {
+            for ((n, was), (_, is)) in self.gossip.last_up.iter().zip(&current) {
+                match (was, is) {
+                    (false, true) => info!("node {n} is up"),
+                    (true, false) => {
+                        info!(
+                            "node {n} is down: no news of it for {} s",
+                            dead_after / 1000
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.gossip.last_up = current;
+    }
+
+    /// Handles one event; returns true when the service should stop.
+    pub async fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Link(Inbound::Gossip { msg, .. }) => {
+                let now = self.now();
+                self.gossip.diss.receive(&msg, now);
+            }
+            Event::Sample(mut s) => {
+                if let Some(sp) = self.load.speed_override {
+                    s.speed = sp;
+                }
+                self.load.figures = self.load.smoother.figures(&s);
+                // Consent is judged on the exported load, which rises at once.
+                self.balancing
+                    .admission
+                    .update(self.my_state(self.now(), self.load.figures.load));
+                self.balance();
+            }
+            Event::Link(Inbound::Rejoin {
+                from,
+                pid,
+                token,
+                local_pid,
+                stream,
+            }) => {
+                let offer = RejoinOffer {
+                    from,
+                    token,
+                    local_pid,
+                    stream,
+                };
+                if let Err(o) = self.procs.offer_rejoin(pid as i32, offer) {
+                    o.refuse(format!(
+                        "process {pid} is not away from node {}",
+                        self.loaded.me
+                    ));
+                }
+            }
+            Event::Link(Inbound::Process { from, stream }) => {
+                let env = self.guest_env();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("mosix-guest-from-{from}"))
+                    .spawn(move || crate::split::remote::accept(stream, from, env));
+                if let Err(e) = spawned {
+                    warn!("cannot start a guest thread: {e}");
+                }
+            }
+            Event::Control {
+                req,
+                uid,
+                pid,
+                reply,
+            } => return self.request(req, uid, pid, reply).await,
+        }
+        false
+    }
+
+    /// What the home side of a migration needs from this node.
+    pub fn home_env(&self) -> HomeEnv {
+        HomeEnv {
+            me: self.loaded.me,
+            procs: Arc::clone(&self.procs),
+            link: Arc::clone(&self.link.ctx),
+        }
+    }
+
+    /// What a guest's supervisor needs from this node.
+    fn guest_env(&self) -> GuestEnv {
+        GuestEnv {
+            me: self.loaded.me,
+            procs: Arc::clone(&self.procs),
+            blocked: Arc::clone(&self.blocked),
+            link: Arc::clone(&self.link.ctx),
+            admission: Arc::clone(&self.balancing.admission),
+        }
+    }
+
+    /// Whether node `n` can take a process now; why not otherwise.
+    pub fn can_take(&self, n: NodeId) -> Result<(), String> {
+        let seen = match self.gossip.diss.get(n, self.now()) {
+            None => Seen::Unknown,
+            Some(k) => Seen::Known {
+                up: k.up,
+                flags: k.info.map_or(Status::empty(), |i| i.flags),
+            },
+        };
+        policy::can_take(n, self.loaded.me, seen)
+    }
+
+    /// This node (with its local load) and the live peers that disseminate their load, as the
+    /// balancer sees them.
+    pub fn node_states(&self, now: Millis) -> (NodeState, Vec<NodeState>) {
+        let me = self.my_state(now, self.local_load());
+        let peers = self
+            .gossip
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self && k.up)
+            .filter_map(|k| {
+                let i = k.info?;
+                let f = i.figures?;
+                let age = Millis::try_from(k.age_ms.unwrap_or(0)).unwrap_or(Millis::MAX);
+                Some(NodeState {
+                    node: k.node,
+                    load: f.load,
+                    speed: f.speed,
+                    cpus: f.cpus,
+                    mem_total: f.mem_total,
+                    mem_free: f.mem_free,
+                    flags: i.flags & Status::ADMIN,
+                    measured_at: now.saturating_sub(age),
+                })
+            })
+            .collect();
+        (me, peers)
+    }
+
+    /// This node's local load (rises slowly, falls at once): what the balancer weighs here.
+    fn local_load(&self) -> u32 {
+        let f = self.load.figures;
+        self.load.smoother.local_load(f.cpus, f.speed)
+    }
+
+    /// This node as the balancer sees it, with `load`.
+    fn my_state(&self, now: Millis, load: u32) -> NodeState {
+        let f = self.load.figures;
+        NodeState {
+            node: self.loaded.me,
+            load,
+            speed: f.speed,
+            cpus: f.cpus,
+            mem_total: f.mem_total,
+            mem_free: f.mem_free,
+            flags: self.flags,
+            measured_at: now,
+        }
+    }
+
+    /// The cluster as this node sees it (`mon`, `mosctl status`).
+    pub fn view(&self) -> ClusterView {
+        let now = self.now();
+        let nodes = self
+            .gossip
+            .diss
+            .known(now)
+            .map(|k| {
+                let addr = self
+                    .loaded
+                    .map
+                    .addr_of(k.node)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                if k.is_self {
+                    return NodeView {
+                        node: k.node,
+                        addr,
+                        is_self: true,
+                        up: true,
+                        age_ms: Some(0),
+                        status: Status::CONF | Status::UP | self.flags,
+                        figures: Some(self.load.figures),
+                    };
+                }
+                let flags = k.info.map_or(Status::empty(), |i| i.flags & Status::ADMIN);
+                let mut status = Status::CONF | flags;
+                status.set(Status::UP, k.up);
+                NodeView {
+                    node: k.node,
+                    addr,
+                    is_self: false,
+                    up: k.up,
+                    age_ms: k.age_ms,
+                    status,
+                    figures: k.info.and_then(|i| i.figures),
+                }
+            })
+            .collect();
+        let cfg = self.gossip.diss.config();
+        ClusterView {
+            me: self.loaded.me,
+            interval_ms: cfg.interval_ms,
+            dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
+            nodes,
+        }
+    }
+
+    /// `setpe -W`: a new map (and a fresh read of mosix.toml and the secret), applied in place.
+    pub async fn reconfigure(
+        &mut self,
+        map_name: &str,
+        map_text: &str,
+        forced: Option<NodeId>,
+    ) -> Result<(), ServiceError> {
+        let new = load(&self.paths, map_name, map_text, forced)?;
+        let port = new.tunables.link.port;
+        if new.my_addr != self.loaded.my_addr || port != self.loaded.tunables.link.port {
+            let tcp = bind_link(new.my_addr, port).await?;
+            self.link.accept.abort();
+            self.link.accept = tokio::spawn(link::accept_loop(
+                tcp,
+                Arc::clone(&self.link.ctx),
+                self.events.clone(),
+                Arc::clone(&self.link.throttle),
+            ));
+        }
+        let ctx = Arc::new(link_context(&new));
+        match self.link.ctx.write() {
+            Ok(mut g) => *g = ctx,
+            Err(poisoned) => *poisoned.into_inner() = ctx,
+        }
+        self.link.outbound.reset();
+        self.gossip
+            .diss
+            .set_nodes(new.map.nodes(), new.me)
+            .map_err(|e| ServiceError::Identity {
+                map: map_name.to_owned(),
+                source: IdentityError::NoAddress(e.to_string()),
+            })?;
+        self.gossip.diss.set_config(gossip_config(&new));
+        self.gossip.last_up.clear();
+        self.balancing.overheads = load_overheads(&self.paths);
+        info!(
+            "configuration replaced: node {} at {}:{} (map {}, {} nodes)",
+            new.me,
+            new.my_addr,
+            port,
+            new.map_name,
+            new.map.node_count()
+        );
+        self.loaded = new;
+        Ok(())
+    }
+}

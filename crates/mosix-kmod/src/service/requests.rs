@@ -1,0 +1,155 @@
+//! The answers to the local tools: every [`Request`] of the control socket is handled here, in
+//! one place. Who may ask what is [`super::policy::may_ask`]; requests that move processes
+//! answer later, from the threads that move them ([`super::moves`]).
+
+use mosix_core::client::{Request, Response, RunningConfig, ServiceInfo};
+use mosix_core::overheads::Overheads;
+use mosix_core::{Flag, Status};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::node::Node;
+use super::policy;
+
+impl Node {
+    /// Answers `req` from the local user `uid` (through the process `pid`, for `Register`);
+    /// returns true when the service should stop.
+    pub async fn request(
+        &mut self,
+        req: Request,
+        uid: u32,
+        pid: i32,
+        reply: oneshot::Sender<Response>,
+    ) -> bool {
+        if let Err(e) = policy::may_ask(&req, uid, self.euid) {
+            let _ = reply.send(Response::Error(e));
+            return false;
+        }
+        let answer = match req {
+            Request::Ping => Response::Pong(ServiceInfo {
+                node: self.loaded.me,
+                pid: std::process::id(),
+                version: mosix_core::VERSION.to_owned(),
+            }),
+            Request::View => Response::View(self.view()),
+            Request::SetFlag { flag, on } => {
+                self.set_flag(flag, on, uid);
+                Response::Done
+            }
+            Request::SetSpeed { speed } => {
+                if speed == 0 || speed > 100_000_000 {
+                    Response::Error(format!("speed {speed} is out of range 1..100000000"))
+                } else {
+                    self.load.speed_override = Some(speed);
+                    self.load.figures.speed = speed;
+                    info!("speed set to {speed} by uid {uid}");
+                    Response::Done
+                }
+            }
+            Request::GetDecay => Response::Decay(self.balancing.decay),
+            Request::SetDecay(d) => match d.validate() {
+                Ok(()) => {
+                    self.balancing.decay = d;
+                    info!(
+                        "decay set to interval {} s, slow {}, fast {} by uid {uid}",
+                        d.interval_s, d.slow, d.fast
+                    );
+                    Response::Done
+                }
+                Err(e) => Response::Error(e),
+            },
+            Request::GetTune => Response::Tune(self.balancing.overheads.clone()),
+            Request::LoadTune => self.load_tune(uid),
+            Request::GetConfig => {
+                let cfg = self.gossip.diss.config();
+                Response::Config(RunningConfig {
+                    node: self.loaded.me,
+                    map_text: self.loaded.map.to_text(),
+                    map_name: self.loaded.map_name.clone(),
+                    port: self.loaded.tunables.link.port,
+                    interval_ms: cfg.interval_ms,
+                    window: cfg.window,
+                    dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
+                    measuring: self.load.scope.describe(),
+                })
+            }
+            Request::Reconfigure {
+                map_name,
+                map_text,
+                node,
+            } => match self.reconfigure(&map_name, &map_text, node).await {
+                Ok(()) => Response::Done,
+                Err(e) => Response::Error(e.to_string()),
+            },
+            Request::Shutdown => {
+                info!("stopping at the request of uid {uid}");
+                let _ = reply.send(Response::Done);
+                return true;
+            }
+            Request::Procs { guests } => Response::Procs(self.procs.rows(guests)),
+            // These answer when their moves are done (or could not start).
+            Request::Register {
+                lock,
+                decay,
+                placement,
+                fallback_home,
+            } => return self.register(pid, lock, decay, placement, fallback_home, reply),
+            Request::Migrate {
+                pid: target,
+                to,
+                wait,
+            } => return self.migrate(uid, target, to, wait, reply),
+            Request::Expel | Request::Bring => {
+                let expel = matches!(req, Request::Expel);
+                let flag = if expel { Flag::Block } else { Flag::Lstay };
+                self.set_flag(flag, true, uid);
+                return self.move_all(expel, reply);
+            }
+        };
+        let _ = reply.send(answer);
+        false
+    }
+
+    /// Sets or clears one of this node's flags; the cluster hears of it at the next tick, this
+    /// node's own view changes at once.
+    fn set_flag(&mut self, flag: Flag, on: bool, uid: u32) {
+        self.flags.set(flag.bit(), on);
+        self.blocked.store(
+            self.flags.contains(Status::BLOCK),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        info!(
+            "{}{} set by uid {uid}",
+            if on { "" } else { "no" },
+            match flag {
+                Flag::NoMfs => "mfs (MFS off)",
+                f => f.set_word(),
+            }
+        );
+        let now = self.now();
+        let info = self.own_info();
+        self.gossip.diss.set_local(info, now);
+    }
+
+    /// `LoadTune`: reads the overheads file again; a wrong file keeps the costs in use.
+    fn load_tune(&mut self, uid: u32) -> Response {
+        let (o, why) = Overheads::load(&self.paths.overheads());
+        match why {
+            Some(why) => {
+                warn!("overheads not reloaded, the ones in use are kept: {why}");
+                Response::Error(format!(
+                    "the overheads file was not loaded, the costs in use are kept: {why}"
+                ))
+            }
+            None => {
+                info!(
+                    "migration costs reloaded by uid {uid} from {} ({} rows)",
+                    o.source,
+                    o.rows.len()
+                );
+                self.balancing.overheads = o;
+                Response::Tune(self.balancing.overheads.clone())
+            }
+        }
+    }
+}

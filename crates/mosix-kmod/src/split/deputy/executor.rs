@@ -1,0 +1,214 @@
+//! The executor: one thread per connection to a remote, reading it. Forwarded calls that work
+//! on descriptors run right here, on duplicates of the deputy's descriptors; calls that must
+//! run inside the deputy, the process's end, its stops and its coming home go to the tracer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mosix_core::NodeId;
+use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::syscalls::Class;
+use tracing::info;
+
+use super::ERESTARTSYS;
+use super::tracer::Req;
+use crate::link::channel::{Receiver, Sender};
+use crate::split::forward::{self, FdTable, Plan};
+use crate::split::handle::{ComeHomeHandle, MoveAsk};
+use crate::split::procs::Procs;
+
+/// What the executor shares with the tracer.
+pub(super) struct ExecShared {
+    /// Its thread id, for the tracer's interrupts.
+    pub(super) tid: Arc<AtomicI32>,
+    /// It is in a call that may block.
+    pub(super) in_call: Arc<AtomicBool>,
+    pub(super) procs: Arc<Procs>,
+    /// For the nudge that wakes a call blocked inside the deputy.
+    pub(super) home_req: ComeHomeHandle,
+    /// This node.
+    pub(super) me: NodeId,
+}
+
+/// The most a read or write on a terminal moves in one call: it runs inside the deputy, through
+/// its scratch area. A terminal may return less than asked, and programs loop.
+const TERMINAL_IO_MAX: u64 = 64 << 10;
+
+fn clamp_terminal_io(c: &mut mosix_core::proto::Call) {
+    let nr = i64::from(c.nr);
+    if (nr == libc::SYS_read || nr == libc::SYS_write) && c.args[2] > TERMINAL_IO_MAX {
+        c.args[2] = TERMINAL_IO_MAX;
+        for (_, b) in &mut c.bufs {
+            b.truncate(TERMINAL_IO_MAX as usize);
+        }
+    }
+}
+
+pub(super) fn executor(
+    pid: i32,
+    mut rx: Receiver,
+    tx: Sender,
+    reqs: mpsc::Sender<Req>,
+    shared: ExecShared,
+) {
+    let ExecShared {
+        tid,
+        in_call,
+        procs,
+        home_req,
+        me,
+    } = shared;
+    tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+    let mut fds = match FdTable::new(pid) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = reqs.send(Req::Lost(format!(
+                "cannot reach the deputy's descriptors: {e}"
+            )));
+            return;
+        }
+    };
+    loop {
+        match rx.recv() {
+            Ok(ProcMsg::Call(mut c)) => {
+                let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
+                if class == Class::Service
+                    && shape[0] == mosix_core::syscalls::Arg::Fd
+                    && fds.is_terminal(c.args[0] as i32)
+                {
+                    class = Class::Deputy;
+                    clamp_terminal_io(&mut c);
+                }
+                let reply = match class {
+                    Class::Service => {
+                        in_call.store(true, Ordering::Relaxed);
+                        let mut r = if c.ahead > 0 {
+                            forward::exec_streamed(&c, &mut fds)
+                        } else {
+                            forward::exec_service(&c, &mut fds)
+                        };
+                        in_call.store(false, Ordering::Relaxed);
+                        if r.ret == -(libc::EINTR as i64) {
+                            // Interrupted for a signal of the process: let its kernel decide.
+                            r.ret = ERESTARTSYS;
+                        }
+                        r
+                    }
+                    Class::Deputy => match Plan::new(&c) {
+                        Ok(plan) => {
+                            let (otx, orx) = mpsc::channel();
+                            if reqs.send(Req::Call(Box::new(plan), otx)).is_err() {
+                                return;
+                            }
+                            // The call may block inside the deputy (wait4, the open of a FIFO);
+                            // should the remote die meanwhile, wake it.
+                            let mut nudged = false;
+                            let done = loop {
+                                match orx.recv_timeout(Duration::from_millis(100)) {
+                                    Ok(x) => break Some(x),
+                                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                                        if !nudged && tx.peer_gone() {
+                                            home_req.nudge().send();
+                                            nudged = true;
+                                        }
+                                    }
+                                    Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                                }
+                            };
+                            match done {
+                                Some((ret, outs)) => {
+                                    fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
+                                    Reply { ret, outs, io: 0 }
+                                }
+                                None => return,
+                            }
+                        }
+                        Err(e) => Reply {
+                            ret: e,
+                            outs: Vec::new(),
+                            io: 0,
+                        },
+                    },
+                    _ => Reply {
+                        ret: -(libc::ENOSYS as i64),
+                        outs: Vec::new(),
+                        io: 0,
+                    },
+                };
+                if tx.send(&ProcMsg::Reply(reply)).is_err() {
+                    let _ = reqs.send(Req::Lost("the connection to the remote broke".into()));
+                    return;
+                }
+            }
+            Ok(ProcMsg::Exit { status }) => {
+                let _ = reqs.send(Req::Exit(status));
+                return;
+            }
+            Ok(ProcMsg::Died { sig, .. }) => {
+                let _ = reqs.send(Req::Died(sig));
+                return;
+            }
+            Ok(ProcMsg::Stats {
+                utime_ms,
+                stime_ms,
+                state,
+                rss,
+            }) => procs.update_home(pid, |h| {
+                h.remote_cpu_ms = utime_ms + stime_ms;
+                h.remote_stats_at = Some(std::time::Instant::now());
+                h.remote_state = Some(state);
+                h.remote_rss = rss;
+            }),
+            Ok(ProcMsg::Image(h)) => {
+                let _ = reqs.send(Req::Image(h, rx));
+                return;
+            }
+            Ok(ProcMsg::Expelled) => {
+                info!("process {pid}: its node sends it home (mosctl expel)");
+                home_req.ask();
+            }
+            Ok(ProcMsg::Leave { to }) => {
+                let h = procs.home(pid);
+                if h.lock {
+                    info!("process {pid}: its node would move it to node {to}, but it is locked");
+                } else if to == me {
+                    info!("process {pid}: the balancer brings it home");
+                    home_req.ask();
+                } else if !h.moving {
+                    info!("process {pid}: the balancer moves it on to node {to}");
+                    home_req.ask_move(MoveAsk {
+                        node: to,
+                        done: Box::new(move |r| {
+                            if let Err(e) = r {
+                                info!("process {pid}: balancing move to node {to}: {e}");
+                            }
+                        }),
+                    });
+                }
+            }
+            Ok(ProcMsg::Stopped { sig, conts }) => {
+                let _ = reqs.send(Req::Stopped(sig, conts));
+            }
+            Ok(ProcMsg::Moved { signals }) => {
+                // This connection ends; the tracer starts another executor on the new one.
+                let _ = reqs.send(Req::Moved(signals));
+                return;
+            }
+            Ok(ProcMsg::MoveFailed { failure }) => {
+                let _ = reqs.send(Req::MoveFailed(failure));
+            }
+            Ok(other) => {
+                let _ = reqs.send(Req::Lost(format!("the remote sent {other:?} out of turn")));
+                return;
+            }
+            Err(e) => {
+                let _ = reqs.send(Req::Lost(format!(
+                    "the connection to the remote broke ({e})"
+                )));
+                return;
+            }
+        }
+    }
+}

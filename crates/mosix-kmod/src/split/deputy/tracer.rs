@@ -1,0 +1,739 @@
+//! The deputy: the original process at home, stopped under ptrace with its memory released,
+//! standing in for its remote. Its tracer thread owns the ptrace relationship: it forwards the
+//! signals that hit the deputy, mirrors job-control stops for the parent, runs the calls that
+//! must execute inside the deputy, ends the deputy the way the process ended, and rebuilds the
+//! process in it when it comes home.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::image::{ImageHeader, Regs};
+use mosix_core::moves::MoveFailure;
+use mosix_core::proto::ProcMsg;
+use tracing::{debug, info, warn};
+
+use super::executor::{ExecShared, executor};
+use super::relay::Relay;
+use super::{ERESTARTSYS, HomeEnv, KICK_FOR_SIGNAL, interrupt_signal};
+use crate::freezer::freeze::Frozen;
+use crate::freezer::restore;
+use crate::kernel::inject::{self, Area};
+use crate::kernel::ptrace::{Mem, Running, Sig, Stop, Stopped};
+use crate::link::channel::{Receiver, Sender};
+use crate::split::failure;
+use crate::split::forward::{self, Plan};
+use crate::split::handle::{ComeHomeHandle, Nudge};
+
+/// A result and its output buffers.
+pub(super) type Outcome = (i64, Vec<(u8, Vec<u8>)>);
+
+/// What the executor asks the tracer.
+pub(super) enum Req {
+    /// Run this call inside the deputy.
+    Call(Box<Plan>, mpsc::Sender<Outcome>),
+    /// The process exited with this status.
+    Exit(i32),
+    /// The process was killed by this signal.
+    Died(i32),
+    /// The process comes home: its image, and the connection to read its pages from.
+    Image(Box<ImageHeader>, Receiver),
+    /// The connection to the remote broke.
+    Lost(String),
+    /// The process stopped (job control): the signal, and the `SIGCONT`s it had seen.
+    Stopped(i32, u32),
+    /// The process runs at the destination of the direct move; the signals it could not take
+    /// on the node it left. The connection to that node ends.
+    Moved(Vec<i32>),
+    /// The direct move failed; the process goes on where it is.
+    MoveFailed(MoveFailure),
+}
+
+/// The deputy's part in job control (see [`Deputy::job_stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Job {
+    /// Not stopped.
+    Running,
+    /// The stop signal has been sent to the deputy, with its default action.
+    Stopping(Sig),
+    /// Stopped for its parent; `SIGCONT` wakes it.
+    Stopped(Sig),
+}
+
+/// The connection to the remote, and where the signals that hit the deputy go: to the
+/// remote, or held while a direct move is under way (they then go to wherever the process
+/// ends up).
+pub(super) struct Outbox {
+    pub(super) tx: Sender,
+    /// `SIGCONT`s forwarded to the remote (a stop it reports before it saw the latest one is
+    /// stale).
+    pub(super) conts: u32,
+    /// Signals held during a direct move.
+    pub(super) held: Option<Vec<Sig>>,
+}
+
+impl Outbox {
+    pub(super) fn forward(&mut self, sig: Sig) {
+        if let Some(h) = &mut self.held {
+            h.push(sig);
+            return;
+        }
+        if sig.raw() == libc::SIGCONT {
+            self.conts = self.conts.wrapping_add(1);
+        }
+        let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
+    }
+
+    /// Stops holding signals and forwards those held, after `first`.
+    pub(super) fn release(&mut self, first: impl IntoIterator<Item = Sig>) {
+        let held = self.held.take().unwrap_or_default();
+        for s in first.into_iter().chain(held) {
+            self.forward(s);
+        }
+    }
+}
+
+/// What to do with a signal that stops the deputy while we wait for something else (an
+/// interrupt, an injected call): forward it, unless it is our own nudge.
+pub(super) fn forwarder<'a>(
+    out: &'a mut Outbox,
+    nudge: &'a Nudge,
+) -> impl FnMut(Sig, &Stopped) + 'a {
+    move |s, st| {
+        if !nudge.is(s, st) {
+            out.forward(s);
+        }
+    }
+}
+
+/// A `struct sigaction` (kernel layout: handler, flags, restorer, mask) with this handler and
+/// nothing else; 0 is the default action.
+fn sigaction_bytes(handler: u64) -> [u8; 32] {
+    let mut sa = [0u8; 32];
+    sa[..8].copy_from_slice(&handler.to_le_bytes());
+    sa
+}
+
+/// A deputy: the stopped original process, sleeping in pause() run from our area.
+pub(super) struct Deputy {
+    pub(super) pid: i32,
+    pub(super) running: Option<Running>,
+    pub(super) area: Area,
+    pub(super) pause: Regs,
+    pub(super) mem: Mem,
+    pub(super) out: Outbox,
+    pub(super) executor_tid: Arc<AtomicI32>,
+    pub(super) in_call: Arc<AtomicBool>,
+    /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
+    pub(super) kick_until: Option<Instant>,
+    /// Requests to come home.
+    pub(super) home_req: ComeHomeHandle,
+    /// Home has asked the process back: calls are no longer run here.
+    pub(super) homing: bool,
+    /// Job control.
+    pub(super) job: Job,
+    /// A direct move under way.
+    pub(super) relay: Option<Relay>,
+    /// For the executors this tracer starts (one per connection to a remote).
+    pub(super) reqs: Option<mpsc::Sender<Req>>,
+}
+
+impl Deputy {
+    /// Turns a frozen process that now runs elsewhere into its deputy: releases its memory,
+    /// catches every signal, and puts it to sleep.
+    pub(super) fn become_(f: Frozen, tx: Sender, me: NodeId) -> Result<Deputy, String> {
+        let pid = f.tracee.pid();
+        let area = f.area;
+        let base = f.original_regs;
+        let mut t = f.tracee;
+        let inj = |t: Stopped, nr: i64, args: [u64; 6]| {
+            inject::syscall(t, area.site(), &base, nr, args).map_err(|(_, e)| e.to_string())
+        };
+        if let Some(rs) = f.header.rseq {
+            // The kernel would go on writing into the rseq area we are about to unmap.
+            let (t2, _) = inj(
+                t,
+                libc::SYS_rseq,
+                [rs.ptr, u64::from(rs.len), 1, u64::from(rs.sig), 0, 0],
+            )?;
+            t = t2;
+        }
+        // Release the user memory: the point of moving a process is that home gets it back.
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for v in &f.header.vmas {
+            match ranges.last_mut() {
+                Some(l) if l.1 == v.start => l.1 = v.end,
+                _ => ranges.push((v.start, v.end)),
+            }
+        }
+        for (s, e) in ranges {
+            let (t2, _) = inj(t, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0])?;
+            t = t2;
+        }
+        // Catch every signal: a handler address (never run: we suppress the signal at its
+        // delivery stop) keeps the kernel from discarding signals whose default is to ignore.
+        f.mem
+            .write(area.scratch(), &sigaction_bytes(area.start))
+            .map_err(|e| e.to_string())?;
+        for sig in 1..=64u64 {
+            if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            let (t2, _) = inj(t, libc::SYS_rt_sigaction, [sig, area.scratch(), 0, 8, 0, 0])?;
+            t = t2;
+        }
+        t.set_sigmask(0).map_err(|e| e.to_string())?;
+        let pause = base.for_syscall(area.site(), libc::SYS_pause as u64, [0; 6]);
+        t.set_regs(&pause).map_err(|e| e.to_string())?;
+        let running = t.cont(None).map_err(|e| e.to_string())?;
+        // Signals that came while it was frozen belong to the process, which is there now.
+        let mut out = Outbox {
+            tx,
+            conts: 0,
+            held: None,
+        };
+        out.release(f.pending.iter().copied());
+        Ok(Deputy {
+            pid,
+            running: Some(running),
+            area,
+            pause,
+            mem: f.mem,
+            out,
+            executor_tid: Arc::new(AtomicI32::new(0)),
+            in_call: Arc::new(AtomicBool::new(false)),
+            kick_until: None,
+            home_req: ComeHomeHandle::new(pid, me),
+            homing: false,
+            job: Job::Running,
+            relay: None,
+            reqs: None,
+        })
+    }
+
+    /// Serves the process until it ends or comes home.
+    pub(super) fn serve(mut self, rx: Receiver, tx: Sender, env: HomeEnv, header: ImageHeader) {
+        let (req_tx, req_rx) = mpsc::channel::<Req>();
+        let pid = self.pid;
+        self.reqs = Some(req_tx);
+        if let Err(e) = self.start_executor(rx, tx, &env) {
+            warn!("cannot start the executor of process {pid}: {e}");
+            let _ = self.out.tx.send(&ProcMsg::Kill);
+            self.kill_deputy();
+            env.procs.forget_home(pid);
+            return;
+        }
+        env.procs.register_deputy(pid, self.home_req.clone());
+        let end = self.tracer(req_rx, &env, &header);
+        env.procs.unregister_deputy(pid);
+        // A move asked while the process ended or came home is answered now.
+        if let Some(ask) = self.home_req.take_move() {
+            (ask.done)(Err(match end {
+                TracerEnd::Home => failure::refused(
+                    env.me,
+                    format!("process {pid} came home meanwhile; ask again"),
+                ),
+                TracerEnd::Gone => MoveFailure::Gone {
+                    pid: pid.unsigned_abs(),
+                    detail: "it ended while the move was asked".into(),
+                },
+            }));
+        }
+        for o in self.home_req.take_offers() {
+            o.refuse(format!("process {pid} is no longer away"));
+        }
+        match end {
+            TracerEnd::Home => env.procs.update_home(pid, |h| {
+                h.at = None;
+                h.remote_pid = None;
+                h.nmigs += 1;
+                h.away_cpu_ms += h.remote_cpu_ms;
+                h.remote_cpu_ms = 0;
+                h.command = None;
+            }),
+            TracerEnd::Gone => env.procs.forget_home(pid),
+        }
+    }
+
+    /// Starts the thread that reads the connection to the remote (one per connection: a
+    /// direct move brings a new one).
+    pub(super) fn start_executor(
+        &self,
+        rx: Receiver,
+        tx: Sender,
+        env: &HomeEnv,
+    ) -> std::io::Result<()> {
+        let pid = self.pid;
+        let reqs = self
+            .reqs
+            .clone()
+            .ok_or_else(|| std::io::Error::other("the tracer has no request channel"))?;
+        self.executor_tid.store(0, Ordering::Relaxed);
+        let shared = ExecShared {
+            tid: Arc::clone(&self.executor_tid),
+            in_call: Arc::clone(&self.in_call),
+            procs: Arc::clone(&env.procs),
+            home_req: self.home_req.clone(),
+            me: env.me,
+        };
+        std::thread::Builder::new()
+            .name(format!("mosix-exec-{pid}"))
+            .spawn(move || executor(pid, rx, tx, reqs, shared))
+            .map(|_| ())
+    }
+
+    /// Stops the sleeping deputy, forwarding signals that arrive meanwhile.
+    pub(super) fn stop(&mut self) -> Result<Stopped, String> {
+        let r = self.running.take().ok_or("the deputy is not running")?;
+        r.request_interrupt().map_err(|e| e.to_string())?;
+        r.wait_interrupt(forwarder(&mut self.out, self.home_req.nudge()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Puts a stopped deputy back to sleep.
+    pub(super) fn sleep(&mut self, t: Stopped) -> Result<(), String> {
+        t.set_regs(&self.pause).map_err(|e| e.to_string())?;
+        self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    pub(super) fn kill_deputy(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.kill();
+        }
+    }
+
+    fn tracer(
+        &mut self,
+        reqs: mpsc::Receiver<Req>,
+        env: &HomeEnv,
+        header: &ImageHeader,
+    ) -> TracerEnd {
+        let pid = self.pid;
+        loop {
+            // A move under way finishes before the process is asked home.
+            if self.relay.is_none() && self.home_req.take() {
+                self.start_homing();
+            }
+            if let Some(ask) = self.home_req.take_move() {
+                self.start_relay(ask, env);
+            }
+            for o in self.home_req.take_offers() {
+                self.on_offer(o);
+            }
+            if let Some(end) = self.relay_tick(env, header) {
+                return end;
+            }
+            // A call blocked here must not outlive the remote: the executor would never learn
+            // that nobody waits for the answer.
+            if self.in_call.load(Ordering::Relaxed) && self.out.tx.peer_gone() {
+                self.kick_until = Some(Instant::now() + KICK_FOR_SIGNAL);
+            }
+            self.kick();
+            match reqs.recv_timeout(Duration::from_millis(5)) {
+                Ok(Req::Call(plan, reply)) => {
+                    // Home wants the process back: the call runs again at home after the move.
+                    self.home_req.set_in_deputy_call(true);
+                    if self.relay.is_none() && self.home_req.take() {
+                        self.start_homing();
+                    }
+                    if self.homing || self.relay.is_some() {
+                        self.home_req.set_in_deputy_call(false);
+                        let _ = reply.send((ERESTARTSYS, Vec::new()));
+                        continue;
+                    }
+                    let out = match self.stop() {
+                        Ok(t) => {
+                            let (t, (ret, outs)) = self.run_in_deputy(t, *plan);
+                            match t {
+                                Some(t) => {
+                                    if let Err(e) = self.sleep(t) {
+                                        warn!("deputy {pid}: {e}");
+                                    }
+                                }
+                                None => warn!("deputy {pid} lost during a forwarded call"),
+                            }
+                            (ret, outs)
+                        }
+                        Err(e) => {
+                            warn!("deputy {pid}: {e}");
+                            (-(libc::EIO as i64), Vec::new())
+                        }
+                    };
+                    self.home_req.set_in_deputy_call(false);
+                    // ComeHome (or MoveTo) goes out before the reply, so the remote knows why
+                    // a call was interrupted.
+                    if self.relay.is_none() && self.home_req.take() {
+                        self.start_homing();
+                    }
+                    if let Some(ask) = self.home_req.take_move() {
+                        self.start_relay(ask, env);
+                    }
+                    let _ = reply.send(out);
+                }
+                Ok(Req::Exit(status)) => {
+                    self.end_with_exit(status);
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Died(sig)) => {
+                    self.end_with_signal(sig);
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Stopped(sig, conts)) => {
+                    debug!(
+                        "deputy {pid}: stop by {sig} reported after {conts} SIGCONTs ({} sent), {:?}",
+                        self.out.conts, self.job
+                    );
+                    if conts == self.out.conts
+                        && self.job == Job::Running
+                        && let Some(sig) = Sig::new(sig)
+                        && let Err(e) = self.job_stop(sig)
+                    {
+                        warn!("deputy {pid} could not stop as its process did: {e}");
+                    }
+                }
+                Ok(Req::Lost(why)) if self.relay.is_some() => {
+                    if let Some(r) = &mut self.relay {
+                        warn!(
+                            "process {pid}: connection to node {} lost during its move to node {} ({why}); waiting for node {} to rejoin",
+                            env.procs.home(pid).at.map_or(0, NodeId::get),
+                            r.node,
+                            r.node
+                        );
+                        r.source_lost = Some(Instant::now());
+                    }
+                }
+                Ok(Req::Moved(signals)) => {
+                    if let Some(end) = self.commit_relay(signals, env, header) {
+                        return end;
+                    }
+                }
+                Ok(Req::MoveFailed(reason)) => self.relay_failed(reason, env),
+                Ok(Req::Lost(why)) => {
+                    warn!(
+                        "process {pid} ({}) on node {} lost: {why}; it is killed at home",
+                        header.comm,
+                        env.procs.home(pid).at.map_or(0, NodeId::get)
+                    );
+                    self.kill_deputy();
+                    return TracerEnd::Gone;
+                }
+                Ok(Req::Image(h, rx)) => {
+                    // It left for home on its own before it saw the move.
+                    if self.relay.is_some() {
+                        self.relay_failed(failure::refused(env.me, "it came home first"), env);
+                    }
+                    return match self.come_home(&h, rx) {
+                        Ok(()) => TracerEnd::Home,
+                        Err(e) => {
+                            warn!("process {pid} could not come home: {e}; it is lost");
+                            let _ = self.out.tx.send(&ProcMsg::Refused { reason: e });
+                            self.kill_deputy();
+                            TracerEnd::Gone
+                        }
+                    };
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(end) = self.poll_signals() {
+                        return end;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.kill_deputy();
+                    return TracerEnd::Gone;
+                }
+            }
+        }
+    }
+
+    /// Tells the remote to come home. Until the image arrives (or the process dies), forwarded
+    /// calls are interrupted or refused with `-ERESTARTSYS`: one blocked here would hold the
+    /// move up for as long as it blocks.
+    pub(super) fn start_homing(&mut self) {
+        let _ = self.out.tx.send(&ProcMsg::ComeHome);
+        self.homing = true;
+        self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
+    }
+
+    /// Interrupts the executor if it is blocked in a forwarded call and [`Deputy::kick_until`]
+    /// says so. The interrupted call is answered `-ERESTARTSYS`. Sent again at every turn of
+    /// the tracer's loop while it applies: a signal that lands just before the executor enters
+    /// its blocking call is lost (the handler runs, then the call blocks), so one is not
+    /// enough. An extra interrupt costs at most a re-sent call.
+    pub(super) fn kick(&mut self) {
+        let Some(until) = self.kick_until else { return };
+        if Instant::now() > until {
+            self.kick_until = None;
+            return;
+        }
+        let tid = self.executor_tid.load(Ordering::Relaxed);
+        if self.in_call.load(Ordering::Relaxed) && tid > 0 {
+            // SAFETY: tgkill sends a signal to one of our own threads, whose handler is
+            // installed and empty.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    std::process::id(),
+                    tid,
+                    interrupt_signal(),
+                );
+            }
+        }
+    }
+
+    /// Forwards signals that stopped the deputy; notices its death.
+    fn poll_signals(&mut self) -> Option<TracerEnd> {
+        loop {
+            let r = self.running.take()?;
+            match r.try_wait() {
+                Err(r) => {
+                    self.running = Some(r);
+                    return None;
+                }
+                Ok(Ok(s)) => {
+                    match (self.job, s.stop) {
+                        // Our own stop signal: deliver it, the deputy stops for its parent.
+                        (Job::Stopping(want), Stop::Signal(sig)) if sig == want => {
+                            match s.cont(Some(sig)) {
+                                Ok(r) => self.running = Some(r),
+                                Err(_) => return Some(self.deputy_lost()),
+                            }
+                            continue;
+                        }
+                        (_, Stop::Group(sig)) => {
+                            self.job = Job::Stopped(sig);
+                            match s.listen() {
+                                Ok(r) => self.running = Some(r),
+                                Err(_) => return Some(self.deputy_lost()),
+                            }
+                            continue;
+                        }
+                        // SIGCONT woke it: catch the stop signal again, and back to sleep (the
+                        // SIGCONT itself is then delivered, and forwarded, as any signal).
+                        (Job::Stopped(sig), Stop::Event(_)) => {
+                            self.job = Job::Running;
+                            let r = self.catch_again(s, sig);
+                            match r {
+                                Ok(()) => {}
+                                Err(e) => {
+                                    warn!("deputy {}: {e}", self.pid);
+                                    return Some(self.deputy_lost());
+                                }
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    if let Stop::Signal(sig) = s.stop
+                        && !self.home_req.nudge().is(sig, &s)
+                    {
+                        self.out.forward(sig);
+                        // A forwarded call blocked at home must not hold the signal up.
+                        let soon = Instant::now() + KICK_FOR_SIGNAL;
+                        if self.kick_until.is_none_or(|k| k < soon) {
+                            self.kick_until = Some(soon);
+                        }
+                        self.kick();
+                    }
+                    match s.cont(None) {
+                        Ok(r) => self.running = Some(r),
+                        Err(_) => return Some(self.deputy_lost()),
+                    }
+                }
+                Ok(Err(_)) => {
+                    // The deputy died (SIGKILL at home): the process dies everywhere.
+                    let _ = self.out.tx.send(&ProcMsg::Kill);
+                    return Some(TracerEnd::Gone);
+                }
+            }
+        }
+    }
+
+    /// The deputy vanished under us: the process ends everywhere.
+    fn deputy_lost(&mut self) -> TracerEnd {
+        let _ = self.out.tx.send(&ProcMsg::Kill);
+        TracerEnd::Gone
+    }
+
+    /// The process stopped (job control) by `sig`: the deputy stops by the same signal, so
+    /// its parent's `wait(WUNTRACED)` reports it and a shell prints "Stopped". The deputy
+    /// catches every signal, so the signal's default action is put back for the stop, and
+    /// the catching handler again when `SIGCONT` wakes it ([`Deputy::catch_again`]). The stop
+    /// itself is a group stop that we leave in place with `PTRACE_LISTEN`.
+    fn job_stop(&mut self, sig: Sig) -> Result<(), String> {
+        debug!("deputy {}: its process stopped by {sig}", self.pid);
+        let t = self.stop()?;
+        let t = if sig.raw() == libc::SIGSTOP {
+            t
+        } else {
+            self.set_action(t, sig, 0)?
+        };
+        self.sleep(t)?;
+        self.job = Job::Stopping(sig);
+        sig.send_to(self.pid).map_err(|e| e.to_string())
+    }
+
+    /// Puts back the catching handler of `sig` in a deputy woken from a job-control stop, and
+    /// puts it back to sleep.
+    fn catch_again(&mut self, t: Stopped, sig: Sig) -> Result<(), String> {
+        let t = if sig.raw() == libc::SIGSTOP {
+            t
+        } else {
+            self.set_action(t, sig, self.area.start)?
+        };
+        self.sleep(t)
+    }
+
+    /// Sets the handler of `sig` in the deputy (0: the default action).
+    fn set_action(&mut self, t: Stopped, sig: Sig, handler: u64) -> Result<Stopped, String> {
+        if let Err(e) = self
+            .mem
+            .write(self.area.scratch(), &sigaction_bytes(handler))
+        {
+            self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
+            return Err(e.to_string());
+        }
+        // Signals that arrive meanwhile (the SIGCONT that woke it) are the process's.
+        match inject::syscall_for_process(
+            t,
+            self.area.site(),
+            &self.pause,
+            libc::SYS_rt_sigaction,
+            [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
+            forwarder(&mut self.out, self.home_req.nudge()),
+        ) {
+            Ok((t, _)) => Ok(t),
+            Err((t, e)) => {
+                if let Some(t) = t {
+                    self.running = t.cont(None).ok();
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn run_in_deputy(&mut self, t: Stopped, plan: Plan) -> (Option<Stopped>, Outcome) {
+        let placed = match forward::place(&plan, self.area.scratch(), self.area.scratch_len()) {
+            Ok(p) => p,
+            Err(e) => return (Some(t), (e, Vec::new())),
+        };
+        for (i, addr, _) in &placed.at {
+            if let Some(b) = &plan.bufs[*i]
+                && self.mem.write(*addr, b).is_err()
+            {
+                return (Some(t), (-(libc::EIO as i64), Vec::new()));
+            }
+        }
+        let (t, ret) = match inject::syscall_for_process(
+            t,
+            self.area.site(),
+            &self.pause,
+            plan.nr as i64,
+            placed.args,
+            forwarder(&mut self.out, self.home_req.nudge()),
+        ) {
+            Ok(x) => x,
+            Err((t, e)) => {
+                warn!("deputy {}: {e}", self.pid);
+                return (t, (-(libc::EIO as i64), Vec::new()));
+            }
+        };
+        let mut plan = plan;
+        for (i, addr, len) in &placed.at {
+            let mut b = vec![0u8; *len];
+            if self.mem.read(*addr, &mut b).is_ok() {
+                plan.bufs[*i] = Some(b);
+            }
+        }
+        let outs = plan.outputs(ret);
+        (Some(t), (ret, outs))
+    }
+
+    fn end_with_exit(&mut self, status: i32) {
+        let Ok(t) = self.stop() else { return };
+        // exit_group does not come back: the wait sees the exit.
+        let regs = self.pause.for_syscall(
+            self.area.site(),
+            libc::SYS_exit_group as u64,
+            [status as u64, 0, 0, 0, 0, 0],
+        );
+        if t.set_regs(&regs).is_err() {
+            return;
+        }
+        if let Ok(r) = t.cont(None) {
+            let _ = r.wait();
+        }
+    }
+
+    fn end_with_signal(&mut self, sig: i32) {
+        let Some(s) = Sig::new(sig) else {
+            self.kill_deputy();
+            return;
+        };
+        let Ok(t) = self.stop() else { return };
+        // Default action for that signal, then deliver it: the deputy dies the same death.
+        let t = match self.set_action(t, s, 0) {
+            Ok(t) => t,
+            Err(_) => {
+                self.kill_deputy();
+                return;
+            }
+        };
+        let _ = t.set_regs(&self.pause);
+        if let Ok(r) = t.cont(Some(s)) {
+            let mut r = r;
+            // Deliver it until the deputy is gone (a stop on the way gets the signal again).
+            while let Ok(st) = r.wait() {
+                match st.cont(Some(s)) {
+                    Ok(r2) => r = r2,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), String> {
+        let t = self.stop()?;
+        let rest = restore::prepare(t, h, Some(self.area)).map_err(|(t, e)| {
+            if let Some(t) = t {
+                t.kill();
+            }
+            e.to_string()
+        })?;
+        if let Err(e) = restore::receive_pages(&mut rx, h, &rest) {
+            rest.into_tracee().kill();
+            return Err(e);
+        }
+        let (t, _) = rest.finish(h, None).map_err(|(t, e)| {
+            if let Some(t) = t {
+                t.kill();
+            }
+            e.to_string()
+        })?;
+        t.detach(None).map_err(|e| e.to_string())?;
+        let _ = self.out.tx.send(&ProcMsg::Started {
+            pid: self.pid as u32,
+        });
+        info!("{} (pid {}) is home again", h.comm, self.pid);
+        // Signals the remote could no longer deliver come back, then the connection ends.
+        let _ = rx.socket().set_read_timeout(Some(Duration::from_secs(5)));
+        while let Ok(m) = rx.recv() {
+            if let ProcMsg::Signal { sig } = m
+                && let Some(s) = Sig::new(sig)
+            {
+                let _ = s.send_to(self.pid);
+            }
+        }
+        self.out.tx.shutdown();
+        Ok(())
+    }
+}
+
+pub(super) enum TracerEnd {
+    /// The process runs at home again.
+    Home,
+    /// The process is gone.
+    Gone,
+}

@@ -1,0 +1,65 @@
+//! Shipping a frozen process to another node: the one way every move out of a node goes, from
+//! home (the deputy sending its process away) or from a remote (a direct move on).
+
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::moves::MoveFailure;
+use mosix_core::proto::ProcMsg;
+
+use crate::freezer::freeze::Frozen;
+use crate::link::channel::{self, Receiver, Sender};
+use crate::link::{self, LinkContext};
+use crate::split::failure;
+
+/// A process that runs at its destination.
+#[derive(Debug)]
+pub struct Shipped {
+    /// Its pid there.
+    pub pid: u32,
+    /// The connection it came on (home keeps it: it carries the process's calls from now on).
+    pub tx: Sender,
+    /// Its reading half.
+    pub rx: Receiver,
+    /// How long the image took to send.
+    pub sending: Duration,
+    /// How long the destination then took to start it.
+    pub starting: Duration,
+}
+
+/// Opens a process connection to `to`, sends the image and its pages, and waits (at most
+/// `answer_within`, if given) for the destination to say it runs the process. A refusal keeps
+/// the destination's reason; anything that breaks on the way is a lost link to `to`.
+pub fn ship(
+    frozen: &Frozen,
+    to: NodeId,
+    ctx: &LinkContext,
+    answer_within: Option<Duration>,
+) -> Result<Shipped, MoveFailure> {
+    let stream = link::connect_process(to, ctx).map_err(|e| failure::link_lost(to, e))?;
+    let (tx, mut rx) = channel::split(stream).map_err(|e| failure::link_lost(to, e))?;
+    let started = Instant::now();
+    frozen
+        .send(&tx)
+        .map_err(|e| failure::link_lost(to, format!("the transfer broke off ({e})")))?;
+    let sent = Instant::now();
+    if answer_within.is_some() {
+        let _ = rx.socket().set_read_timeout(answer_within);
+    }
+    let answer = rx.recv();
+    if answer_within.is_some() {
+        let _ = rx.socket().set_read_timeout(None);
+    }
+    match answer {
+        Ok(ProcMsg::Started { pid }) => Ok(Shipped {
+            pid,
+            tx,
+            rx,
+            sending: sent - started,
+            starting: sent.elapsed(),
+        }),
+        Ok(ProcMsg::Refused { reason }) => Err(failure::refused(to, reason)),
+        Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
+        Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
+    }
+}
