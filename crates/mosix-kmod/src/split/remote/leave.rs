@@ -1,0 +1,182 @@
+//! A guest leaving: frozen again (a call it was stopped in runs again wherever it goes) and
+//! sent home over its connection to home, or shipped on to another node directly, reporting
+//! `Moved` (or `MoveFailed`, thawing it here) to home.
+
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::moves::MoveFailure;
+use mosix_core::proto::ProcMsg;
+use tracing::{info, warn};
+
+use super::supervisor::{End, Supervisor};
+use super::{ERESTARTNOINTR, MOVE_ON_ANSWER};
+use crate::freezer::freeze::{self, FreezeOptions};
+use crate::kernel::ptrace;
+use crate::kernel::seccomp::Notif;
+use crate::link;
+use crate::split::failure;
+use crate::split::ship;
+
+impl Supervisor {
+    /// Freezes the process and sends it home. With `pending`, the process is stopped in that
+    /// notification: the call is answered "restart" and so runs again, natively, at home.
+    /// Returns whether home took it.
+    pub(super) fn go_home(&mut self, pending: Option<Notif>) -> Result<bool, End> {
+        let pid = self.pid();
+        // Writes behind go, bytes read ahead go back: home's descriptors are as the process
+        // left them.
+        self.settle_io()?;
+        let frozen = self
+            .freeze_to_leave(pending)
+            .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
+        if let Err(e) = frozen.send(&self.tx) {
+            let _ = frozen.thaw();
+            return Err(End::HomeLost(format!("sending it home failed: {e}")));
+        }
+        // Signals that can no longer be delivered here: those that stopped it on the way
+        // into the freeze, and those home forwards until it has the process back. Home gets
+        // them back once the process runs there.
+        let mut undelivered: Vec<i32> = frozen.pending.iter().map(|s| s.raw()).collect();
+        loop {
+            match self.rx.recv() {
+                Ok(ProcMsg::Started { .. }) => {
+                    info!(
+                        "{} (pid {pid}) went home to node {}",
+                        self.h.comm, self.h.home
+                    );
+                    self.env.procs.move_ended(pid, Ok(()));
+                    frozen.tracee.kill();
+                    let _ = self.child.wait();
+                    for sig in undelivered {
+                        let _ = self.tx.send(&ProcMsg::Signal { sig });
+                    }
+                    return Ok(true);
+                }
+                Ok(ProcMsg::Refused { reason }) => {
+                    warn!("home refused {} back: {reason}", self.h.comm);
+                    self.env
+                        .procs
+                        .move_ended(pid, Err(failure::refused(self.h.home, reason)));
+                    let _ = frozen.thaw();
+                    return Ok(false);
+                }
+                Ok(ProcMsg::Signal { sig }) => undelivered.push(sig),
+                Ok(ProcMsg::ComeHome | ProcMsg::MoveTo { .. } | ProcMsg::Stats { .. }) => {}
+                Ok(other) => {
+                    frozen.tracee.kill();
+                    return Err(End::HomeLost(format!(
+                        "home sent {other:?} while taking it back"
+                    )));
+                }
+                Err(e) => {
+                    frozen.tracee.kill();
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Stops the process and freezes it for leaving. With `pending`, the process is stopped in
+    /// that notification, answered "restart": the call runs again wherever it goes (or here,
+    /// should it stay).
+    pub(super) fn freeze_to_leave(
+        &mut self,
+        pending: Option<Notif>,
+    ) -> Result<freeze::Frozen, MoveFailure> {
+        let pid = self.pid();
+        let running = ptrace::seize(pid, ptrace::SUSPEND_SECCOMP)
+            .map_err(|e| failure::traced(pid, "seizing it", &e))?;
+        running
+            .request_interrupt()
+            .map_err(|e| failure::traced(pid, "stopping it", &e))?;
+        if let Some(n) = pending {
+            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
+        }
+        let mut sigs = Vec::new();
+        let t = running
+            .wait_interrupt(|s, _| sigs.push(s))
+            .map_err(|e| failure::traced(pid, "stopping it", &e))?;
+        let opts = FreezeOptions {
+            home: self.h.home,
+            nmigs: self.h.nmigs,
+            locked: self.h.locked,
+            under_filter: true,
+            cached: Some(self.h.cached.clone()),
+            creds: Some(self.h.creds.clone()),
+        };
+        freeze::freeze_stopped(t, sigs, &opts).map_err(|e| failure::traced(pid, "freezing it", &e))
+    }
+
+    /// Home asked it to move on to node `to` directly (see `Deputy::start_relay` at home):
+    /// freezes it, ships it there with `token`, and once it runs there reports `Moved` to home
+    /// and ends; on any failure before that, thaws it here and reports `MoveFailed`.
+    /// Returns whether it left.
+    pub(super) fn move_on(
+        &mut self,
+        to: NodeId,
+        token: u64,
+        pending: Option<Notif>,
+    ) -> Result<bool, End> {
+        let comm = self.h.comm.clone();
+        let ceiling = self.env.procs.take_ceiling(self.pid(), to);
+        let failed = |s: &mut Self, failure: MoveFailure| {
+            warn!("{comm} stays here: the move to node {to} failed: {failure}");
+            s.env.procs.move_ended(s.pid(), Err(failure.clone()));
+            match s.tx.send(&ProcMsg::MoveFailed { failure }) {
+                Ok(()) => Ok(false),
+                Err(e) => Err(End::HomeLost(format!(
+                    "the connection to its home broke ({e})"
+                ))),
+            }
+        };
+        if to == self.env.me || to == self.h.home {
+            let me = self.env.me;
+            return failed(
+                self,
+                failure::refused(me, format!("node {to} is not another remote node")),
+            );
+        }
+        self.settle_io()?;
+        let mut frozen = match self.freeze_to_leave(pending) {
+            Ok(f) => f,
+            Err(e) => return failed(self, e),
+        };
+        frozen.header.rejoin = Some(token);
+        frozen.header.ceiling = ceiling;
+        let started = Instant::now();
+        let ctx = link::snapshot(&self.env.link);
+        match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER)) {
+            Ok(shipped) => {
+                let rpid = shipped.pid;
+                self.env.procs.move_ended(self.pid(), Ok(()));
+                frozen.tracee.kill();
+                let _ = self.child.wait();
+                let signals = frozen.pending.iter().map(|s| s.raw()).collect();
+                let _ = self.tx.send(&ProcMsg::Moved { signals });
+                info!(
+                    "{comm} (pid {} at node {}) moved on to node {to} as pid {rpid}: {} MiB in {:.0} ms",
+                    self.h.cached.pid,
+                    self.h.home,
+                    frozen.header.total_bytes >> 20,
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                // Home switches to the new node's connection and closes this one: wait for
+                // that, so that `Moved` is read before the connection goes.
+                self.tx.close_write();
+                let _ = self
+                    .rx
+                    .socket()
+                    .set_read_timeout(Some(Duration::from_secs(5)));
+                while self.rx.recv().is_ok() {}
+                Ok(true)
+            }
+            Err(reason) => {
+                let _ = frozen.thaw();
+                failed(self, reason)
+            }
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! The supervisor of a guest: waits on the filter's listener and on the connection to home,
+//! answers cached calls, forwards the others home (with read-ahead and write-behind), maps home
+//! files it needs, delivers signals, mirrors job-control stops, reports statistics, and sends
+//! the process home for calls only home can run.
+
+use std::os::fd::AsRawFd;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::image::ImageHeader;
+use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::syscalls::Class;
+use tracing::{debug, warn};
+
+use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
+use crate::kernel::ptrace::{Mem, Sig};
+use crate::kernel::seccomp::{Listener, Notif};
+use crate::link::channel::{Receiver, Sender};
+use crate::split::forward::{self, Marshalled};
+use crate::split::iocache::{IoCache, ReadPlan, WritePlan};
+
+/// Why a file mapping was not made here.
+pub(super) enum MapFile {
+    /// The process must go home for it.
+    Home,
+    /// Supervision ends.
+    End(End),
+}
+
+pub(super) struct Supervisor {
+    pub(super) env: GuestEnv,
+    /// Home asked it to move on to this node, with this token.
+    pub(super) move_to: Option<(NodeId, u64)>,
+    pub(super) h: ImageHeader,
+    /// A descriptor number that holds the memfd of the last file mapping.
+    pub(super) stale_map_fd: Option<i32>,
+    /// What replaces it.
+    pub(super) placeholder: std::fs::File,
+    pub(super) tx: Sender,
+    pub(super) rx: Receiver,
+    pub(super) listener: Listener,
+    pub(super) child: Child,
+    pub(super) mem: Mem,
+    pub(super) come_home: bool,
+    /// After a signal, until when to look for a job-control stop (see [`Supervisor::stopped`]).
+    pub(super) watch_stop_until: Option<Instant>,
+    /// `SIGCONT`s from home delivered so far.
+    pub(super) conts: u32,
+    /// Read-ahead and write-behind.
+    pub(super) io: IoCache,
+}
+
+/// How supervision ended.
+pub(super) enum End {
+    /// The process is gone, home was told.
+    Gone,
+    /// Home is gone (or broke the protocol): the process was killed.
+    HomeLost(String),
+}
+
+impl Supervisor {
+    pub(super) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub(super) fn run(&mut self) {
+        let end = self.supervise();
+        match end {
+            End::Gone => {}
+            End::HomeLost(why) => {
+                warn!(
+                    "guest {} from node {} killed: {why}",
+                    self.h.comm, self.h.home
+                );
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        self.tx.shutdown();
+    }
+
+    fn supervise(&mut self) -> End {
+        // Home shows the process's state from these: the first one right away.
+        self.send_stats();
+        let mut last_stats = Instant::now();
+        loop {
+            if self.come_home {
+                match self.go_home(None) {
+                    Ok(true) => return End::Gone,
+                    Ok(false) => self.come_home = false,
+                    Err(e) => return e,
+                }
+            }
+            if let Some((to, token)) = self.move_to.take() {
+                match self.move_on(to, token, None) {
+                    Ok(true) => return End::Gone,
+                    Ok(false) => {}
+                    Err(e) => return e,
+                }
+            }
+            // Home's messages first if some are already buffered.
+            if self.rx.has_buffered()
+                && let Some(end) = self.read_home()
+            {
+                return end;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.listener.fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.rx.socket().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let timeout = if self.watch_stop_until.is_some() {
+                10
+            } else if self.io.has_behind() {
+                crate::split::iocache::BEHIND_MAX_AGE.as_millis() as i32
+            } else {
+                1000
+            };
+            // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if self.watch_stop_until.is_some() {
+                self.stopped();
+            }
+            for c in self.io.due(Instant::now()) {
+                if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                    return End::HomeLost(format!("sending writes home failed ({e})"));
+                }
+            }
+            if n < 0 {
+                continue;
+            }
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                self.send_stats();
+            }
+            if fds[1].revents != 0
+                && let Some(end) = self.read_home()
+            {
+                return end;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                match self.listener.recv() {
+                    Ok(n) => {
+                        if let Some(end) = self.on_call(n) {
+                            return end;
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(end) = self.check_end() {
+                            return end;
+                        }
+                    }
+                }
+            } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0
+                && let Some(end) = self.check_end()
+            {
+                return end;
+            }
+        }
+    }
+
+    /// Looks for a job-control stop for a while: every stop signal passes through us (from
+    /// home, or sent by the process to itself, as a `SIGTSTP` handler does once it has tidied
+    /// up), but it may take effect later, when the process leaves a forwarded call.
+    fn watch_stop(&mut self) {
+        self.watch_stop_until = Some(Instant::now() + STOP_WATCH);
+    }
+
+    /// Reports a job-control stop home, which stops the deputy the same way: the parent's
+    /// `wait(WUNTRACED)` (a shell's Ctrl-Z) sees it as if the process were local.
+    fn stopped(&mut self) {
+        if self.watch_stop_until.is_some_and(|u| Instant::now() > u) {
+            self.watch_stop_until = None;
+        }
+        // SAFETY: waitid(2) writes one siginfo_t, a valid zeroed local. WSTOPPED without
+        // WEXITED only reports stops, so the exit is still reaped by Child::try_wait.
+        let info = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.pid() as libc::id_t,
+                &raw mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            );
+            if r != 0 || info.si_pid() == 0 {
+                return;
+            }
+            info
+        };
+        // SAFETY: for a CLD_STOPPED report si_status is the stop signal.
+        let sig = unsafe { info.si_status() };
+        debug!("{} stopped by signal {sig}", self.h.comm);
+        self.watch_stop_until = None;
+        let _ = self.tx.send(&ProcMsg::Stopped {
+            sig,
+            conts: self.conts,
+        });
+    }
+
+    /// Has the process ended? If so, tell home how.
+    fn check_end(&mut self) -> Option<End> {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    // What it wrote is written before its parent can see it end.
+                    if let Err(end) = self.settle_io() {
+                        return Some(end);
+                    }
+                    let msg = match (st.code(), st.signal()) {
+                        (Some(c), _) => ProcMsg::Exit { status: c },
+                        (None, Some(sig)) => ProcMsg::Died {
+                            sig,
+                            core: st.core_dumped(),
+                        },
+                        _ => ProcMsg::Died {
+                            sig: libc::SIGKILL,
+                            core: false,
+                        },
+                    };
+                    let _ = self.tx.send(&msg);
+                    return Some(End::Gone);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn send_stats(&self) {
+        let Ok(stat) = procfs::process::Process::new(self.pid()).and_then(|p| p.stat()) else {
+            return;
+        };
+        let ticks = procfs::ticks_per_second().max(1);
+        let page = procfs::page_size();
+        let _ = self.tx.send(&ProcMsg::Stats {
+            utime_ms: stat.utime * 1000 / ticks,
+            stime_ms: stat.stime * 1000 / ticks,
+            state: stat.state as u8,
+            rss: stat.rss * page,
+        });
+    }
+
+    /// Handles one message from home (not a reply). `Some` ends supervision.
+    fn read_home(&mut self) -> Option<End> {
+        match self.rx.recv() {
+            Ok(m) => self.home_msg(m),
+            Err(e) => Some(End::HomeLost(format!(
+                "the connection to its home broke ({e})"
+            ))),
+        }
+    }
+
+    fn home_msg(&mut self, m: ProcMsg) -> Option<End> {
+        match m {
+            ProcMsg::Signal { sig } => {
+                if let Some(s) = Sig::new(sig) {
+                    if sig == libc::SIGCONT {
+                        self.conts = self.conts.wrapping_add(1);
+                    }
+                    let _ = s.send_to(self.pid());
+                    self.watch_stop();
+                }
+                None
+            }
+            ProcMsg::ComeHome => {
+                self.come_home = true;
+                None
+            }
+            ProcMsg::MoveTo { node, token } => {
+                self.move_to = Some((node, token));
+                None
+            }
+            ProcMsg::Reply(r) if self.io.owed() > 0 => {
+                self.io.on_owed_reply(&r);
+                None
+            }
+            ProcMsg::Kill => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Some(End::Gone)
+            }
+            other => Some(End::HomeLost(format!("home sent {other:?} out of turn"))),
+        }
+    }
+
+    fn on_call(&mut self, n: Notif) -> Option<End> {
+        let nr = n.nr as u64;
+        if let Some(fd) = self.stale_map_fd.take() {
+            // The memfd of the last file mapping: replace it with a cheap placeholder, so that
+            // an unmapped copy is freed.
+            let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
+        }
+        if let Some(r) = self.signal_to_self(&n) {
+            let _ = self.listener.reply(n.id, r);
+            return None;
+        }
+        let (class, _) = forward::shape(nr, &n.args);
+        match class {
+            Class::Cached => {
+                let r = self.cached(&n);
+                let _ = self.listener.reply(n.id, r);
+                None
+            }
+            Class::Service | Class::Deputy => self.forward(n),
+            Class::Exit => {
+                let status = (n.args[0] & 0xff) as i32;
+                if let Err(end) = self.settle_io() {
+                    return Some(end);
+                }
+                // Let the stub end itself; its end reports the status home.
+                let _ = self.listener.allow(n.id);
+                let _ = self.child.wait();
+                let _ = self.tx.send(&ProcMsg::Exit { status });
+                Some(End::Gone)
+            }
+            Class::Local if i64::from(n.nr) == libc::SYS_mmap => match self.map_file(&n) {
+                Ok(()) => None,
+                Err(MapFile::Home) => {
+                    debug!("mmap{:x?} cannot be made here", n.args);
+                    self.home_only(n)
+                }
+                Err(MapFile::End(e)) => Some(e),
+            },
+            Class::Local | Class::HomeOnly => self.home_only(n),
+        }
+    }
+
+    fn home_only(&mut self, n: Notif) -> Option<End> {
+        debug!(
+            "{} ({}) calls {}: going home",
+            self.h.comm,
+            self.pid(),
+            mosix_core::syscalls::name(n.nr as u64)
+        );
+        match self.go_home(Some(n)) {
+            Ok(true) => Some(End::Gone),
+            Ok(false) => {
+                // Home would not take it back: it cannot go on.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let _ = self.tx.send(&ProcMsg::Died {
+                    sig: libc::SIGKILL,
+                    core: false,
+                });
+                Some(End::Gone)
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// A private (or read-only shared) mapping of a file at home: the file's contents come
+    /// from home into a memfd, which is installed into the process at the same descriptor
+    /// number; the kernel then runs the `mmap` as made, mapping the copy. (The dynamic loader
+    /// maps every library this way, and so does a Python `import` of a compiled module.)
+    fn map_file(&mut self, n: &Notif) -> Result<(), MapFile> {
+        // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) both have bit 0; MAP_PRIVATE is 2.
+        const MAP_SHARED_BIT: u64 = 0x1;
+        let prot = n.args[2];
+        let flags = n.args[3];
+        let fd = n.args[4] as i32;
+        let off = n.args[5];
+        let shared = flags & MAP_SHARED_BIT != 0;
+        if flags & libc::MAP_ANONYMOUS as u64 != 0
+            || (shared && prot & libc::PROT_WRITE as u64 != 0)
+        {
+            return Err(MapFile::Home);
+        }
+        // What file is it, and how big?
+        let st = self.call(libc::SYS_fstat, [fd as u64, 1, 0, 0, 0, 0])?;
+        if st.ret < 0 {
+            let _ = self.listener.reply(n.id, st.ret);
+            return Ok(());
+        }
+        let Some((_, stat)) = st.outs.first() else {
+            return Err(MapFile::Home);
+        };
+        let word = |at: usize| {
+            u64::from_le_bytes(
+                stat.get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            )
+        };
+        let mode = word(24) as u32;
+        let size = word(48);
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(MapFile::Home);
+        }
+        let memfd = match nix::sys::memfd::memfd_create(
+            c"mosix-map",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        ) {
+            Ok(f) => std::fs::File::from(f),
+            Err(_) => return Err(MapFile::Home),
+        };
+        if memfd.set_len(size).is_err() {
+            return Err(MapFile::Home);
+        }
+        let end = off.saturating_add(n.args[1]).min(size);
+        let mut at = off;
+        while at < end {
+            let want = (end - at).min(mosix_core::syscalls::MAX_IO as u64);
+            let r = self.call(libc::SYS_pread64, [fd as u64, 1, want, at, 0, 0])?;
+            let data = r.outs.first().map(|o| o.1.as_slice()).unwrap_or(&[]);
+            if r.ret <= 0 || data.is_empty() {
+                break;
+            }
+            use std::os::unix::fs::FileExt;
+            if memfd.write_all_at(data, at).is_err() {
+                return Err(MapFile::Home);
+            }
+            at += data.len() as u64;
+        }
+        if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
+            debug!("installing the copy of a mapped file: {e}");
+            return Err(MapFile::Home);
+        }
+        let _ = self.listener.allow(n.id);
+        // Once the mmap has run, the copy needs no descriptor of its own in the process.
+        self.stale_map_fd = Some(fd);
+        Ok(())
+    }
+
+    /// A call home made by the supervisor itself (not by the process).
+    fn call(&mut self, nr: i64, args: [u64; 6]) -> Result<Reply, MapFile> {
+        let m = Marshalled {
+            call: mosix_core::proto::Call {
+                nr: nr as u32,
+                args,
+                bufs: Vec::new(),
+                ahead: 0,
+            },
+            outs: Vec::new(),
+        };
+        self.call_home(&m).map_err(MapFile::End)
+    }
+
+    fn forward(&mut self, n: Notif) -> Option<End> {
+        let mut m = match forward::marshal(n.nr as u64, n.args, &self.mem) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.listener.reply(n.id, e);
+                return None;
+            }
+        };
+        let nr = i64::from(m.call.nr);
+        let fd = m.call.args[0] as i32;
+        if nr == libc::SYS_read {
+            match self.io.read(fd, m.call.args[2] as usize) {
+                ReadPlan::Serve(bytes) => {
+                    let r = Reply {
+                        ret: bytes.len() as i64,
+                        outs: vec![(1, bytes)],
+                        io: 0,
+                    };
+                    let ret = match forward::write_back(&m, &r, &self.mem) {
+                        Ok(()) => r.ret,
+                        Err(_) => EFAULT,
+                    };
+                    let _ = self.listener.reply(n.id, ret);
+                    return None;
+                }
+                ReadPlan::Forward(ahead) => m.call.ahead = ahead,
+            }
+        } else if nr == libc::SYS_write {
+            let data = m.call.bufs.first().map_or(&[][..], |b| &b.1[..]);
+            match self.io.write(fd, data, Instant::now()) {
+                WritePlan::Behind => {
+                    let _ = self.listener.reply(n.id, data.len() as i64);
+                    for c in self.io.due(Instant::now()) {
+                        if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                            return Some(End::HomeLost(format!(
+                                "sending writes home failed ({e})"
+                            )));
+                        }
+                    }
+                    return None;
+                }
+                WritePlan::Error(e) => {
+                    let _ = self.listener.reply(n.id, e);
+                    return None;
+                }
+                WritePlan::Forward { probe } => m.call.ahead = u32::from(probe),
+            }
+        }
+        loop {
+            let mut reply = match self.call_home(&m) {
+                Ok(r) => r,
+                Err(end) => return Some(end),
+            };
+            if nr == libc::SYS_read && m.call.ahead > 0 {
+                self.io.after_read(fd, &mut reply);
+            } else if nr == libc::SYS_write && m.call.ahead > 0 {
+                self.io.after_write(fd, &reply);
+            }
+            self.io.after_call(&m.call, reply.ret);
+            if (nr == libc::SYS_fsync || nr == libc::SYS_fdatasync || nr == libc::SYS_close)
+                && let Some(e) = self.io.take_error(fd)
+            {
+                // A write behind failed at home: the process hears it here, as from NFS.
+                reply.ret = e;
+            }
+            if reply.ret == ERESTARTSYS && self.come_home {
+                // Interrupted at home because home wants the process back: it goes now, and
+                // the call runs again there.
+                return match self.go_home(Some(n)) {
+                    Ok(true) => Some(End::Gone),
+                    Ok(false) => {
+                        self.come_home = false;
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+            }
+            if reply.ret == ERESTARTSYS
+                && let Some((to, token)) = self.move_to.take()
+            {
+                // Interrupted because home wants it elsewhere: likewise.
+                return match self.move_on(to, token, Some(n)) {
+                    Ok(true) => Some(End::Gone),
+                    Ok(false) => None,
+                    Err(e) => Some(e),
+                };
+            }
+            if reply.ret == ERESTARTSYS && !self.signal_deliverable() {
+                // Interrupted at home for a signal this process will not take: run it again.
+                continue;
+            }
+            if let Err(e) = forward::write_back(&m, &reply, &self.mem) {
+                warn!("{}: bad reply from home: {e}", self.h.comm);
+                let _ = self.listener.reply(n.id, EFAULT);
+                return None;
+            }
+            if reply.ret == 0 && self.limits_itself(&n) {
+                // Set at home; this kernel enforces it here: the call runs here too.
+                let _ = self.listener.allow(n.id);
+                return None;
+            }
+            let _ = self.listener.reply(n.id, reply.ret);
+            return None;
+        }
+    }
+
+    /// Sends home what waits behind and gives back what was read ahead, and waits until home
+    /// has done it: before the process exits or leaves.
+    pub(super) fn settle_io(&mut self) -> Result<(), End> {
+        for c in self.io.settle() {
+            if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                return Err(End::HomeLost(format!("sending writes home failed ({e})")));
+            }
+        }
+        while self.io.owed() > 0 {
+            match self.rx.recv() {
+                Ok(m) => {
+                    if let Some(end) = self.home_msg(m) {
+                        return Err(end);
+                    }
+                }
+                Err(e) => {
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a call home and waits for its reply, handling signals that arrive meanwhile.
+    fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
+        let (_, shape) = forward::shape(u64::from(m.call.nr), &m.call.args);
+        for c in self.io.before_call(&m.call, &shape) {
+            if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
+                return Err(End::HomeLost(format!("sending a call home failed ({e})")));
+            }
+        }
+        if let Err(e) = self.tx.send(&ProcMsg::Call(m.call.clone())) {
+            return Err(End::HomeLost(format!("sending a call home failed ({e})")));
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(ProcMsg::Reply(r)) if self.io.owed() > 0 => self.io.on_owed_reply(&r),
+                Ok(ProcMsg::Reply(r)) => return Ok(r),
+                Ok(other) => {
+                    if let Some(end) = self.home_msg(other) {
+                        return Err(end);
+                    }
+                }
+                Err(e) => {
+                    return Err(End::HomeLost(format!(
+                        "the connection to its home broke ({e})"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Whether a call sets one of the process's own resource limits: what it sets at home
+    /// must bind it here too, where it runs.
+    fn limits_itself(&self, n: &Notif) -> bool {
+        let nr = i64::from(n.nr);
+        nr == libc::SYS_setrlimit
+            || (nr == libc::SYS_prlimit64
+                && n.args[2] != 0
+                && (n.args[0] == 0 || n.args[0] == u64::from(self.h.cached.pid)))
+    }
+
+    /// A signal the process sends itself (raise, abort, kill(getpid())) must be pending before
+    /// the call returns, as it is natively: deliver it here instead of going round through home.
+    fn signal_to_self(&mut self, n: &Notif) -> Option<i64> {
+        let me = u64::from(self.h.cached.pid);
+        let nr = i64::from(n.nr);
+        let (target_is_me, sig) = if nr == libc::SYS_kill {
+            (n.args[0] as i64 == me as i64, n.args[1])
+        } else if nr == libc::SYS_tgkill {
+            (n.args[0] == me && n.args[1] == me, n.args[2])
+        } else if nr == libc::SYS_tkill {
+            (n.args[0] == me, n.args[1])
+        } else {
+            return None;
+        };
+        if !target_is_me {
+            return None;
+        }
+        if sig == 0 {
+            return Some(0);
+        }
+        let Some(s) = i32::try_from(sig).ok().and_then(Sig::new) else {
+            return Some(EINVAL);
+        };
+        self.watch_stop();
+        Some(match s.send_to(self.pid()) {
+            Ok(()) => 0,
+            Err(e) => -i64::from(e.raw_os_error().unwrap_or(libc::EPERM)),
+        })
+    }
+
+    /// Whether the process has a signal pending that it will take (not blocked, not ignored).
+    fn signal_deliverable(&self) -> bool {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", self.pid())) else {
+            return false;
+        };
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let pending = field("SigPnd:") | field("ShdPnd:");
+        pending & !field("SigBlk:") & !field("SigIgn:") != 0
+    }
+
+    fn cached(&self, n: &Notif) -> i64 {
+        let c = &self.h.cached;
+        let cr = &self.h.creds;
+        let nr = i64::from(n.nr);
+        let w32 = |addr: u64, v: u32| self.mem.write(addr, &v.to_le_bytes()).is_ok();
+        match nr {
+            libc::SYS_getpid | libc::SYS_gettid => i64::from(c.pid),
+            libc::SYS_getppid => i64::from(c.ppid),
+            libc::SYS_getpgrp => i64::from(c.pgrp),
+            libc::SYS_getuid => i64::from(cr.uid[0]),
+            libc::SYS_geteuid => i64::from(cr.uid[1]),
+            libc::SYS_getgid => i64::from(cr.gid[0]),
+            libc::SYS_getegid => i64::from(cr.gid[1]),
+            libc::SYS_getresuid | libc::SYS_getresgid => {
+                let ids = if nr == libc::SYS_getresuid {
+                    cr.uid
+                } else {
+                    cr.gid
+                };
+                if (0..3).all(|i| w32(n.args[i], ids[i])) {
+                    0
+                } else {
+                    EFAULT
+                }
+            }
+            libc::SYS_getgroups => {
+                let count = cr.groups.len() as u64;
+                if n.args[0] == 0 {
+                    return count as i64;
+                }
+                if n.args[0] < count {
+                    return EINVAL;
+                }
+                let bytes: Vec<u8> = cr.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+                if self.mem.write(n.args[1], &bytes).is_ok() {
+                    count as i64
+                } else {
+                    EFAULT
+                }
+            }
+            libc::SYS_uname => {
+                let mut buf = vec![0u8; 65 * 6];
+                for (i, f) in c.uname.iter().enumerate() {
+                    let b = f.as_bytes();
+                    let k = b.len().min(64);
+                    buf[i * 65..i * 65 + k].copy_from_slice(&b[..k]);
+                }
+                if self.mem.write(n.args[0], &buf).is_ok() {
+                    0
+                } else {
+                    EFAULT
+                }
+            }
+            _ => ENOSYS,
+        }
+    }
+}
