@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Parser;
-use mosix_core::client::{Client, Request, Response, Target};
+use mosix_core::cli::{NodeArg, RunningNodes};
+use mosix_core::client::{Client, Migrated, Target};
 use mosix_core::config::Paths;
-use mosix_core::map;
 
 /// Move a MOSIX process to another node, back home, or to the best node now.
 ///
@@ -46,19 +46,12 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let mut client = Client::connect(&Paths::from_env())?;
     let to = match cli.to.as_str() {
-        "home" | "0" => Target::Home,
         "balance" => Target::Balance,
         other => {
-            let cfg = client.config()?;
-            let m = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
-                Err(format!("unexpected host name {h}"))
-            })
-            .map_err(|e| anyhow!("{e}"))?;
-            let n = mosix_core::cli::node_arg(other, &m).map_err(|e| anyhow!(e))?;
-            if n == cfg.node {
-                Target::Home
-            } else {
-                Target::Node(n)
+            let nodes = RunningNodes::new(&client.config()?)?;
+            match nodes.node_or_home(other)? {
+                NodeArg::Node(n) if n != nodes.me => Target::Node(n),
+                NodeArg::Node(_) | NodeArg::Home => Target::Home,
             }
         }
     };
@@ -67,14 +60,7 @@ fn run(cli: &Cli) -> Result<()> {
         // takes longer than an ordinary request.
         client.set_timeout(Some(std::time::Duration::from_secs(300)));
     }
-    let resp = client.call(&Request::Migrate {
-        pid: cli.pid,
-        to,
-        wait: cli.wait,
-    })?;
-    let Response::Migrated { node, done } = resp else {
-        return Err(anyhow!("unexpected answer from the MOSIX service"));
-    };
+    let Migrated { node, done } = client.migrate(cli.pid, to, cli.wait)?;
     if cli.json {
         println!(
             "{}",

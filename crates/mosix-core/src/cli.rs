@@ -120,12 +120,6 @@ pub fn resolve_node_or_home(
     resolve_node(arg, map, resolver).map(NodeArg::Node)
 }
 
-/// Turns a NODE argument — a node number, an address of the map or a host name — into a node
-/// (see [`resolve_node`]; host names through the system resolver).
-pub fn node_arg(arg: &str, map: &ClusterMap) -> Result<NodeId, String> {
-    resolve_node(arg, map, &crate::map::system_resolver).map_err(|e| e.to_string())
-}
-
 /// The nodes a tool may name: the map the node service runs with, and which node this is.
 /// NODE arguments are resolved against it, host names through the system resolver.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -415,7 +415,7 @@ impl Client {
 
     /// Sends one request and waits for the answer; a [`Response::Error`] becomes
     /// [`ClientError::Refused`] and a [`Response::MoveFailed`] becomes [`ClientError::Move`].
-    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+    fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         let timed_out = |e: FrameError, t: Option<Duration>| match (&e, t) {
             (FrameError::Io(io), Some(t))
                 if matches!(
@@ -449,7 +449,7 @@ impl Client {
     }
 
     /// Sends a change, which the service answers with [`Response::Done`].
-    pub fn change(&mut self, req: &Request) -> Result<(), ClientError> {
+    fn change(&mut self, req: &Request) -> Result<(), ClientError> {
         self.ask(req, |r| matches!(r, Response::Done).then_some(()))
     }
 
