@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Parser;
-use mosix_core::client::{Client, Request, Response, Target};
+use mosix_core::cli::{NodeArg, RunningNodes};
+use mosix_core::client::{Client, ClientError, Migrated, Target};
 use mosix_core::config::Paths;
-use mosix_core::map;
 
 /// Move a MOSIX process to another node, back home, or to the best node now.
 ///
@@ -20,7 +20,7 @@ use mosix_core::map;
 #[command(
     name = "migrate",
     version,
-    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done} when the move was accepted; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
 )]
 struct Cli {
     /// The process (a pid of this node).
@@ -46,19 +46,12 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let mut client = Client::connect(&Paths::from_env())?;
     let to = match cli.to.as_str() {
-        "home" | "0" => Target::Home,
         "balance" => Target::Balance,
         other => {
-            let cfg = client.config()?;
-            let m = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
-                Err(format!("unexpected host name {h}"))
-            })
-            .map_err(|e| anyhow!("{e}"))?;
-            let n = mosix_core::cli::node_arg(other, &m).map_err(|e| anyhow!(e))?;
-            if n == cfg.node {
-                Target::Home
-            } else {
-                Target::Node(n)
+            let nodes = RunningNodes::new(&client.config()?)?;
+            match nodes.node_or_home(other)? {
+                NodeArg::Node(n) if n != nodes.me => Target::Node(n),
+                NodeArg::Node(_) | NodeArg::Home => Target::Home,
             }
         }
     };
@@ -67,13 +60,19 @@ fn run(cli: &Cli) -> Result<()> {
         // takes longer than an ordinary request.
         client.set_timeout(Some(std::time::Duration::from_secs(300)));
     }
-    let resp = client.call(&Request::Migrate {
-        pid: cli.pid,
-        to,
-        wait: cli.wait,
-    })?;
-    let Response::Migrated { node, done } = resp else {
-        return Err(anyhow!("unexpected answer from the MOSIX service"));
+    let Migrated { node, done } = match client.migrate(cli.pid, to, cli.wait) {
+        Ok(m) => m,
+        Err(e) => {
+            if cli.json
+                && let Some(kind) = failure_kind(&e)
+            {
+                println!(
+                    "{}",
+                    serde_json::json!({ "pid": cli.pid, "error": e.to_string(), "kind": kind })
+                );
+            }
+            return Err(e.into());
+        }
     };
     if cli.json {
         println!(
@@ -89,6 +88,16 @@ fn run(cli: &Cli) -> Result<()> {
         println!("process {} is moving to node {node}", cli.pid);
     }
     Ok(())
+}
+
+/// The kind of a failed move, for `--json`: the service's own word for it, or `refused` for a
+/// request the service turned down with only a message.
+fn failure_kind(e: &ClientError) -> Option<&'static str> {
+    match e {
+        ClientError::Move(f) => Some(f.kind()),
+        ClientError::Refused(_) => Some("refused"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +117,19 @@ mod tests {
         assert_eq!(c.pid, 1234);
         assert!(c.wait);
         assert!(Cli::try_parse_from(["migrate", "x", "2"]).is_err());
+    }
+
+    #[test]
+    fn a_failed_move_names_its_kind() {
+        use mosix_core::client::MoveFailure;
+        let lost = ClientError::Move(MoveFailure::LinkLost {
+            node: mosix_core::NodeId::new(3).unwrap(),
+            detail: "connection reset".into(),
+        });
+        assert_eq!(failure_kind(&lost), Some("link-lost"));
+        assert_eq!(lost.to_string(), "link to node 3 lost: connection reset");
+        let refused = ClientError::Refused("node 2 is down".into());
+        assert_eq!(failure_kind(&refused), Some("refused"));
+        assert_eq!(failure_kind(&ClientError::NoAnswer(300)), None);
     }
 }

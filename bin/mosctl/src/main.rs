@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use mosix_core::client::{Client, ClusterView, NodeView, Request, Response};
+use mosix_core::cli::RunningNodes;
+use mosix_core::client::{Client, ClusterView, Moved, NodeView};
 use mosix_core::config::{DecayTunables, Paths};
-use mosix_core::map::{self, ClusterMap};
 use mosix_core::{Flag, NodeId, Status};
 use serde::Serialize;
 
@@ -35,7 +35,7 @@ fn client() -> Result<Client> {
 }
 
 fn set_flag(flag: Flag, on: bool) -> Result<ExitCode> {
-    client()?.change(&Request::SetFlag { flag, on })?;
+    client()?.set_flag(flag, on)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -47,8 +47,8 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Nolstay => set_flag(Flag::Lstay, false),
         Verb::Block => set_flag(Flag::Block, true),
         Verb::Noblock => set_flag(Flag::Block, false),
-        Verb::Expel(j) => move_all(Request::Expel, j.json),
-        Verb::Bring(j) => move_all(Request::Bring, j.json),
+        Verb::Expel(j) => move_all(true, j.json),
+        Verb::Bring(j) => move_all(false, j.json),
         Verb::Quiet => set_flag(Flag::Quiet, true),
         Verb::Noquiet => set_flag(Flag::Quiet, false),
         Verb::Mfs => set_flag(Flag::NoMfs, false),
@@ -65,7 +65,7 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Getutil(q) => get(&q, "util", |f| i64::from(f.util)),
         Verb::Getcpus(q) => get(&q, "cpus", |f| i64::from(f.cpus)),
         Verb::Setspeed { speed } => {
-            client()?.change(&Request::SetSpeed { speed })?;
+            client()?.set_speed(speed)?;
             Ok(ExitCode::SUCCESS)
         }
         Verb::Getdecay(j) => getdecay(j.json),
@@ -75,10 +75,7 @@ fn run(verb: Verb) -> Result<ExitCode> {
             fast,
         } => {
             let mut c = client()?;
-            let cur = match c.call(&Request::GetDecay)? {
-                Response::Decay(d) => d,
-                _ => bail!("unexpected answer to GetDecay"),
-            };
+            let cur = c.decay()?;
             if slow.is_some() != fast.is_some() {
                 bail!("give both SLOW and FAST, or neither");
             }
@@ -88,26 +85,23 @@ fn run(verb: Verb) -> Result<ExitCode> {
                 fast: fast.unwrap_or(cur.fast),
             };
             d.validate().map_err(|e| anyhow!(e))?;
-            c.change(&Request::SetDecay(d))?;
+            c.set_decay(d)?;
             Ok(ExitCode::SUCCESS)
         }
         Verb::Gettune(j) => gettune(j.json),
     }
 }
 
-/// `expel` and `bring`: the service asks every process to move and answers when it is done.
-fn move_all(req: Request, json: bool) -> Result<ExitCode> {
-    let expel = matches!(req, Request::Expel);
+/// `expel` (or else `bring`): the service asks every process to move and answers when it is
+/// done.
+fn move_all(expel: bool, json: bool) -> Result<ExitCode> {
     let mut c = client()?;
     // The service answers within a minute and some.
     c.set_timeout(Some(std::time::Duration::from_secs(90)));
-    let (asked, left) = match c.call(&req)? {
-        Response::Moved { asked, left } => (asked, left),
-        Response::Error(e) => bail!("{e}"),
-        other => bail!("unexpected answer {other:?}"),
-    };
+    let moved = if expel { c.expel()? } else { c.bring()? };
+    let Moved { asked, left } = moved;
     if json {
-        println!("{}", serde_json::json!({ "asked": asked, "left": left }));
+        print_json(&moved)?;
     } else {
         let (one, many, whither) = if expel {
             ("guest", "guests", "sent home; arrivals blocked")
@@ -129,26 +123,22 @@ fn move_all(req: Request, json: bool) -> Result<ExitCode> {
 
 /// The running map and the view, for queries that name nodes.
 struct Known {
-    map: ClusterMap,
+    nodes: RunningNodes,
     view: ClusterView,
 }
 
 fn known() -> Result<Known> {
     let mut c = client()?;
-    let cfg = c.config()?;
+    let nodes = RunningNodes::new(&c.config()?)?;
     let view = c.view()?;
-    let map = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
-        Err(format!("unexpected host name {h} in the running map"))
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    Ok(Known { map, view })
+    Ok(Known { nodes, view })
 }
 
 impl Known {
     fn node(&self, arg: Option<&str>) -> Result<&NodeView> {
         let n = match arg {
             None => self.view.me,
-            Some(a) => mosix_core::cli::node_arg(a, &self.map).map_err(|e| anyhow!(e))?,
+            Some(a) => self.nodes.node(a)?,
         };
         self.view
             .get(n)
@@ -305,15 +295,15 @@ fn whois(what: Option<&str>, json: bool) -> Result<ExitCode> {
     let Some(w) = what else {
         if json {
             print_json(
-                &serde_json::json!({ "node": k.view.me, "addr": k.map.addr_of(k.view.me) }),
+                &serde_json::json!({ "node": k.view.me, "addr": k.nodes.map.addr_of(k.view.me) }),
             )?;
         } else {
             println!("This is MOSIX node #{}", k.view.me);
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let n = mosix_core::cli::node_arg(w, &k.map).map_err(|e| anyhow!(e))?;
-    let addr = k.map.addr_of(n).context("node without an address")?;
+    let n = k.nodes.node(w)?;
+    let addr = k.nodes.map.addr_of(n).context("node without an address")?;
     if json {
         print_json(&serde_json::json!({ "node": n, "addr": addr }))?;
     } else if w.chars().all(|c| c.is_ascii_digit()) {
@@ -368,10 +358,7 @@ fn emit(q: &NodeQuery, key: &str, node: Option<NodeId>, value: i64) -> Result<Ex
 }
 
 fn getdecay(json: bool) -> Result<ExitCode> {
-    let d = match client()?.call(&Request::GetDecay)? {
-        Response::Decay(d) => d,
-        _ => bail!("unexpected answer to GetDecay"),
-    };
+    let d = client()?.decay()?;
     if json {
         print_json(&d)?;
     } else {
@@ -384,10 +371,7 @@ fn getdecay(json: bool) -> Result<ExitCode> {
 }
 
 fn gettune(json: bool) -> Result<ExitCode> {
-    let t = match client()?.call(&Request::GetTune)? {
-        Response::Tune(t) => t,
-        _ => bail!("unexpected answer to GetTune"),
-    };
+    let t = client()?.tune()?;
     if json {
         print_json(&t)?;
         return Ok(ExitCode::SUCCESS);

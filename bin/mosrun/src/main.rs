@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use clap::Parser;
 use mosix_core::NodeId;
-use mosix_core::client::{Client, DecayMode, Request};
+use mosix_core::client::{Client, DecayMode, Registration};
 use mosix_core::config::Paths;
 
 use cli::Cli;
@@ -57,7 +57,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         DecayMode::Slow
     };
     let mut client = Client::connect(&Paths::from_env())?;
-    client.call(&Request::Register {
+    client.register(Registration {
         lock,
         decay,
         placement,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use mosix_core::cli;
-use mosix_core::client::{Client, ProcRow, Request, Response};
+use mosix_core::client::{Client, ProcRow};
 use mosix_core::config::Paths;
 use serde::Serialize;
 
@@ -71,10 +71,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     let mut client = Client::connect(&Paths::from_env())?;
-    let rows = match client.call(&Request::Procs { guests: cli.guests })? {
-        Response::Procs(r) => r,
-        _ => anyhow::bail!("unexpected answer from the MOSIX service"),
-    };
+    let rows = client.procs(cli.guests)?;
     let me = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .ok();

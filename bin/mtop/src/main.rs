@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Parser;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use mosix_core::cli::{uid_of, user_name};
-use mosix_core::client::{Client, Request, Response};
+use mosix_core::client::Client;
 use mosix_core::config::Paths;
 
 use app::{App, Key, Snapshot};
@@ -92,11 +92,7 @@ impl Collector {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let mut c = Client::connect(&self.paths)?;
         let view = c.view()?;
-        let rows = match c.call(&Request::Procs { guests: true })? {
-            Response::Procs(r) => r,
-            Response::Error(e) => bail!("{e}"),
-            other => bail!("unexpected answer {other:?}"),
-        };
+        let rows = c.procs(true)?;
         let at_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let procs = rows
             .into_iter()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use mosix_core::client::{Client, Request, Response};
+use mosix_core::client::{Client, ClientError, Moved};
 use mosix_core::config::Paths;
 use mosix_core::map;
 use mosix_kmod::service::{self, daemon};
@@ -54,11 +54,7 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.replace
         && let Some(running) = service::running(&paths)
     {
-        Client::connect(&paths)?.change(&Request::Reconfigure {
-            map_name: name.clone(),
-            map_text: text,
-            node: cli.node,
-        })?;
+        Client::connect(&paths)?.reconfigure(&name, &text, cli.node)?;
         let now = Client::connect(&paths)?.ping()?;
         println!(
             "configuration replaced: this is MOSIX node #{} (service pid {}, map {name})",
@@ -174,27 +170,28 @@ fn off(paths: &Paths) -> Result<()> {
         return Ok(());
     };
     // Nothing is lost with the node: its own processes come home, its guests go home.
-    for (req, what) in [
-        (Request::Bring, "bringing this node's processes home"),
-        (Request::Expel, "sending guests home"),
+    for (expel, what) in [
+        (false, "bringing this node's processes home"),
+        (true, "sending guests home"),
     ] {
         let mut c = Client::connect(paths)?;
         c.set_timeout(Some(Duration::from_secs(90)));
-        match c.call(&req) {
-            Ok(Response::Moved { asked, left: 0 }) if asked > 0 => {
+        let moved = if expel { c.expel() } else { c.bring() };
+        match moved {
+            Ok(Moved { asked, left: 0 }) if asked > 0 => {
                 eprintln!("setpe: {what}: {asked} moved");
             }
-            Ok(Response::Moved { left, .. }) if left > 0 => {
+            Ok(Moved { left, .. }) if left > 0 => {
                 eprintln!("setpe: {what}: {left} did not move and end with the node");
             }
             Ok(_) => {}
             Err(e) => eprintln!("setpe: {what}: {e}"),
         }
     }
-    match Client::connect(paths)?.change(&Request::Shutdown) {
+    match Client::connect(paths)?.shutdown() {
         Ok(()) => {}
         // The service may close the socket before its answer arrives.
-        Err(mosix_core::client::ClientError::Frame(_)) => {}
+        Err(ClientError::Frame(_)) => {}
         Err(e) => return Err(e.into()),
     }
     let deadline = Instant::now() + Duration::from_secs(15);

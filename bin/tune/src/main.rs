@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use mosix_core::client::{Client, Request, Response, Target};
+use mosix_core::cli::RunningNodes;
+use mosix_core::client::{Client, Migrated, Target};
 use mosix_core::config::Paths;
-use mosix_core::map::{self, ClusterMap};
 use mosix_core::node::NodeId;
 use mosix_core::overheads::{Overhead, Overheads};
 use serde::Serialize;
@@ -126,14 +126,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     }
     let paths = Paths::from_env();
     let mut client = Client::connect(&paths)?;
-    let cfg = client.config()?;
-    let me = cfg.node;
-    let map = map::parse_and_resolve("running map", &cfg.map_text, &|h| {
-        Err(format!("unexpected host name {h}"))
-    })
-    .map_err(|e| anyhow!("{e}"))?;
+    let nodes = RunningNodes::new(&client.config()?)?;
+    let me = nodes.me;
     let view = client.view()?;
-    let peers = peers(&cli.nodes, &map, me, &view)?;
+    let peers = peers(&cli.nodes, &nodes, &view)?;
 
     let speed = mosix_kmod::node::measure::calibrate_speed();
     let service_speed = view.get(me).and_then(|v| v.figures).map(|f| f.speed);
@@ -245,11 +241,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             write_atomically(&target, &file.to_text())?;
             written = Some(target.display().to_string());
             if target == paths.overheads() {
-                match client.call(&Request::LoadTune)? {
-                    Response::Tune(_) => {}
-                    Response::Error(e) => bail!("{e}"),
-                    other => bail!("unexpected answer {other:?}"),
-                }
+                client.load_tune()?;
             }
         }
     }
@@ -280,8 +272,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 /// The peers to measure: those named (never this node), or every other node that is up.
 fn peers(
     names: &[String],
-    map: &ClusterMap,
-    me: NodeId,
+    nodes: &RunningNodes,
     view: &mosix_core::client::ClusterView,
 ) -> Result<Vec<NodeId>> {
     if names.is_empty() {
@@ -294,8 +285,8 @@ fn peers(
     }
     let mut out = Vec::new();
     for name in names {
-        let n = mosix_core::cli::node_arg(name, map).map_err(|e| anyhow!(e))?;
-        if n == me {
+        let n = nodes.node(name)?;
+        if n == nodes.me {
             bail!("node {n} is this node: tune measures the links to other nodes");
         }
         if !out.contains(&n) {
@@ -307,26 +298,17 @@ fn peers(
 
 /// Moves the test process and waits until it is there.
 fn move_to(client: &mut Client, pid: u32, to: Target) -> Result<()> {
-    match client.call(&Request::Migrate {
-        pid,
-        to,
-        wait: true,
-    })? {
-        Response::Migrated { done: true, .. } => Ok(()),
-        Response::Migrated { done: false, node } => {
-            bail!("the move to node {node} did not finish")
-        }
-        Response::Error(e) => bail!("{e}"),
-        other => bail!("unexpected answer {other:?}"),
+    match client.migrate(pid, to, true)? {
+        Migrated { done: true, .. } => Ok(()),
+        Migrated { done: false, node } => bail!("the move to node {node} did not finish"),
     }
 }
 
 /// Whether the test process is not at home (after a failure): it must be replaced.
 fn probe_lost(client: &mut Client, pid: u32) -> bool {
-    match client.call(&Request::Procs { guests: false }) {
-        Ok(Response::Procs(rows)) => !rows.iter().any(|r| r.pid == pid && r.node == 0),
-        _ => true,
-    }
+    client.procs(false).map_or(true, |rows| {
+        !rows.iter().any(|r| r.pid == pid && r.node == 0)
+    })
 }
 
 /// The median of some times (0 for none).

@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use mosix_core::client::{Client, DecayMode, Request};
+use mosix_core::client::{Client, DecayMode, Registration};
 use mosix_core::config::Paths;
 
 /// The environment variable that makes tune the test process.
@@ -33,7 +33,7 @@ fn serve(bytes: &str) -> Result<()> {
         .parse()
         .map_err(|_| anyhow!("{PAYLOAD_ENV}={bytes:?} is not a size in bytes"))?;
     let mut client = Client::connect(&Paths::from_env())?;
-    client.call(&Request::Register {
+    client.register(Registration {
         lock: true,
         decay: DecayMode::Slow,
         placement: None,

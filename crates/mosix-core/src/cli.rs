@@ -1,12 +1,13 @@
-//! Helpers every tool of the suite shares: naming nodes on the command line, exit codes, and
-//! reporting errors the same way.
+//! Helpers every tool of the suite shares: naming nodes on the command line (by number, address
+//! or host name, through the running map), exit codes, and reporting errors the same way.
 
 use std::error::Error;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 
-use crate::map::ClusterMap;
-use crate::node::NodeId;
+use crate::client::RunningConfig;
+use crate::map::{ClusterMap, MapErrors};
+use crate::node::{NodeId, NodeIdError};
 
 /// Exit status for "the request failed" (the tool could not do what was asked).
 pub const EXIT_FAILURE: u8 = 1;
@@ -39,23 +40,116 @@ pub fn report(tool: &str, err: &(dyn Error + 'static)) -> ExitCode {
     ExitCode::from(EXIT_FAILURE)
 }
 
-/// Turns a NODE argument — a node number, an address of the map or a host name — into a node.
-pub fn node_arg(arg: &str, map: &ClusterMap) -> Result<NodeId, String> {
+/// What a NODE argument names where home makes sense (`migrate PID 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeArg {
+    /// `0` or `home`: the home node.
+    Home,
+    /// A node of the map.
+    Node(NodeId),
+}
+
+/// Why a NODE argument names no node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeArgError {
+    /// A number that is no node number (0, or above 65535).
+    #[error(transparent)]
+    Number(#[from] NodeIdError),
+    /// A node number the map does not define.
+    #[error("node {0} is not in the map")]
+    NotInMap(NodeId),
+    /// A host name the resolver does not know.
+    #[error("cannot resolve host '{arg}': {reason}")]
+    Unresolved {
+        /// The argument.
+        arg: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// An address (given, or of a host name) that belongs to no node.
+    #[error("{arg} ({addr}) is not an address of any node in the map")]
+    NotInCluster {
+        /// The argument.
+        arg: String,
+        /// Its address.
+        addr: Ipv4Addr,
+    },
+    /// The service's running map does not read back (a fault of the service).
+    #[error("the running map of the MOSIX service: {0}")]
+    RunningMap(#[from] MapErrors),
+}
+
+/// Turns a NODE argument — a node number, an address of the map (main or alias) or a host name
+/// that `resolver` turns into one — into a node of `map`. `0` is not a node (see
+/// [`resolve_node_or_home`]).
+pub fn resolve_node(
+    arg: &str,
+    map: &ClusterMap,
+    resolver: &dyn Fn(&str) -> Result<Ipv4Addr, String>,
+) -> Result<NodeId, NodeArgError> {
     if arg.chars().all(|c| c.is_ascii_digit()) {
-        let n: NodeId = arg.parse().map_err(|e| format!("{e}"))?;
+        let n: NodeId = arg.parse()?;
         return if map.contains(n) {
             Ok(n)
         } else {
-            Err(format!("node {n} is not in the map"))
+            Err(NodeArgError::NotInMap(n))
         };
     }
     let addr = match arg.parse::<Ipv4Addr>() {
         Ok(a) => a,
-        Err(_) => crate::map::system_resolver(arg)
-            .map_err(|e| format!("cannot resolve host '{arg}': {e}"))?,
+        Err(_) => resolver(arg).map_err(|reason| NodeArgError::Unresolved {
+            arg: arg.to_owned(),
+            reason,
+        })?,
     };
-    map.node_of(addr)
-        .ok_or_else(|| format!("{arg} ({addr}) is not an address of any node in the map"))
+    map.node_of(addr).ok_or_else(|| NodeArgError::NotInCluster {
+        arg: arg.to_owned(),
+        addr,
+    })
+}
+
+/// As [`resolve_node`], but `0` and `home` name the home node.
+pub fn resolve_node_or_home(
+    arg: &str,
+    map: &ClusterMap,
+    resolver: &dyn Fn(&str) -> Result<Ipv4Addr, String>,
+) -> Result<NodeArg, NodeArgError> {
+    if arg == "home" || (!arg.is_empty() && arg.chars().all(|c| c == '0')) {
+        return Ok(NodeArg::Home);
+    }
+    resolve_node(arg, map, resolver).map(NodeArg::Node)
+}
+
+/// The nodes a tool may name: the map the node service runs with, and which node this is.
+/// NODE arguments are resolved against it, host names through the system resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningNodes {
+    /// The running map.
+    pub map: ClusterMap,
+    /// This node.
+    pub me: NodeId,
+}
+
+impl RunningNodes {
+    /// Reads the running map out of the service's configuration (its addresses are resolved
+    /// already: a host name in it is an error).
+    pub fn new(cfg: &RunningConfig) -> Result<RunningNodes, NodeArgError> {
+        let map = crate::map::parse_and_resolve("running map", &cfg.map_text, &|h| {
+            Err(format!("unexpected host name {h} in the running map"))
+        })?;
+        Ok(RunningNodes { map, me: cfg.node })
+    }
+
+    /// The node a NODE argument names (see [`resolve_node`]).
+    pub fn node(&self, arg: &str) -> Result<NodeId, NodeArgError> {
+        resolve_node(arg, &self.map, &crate::map::system_resolver)
+    }
+
+    /// The node a NODE argument names, `0` and `home` being home (see
+    /// [`resolve_node_or_home`]).
+    pub fn node_or_home(&self, arg: &str) -> Result<NodeArg, NodeArgError> {
+        resolve_node_or_home(arg, &self.map, &crate::map::system_resolver)
+    }
 }
 
 /// The owner of process `pid` of this machine, if it exists.
@@ -212,17 +306,101 @@ mod tests {
         );
     }
 
+    fn map() -> ClusterMap {
+        parse_and_resolve(
+            "m",
+            "1 10.0.0.1 4\n20 10.0.1.20 1\n2 192.168.9.2 ALIAS\n",
+            &|_| Err("no".into()),
+        )
+        .unwrap()
+    }
+
+    fn hosts(h: &str) -> Result<Ipv4Addr, String> {
+        match h {
+            "n3.lan" => Ok(Ipv4Addr::new(10, 0, 0, 3)),
+            "gw.lan" => Ok(Ipv4Addr::new(192, 168, 9, 2)),
+            "far.lan" => Ok(Ipv4Addr::new(172, 16, 0, 1)),
+            _ => Err("unknown host".into()),
+        }
+    }
+
+    fn node(n: u16) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
     #[test]
-    fn nodes_are_named_by_number_or_address() {
-        let m = parse_and_resolve("m", "1 10.0.0.1 4\n", &|_| Err("no".into())).unwrap();
-        assert_eq!(node_arg("3", &m).unwrap().get(), 3);
-        assert_eq!(node_arg("10.0.0.4", &m).unwrap().get(), 4);
-        assert!(node_arg("5", &m).unwrap_err().contains("not in the map"));
-        assert!(
-            node_arg("10.0.0.9", &m)
-                .unwrap_err()
-                .contains("not an address")
+    fn nodes_are_named_by_number_address_alias_or_host_name() {
+        let m = map();
+        assert_eq!(resolve_node("3", &m, &hosts).unwrap(), node(3));
+        assert_eq!(resolve_node("20", &m, &hosts).unwrap(), node(20));
+        assert_eq!(resolve_node("10.0.0.4", &m, &hosts).unwrap(), node(4));
+        assert_eq!(resolve_node("192.168.9.2", &m, &hosts).unwrap(), node(2));
+        assert_eq!(resolve_node("n3.lan", &m, &hosts).unwrap(), node(3));
+        assert_eq!(resolve_node("gw.lan", &m, &hosts).unwrap(), node(2));
+    }
+
+    #[test]
+    fn a_name_of_no_node_is_an_error_naming_it() {
+        let m = map();
+        let msg = |a: &str| resolve_node(a, &m, &hosts).unwrap_err().to_string();
+        assert_eq!(msg("5"), "node 5 is not in the map");
+        assert_eq!(
+            msg("10.0.0.9"),
+            "10.0.0.9 (10.0.0.9) is not an address of any node in the map"
         );
-        assert!(node_arg("0", &m).unwrap_err().contains("home"));
+        assert_eq!(
+            msg("far.lan"),
+            "far.lan (172.16.0.1) is not an address of any node in the map"
+        );
+        assert_eq!(
+            msg("nowhere"),
+            "cannot resolve host 'nowhere': unknown host"
+        );
+        assert_eq!(msg("70000"), "node number 70000 is out of range 1..65535");
+        assert_eq!(msg("0"), "node number 0 means home, not a node");
+        assert!(matches!(
+            resolve_node("", &m, &hosts),
+            Err(NodeArgError::Number(NodeIdError::NotANumber(_)))
+        ));
+    }
+
+    #[test]
+    fn zero_and_home_name_home_where_home_makes_sense() {
+        let m = map();
+        for a in ["0", "00", "home"] {
+            assert_eq!(resolve_node_or_home(a, &m, &hosts).unwrap(), NodeArg::Home);
+        }
+        assert_eq!(
+            resolve_node_or_home("10.0.0.2", &m, &hosts).unwrap(),
+            NodeArg::Node(node(2))
+        );
+        assert!(resolve_node_or_home("6", &m, &hosts).is_err());
+        assert!(resolve_node("home", &m, &hosts).is_err());
+    }
+
+    #[test]
+    fn the_running_map_names_the_nodes() {
+        let cfg = RunningConfig {
+            node: node(2),
+            map_text: map().to_text(),
+            map_name: "/etc/mosix.map".into(),
+            port: 249,
+            interval_ms: 1000,
+            window: 16,
+            dead_after_ms: 5000,
+            measuring: "machine".into(),
+        };
+        let nodes = RunningNodes::new(&cfg).unwrap();
+        assert_eq!(nodes.me, node(2));
+        assert_eq!(nodes.map.nodes(), map().nodes());
+        assert_eq!(nodes.map.addrs_of(node(2)), map().addrs_of(node(2)));
+        assert_eq!(nodes.node("10.0.1.20").unwrap(), node(20));
+        assert_eq!(nodes.node_or_home("0").unwrap(), NodeArg::Home);
+        let bad = RunningConfig {
+            map_text: "1 somehost 2\n".into(),
+            ..cfg
+        };
+        let e = RunningNodes::new(&bad).unwrap_err().to_string();
+        assert!(e.contains("unexpected host name somehost"), "{e}");
     }
 }

@@ -192,6 +192,37 @@ pub enum Response {
     },
 }
 
+/// How a process registers with [`Client::register`] (the fields of [`Request::Register`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// No automatic migration.
+    pub lock: bool,
+    /// Decay of its statistics.
+    pub decay: DecayMode,
+    /// Where to start it: migrate it there right after its next `execve`.
+    pub placement: Option<NodeId>,
+    /// With a placement: run at home if the node cannot take it, instead of failing.
+    pub fallback_home: bool,
+}
+
+/// Where a process is after [`Client::migrate`] (the answer [`Response::Migrated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrated {
+    /// Where it is (0 = home); without `wait`, where it is going.
+    pub node: u16,
+    /// Whether the move is finished.
+    pub done: bool,
+}
+
+/// What [`Client::expel`] and [`Client::bring`] did (the answer [`Response::Moved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    /// Processes asked to move.
+    pub asked: u32,
+    /// Processes still not moved when the answer was given.
+    pub left: u32,
+}
+
 /// Who the service is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceInfo {
@@ -332,8 +363,8 @@ impl Client {
     }
 
     /// Sends one request and waits for the answer; a [`Response::Error`] becomes
-    /// [`ClientError::Refused`].
-    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+    /// [`ClientError::Refused`] and a [`Response::MoveFailed`] becomes [`ClientError::Move`].
+    fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         let timed_out = |e: FrameError, t: Option<Duration>| match (&e, t) {
             (FrameError::Io(io), Some(t))
                 if matches!(
@@ -355,35 +386,362 @@ impl Client {
         }
     }
 
-    /// The cluster view.
-    pub fn view(&mut self) -> Result<ClusterView, ClientError> {
-        match self.call(&Request::View)? {
-            Response::View(v) => Ok(v),
-            _ => Err(ClientError::Unexpected("View")),
-        }
+    /// Sends a request and picks the answer it expects; any other answer is
+    /// [`ClientError::Unexpected`] naming the request.
+    fn ask<T>(
+        &mut self,
+        req: &Request,
+        pick: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let answer = self.call(req)?;
+        pick(answer).ok_or(ClientError::Unexpected(request_name(req)))
     }
 
-    /// The running configuration.
-    pub fn config(&mut self) -> Result<RunningConfig, ClientError> {
-        match self.call(&Request::GetConfig)? {
-            Response::Config(c) => Ok(c),
-            _ => Err(ClientError::Unexpected("GetConfig")),
-        }
+    /// Sends a change, which the service answers with [`Response::Done`].
+    fn change(&mut self, req: &Request) -> Result<(), ClientError> {
+        self.ask(req, |r| matches!(r, Response::Done).then_some(()))
     }
 
-    /// Who the service is.
+    /// Who the service is ([`Request::Ping`]).
     pub fn ping(&mut self) -> Result<ServiceInfo, ClientError> {
-        match self.call(&Request::Ping)? {
-            Response::Pong(p) => Ok(p),
-            _ => Err(ClientError::Unexpected("Ping")),
-        }
+        self.ask(&Request::Ping, |r| match r {
+            Response::Pong(p) => Some(p),
+            _ => None,
+        })
     }
 
-    /// Sends a request that answers [`Response::Done`].
-    pub fn change(&mut self, req: &Request) -> Result<(), ClientError> {
-        match self.call(req)? {
-            Response::Done => Ok(()),
-            _ => Err(ClientError::Unexpected("a change")),
+    /// The cluster view ([`Request::View`]).
+    pub fn view(&mut self) -> Result<ClusterView, ClientError> {
+        self.ask(&Request::View, |r| match r {
+            Response::View(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Sets (`on`) or clears a node flag ([`Request::SetFlag`]; root only).
+    pub fn set_flag(&mut self, flag: Flag, on: bool) -> Result<(), ClientError> {
+        self.change(&Request::SetFlag { flag, on })
+    }
+
+    /// Sets this node's speed, 10000 = standard ([`Request::SetSpeed`]; root only).
+    pub fn set_speed(&mut self, speed: u32) -> Result<(), ClientError> {
+        self.change(&Request::SetSpeed { speed })
+    }
+
+    /// The decay parameters in use ([`Request::GetDecay`]).
+    pub fn decay(&mut self) -> Result<DecayTunables, ClientError> {
+        self.ask(&Request::GetDecay, |r| match r {
+            Response::Decay(d) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// Sets the decay parameters ([`Request::SetDecay`]; root only).
+    pub fn set_decay(&mut self, d: DecayTunables) -> Result<(), ClientError> {
+        self.change(&Request::SetDecay(d))
+    }
+
+    /// The overheads the service uses as migration costs ([`Request::GetTune`]).
+    pub fn tune(&mut self) -> Result<Overheads, ClientError> {
+        self.ask(&Request::GetTune, tune_answer)
+    }
+
+    /// Makes the service read its overheads file again and returns what it now uses
+    /// ([`Request::LoadTune`]; root only).
+    pub fn load_tune(&mut self) -> Result<Overheads, ClientError> {
+        self.ask(&Request::LoadTune, tune_answer)
+    }
+
+    /// The running configuration ([`Request::GetConfig`]).
+    pub fn config(&mut self) -> Result<RunningConfig, ClientError> {
+        self.ask(&Request::GetConfig, |r| match r {
+            Response::Config(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Replaces the map of the running service (`setpe -W`, [`Request::Reconfigure`]; root
+    /// only): `map_name` says where the text came from, `node` is the number forced with `-p`.
+    pub fn reconfigure(
+        &mut self,
+        map_name: &str,
+        map_text: &str,
+        node: Option<NodeId>,
+    ) -> Result<(), ClientError> {
+        self.change(&Request::Reconfigure {
+            map_name: map_name.to_owned(),
+            map_text: map_text.to_owned(),
+            node,
+        })
+    }
+
+    /// Stops the service (`setpe -off`, [`Request::Shutdown`]; root only). The service may
+    /// close the socket before its answer arrives, which shows as [`ClientError::Frame`].
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.change(&Request::Shutdown)
+    }
+
+    /// Makes the calling process a MOSIX process (`mosrun`, [`Request::Register`]).
+    pub fn register(&mut self, r: Registration) -> Result<(), ClientError> {
+        let req = Request::Register {
+            lock: r.lock,
+            decay: r.decay,
+            placement: r.placement,
+            fallback_home: r.fallback_home,
+        };
+        self.ask(&req, |r| matches!(r, Response::Registered).then_some(()))
+    }
+
+    /// Moves process `pid` of this node ([`Request::Migrate`]); with `wait`, answers when the
+    /// move is done. A failed move is [`ClientError::Move`] (or, from an older service,
+    /// [`ClientError::Refused`]).
+    pub fn migrate(&mut self, pid: u32, to: Target, wait: bool) -> Result<Migrated, ClientError> {
+        self.ask(&Request::Migrate { pid, to, wait }, |r| match r {
+            Response::Migrated { node, done } => Some(Migrated { node, done }),
+            _ => None,
+        })
+    }
+
+    /// Blocks arrivals and sends every guest home; answers when none is left or after about a
+    /// minute (`mosctl expel`, [`Request::Expel`]; root only).
+    pub fn expel(&mut self) -> Result<Moved, ClientError> {
+        self.ask(&Request::Expel, moved_answer)
+    }
+
+    /// Sets lstay and brings every process of this node home; answers when all are home or
+    /// after about a minute (`mosctl bring`, [`Request::Bring`]; root only).
+    pub fn bring(&mut self) -> Result<Moved, ClientError> {
+        self.ask(&Request::Bring, moved_answer)
+    }
+
+    /// This node's MOSIX processes, and with `guests` the guests running here
+    /// ([`Request::Procs`]).
+    pub fn procs(&mut self, guests: bool) -> Result<Vec<ProcRow>, ClientError> {
+        self.ask(&Request::Procs { guests }, |r| match r {
+            Response::Procs(rows) => Some(rows),
+            _ => None,
+        })
+    }
+}
+
+fn tune_answer(r: Response) -> Option<Overheads> {
+    match r {
+        Response::Tune(t) => Some(t),
+        _ => None,
+    }
+}
+
+fn moved_answer(r: Response) -> Option<Moved> {
+    match r {
+        Response::Moved { asked, left } => Some(Moved { asked, left }),
+        _ => None,
+    }
+}
+
+/// The request's name, for [`ClientError::Unexpected`].
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::Ping => "Ping",
+        Request::View => "View",
+        Request::SetFlag { .. } => "SetFlag",
+        Request::SetSpeed { .. } => "SetSpeed",
+        Request::GetDecay => "GetDecay",
+        Request::SetDecay(_) => "SetDecay",
+        Request::GetTune => "GetTune",
+        Request::LoadTune => "LoadTune",
+        Request::GetConfig => "GetConfig",
+        Request::Reconfigure { .. } => "Reconfigure",
+        Request::Shutdown => "Shutdown",
+        Request::Register { .. } => "Register",
+        Request::Migrate { .. } => "Migrate",
+        Request::Expel => "Expel",
+        Request::Bring => "Bring",
+        Request::Procs { .. } => "Procs",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread::{self, JoinHandle};
+
+    /// A client talking to a fake service: a thread that expects the scripted requests in
+    /// order and gives the scripted answers.
+    fn fake(script: Vec<(Request, Response)>) -> (Client, JoinHandle<()>) {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        let service = thread::spawn(move || {
+            for (want, answer) in script {
+                let got: Request = read_frame(&mut theirs, MAX_CONTROL_FRAME).unwrap();
+                assert_eq!(got, want);
+                write_frame(&mut theirs, &answer).unwrap();
+            }
+        });
+        let c = Client {
+            stream: mine,
+            timeout: None,
+        };
+        (c, service)
+    }
+
+    fn node(n: u16) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    #[test]
+    fn every_request_has_its_typed_answer() {
+        let tune = Overheads {
+            source: "built-in defaults".into(),
+            rows: vec![crate::overheads::BUILTIN_DEFAULT],
+        };
+        let decay = DecayTunables::default();
+        let row = ProcRow {
+            pid: 42,
+            node: 3,
+            from: None,
+            tty: 0,
+            state: 'R',
+            cpu_ms: 10,
+            cpu_age_ms: 0,
+            command: "spin".into(),
+            nmigs: 1,
+            lock: false,
+            cantmove: None,
+            remote_pid: Some(7),
+        };
+        let registration = Registration {
+            lock: true,
+            decay: DecayMode::Fast,
+            placement: Some(node(2)),
+            fallback_home: true,
+        };
+        let (mut c, service) = fake(vec![
+            (
+                Request::SetFlag {
+                    flag: Flag::Block,
+                    on: true,
+                },
+                Response::Done,
+            ),
+            (Request::SetSpeed { speed: 20_000 }, Response::Done),
+            (Request::GetDecay, Response::Decay(decay)),
+            (Request::SetDecay(decay), Response::Done),
+            (Request::GetTune, Response::Tune(tune.clone())),
+            (Request::LoadTune, Response::Tune(tune.clone())),
+            (
+                Request::Reconfigure {
+                    map_name: "m".into(),
+                    map_text: "1 10.0.0.1 2\n".into(),
+                    node: Some(node(1)),
+                },
+                Response::Done,
+            ),
+            (
+                Request::Register {
+                    lock: true,
+                    decay: DecayMode::Fast,
+                    placement: Some(node(2)),
+                    fallback_home: true,
+                },
+                Response::Registered,
+            ),
+            (
+                Request::Migrate {
+                    pid: 42,
+                    to: Target::Node(node(3)),
+                    wait: true,
+                },
+                Response::Migrated {
+                    node: 3,
+                    done: true,
+                },
+            ),
+            (Request::Expel, Response::Moved { asked: 2, left: 0 }),
+            (Request::Bring, Response::Moved { asked: 3, left: 1 }),
+            (
+                Request::Procs { guests: true },
+                Response::Procs(vec![row.clone()]),
+            ),
+            (Request::Shutdown, Response::Done),
+        ]);
+        c.set_flag(Flag::Block, true).unwrap();
+        c.set_speed(20_000).unwrap();
+        assert_eq!(c.decay().unwrap(), decay);
+        c.set_decay(decay).unwrap();
+        assert_eq!(c.tune().unwrap(), tune);
+        assert_eq!(c.load_tune().unwrap(), tune);
+        c.reconfigure("m", "1 10.0.0.1 2\n", Some(node(1))).unwrap();
+        c.register(registration).unwrap();
+        assert_eq!(
+            c.migrate(42, Target::Node(node(3)), true).unwrap(),
+            Migrated {
+                node: 3,
+                done: true
+            }
+        );
+        assert_eq!(c.expel().unwrap(), Moved { asked: 2, left: 0 });
+        assert_eq!(c.bring().unwrap(), Moved { asked: 3, left: 1 });
+        assert_eq!(c.procs(true).unwrap(), vec![row]);
+        c.shutdown().unwrap();
+        service.join().unwrap();
+    }
+
+    #[test]
+    fn a_wrong_answer_names_the_request() {
+        let (mut c, service) = fake(vec![
+            (Request::Procs { guests: false }, Response::Done),
+            (Request::GetTune, Response::Registered),
+            (Request::Shutdown, Response::Procs(Vec::new())),
+        ]);
+        let e = c.procs(false).unwrap_err();
+        assert!(matches!(e, ClientError::Unexpected("Procs")), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the MOSIX service gave an unexpected answer to Procs"
+        );
+        assert!(matches!(
+            c.tune().unwrap_err(),
+            ClientError::Unexpected("GetTune")
+        ));
+        assert!(matches!(
+            c.shutdown().unwrap_err(),
+            ClientError::Unexpected("Shutdown")
+        ));
+        service.join().unwrap();
+    }
+
+    #[test]
+    fn refusals_and_failed_moves_are_errors_of_their_kind() {
+        let gone = MoveFailure::Gone {
+            pid: 42,
+            detail: "it exited".into(),
+        };
+        let migrate = Request::Migrate {
+            pid: 42,
+            to: Target::Home,
+            wait: true,
+        };
+        let (mut c, service) = fake(vec![
+            (migrate.clone(), Response::MoveFailed(gone.clone())),
+            (
+                migrate,
+                Response::Error("process 42 is not a MOSIX process".into()),
+            ),
+            (
+                Request::Expel,
+                Response::Error("only root may do that".into()),
+            ),
+        ]);
+        match c.migrate(42, Target::Home, true).unwrap_err() {
+            ClientError::Move(f) => {
+                assert_eq!(f, gone);
+                assert_eq!(f.kind(), "gone");
+                assert_eq!(f.to_string(), "process 42 is gone: it exited");
+            }
+            e => panic!("{e:?}"),
         }
+        let e = c.migrate(42, Target::Home, true).unwrap_err();
+        assert_eq!(e.to_string(), "process 42 is not a MOSIX process");
+        assert!(matches!(c.expel().unwrap_err(), ClientError::Refused(_)));
+        service.join().unwrap();
     }
 }
