@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mosix_core::client::{Client, ClusterView};
 use mosix_core::config::{ENV_ETC, ENV_RUNDIR, Paths};
-use mosix_kmod::vcluster::{self, Cluster, Spec};
+use vcluster::{Cluster, Spec};
 
 /// Cluster tests run one at a time: they share two CPUs and their timings must hold.
 static SERIAL: Mutex<()> = Mutex::new(());

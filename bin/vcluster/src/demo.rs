@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use mosix_core::NodeId;
 use mosix_core::client::{Client, ClusterView};
-use mosix_kmod::vcluster::{self, Cluster, Spec};
+use vcluster::{Cluster, Spec};
 
 use crate::cli::Demo;
 

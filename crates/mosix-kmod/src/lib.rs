@@ -11,8 +11,6 @@
 //!   view, the control socket.
 //! * [`measure`] and [`cgroup`] — what a node is and how loaded it is.
 //! * [`daemon`] — starting the service in the background and waiting until it serves.
-//! * [`vcluster`] — a virtual cluster of nodes on one machine (network namespaces, a bridge,
-//!   cgroups with CPU quotas and memory limits, optional private mounts).
 
 pub mod cgroup;
 pub mod channel;
@@ -31,4 +29,3 @@ pub mod seccomp;
 pub mod service;
 pub mod stub;
 pub mod uffd;
-pub mod vcluster;

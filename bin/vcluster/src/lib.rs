@@ -35,7 +35,8 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::cgroup::Cgroups;
+use mosix_core::client::Client;
+use mosix_kmod::cgroup::Cgroups;
 
 /// Where cluster state directories live.
 pub const STATE_ROOT: &str = "/run/mosix-vc";
@@ -277,7 +278,7 @@ impl Cluster {
             node,
             addr: self.addr(node),
             netns: netns_name(&self.name, node),
-            service_pid: crate::service::running(&paths).map(|s| s.pid),
+            service_pid: service_pid(&paths),
             etc: paths.etc,
             rundir: paths.rundir,
             cgroups: self.node_cgroups(node),
@@ -390,8 +391,8 @@ impl Cluster {
     pub fn start_node(&self, node: u16) -> Result<u32, VcError> {
         self.check_node(node)?;
         let paths = self.paths(node);
-        if let Some(s) = crate::service::running(&paths) {
-            return Ok(s.pid);
+        if let Some(pid) = service_pid(&paths) {
+            return Ok(pid);
         }
         let map = paths.map().into_os_string();
         let out = self
@@ -405,8 +406,7 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        crate::service::running(&paths)
-            .map(|s| s.pid)
+        service_pid(&paths)
             .ok_or_else(|| VcError(format!("node {node}'s service started but does not answer")))
     }
 
@@ -414,13 +414,13 @@ impl Cluster {
     pub fn stop_node(&self, node: u16, kill: bool) -> Result<Option<u32>, VcError> {
         self.check_node(node)?;
         let paths = self.paths(node);
-        let Some(info) = crate::service::running(&paths) else {
+        let Some(pid) = service_pid(&paths) else {
             return Ok(None);
         };
         if kill {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(info.pid).unwrap_or(0));
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
-                .ctx(|| format!("killing node {node}'s service (pid {})", info.pid))?;
+            let raw = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+            nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL)
+                .ctx(|| format!("killing node {node}'s service (pid {pid})"))?;
         } else {
             let out = Command::new(self.tool("setpe"))
                 .arg("-off")
@@ -437,16 +437,18 @@ impl Cluster {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if !Path::new(&format!("/proc/{}", info.pid)).exists() || proc_is_zombie(info.pid) {
-                return Ok(Some(info.pid));
+            if !Path::new(&format!("/proc/{pid}")).exists() || proc_is_zombie(pid) {
+                return Ok(Some(pid));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        err(format!(
-            "node {node}'s service (pid {}) did not stop",
-            info.pid
-        ))
+        err(format!("node {node}'s service (pid {pid}) did not stop"))
     }
+}
+
+/// The pid of the node service at `paths`, if one answers a ping.
+fn service_pid(paths: &Paths) -> Option<u32> {
+    Some(Client::connect(paths).ok()?.ping().ok()?.pid)
 }
 
 fn proc_is_zombie(pid: u32) -> bool {
@@ -543,7 +545,7 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
         base: spec.base,
         cpus_per_node: cpus,
         mem_per_node: mem,
-        speed: crate::measure::calibrate_speed(),
+        speed: mosix_kmod::measure::calibrate_speed(),
         private_dirs: spec.private_dirs.clone(),
         cgroup_version: version.to_owned(),
         cgroup_bases: bases,
@@ -606,7 +608,7 @@ fn build(c: &Cluster, spec: &Spec) -> Result<(), VcError> {
     for b in &c.cgroup_bases {
         fs::create_dir_all(b).ctx(|| b.display().to_string())?;
         if c.cgroup_version == "v2" {
-            crate::cgroup::write_file(&b.join("cgroup.subtree_control"), "+cpu +memory")
+            mosix_kmod::cgroup::write_file(&b.join("cgroup.subtree_control"), "+cpu +memory")
                 .ctx(|| "enabling cpu and memory controllers".to_owned())?;
         }
     }
@@ -672,7 +674,7 @@ fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Resu
 
     for d in c.node_cgroups(n) {
         fs::create_dir_all(&d).ctx(|| d.display().to_string())?;
-        let w = |file: &str, v: String| crate::cgroup::write_file(&d.join(file), &v);
+        let w = |file: &str, v: String| mosix_kmod::cgroup::write_file(&d.join(file), &v);
         let period: u64 = 100_000;
         let quota = (c.cpus_per_node * period as f64).round() as u64;
         if c.cgroup_version == "v2" {
@@ -834,8 +836,8 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
         }
     }
     // The nodes' directories in the hierarchy that names MOSIX processes.
-    let procs_prefix = format!("{}_node", crate::procs::dir_name(&state_dir(name)));
-    if let Ok(rd) = fs::read_dir(crate::procs::MOUNT) {
+    let procs_prefix = format!("{}_node", mosix_kmod::procs::dir_name(&state_dir(name)));
+    if let Ok(rd) = fs::read_dir(mosix_kmod::procs::MOUNT) {
         for e in rd.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();
             let is_node = f
