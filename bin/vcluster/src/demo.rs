@@ -44,7 +44,7 @@ impl Drop for Tour {
                 Ok(_) => println!(
                     "\n== Removed the cluster: no namespace, cgroup, mount or process is left."
                 ),
-                Err(e) => eprintln!("vcluster: removing the demo cluster: {e}"),
+                Err(e) => eprintln!("vcluster: removing the demo cluster: {e:#}"),
             }
         }
     }

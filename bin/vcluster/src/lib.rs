@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result, anyhow, bail};
 use mosix_core::config::{ENV_ETC, ENV_RUNDIR, Paths};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -42,25 +43,6 @@ use mosix_kmod::cgroup::Cgroups;
 pub const STATE_ROOT: &str = "/run/mosix-vc";
 /// The largest number of nodes (one /24).
 pub const MAX_NODES: u16 = 250;
-
-/// An error of the virtual cluster, in words.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct VcError(pub String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, VcError> {
-    Err(VcError(msg.into()))
-}
-
-trait Context<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, VcError>;
-}
-
-impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, VcError> {
-        self.map_err(|e| VcError(format!("{}: {e}", what())))
-    }
-}
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -154,7 +136,7 @@ fn state_dir(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)
 }
 
-fn check_name(name: &str) -> Result<(), VcError> {
+fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 12
         && name
@@ -164,39 +146,39 @@ fn check_name(name: &str) -> Result<(), VcError> {
     if ok {
         Ok(())
     } else {
-        err(format!(
+        bail!(
             "cluster name '{name}' must be 1-12 characters: lower-case letters, digits, '_', starting with a letter"
-        ))
+        )
     }
 }
 
 /// Checks that we can build clusters here: root, and `ip` present.
-pub fn preflight() -> Result<(), VcError> {
+pub fn preflight() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        return err(
-            "a virtual cluster needs root (network namespaces, cgroups, mounts): run it with sudo",
+        bail!(
+            "a virtual cluster needs root (network namespaces, cgroups, mounts): run it with sudo"
         );
     }
     match Command::new("ip").arg("-V").output() {
         Ok(o) if o.status.success() => Ok(()),
-        _ => err("iproute2's 'ip' command is missing: install the iproute2 package"),
+        _ => bail!("iproute2's 'ip' command is missing: install the iproute2 package"),
     }
 }
 
-fn run_ip(args: &[&str]) -> Result<(), VcError> {
+fn run_ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .ctx(|| "running ip".to_owned())?;
+        .context("running ip")?;
     if out.status.success() {
         Ok(())
     } else {
-        err(format!(
+        bail!(
             "ip {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )
     }
 }
 
@@ -223,23 +205,23 @@ fn machine_mem() -> u64 {
 
 impl Cluster {
     /// Reads a cluster's record.
-    pub fn load(name: &str) -> Result<Cluster, VcError> {
+    pub fn load(name: &str) -> Result<Cluster> {
         check_name(name)?;
         let path = state_dir(name).join("cluster.toml");
-        let text = fs::read_to_string(&path).map_err(|e| {
-            VcError(if e.kind() == std::io::ErrorKind::NotFound {
-                format!("there is no virtual cluster '{name}' (start one with: vcluster up)")
-            } else {
-                format!("{}: {e}", path.display())
-            })
-        })?;
-        toml::from_str(&text).ctx(|| path.display().to_string())
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("there is no virtual cluster '{name}' (start one with: vcluster up)")
+            }
+            Err(e) => return Err(e).with_context(|| path.display().to_string()),
+        };
+        toml::from_str(&text).with_context(|| path.display().to_string())
     }
 
-    fn save(&self) -> Result<(), VcError> {
+    fn save(&self) -> Result<()> {
         let path = self.state_dir.join("cluster.toml");
-        let text = toml::to_string(self).ctx(|| "serialising the cluster record".to_owned())?;
-        fs::write(&path, text).ctx(|| path.display().to_string())
+        let text = toml::to_string(self).context("serialising the cluster record")?;
+        fs::write(&path, text).with_context(|| path.display().to_string())
     }
 
     /// Node I's address.
@@ -286,28 +268,24 @@ impl Cluster {
         }
     }
 
-    fn check_node(&self, node: u16) -> Result<(), VcError> {
+    fn check_node(&self, node: u16) -> Result<()> {
         if node == 0 || node > self.nodes {
-            return err(format!(
+            bail!(
                 "cluster '{}' has nodes 1..{}, not {node}",
-                self.name, self.nodes
-            ));
+                self.name,
+                self.nodes
+            );
         }
         Ok(())
     }
 
     /// A command that runs `program args` inside node I: its network namespace, its cgroups,
     /// its mount namespace if any, with its `MOSIX_ETC` and `MOSIX_RUNDIR`.
-    pub fn command(
-        &self,
-        node: u16,
-        program: &OsString,
-        args: &[OsString],
-    ) -> Result<Command, VcError> {
+    pub fn command(&self, node: u16, program: &OsString, args: &[OsString]) -> Result<Command> {
         self.check_node(node)?;
         let netns_path = Path::new("/run/netns").join(netns_name(&self.name, node));
         let netns: OwnedFd = fs::File::open(&netns_path)
-            .ctx(|| {
+            .with_context(|| {
                 format!(
                     "node {node} has no network namespace ({})",
                     netns_path.display()
@@ -317,7 +295,7 @@ impl Cluster {
         let mntns: Option<OwnedFd> = match self.mntns_file(node) {
             Some(p) => Some(
                 fs::File::open(&p)
-                    .ctx(|| format!("node {node}'s mount namespace ({})", p.display()))?
+                    .with_context(|| format!("node {node}'s mount namespace ({})", p.display()))?
                     .into(),
             ),
             None => None,
@@ -331,7 +309,7 @@ impl Cluster {
                     .write(true)
                     .open(&p)
                     .map(OwnedFd::from)
-                    .ctx(|| format!("node {node}'s cgroup ({})", p.display()))
+                    .with_context(|| format!("node {node}'s cgroup ({})", p.display()))
             })
             .collect::<Result<_, _>>()?;
         // setns(CLONE_NEWNS) resets the working directory to the new namespace's root (a kernel
@@ -372,13 +350,10 @@ impl Cluster {
     }
 
     /// Replaces this process with `program args` run inside node I.
-    pub fn exec(&self, node: u16, program: &OsString, args: &[OsString]) -> VcError {
+    pub fn exec(&self, node: u16, program: &OsString, args: &[OsString]) -> anyhow::Error {
         match self.command(node, program, args) {
-            Ok(mut c) => VcError(format!(
-                "cannot run {}: {}",
-                program.to_string_lossy(),
-                c.exec()
-            )),
+            Ok(mut c) => anyhow::Error::new(c.exec())
+                .context(format!("cannot run {}", program.to_string_lossy())),
             Err(e) => e,
         }
     }
@@ -388,7 +363,7 @@ impl Cluster {
     }
 
     /// Starts node I's service (`setpe -w` inside the node).
-    pub fn start_node(&self, node: u16) -> Result<u32, VcError> {
+    pub fn start_node(&self, node: u16) -> Result<u32> {
         self.check_node(node)?;
         let paths = self.paths(node);
         if let Some(pid) = service_pid(&paths) {
@@ -399,19 +374,19 @@ impl Cluster {
             .command(node, &self.tool("setpe"), &["-w".into(), "-f".into(), map])?
             .stdin(Stdio::null())
             .output()
-            .ctx(|| format!("starting node {node}'s service"))?;
+            .with_context(|| format!("starting node {node}'s service"))?;
         if !out.status.success() {
-            return err(format!(
+            bail!(
                 "node {node}'s service did not start: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            );
         }
         service_pid(&paths)
-            .ok_or_else(|| VcError(format!("node {node}'s service started but does not answer")))
+            .with_context(|| format!("node {node}'s service started but does not answer"))
     }
 
     /// Stops node I's service: politely (`setpe -off`), or with SIGKILL as a crash would.
-    pub fn stop_node(&self, node: u16, kill: bool) -> Result<Option<u32>, VcError> {
+    pub fn stop_node(&self, node: u16, kill: bool) -> Result<Option<u32>> {
         self.check_node(node)?;
         let paths = self.paths(node);
         let Some(pid) = service_pid(&paths) else {
@@ -420,19 +395,19 @@ impl Cluster {
         if kill {
             let raw = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
             nix::sys::signal::kill(raw, nix::sys::signal::Signal::SIGKILL)
-                .ctx(|| format!("killing node {node}'s service (pid {pid})"))?;
+                .with_context(|| format!("killing node {node}'s service (pid {pid})"))?;
         } else {
             let out = Command::new(self.tool("setpe"))
                 .arg("-off")
                 .env(ENV_ETC, &paths.etc)
                 .env(ENV_RUNDIR, &paths.rundir)
                 .output()
-                .ctx(|| format!("stopping node {node}'s service"))?;
+                .with_context(|| format!("stopping node {node}'s service"))?;
             if !out.status.success() {
-                return err(format!(
+                bail!(
                     "setpe -off on node {node}: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
-                ));
+                );
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -442,7 +417,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        err(format!("node {node}'s service (pid {pid}) did not stop"))
+        bail!("node {node}'s service (pid {pid}) did not stop")
     }
 }
 
@@ -458,14 +433,14 @@ fn proc_is_zombie(pid: u32) -> bool {
 }
 
 /// Builds a cluster and (unless told otherwise) starts its node services.
-pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
+pub fn up(spec: &Spec) -> Result<Cluster> {
     preflight()?;
     check_name(&spec.name)?;
     if spec.nodes == 0 || spec.nodes > MAX_NODES {
-        return err(format!(
+        bail!(
             "a virtual cluster has 1..{MAX_NODES} nodes, not {}",
             spec.nodes
-        ));
+        );
     }
     let sd = state_dir(&spec.name);
     if sd.join("cluster.toml").exists()
@@ -473,44 +448,45 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
             .join(switch_name(&spec.name))
             .exists()
     {
-        return err(format!(
+        bail!(
             "virtual cluster '{}' already exists; remove it first with: vcluster down --name {}",
-            spec.name, spec.name
-        ));
+            spec.name,
+            spec.name
+        );
     }
     if !spec.tools.join("setpe").exists() && spec.start_services {
-        return err(format!(
+        bail!(
             "setpe is not in {}; build the suite first (cargo build --release --workspace)",
             spec.tools.display()
-        ));
+        );
     }
     let cpus = spec
         .cpus_per_node
         .unwrap_or_else(|| f64::from(machine_cpus()) / f64::from(spec.nodes));
     if !(0.01..=1024.0).contains(&cpus) {
-        return err(format!("{cpus} CPUs per node is out of range 0.01..1024"));
+        bail!("{cpus} CPUs per node is out of range 0.01..1024");
     }
     let mem = spec
         .mem_per_node
         .unwrap_or_else(|| machine_mem() / (u64::from(spec.nodes) + 1));
     if mem < (32 << 20) {
-        return err("a node needs at least 32 MiB of memory");
+        bail!("a node needs at least 32 MiB of memory");
     }
     // The kernel keeps limits in whole pages; record what it will report.
     let mem = mem & !4095;
     let last = u32::from(spec.base) + u32::from(spec.nodes);
     if spec.base.octets()[3] != 0 || last & 0xff == 0xff {
-        return err(format!(
+        bail!(
             "the base address {} must end in .0 (node I gets .I)",
             spec.base
-        ));
+        );
     }
     for d in &spec.private_dirs {
         if !d.is_absolute() || !d.is_dir() {
-            return err(format!(
+            bail!(
                 "private directory {} must be an existing absolute path",
                 d.display()
-            ));
+            );
         }
         // Inside a node, a private directory hides what the machine has there.
         for (what, p) in [
@@ -518,26 +494,19 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
             ("the cluster state", Path::new(STATE_ROOT)),
         ] {
             if p.starts_with(d) {
-                return err(format!(
+                bail!(
                     "{what} ({}) would be hidden inside the nodes by the private directory {}; choose other private directories or put the tools elsewhere",
                     p.display(),
                     d.display()
-                ));
+                );
             }
         }
     }
-    if mosix_core::config::Tunables::parse("--tunables", &spec.tunables).is_err() {
-        return err(format!(
-            "the extra tunables are not valid mosix.toml: {}",
-            mosix_core::config::Tunables::parse("--tunables", &spec.tunables)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        ));
-    }
-    fs::create_dir_all(&sd).ctx(|| sd.display().to_string())?;
+    mosix_core::config::Tunables::parse("--tunables", &spec.tunables)
+        .context("the extra tunables are not valid mosix.toml")?;
+    fs::create_dir_all(&sd).with_context(|| sd.display().to_string())?;
 
-    let cg = Cgroups::discover().ctx(|| "reading cgroups".to_owned())?;
+    let cg = Cgroups::discover().context("reading cgroups")?;
     let (version, bases) = cgroup_bases(&cg, &spec.name)?;
     let cluster = Cluster {
         name: spec.name.clone(),
@@ -570,7 +539,7 @@ pub fn up(spec: &Spec) -> Result<Cluster, VcError> {
     Ok(cluster)
 }
 
-fn cgroup_bases(cg: &Cgroups, name: &str) -> Result<(&'static str, Vec<PathBuf>), VcError> {
+fn cgroup_bases(cg: &Cgroups, name: &str) -> Result<(&'static str, Vec<PathBuf>)> {
     let dir_name = format!("mosix-vc.{name}");
     if let (Some(cpu), Some(mem)) = (cg.v1("cpu"), cg.v1("memory")) {
         let mut bases = Vec::new();
@@ -580,7 +549,7 @@ fn cgroup_bases(cg: &Cgroups, name: &str) -> Result<(&'static str, Vec<PathBuf>)
         {
             let own = cg.own_path(Some(ctrl)).unwrap_or("/");
             let dir = Cgroups::dir(h, own)
-                .ok_or_else(|| VcError(format!("cannot place cgroups below {own} ({ctrl})")))?;
+                .with_context(|| format!("cannot place cgroups below {own} ({ctrl})"))?;
             let b = dir.join(&dir_name);
             if !bases.contains(&b) {
                 bases.push(b);
@@ -593,10 +562,10 @@ fn cgroup_bases(cg: &Cgroups, name: &str) -> Result<(&'static str, Vec<PathBuf>)
         // so the cluster's cgroup hangs off the root, where that rule does not apply.
         return Ok(("v2", vec![h.mount_point.join(dir_name)]));
     }
-    err("no cgroup hierarchy with the cpu and memory controllers is mounted")
+    bail!("no cgroup hierarchy with the cpu and memory controllers is mounted")
 }
 
-fn build(c: &Cluster, spec: &Spec) -> Result<(), VcError> {
+fn build(c: &Cluster, spec: &Spec) -> Result<()> {
     // The switch: a bridge in a namespace of its own.
     let sw = switch_name(&c.name);
     run_ip(&["netns", "add", &sw])?;
@@ -606,19 +575,19 @@ fn build(c: &Cluster, spec: &Spec) -> Result<(), VcError> {
 
     // Cgroups.
     for b in &c.cgroup_bases {
-        fs::create_dir_all(b).ctx(|| b.display().to_string())?;
+        fs::create_dir_all(b).with_context(|| b.display().to_string())?;
         if c.cgroup_version == "v2" {
             mosix_kmod::cgroup::write_file(&b.join("cgroup.subtree_control"), "+cpu +memory")
-                .ctx(|| "enabling cpu and memory controllers".to_owned())?;
+                .context("enabling cpu and memory controllers")?;
         }
     }
 
     // Private mounts need a private directory for the namespace files.
     if !c.private_dirs.is_empty() {
         let ns = c.state_dir.join("ns");
-        fs::create_dir_all(&ns).ctx(|| ns.display().to_string())?;
+        fs::create_dir_all(&ns).with_context(|| ns.display().to_string())?;
         nix::mount::mount(Some(&ns), &ns, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx(|| format!("bind-mounting {}", ns.display()))?;
+            .with_context(|| format!("bind-mounting {}", ns.display()))?;
         nix::mount::mount(
             None::<&str>,
             &ns,
@@ -626,7 +595,7 @@ fn build(c: &Cluster, spec: &Spec) -> Result<(), VcError> {
             MsFlags::MS_PRIVATE,
             None::<&str>,
         )
-        .ctx(|| format!("making {} private", ns.display()))?;
+        .with_context(|| format!("making {} private", ns.display()))?;
     }
 
     let secret = random_secret();
@@ -657,7 +626,7 @@ fn random_secret() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Result<(), VcError> {
+fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Result<()> {
     let ns = netns_name(&c.name, n);
     let sw = switch_name(&c.name);
     run_ip(&["netns", "add", &ns])?;
@@ -673,40 +642,42 @@ fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Resu
     run_ip(&["-n", &ns, "link", "set", "lo", "up"])?;
 
     for d in c.node_cgroups(n) {
-        fs::create_dir_all(&d).ctx(|| d.display().to_string())?;
+        fs::create_dir_all(&d).with_context(|| d.display().to_string())?;
         let w = |file: &str, v: String| mosix_kmod::cgroup::write_file(&d.join(file), &v);
         let period: u64 = 100_000;
         let quota = (c.cpus_per_node * period as f64).round() as u64;
         if c.cgroup_version == "v2" {
-            w("cpu.max", format!("{quota} {period}")).ctx(|| format!("node {n}"))?;
-            w("memory.max", c.mem_per_node.to_string()).ctx(|| format!("node {n}"))?;
+            w("cpu.max", format!("{quota} {period}")).with_context(|| format!("node {n}"))?;
+            w("memory.max", c.mem_per_node.to_string()).with_context(|| format!("node {n}"))?;
         } else if d.join("cpu.cfs_quota_us").exists() {
-            w("cpu.cfs_period_us", period.to_string()).ctx(|| format!("node {n}"))?;
-            w("cpu.cfs_quota_us", quota.to_string()).ctx(|| format!("node {n}"))?;
+            w("cpu.cfs_period_us", period.to_string()).with_context(|| format!("node {n}"))?;
+            w("cpu.cfs_quota_us", quota.to_string()).with_context(|| format!("node {n}"))?;
         } else if d.join("memory.limit_in_bytes").exists() {
-            w("memory.limit_in_bytes", c.mem_per_node.to_string()).ctx(|| format!("node {n}"))?;
+            w("memory.limit_in_bytes", c.mem_per_node.to_string())
+                .with_context(|| format!("node {n}"))?;
         }
     }
 
     let paths = c.paths(n);
     let mosix_dir = paths.etc.join("mosix");
-    fs::create_dir_all(&mosix_dir).ctx(|| mosix_dir.display().to_string())?;
-    fs::create_dir_all(&paths.rundir).ctx(|| paths.rundir.display().to_string())?;
-    fs::write(paths.map(), map).ctx(|| paths.map().display().to_string())?;
+    fs::create_dir_all(&mosix_dir).with_context(|| mosix_dir.display().to_string())?;
+    fs::create_dir_all(&paths.rundir).with_context(|| paths.rundir.display().to_string())?;
+    fs::write(paths.map(), map).with_context(|| paths.map().display().to_string())?;
     let sp = paths.secret();
-    fs::write(&sp, format!("{secret}\n")).ctx(|| sp.display().to_string())?;
-    fs::set_permissions(&sp, fs::Permissions::from_mode(0o600)).ctx(|| sp.display().to_string())?;
+    fs::write(&sp, format!("{secret}\n")).with_context(|| sp.display().to_string())?;
+    fs::set_permissions(&sp, fs::Permissions::from_mode(0o600))
+        .with_context(|| sp.display().to_string())?;
     let tun = node_tunables(&spec.tunables, c.speed, n, &c.name)?;
-    fs::write(paths.config(), tun).ctx(|| paths.config().display().to_string())?;
+    fs::write(paths.config(), tun).with_context(|| paths.config().display().to_string())?;
 
     if let Some(file) = c.mntns_file(n) {
         let files = c.node_dir(n).join("files");
         let mut binds = Vec::new();
         for d in &c.private_dirs {
             let src = files.join(d.strip_prefix("/").unwrap_or(d));
-            fs::create_dir_all(&src).ctx(|| src.display().to_string())?;
+            fs::create_dir_all(&src).with_context(|| src.display().to_string())?;
             fs::set_permissions(&src, fs::Permissions::from_mode(0o1777))
-                .ctx(|| src.display().to_string())?;
+                .with_context(|| src.display().to_string())?;
             binds.push((src, d.clone()));
         }
         make_mount_ns(&file, &binds)?;
@@ -716,8 +687,8 @@ fn build_node(c: &Cluster, spec: &Spec, n: u16, map: &str, secret: &str) -> Resu
 
 /// The `mosix.toml` of a node: the user's extra tunables, with the cluster's calibrated speed
 /// unless the user gave one.
-fn node_tunables(extra: &str, speed: u32, n: u16, name: &str) -> Result<String, VcError> {
-    let mut t: toml::Table = toml::from_str(extra).ctx(|| "the extra tunables".to_owned())?;
+fn node_tunables(extra: &str, speed: u32, n: u16, name: &str) -> Result<String> {
+    let mut t: toml::Table = toml::from_str(extra).context("the extra tunables")?;
     let node = t
         .entry("node")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -725,9 +696,8 @@ fn node_tunables(extra: &str, speed: u32, n: u16, name: &str) -> Result<String, 
         node.entry("speed")
             .or_insert_with(|| toml::Value::Integer(i64::from(speed)));
     }
-    let body = toml::to_string(&t).ctx(|| "writing mosix.toml".to_owned())?;
-    mosix_core::config::Tunables::parse("the extra tunables", &body)
-        .map_err(|e| VcError(e.to_string()))?;
+    let body = toml::to_string(&t).context("writing mosix.toml")?;
+    mosix_core::config::Tunables::parse("the extra tunables", &body)?;
     Ok(format!(
         "# written by vcluster for node {n} of '{name}'\n{body}"
     ))
@@ -745,17 +715,17 @@ fn node_tunables(extra: &str, speed: u32, n: u16, name: &str) -> Result<String, 
 /// mounts stay inside). The namespace file must be bound onto a mount that is not shared, or
 /// the kernel refuses (the bind could propagate into the namespace itself); `build` made the
 /// directory a private mount for that reason.
-fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<(), VcError> {
+fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<()> {
     use std::ffi::{CStr, CString};
-    fs::write(file, b"").ctx(|| file.display().to_string())?;
+    fs::write(file, b"").with_context(|| file.display().to_string())?;
     let cstr = |p: &Path| {
         CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|_| VcError(format!("{} contains a NUL byte", p.display())))
+            .map_err(|_| anyhow!("{} contains a NUL byte", p.display()))
     };
     let binds_c: Vec<(CString, CString)> = binds
         .iter()
         .map(|(s, d)| Ok((cstr(s)?, cstr(d)?)))
-        .collect::<Result<_, VcError>>()?;
+        .collect::<Result<_>>()?;
     let mut cmd = Command::new("cat");
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -788,7 +758,7 @@ fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<(), VcErro
             Ok(())
         });
     }
-    let mut child = cmd.spawn().ctx(|| {
+    let mut child = cmd.spawn().with_context(|| {
         format!(
             "setting up private directories {:?} in a new mount namespace",
             binds.iter().map(|b| &b.1).collect::<Vec<_>>()
@@ -802,7 +772,7 @@ fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<(), VcErro
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .ctx(|| format!("keeping the mount namespace at {}", file.display()));
+    .with_context(|| format!("keeping the mount namespace at {}", file.display()));
     drop(child.stdin.take());
     let _ = child.wait();
     bound
@@ -810,7 +780,7 @@ fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<(), VcErro
 
 /// Removes everything of cluster `name`: processes, namespaces, cgroups, mounts, state. Works
 /// from whatever is left, with or without the cluster record. Returns what it removed.
-pub fn down(name: &str) -> Result<Vec<String>, VcError> {
+pub fn down(name: &str) -> Result<Vec<String>> {
     preflight()?;
     check_name(name)?;
     let mut done = Vec::new();
@@ -884,7 +854,7 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
             }
         }
         if Instant::now() > deadline {
-            return err(format!("processes {pids:?} of cluster '{name}' do not die"));
+            bail!("processes {pids:?} of cluster '{name}' do not die");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -908,7 +878,9 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
                     {
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    Err(e) => return err(format!("removing cgroup {}: {e}", d.display())),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing cgroup {}", d.display()));
+                    }
                 }
             }
         }
@@ -931,10 +903,10 @@ pub fn down(name: &str) -> Result<Vec<String>, VcError> {
     }
     if mounted(&ns_dir) {
         nix::mount::umount2(&ns_dir, MntFlags::MNT_DETACH)
-            .ctx(|| format!("unmounting {}", ns_dir.display()))?;
+            .with_context(|| format!("unmounting {}", ns_dir.display()))?;
     }
     if sd.exists() {
-        fs::remove_dir_all(&sd).ctx(|| format!("removing {}", sd.display()))?;
+        fs::remove_dir_all(&sd).with_context(|| format!("removing {}", sd.display()))?;
         done.push(format!("removed {}", sd.display()));
     }
     Ok(done)

@@ -86,7 +86,7 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             vcluster::preflight()?;
             let c = Cluster::load(&name.name)?;
             let (prog, args) = command.split_first().context("no program given")?;
-            Err(c.exec(node, prog, args).into())
+            Err(c.exec(node, prog, args))
         }
         Cmd::Env { name, node } => {
             let c = Cluster::load(&name.name)?;
