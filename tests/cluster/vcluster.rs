@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use mosix_kmod::vcluster;
 use mosix_tests::{TestCluster, assert_gone, require_root, serial};
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mosix_core::client::{Client, ClusterView};
 use mosix_core::config::{ENV_ETC, ENV_RUNDIR, Paths};
-use mosix_kmod::vcluster::{self, Cluster, Spec};
+use vcluster::{Cluster, Spec};
 
 /// Cluster tests run one at a time: they share two CPUs and their timings must hold.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -130,7 +130,7 @@ impl TestCluster {
         let _ = vcluster::down(name);
         let mut spec = Spec::new(name, nodes, tools().to_owned());
         adjust(&mut spec);
-        let cluster = vcluster::up(&spec).unwrap_or_else(|e| panic!("vcluster up {name}: {e}"));
+        let cluster = vcluster::up(&spec).unwrap_or_else(|e| panic!("vcluster up {name}: {e:#}"));
         TestCluster { cluster }
     }
 
@@ -277,7 +277,7 @@ impl TestCluster {
     /// Starts node I's service again and waits until node 1 sees every node up.
     pub fn restart(&self, node: u16) {
         if let Err(e) = self.cluster.start_node(node) {
-            panic!("starting node {node}: {e}");
+            panic!("starting node {node}: {e:#}");
         }
         self.wait_all_up_on(1);
     }
@@ -375,7 +375,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         if let Err(e) = vcluster::down(&self.cluster.name) {
-            eprintln!("removing test cluster {}: {e}", self.cluster.name);
+            eprintln!("removing test cluster {}: {e:#}", self.cluster.name);
         }
     }
 }

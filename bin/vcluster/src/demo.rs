@@ -18,11 +18,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use mosix_core::NodeId;
 use mosix_core::client::{Client, ClusterView};
-use mosix_kmod::vcluster::{self, Cluster, Spec};
+use vcluster::{Cluster, Spec};
 
 use crate::cli::Demo;
 
 const NAME: &str = "demo";
+
+/// What to try after the tour: a command run inside node 1, and what it shows.
+const NEXT: [(&str, &str); 4] = [
+    (
+        "mtop",
+        "top for MOSIX processes: where each runs, its share of a CPU",
+    ),
+    ("mon", "every node's load, speed and memory as bar charts"),
+    (
+        "tune",
+        "measure the speed and the cost of a move to each peer",
+    ),
+    (
+        "mosrun -j2-4 PROGRAM",
+        "run a program on one of nodes 2 to 4",
+    ),
+];
 
 struct Tour {
     cluster: Cluster,
@@ -37,14 +54,14 @@ impl Drop for Tour {
         stop_all(&mut self.burners);
         if self.keep && !self.stop.load(Ordering::Relaxed) {
             println!(
-                "\nThe cluster is still running: try `vcluster exec 1 -- mon`; remove it with `vcluster down --name {NAME}`."
+                "\nThe cluster is still running: try `vcluster exec 1 --name {NAME} -- mon`; remove it with `vcluster down --name {NAME}`."
             );
         } else {
             match vcluster::down(NAME) {
                 Ok(_) => println!(
                     "\n== Removed the cluster: no namespace, cgroup, mount or process is left."
                 ),
-                Err(e) => eprintln!("vcluster: removing the demo cluster: {e}"),
+                Err(e) => eprintln!("vcluster: removing the demo cluster: {e:#}"),
             }
         }
     }
@@ -465,8 +482,16 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
-    println!(
-        "\nNext steps of the project: mtop (step 4), then MFS and moving processes to their data."
-    );
+    // The commands below name the cluster when it stays; otherwise one is built first.
+    let on = if d.keep {
+        println!("\nTo try next, on this cluster:");
+        format!("--name {NAME} ")
+    } else {
+        println!("\nTo try next, on a cluster of your own (vcluster up -n 4 builds one):");
+        String::new()
+    };
+    for (cmd, what) in NEXT {
+        println!("  vcluster exec 1 {on}-- {cmd:<21} {what}");
+    }
     Ok(ExitCode::SUCCESS)
 }

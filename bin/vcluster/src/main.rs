@@ -1,4 +1,4 @@
-//! vcluster: a virtual MOSIX cluster on one machine (see `mosix_kmod::vcluster`).
+//! vcluster: a virtual MOSIX cluster on one machine (the library of this package does the work).
 
 mod cli;
 mod demo;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use mosix_kmod::vcluster::{self, Cluster, Spec};
+use vcluster::{Cluster, Spec};
 
 use cli::{Cli, Cmd};
 
@@ -86,7 +86,7 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             vcluster::preflight()?;
             let c = Cluster::load(&name.name)?;
             let (prog, args) = command.split_first().context("no program given")?;
-            Err(c.exec(node, prog, args).into())
+            Err(c.exec(node, prog, args))
         }
         Cmd::Env { name, node } => {
             let c = Cluster::load(&name.name)?;

@@ -19,6 +19,9 @@
 //! * [`link`] — authenticated connections between node services; [`node`] — what a node is
 //!   (measurement, cgroups) and its consent to arrivals. Both sit below `split` and `service`
 //!   and import neither.
+//!
+//! The virtual cluster, a tool for trying and testing the system on one machine, is not part
+//! of the kernel side: it lives in `bin/vcluster` (a library and the binary).
 
 pub mod freezer;
 pub mod kernel;
@@ -26,4 +29,3 @@ pub mod link;
 pub mod node;
 pub mod service;
 pub mod split;
-pub mod vcluster;
