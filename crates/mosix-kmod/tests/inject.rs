@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use mosix_core::image::Regs;
+use mosix_kmod::kernel::abi::ERESTARTNOHAND;
 use mosix_kmod::kernel::inject::{self, read_maps};
 use mosix_kmod::kernel::ptrace::{self, Mem, Stopped};
 use nix::sys::ptrace::Options;
@@ -112,7 +113,7 @@ fn a_signal_ends_a_call_run_for_the_process_and_real_time_signals_are_seen() {
         .unwrap();
     sender.join().unwrap();
     // pause() interrupted by a signal: -ERESTARTNOHAND, handed back rather than restarted.
-    assert_eq!(r, -514);
+    assert_eq!(r, -i64::from(ERESTARTNOHAND));
     assert_eq!(seen, vec![rt]);
     // The signal was suppressed: the process is still there and stops again on request.
     t.set_regs(&regs).unwrap();

@@ -20,6 +20,7 @@ use mosix_core::image::{
 };
 use nix::sys::ptrace::Options;
 
+use crate::kernel::abi::{PAGEMAP_PRESENT, PAGEMAP_SWAPPED};
 use crate::kernel::inject::{self, Area, Failed};
 use crate::kernel::ptrace::{self, Error, Mem, Result, Stopped};
 
@@ -471,7 +472,7 @@ impl Parts {
                         .try_into()
                         .unwrap_or([0; 8]),
                 );
-                let there = e & (1 << 63) != 0 || e & (1 << 62) != 0;
+                let there = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
                 match (there, run_start) {
                     (true, None) => run_start = Some(p),
                     (false, Some(s)) => {

@@ -17,10 +17,13 @@
 //!    the seccomp filter (installed last); then the extended state, the signal mask, our area
 //!    removed, and the registers.
 
+use std::mem::offset_of;
 use std::os::fd::OwnedFd;
 
+use linux_raw_sys::prctl::prctl_mm_map;
 use mosix_core::image::{ImageHeader, Regs, VmaKind};
 
+use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
 use crate::kernel::inject::{self, AREA_LEN, Area, Failed};
 use crate::kernel::ptrace::{Error, Mem, Stopped};
 use crate::kernel::uffd::Uffd;
@@ -42,6 +45,11 @@ type R<T> = std::result::Result<T, Failed>;
 fn unexpected(t: Stopped, what: String) -> Failed {
     let pid = t.pid();
     (Some(t), Error::Unexpected { pid, what })
+}
+
+/// Writes `b` into `buf` at `off` (a field of a structure being laid out for the tracee).
+fn put(buf: &mut [u8], off: usize, b: &[u8]) {
+    buf[off..off + b.len()].copy_from_slice(b);
 }
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -180,21 +188,18 @@ impl Restorer {
 
     fn drop_own_rseq(self) -> R<Restorer> {
         match self.tracee.rseq() {
-            Ok(Some(rs)) => {
-                const RSEQ_FLAG_UNREGISTER: u64 = 1;
-                self.must(
-                    libc::SYS_rseq,
-                    [
-                        rs.ptr,
-                        u64::from(rs.len),
-                        RSEQ_FLAG_UNREGISTER,
-                        u64::from(rs.sig),
-                        0,
-                        0,
-                    ],
-                    "unregistering the stub's rseq",
-                )
-            }
+            Ok(Some(rs)) => self.must(
+                libc::SYS_rseq,
+                [
+                    rs.ptr,
+                    u64::from(rs.len),
+                    RSEQ_FLAG_UNREGISTER,
+                    u64::from(rs.sig),
+                    0,
+                    0,
+                ],
+                "unregistering the stub's rseq",
+            ),
             Ok(None) => Ok(self),
             Err(e) => Err((Some(self.tracee), e)),
         }
@@ -268,8 +273,7 @@ impl Restorer {
         let Some(park) = inject::find_hole(&busy, total + 0x10000) else {
             return Err(unexpected(self.tracee, "no room to move the vdso".into()));
         };
-        const MREMAP_MAYMOVE: u64 = 1;
-        const MREMAP_FIXED: u64 = 2;
+        let moving = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
         let mut r = self;
         let mut parked = Vec::new();
         let mut at = park;
@@ -278,7 +282,7 @@ impl Restorer {
                 let len = e - s;
                 r = r.must(
                     libc::SYS_mremap,
-                    [s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at, 0],
+                    [s, len, len, moving, at, 0],
                     &format!("parking {name}"),
                 )?;
                 parked.push((name, at, len, w.0));
@@ -288,7 +292,7 @@ impl Restorer {
         for (name, from, len, to) in parked {
             r = r.must(
                 libc::SYS_mremap,
-                [from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to, 0],
+                [from, len, len, moving, to, 0],
                 &format!("moving {name}"),
             )?;
         }
@@ -470,8 +474,7 @@ impl Restorer {
         ss.extend_from_slice(&flags.to_le_bytes());
         ss.extend_from_slice(&0u32.to_le_bytes());
         ss.extend_from_slice(&size.to_le_bytes());
-        const SS_DISABLE: u32 = 2;
-        if flags & SS_DISABLE != 0 {
+        if flags & libc::SS_DISABLE as u32 != 0 {
             ss[..8].copy_from_slice(&0u64.to_le_bytes());
             ss[16..].copy_from_slice(&0u64.to_le_bytes());
         }
@@ -522,13 +525,14 @@ impl Restorer {
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
                 "no_new_privs",
             )?;
-            // struct sock_fprog { u16 len; [pad 6]; u64 filter } then the instructions.
-            let n = filter.len() / 8;
-            let prog_at = r.area.scratch() + 16;
-            let mut buf = Vec::with_capacity(16 + filter.len());
-            buf.extend_from_slice(&(n as u16).to_le_bytes());
-            buf.extend_from_slice(&[0u8; 6]);
-            buf.extend_from_slice(&prog_at.to_le_bytes());
+            // A `struct sock_fprog` at the start of the scratch space, the instructions after.
+            type Fprog = linux_raw_sys::ptrace::sock_fprog;
+            let n = filter.len() / std::mem::size_of::<linux_raw_sys::ptrace::sock_filter>();
+            let head = std::mem::size_of::<Fprog>();
+            let prog_at = r.area.scratch() + head as u64;
+            let mut buf = vec![0u8; head];
+            put(&mut buf, offset_of!(Fprog, len), &(n as u16).to_le_bytes());
+            put(&mut buf, offset_of!(Fprog, filter), &prog_at.to_le_bytes());
             buf.extend_from_slice(filter);
             r = r.scratch_write(&buf)?;
             let scratch = r.area.scratch();
@@ -573,38 +577,55 @@ impl Restorer {
 
     fn set_mm(self, h: &ImageHeader) -> R<Restorer> {
         let m = &h.mm;
-        // struct prctl_mm_map: eleven u64 fields, then auxv pointer, auxv size, exe_fd.
+        // A `struct prctl_mm_map` at the start of the scratch space, the auxv at +128.
         let auxv_at = self.area.scratch() + 128;
-        let mut buf = Vec::with_capacity(128 + h.auxv.len());
-        for v in [
-            m.start_code,
-            m.end_code,
-            m.start_data,
-            m.end_data,
-            m.start_brk,
-            m.brk,
-            m.start_stack,
-            m.arg_start,
-            m.arg_end,
-            m.env_start,
-            m.env_end,
-        ] {
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
         let auxv_len = h.auxv.len() as u32;
-        buf.extend_from_slice(&(if auxv_len > 0 { auxv_at } else { 0 }).to_le_bytes());
-        buf.extend_from_slice(&auxv_len.to_le_bytes());
-        buf.extend_from_slice(&u32::MAX.to_le_bytes()); // exe_fd -1: keep /proc/PID/exe
-        let size = buf.len() as u64;
+        let size = std::mem::size_of::<prctl_mm_map>();
+        let mut buf = vec![0u8; size];
+        for (off, v) in [
+            (offset_of!(prctl_mm_map, start_code), m.start_code),
+            (offset_of!(prctl_mm_map, end_code), m.end_code),
+            (offset_of!(prctl_mm_map, start_data), m.start_data),
+            (offset_of!(prctl_mm_map, end_data), m.end_data),
+            (offset_of!(prctl_mm_map, start_brk), m.start_brk),
+            (offset_of!(prctl_mm_map, brk), m.brk),
+            (offset_of!(prctl_mm_map, start_stack), m.start_stack),
+            (offset_of!(prctl_mm_map, arg_start), m.arg_start),
+            (offset_of!(prctl_mm_map, arg_end), m.arg_end),
+            (offset_of!(prctl_mm_map, env_start), m.env_start),
+            (offset_of!(prctl_mm_map, env_end), m.env_end),
+            (
+                offset_of!(prctl_mm_map, auxv),
+                if auxv_len > 0 { auxv_at } else { 0 },
+            ),
+        ] {
+            put(&mut buf, off, &v.to_le_bytes());
+        }
+        put(
+            &mut buf,
+            offset_of!(prctl_mm_map, auxv_size),
+            &auxv_len.to_le_bytes(),
+        );
+        // exe_fd -1: keep /proc/PID/exe.
+        put(
+            &mut buf,
+            offset_of!(prctl_mm_map, exe_fd),
+            &u32::MAX.to_le_bytes(),
+        );
         buf.resize(128, 0);
         buf.extend_from_slice(&h.auxv);
         let r = self.scratch_write(&buf)?;
-        const PR_SET_MM: u64 = 35;
-        const PR_SET_MM_MAP: u64 = 14;
         let scratch = r.area.scratch();
         r.must(
             libc::SYS_prctl,
-            [PR_SET_MM, PR_SET_MM_MAP, scratch, size, 0, 0],
+            [
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                scratch,
+                size as u64,
+                0,
+                0,
+            ],
             "PR_SET_MM_MAP",
         )
     }

@@ -16,6 +16,7 @@
 
 use mosix_core::image::{MapsLine, Regs};
 
+use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
 use crate::kernel::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
 
 /// An error that may leave the tracee in our hands (stopped) or not (it died, or the kernel
@@ -31,6 +32,11 @@ pub const SCRATCH_OFFSET: u64 = 4096;
 
 /// Signals that cannot be blocked; everything else is blocked during injection.
 const ALL_BLOCKED: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+
+/// Whether a system call's raw result is one of the kernel's `-ERESTART*` codes.
+fn is_restart(ret: i64) -> bool {
+    (i64::from(ERESTARTSYS)..=i64::from(ERESTART_RESTARTBLOCK)).contains(&-ret)
+}
 
 /// An injection site in a tracee: our area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +101,7 @@ pub fn syscall(
                         return Err((Some(s), e));
                     }
                     let ret = after.ax() as i64;
-                    if (-516..=-512).contains(&ret) {
+                    if is_restart(ret) {
                         // Interrupted after all (a stop or a non-blockable signal): again.
                         t = s;
                         break;
@@ -135,8 +141,6 @@ pub fn syscall_for_process(
     args: [u64; 6],
     mut on_signal: impl FnMut(Sig, &Stopped),
 ) -> std::result::Result<(Stopped, i64), Failed> {
-    const ERESTARTSYS: i64 = -512;
-    const ERESTART_RESTARTBLOCK: i64 = -516;
     let regs = base.for_syscall(site, nr as u64, args);
     if let Err(e) = t.set_regs(&regs) {
         return Err((Some(t), e));
@@ -156,7 +160,7 @@ pub fn syscall_for_process(
             let ret = now.ax() as i64;
             return Ok((
                 s,
-                if ret == ERESTART_RESTARTBLOCK {
+                if ret == -i64::from(ERESTART_RESTARTBLOCK) {
                     -i64::from(libc::EINTR)
                 } else {
                     ret
@@ -165,7 +169,7 @@ pub fn syscall_for_process(
         }
         on_signal(sig, &s);
         let ret = now.ax() as i64;
-        if now.orig_ax() >= 0 && (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret) {
+        if now.orig_ax() >= 0 && is_restart(ret) {
             now.0[Regs::ORIG_RAX] = u64::MAX;
             if let Err(e) = s.set_regs(&now) {
                 return Err((Some(s), e));

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::freezer::freeze::{self, FreezeOptions, Frozen};
 use crate::freezer::restore;
+use crate::kernel::abi::{ERESTARTSYS, RSEQ_FLAG_UNREGISTER};
 use crate::kernel::inject::{self, Area};
 use crate::kernel::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
 use crate::link::channel::{self, Receiver, Sender};
@@ -48,10 +49,6 @@ pub fn interrupt_signal() -> i32 {
 }
 
 extern "C" fn on_interrupt(_: libc::c_int) {}
-
-/// The answer to a forwarded call interrupted at home: "interrupted; restart it if the
-/// signal's handler says so" (the kernel's `-ERESTARTSYS`).
-const ERESTARTSYS: i64 = -512;
 
 /// How long after forwarding a signal a forwarded call blocked at home keeps being interrupted.
 const KICK_FOR_SIGNAL: Duration = Duration::from_millis(100);
@@ -463,7 +460,14 @@ impl Deputy {
             let (t2, _) = inj(
                 t,
                 libc::SYS_rseq,
-                [rs.ptr, u64::from(rs.len), 1, u64::from(rs.sig), 0, 0],
+                [
+                    rs.ptr,
+                    u64::from(rs.len),
+                    RSEQ_FLAG_UNREGISTER,
+                    u64::from(rs.sig),
+                    0,
+                    0,
+                ],
             )?;
             t = t2;
         }
@@ -636,7 +640,7 @@ impl Deputy {
                     }
                     if self.homing || self.relay.is_some() {
                         self.home_req.set_in_deputy_call(false);
-                        let _ = reply.send((ERESTARTSYS, Vec::new()));
+                        let _ = reply.send((-i64::from(ERESTARTSYS), Vec::new()));
                         continue;
                     }
                     let out = match self.stop() {
@@ -1284,7 +1288,7 @@ fn executor(pid: i32, mut rx: Receiver, tx: Sender, reqs: mpsc::Sender<Req>, sha
                         in_call.store(false, Ordering::Relaxed);
                         if r.ret == -(libc::EINTR as i64) {
                             // Interrupted for a signal of the process: let its kernel decide.
-                            r.ret = ERESTARTSYS;
+                            r.ret = -i64::from(ERESTARTSYS);
                         }
                         r
                     }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::freezer::freeze::{self, FreezeOptions};
 use crate::freezer::restore;
+use crate::kernel::abi::{ERESTARTNOINTR, ERESTARTSYS};
 use crate::kernel::ptrace::{self, Mem, Sig};
 use crate::kernel::seccomp::{self, Listener, Notif};
 use crate::link::channel::{self, Receiver, Sender};
@@ -52,14 +53,12 @@ const MOVE_ON_ANSWER: Duration = Duration::from_secs(30);
 /// How long the destination of a direct move waits for home to take its connection.
 const REJOIN_ANSWER: Duration = Duration::from_secs(10);
 
-const ERESTARTSYS: i64 = -512;
 /// How long after a signal a job-control stop it causes is looked for (a `SIGTSTP` handler
 /// that tidies up for longer stops by a `raise`, which starts the watch again).
 const STOP_WATCH: Duration = Duration::from_secs(2);
-const ERESTARTNOINTR: i64 = -513;
-const ENOSYS: i64 = -38;
-const EINVAL: i64 = -22;
-const EFAULT: i64 = -14;
+const ENOSYS: i64 = -(libc::ENOSYS as i64);
+const EINVAL: i64 = -(libc::EINVAL as i64);
+const EFAULT: i64 = -(libc::EFAULT as i64);
 
 /// Takes a process arriving on `stream` from node `from` and supervises it until it ends or
 /// leaves. Runs on its own thread.
@@ -807,7 +806,7 @@ impl Supervisor {
                 // A write behind failed at home: the process hears it here, as from NFS.
                 reply.ret = e;
             }
-            if reply.ret == ERESTARTSYS && self.come_home {
+            if reply.ret == -i64::from(ERESTARTSYS) && self.come_home {
                 // Interrupted at home because home wants the process back: it goes now, and
                 // the call runs again there.
                 return match self.go_home(Some(n)) {
@@ -819,7 +818,7 @@ impl Supervisor {
                     Err(e) => Some(e),
                 };
             }
-            if reply.ret == ERESTARTSYS
+            if reply.ret == -i64::from(ERESTARTSYS)
                 && let Some((to, token)) = self.move_to.take()
             {
                 // Interrupted because home wants it elsewhere: likewise.
@@ -829,7 +828,7 @@ impl Supervisor {
                     Err(e) => Some(e),
                 };
             }
-            if reply.ret == ERESTARTSYS && !self.signal_deliverable() {
+            if reply.ret == -i64::from(ERESTARTSYS) && !self.signal_deliverable() {
                 // Interrupted at home for a signal this process will not take: run it again.
                 continue;
             }
@@ -1082,7 +1081,7 @@ impl Supervisor {
             .request_interrupt()
             .map_err(|e| format!("cannot stop it: {e}"))?;
         if let Some(n) = pending {
-            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
+            let _ = self.listener.reply(n.id, -i64::from(ERESTARTNOINTR));
         }
         let mut sigs = Vec::new();
         let t = running
