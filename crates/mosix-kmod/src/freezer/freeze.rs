@@ -426,8 +426,10 @@ impl Parts {
         backed.min(v.len())
     }
 
-    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones page by page where a page is
-    /// present or swapped (from /proc/PID/pagemap, bits 63 and 62).
+    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones
+    /// page by page where a page is present or swapped (from /proc/PID/pagemap, read by hand:
+    /// procfs's pagemap reader decodes every entry into an enum, where one mask test per entry
+    /// is all this needs, on every page of the process).
     fn runs(&self, vmas: &[Vma]) -> Result<Vec<Run>> {
         use std::os::unix::fs::FileExt;
         let pagemap =
@@ -723,13 +725,12 @@ pub fn uname() -> [String; 6] {
 
 /// The CPU feature flags of this machine (the first CPU of /proc/cpuinfo).
 pub fn cpu_flags() -> Vec<String> {
-    std::fs::read_to_string("/proc/cpuinfo")
+    use procfs::Current;
+    procfs::CpuInfo::current()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("flags"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, f)| f.split_whitespace().map(str::to_owned).collect())
+        .and_then(|c| {
+            c.flags(0)
+                .map(|f| f.into_iter().map(str::to_owned).collect())
         })
         .unwrap_or_default()
 }

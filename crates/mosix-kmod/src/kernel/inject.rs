@@ -284,55 +284,129 @@ pub fn bootstrap(
     Ok((t, Area { start: hint }))
 }
 
-/// Parses `/proc/PID/maps`.
+/// The memory map of `pid` (`/proc/PID/maps`, read by `procfs`).
 pub fn read_maps(pid: i32) -> std::io::Result<Vec<MapsLine>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    Ok(text.lines().filter_map(parse_maps_line).collect())
+    // procfs 0.18 slices a path starting with `/SYSV` as `/SYSVkkkkkkkk` without checking its
+    // length: a mapped file named `/SYSV` (reachable by anyone with a mount namespace of their
+    // own) would panic it. Such a map is an error here instead.
+    let read = std::panic::catch_unwind(|| procfs::process::Process::new(pid)?.maps());
+    match read {
+        Ok(Ok(maps)) => Ok(maps.into_iter().map(|m| maps_line(&m)).collect()),
+        Ok(Err(e)) => Err(proc_error(e)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/maps: a line procfs cannot parse"),
+        )),
+    }
 }
 
-fn parse_maps_line(l: &str) -> Option<MapsLine> {
-    let mut it = l.splitn(6, ' ');
-    let range = it.next()?;
-    let perms = it.next()?.to_owned();
-    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let dev = it.next()?;
-    let inode: u64 = it.next()?.parse().ok()?;
-    let path = it.next().unwrap_or("").trim_start().to_owned();
-    let (s, e) = range.split_once('-')?;
-    let (maj, min) = dev.split_once(':')?;
-    Some(MapsLine {
-        start: u64::from_str_radix(s, 16).ok()?,
-        end: u64::from_str_radix(e, 16).ok()?,
-        perms,
-        offset,
-        dev: (
-            u32::from_str_radix(maj, 16).ok()?,
-            u32::from_str_radix(min, 16).ok()?,
-        ),
-        inode,
+/// A `procfs` error as the I/O error it stands for.
+pub(crate) fn proc_error(e: procfs::ProcError) -> std::io::Error {
+    use procfs::ProcError;
+    match e {
+        ProcError::Io(e, _) => e,
+        ProcError::NotFound(_) => std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        ProcError::PermissionDenied(_) => {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
+        }
+        e => std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    }
+}
+
+/// One line of the map as the kernel printed it (the path column as it reads, `[name]` for the
+/// kernel's own mappings, empty for anonymous memory).
+fn maps_line(m: &procfs::process::MemoryMap) -> MapsLine {
+    use procfs::process::MMapPath;
+    let path = match &m.pathname {
+        MMapPath::Path(p) => p.to_string_lossy().into_owned(),
+        MMapPath::Heap => "[heap]".to_owned(),
+        MMapPath::Stack => "[stack]".to_owned(),
+        MMapPath::TStack(tid) => format!("[stack:{tid}]"),
+        MMapPath::Vdso => "[vdso]".to_owned(),
+        MMapPath::Vvar => "[vvar]".to_owned(),
+        MMapPath::Vsyscall => "[vsyscall]".to_owned(),
+        MMapPath::Rollup => "[rollup]".to_owned(),
+        MMapPath::Anonymous => String::new(),
+        // A System V shared memory segment: the kernel prints its key so, always "deleted".
+        MMapPath::Vsys(key) => format!("/SYSV{:08x} (deleted)", *key as u32),
+        MMapPath::Other(name) => format!("[{name}]"),
+    };
+    MapsLine {
+        start: m.address.0,
+        end: m.address.1,
+        perms: m.perms.as_str(),
+        offset: m.offset,
+        dev: (m.dev.0 as u32, m.dev.1 as u32),
+        inode: m.inode,
         path,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Vec<MapsLine> {
+        use procfs::FromBufRead;
+        procfs::process::MemoryMaps::from_buf_read(text.as_bytes())
+            .unwrap()
+            .iter()
+            .map(maps_line)
+            .collect()
+    }
+
     #[test]
     fn maps_lines_parse() {
-        let l = parse_maps_line("7f00aa000000-7f00aa021000 r-xp 00002000 fd:01 123  /usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
-        assert_eq!(l.start, 0x7f00aa000000);
-        assert_eq!(l.perms, "r-xp");
-        assert_eq!(l.offset, 0x2000);
-        assert_eq!(l.dev, (0xfd, 1));
-        assert_eq!(l.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
-        let l = parse_maps_line(
-            "7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]",
-        )
-        .unwrap();
-        assert_eq!(l.path, "[stack]");
-        let l = parse_maps_line("55aa0000-55aa1000 rw-p 00000000 00:00 0 ").unwrap();
-        assert_eq!(l.path, "");
+        let l = parse(
+            "7f00aa000000-7f00aa021000 r-xp 00002000 fd:01 123  /usr/lib/x86_64-linux-gnu/libc.so.6\n",
+        );
+        assert_eq!(l[0].start, 0x7f00aa000000);
+        assert_eq!(l[0].end, 0x7f00aa021000);
+        assert_eq!(l[0].perms, "r-xp");
+        assert_eq!(l[0].offset, 0x2000);
+        assert_eq!(l[0].dev, (0xfd, 1));
+        assert_eq!(l[0].inode, 123);
+        assert_eq!(l[0].path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let l = parse(
+            "7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]\n\
+             55aa0000-55aa1000 rw-p 00000000 00:00 0 \n\
+             7ffd4000-7ffd5000 r--p 00000000 00:00 0                          [vvar_vclock]\n\
+             7ffd5000-7ffd6000 rw-s 00000000 00:01 7 /home/a b/c d (deleted)\n\
+             7ffd6000-7ffd7000 rw-s 00000000 00:01 32768 /SYSV0000abcd (deleted)\n\
+             7ffd7000-7ffd8000 ---p 00000000 00:00 0                          [anon:x y]\n",
+        );
+        let paths: Vec<&str> = l.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "[stack]",
+                "",
+                "[vvar_vclock]",
+                "/home/a b/c d (deleted)",
+                "/SYSV0000abcd (deleted)",
+                "[anon:x y]"
+            ]
+        );
+        assert_eq!(l[3].perms, "rw-s");
+        assert_eq!(l[5].perms, "---p");
+    }
+
+    #[test]
+    fn this_process_maps_are_read() {
+        let me = std::process::id() as i32;
+        let maps = read_maps(me).unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // The same mappings as the kernel prints (the text is read a moment later: compare the
+        // stable part, the executable's own mappings).
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_string_lossy();
+        let ours: Vec<&MapsLine> = maps.iter().filter(|m| m.path == exe).collect();
+        assert!(!ours.is_empty());
+        for m in ours {
+            let line = format!("{:x}-{:x} {} {:08x}", m.start, m.end, m.perms, m.offset);
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(maps.iter().any(|m| m.path == "[stack]"));
     }
 
     #[test]
