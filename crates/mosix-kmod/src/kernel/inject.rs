@@ -19,9 +19,129 @@ use mosix_core::image::{MapsLine, Regs};
 use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
 use crate::kernel::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
 
-/// An error that may leave the tracee in our hands (stopped) or not (it died, or the kernel
-/// would not resume it): callers that must put a process back the way it was need the tracee.
-pub type Failed = (Option<Stopped>, Error);
+/// What becomes of a tracee whose [`Held`] guard is dropped while it still holds it: the error
+/// paths of a freeze, an injection session or a restore.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// Nothing: it stays stopped and traced until this thread lets go of it (with
+    /// `PTRACE_O_EXITKILL`, when the thread ends, it dies).
+    Keep,
+    /// `PTRACE_DETACH`: it runs on.
+    Detach,
+    /// Its registers and signal mask are put back, then it is detached.
+    Restore {
+        /// The registers to put back.
+        regs: Regs,
+        /// The signal mask to put back.
+        mask: u64,
+    },
+    /// Our area is unmapped from it ([`unmap_area`], with `regs` as the base), then as
+    /// [`Release::Restore`]. If the unmap fails it is left as [`Release::Keep`] leaves it.
+    Unmap {
+        /// The area.
+        area: Area,
+        /// The registers to put back.
+        regs: Regs,
+        /// The signal mask to put back.
+        mask: u64,
+    },
+    /// It is killed (a half-rebuilt process must not run).
+    Kill,
+}
+
+/// A stopped tracee held on the way through a sequence of requests that may fail: the
+/// injection functions take it by `&mut` and return a plain [`Result`], and if the guard is
+/// dropped while it still holds the tracee — an error was propagated with `?` — the tracee is
+/// let go as its [`Release`] says. [`Held::disarm`] takes the tracee out on success.
+///
+/// A request that resumes the tracee takes it out for the time it runs and puts it back when
+/// it stops again; if it does not stop again (it died, or the kernel refused to resume it), the
+/// guard is left empty and its drop does nothing: there is nothing left to let go.
+#[derive(Debug)]
+pub struct Held {
+    pid: i32,
+    tracee: Option<Stopped>,
+    release: Release,
+}
+
+impl Held {
+    /// Holds `t`, to be let go as `release` says if dropped.
+    pub fn new(t: Stopped, release: Release) -> Held {
+        Held {
+            pid: t.pid(),
+            tracee: Some(t),
+            release,
+        }
+    }
+
+    /// The pid of the tracee.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Changes what a drop does (a step further, there is more to undo).
+    pub fn set_release(&mut self, release: Release) {
+        self.release = release;
+    }
+
+    /// The tracee, to make requests that do not resume it.
+    pub fn get(&self) -> Result<&Stopped> {
+        self.tracee.as_ref().ok_or_else(|| self.lost())
+    }
+
+    /// Takes the tracee out, to resume it; give it back with [`Held::put`] when it stops.
+    pub fn take(&mut self) -> Result<Stopped> {
+        self.tracee.take().ok_or_else(|| self.lost())
+    }
+
+    /// Gives back the tracee taken with [`Held::take`].
+    pub fn put(&mut self, t: Stopped) {
+        self.tracee = Some(t);
+    }
+
+    /// Takes the tracee out for good (on success); nothing happens to it on drop.
+    pub fn disarm(mut self) -> Result<Stopped> {
+        self.take()
+    }
+
+    /// Takes whatever the guard holds, without letting it go: for callers that decide
+    /// themselves what becomes of a tracee after an error.
+    pub fn into_inner(mut self) -> Option<Stopped> {
+        self.tracee.take()
+    }
+
+    fn lost(&self) -> Error {
+        Error::Unexpected {
+            pid: self.pid,
+            what: "the tracee was lost by an earlier failed request".into(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(t) = self.tracee.take() else { return };
+        match self.release {
+            Release::Keep => {}
+            Release::Detach => {
+                let _ = t.detach(None);
+            }
+            Release::Restore { regs, mask } => {
+                let _ = t.set_regs(&regs);
+                let _ = t.set_sigmask(mask);
+                let _ = t.detach(None);
+            }
+            Release::Unmap { area, regs, mask } => {
+                if let Ok(t) = unmap_stopped(t, &area, &regs) {
+                    let _ = t.set_regs(&regs);
+                    let _ = t.set_sigmask(mask);
+                    let _ = t.detach(None);
+                }
+            }
+            Release::Kill => t.kill(),
+        }
+    }
+}
 
 /// `syscall; int3`.
 pub const SITE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
@@ -65,64 +185,50 @@ impl Area {
 }
 
 /// Runs system call `nr(args)` in the tracee from `site`, with the other registers from `base`.
-/// Returns the tracee (stopped again) and the raw result (negative errno on failure).
-pub fn syscall(
-    t: Stopped,
-    site: u64,
-    base: &Regs,
-    nr: i64,
-    args: [u64; 6],
-) -> std::result::Result<(Stopped, i64), Failed> {
+/// Returns the raw result (negative errno on failure); the tracee is stopped again in `t`.
+pub fn syscall(t: &mut Held, site: u64, base: &Regs, nr: i64, args: [u64; 6]) -> Result<i64> {
     let regs = base.for_syscall(site, nr as u64, args);
-    let mut t = t;
     for _attempt in 0..16 {
-        if let Err(e) = t.set_regs(&regs) {
-            return Err((Some(t), e));
-        }
-        let mut r = t.cont(None).map_err(|e| (None, e))?;
+        t.get()?.set_regs(&regs)?;
+        let mut r = t.take()?.cont(None)?;
         loop {
-            let s = r.wait().map_err(|e| (None, e))?;
+            let s = r.wait()?;
             match s.stop {
                 Stop::Signal(Sig::TRAP) => {
-                    let after = match s.regs() {
-                        Ok(a) => a,
-                        Err(e) => return Err((Some(s), e)),
-                    };
+                    t.put(s);
+                    let after = t.get()?.regs()?;
                     if after.ip() != site + 3 {
-                        let e = Error::Unexpected {
-                            pid: s.pid(),
+                        return Err(Error::Unexpected {
+                            pid: t.pid(),
                             what: format!(
                                 "trap at {:#x} while injecting {} (expected {:#x})",
                                 after.ip(),
                                 mosix_core::syscalls::name(nr as u64),
                                 site + 3
                             ),
-                        };
-                        return Err((Some(s), e));
+                        });
                     }
                     let ret = after.ax() as i64;
                     if is_restart(ret) {
                         // Interrupted after all (a stop or a non-blockable signal): again.
-                        t = s;
                         break;
                     }
-                    return Ok((s, ret));
+                    return Ok(ret);
                 }
                 // A group stop or a signal we blocked cannot be ours; carry on.
                 Stop::Signal(_) | Stop::Event(_) | Stop::Group(_) | Stop::Syscall => {
-                    r = s.cont(None).map_err(|e| (None, e))?;
+                    r = s.cont(None)?;
                 }
             }
         }
     }
-    let e = Error::Unexpected {
+    Err(Error::Unexpected {
         pid: t.pid(),
         what: format!(
             "injected {} keeps being interrupted",
             mosix_core::syscalls::name(nr as u64)
         ),
-    };
-    Err((Some(t), e))
+    })
 }
 
 /// Runs system call `nr(args)` in a deputy on behalf of its migrated process. Unlike in a
@@ -134,48 +240,40 @@ pub fn syscall(
 /// which keeps the kernel from rewinding to the `syscall` instruction after a suppressed
 /// signal.) `-ERESTART_RESTARTBLOCK` becomes `-EINTR`: its state stays in this kernel.
 pub fn syscall_for_process(
-    t: Stopped,
+    t: &mut Held,
     site: u64,
     base: &Regs,
     nr: i64,
     args: [u64; 6],
     mut on_signal: impl FnMut(Sig, &Stopped),
-) -> std::result::Result<(Stopped, i64), Failed> {
+) -> Result<i64> {
     let regs = base.for_syscall(site, nr as u64, args);
-    if let Err(e) = t.set_regs(&regs) {
-        return Err((Some(t), e));
-    }
-    let mut r = t.cont(None).map_err(|e| (None, e))?;
+    t.get()?.set_regs(&regs)?;
+    let mut r = t.take()?.cont(None)?;
     loop {
-        let s = r.wait().map_err(|e| (None, e))?;
+        let s = r.wait()?;
         let Stop::Signal(sig) = s.stop else {
-            r = s.cont(None).map_err(|e| (None, e))?;
+            r = s.cont(None)?;
             continue;
         };
-        let mut now = match s.regs() {
-            Ok(x) => x,
-            Err(e) => return Err((Some(s), e)),
-        };
+        t.put(s);
+        let s = t.get()?;
+        let mut now = s.regs()?;
         if sig == Sig::TRAP && now.ip() == site + 3 {
             let ret = now.ax() as i64;
-            return Ok((
-                s,
-                if ret == -i64::from(ERESTART_RESTARTBLOCK) {
-                    -i64::from(libc::EINTR)
-                } else {
-                    ret
-                },
-            ));
+            return Ok(if ret == -i64::from(ERESTART_RESTARTBLOCK) {
+                -i64::from(libc::EINTR)
+            } else {
+                ret
+            });
         }
-        on_signal(sig, &s);
+        on_signal(sig, s);
         let ret = now.ax() as i64;
         if now.orig_ax() >= 0 && is_restart(ret) {
             now.0[Regs::ORIG_RAX] = u64::MAX;
-            if let Err(e) = s.set_regs(&now) {
-                return Err((Some(s), e));
-            }
+            s.set_regs(&now)?;
         }
-        r = s.cont(None).map_err(|e| (None, e))?;
+        r = t.take()?.cont(None)?;
     }
 }
 
@@ -216,41 +314,35 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 /// the `mmap` runs from three bytes of the tracee's own code, which are put back right after.
 /// Signals must already be blocked ([`block_signals`]).
 pub fn bootstrap(
-    t: Stopped,
+    t: &mut Held,
     mem: &Mem,
     maps: &[MapsLine],
     base: &Regs,
     also_avoid: &[(u64, u64)],
-) -> std::result::Result<(Stopped, Area), Failed> {
+) -> Result<Area> {
     let pid = t.pid();
     let Some(code) = maps
         .iter()
         .find(|m| m.perms.starts_with("r-x") && !m.path.starts_with('['))
         .or_else(|| maps.iter().find(|m| m.perms.contains('x')))
     else {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: "no executable mapping to start injecting from".into(),
-        };
-        return Err((Some(t), e));
+        });
     };
     let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
     busy.extend_from_slice(also_avoid);
     let Some(hint) = find_hole(&busy, AREA_LEN) else {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: "no free address range for the injection area".into(),
-        };
-        return Err((Some(t), e));
+        });
     };
     let borrowed = code.start;
     let mut saved = [0u8; 3];
-    if let Err(e) = mem
-        .read(borrowed, &mut saved)
-        .and_then(|()| mem.write(borrowed, &SITE_CODE))
-    {
-        return Err((Some(t), e));
-    }
+    mem.read(borrowed, &mut saved)?;
+    mem.write(borrowed, &SITE_CODE)?;
     let result = syscall(
         t,
         borrowed,
@@ -267,21 +359,65 @@ pub fn bootstrap(
     );
     // Put the code back whatever happened.
     let put_back = mem.write(borrowed, &saved);
-    let (t, ret) = result?;
-    if let Err(e) = put_back {
-        return Err((Some(t), e));
-    }
+    let ret = result?;
+    put_back?;
     if ret < 0 || ret as u64 != hint {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: format!("mmap of the injection area at {hint:#x} returned {ret}"),
-        };
-        return Err((Some(t), e));
+        });
     }
-    if let Err(e) = mem.write(hint, &SITE_CODE) {
-        return Err((Some(t), e));
+    mem.write(hint, &SITE_CODE)?;
+    Ok(Area { start: hint })
+}
+
+/// Unmaps our area from inside the tracee. The `munmap` runs from the area's own `syscall`, so
+/// the tracee cannot return to the `int3` after it: the call is run to its syscall-exit stop
+/// (PTRACE_SYSCALL), where the instruction pointer has not been used yet, and the caller then
+/// sets whatever registers it wants. If this fails the guard is left empty (the tracee is
+/// neither in a known state nor ours to let go).
+pub fn unmap_area(t: &mut Held, area: &Area, base: &Regs) -> Result<()> {
+    let s = unmap_stopped(t.take()?, area, base)?;
+    t.put(s);
+    Ok(())
+}
+
+/// [`unmap_area`] on a bare tracee (which is lost on failure).
+fn unmap_stopped(t: Stopped, area: &Area, base: &Regs) -> Result<Stopped> {
+    let regs = base.for_syscall(
+        area.site(),
+        libc::SYS_munmap as u64,
+        [area.start, AREA_LEN, 0, 0, 0, 0],
+    );
+    t.set_regs(&regs)?;
+    let mut r = t.syscall()?;
+    // Entry stop, then exit stop.
+    let mut seen = 0;
+    loop {
+        let s = r.wait()?;
+        match s.stop {
+            Stop::Syscall => {
+                seen += 1;
+                if seen == 2 {
+                    let after = s.regs()?;
+                    if (after.ax() as i64) < 0 {
+                        return Err(Error::Unexpected {
+                            pid: s.pid(),
+                            what: format!(
+                                "munmap of the injection area failed: {}",
+                                after.ax() as i64
+                            ),
+                        });
+                    }
+                    return Ok(s);
+                }
+                r = s.syscall()?;
+            }
+            _ => {
+                r = s.syscall()?;
+            }
+        }
     }
-    Ok((t, Area { start: hint }))
 }
 
 /// The memory map of `pid` (`/proc/PID/maps`, read by `procfs`).

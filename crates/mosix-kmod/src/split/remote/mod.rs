@@ -198,30 +198,21 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
     };
     let t0 = std::time::Instant::now();
+    // On a failure the stub is killed (see `Restorer`).
     let rest = match restore::prepare(t, h, None) {
         Ok(r) => r,
-        Err((t, e)) => {
-            if let Some(t) = t {
-                t.kill();
-            }
-            return Err(fail(&mut child, format!("preparing the stub: {e}")));
-        }
+        Err(e) => return Err(fail(&mut child, format!("preparing the stub: {e}"))),
     };
     let t1 = std::time::Instant::now();
     if let Err(e) = restore::receive_pages(rx, h, &rest) {
-        rest.into_tracee().kill();
+        rest.kill();
         return Err(fail(&mut child, e));
     }
     let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
     let (t, lfd) = match rest.finish(h, Some(&filter)) {
         Ok(x) => x,
-        Err((t, e)) => {
-            if let Some(t) = t {
-                t.kill();
-            }
-            return Err(fail(&mut child, format!("restoring: {e}")));
-        }
+        Err(e) => return Err(fail(&mut child, format!("restoring: {e}"))),
     };
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),
