@@ -58,11 +58,11 @@ fn a_frozen_shell_loop_continues_in_another_process() {
         .unwrap();
     let t = ptrace::seize(stub.id() as i32, Options::empty()).unwrap();
     let t = t.interrupt(|_, _| {}).unwrap();
-    let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
+    let rest = restore::prepare(t, &h, None).unwrap();
     for (vma, off, data) in &pages {
         rest.pages().write(&h, *vma, *off, data).unwrap();
     }
-    let (t, listener) = rest.finish(&h, None).map_err(|e| e.1).unwrap();
+    let (t, listener) = rest.finish(&h, None).unwrap();
     assert!(listener.is_none());
     t.detach(None).unwrap();
     // The original goes away; the copy finishes the loop and prints.
@@ -131,12 +131,12 @@ fn under_the_filter_writes_come_to_the_listener() {
     let spid = stub.id() as i32;
     let t = ptrace::seize(spid, ptrace::SUSPEND_SECCOMP).unwrap();
     let t = t.interrupt(|_, _| {}).unwrap();
-    let rest = restore::prepare(t, &h, None).map_err(|e| e.1).unwrap();
+    let rest = restore::prepare(t, &h, None).unwrap();
     for (vma, off, data) in &pages {
         rest.pages().write(&h, *vma, *off, data).unwrap();
     }
     let filter = seccomp::program_bytes(&seccomp::program());
-    let (t, lfd) = rest.finish(&h, Some(&filter)).map_err(|e| e.1).unwrap();
+    let (t, lfd) = rest.finish(&h, Some(&filter)).unwrap();
     let listener = seccomp::Listener::from_fd(restore::take_listener(spid, lfd.unwrap()).unwrap());
     t.detach(None).unwrap();
     prog.kill().unwrap();

@@ -154,29 +154,30 @@ fn notify(n: u64, sync: bool) {
     use mosix_kmod::kernel::seccomp::{Insn, Listener, program_bytes, take_fd};
     // A filter that sends getppid to the listener and allows everything else.
     let prog = [
+        // Load the call number (`seccomp_data.nr`, at offset 0).
         Insn {
-            code: 0x20,
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
             jt: 0,
             jf: 0,
-            k: 0,
+            k: std::mem::offset_of!(libc::seccomp_data, nr) as u32,
         },
         Insn {
-            code: 0x15,
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
             jt: 0,
             jf: 1,
             k: libc::SYS_getppid as u32,
         },
         Insn {
-            code: 0x06,
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
             jt: 0,
             jf: 0,
-            k: 0x7fc0_0000,
+            k: libc::SECCOMP_RET_USER_NOTIF,
         },
         Insn {
-            code: 0x06,
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
             jt: 0,
             jf: 0,
-            k: 0x7fff_0000,
+            k: libc::SECCOMP_RET_ALLOW,
         },
     ];
     let bytes = program_bytes(&prog);
@@ -192,7 +193,12 @@ fn notify(n: u64, sync: bool) {
             // SAFETY: plain prctl and seccomp calls with a valid filter program.
             let fd = unsafe {
                 libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                libc::syscall(libc::SYS_seccomp, 1, 1 << 3, &raw const fprog)
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &raw const fprog,
+                )
             };
             let mut w = std::fs::File::from(wr);
             w.write_all(&(fd as i32).to_le_bytes()).unwrap();

@@ -20,7 +20,8 @@ use mosix_core::image::{
 };
 use nix::sys::ptrace::Options;
 
-use crate::kernel::inject::{self, Area, Failed};
+use crate::kernel::abi::{PAGEMAP_PRESENT, PAGEMAP_SWAPPED};
+use crate::kernel::inject::{self, Area, Held, Release};
 use crate::kernel::ptrace::{self, Error, Mem, Result, Stopped};
 
 /// A byte range of one memory area to send.
@@ -86,94 +87,50 @@ pub fn freeze(pid: i32, opts: &FreezeOptions) -> Result<Frozen> {
 }
 
 /// Freezes a process we already hold stopped (at an exec stop, or interrupted inside a
-/// forwarded call); `pending` are signals that arrived meanwhile and were suppressed.
+/// forwarded call); `pending` are signals that arrived meanwhile and were suppressed. On
+/// failure the process is let go as it was found: our area unmapped, its registers and mask
+/// put back, detached.
 pub fn freeze_stopped(t: Stopped, pending: Vec<Sig>, opts: &FreezeOptions) -> Result<Frozen> {
     let pid = t.pid();
-    match capture(t, pid, opts, pending) {
-        Ok(f) => Ok(f),
-        Err((t, e)) => {
-            if let Some(t) = t {
-                let _ = t.detach(None);
-            }
-            Err(e)
-        }
-    }
-}
-
-fn capture(
-    t: Stopped,
-    pid: i32,
-    opts: &FreezeOptions,
-    pending: Vec<Sig>,
-) -> std::result::Result<Frozen, Failed> {
-    let original_regs = match t.regs() {
-        Ok(r) => r,
-        Err(e) => return Err((Some(t), e)),
-    };
-    let original_mask = match t.sigmask() {
-        Ok(m) => m,
-        Err(e) => return Err((Some(t), e)),
-    };
-    let mem = match Mem::open(pid) {
-        Ok(m) => m,
-        Err(e) => return Err((Some(t), e)),
-    };
-    let maps = match inject::read_maps(pid) {
-        Ok(m) => m,
-        Err(source) => {
-            return Err((
-                Some(t),
-                Error::Mem {
-                    pid,
-                    addr: 0,
-                    source,
-                },
-            ));
-        }
-    };
-    if let Err(e) = inject::block_signals(&t) {
-        return Err((Some(t), e));
-    }
-    let (t, area) = match inject::bootstrap(t, &mem, &maps, &original_regs, &[]) {
-        Ok(x) => x,
-        Err((t, e)) => {
-            if let Some(t) = &t {
-                let _ = t.set_regs(&original_regs);
-                let _ = t.set_sigmask(original_mask);
-            }
-            return Err((t, e));
-        }
-    };
-    let mut frozen_parts = Parts {
+    // Until something is changed in it, letting go is detaching.
+    let mut t = Held::new(t, Release::Detach);
+    let original_regs = t.get()?.regs()?;
+    let original_mask = t.get()?.sigmask()?;
+    let mem = Mem::open(pid)?;
+    let maps = inject::read_maps(pid).map_err(|source| Error::Mem {
+        pid,
+        addr: 0,
+        source,
+    })?;
+    inject::block_signals(t.get()?)?;
+    t.set_release(Release::Restore {
+        regs: original_regs,
+        mask: original_mask,
+    });
+    let area = inject::bootstrap(&mut t, &mem, &maps, &original_regs, &[])?;
+    t.set_release(Release::Unmap {
+        area,
+        regs: original_regs,
+        mask: original_mask,
+    });
+    let parts = Parts {
         pid,
         mem,
         area,
         regs: original_regs,
         mask: original_mask,
     };
-    match frozen_parts.collect(t, &maps, opts) {
-        Ok((t, header, runs)) => Ok(Frozen {
-            tracee: t,
-            mem: frozen_parts.mem,
-            area,
-            header,
-            runs,
-            original_regs,
-            original_mask,
-            pending,
-        }),
-        Err((t, e)) => {
-            // Put it back the way it was.
-            if let Some(t) = t
-                && let Ok(t) = unmap_area(t, &area, &original_regs)
-            {
-                let _ = t.set_regs(&original_regs);
-                let _ = t.set_sigmask(original_mask);
-                let _ = t.detach(None);
-            }
-            Err((None, e))
-        }
-    }
+    let (header, runs) = parts.collect(&mut t, &maps, opts)?;
+    Ok(Frozen {
+        tracee: t.disarm()?,
+        mem: parts.mem,
+        area,
+        header,
+        runs,
+        original_regs,
+        original_mask,
+        pending,
+    })
 }
 
 struct Parts {
@@ -185,51 +142,35 @@ struct Parts {
 }
 
 impl Parts {
-    fn inj(
-        &self,
-        t: Stopped,
-        nr: i64,
-        args: [u64; 6],
-    ) -> std::result::Result<(Stopped, i64), Failed> {
+    fn inj(&self, t: &mut Held, nr: i64, args: [u64; 6]) -> Result<i64> {
         inject::syscall(t, self.area.site(), &self.regs, nr, args)
     }
 
     fn collect(
-        &mut self,
-        t: Stopped,
+        &self,
+        t: &mut Held,
         maps: &[MapsLine],
         opts: &FreezeOptions,
-    ) -> std::result::Result<(Stopped, ImageHeader, Vec<Run>), Failed> {
+    ) -> Result<(ImageHeader, Vec<Run>)> {
         let pid = self.pid;
-        let fail = |t: Stopped, e: Error| (Some(t), e);
         let mut regs = self.regs;
         regs.fix_interrupted_syscall();
-        let xstate = match t.xstate() {
-            Ok(x) => x,
-            Err(e) => return Err(fail(t, e)),
-        };
-        let rseq = match t.rseq() {
-            Ok(r) => r,
-            Err(e) => return Err(fail(t, e)),
-        };
+        let xstate = t.get()?.xstate()?;
+        let rseq = t.get()?.rseq()?;
         let scratch = self.area.scratch();
 
         // Signal actions, one rt_sigaction(sig, NULL, &old) each.
         let mut sigactions = Vec::new();
-        let mut t = t;
         for sig in 1..=64u64 {
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
                 continue;
             }
-            let (t2, r) = self.inj(t, libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
-            t = t2;
+            let r = self.inj(t, libc::SYS_rt_sigaction, [sig, 0, scratch, 8, 0, 0])?;
             if r < 0 {
                 continue;
             }
             let mut b = [0u8; 32];
-            if let Err(e) = self.mem.read(scratch, &mut b) {
-                return Err(fail(t, e));
-            }
+            self.mem.read(scratch, &mut b)?;
             let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
             let a = SigAction {
                 sig: sig as u32,
@@ -243,57 +184,33 @@ impl Parts {
             }
         }
         // clear-child-tid address.
-        let (t, _) = self.inj(
+        self.inj(
             t,
             libc::SYS_prctl,
             [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0],
         )?;
-        let tid_address = match self.read_u64(scratch) {
-            Ok(v) => v,
-            Err(e) => return Err(fail(t, e)),
-        };
+        let tid_address = self.read_u64(scratch)?;
         // Alternate signal stack.
-        let (t, _) = self.inj(t, libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+        self.inj(t, libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
         let mut ss = [0u8; 24];
-        if let Err(e) = self.mem.read(scratch, &mut ss) {
-            return Err(fail(t, e));
-        }
+        self.mem.read(scratch, &mut ss)?;
         let altstack = (
             u64::from_le_bytes(ss[0..8].try_into().unwrap_or([0; 8])),
             u32::from_le_bytes(ss[8..12].try_into().unwrap_or([0; 4])),
             u64::from_le_bytes(ss[16..24].try_into().unwrap_or([0; 8])),
         );
         // Current brk.
-        let (t, brk) = self.inj(t, libc::SYS_brk, [0; 6])?;
+        let brk = self.inj(t, libc::SYS_brk, [0; 6])?;
         // Robust futex list (asked from here: get_robust_list works on a traced pid).
-        let robust_list = match robust_list(pid) {
-            Ok(r) => r,
-            Err(e) => return Err(fail(t, e)),
-        };
-        let proc_ = match procfs::process::Process::new(pid) {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(fail(
-                    t,
-                    Error::Unexpected {
-                        pid,
-                        what: format!("/proc/{pid}: {e}"),
-                    },
-                ));
-            }
-        };
-        let stat = match proc_.stat() {
-            Ok(s) => s,
-            Err(e) => {
-                return Err(fail(
-                    t,
-                    Error::Unexpected {
-                        pid,
-                        what: format!("/proc/{pid}/stat: {e}"),
-                    },
-                ));
-            }
-        };
+        let robust_list = robust_list(pid)?;
+        let proc_ = procfs::process::Process::new(pid).map_err(|e| Error::Unexpected {
+            pid,
+            what: format!("/proc/{pid}: {e}"),
+        })?;
+        let stat = proc_.stat().map_err(|e| Error::Unexpected {
+            pid,
+            what: format!("/proc/{pid}/stat: {e}"),
+        })?;
         let mm = MmFields {
             start_code: stat.startcode,
             end_code: stat.endcode,
@@ -310,14 +227,8 @@ impl Parts {
         let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
 
         // Memory areas.
-        let (vmas, special) = match self.areas(maps) {
-            Ok(x) => x,
-            Err(e) => return Err(fail(t, e)),
-        };
-        let runs = match self.runs(&vmas) {
-            Ok(r) => r,
-            Err(e) => return Err(fail(t, e)),
-        };
+        let (vmas, special) = self.areas(maps)?;
+        let runs = self.runs(&vmas)?;
         let creds = opts.creds.clone().unwrap_or_else(|| creds_of(pid));
         let cached = opts.cached.clone().unwrap_or_else(|| Cached {
             pid: pid as u32,
@@ -351,7 +262,7 @@ impl Parts {
             total_bytes: runs.iter().map(|r| r.len).sum(),
             rejoin: None,
         };
-        Ok((t, header, runs))
+        Ok((header, runs))
     }
 
     fn read_u64(&self, addr: u64) -> Result<u64> {
@@ -425,8 +336,10 @@ impl Parts {
         backed.min(v.len())
     }
 
-    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones page by page where a page is
-    /// present or swapped (from /proc/PID/pagemap, bits 63 and 62).
+    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones
+    /// page by page where a page is present or swapped (from /proc/PID/pagemap, read by hand:
+    /// procfs's pagemap reader decodes every entry into an enum, where one mask test per entry
+    /// is all this needs, on every page of the process).
     fn runs(&self, vmas: &[Vma]) -> Result<Vec<Run>> {
         use std::os::unix::fs::FileExt;
         let pagemap =
@@ -471,7 +384,7 @@ impl Parts {
                         .try_into()
                         .unwrap_or([0; 8]),
                 );
-                let there = e & (1 << 63) != 0 || e & (1 << 62) != 0;
+                let there = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
                 match (there, run_start) {
                     (true, None) => run_start = Some(p),
                     (false, Some(s)) => {
@@ -598,7 +511,9 @@ impl Frozen {
 
     /// Undoes the freeze: removes our area and lets the process continue where it was.
     pub fn thaw(self) -> Result<()> {
-        let t = unmap_area(self.tracee, &self.area, &self.original_regs)?;
+        let mut t = Held::new(self.tracee, Release::Keep);
+        inject::unmap_area(&mut t, &self.area, &self.original_regs)?;
+        let t = t.disarm()?;
         t.set_regs(&self.original_regs)?;
         t.set_sigmask(self.original_mask)?;
         t.detach(None)?;
@@ -606,47 +521,6 @@ impl Frozen {
             let _ = s.send_to(self.header.cached.pid as i32);
         }
         Ok(())
-    }
-}
-
-/// Unmaps our area from inside the tracee. The `munmap` runs from the area's own `syscall`, so
-/// the tracee cannot return to the `int3` after it: the call is run to its syscall-exit stop
-/// (PTRACE_SYSCALL), where the instruction pointer has not been used yet, and the caller then
-/// sets whatever registers it wants.
-pub fn unmap_area(t: Stopped, area: &Area, base: &Regs) -> Result<Stopped> {
-    let regs = base.for_syscall(
-        area.site(),
-        libc::SYS_munmap as u64,
-        [area.start, inject::AREA_LEN, 0, 0, 0, 0],
-    );
-    t.set_regs(&regs)?;
-    let mut r = t.syscall()?;
-    // Entry stop, then exit stop.
-    let mut seen = 0;
-    loop {
-        let s = r.wait()?;
-        match s.stop {
-            ptrace::Stop::Syscall => {
-                seen += 1;
-                if seen == 2 {
-                    let after = s.regs()?;
-                    if (after.ax() as i64) < 0 {
-                        return Err(Error::Unexpected {
-                            pid: s.pid(),
-                            what: format!(
-                                "munmap of the injection area failed: {}",
-                                after.ax() as i64
-                            ),
-                        });
-                    }
-                    return Ok(s);
-                }
-                r = s.syscall()?;
-            }
-            _ => {
-                r = s.syscall()?;
-            }
-        }
     }
 }
 
@@ -722,13 +596,12 @@ pub fn uname() -> [String; 6] {
 
 /// The CPU feature flags of this machine (the first CPU of /proc/cpuinfo).
 pub fn cpu_flags() -> Vec<String> {
-    std::fs::read_to_string("/proc/cpuinfo")
+    use procfs::Current;
+    procfs::CpuInfo::current()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("flags"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, f)| f.split_whitespace().map(str::to_owned).collect())
+        .and_then(|c| {
+            c.flags(0)
+                .map(|f| f.into_iter().map(str::to_owned).collect())
         })
         .unwrap_or_default()
 }

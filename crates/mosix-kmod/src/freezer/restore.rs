@@ -17,31 +17,28 @@
 //!    the seccomp filter (installed last); then the extended state, the signal mask, our area
 //!    removed, and the registers.
 
+use std::mem::offset_of;
 use std::os::fd::OwnedFd;
 
+use linux_raw_sys::prctl::prctl_mm_map;
 use mosix_core::image::{ImageHeader, Regs, VmaKind};
 
-use crate::kernel::inject::{self, AREA_LEN, Area, Failed};
-use crate::kernel::ptrace::{Error, Mem, Stopped};
+use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
+use crate::kernel::inject::{self, AREA_LEN, Area, Held, Release};
+use crate::kernel::ptrace::{Error, Mem, Result, Stopped};
 use crate::kernel::uffd::Uffd;
 
-/// A tracee being rebuilt.
+/// A tracee being rebuilt. It is killed if this is dropped before [`Restorer::finish`]
+/// succeeds (a half-rebuilt process must not run), or if a phase fails.
 #[derive(Debug)]
 pub struct Restorer {
-    tracee: Stopped,
+    tracee: Held,
     mem: Mem,
     area: Area,
     base: Regs,
     pid: i32,
     /// Where page runs go; `None`: `process_vm_writev`.
     sink: Option<Uffd>,
-}
-
-type R<T> = std::result::Result<T, Failed>;
-
-fn unexpected(t: Stopped, what: String) -> Failed {
-    let pid = t.pid();
-    (Some(t), Error::Unexpected { pid, what })
 }
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -57,54 +54,45 @@ fn image_ranges(h: &ImageHeader) -> Vec<(u64, u64)> {
     v
 }
 
-/// Phase 1. `existing` is the area a deputy already has.
-pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> R<Restorer> {
+/// The memory map of the tracee, its errors as memory errors.
+fn maps_of(pid: i32) -> Result<Vec<mosix_core::image::MapsLine>> {
+    inject::read_maps(pid).map_err(|source| Error::Mem {
+        pid,
+        addr: 0,
+        source,
+    })
+}
+
+/// Writes `b` into `buf` at `off` (a field of a structure being laid out for the tracee).
+fn put(buf: &mut [u8], off: usize, b: &[u8]) {
+    buf[off..off + b.len()].copy_from_slice(b);
+}
+
+/// Phase 1. `existing` is the area a deputy already has. On failure the tracee is killed.
+pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> Result<Restorer> {
     let pid = t.pid();
-    let base = match t.regs() {
-        Ok(r) => r,
-        Err(e) => return Err((Some(t), e)),
-    };
-    if let Err(e) = inject::block_signals(&t) {
-        return Err((Some(t), e));
-    }
-    let mem = match Mem::open(pid) {
-        Ok(m) => m,
-        Err(e) => return Err((Some(t), e)),
-    };
-    let maps = match inject::read_maps(pid) {
-        Ok(m) => m,
-        Err(source) => {
-            return Err((
-                Some(t),
-                Error::Mem {
-                    pid,
-                    addr: 0,
-                    source,
-                },
-            ));
-        }
-    };
+    let mut t = Held::new(t, Release::Kill);
+    let base = t.get()?.regs()?;
+    inject::block_signals(t.get()?)?;
+    let mem = Mem::open(pid)?;
+    let maps = maps_of(pid)?;
     let wanted = image_ranges(h);
 
     // Our area, where the image leaves room.
-    let (t, area) = match existing {
-        Some(a) if !wanted.iter().any(|w| overlaps(*w, a.range())) => (t, a),
+    let area = match existing {
+        Some(a) if !wanted.iter().any(|w| overlaps(*w, a.range())) => a,
         old => {
-            let (t, a) = inject::bootstrap(t, &mem, &maps, &base, &wanted)?;
-            let t = match old {
-                Some(o) => {
-                    let (t, _) = inject::syscall(
-                        t,
-                        a.site(),
-                        &base,
-                        libc::SYS_munmap,
-                        [o.start, AREA_LEN, 0, 0, 0, 0],
-                    )?;
-                    t
-                }
-                None => t,
-            };
-            (t, a)
+            let a = inject::bootstrap(&mut t, &mem, &maps, &base, &wanted)?;
+            if let Some(o) = old {
+                inject::syscall(
+                    &mut t,
+                    a.site(),
+                    &base,
+                    libc::SYS_munmap,
+                    [o.start, AREA_LEN, 0, 0, 0, 0],
+                )?;
+            }
+            a
         }
     };
     let mut r = Restorer {
@@ -115,11 +103,11 @@ pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> R<Restore
         pid,
         sink: None,
     };
-    r = r.drop_own_rseq()?;
-    r = r.place_specials(h)?;
-    r = r.clear(h)?;
-    r = r.map_areas(h)?;
-    r = r.open_sink(h)?;
+    r.drop_own_rseq()?;
+    r.place_specials(h)?;
+    r.clear(h)?;
+    r.map_areas(h)?;
+    r.open_sink(h)?;
     Ok(r)
 }
 
@@ -134,89 +122,57 @@ impl Restorer {
         self.area
     }
 
-    fn call(self, nr: i64, args: [u64; 6]) -> R<(Restorer, i64)> {
-        let Restorer {
-            tracee,
-            mem,
-            area,
-            base,
-            pid,
-            sink,
-        } = self;
-        let (t, ret) = inject::syscall(tracee, area.site(), &base, nr, args)?;
-        Ok((
-            Restorer {
-                tracee: t,
-                mem,
-                area,
-                base,
-                pid,
-                sink,
-            },
-            ret,
-        ))
+    fn unexpected(&self, what: String) -> Error {
+        Error::Unexpected {
+            pid: self.pid,
+            what,
+        }
+    }
+
+    fn call(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        inject::syscall(&mut self.tracee, self.area.site(), &self.base, nr, args)
     }
 
     /// Runs a call that must succeed.
-    fn must(self, nr: i64, args: [u64; 6], what: &str) -> R<Restorer> {
-        let (r, ret) = self.call(nr, args)?;
+    fn must(&mut self, nr: i64, args: [u64; 6], what: &str) -> Result<()> {
+        let ret = self.call(nr, args)?;
         if ret < 0 {
             let msg = format!("{what}: {}", nix::errno::Errno::from_raw(-ret as i32));
-            return Err(unexpected(r.tracee, msg));
+            return Err(self.unexpected(msg));
         }
-        Ok(r)
+        Ok(())
     }
 
-    fn scratch_write(self, data: &[u8]) -> R<Restorer> {
+    fn scratch_write(&self, data: &[u8]) -> Result<()> {
         if data.len() as u64 > self.area.scratch_len() {
             let what = format!("{} bytes do not fit in the scratch space", data.len());
-            return Err(unexpected(self.tracee, what));
+            return Err(self.unexpected(what));
         }
-        match self.mem.write(self.area.scratch(), data) {
-            Ok(()) => Ok(self),
-            Err(e) => Err((Some(self.tracee), e)),
-        }
+        self.mem.write(self.area.scratch(), data)
     }
 
-    fn drop_own_rseq(self) -> R<Restorer> {
-        match self.tracee.rseq() {
-            Ok(Some(rs)) => {
-                const RSEQ_FLAG_UNREGISTER: u64 = 1;
-                self.must(
-                    libc::SYS_rseq,
-                    [
-                        rs.ptr,
-                        u64::from(rs.len),
-                        RSEQ_FLAG_UNREGISTER,
-                        u64::from(rs.sig),
-                        0,
-                        0,
-                    ],
-                    "unregistering the stub's rseq",
-                )
-            }
-            Ok(None) => Ok(self),
-            Err(e) => Err((Some(self.tracee), e)),
-        }
+    fn drop_own_rseq(&mut self) -> Result<()> {
+        let Some(rs) = self.tracee.get()?.rseq()? else {
+            return Ok(());
+        };
+        self.must(
+            libc::SYS_rseq,
+            [
+                rs.ptr,
+                u64::from(rs.len),
+                RSEQ_FLAG_UNREGISTER,
+                u64::from(rs.sig),
+                0,
+                0,
+            ],
+            "unregistering the stub's rseq",
+        )
     }
 
     /// Moves [vvar], [vvar_vclock] and [vdso] to the image's addresses (through a parking spot,
     /// since the targets may overlap the current places).
-    fn place_specials(self, h: &ImageHeader) -> R<Restorer> {
-        let maps = match inject::read_maps(self.pid) {
-            Ok(m) => m,
-            Err(source) => {
-                let pid = self.pid;
-                return Err((
-                    Some(self.tracee),
-                    Error::Mem {
-                        pid,
-                        addr: 0,
-                        source,
-                    },
-                ));
-            }
-        };
+    fn place_specials(&mut self, h: &ImageHeader) -> Result<()> {
+        let maps = maps_of(self.pid)?;
         let find = |name: &str| {
             maps.iter()
                 .find(|m| m.path == name)
@@ -242,21 +198,19 @@ impl Restorer {
                 let what = format!(
                     "this node's kernel has another {name} layout than the process's home kernel; it cannot run here"
                 );
-                return Err(unexpected(self.tracee, what));
+                return Err(self.unexpected(what));
             }
         }
         if let Some((s, e)) = find("[vdso]") {
             let mut b = vec![0u8; (e - s) as usize];
-            if let Err(err) = self.mem.read(s, &mut b) {
-                return Err((Some(self.tracee), err));
-            }
+            self.mem.read(s, &mut b)?;
             if b != h.special.vdso_bytes {
                 let what = "this node runs another kernel build (its vdso differs from the process's); it cannot run here".to_owned();
-                return Err(unexpected(self.tracee, what));
+                return Err(self.unexpected(what));
             }
         }
         if pairs.iter().all(|(_, have, want)| have == want) {
-            return Ok(self);
+            return Ok(());
         }
         let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
         busy.extend(image_ranges(h));
@@ -266,19 +220,17 @@ impl Restorer {
             .filter_map(|(_, have, _)| have.map(|(s, e)| e - s))
             .sum();
         let Some(park) = inject::find_hole(&busy, total + 0x10000) else {
-            return Err(unexpected(self.tracee, "no room to move the vdso".into()));
+            return Err(self.unexpected("no room to move the vdso".into()));
         };
-        const MREMAP_MAYMOVE: u64 = 1;
-        const MREMAP_FIXED: u64 = 2;
-        let mut r = self;
+        let moving = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
         let mut parked = Vec::new();
         let mut at = park;
         for (name, have, want) in pairs {
             if let (Some((s, e)), Some(w)) = (have, want) {
                 let len = e - s;
-                r = r.must(
+                self.must(
                     libc::SYS_mremap,
-                    [s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at, 0],
+                    [s, len, len, moving, at, 0],
                     &format!("parking {name}"),
                 )?;
                 parked.push((name, at, len, w.0));
@@ -286,31 +238,18 @@ impl Restorer {
             }
         }
         for (name, from, len, to) in parked {
-            r = r.must(
+            self.must(
                 libc::SYS_mremap,
-                [from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to, 0],
+                [from, len, len, moving, to, 0],
                 &format!("moving {name}"),
             )?;
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Unmaps everything of the tracee's own but our area and the kernel's special mappings.
-    fn clear(self, _h: &ImageHeader) -> R<Restorer> {
-        let maps = match inject::read_maps(self.pid) {
-            Ok(m) => m,
-            Err(source) => {
-                let pid = self.pid;
-                return Err((
-                    Some(self.tracee),
-                    Error::Mem {
-                        pid,
-                        addr: 0,
-                        source,
-                    },
-                ));
-            }
-        };
+    fn clear(&mut self, _h: &ImageHeader) -> Result<()> {
+        let maps = maps_of(self.pid)?;
         let keep = |m: &mosix_core::image::MapsLine| {
             overlaps((m.start, m.end), self.area.range())
                 || matches!(
@@ -325,19 +264,17 @@ impl Restorer {
                 _ => ranges.push((m.start, m.end)),
             }
         }
-        let mut r = self;
         for (s, e) in ranges {
-            r = r.must(
+            self.must(
                 libc::SYS_munmap,
                 [s, e - s, 0, 0, 0, 0],
                 "clearing the address space",
             )?;
         }
-        Ok(r)
+        Ok(())
     }
 
-    fn map_areas(self, h: &ImageHeader) -> R<Restorer> {
-        let mut r = self;
+    fn map_areas(&mut self, h: &ImageHeader) -> Result<()> {
         for v in &h.vmas {
             let mut prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
             if v.exec {
@@ -348,8 +285,7 @@ impl Restorer {
             if v.kind == VmaKind::Stack {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
-            let (r2, ret) = r.call(libc::SYS_mmap, [v.start, v.len(), prot, flags, u64::MAX, 0])?;
-            r = r2;
+            let ret = self.call(libc::SYS_mmap, [v.start, v.len(), prot, flags, u64::MAX, 0])?;
             if ret as u64 != v.start {
                 let what = format!(
                     "mapping {:#x}-{:#x} returned {}",
@@ -361,30 +297,30 @@ impl Restorer {
                         format!("{ret:#x}")
                     }
                 );
-                return Err(unexpected(r.tracee, what));
+                return Err(self.unexpected(what));
             }
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Has the tracee make a userfaultfd for us and registers every area on it (see
     /// [`crate::kernel::uffd`]). Where that fails (an old kernel, a policy against userfaultfd), pages
     /// go through `process_vm_writev`: slower, same result.
-    fn open_sink(self, h: &ImageHeader) -> R<Restorer> {
-        let (r, fd) = self.call(
+    fn open_sink(&mut self, h: &ImageHeader) -> Result<()> {
+        let fd = self.call(
             libc::SYS_userfaultfd,
             [crate::kernel::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
         )?;
         if fd < 0 {
             tracing::debug!(
                 "process {}: no userfaultfd ({}); pages go through process_vm_writev",
-                r.pid,
+                self.pid,
                 nix::errno::Errno::from_raw(-fd as i32)
             );
-            return Ok(r);
+            return Ok(());
         }
-        let taken = crate::kernel::seccomp::take_fd(r.pid, fd as i32);
-        let mut r = r.must(
+        let taken = crate::kernel::seccomp::take_fd(self.pid, fd as i32);
+        self.must(
             libc::SYS_close,
             [fd as u64, 0, 0, 0, 0, 0],
             "closing the tracee's userfaultfd",
@@ -404,13 +340,13 @@ impl Restorer {
             Ok(u)
         });
         match sink {
-            Ok(u) => r.sink = Some(u),
+            Ok(u) => self.sink = Some(u),
             Err(e) => tracing::debug!(
                 "process {}: userfaultfd unusable ({e}); pages go through process_vm_writev",
-                r.pid
+                self.pid
             ),
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Phase 2: where the page runs go. The view can be used from another thread than the
@@ -424,21 +360,20 @@ impl Restorer {
 
     /// Phase 3. For a stub (`stub` given), also the owner's credentials and the seccomp filter;
     /// returns the tracee stopped with the image's registers, ready to be let go, and the number
-    /// of the filter's listener descriptor inside the tracee.
-    pub fn finish(self, h: &ImageHeader, stub: Option<&[u8]>) -> R<(Stopped, Option<i32>)> {
-        let mut r = self;
-        if let Some(mut u) = r.sink.take()
-            && let Err(source) = u.unregister_all()
-        {
-            let pid = r.pid;
-            return Err((
-                Some(r.tracee),
-                Error::Mem {
-                    pid,
-                    addr: 0,
-                    source,
-                },
-            ));
+    /// of the filter's listener descriptor inside the tracee. On failure the tracee is killed
+    /// (unless it was lost on the way: removing our area failed).
+    pub fn finish(
+        mut self,
+        h: &ImageHeader,
+        stub: Option<&[u8]>,
+    ) -> Result<(Stopped, Option<i32>)> {
+        let pid = self.pid;
+        if let Some(mut u) = self.sink.take() {
+            u.unregister_all().map_err(|source| Error::Mem {
+                pid,
+                addr: 0,
+                source,
+            })?;
         }
         // Final protections.
         for v in &h.vmas {
@@ -455,14 +390,14 @@ impl Restorer {
             if v.exec {
                 prot |= libc::PROT_EXEC as u64;
             }
-            r = r.must(
+            self.must(
                 libc::SYS_mprotect,
                 [v.start, v.len(), prot, 0, 0, 0],
                 "protecting",
             )?;
         }
-        r = r.set_mm(h)?;
-        r = r.set_sigactions(h)?;
+        self.set_mm(h)?;
+        self.set_sigactions(h)?;
         // Alternate signal stack.
         let (sp, flags, size) = h.altstack;
         let mut ss = Vec::with_capacity(24);
@@ -470,29 +405,27 @@ impl Restorer {
         ss.extend_from_slice(&flags.to_le_bytes());
         ss.extend_from_slice(&0u32.to_le_bytes());
         ss.extend_from_slice(&size.to_le_bytes());
-        const SS_DISABLE: u32 = 2;
-        if flags & SS_DISABLE != 0 {
+        if flags & libc::SS_DISABLE as u32 != 0 {
             ss[..8].copy_from_slice(&0u64.to_le_bytes());
             ss[16..].copy_from_slice(&0u64.to_le_bytes());
         }
-        r = r.scratch_write(&ss)?;
-        let scratch = r.area.scratch();
-        r = r.must(
+        self.scratch_write(&ss)?;
+        let scratch = self.area.scratch();
+        self.must(
             libc::SYS_sigaltstack,
             [scratch, 0, 0, 0, 0, 0],
             "sigaltstack",
         )?;
-        let (r2, _) = r.call(libc::SYS_set_tid_address, [h.tid_address, 0, 0, 0, 0, 0])?;
-        r = r2;
+        self.call(libc::SYS_set_tid_address, [h.tid_address, 0, 0, 0, 0, 0])?;
         if h.robust_list.0 != 0 {
-            r = r.must(
+            self.must(
                 libc::SYS_set_robust_list,
                 [h.robust_list.0, h.robust_list.1, 0, 0, 0, 0],
                 "set_robust_list",
             )?;
         }
         if let Some(rs) = h.rseq {
-            r = r.must(
+            self.must(
                 libc::SYS_rseq,
                 [rs.ptr, u64::from(rs.len), 0, u64::from(rs.sig), 0, 0],
                 "registering rseq",
@@ -502,9 +435,8 @@ impl Restorer {
         let mut comm = h.comm.as_bytes().to_vec();
         comm.truncate(15);
         comm.push(0);
-        r = r.scratch_write(&comm)?;
-        let scratch = r.area.scratch();
-        r = r.must(
+        self.scratch_write(&comm)?;
+        self.must(
             libc::SYS_prctl,
             [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0],
             "PR_SET_NAME",
@@ -513,26 +445,25 @@ impl Restorer {
         if let Some(filter) = stub {
             // Nothing of the stub's own descriptors stays: every descriptor call of the process
             // is forwarded home.
-            let (r2, _) = r.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
-            r = r2;
-            r = r.set_rlimits(h)?;
-            r = r.set_creds(h)?;
-            r = r.must(
+            self.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
+            self.set_rlimits(h)?;
+            self.set_creds(h)?;
+            self.must(
                 libc::SYS_prctl,
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
                 "no_new_privs",
             )?;
-            // struct sock_fprog { u16 len; [pad 6]; u64 filter } then the instructions.
-            let n = filter.len() / 8;
-            let prog_at = r.area.scratch() + 16;
-            let mut buf = Vec::with_capacity(16 + filter.len());
-            buf.extend_from_slice(&(n as u16).to_le_bytes());
-            buf.extend_from_slice(&[0u8; 6]);
-            buf.extend_from_slice(&prog_at.to_le_bytes());
+            // A `struct sock_fprog` at the start of the scratch space, the instructions after.
+            type Fprog = linux_raw_sys::ptrace::sock_fprog;
+            let n = filter.len() / std::mem::size_of::<linux_raw_sys::ptrace::sock_filter>();
+            let head = std::mem::size_of::<Fprog>();
+            let prog_at = scratch + head as u64;
+            let mut buf = vec![0u8; head];
+            put(&mut buf, offset_of!(Fprog, len), &(n as u16).to_le_bytes());
+            put(&mut buf, offset_of!(Fprog, filter), &prog_at.to_le_bytes());
             buf.extend_from_slice(filter);
-            r = r.scratch_write(&buf)?;
-            let scratch = r.area.scratch();
-            let (r2, fd) = r.call(
+            self.scratch_write(&buf)?;
+            let fd = self.call(
                 libc::SYS_seccomp,
                 [
                     crate::kernel::seccomp::SET_MODE_FILTER,
@@ -544,73 +475,82 @@ impl Restorer {
                     0,
                 ],
             )?;
-            r = r2;
             if fd < 0 {
                 let what = format!(
                     "installing the seccomp filter: {}",
                     nix::errno::Errno::from_raw(-fd as i32)
                 );
-                return Err(unexpected(r.tracee, what));
+                return Err(self.unexpected(what));
             }
             listener = Some(fd as i32);
         }
         // Last: extended state, mask, registers, and our area gone.
-        let t = r.tracee;
-        if !h.xstate.is_empty()
-            && let Err(e) = t.set_xstate(&h.xstate)
-        {
-            return Err((Some(t), e));
+        let t = self.tracee.get()?;
+        if !h.xstate.is_empty() {
+            t.set_xstate(&h.xstate)?;
         }
-        if let Err(e) = t.set_sigmask(h.sigmask) {
-            return Err((Some(t), e));
-        }
-        let t = crate::freezer::freeze::unmap_area(t, &r.area, &r.base).map_err(|e| (None, e))?;
-        if let Err(e) = t.set_regs(&h.regs) {
-            return Err((Some(t), e));
-        }
-        Ok((t, listener))
+        t.set_sigmask(h.sigmask)?;
+        inject::unmap_area(&mut self.tracee, &self.area, &self.base)?;
+        self.tracee.get()?.set_regs(&h.regs)?;
+        Ok((self.tracee.disarm()?, listener))
     }
 
-    fn set_mm(self, h: &ImageHeader) -> R<Restorer> {
+    fn set_mm(&mut self, h: &ImageHeader) -> Result<()> {
         let m = &h.mm;
-        // struct prctl_mm_map: eleven u64 fields, then auxv pointer, auxv size, exe_fd.
+        // A `struct prctl_mm_map` at the start of the scratch space, the auxv at +128.
         let auxv_at = self.area.scratch() + 128;
-        let mut buf = Vec::with_capacity(128 + h.auxv.len());
-        for v in [
-            m.start_code,
-            m.end_code,
-            m.start_data,
-            m.end_data,
-            m.start_brk,
-            m.brk,
-            m.start_stack,
-            m.arg_start,
-            m.arg_end,
-            m.env_start,
-            m.env_end,
-        ] {
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
         let auxv_len = h.auxv.len() as u32;
-        buf.extend_from_slice(&(if auxv_len > 0 { auxv_at } else { 0 }).to_le_bytes());
-        buf.extend_from_slice(&auxv_len.to_le_bytes());
-        buf.extend_from_slice(&u32::MAX.to_le_bytes()); // exe_fd -1: keep /proc/PID/exe
-        let size = buf.len() as u64;
+        let size = std::mem::size_of::<prctl_mm_map>();
+        let mut buf = vec![0u8; size];
+        for (off, v) in [
+            (offset_of!(prctl_mm_map, start_code), m.start_code),
+            (offset_of!(prctl_mm_map, end_code), m.end_code),
+            (offset_of!(prctl_mm_map, start_data), m.start_data),
+            (offset_of!(prctl_mm_map, end_data), m.end_data),
+            (offset_of!(prctl_mm_map, start_brk), m.start_brk),
+            (offset_of!(prctl_mm_map, brk), m.brk),
+            (offset_of!(prctl_mm_map, start_stack), m.start_stack),
+            (offset_of!(prctl_mm_map, arg_start), m.arg_start),
+            (offset_of!(prctl_mm_map, arg_end), m.arg_end),
+            (offset_of!(prctl_mm_map, env_start), m.env_start),
+            (offset_of!(prctl_mm_map, env_end), m.env_end),
+            (
+                offset_of!(prctl_mm_map, auxv),
+                if auxv_len > 0 { auxv_at } else { 0 },
+            ),
+        ] {
+            put(&mut buf, off, &v.to_le_bytes());
+        }
+        put(
+            &mut buf,
+            offset_of!(prctl_mm_map, auxv_size),
+            &auxv_len.to_le_bytes(),
+        );
+        // exe_fd -1: keep /proc/PID/exe.
+        put(
+            &mut buf,
+            offset_of!(prctl_mm_map, exe_fd),
+            &u32::MAX.to_le_bytes(),
+        );
         buf.resize(128, 0);
         buf.extend_from_slice(&h.auxv);
-        let r = self.scratch_write(&buf)?;
-        const PR_SET_MM: u64 = 35;
-        const PR_SET_MM_MAP: u64 = 14;
-        let scratch = r.area.scratch();
-        r.must(
+        self.scratch_write(&buf)?;
+        let scratch = self.area.scratch();
+        self.must(
             libc::SYS_prctl,
-            [PR_SET_MM, PR_SET_MM_MAP, scratch, size, 0, 0],
+            [
+                libc::PR_SET_MM as u64,
+                libc::PR_SET_MM_MAP as u64,
+                scratch,
+                size as u64,
+                0,
+                0,
+            ],
             "PR_SET_MM_MAP",
         )
     }
 
-    fn set_sigactions(self, h: &ImageHeader) -> R<Restorer> {
-        let mut r = self;
+    fn set_sigactions(&mut self, h: &ImageHeader) -> Result<()> {
         for sig in 1..=64u32 {
             if sig == libc::SIGKILL as u32 || sig == libc::SIGSTOP as u32 {
                 continue;
@@ -625,57 +565,51 @@ impl Restorer {
             ] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            r = r.scratch_write(&b)?;
-            let scratch = r.area.scratch();
-            let (r2, ret) = r.call(
+            self.scratch_write(&b)?;
+            let scratch = self.area.scratch();
+            // Signals 32 and 33 are the C library's and may refuse; that is fine.
+            self.call(
                 libc::SYS_rt_sigaction,
                 [u64::from(sig), scratch, 0, 8, 0, 0],
             )?;
-            r = r2;
-            // Signals 32 and 33 are the C library's and may refuse; that is fine.
-            let _ = ret;
         }
-        Ok(r)
+        Ok(())
     }
 
     /// The process's resource limits, which this kernel enforces, set from inside while the
     /// stub is still the service's (another process's limits need `CAP_SYS_RESOURCE`, which a
     /// container may not grant even to root). A hard limit above the stub's cannot be raised
     /// without that capability either: such a limit stays at the stub's.
-    fn set_rlimits(self, h: &ImageHeader) -> R<Restorer> {
-        let mut r = self;
+    fn set_rlimits(&mut self, h: &ImageHeader) -> Result<()> {
         for l in &h.rlimits {
             let mut b = Vec::with_capacity(16);
             b.extend_from_slice(&l.cur.to_le_bytes());
             b.extend_from_slice(&l.max.to_le_bytes());
-            r = r.scratch_write(&b)?;
-            let scratch = r.area.scratch();
-            let (r2, ret) = r.call(
+            self.scratch_write(&b)?;
+            let scratch = self.area.scratch();
+            let ret = self.call(
                 libc::SYS_prlimit64,
                 [0, u64::from(l.resource), scratch, 0, 0, 0],
             )?;
-            r = r2;
             if ret < 0 {
                 // A hard limit above the stub's: keep the stub's, and the soft one under it.
-                let (r2, got) = r.call(
+                let got = self.call(
                     libc::SYS_prlimit64,
                     [0, u64::from(l.resource), 0, scratch, 0, 0],
                 )?;
-                r = r2;
                 let mut old = [0u8; 16];
-                if got < 0 || r.mem.read(scratch + 8, &mut old[8..]).is_err() {
+                if got < 0 || self.mem.read(scratch + 8, &mut old[8..]).is_err() {
                     continue;
                 }
                 let hard = u64::from_le_bytes(old[8..].try_into().unwrap_or([0xff; 8]));
                 let mut b = Vec::with_capacity(16);
                 b.extend_from_slice(&l.cur.min(hard).to_le_bytes());
                 b.extend_from_slice(&hard.to_le_bytes());
-                r = r.scratch_write(&b)?;
-                let (r2, ret) = r.call(
+                self.scratch_write(&b)?;
+                let ret = self.call(
                     libc::SYS_prlimit64,
                     [0, u64::from(l.resource), scratch, 0, 0, 0],
                 )?;
-                r = r2;
                 tracing::debug!(
                     "{}: resource limit {} is {}/{} at home; here {}/{hard} ({ret})",
                     h.comm,
@@ -686,23 +620,23 @@ impl Restorer {
                 );
             }
         }
-        Ok(r)
+        Ok(())
     }
 
-    fn set_creds(self, h: &ImageHeader) -> R<Restorer> {
+    fn set_creds(&mut self, h: &ImageHeader) -> Result<()> {
         let c = &h.creds;
         let mut g = Vec::with_capacity(c.groups.len() * 4);
         for x in &c.groups {
             g.extend_from_slice(&x.to_le_bytes());
         }
-        let r = self.scratch_write(&g)?;
-        let scratch = r.area.scratch();
-        let r = r.must(
+        self.scratch_write(&g)?;
+        let scratch = self.area.scratch();
+        self.must(
             libc::SYS_setgroups,
             [c.groups.len() as u64, scratch, 0, 0, 0, 0],
             "setgroups",
         )?;
-        let r = r.must(
+        self.must(
             libc::SYS_setresgid,
             [
                 u64::from(c.gid[0]),
@@ -714,7 +648,7 @@ impl Restorer {
             ],
             "setresgid",
         )?;
-        r.must(
+        self.must(
             libc::SYS_setresuid,
             [
                 u64::from(c.uid[0]),
@@ -728,9 +662,10 @@ impl Restorer {
         )
     }
 
-    /// Gives the tracee back (after a failure): it is killed if it is a stub.
-    pub fn into_tracee(self) -> Stopped {
-        self.tracee
+    /// Gives up (after a failure elsewhere, such as the page stream breaking off): the tracee
+    /// is killed.
+    pub fn kill(self) {
+        drop(self);
     }
 }
 

@@ -16,11 +16,132 @@
 
 use mosix_core::image::{MapsLine, Regs};
 
+use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTSYS};
 use crate::kernel::ptrace::{Error, Mem, Result, Sig, Stop, Stopped};
 
-/// An error that may leave the tracee in our hands (stopped) or not (it died, or the kernel
-/// would not resume it): callers that must put a process back the way it was need the tracee.
-pub type Failed = (Option<Stopped>, Error);
+/// What becomes of a tracee whose [`Held`] guard is dropped while it still holds it: the error
+/// paths of a freeze, an injection session or a restore.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// Nothing: it stays stopped and traced until this thread lets go of it (with
+    /// `PTRACE_O_EXITKILL`, when the thread ends, it dies).
+    Keep,
+    /// `PTRACE_DETACH`: it runs on.
+    Detach,
+    /// Its registers and signal mask are put back, then it is detached.
+    Restore {
+        /// The registers to put back.
+        regs: Regs,
+        /// The signal mask to put back.
+        mask: u64,
+    },
+    /// Our area is unmapped from it ([`unmap_area`], with `regs` as the base), then as
+    /// [`Release::Restore`]. If the unmap fails it is left as [`Release::Keep`] leaves it.
+    Unmap {
+        /// The area.
+        area: Area,
+        /// The registers to put back.
+        regs: Regs,
+        /// The signal mask to put back.
+        mask: u64,
+    },
+    /// It is killed (a half-rebuilt process must not run).
+    Kill,
+}
+
+/// A stopped tracee held on the way through a sequence of requests that may fail: the
+/// injection functions take it by `&mut` and return a plain [`Result`], and if the guard is
+/// dropped while it still holds the tracee — an error was propagated with `?` — the tracee is
+/// let go as its [`Release`] says. [`Held::disarm`] takes the tracee out on success.
+///
+/// A request that resumes the tracee takes it out for the time it runs and puts it back when
+/// it stops again; if it does not stop again (it died, or the kernel refused to resume it), the
+/// guard is left empty and its drop does nothing: there is nothing left to let go.
+#[derive(Debug)]
+pub struct Held {
+    pid: i32,
+    tracee: Option<Stopped>,
+    release: Release,
+}
+
+impl Held {
+    /// Holds `t`, to be let go as `release` says if dropped.
+    pub fn new(t: Stopped, release: Release) -> Held {
+        Held {
+            pid: t.pid(),
+            tracee: Some(t),
+            release,
+        }
+    }
+
+    /// The pid of the tracee.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Changes what a drop does (a step further, there is more to undo).
+    pub fn set_release(&mut self, release: Release) {
+        self.release = release;
+    }
+
+    /// The tracee, to make requests that do not resume it.
+    pub fn get(&self) -> Result<&Stopped> {
+        self.tracee.as_ref().ok_or_else(|| self.lost())
+    }
+
+    /// Takes the tracee out, to resume it; give it back with [`Held::put`] when it stops.
+    pub fn take(&mut self) -> Result<Stopped> {
+        self.tracee.take().ok_or_else(|| self.lost())
+    }
+
+    /// Gives back the tracee taken with [`Held::take`].
+    pub fn put(&mut self, t: Stopped) {
+        self.tracee = Some(t);
+    }
+
+    /// Takes the tracee out for good (on success); nothing happens to it on drop.
+    pub fn disarm(mut self) -> Result<Stopped> {
+        self.take()
+    }
+
+    /// Takes whatever the guard holds, without letting it go: for callers that decide
+    /// themselves what becomes of a tracee after an error.
+    pub fn into_inner(mut self) -> Option<Stopped> {
+        self.tracee.take()
+    }
+
+    fn lost(&self) -> Error {
+        Error::Unexpected {
+            pid: self.pid,
+            what: "the tracee was lost by an earlier failed request".into(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(t) = self.tracee.take() else { return };
+        match self.release {
+            Release::Keep => {}
+            Release::Detach => {
+                let _ = t.detach(None);
+            }
+            Release::Restore { regs, mask } => {
+                let _ = t.set_regs(&regs);
+                let _ = t.set_sigmask(mask);
+                let _ = t.detach(None);
+            }
+            Release::Unmap { area, regs, mask } => {
+                if let Ok(t) = unmap_stopped(t, &area, &regs) {
+                    let _ = t.set_regs(&regs);
+                    let _ = t.set_sigmask(mask);
+                    let _ = t.detach(None);
+                }
+            }
+            Release::Kill => t.kill(),
+        }
+    }
+}
 
 /// `syscall; int3`.
 pub const SITE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
@@ -31,6 +152,11 @@ pub const SCRATCH_OFFSET: u64 = 4096;
 
 /// Signals that cannot be blocked; everything else is blocked during injection.
 const ALL_BLOCKED: u64 = !((1u64 << (libc::SIGKILL - 1)) | (1u64 << (libc::SIGSTOP - 1)));
+
+/// Whether a system call's raw result is one of the kernel's `-ERESTART*` codes.
+fn is_restart(ret: i64) -> bool {
+    (i64::from(ERESTARTSYS)..=i64::from(ERESTART_RESTARTBLOCK)).contains(&-ret)
+}
 
 /// An injection site in a tracee: our area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,64 +185,50 @@ impl Area {
 }
 
 /// Runs system call `nr(args)` in the tracee from `site`, with the other registers from `base`.
-/// Returns the tracee (stopped again) and the raw result (negative errno on failure).
-pub fn syscall(
-    t: Stopped,
-    site: u64,
-    base: &Regs,
-    nr: i64,
-    args: [u64; 6],
-) -> std::result::Result<(Stopped, i64), Failed> {
+/// Returns the raw result (negative errno on failure); the tracee is stopped again in `t`.
+pub fn syscall(t: &mut Held, site: u64, base: &Regs, nr: i64, args: [u64; 6]) -> Result<i64> {
     let regs = base.for_syscall(site, nr as u64, args);
-    let mut t = t;
     for _attempt in 0..16 {
-        if let Err(e) = t.set_regs(&regs) {
-            return Err((Some(t), e));
-        }
-        let mut r = t.cont(None).map_err(|e| (None, e))?;
+        t.get()?.set_regs(&regs)?;
+        let mut r = t.take()?.cont(None)?;
         loop {
-            let s = r.wait().map_err(|e| (None, e))?;
+            let s = r.wait()?;
             match s.stop {
                 Stop::Signal(Sig::TRAP) => {
-                    let after = match s.regs() {
-                        Ok(a) => a,
-                        Err(e) => return Err((Some(s), e)),
-                    };
+                    t.put(s);
+                    let after = t.get()?.regs()?;
                     if after.ip() != site + 3 {
-                        let e = Error::Unexpected {
-                            pid: s.pid(),
+                        return Err(Error::Unexpected {
+                            pid: t.pid(),
                             what: format!(
                                 "trap at {:#x} while injecting {} (expected {:#x})",
                                 after.ip(),
                                 mosix_core::syscalls::name(nr as u64),
                                 site + 3
                             ),
-                        };
-                        return Err((Some(s), e));
+                        });
                     }
                     let ret = after.ax() as i64;
-                    if (-516..=-512).contains(&ret) {
+                    if is_restart(ret) {
                         // Interrupted after all (a stop or a non-blockable signal): again.
-                        t = s;
                         break;
                     }
-                    return Ok((s, ret));
+                    return Ok(ret);
                 }
                 // A group stop or a signal we blocked cannot be ours; carry on.
                 Stop::Signal(_) | Stop::Event(_) | Stop::Group(_) | Stop::Syscall => {
-                    r = s.cont(None).map_err(|e| (None, e))?;
+                    r = s.cont(None)?;
                 }
             }
         }
     }
-    let e = Error::Unexpected {
+    Err(Error::Unexpected {
         pid: t.pid(),
         what: format!(
             "injected {} keeps being interrupted",
             mosix_core::syscalls::name(nr as u64)
         ),
-    };
-    Err((Some(t), e))
+    })
 }
 
 /// Runs system call `nr(args)` in a deputy on behalf of its migrated process. Unlike in a
@@ -128,50 +240,40 @@ pub fn syscall(
 /// which keeps the kernel from rewinding to the `syscall` instruction after a suppressed
 /// signal.) `-ERESTART_RESTARTBLOCK` becomes `-EINTR`: its state stays in this kernel.
 pub fn syscall_for_process(
-    t: Stopped,
+    t: &mut Held,
     site: u64,
     base: &Regs,
     nr: i64,
     args: [u64; 6],
     mut on_signal: impl FnMut(Sig, &Stopped),
-) -> std::result::Result<(Stopped, i64), Failed> {
-    const ERESTARTSYS: i64 = -512;
-    const ERESTART_RESTARTBLOCK: i64 = -516;
+) -> Result<i64> {
     let regs = base.for_syscall(site, nr as u64, args);
-    if let Err(e) = t.set_regs(&regs) {
-        return Err((Some(t), e));
-    }
-    let mut r = t.cont(None).map_err(|e| (None, e))?;
+    t.get()?.set_regs(&regs)?;
+    let mut r = t.take()?.cont(None)?;
     loop {
-        let s = r.wait().map_err(|e| (None, e))?;
+        let s = r.wait()?;
         let Stop::Signal(sig) = s.stop else {
-            r = s.cont(None).map_err(|e| (None, e))?;
+            r = s.cont(None)?;
             continue;
         };
-        let mut now = match s.regs() {
-            Ok(x) => x,
-            Err(e) => return Err((Some(s), e)),
-        };
+        t.put(s);
+        let s = t.get()?;
+        let mut now = s.regs()?;
         if sig == Sig::TRAP && now.ip() == site + 3 {
             let ret = now.ax() as i64;
-            return Ok((
-                s,
-                if ret == ERESTART_RESTARTBLOCK {
-                    -i64::from(libc::EINTR)
-                } else {
-                    ret
-                },
-            ));
+            return Ok(if ret == -i64::from(ERESTART_RESTARTBLOCK) {
+                -i64::from(libc::EINTR)
+            } else {
+                ret
+            });
         }
-        on_signal(sig, &s);
+        on_signal(sig, s);
         let ret = now.ax() as i64;
-        if now.orig_ax() >= 0 && (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret) {
+        if now.orig_ax() >= 0 && is_restart(ret) {
             now.0[Regs::ORIG_RAX] = u64::MAX;
-            if let Err(e) = s.set_regs(&now) {
-                return Err((Some(s), e));
-            }
+            s.set_regs(&now)?;
         }
-        r = s.cont(None).map_err(|e| (None, e))?;
+        r = t.take()?.cont(None)?;
     }
 }
 
@@ -212,41 +314,35 @@ pub fn find_hole(busy: &[(u64, u64)], len: u64) -> Option<u64> {
 /// the `mmap` runs from three bytes of the tracee's own code, which are put back right after.
 /// Signals must already be blocked ([`block_signals`]).
 pub fn bootstrap(
-    t: Stopped,
+    t: &mut Held,
     mem: &Mem,
     maps: &[MapsLine],
     base: &Regs,
     also_avoid: &[(u64, u64)],
-) -> std::result::Result<(Stopped, Area), Failed> {
+) -> Result<Area> {
     let pid = t.pid();
     let Some(code) = maps
         .iter()
         .find(|m| m.perms.starts_with("r-x") && !m.path.starts_with('['))
         .or_else(|| maps.iter().find(|m| m.perms.contains('x')))
     else {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: "no executable mapping to start injecting from".into(),
-        };
-        return Err((Some(t), e));
+        });
     };
     let mut busy: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
     busy.extend_from_slice(also_avoid);
     let Some(hint) = find_hole(&busy, AREA_LEN) else {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: "no free address range for the injection area".into(),
-        };
-        return Err((Some(t), e));
+        });
     };
     let borrowed = code.start;
     let mut saved = [0u8; 3];
-    if let Err(e) = mem
-        .read(borrowed, &mut saved)
-        .and_then(|()| mem.write(borrowed, &SITE_CODE))
-    {
-        return Err((Some(t), e));
-    }
+    mem.read(borrowed, &mut saved)?;
+    mem.write(borrowed, &SITE_CODE)?;
     let result = syscall(
         t,
         borrowed,
@@ -263,72 +359,190 @@ pub fn bootstrap(
     );
     // Put the code back whatever happened.
     let put_back = mem.write(borrowed, &saved);
-    let (t, ret) = result?;
-    if let Err(e) = put_back {
-        return Err((Some(t), e));
-    }
+    let ret = result?;
+    put_back?;
     if ret < 0 || ret as u64 != hint {
-        let e = Error::Unexpected {
+        return Err(Error::Unexpected {
             pid,
             what: format!("mmap of the injection area at {hint:#x} returned {ret}"),
-        };
-        return Err((Some(t), e));
+        });
     }
-    if let Err(e) = mem.write(hint, &SITE_CODE) {
-        return Err((Some(t), e));
-    }
-    Ok((t, Area { start: hint }))
+    mem.write(hint, &SITE_CODE)?;
+    Ok(Area { start: hint })
 }
 
-/// Parses `/proc/PID/maps`.
+/// Unmaps our area from inside the tracee. The `munmap` runs from the area's own `syscall`, so
+/// the tracee cannot return to the `int3` after it: the call is run to its syscall-exit stop
+/// (PTRACE_SYSCALL), where the instruction pointer has not been used yet, and the caller then
+/// sets whatever registers it wants. If this fails the guard is left empty (the tracee is
+/// neither in a known state nor ours to let go).
+pub fn unmap_area(t: &mut Held, area: &Area, base: &Regs) -> Result<()> {
+    let s = unmap_stopped(t.take()?, area, base)?;
+    t.put(s);
+    Ok(())
+}
+
+/// [`unmap_area`] on a bare tracee (which is lost on failure).
+fn unmap_stopped(t: Stopped, area: &Area, base: &Regs) -> Result<Stopped> {
+    let regs = base.for_syscall(
+        area.site(),
+        libc::SYS_munmap as u64,
+        [area.start, AREA_LEN, 0, 0, 0, 0],
+    );
+    t.set_regs(&regs)?;
+    let mut r = t.syscall()?;
+    // Entry stop, then exit stop.
+    let mut seen = 0;
+    loop {
+        let s = r.wait()?;
+        match s.stop {
+            Stop::Syscall => {
+                seen += 1;
+                if seen == 2 {
+                    let after = s.regs()?;
+                    if (after.ax() as i64) < 0 {
+                        return Err(Error::Unexpected {
+                            pid: s.pid(),
+                            what: format!(
+                                "munmap of the injection area failed: {}",
+                                after.ax() as i64
+                            ),
+                        });
+                    }
+                    return Ok(s);
+                }
+                r = s.syscall()?;
+            }
+            _ => {
+                r = s.syscall()?;
+            }
+        }
+    }
+}
+
+/// The memory map of `pid` (`/proc/PID/maps`, read by `procfs`).
 pub fn read_maps(pid: i32) -> std::io::Result<Vec<MapsLine>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    Ok(text.lines().filter_map(parse_maps_line).collect())
+    // procfs 0.18 slices a path starting with `/SYSV` as `/SYSVkkkkkkkk` without checking its
+    // length: a mapped file named `/SYSV` (reachable by anyone with a mount namespace of their
+    // own) would panic it. Such a map is an error here instead.
+    let read = std::panic::catch_unwind(|| procfs::process::Process::new(pid)?.maps());
+    match read {
+        Ok(Ok(maps)) => Ok(maps.into_iter().map(|m| maps_line(&m)).collect()),
+        Ok(Err(e)) => Err(proc_error(e)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/maps: a line procfs cannot parse"),
+        )),
+    }
 }
 
-fn parse_maps_line(l: &str) -> Option<MapsLine> {
-    let mut it = l.splitn(6, ' ');
-    let range = it.next()?;
-    let perms = it.next()?.to_owned();
-    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let dev = it.next()?;
-    let inode: u64 = it.next()?.parse().ok()?;
-    let path = it.next().unwrap_or("").trim_start().to_owned();
-    let (s, e) = range.split_once('-')?;
-    let (maj, min) = dev.split_once(':')?;
-    Some(MapsLine {
-        start: u64::from_str_radix(s, 16).ok()?,
-        end: u64::from_str_radix(e, 16).ok()?,
-        perms,
-        offset,
-        dev: (
-            u32::from_str_radix(maj, 16).ok()?,
-            u32::from_str_radix(min, 16).ok()?,
-        ),
-        inode,
+/// A `procfs` error as the I/O error it stands for.
+pub(crate) fn proc_error(e: procfs::ProcError) -> std::io::Error {
+    use procfs::ProcError;
+    match e {
+        ProcError::Io(e, _) => e,
+        ProcError::NotFound(_) => std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+        ProcError::PermissionDenied(_) => {
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
+        }
+        e => std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    }
+}
+
+/// One line of the map as the kernel printed it (the path column as it reads, `[name]` for the
+/// kernel's own mappings, empty for anonymous memory).
+fn maps_line(m: &procfs::process::MemoryMap) -> MapsLine {
+    use procfs::process::MMapPath;
+    let path = match &m.pathname {
+        MMapPath::Path(p) => p.to_string_lossy().into_owned(),
+        MMapPath::Heap => "[heap]".to_owned(),
+        MMapPath::Stack => "[stack]".to_owned(),
+        MMapPath::TStack(tid) => format!("[stack:{tid}]"),
+        MMapPath::Vdso => "[vdso]".to_owned(),
+        MMapPath::Vvar => "[vvar]".to_owned(),
+        MMapPath::Vsyscall => "[vsyscall]".to_owned(),
+        MMapPath::Rollup => "[rollup]".to_owned(),
+        MMapPath::Anonymous => String::new(),
+        // A System V shared memory segment: the kernel prints its key so, always "deleted".
+        MMapPath::Vsys(key) => format!("/SYSV{:08x} (deleted)", *key as u32),
+        MMapPath::Other(name) => format!("[{name}]"),
+    };
+    MapsLine {
+        start: m.address.0,
+        end: m.address.1,
+        perms: m.perms.as_str(),
+        offset: m.offset,
+        dev: (m.dev.0 as u32, m.dev.1 as u32),
+        inode: m.inode,
         path,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Vec<MapsLine> {
+        use procfs::FromBufRead;
+        procfs::process::MemoryMaps::from_buf_read(text.as_bytes())
+            .unwrap()
+            .iter()
+            .map(maps_line)
+            .collect()
+    }
+
     #[test]
     fn maps_lines_parse() {
-        let l = parse_maps_line("7f00aa000000-7f00aa021000 r-xp 00002000 fd:01 123  /usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
-        assert_eq!(l.start, 0x7f00aa000000);
-        assert_eq!(l.perms, "r-xp");
-        assert_eq!(l.offset, 0x2000);
-        assert_eq!(l.dev, (0xfd, 1));
-        assert_eq!(l.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
-        let l = parse_maps_line(
-            "7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]",
-        )
-        .unwrap();
-        assert_eq!(l.path, "[stack]");
-        let l = parse_maps_line("55aa0000-55aa1000 rw-p 00000000 00:00 0 ").unwrap();
-        assert_eq!(l.path, "");
+        let l = parse(
+            "7f00aa000000-7f00aa021000 r-xp 00002000 fd:01 123  /usr/lib/x86_64-linux-gnu/libc.so.6\n",
+        );
+        assert_eq!(l[0].start, 0x7f00aa000000);
+        assert_eq!(l[0].end, 0x7f00aa021000);
+        assert_eq!(l[0].perms, "r-xp");
+        assert_eq!(l[0].offset, 0x2000);
+        assert_eq!(l[0].dev, (0xfd, 1));
+        assert_eq!(l[0].inode, 123);
+        assert_eq!(l[0].path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let l = parse(
+            "7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]\n\
+             55aa0000-55aa1000 rw-p 00000000 00:00 0 \n\
+             7ffd4000-7ffd5000 r--p 00000000 00:00 0                          [vvar_vclock]\n\
+             7ffd5000-7ffd6000 rw-s 00000000 00:01 7 /home/a b/c d (deleted)\n\
+             7ffd6000-7ffd7000 rw-s 00000000 00:01 32768 /SYSV0000abcd (deleted)\n\
+             7ffd7000-7ffd8000 ---p 00000000 00:00 0                          [anon:x y]\n",
+        );
+        let paths: Vec<&str> = l.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "[stack]",
+                "",
+                "[vvar_vclock]",
+                "/home/a b/c d (deleted)",
+                "/SYSV0000abcd (deleted)",
+                "[anon:x y]"
+            ]
+        );
+        assert_eq!(l[3].perms, "rw-s");
+        assert_eq!(l[5].perms, "---p");
+    }
+
+    #[test]
+    fn this_process_maps_are_read() {
+        let me = std::process::id() as i32;
+        let maps = read_maps(me).unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // The same mappings as the kernel prints (the text is read a moment later: compare the
+        // stable part, the executable's own mappings).
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_string_lossy();
+        let ours: Vec<&MapsLine> = maps.iter().filter(|m| m.path == exe).collect();
+        assert!(!ours.is_empty());
+        for m in ours {
+            let line = format!("{:x}-{:x} {} {:08x}", m.start, m.end, m.perms, m.offset);
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(maps.iter().any(|m| m.path == "[stack]"));
     }
 
     #[test]

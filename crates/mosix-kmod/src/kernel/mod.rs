@@ -2,6 +2,7 @@
 //! injection, the seccomp filter and its listener, userfaultfd, and the stub a guest is rebuilt
 //! in. Nothing here knows about nodes, links or the cluster.
 
+pub mod abi;
 pub mod inject;
 pub mod ptrace;
 pub mod seccomp;

@@ -157,13 +157,7 @@ pub enum Stop {
 /// `PTRACE_O_SUSPEND_SECCOMP` (nix has no name for it): the tracee's seccomp filters do not
 /// apply while we trace it, so calls we inject into a migrated process are not trapped by its
 /// own filter. Needs CAP_SYS_ADMIN.
-pub const SUSPEND_SECCOMP: Options = Options::from_bits_retain(0x0020_0000);
-
-/// `PTRACE_LISTEN` (not in every libc crate's list for this target).
-const PTRACE_LISTEN: libc::c_uint = 0x4208;
-
-/// The `PTRACE_EVENT_STOP` event number.
-pub const EVENT_STOP: i32 = 128;
+pub const SUSPEND_SECCOMP: Options = Options::from_bits_retain(libc::PTRACE_O_SUSPEND_SECCOMP);
 
 /// A seized process that runs (or sleeps).
 #[derive(Debug)]
@@ -249,7 +243,7 @@ fn wait_raw(pid: Pid, flags: libc::c_int) -> Result<Waited> {
             let event = (status >> 16) & 0xff;
             return Ok(Waited::Stop(if sig == libc::SIGTRAP | 0x80 {
                 Stop::Syscall
-            } else if event == EVENT_STOP
+            } else if event == libc::PTRACE_EVENT_STOP
                 && [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
             {
                 Stop::Group(Sig(sig))
@@ -372,34 +366,16 @@ impl Running {
     }
 }
 
-/// The size of the kernel's `struct user_regs_struct` on x86_64.
-const REGS_WORDS: usize = 27;
+/// The size of the kernel's `struct user_regs_struct` on x86_64, in words ([`Regs`] holds it).
+const REGS_WORDS: usize = std::mem::size_of::<libc::user_regs_struct>() / 8;
+const _: () = assert!(std::mem::size_of::<libc::user_regs_struct>() == std::mem::size_of::<Regs>());
 
-/// `NT_X86_XSTATE`.
-const NT_X86_XSTATE: libc::c_int = 0x202;
-/// `PTRACE_GETSIGMASK`.
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-/// `PTRACE_SETSIGMASK`.
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
-/// `PTRACE_GET_RSEQ_CONFIGURATION`.
-const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// The size of the kernel's signal set (`addr` of `PTRACE_GETSIGMASK`): one 64-bit word.
+const SIGSET_SIZE: usize = std::mem::size_of::<linux_raw_sys::general::kernel_sigset_t>();
+const _: () = assert!(SIGSET_SIZE == std::mem::size_of::<u64>());
 
-/// `struct ptrace_rseq_configuration` (Linux 5.13): where the rseq area is and how it was
-/// registered.
-#[repr(C)]
-#[derive(Default)]
-struct RseqConfig {
-    /// Address of the registered `struct rseq`.
-    rseq_abi_pointer: u64,
-    /// Its registered length.
-    rseq_abi_size: u32,
-    /// The signature the process registered.
-    signature: u32,
-    /// Registration flags.
-    flags: u32,
-    /// Padding.
-    pad: u32,
-}
+/// `NT_X86_XSTATE`: the regset of the XSAVE area.
+const NT_X86_XSTATE: usize = linux_raw_sys::elf_uapi::NT_X86_XSTATE as usize;
 
 impl Stopped {
     /// The pid.
@@ -459,7 +435,7 @@ impl Stopped {
         };
         self.raw(
             libc::PTRACE_GETREGSET,
-            NT_X86_XSTATE as usize,
+            NT_X86_XSTATE,
             (&raw mut iov).cast(),
             "PTRACE_GETREGSET(NT_X86_XSTATE)",
         )?;
@@ -476,7 +452,7 @@ impl Stopped {
         };
         self.raw(
             libc::PTRACE_SETREGSET,
-            NT_X86_XSTATE as usize,
+            NT_X86_XSTATE,
             (&raw mut iov).cast(),
             "PTRACE_SETREGSET(NT_X86_XSTATE)",
         )?;
@@ -487,8 +463,8 @@ impl Stopped {
     pub fn sigmask(&self) -> Result<u64> {
         let mut m = 0u64;
         self.raw(
-            PTRACE_GETSIGMASK,
-            8,
+            libc::PTRACE_GETSIGMASK,
+            SIGSET_SIZE,
             (&raw mut m).cast(),
             "PTRACE_GETSIGMASK",
         )?;
@@ -499,8 +475,8 @@ impl Stopped {
     pub fn set_sigmask(&self, mask: u64) -> Result<()> {
         let mut m = mask;
         self.raw(
-            PTRACE_SETSIGMASK,
-            8,
+            libc::PTRACE_SETSIGMASK,
+            SIGSET_SIZE,
             (&raw mut m).cast(),
             "PTRACE_SETSIGMASK",
         )?;
@@ -509,10 +485,16 @@ impl Stopped {
 
     /// The rseq registration, if the process has one.
     pub fn rseq(&self) -> Result<Option<Rseq>> {
-        let mut c = RseqConfig::default();
+        let mut c = libc::ptrace_rseq_configuration {
+            rseq_abi_pointer: 0,
+            rseq_abi_size: 0,
+            signature: 0,
+            flags: 0,
+            pad: 0,
+        };
         self.raw(
-            PTRACE_GET_RSEQ_CONFIGURATION,
-            std::mem::size_of::<RseqConfig>(),
+            libc::PTRACE_GET_RSEQ_CONFIGURATION,
+            std::mem::size_of::<libc::ptrace_rseq_configuration>(),
             (&raw mut c).cast(),
             "PTRACE_GET_RSEQ_CONFIGURATION",
         )?;
@@ -540,7 +522,7 @@ impl Stopped {
     /// Leaves a tracee in a group stop stopped, as its parent sees it, until `SIGCONT` (or
     /// `SIGKILL`) wakes it: that is reported as an [`Stop::Event`] stop (`PTRACE_LISTEN`).
     pub fn listen(self) -> Result<Running> {
-        resume(PTRACE_LISTEN, self.pid, None, "PTRACE_LISTEN")?;
+        resume(libc::PTRACE_LISTEN, self.pid, None, "PTRACE_LISTEN")?;
         Ok(Running {
             pid: self.pid,
             _not_send: PhantomData,

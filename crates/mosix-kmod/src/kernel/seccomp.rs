@@ -15,43 +15,38 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use mosix_core::syscalls;
 
-/// `AUDIT_ARCH_X86_64`.
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+use linux_raw_sys::ptrace::{AUDIT_ARCH_X86_64, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP};
+
 /// `SECCOMP_RET_ALLOW`.
-const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 /// `SECCOMP_RET_USER_NOTIF`.
-const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const RET_USER_NOTIF: u32 = libc::SECCOMP_RET_USER_NOTIF;
 /// `SECCOMP_RET_KILL_PROCESS`.
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_KILL_PROCESS: u32 = libc::SECCOMP_RET_KILL_PROCESS;
 /// `SECCOMP_RET_ERRNO` with `ENOSYS`.
-const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
 
-/// `SECCOMP_SET_MODE_FILTER`.
-pub const SET_MODE_FILTER: u64 = 1;
-/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
-pub const FLAG_NEW_LISTENER: u64 = 1 << 3;
-/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`.
-pub const FLAG_WAIT_KILLABLE_RECV: u64 = 1 << 5;
+/// `SECCOMP_SET_MODE_FILTER`, the `seccomp(2)` operation that installs a filter.
+pub const SET_MODE_FILTER: u64 = libc::SECCOMP_SET_MODE_FILTER as u64;
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: `seccomp(2)` returns a listener descriptor.
+pub const FLAG_NEW_LISTENER: u64 = linux_raw_sys::ptrace::SECCOMP_FILTER_FLAG_NEW_LISTENER as u64;
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`: once received, only a fatal signal interrupts.
+pub const FLAG_WAIT_KILLABLE_RECV: u64 =
+    linux_raw_sys::ptrace::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV as u64;
 
-/// One BPF instruction (`struct sock_filter`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    /// Opcode.
-    pub code: u16,
-    /// Jump offset if true.
-    pub jt: u8,
-    /// Jump offset if false.
-    pub jf: u8,
-    /// Constant.
-    pub k: u32,
-}
+/// One BPF instruction (`struct sock_filter`, from `linux-raw-sys`).
+pub type Insn = linux_raw_sys::ptrace::sock_filter;
 
-const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
-const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+/// `BPF_LD | BPF_W | BPF_ABS`: load the 32-bit word at a constant offset of `seccomp_data`.
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+/// `BPF_JMP | BPF_JEQ | BPF_K`.
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+/// `BPF_JMP | BPF_JGE | BPF_K`.
+const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+/// `BPF_JMP | BPF_JSET | BPF_K`.
+const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+/// `BPF_RET | BPF_K`.
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 const fn ld(off: u32) -> Insn {
     Insn {
@@ -74,9 +69,11 @@ const fn jmp(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 }
 
 /// Offsets in `struct seccomp_data`.
-const OFF_NR: u32 = 0;
-const OFF_ARCH: u32 = 4;
-const OFF_ARG3_LO: u32 = 16 + 3 * 8;
+const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+/// The low half of the fourth argument (little-endian).
+const OFF_ARG3_LO: u32 =
+    (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
 
 /// Builds the filter: kill anything that is not x86_64 (a 32-bit `int 0x80` call: its numbers
 /// and layouts are another ABI, which we cannot forward), answer x32 calls `ENOSYS` (as a kernel
@@ -108,11 +105,11 @@ pub fn program() -> Vec<Insn> {
         ));
     }
     // mmap: shared (MAP_SHARED = 1, MAP_SHARED_VALIDATE = 3: bit 0; MAP_PRIVATE is 2) or of a
-    // file (no MAP_ANONYMOUS, 0x20) goes to the supervisor.
+    // file (no MAP_ANONYMOUS) goes to the supervisor.
     p.push(jmp(BPF_JEQ_K, mmap, 0, 3));
     p.push(ld(OFF_ARG3_LO));
-    p.push(jmp(BPF_JSET_K, 0x1, 1, 0));
-    p.push(jmp(BPF_JSET_K, 0x20, 1, 0));
+    p.push(jmp(BPF_JSET_K, libc::MAP_SHARED as u32, 1, 0));
+    p.push(jmp(BPF_JSET_K, libc::MAP_ANONYMOUS as u32, 1, 0));
     p.push(ret(RET_USER_NOTIF));
     p.push(ret(RET_ALLOW));
     p
@@ -151,55 +148,6 @@ pub struct Listener {
     fd: OwnedFd,
 }
 
-// `struct seccomp_notif_sizes`, `seccomp_notif`, `seccomp_notif_resp` and the ioctls.
-const IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
-const IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
-const IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
-const USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
-/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: let the kernel run the call as made.
-const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
-
-/// `struct seccomp_data`.
-#[repr(C)]
-#[derive(Default)]
-struct Data {
-    /// The system call number.
-    nr: i32,
-    /// `AUDIT_ARCH_*`.
-    arch: u32,
-    /// The instruction pointer at the call.
-    instruction_pointer: u64,
-    /// The arguments.
-    args: [u64; 6],
-}
-
-/// `struct seccomp_notif`.
-#[repr(C)]
-#[derive(Default)]
-struct RawNotif {
-    /// Unique id of this notification.
-    id: u64,
-    /// The caller's pid.
-    pid: u32,
-    /// Flags (none defined).
-    flags: u32,
-    /// The call.
-    data: Data,
-}
-
-/// `struct seccomp_notif_resp`.
-#[repr(C)]
-struct RawResp {
-    /// The notification answered.
-    id: u64,
-    /// Return value when `error` is 0.
-    val: i64,
-    /// 0, or a negative errno to return.
-    error: i32,
-    /// `SECCOMP_USER_NOTIF_FLAG_*`.
-    flags: u32,
-}
-
 impl Listener {
     /// Takes ownership of a listener descriptor.
     pub fn from_fd(fd: OwnedFd) -> Listener {
@@ -208,7 +156,6 @@ impl Listener {
 
     /// The descriptor, for poll.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: not needed; AsFd gives the borrow.
         use std::os::fd::AsFd;
         self.fd.as_fd()
     }
@@ -216,12 +163,13 @@ impl Listener {
     /// Asks the kernel to hand the CPU directly from the caller to us and back (Linux 6.6):
     /// without it, each notification costs two cross-CPU wakeups (31 µs here instead of 5).
     pub fn sync_wakeups(&self) -> std::io::Result<()> {
-        // SAFETY: the ioctl reads one u64 flag word from the pointer, a valid local.
+        // SAFETY: SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flag word itself as its argument (not
+        // a pointer); nothing of ours is read or written.
         let r = unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
-                IOCTL_NOTIF_SET_FLAGS,
-                USER_NOTIF_FD_SYNC_WAKE_UP,
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                u64::from(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP),
             )
         };
         if r < 0 {
@@ -233,11 +181,27 @@ impl Listener {
 
     /// Receives the next notification (blocks).
     pub fn recv(&self) -> std::io::Result<Notif> {
-        let mut n = RawNotif::default();
+        let mut n = libc::seccomp_notif {
+            id: 0,
+            pid: 0,
+            flags: 0,
+            data: libc::seccomp_data {
+                nr: 0,
+                arch: 0,
+                instruction_pointer: 0,
+                args: [0; 6],
+            },
+        };
         loop {
             // SAFETY: SECCOMP_IOCTL_NOTIF_RECV fills a `struct seccomp_notif`, which `n` is
             // (zeroed, as the kernel requires), valid for the call.
-            let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), IOCTL_NOTIF_RECV, &raw mut n) };
+            let r = unsafe {
+                libc::ioctl(
+                    self.fd.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_RECV,
+                    &raw mut n,
+                )
+            };
             if r == 0 {
                 break;
             }
@@ -256,7 +220,7 @@ impl Listener {
     }
 
     fn send_raw(&self, id: u64, val: i64, error: i32, flags: u32) -> std::io::Result<()> {
-        let resp = RawResp {
+        let resp = libc::seccomp_notif_resp {
             id,
             val,
             error,
@@ -264,7 +228,13 @@ impl Listener {
         };
         // SAFETY: SECCOMP_IOCTL_NOTIF_SEND reads a `struct seccomp_notif_resp`, which `resp` is,
         // valid for the call.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), IOCTL_NOTIF_SEND, &raw const resp) };
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &raw const resp,
+            )
+        };
         if r < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -297,7 +267,7 @@ impl Listener {
         let r = unsafe {
             libc::ioctl(
                 self.fd.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ADDFD as _,
+                libc::SECCOMP_IOCTL_NOTIF_ADDFD,
                 &raw mut a,
             )
         };
@@ -310,7 +280,7 @@ impl Listener {
 
     /// Lets the kernel run the call as the process made it.
     pub fn allow(&self, id: u64) -> std::io::Result<()> {
-        self.send_raw(id, 0, 0, USER_NOTIF_FLAG_CONTINUE)
+        self.send_raw(id, 0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
     }
 }
 
@@ -352,13 +322,15 @@ mod tests {
     fn jumps_land_on_allow() {
         let p = program();
         let allow = p.len() - 1;
-        assert_eq!(p[allow], ret(RET_ALLOW));
+        let fields = |i: &Insn| (i.code, i.jt, i.jf, i.k);
+        assert_eq!(fields(&p[allow]), fields(&ret(RET_ALLOW)));
         for (i, insn) in p.iter().enumerate() {
             if insn.code == BPF_JEQ_K && insn.jt > 0 && i > 5 && insn.k != libc::SYS_mmap as u32 {
                 assert_eq!(i + 1 + usize::from(insn.jt), allow, "insn {i}");
             }
         }
         assert_eq!(program_bytes(&p).len(), p.len() * 8);
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
     }
 
     /// Runs the program on one call, as the kernel would (the instructions it uses only).

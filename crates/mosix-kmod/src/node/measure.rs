@@ -7,13 +7,17 @@
 //! `/proc/stat` (minus the sampler itself); in a cgroup it is the number of the cgroup's threads
 //! in state `R` (a thread throttled by the CPU quota is still runnable, which is exactly what the
 //! load should count). The service's own threads are never counted.
+//!
+//! The machine's totals — its CPUs and its memory, which bound a cgroup's too — come from
+//! `sysinfo`; the run queue, CPU time and the processes' states from `procfs`.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mosix_core::load::Sample;
 use mosix_core::yardstick;
-use procfs::{Current, CurrentSI};
+use procfs::CurrentSI;
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, System};
 
 use crate::node::cgroup::NodeCgroup;
 
@@ -86,6 +90,8 @@ pub fn cpus_and_speed(machine_cpus: u32, raw_speed: u32, quota: Option<f64>) -> 
 #[derive(Debug)]
 pub struct Measurer {
     scope: Scope,
+    /// The machine's CPUs and memory (`None`: sysinfo could not start; they read as 0).
+    system: Option<System>,
     machine_cpus: u32,
     raw_speed: u32,
     /// `mosctl setspeed` overrides the per-CPU speed.
@@ -99,12 +105,18 @@ pub struct Measurer {
 impl Measurer {
     /// A measurer for `scope`, with this machine's per-CPU speed.
     pub fn new(scope: Scope, raw_speed: u32) -> Measurer {
-        let machine_cpus = procfs::KernelStats::current()
-            .map(|k| u32::try_from(k.cpu_time.len()).unwrap_or(1))
+        let mut system = System::new().ok();
+        let machine_cpus = system
+            .as_mut()
+            .map(|s| {
+                s.refresh_cpu_list(CpuRefreshKind::nothing());
+                u32::try_from(s.cpus().len()).unwrap_or(1)
+            })
             .unwrap_or(1)
             .max(1);
         Measurer {
             scope,
+            system,
             machine_cpus,
             raw_speed,
             speed_override: None,
@@ -177,13 +189,12 @@ impl Measurer {
         }
     }
 
-    fn memory(&self) -> (u64, u64, u64) {
-        let mi = procfs::Meminfo::current().ok();
-        let total = mi.as_ref().map_or(0, |m| m.mem_total);
-        let avail = mi
-            .as_ref()
-            .map_or(0, |m| m.mem_available.unwrap_or(m.mem_free));
-        let free = mi.as_ref().map_or(0, |m| m.mem_free);
+    /// Total, available and free memory of the node, in bytes.
+    fn memory(&mut self) -> (u64, u64, u64) {
+        let (total, avail, free) = self.system.as_mut().map_or((0, 0, 0), |s| {
+            s.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+            (s.total_memory(), s.available_memory(), s.free_memory())
+        });
         match &self.scope {
             Scope::Machine => (total, avail, free),
             Scope::Cgroup(c) => {

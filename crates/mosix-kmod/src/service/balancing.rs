@@ -61,12 +61,12 @@ pub struct Local {
     pub guest: Option<(NodeId, u32)>,
 }
 
+/// The time `pid` has run and waited to run, in nanoseconds (`/proc/PID/schedstat`).
 fn schedstat_ns(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-    let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
-    let run = it.next()??;
-    let wait = it.next()??;
-    Some(run + wait)
+    let s = procfs::process::Process::new(pid)
+        .and_then(|p| p.schedstat())
+        .ok()?;
+    Some(s.sum_exec_runtime + s.run_delay)
 }
 
 impl Tracker {

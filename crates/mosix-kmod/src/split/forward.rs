@@ -22,10 +22,10 @@ use mosix_core::syscalls::{self, Arg, Class, Len, MAX_IO, MAX_PATH};
 
 use crate::kernel::ptrace::Mem;
 
-const EFAULT: i64 = 14;
-const EINVAL: i64 = 22;
-const EBADF: i64 = 9;
-const ENOMEM: i64 = 12;
+const EFAULT: i64 = libc::EFAULT as i64;
+const EINVAL: i64 = libc::EINVAL as i64;
+const EBADF: i64 = libc::EBADF as i64;
+const ENOMEM: i64 = libc::ENOMEM as i64;
 
 /// The most elements of a poll array or an iovec we accept (the kernel's own limits are 1 << 20
 /// open files and IOV_MAX = 1024).
@@ -485,7 +485,7 @@ impl FdTable {
                     libc::SYS_kcmp,
                     self.pid,
                     self.pid,
-                    0, // KCMP_FILE
+                    crate::kernel::abi::KCMP_FILE,
                     fd,
                     other,
                 )

@@ -463,7 +463,9 @@ impl Procs {
     }
 }
 
-/// The command line of a process, or `[comm]` when it has none to show.
+/// The command line of a process, or `[comm]` when it has none to show. Read by hand rather
+/// than with procfs's `Process::cmdline`, which fails on an argument that is not UTF-8: `ps`
+/// shows such a command line (lossily), and so do we.
 pub fn command(pid: i32, comm: &str) -> String {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let s: Vec<String> = cmdline

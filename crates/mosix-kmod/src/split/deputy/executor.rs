@@ -12,7 +12,7 @@ use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::info;
 
-use super::ERESTARTSYS;
+use super::INTERRUPTED;
 use super::tracer::Req;
 use crate::link::channel::{Receiver, Sender};
 use crate::split::forward::{self, FdTable, Plan};
@@ -92,7 +92,7 @@ pub(super) fn executor(
                         in_call.store(false, Ordering::Relaxed);
                         if r.ret == -(libc::EINTR as i64) {
                             // Interrupted for a signal of the process: let its kernel decide.
-                            r.ret = ERESTARTSYS;
+                            r.ret = INTERRUPTED;
                         }
                         r
                     }

@@ -57,7 +57,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {}
 
 /// The answer to a forwarded call interrupted at home: "interrupted; restart it if the
 /// signal's handler says so" (the kernel's `-ERESTARTSYS`).
-const ERESTARTSYS: i64 = -512;
+const INTERRUPTED: i64 = -(crate::kernel::abi::ERESTARTSYS as i64);
 
 /// How long after forwarding a signal a forwarded call blocked at home keeps being interrupted.
 const KICK_FOR_SIGNAL: Duration = Duration::from_millis(100);

@@ -17,10 +17,11 @@ use tracing::{debug, info, warn};
 
 use super::executor::{ExecShared, executor};
 use super::relay::Relay;
-use super::{ERESTARTSYS, HomeEnv, KICK_FOR_SIGNAL, interrupt_signal};
+use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL, interrupt_signal};
 use crate::freezer::freeze::Frozen;
 use crate::freezer::restore;
-use crate::kernel::inject::{self, Area};
+use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
+use crate::kernel::inject::{self, Area, Held, Release};
 use crate::kernel::ptrace::{Mem, Running, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
@@ -147,18 +148,25 @@ impl Deputy {
         let pid = f.tracee.pid();
         let area = f.area;
         let base = f.original_regs;
-        let mut t = f.tracee;
-        let inj = |t: Stopped, nr: i64, args: [u64; 6]| {
-            inject::syscall(t, area.site(), &base, nr, args).map_err(|(_, e)| e.to_string())
+        // On a failure the deputy is left as it is, stopped.
+        let mut t = Held::new(f.tracee, Release::Keep);
+        let inj = |t: &mut Held, nr: i64, args: [u64; 6]| {
+            inject::syscall(t, area.site(), &base, nr, args).map_err(|e| e.to_string())
         };
         if let Some(rs) = f.header.rseq {
             // The kernel would go on writing into the rseq area we are about to unmap.
-            let (t2, _) = inj(
-                t,
+            inj(
+                &mut t,
                 libc::SYS_rseq,
-                [rs.ptr, u64::from(rs.len), 1, u64::from(rs.sig), 0, 0],
+                [
+                    rs.ptr,
+                    u64::from(rs.len),
+                    RSEQ_FLAG_UNREGISTER,
+                    u64::from(rs.sig),
+                    0,
+                    0,
+                ],
             )?;
-            t = t2;
         }
         // Release the user memory: the point of moving a process is that home gets it back.
         let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -169,8 +177,7 @@ impl Deputy {
             }
         }
         for (s, e) in ranges {
-            let (t2, _) = inj(t, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0])?;
-            t = t2;
+            inj(&mut t, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0])?;
         }
         // Catch every signal: a handler address (never run: we suppress the signal at its
         // delivery stop) keeps the kernel from discarding signals whose default is to ignore.
@@ -181,9 +188,13 @@ impl Deputy {
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
                 continue;
             }
-            let (t2, _) = inj(t, libc::SYS_rt_sigaction, [sig, area.scratch(), 0, 8, 0, 0])?;
-            t = t2;
+            inj(
+                &mut t,
+                libc::SYS_rt_sigaction,
+                [sig, area.scratch(), 0, 8, 0, 0],
+            )?;
         }
+        let t = t.disarm().map_err(|e| e.to_string())?;
         t.set_sigmask(0).map_err(|e| e.to_string())?;
         let pause = base.for_syscall(area.site(), libc::SYS_pause as u64, [0; 6]);
         t.set_regs(&pause).map_err(|e| e.to_string())?;
@@ -341,7 +352,7 @@ impl Deputy {
                     }
                     if self.homing || self.relay.is_some() {
                         self.home_req.set_in_deputy_call(false);
-                        let _ = reply.send((ERESTARTSYS, Vec::new()));
+                        let _ = reply.send((INTERRUPTED, Vec::new()));
                         continue;
                     }
                     let out = match self.stop() {
@@ -596,17 +607,18 @@ impl Deputy {
             return Err(e.to_string());
         }
         // Signals that arrive meanwhile (the SIGCONT that woke it) are the process's.
+        let mut held = Held::new(t, Release::Keep);
         match inject::syscall_for_process(
-            t,
+            &mut held,
             self.area.site(),
             &self.pause,
             libc::SYS_rt_sigaction,
             [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
             forwarder(&mut self.out, self.home_req.nudge()),
         ) {
-            Ok((t, _)) => Ok(t),
-            Err((t, e)) => {
-                if let Some(t) = t {
+            Ok(_) => held.disarm().map_err(|e| e.to_string()),
+            Err(e) => {
+                if let Some(t) = held.into_inner() {
                     self.running = t.cont(None).ok();
                 }
                 Err(e.to_string())
@@ -626,8 +638,9 @@ impl Deputy {
                 return (Some(t), (-(libc::EIO as i64), Vec::new()));
             }
         }
-        let (t, ret) = match inject::syscall_for_process(
-            t,
+        let mut held = Held::new(t, Release::Keep);
+        let ret = match inject::syscall_for_process(
+            &mut held,
             self.area.site(),
             &self.pause,
             plan.nr as i64,
@@ -635,11 +648,12 @@ impl Deputy {
             forwarder(&mut self.out, self.home_req.nudge()),
         ) {
             Ok(x) => x,
-            Err((t, e)) => {
+            Err(e) => {
                 warn!("deputy {}: {e}", self.pid);
-                return (t, (-(libc::EIO as i64), Vec::new()));
+                return (held.into_inner(), (-(libc::EIO as i64), Vec::new()));
             }
         };
+        let t = held.into_inner();
         let mut plan = plan;
         for (i, addr, len) in &placed.at {
             let mut b = vec![0u8; *len];
@@ -648,7 +662,7 @@ impl Deputy {
             }
         }
         let outs = plan.outputs(ret);
-        (Some(t), (ret, outs))
+        (t, (ret, outs))
     }
 
     fn end_with_exit(&mut self, status: i32) {
@@ -696,22 +710,13 @@ impl Deputy {
 
     fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), String> {
         let t = self.stop()?;
-        let rest = restore::prepare(t, h, Some(self.area)).map_err(|(t, e)| {
-            if let Some(t) = t {
-                t.kill();
-            }
-            e.to_string()
-        })?;
+        // On a failure the deputy is killed (see `Restorer`).
+        let rest = restore::prepare(t, h, Some(self.area)).map_err(|e| e.to_string())?;
         if let Err(e) = restore::receive_pages(&mut rx, h, &rest) {
-            rest.into_tracee().kill();
+            rest.kill();
             return Err(e);
         }
-        let (t, _) = rest.finish(h, None).map_err(|(t, e)| {
-            if let Some(t) = t {
-                t.kill();
-            }
-            e.to_string()
-        })?;
+        let (t, _) = rest.finish(h, None).map_err(|e| e.to_string())?;
         t.detach(None).map_err(|e| e.to_string())?;
         let _ = self.out.tx.send(&ProcMsg::Started {
             pid: self.pid as u32,

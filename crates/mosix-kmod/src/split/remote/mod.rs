@@ -57,14 +57,16 @@ pub(super) const MOVE_ON_ANSWER: Duration = Duration::from_secs(30);
 /// How long the destination of a direct move waits for home to take its connection.
 pub(super) const REJOIN_ANSWER: Duration = Duration::from_secs(10);
 
-pub(super) const ERESTARTSYS: i64 = -512;
 /// How long after a signal a job-control stop it causes is looked for (a `SIGTSTP` handler
 /// that tidies up for longer stops by a `raise`, which starts the watch again).
 pub(super) const STOP_WATCH: Duration = Duration::from_secs(2);
-pub(super) const ERESTARTNOINTR: i64 = -513;
-pub(super) const ENOSYS: i64 = -38;
-pub(super) const EINVAL: i64 = -22;
-pub(super) const EFAULT: i64 = -14;
+/// `-ERESTARTSYS` as a call's result: interrupted, restart if the signal's handler says so.
+pub(super) const ERESTARTSYS: i64 = -(crate::kernel::abi::ERESTARTSYS as i64);
+/// `-ERESTARTNOINTR` as a call's result: make the call again, whatever happens.
+pub(super) const ERESTARTNOINTR: i64 = -(crate::kernel::abi::ERESTARTNOINTR as i64);
+pub(super) const ENOSYS: i64 = -(libc::ENOSYS as i64);
+pub(super) const EINVAL: i64 = -(libc::EINVAL as i64);
+pub(super) const EFAULT: i64 = -(libc::EFAULT as i64);
 
 /// Takes a process arriving on `stream` from node `from` and supervises it until it ends or
 /// leaves. Runs on its own thread.
@@ -204,30 +206,21 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
     };
     let t0 = std::time::Instant::now();
+    // On a failure the stub is killed (see `Restorer`).
     let rest = match restore::prepare(t, h, None) {
         Ok(r) => r,
-        Err((t, e)) => {
-            if let Some(t) = t {
-                t.kill();
-            }
-            return Err(fail(&mut child, format!("preparing the stub: {e}")));
-        }
+        Err(e) => return Err(fail(&mut child, format!("preparing the stub: {e}"))),
     };
     let t1 = std::time::Instant::now();
     if let Err(e) = restore::receive_pages(rx, h, &rest) {
-        rest.into_tracee().kill();
+        rest.kill();
         return Err(fail(&mut child, e));
     }
     let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
     let (t, lfd) = match rest.finish(h, Some(&filter)) {
         Ok(x) => x,
-        Err((t, e)) => {
-            if let Some(t) = t {
-                t.kill();
-            }
-            return Err(fail(&mut child, format!("restoring: {e}")));
-        }
+        Err(e) => return Err(fail(&mut child, format!("restoring: {e}"))),
     };
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),

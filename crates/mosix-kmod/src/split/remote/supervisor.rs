@@ -649,17 +649,11 @@ impl Supervisor {
 
     /// Whether the process has a signal pending that it will take (not blocked, not ignored).
     fn signal_deliverable(&self) -> bool {
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", self.pid())) else {
+        let Ok(s) = procfs::process::Process::new(self.pid()).and_then(|p| p.status()) else {
             return false;
         };
-        let field = |name: &str| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-                .unwrap_or(0)
-        };
-        let pending = field("SigPnd:") | field("ShdPnd:");
-        pending & !field("SigBlk:") & !field("SigIgn:") != 0
+        let pending = s.sigpnd | s.shdpnd;
+        pending & !s.sigblk & !s.sigign != 0
     }
 
     fn cached(&self, n: &Notif) -> i64 {
