@@ -279,13 +279,5 @@ fn send_away(
             ))));
         }
     };
-    env.procs.update_home(pid, |h| {
-        h.at = Some(to);
-        h.nmigs = header.nmigs;
-        h.moving = false;
-        h.remote_pid = Some(rpid);
-        h.remote_cpu_ms = 0;
-    });
-    done(Ok(to));
-    deputy.serve(rx, tx, env.clone(), header);
+    deputy.serve(rx, tx, env.clone(), header, (to, rpid, done));
 }

@@ -26,7 +26,7 @@ use crate::kernel::ptrace::{Mem, Running, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
-use crate::split::handle::{ComeHomeHandle, Nudge};
+use crate::split::handle::{ComeHomeHandle, MoveDone, Nudge};
 
 /// A result and its output buffers.
 pub(super) type Outcome = (i64, Vec<(u8, Vec<u8>)>);
@@ -224,8 +224,17 @@ impl Deputy {
         })
     }
 
-    /// Serves the process until it ends or comes home.
-    pub(super) fn serve(mut self, rx: Receiver, tx: Sender, env: HomeEnv, header: ImageHeader) {
+    /// Serves the process until it ends or comes home. The move that made it a deputy (to
+    /// `node`, where it runs as `rpid`) is reported done once the deputy answers requests: a
+    /// `migrate PID home` right after it finds the deputy registered.
+    pub(super) fn serve(
+        mut self,
+        rx: Receiver,
+        tx: Sender,
+        env: HomeEnv,
+        header: ImageHeader,
+        (node, rpid, done): (NodeId, u32, MoveDone),
+    ) {
         let (req_tx, req_rx) = mpsc::channel::<Req>();
         let pid = self.pid;
         self.reqs = Some(req_tx);
@@ -234,9 +243,19 @@ impl Deputy {
             let _ = self.out.tx.send(&ProcMsg::Kill);
             self.kill_deputy();
             env.procs.forget_home(pid);
-            return;
+            return done(Err(failure::kernel(format!(
+                "process {pid} lost: cannot start its executor: {e}"
+            ))));
         }
         env.procs.register_deputy(pid, self.home_req.clone());
+        env.procs.update_home(pid, |h| {
+            h.at = Some(node);
+            h.nmigs = header.nmigs;
+            h.moving = false;
+            h.remote_pid = Some(rpid);
+            h.remote_cpu_ms = 0;
+        });
+        done(Ok(node));
         let end = self.tracer(req_rx, &env, &header);
         env.procs.unregister_deputy(pid);
         // A move asked while the process ended or came home is answered now.
