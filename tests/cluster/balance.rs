@@ -401,7 +401,7 @@ fn the_overheads_file_by_hand_or_by_tune_is_used_and_a_wrong_one_is_named() {
     let (ok, said) = c.said(2, "tune", &["-r", "1", "1"]);
     assert!(!ok, "{said}");
     assert!(
-        said.contains("not measured on node 1: node 1 is blocked"),
+        said.contains("not measured on node 1: refused: node 1 is blocked"),
         "{said}"
     );
     let kept = Overheads::parse("kept", &std::fs::read_to_string(&path).unwrap()).unwrap();
