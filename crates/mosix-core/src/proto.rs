@@ -616,10 +616,11 @@ pub enum ProcMsg {
         /// Its pid at the destination.
         pid: u32,
     },
-    /// The destination refused the process; it stays where it was.
+    /// The receiving side did not take the process (a destination, home taking it back, or home
+    /// turning down a rejoin); it stays where it was. What kind of failure, and why.
     Refused {
-        /// Why.
-        reason: String,
+        /// The kind and the reason.
+        failure: crate::moves::MoveFailure,
     },
     /// Remote to home: a forwarded system call.
     Call(Call),

@@ -3,4 +3,5 @@
 //! travels on a process connection ([`crate::link::channel`]).
 
 pub mod freeze;
+pub mod pages;
 pub mod restore;

@@ -200,10 +200,8 @@ impl Node {
                     stream,
                 };
                 if let Err(o) = self.procs.offer_rejoin(pid as i32, offer) {
-                    o.refuse(format!(
-                        "process {pid} is not away from node {}",
-                        self.loaded.me
-                    ));
+                    let me = self.loaded.me;
+                    o.refuse(me, format!("process {pid} is not away from node {me}"));
                 }
             }
             Event::Link(Inbound::Process { from, stream }) => {

@@ -8,6 +8,7 @@ use std::fmt::Display;
 use mosix_core::NodeId;
 use mosix_core::moves::MoveFailure;
 
+use crate::freezer::pages::PagesError;
 use crate::kernel::ptrace;
 
 /// What a ptrace-level error during `what` means for a move of process `pid`.
@@ -38,6 +39,15 @@ pub fn refused(by: NodeId, reason: impl Into<String>) -> MoveFailure {
     MoveFailure::Refused {
         by,
         reason: reason.into(),
+    }
+}
+
+/// Why the pages of an image sent by node `from` did not all arrive at node `me`.
+pub fn pages(me: NodeId, from: NodeId, e: PagesError) -> MoveFailure {
+    match e {
+        PagesError::Link(e) => link_lost(from, format!("receiving the image: {e}")),
+        PagesError::Malformed(what) => refused(me, format!("the image is malformed: {what}")),
+        PagesError::Write(_) | PagesError::Writer(_) => kernel(format!("node {me}: {e}")),
     }
 }
 

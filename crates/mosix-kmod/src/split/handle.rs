@@ -44,10 +44,11 @@ pub struct RejoinOffer {
 }
 
 impl RejoinOffer {
-    /// Turns the offer down, saying why.
-    pub fn refuse(mut self, reason: String) {
+    /// Turns the offer down: home, node `me`, says why.
+    pub fn refuse(mut self, me: NodeId, reason: String) {
         debug!("refusing a rejoin from node {}: {reason}", self.from);
-        let _ = mosix_core::proto::write_frame(&mut self.stream, &ProcMsg::Refused { reason });
+        let failure = crate::split::failure::refused(me, reason);
+        let _ = mosix_core::proto::write_frame(&mut self.stream, &ProcMsg::Refused { failure });
     }
 }
 

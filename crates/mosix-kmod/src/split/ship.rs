@@ -58,7 +58,7 @@ pub fn ship(
             sending: sent - started,
             starting: sent.elapsed(),
         }),
-        Ok(ProcMsg::Refused { reason }) => Err(failure::refused(to, reason)),
+        Ok(ProcMsg::Refused { failure }) => Err(failure),
         Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
         Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
     }

@@ -267,7 +267,7 @@ fn send_away(
         shipped.starting.as_secs_f64() * 1e3
     );
     let header = frozen.header.clone();
-    let deputy = match Deputy::become_(frozen, tx.clone(), env.me) {
+    let deputy = match Deputy::become_(frozen, tx.clone(), env.me, to) {
         Ok(d) => d,
         Err(e) => {
             // It runs there but we cannot stand in for it: end it there, and here.

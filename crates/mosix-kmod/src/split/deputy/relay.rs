@@ -130,12 +130,16 @@ impl Deputy {
             .as_mut()
             .filter(|r| r.node == from && r.pending.is_none())
         else {
-            return o.refuse(format!(
-                "no move of process {pid} to node {from} is under way"
-            ));
+            return o.refuse(
+                self.me,
+                format!("no move of process {pid} to node {from} is under way"),
+            );
         };
         if r.token != o.token {
-            return o.refuse(format!("wrong token for the move of process {pid}"));
+            return o.refuse(
+                self.me,
+                format!("wrong token for the move of process {pid}"),
+            );
         }
         let local_pid = o.local_pid;
         match channel::split(o.stream) {
@@ -214,6 +218,7 @@ impl Deputy {
             self.kill_deputy();
             return Some(TracerEnd::Gone);
         }
+        self.at = node;
         env.procs.update_home(pid, |h| {
             h.at = Some(node);
             h.remote_pid = Some(rpid);

@@ -19,10 +19,10 @@ use super::executor::{ExecShared, executor};
 use super::relay::Relay;
 use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL, interrupt_signal};
 use crate::freezer::freeze::Frozen;
-use crate::freezer::restore;
+use crate::freezer::{pages, restore};
 use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
 use crate::kernel::inject::{self, Area, Held, Release};
-use crate::kernel::ptrace::{Mem, Running, Sig, Stop, Stopped};
+use crate::kernel::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
@@ -120,6 +120,10 @@ fn sigaction_bytes(handler: u64) -> [u8; 32] {
 /// A deputy: the stopped original process, sleeping in pause() run from our area.
 pub(super) struct Deputy {
     pub(super) pid: i32,
+    /// This node (the process's home).
+    pub(super) me: NodeId,
+    /// The node the process runs on.
+    pub(super) at: NodeId,
     pub(super) running: Option<Running>,
     pub(super) area: Area,
     pub(super) pause: Regs,
@@ -144,14 +148,14 @@ pub(super) struct Deputy {
 impl Deputy {
     /// Turns a frozen process that now runs elsewhere into its deputy: releases its memory,
     /// catches every signal, and puts it to sleep.
-    pub(super) fn become_(f: Frozen, tx: Sender, me: NodeId) -> Result<Deputy, String> {
+    pub(super) fn become_(f: Frozen, tx: Sender, me: NodeId, at: NodeId) -> ptrace::Result<Deputy> {
         let pid = f.tracee.pid();
         let area = f.area;
         let base = f.original_regs;
         // On a failure the deputy is left as it is, stopped.
         let mut t = Held::new(f.tracee, Release::Keep);
         let inj = |t: &mut Held, nr: i64, args: [u64; 6]| {
-            inject::syscall(t, area.site(), &base, nr, args).map_err(|e| e.to_string())
+            inject::syscall(t, area.site(), &base, nr, args)
         };
         if let Some(rs) = f.header.rseq {
             // The kernel would go on writing into the rseq area we are about to unmap.
@@ -181,9 +185,7 @@ impl Deputy {
         }
         // Catch every signal: a handler address (never run: we suppress the signal at its
         // delivery stop) keeps the kernel from discarding signals whose default is to ignore.
-        f.mem
-            .write(area.scratch(), &sigaction_bytes(area.start))
-            .map_err(|e| e.to_string())?;
+        f.mem.write(area.scratch(), &sigaction_bytes(area.start))?;
         for sig in 1..=64u64 {
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
                 continue;
@@ -194,11 +196,11 @@ impl Deputy {
                 [sig, area.scratch(), 0, 8, 0, 0],
             )?;
         }
-        let t = t.disarm().map_err(|e| e.to_string())?;
-        t.set_sigmask(0).map_err(|e| e.to_string())?;
+        let t = t.disarm()?;
+        t.set_sigmask(0)?;
         let pause = base.for_syscall(area.site(), libc::SYS_pause as u64, [0; 6]);
-        t.set_regs(&pause).map_err(|e| e.to_string())?;
-        let running = t.cont(None).map_err(|e| e.to_string())?;
+        t.set_regs(&pause)?;
+        let running = t.cont(None)?;
         // Signals that came while it was frozen belong to the process, which is there now.
         let mut out = Outbox {
             tx,
@@ -217,6 +219,8 @@ impl Deputy {
             in_call: Arc::new(AtomicBool::new(false)),
             kick_until: None,
             home_req: ComeHomeHandle::new(pid, me),
+            me,
+            at,
             homing: false,
             job: Job::Running,
             relay: None,
@@ -272,7 +276,7 @@ impl Deputy {
             }));
         }
         for o in self.home_req.take_offers() {
-            o.refuse(format!("process {pid} is no longer away"));
+            o.refuse(env.me, format!("process {pid} is no longer away"));
         }
         match end {
             TracerEnd::Home => env.procs.update_home(pid, |h| {
@@ -315,17 +319,22 @@ impl Deputy {
     }
 
     /// Stops the sleeping deputy, forwarding signals that arrive meanwhile.
-    pub(super) fn stop(&mut self) -> Result<Stopped, String> {
-        let r = self.running.take().ok_or("the deputy is not running")?;
-        r.request_interrupt().map_err(|e| e.to_string())?;
+    pub(super) fn stop(&mut self) -> ptrace::Result<Stopped> {
+        let r = self
+            .running
+            .take()
+            .ok_or_else(|| ptrace::Error::Unexpected {
+                pid: self.pid,
+                what: "the deputy is not running".into(),
+            })?;
+        r.request_interrupt()?;
         r.wait_interrupt(forwarder(&mut self.out, self.home_req.nudge()))
-            .map_err(|e| e.to_string())
     }
 
     /// Puts a stopped deputy back to sleep.
-    pub(super) fn sleep(&mut self, t: Stopped) -> Result<(), String> {
-        t.set_regs(&self.pause).map_err(|e| e.to_string())?;
-        self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
+    pub(super) fn sleep(&mut self, t: Stopped) -> ptrace::Result<()> {
+        t.set_regs(&self.pause)?;
+        self.running = Some(t.cont(None)?);
         Ok(())
     }
 
@@ -457,9 +466,9 @@ impl Deputy {
                     }
                     return match self.come_home(&h, rx) {
                         Ok(()) => TracerEnd::Home,
-                        Err(e) => {
-                            warn!("process {pid} could not come home: {e}; it is lost");
-                            let _ = self.out.tx.send(&ProcMsg::Refused { reason: e });
+                        Err(failure) => {
+                            warn!("process {pid} could not come home: {failure}; it is lost");
+                            let _ = self.out.tx.send(&ProcMsg::Refused { failure });
                             self.kill_deputy();
                             TracerEnd::Gone
                         }
@@ -592,7 +601,7 @@ impl Deputy {
     /// catches every signal, so the signal's default action is put back for the stop, and
     /// the catching handler again when `SIGCONT` wakes it ([`Deputy::catch_again`]). The stop
     /// itself is a group stop that we leave in place with `PTRACE_LISTEN`.
-    fn job_stop(&mut self, sig: Sig) -> Result<(), String> {
+    fn job_stop(&mut self, sig: Sig) -> ptrace::Result<()> {
         debug!("deputy {}: its process stopped by {sig}", self.pid);
         let t = self.stop()?;
         let t = if sig.raw() == libc::SIGSTOP {
@@ -602,12 +611,16 @@ impl Deputy {
         };
         self.sleep(t)?;
         self.job = Job::Stopping(sig);
-        sig.send_to(self.pid).map_err(|e| e.to_string())
+        let pid = self.pid;
+        sig.send_to(pid).map_err(|e| ptrace::Error::Unexpected {
+            pid,
+            what: format!("sending it {sig}: {e}"),
+        })
     }
 
     /// Puts back the catching handler of `sig` in a deputy woken from a job-control stop, and
     /// puts it back to sleep.
-    fn catch_again(&mut self, t: Stopped, sig: Sig) -> Result<(), String> {
+    fn catch_again(&mut self, t: Stopped, sig: Sig) -> ptrace::Result<()> {
         let t = if sig.raw() == libc::SIGSTOP {
             t
         } else {
@@ -617,13 +630,13 @@ impl Deputy {
     }
 
     /// Sets the handler of `sig` in the deputy (0: the default action).
-    fn set_action(&mut self, t: Stopped, sig: Sig, handler: u64) -> Result<Stopped, String> {
+    fn set_action(&mut self, t: Stopped, sig: Sig, handler: u64) -> ptrace::Result<Stopped> {
         if let Err(e) = self
             .mem
             .write(self.area.scratch(), &sigaction_bytes(handler))
         {
-            self.running = Some(t.cont(None).map_err(|e| e.to_string())?);
-            return Err(e.to_string());
+            self.running = Some(t.cont(None)?);
+            return Err(e);
         }
         // Signals that arrive meanwhile (the SIGCONT that woke it) are the process's.
         let mut held = Held::new(t, Release::Keep);
@@ -635,12 +648,12 @@ impl Deputy {
             [sig.raw() as u64, self.area.scratch(), 0, 8, 0, 0],
             forwarder(&mut self.out, self.home_req.nudge()),
         ) {
-            Ok(_) => held.disarm().map_err(|e| e.to_string()),
+            Ok(_) => held.disarm(),
             Err(e) => {
                 if let Some(t) = held.into_inner() {
                     self.running = t.cont(None).ok();
                 }
-                Err(e.to_string())
+                Err(e)
             }
         }
     }
@@ -727,16 +740,23 @@ impl Deputy {
         }
     }
 
-    fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), String> {
-        let t = self.stop()?;
+    fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), MoveFailure> {
+        let pid = self.pid;
+        let t = self
+            .stop()
+            .map_err(|e| failure::kernel(format!("stopping the deputy: {e}")))?;
         // On a failure the deputy is killed (see `Restorer`).
-        let rest = restore::prepare(t, h, Some(self.area)).map_err(|e| e.to_string())?;
-        if let Err(e) = restore::receive_pages(&mut rx, h, &rest) {
+        let rest = restore::prepare(t, h, Some(self.area))
+            .map_err(|e| failure::traced(pid, "preparing the deputy", &e))?;
+        if let Err(e) = pages::receive(&mut rx, h, rest.pages()) {
             rest.kill();
-            return Err(e);
+            return Err(failure::pages(self.me, self.at, e));
         }
-        let (t, _) = rest.finish(h, None).map_err(|e| e.to_string())?;
-        t.detach(None).map_err(|e| e.to_string())?;
+        let (t, _) = rest
+            .finish(h, None)
+            .map_err(|e| failure::traced(pid, "restoring", &e))?;
+        t.detach(None)
+            .map_err(|e| failure::traced(pid, "letting it run", &e))?;
         let _ = self.out.tx.send(&ProcMsg::Started {
             pid: self.pid as u32,
         });

@@ -53,11 +53,9 @@ impl Supervisor {
                     }
                     return Ok(true);
                 }
-                Ok(ProcMsg::Refused { reason }) => {
-                    warn!("home refused {} back: {reason}", self.h.comm);
-                    self.env
-                        .procs
-                        .move_ended(pid, Err(failure::refused(self.h.home, reason)));
+                Ok(ProcMsg::Refused { failure }) => {
+                    warn!("home did not take {} back: {failure}", self.h.comm);
+                    self.env.procs.move_ended(pid, Err(failure));
                     let _ = frozen.thaw();
                     return Ok(false);
                 }

@@ -21,16 +21,18 @@ use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
 use mosix_core::image::ImageHeader;
+use mosix_core::moves::MoveFailure;
 use mosix_core::proto::{LinkMsg, ProcMsg};
 use tracing::{debug, info, warn};
 
 use crate::freezer::freeze;
-use crate::freezer::restore;
+use crate::freezer::{pages, restore};
 use crate::kernel::ptrace::{self, Mem};
 use crate::kernel::seccomp::{self, Listener};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, SharedContext};
 use crate::node::admission::Admission;
+use crate::split::failure;
 use crate::split::iocache::IoCache;
 use crate::split::procs::{Guest, Procs};
 use supervisor::Supervisor;
@@ -89,7 +91,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
             return;
         }
     };
-    match take(&h, &tx, &mut rx, &env) {
+    match take(&h, from, &tx, &mut rx, &env) {
         Ok((guest, listener, child, home_link)) => {
             // Arrived from another remote: from now on it talks to its home on the
             // connection it rejoined with; the one it came on has done its job.
@@ -146,9 +148,12 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
             s.run();
             env.procs.remove_guest(pid);
         }
-        Err(reason) => {
-            warn!("refused process {} from node {from}: {reason}", h.comm);
-            let _ = tx.send(&ProcMsg::Refused { reason });
+        Err(failure) => {
+            warn!(
+                "did not take process {} from node {from}: {failure}",
+                h.comm
+            );
+            let _ = tx.send(&ProcMsg::Refused { failure });
             // The source sends the whole image before it reads the answer: closing now, with
             // its pages unread, would reset the connection and lose the answer with it (the
             // source would only see a broken pipe). Take the rest, then close.
@@ -180,57 +185,77 @@ fn drain(mut s: &std::net::TcpStream, limit: Duration) {
 /// came from another remote — the connection to its home it rejoined with.
 type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
 
-/// Rebuilds the process in a stub; on success it runs under the filter.
-fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Result<Taken, String> {
+/// Rebuilds the process, sent by node `from`, in a stub; on success it runs under the filter.
+fn take(
+    h: &ImageHeader,
+    from: NodeId,
+    tx: &Sender,
+    rx: &mut Receiver,
+    env: &GuestEnv,
+) -> Result<Taken, MoveFailure> {
+    let me = env.me;
     if env.blocked.load(Ordering::Relaxed) {
-        return Err(format!("node {} is blocked: it takes no guests", env.me));
-    }
-    env.admission.admit(h.ceiling)?;
-    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
-    if !missing.is_empty() {
-        return Err(format!(
-            "node {}'s CPU lacks features the process may use: {}",
-            env.me,
-            missing.join(" ")
+        return Err(failure::refused(
+            me,
+            format!("node {me} is blocked: it takes no guests"),
         ));
     }
-    let mut child = crate::kernel::stub::spawn().map_err(|e| format!("starting a stub: {e}"))?;
+    env.admission
+        .admit(h.ceiling)
+        .map_err(|reason| failure::refused(me, reason))?;
+    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
+    if !missing.is_empty() {
+        return Err(failure::refused(
+            me,
+            format!(
+                "node {me}'s CPU lacks features the process may use: {}",
+                missing.join(" ")
+            ),
+        ));
+    }
+    // Everything below is this node's own doing: its failures are kernel errors here.
+    let here =
+        |what: &str, e: &dyn std::fmt::Display| failure::kernel(format!("node {me}: {what}: {e}"));
+    let mut child = crate::kernel::stub::spawn().map_err(|e| here("starting a stub", &e))?;
     let pid = child.id() as i32;
-    let fail = |child: &mut Child, e: String| {
+    let fail = |child: &mut Child, e: MoveFailure| {
         let _ = child.kill();
         let _ = child.wait();
         e
     };
     let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_, _| {})) {
         Ok(t) => t,
-        Err(e) => return Err(fail(&mut child, format!("seizing the stub: {e}"))),
+        Err(e) => return Err(fail(&mut child, here("seizing the stub", &e))),
     };
     let t0 = std::time::Instant::now();
     // On a failure the stub is killed (see `Restorer`).
     let rest = match restore::prepare(t, h, None) {
         Ok(r) => r,
-        Err(e) => return Err(fail(&mut child, format!("preparing the stub: {e}"))),
+        Err(e) => return Err(fail(&mut child, here("preparing the stub", &e))),
     };
     let t1 = std::time::Instant::now();
-    if let Err(e) = restore::receive_pages(rx, h, &rest) {
+    if let Err(e) = pages::receive(rx, h, rest.pages()) {
         rest.kill();
-        return Err(fail(&mut child, e));
+        return Err(fail(&mut child, failure::pages(me, from, e)));
     }
     let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
     let (t, lfd) = match rest.finish(h, Some(&filter)) {
         Ok(x) => x,
-        Err(e) => return Err(fail(&mut child, format!("restoring: {e}"))),
+        Err(e) => return Err(fail(&mut child, here("restoring", &e))),
     };
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),
         Some(Err(e)) => {
             t.kill();
-            return Err(fail(&mut child, format!("taking the listener: {e}")));
+            return Err(fail(&mut child, here("taking the listener", &e)));
         }
         None => {
             t.kill();
-            return Err(fail(&mut child, "the filter gave no listener".into()));
+            return Err(fail(
+                &mut child,
+                here("installing the filter", &"it gave no listener"),
+            ));
         }
     };
     if let Err(e) = listener.sync_wakeups() {
@@ -240,7 +265,7 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         Ok(m) => m,
         Err(e) => {
             t.kill();
-            return Err(fail(&mut child, e.to_string()));
+            return Err(fail(&mut child, here("opening its memory", &e)));
         }
     };
     // From another remote: home must take us before the process runs (see
@@ -256,7 +281,7 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         None => None,
     };
     if let Err(e) = t.detach(None) {
-        return Err(fail(&mut child, format!("starting the process: {e}")));
+        return Err(fail(&mut child, here("starting the process", &e)));
     }
     match tx.send(&ProcMsg::Started { pid: pid as u32 }) {
         Ok(()) => {}
@@ -265,7 +290,12 @@ fn take(h: &ImageHeader, tx: &Sender, rx: &mut Receiver, env: &GuestEnv) -> Resu
         Err(e) if home_link.is_some() => {
             debug!("telling the node it came from that it started: {e}");
         }
-        Err(e) => return Err(format!("telling home: {e}")),
+        Err(e) => {
+            return Err(failure::link_lost(
+                from,
+                format!("telling it the process started: {e}"),
+            ));
+        }
     }
     info!(
         "{} (pid {} at node {}) arrived as pid {pid}: {} MiB; stub ready in {:.1} ms, pages in {:.1} ms, started in {:.1} ms",
@@ -287,28 +317,26 @@ fn rejoin(
     token: u64,
     local_pid: i32,
     env: &GuestEnv,
-) -> Result<(Sender, Receiver), String> {
+) -> Result<(Sender, Receiver), MoveFailure> {
+    let home = h.home;
+    let lost = |what: String| failure::link_lost(home, format!("rejoining its home: {what}"));
     let ctx = link::snapshot(&env.link);
     let first = LinkMsg::Rejoin {
         pid: h.cached.pid,
         token,
         local_pid: local_pid as u32,
     };
-    let s = link::connect_blocking(h.home, &ctx, &first)
-        .map_err(|e| format!("cannot reach its home, node {}: {e}", h.home))?;
-    let (tx, mut rx) =
-        channel::split(s).map_err(|e| format!("connection to its home, node {}: {e}", h.home))?;
+    let s = link::connect_blocking(home, &ctx, &first).map_err(|e| lost(e.to_string()))?;
+    let (tx, mut rx) = channel::split(s).map_err(|e| lost(e.to_string()))?;
     let _ = rx.socket().set_read_timeout(Some(REJOIN_ANSWER));
     match rx.recv() {
         Ok(ProcMsg::Rejoined) => {}
-        Ok(ProcMsg::Refused { reason }) => {
-            return Err(format!("its home, node {}, refused it: {reason}", h.home));
-        }
-        Ok(other) => return Err(format!("its home answered {other:?}")),
-        Err(e) => return Err(format!("its home, node {}, did not answer ({e})", h.home)),
+        Ok(ProcMsg::Refused { failure }) => return Err(failure),
+        Ok(other) => return Err(lost(format!("it answered {other:?}"))),
+        Err(e) => return Err(lost(format!("no answer ({e})"))),
     }
     rx.socket()
         .set_read_timeout(None)
-        .map_err(|e| format!("connection to its home: {e}"))?;
+        .map_err(|e| lost(e.to_string()))?;
     Ok((tx, rx))
 }

@@ -1,0 +1,168 @@
+//! Page arrival: the runs of an image's memory, received off the process connection and
+//! written into the process being rebuilt — by userfaultfd copies into a stub (whole runs at
+//! once, 4 GB/s here), or by `process_vm_writev` into a deputy coming home.
+//!
+//! Receiving and writing overlap: one thread reads the runs off the connection into a few
+//! buffers while a second writes the previous runs into the tracee, so the arrival costs the
+//! slower of the two rather than their sum. Memory stays bounded by [`RUNS_IN_FLIGHT`] buffers
+//! whatever the image says.
+
+use mosix_core::image::ImageHeader;
+use mosix_core::proto::{FrameError, ProcMsg};
+
+use crate::kernel::ptrace::{self, Error};
+use crate::kernel::uffd::Uffd;
+use crate::link::channel::Receiver;
+
+/// How many page runs may be in flight between the thread that receives them and the one that
+/// writes them (each at most [`mosix_core::image::MAX_RUN`] bytes).
+pub const RUNS_IN_FLIGHT: usize = 4;
+
+/// Why the pages of an image did not all arrive.
+#[derive(Debug, thiserror::Error)]
+pub enum PagesError {
+    /// The connection broke, or a frame on it was bad.
+    #[error("receiving the image: {0}")]
+    Link(#[from] FrameError),
+    /// The sender broke the image's own rules (more bytes than announced, a message out of
+    /// place).
+    #[error("the image is malformed: {0}")]
+    Malformed(String),
+    /// Writing into the process failed.
+    #[error("writing its memory: {0}")]
+    Write(#[from] Error),
+    /// The writing thread could not start or died.
+    #[error("the page writer: {0}")]
+    Writer(String),
+}
+
+/// Where the page runs of one restore go. The view can be used from another thread than the
+/// tracer's (nothing in it is a ptrace request).
+#[derive(Debug, Clone, Copy)]
+pub struct Pages<'a> {
+    pid: i32,
+    sink: Option<&'a Uffd>,
+}
+
+impl<'a> Pages<'a> {
+    /// Runs for process `pid`, through the userfaultfd `sink` if there is one.
+    pub(super) fn new(pid: i32, sink: Option<&'a Uffd>) -> Pages<'a> {
+        Pages { pid, sink }
+    }
+
+    /// Writes a run of pages of area `vma`, at `offset` inside it.
+    pub fn write(&self, h: &ImageHeader, vma: u32, offset: u64, data: &[u8]) -> ptrace::Result<()> {
+        let Some(v) = h.vmas.get(vma as usize) else {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run for area {vma}, which the image does not have"),
+            });
+        };
+        let end = offset.checked_add(data.len() as u64);
+        if end.is_none_or(|e| e > v.len()) {
+            return Err(Error::Unexpected {
+                pid: self.pid,
+                what: format!("page run at {offset:#x}+{} runs past its area", data.len()),
+            });
+        }
+        let addr = v.start + offset;
+        let res = match self.sink {
+            Some(u) => u.copy(addr, data),
+            None => write_vm(self.pid, addr, data),
+        };
+        res.map_err(|source| Error::Mem {
+            pid: self.pid,
+            addr,
+            source,
+        })
+    }
+}
+
+/// Writes `data` at `addr` in process `pid` with `process_vm_writev` (the areas are writable
+/// while they are being filled).
+fn write_vm(pid: i32, addr: u64, data: &[u8]) -> std::io::Result<()> {
+    use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+    let mut done = 0;
+    while done < data.len() {
+        let n = process_vm_writev(
+            nix::unistd::Pid::from_raw(pid),
+            &[std::io::IoSlice::new(&data[done..])],
+            &[RemoteIoVec {
+                base: (addr + done as u64) as usize,
+                len: data.len() - done,
+            }],
+        )?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Receives the page runs of an image (after its header) into `pages`, up to `End`.
+pub fn receive(rx: &mut Receiver, h: &ImageHeader, pages: Pages<'_>) -> Result<(), PagesError> {
+    use std::sync::mpsc;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(u32, u64, Vec<u8>)>(RUNS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..RUNS_IN_FLIGHT {
+        let _ = empty_tx.send(Vec::new());
+    }
+    std::thread::scope(|s| {
+        let writer = std::thread::Builder::new()
+            .name("mosix-pages-in".into())
+            .spawn_scoped(s, move || -> Result<(), PagesError> {
+                for (vma, offset, buf) in full_rx {
+                    pages.write(h, vma, offset, &buf)?;
+                    let _ = empty_tx.send(buf);
+                }
+                Ok(())
+            })
+            .map_err(|e| PagesError::Writer(format!("cannot start it: {e}")))?;
+        let mut total = 0u64;
+        // `Err(None)`: the writer stopped (its own error says why).
+        let received = loop {
+            let m = match rx.recv() {
+                Ok(m) => m,
+                Err(e) => break Err(Some(PagesError::Link(e))),
+            };
+            match m {
+                ProcMsg::Pages { vma, offset, len } => {
+                    total += u64::from(len);
+                    if total > h.total_bytes {
+                        break Err(Some(PagesError::Malformed(format!(
+                            "it sends more than the {} bytes it announced",
+                            h.total_bytes
+                        ))));
+                    }
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        break Err(None);
+                    };
+                    buf.resize(len as usize, 0);
+                    if let Err(e) = rx.recv_raw(&mut buf) {
+                        break Err(Some(PagesError::Link(e)));
+                    }
+                    if full_tx.send((vma, offset, buf)).is_err() {
+                        break Err(None);
+                    }
+                }
+                ProcMsg::End => break Ok(()),
+                other => {
+                    break Err(Some(PagesError::Malformed(format!(
+                        "unexpected message {other:?}"
+                    ))));
+                }
+            }
+        };
+        drop(full_tx);
+        drop(empty_rx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(PagesError::Writer("it panicked".into())));
+        match (received, written) {
+            (Ok(()), w) => w,
+            (Err(Some(e)), _) | (Err(None), Err(e)) => Err(e),
+            (Err(None), Ok(())) => Err(PagesError::Writer("it stopped".into())),
+        }
+    })
+}
