@@ -13,7 +13,7 @@ use mosix_core::syscalls::Class;
 use tracing::info;
 
 use super::INTERRUPTED;
-use super::tracer::Req;
+use super::state::Req;
 use crate::link::channel::{Receiver, Sender};
 use crate::split::forward::{self, FdTable, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveAsk};

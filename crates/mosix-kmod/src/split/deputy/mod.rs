@@ -27,6 +27,7 @@
 
 mod executor;
 mod relay;
+mod state;
 mod tracer;
 
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use crate::split::failure;
 use crate::split::handle::MoveDone;
 use crate::split::procs::Procs;
 use crate::split::ship;
-use tracer::Deputy;
+use state::Deputy;
 
 /// The signal that interrupts an executor blocked in a forwarded call (a real-time signal the
 /// C library does not use).

@@ -12,53 +12,11 @@ use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
 use super::HomeEnv;
-use super::tracer::{Deputy, Job, TracerEnd};
+use super::state::{Deputy, Job, REJOIN_GRACE, Relay, TracerEnd};
 use crate::kernel::ptrace::Sig;
-use crate::link::channel::{self, Receiver, Sender};
+use crate::link::channel;
 use crate::split::failure;
-use crate::split::handle::{MoveAsk, MoveDone, RejoinOffer};
-
-/// How long home waits for the destination of a direct move to rejoin after losing the node
-/// the process left (the destination may hold the whole image by then).
-pub(super) const REJOIN_GRACE: Duration = Duration::from_secs(10);
-
-/// A direct move under way (see [`Deputy::start_relay`]).
-pub(super) struct Relay {
-    pub(super) node: NodeId,
-    /// The process (its pid at home).
-    pub(super) pid: i32,
-    pub(super) token: u64,
-    pub(super) done: Option<MoveDone>,
-    /// The destination's connection, once it rejoined: sender, receiver, its pid there.
-    pub(super) pending: Option<(Sender, Receiver, u32)>,
-    /// When the connection to the node the process leaves broke.
-    pub(super) source_lost: Option<Instant>,
-}
-
-impl Relay {
-    fn finish(&mut self, r: Result<NodeId, MoveFailure>) {
-        if let Some(done) = self.done.take() {
-            done(r);
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some((tx, _, _)) = self.pending.take() {
-            // The copy at the destination never became the process: it is ended there.
-            tx.shutdown();
-        }
-        let pid = self.pid.unsigned_abs();
-        self.finish(Err(MoveFailure::Gone {
-            pid,
-            detail: format!(
-                "the move to node {} was abandoned: the process ended or was lost",
-                self.node
-            ),
-        }));
-    }
-}
+use crate::split::handle::{MoveAsk, RejoinOffer};
 
 impl Deputy {
     /// Asks the remote to move on to another node directly: the deputy is re-pointed, the

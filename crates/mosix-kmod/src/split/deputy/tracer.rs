@@ -10,91 +10,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
-use mosix_core::image::{ImageHeader, Regs};
+use mosix_core::image::ImageHeader;
 use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
 use super::executor::{ExecShared, executor};
-use super::relay::Relay;
+use super::state::{Deputy, Job, Outbox, Outcome, Req, TracerEnd};
 use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL, interrupt_signal};
 use crate::freezer::freeze::Frozen;
 use crate::freezer::{pages, restore};
 use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
-use crate::kernel::inject::{self, Area, Held, Release};
-use crate::kernel::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
+use crate::kernel::inject::{self, Held, Release};
+use crate::kernel::ptrace::{self, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveDone, Nudge};
-
-/// A result and its output buffers.
-pub(super) type Outcome = (i64, Vec<(u8, Vec<u8>)>);
-
-/// What the executor asks the tracer.
-pub(super) enum Req {
-    /// Run this call inside the deputy.
-    Call(Box<Plan>, mpsc::Sender<Outcome>),
-    /// The process exited with this status.
-    Exit(i32),
-    /// The process was killed by this signal.
-    Died(i32),
-    /// The process comes home: its image, and the connection to read its pages from.
-    Image(Box<ImageHeader>, Receiver),
-    /// The connection to the remote broke.
-    Lost(String),
-    /// The process stopped (job control): the signal, and the `SIGCONT`s it had seen.
-    Stopped(i32, u32),
-    /// The process runs at the destination of the direct move; the signals it could not take
-    /// on the node it left. The connection to that node ends.
-    Moved(Vec<i32>),
-    /// The direct move failed; the process goes on where it is.
-    MoveFailed(MoveFailure),
-}
-
-/// The deputy's part in job control (see [`Deputy::job_stop`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Job {
-    /// Not stopped.
-    Running,
-    /// The stop signal has been sent to the deputy, with its default action.
-    Stopping(Sig),
-    /// Stopped for its parent; `SIGCONT` wakes it.
-    Stopped(Sig),
-}
-
-/// The connection to the remote, and where the signals that hit the deputy go: to the
-/// remote, or held while a direct move is under way (they then go to wherever the process
-/// ends up).
-pub(super) struct Outbox {
-    pub(super) tx: Sender,
-    /// `SIGCONT`s forwarded to the remote (a stop it reports before it saw the latest one is
-    /// stale).
-    pub(super) conts: u32,
-    /// Signals held during a direct move.
-    pub(super) held: Option<Vec<Sig>>,
-}
-
-impl Outbox {
-    pub(super) fn forward(&mut self, sig: Sig) {
-        if let Some(h) = &mut self.held {
-            h.push(sig);
-            return;
-        }
-        if sig.raw() == libc::SIGCONT {
-            self.conts = self.conts.wrapping_add(1);
-        }
-        let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
-    }
-
-    /// Stops holding signals and forwards those held, after `first`.
-    pub(super) fn release(&mut self, first: impl IntoIterator<Item = Sig>) {
-        let held = self.held.take().unwrap_or_default();
-        for s in first.into_iter().chain(held) {
-            self.forward(s);
-        }
-    }
-}
 
 /// What to do with a signal that stops the deputy while we wait for something else (an
 /// interrupt, an injected call): forward it, unless it is our own nudge.
@@ -115,34 +47,6 @@ fn sigaction_bytes(handler: u64) -> [u8; 32] {
     let mut sa = [0u8; 32];
     sa[..8].copy_from_slice(&handler.to_le_bytes());
     sa
-}
-
-/// A deputy: the stopped original process, sleeping in pause() run from our area.
-pub(super) struct Deputy {
-    pub(super) pid: i32,
-    /// This node (the process's home).
-    pub(super) me: NodeId,
-    /// The node the process runs on.
-    pub(super) at: NodeId,
-    pub(super) running: Option<Running>,
-    pub(super) area: Area,
-    pub(super) pause: Regs,
-    pub(super) mem: Mem,
-    pub(super) out: Outbox,
-    pub(super) executor_tid: Arc<AtomicI32>,
-    pub(super) in_call: Arc<AtomicBool>,
-    /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
-    pub(super) kick_until: Option<Instant>,
-    /// Requests to come home.
-    pub(super) home_req: ComeHomeHandle,
-    /// Home has asked the process back: calls are no longer run here.
-    pub(super) homing: bool,
-    /// Job control.
-    pub(super) job: Job,
-    /// A direct move under way.
-    pub(super) relay: Option<Relay>,
-    /// For the executors this tracer starts (one per connection to a remote).
-    pub(super) reqs: Option<mpsc::Sender<Req>>,
 }
 
 impl Deputy {
@@ -773,11 +677,4 @@ impl Deputy {
         self.out.tx.shutdown();
         Ok(())
     }
-}
-
-pub(super) enum TracerEnd {
-    /// The process runs at home again.
-    Home,
-    /// The process is gone.
-    Gone,
 }
