@@ -388,7 +388,6 @@ async fn serve(
             }
         },
     ));
-    crate::split::deputy::install_interrupt_handler();
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));

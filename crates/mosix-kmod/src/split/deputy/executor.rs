@@ -3,7 +3,7 @@
 //! run inside the deputy, the process's end, its stops and its coming home go to the tracer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -13,16 +13,17 @@ use mosix_core::syscalls::Class;
 use tracing::info;
 
 use super::INTERRUPTED;
-use super::state::Req;
+use super::state::{AgentSlot, Req, current};
+use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS};
 use crate::link::channel::{Receiver, Sender};
-use crate::split::forward::{self, FdTable, Plan};
+use crate::split::forward::{self, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveAsk};
 use crate::split::procs::Procs;
 
 /// What the executor shares with the tracer.
 pub(super) struct ExecShared {
-    /// Its thread id, for the tracer's interrupts.
-    pub(super) tid: Arc<AtomicI32>,
+    /// The agent that makes the calls in the deputy.
+    pub(super) agent: AgentSlot,
     /// It is in a call that may block.
     pub(super) in_call: Arc<AtomicBool>,
     pub(super) procs: Arc<Procs>,
@@ -30,20 +31,6 @@ pub(super) struct ExecShared {
     pub(super) home_req: ComeHomeHandle,
     /// This node.
     pub(super) me: NodeId,
-}
-
-/// The most a read or write on a terminal moves in one call: it runs inside the deputy, through
-/// its scratch area. A terminal may return less than asked, and programs loop.
-const TERMINAL_IO_MAX: u64 = 64 << 10;
-
-fn clamp_terminal_io(c: &mut mosix_core::proto::Call) {
-    let nr = i64::from(c.nr);
-    if (nr == libc::SYS_read || nr == libc::SYS_write) && c.args[2] > TERMINAL_IO_MAX {
-        c.args[2] = TERMINAL_IO_MAX;
-        for (_, b) in &mut c.bufs {
-            b.truncate(TERMINAL_IO_MAX as usize);
-        }
-    }
 }
 
 pub(super) fn executor(
@@ -54,46 +41,27 @@ pub(super) fn executor(
     shared: ExecShared,
 ) {
     let ExecShared {
-        tid,
+        agent,
         in_call,
         procs,
         home_req,
         me,
     } = shared;
-    tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
-    let mut fds = match FdTable::new(pid) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = reqs.send(Req::Lost(format!(
-                "cannot reach the deputy's descriptors: {e}"
-            )));
-            return;
-        }
-    };
     loop {
         match rx.recv() {
-            Ok(ProcMsg::Call(mut c)) => {
-                let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
-                if class == Class::Service
-                    && shape[0] == mosix_core::syscalls::Arg::Fd
-                    && fds.is_terminal(c.args[0] as i32)
-                {
-                    class = Class::Deputy;
-                    clamp_terminal_io(&mut c);
-                }
+            Ok(ProcMsg::Call(c)) => {
+                let (class, _) = forward::shape(u64::from(c.nr), &c.args);
                 let reply = match class {
                     Class::Service => {
-                        in_call.store(true, Ordering::Relaxed);
+                        let agent = current(&agent);
+                        in_call.store(true, Ordering::SeqCst);
                         let mut r = if c.ahead > 0 {
-                            forward::exec_streamed(&c, &mut fds)
+                            forward::exec_streamed(&c, &agent)
                         } else {
-                            forward::exec_service(&c, &mut fds)
+                            forward::exec_service(&c, &agent)
                         };
-                        in_call.store(false, Ordering::Relaxed);
-                        if r.ret == -(libc::EINTR as i64) {
-                            // Interrupted for a signal of the process: let its kernel decide.
-                            r.ret = INTERRUPTED;
-                        }
+                        in_call.store(false, Ordering::SeqCst);
+                        r.ret = interrupted_as_such(r.ret);
                         r
                     }
                     Class::Deputy => match Plan::new(&c) {
@@ -118,10 +86,7 @@ pub(super) fn executor(
                                 }
                             };
                             match done {
-                                Some((ret, outs)) => {
-                                    fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
-                                    Reply { ret, outs, io: 0 }
-                                }
+                                Some((ret, outs)) => Reply { ret, outs, io: 0 },
                                 None => return,
                             }
                         }
@@ -210,5 +175,23 @@ pub(super) fn executor(
                 return;
             }
         }
+    }
+}
+
+/// A call the agent made that a signal interrupted (the tracer kept the kernel from restarting
+/// it, or it was waiting and got EINTR) is answered `-ERESTARTSYS`: the remote kernel then does
+/// what the signal's handler there asks, restart or `EINTR`, as for a native call.
+/// `-ERESTARTNOINTR` (restart whatever happens) goes back as it is.
+fn interrupted_as_such(ret: i64) -> i64 {
+    let interrupted = [
+        -i64::from(libc::EINTR),
+        -i64::from(ERESTARTSYS),
+        -i64::from(ERESTARTNOHAND),
+        -i64::from(ERESTART_RESTARTBLOCK),
+    ];
+    if interrupted.contains(&ret) {
+        INTERRUPTED
+    } else {
+        ret
     }
 }
