@@ -6,7 +6,8 @@
 //! `mosix-diff-probe --list` prints `NAME<TAB>ARGS<TAB>WHAT` for every probe, ARGS being the
 //! comma-separated names of the arguments it takes (`fx` the fixture directory, `sock` the
 //! directory of the root helper's sockets, `rootpid`/`userpid` a process of root / of the same
-//! user, `key` a key of root's, `ext4` a directory on a file system full up to its root reserve).
+//! user, `key` a key of root's, `ext4` a directory on a file system full up to its root reserve,
+//! `quota` a directory on a file system where the user's block quota is 64 KiB).
 //! `mosix-diff-probe [--hold] NAME ARGS...` runs one probe. With `--hold` it reads a line from
 //! stdin before the operation and another (or end of file) after printing, so that the runner
 //! can see where it runs.
@@ -2910,6 +2911,13 @@ fn probes() -> Vec<Probe> {
                 let r = sys::keyctl_buf(11, key, &mut b).map(|_| 0);
                 Ok(format!("describe={} read={}", v(d), v(r)))
             },
+        ),
+        // Disk quotas and the space reserved for root, checked against the writer.
+        p(
+            "edquot_write",
+            &["quota"],
+            "write 1 MiB where nobody's block quota is 64 KiB",
+            |a| write_until_error(&a.p("quota", "file"), 1 << 20),
         ),
         // Disk space reserved for root.
         p(
