@@ -1131,6 +1131,67 @@ fn nl_links() -> Out {
     Ok(format!("{} links={}", ret(r.map(|_| 0)), names.join(",")))
 }
 
+/// A sock_diag dump of the TCP sockets of the network namespace, sent to an explicit
+/// sockaddr_nl{0}: whether it lists any, and whether it shows their marks (INET_DIAG_MARK is
+/// given to senders with CAP_NET_ADMIN).
+fn nl_sock_diag() -> Out {
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const INET_DIAG_MARK: u16 = 15;
+    let fd = fd32(need(
+        sys::socket(libc::AF_NETLINK, libc::SOCK_RAW, NETLINK_SOCK_DIAG),
+        "socket",
+    )?);
+    // struct inet_diag_req_v2: family, protocol, extensions, pad, states, then a zero sockid.
+    let mut body = vec![libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    body.extend_from_slice(&u32::MAX.to_ne_bytes());
+    body.extend_from_slice(&[0u8; 48]);
+    let msg = nl_msg(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, &body);
+    let r = sys::sendto(fd, &msg, Some(&snl()));
+    if r.is_err() {
+        return Ok(ret(r));
+    }
+    let (mut sockets, mut marks) = (0u32, 0u32);
+    let mut buf = vec![0u8; 32768];
+    'outer: for _ in 0..256 {
+        let n = need(sys::recv(fd, &mut buf, 0), "recv")? as usize;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            if len < 16 || off + len > n {
+                break;
+            }
+            if i32::from(ty) == libc::NLMSG_DONE || i32::from(ty) == libc::NLMSG_ERROR {
+                break 'outer;
+            }
+            if ty == SOCK_DIAG_BY_FAMILY {
+                sockets += 1;
+                // struct inet_diag_msg is 72 bytes; attributes follow.
+                let mut a = off + 16 + 72;
+                while a + 4 <= off + len {
+                    let alen = u16::from_ne_bytes([buf[a], buf[a + 1]]) as usize;
+                    let aty = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]) & 0x3fff;
+                    if alen < 4 {
+                        break;
+                    }
+                    if aty == INET_DIAG_MARK {
+                        marks += 1;
+                    }
+                    a += (alen + 3) & !3;
+                }
+            }
+            off += (len + 3) & !3;
+        }
+    }
+    Ok(format!(
+        "{} sockets={} marks={}",
+        ret(r.map(|_| 0)),
+        if sockets > 0 { "listed" } else { "none" },
+        if marks > 0 { "shown" } else { "hidden" }
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // AF_UNIX and credentials.
 
@@ -1627,6 +1688,12 @@ fn probes() -> Vec<Probe> {
                 )?);
                 Ok(ret(sys::sendto(fd, &nl_newaddr(), Some(&snl_to(12345)))))
             },
+        ),
+        p(
+            "nl_sock_diag_marks",
+            NONE,
+            "sock_diag dump of TCP sockets sent to sockaddr_nl{0}: are socket marks shown (CAP_NET_ADMIN of the sender)",
+            |_| nl_sock_diag(),
         ),
         p(
             "nl_getlink_dump",
