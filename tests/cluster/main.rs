@@ -18,4 +18,5 @@ mod sandbox;
 mod setpe_check;
 mod terminal;
 mod tour;
+mod trust;
 mod vcluster;
