@@ -585,6 +585,12 @@ pub struct Reply {
     pub outs: Vec<(u8, Vec<u8>)>,
     /// The answer to [`Call::ahead`]: [`IO_ANSWERED`], [`IO_STREAM`], [`IO_EOF`].
     pub io: u8,
+    /// With [`IO_STREAM`] after a write: how many more bytes may be written behind on the
+    /// descriptor — the room under the process's `RLIMIT_FSIZE` from its offset, and the space
+    /// its file system has for the process, less a margin. A write that does not fit goes home
+    /// at once, so the kernel's answer (a short write, `EFBIG` and `SIGXFSZ`, `ENOSPC`) comes
+    /// at the call where it would come natively.
+    pub room: u64,
 }
 
 /// [`Reply::io`]: home answers a read-ahead or write-behind question.

@@ -460,12 +460,40 @@ pub fn streamable(pid: i32, fd: i32) -> bool {
     true
 }
 
+/// Whether the deputy's `fd` is a file of `/proc`. Such files may answer by *who* asks, not only
+/// with what rights: a write to `/proc/PID/timerslack_ns` is allowed to the task itself and to
+/// others only with `CAP_SYS_NICE`. The agent is another task of the process, so calls on them
+/// run inside the deputy itself (injected, as calls of the deputy class are).
+pub fn on_procfs(pid: i32, fd: i32) -> bool {
+    fd >= 0
+        && nix::sys::statfs::statfs(format!("/proc/{pid}/fd/{fd}").as_str())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+}
+
+/// Cuts the buffers of a call run inside the deputy to what its scratch space carries
+/// comfortably (a read or write may always do less than asked, and programs loop).
+pub fn clamp_for_deputy(c: &mut Call, max: u64) {
+    let (_, shape) = shape(u64::from(c.nr), &c.args);
+    for a in shape {
+        if let Arg::In(Len::Arg(i)) | Arg::Out(Len::Arg(i)) | Arg::InOut(Len::Arg(i)) = a {
+            let i = usize::from(i);
+            if c.args[i] > max {
+                c.args[i] = max;
+                for (_, b) in &mut c.bufs {
+                    b.truncate(max as usize);
+                }
+            }
+        }
+    }
+}
+
 /// The answer to a call the agent could not make (it is gone: the deputy is dying).
 fn agent_gone() -> Reply {
     Reply {
         ret: -(libc::EIO as i64),
         outs: Vec::new(),
         io: 0,
+        room: 0,
     }
 }
 
@@ -479,6 +507,7 @@ pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
                 ret: e,
                 outs: Vec::new(),
                 io: 0,
+                room: 0,
             };
         }
     };
@@ -489,6 +518,7 @@ pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
         ret,
         outs: plan.outputs(ret),
         io: 0,
+        room: 0,
     }
 }
 
@@ -506,6 +536,9 @@ pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
     if !stream || nr != libc::SYS_read {
         let mut r = exec_service(call, agent);
         r.io = IO_ANSWERED | if stream { IO_STREAM } else { 0 };
+        if stream && nr == libc::SYS_write {
+            r.room = write_room(agent, fd);
+        }
         return r;
     }
     let asked = call.args[2].min(MAX_IO as u64) as usize;
@@ -526,6 +559,7 @@ pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
                     ret: r,
                     outs: Vec::new(),
                     io: IO_ANSWERED | IO_STREAM,
+                    room: 0,
                 };
             }
             break;
@@ -543,7 +577,57 @@ pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
         ret: got.min(asked) as i64,
         outs: vec![(1, data)],
         io: IO_ANSWERED | IO_STREAM | if eof { IO_EOF } else { 0 },
+        room: 0,
     }
+}
+
+/// How many more bytes the process may write behind on `fd` (a streamable regular file): what
+/// its `RLIMIT_FSIZE` leaves from the descriptor's offset (the file's end for `O_APPEND`), and
+/// what its file system has free for it (`f_bavail`, the process's own `fstatfs`), less a
+/// margin for the blocks a write needs beyond its bytes. 0 when unsure: the writes then go home
+/// one by one, and the kernel answers each.
+fn write_room(agent: &Agent, fd: i32) -> u64 {
+    let pid = agent.pid();
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+        return 0;
+    };
+    let field = |name: &str, radix: u32| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+    };
+    let (Some(pos), Some(flags)) = (field("pos:", 10), field("flags:", 8)) else {
+        return 0;
+    };
+    let end = if flags & libc::O_APPEND as u64 != 0 {
+        match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(m) => m.len(),
+            Err(_) => return 0,
+        }
+    } else {
+        pos
+    };
+    let fsize = procfs::process::Process::new(pid)
+        .and_then(|p| p.limits())
+        .map(|l| match l.max_file_size.soft_limit {
+            procfs::process::LimitValue::Unlimited => u64::MAX,
+            procfs::process::LimitValue::Value(v) => v,
+        });
+    let Ok(fsize) = fsize else { return 0 };
+    let (buf, _) = agent.data();
+    let size = std::mem::size_of::<libc::statfs>();
+    let Some(0) = agent.call(libc::SYS_fstatfs as u64, [fd as u64, buf, 0, 0, 0, 0]) else {
+        return 0;
+    };
+    let Some(raw) = agent.get(buf, size) else {
+        return 0;
+    };
+    // SAFETY: `raw` holds size_of::<statfs>() bytes the kernel wrote as a `struct statfs`;
+    // every field is a plain integer, so any bytes are a valid value.
+    let st: libc::statfs = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let free = (st.f_bavail as u64).saturating_mul(st.f_bsize as u64);
+    let margin = free / 64 + (64 << 10);
+    fsize.saturating_sub(end).min(free.saturating_sub(margin))
 }
 
 /// Lays the plan out in the agent's buffers, makes the call there and reads the output buffers

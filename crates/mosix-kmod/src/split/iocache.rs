@@ -50,6 +50,8 @@ struct FdIo {
     eof: bool,
     /// The next read-ahead window.
     window: u32,
+    /// How many more bytes may be written behind (home's word, [`Reply::room`]).
+    room: u64,
     /// Bytes written behind, and since when the oldest waits.
     behind: Vec<u8>,
     since: Option<Instant>,
@@ -207,7 +209,8 @@ impl IoCache {
             return WritePlan::Error(e);
         }
         match st.stream {
-            Some(true) if st.unread() == 0 => {
+            Some(true) if st.unread() == 0 && data.len() as u64 <= st.room => {
+                st.room -= data.len() as u64;
                 // One call home carries at most MAX_IO bytes.
                 if !st.behind.is_empty() && st.behind.len() + data.len() > BEHIND_MAX {
                     self.ready.push(Self::take_behind(&mut self.owed, fd, st));
@@ -219,7 +222,10 @@ impl IoCache {
                 }
                 WritePlan::Behind
             }
-            Some(_) => WritePlan::Forward { probe: false },
+            // A streamable descriptor without room left: home writes this one now and says
+            // how much room there is after it.
+            Some(true) => WritePlan::Forward { probe: true },
+            Some(false) => WritePlan::Forward { probe: false },
             None => WritePlan::Forward { probe: true },
         }
     }
@@ -227,7 +233,13 @@ impl IoCache {
     /// Home's answer to a probing `write`.
     pub fn after_write(&mut self, fd: i32, reply: &Reply) {
         if reply.io & IO_ANSWERED != 0 {
-            self.fds.entry(fd).or_default().stream = Some(reply.io & IO_STREAM != 0);
+            let st = self.fds.entry(fd).or_default();
+            st.stream = Some(reply.io & IO_STREAM != 0);
+            st.room = if reply.io & IO_STREAM != 0 {
+                reply.room
+            } else {
+                0
+            };
         }
     }
 
@@ -302,6 +314,7 @@ impl IoCache {
         if reshapes_descriptors(nr) {
             for st in self.fds.values_mut() {
                 st.stream = None;
+                st.room = 0;
             }
         }
         if nr == libc::SYS_close && ret == 0 {
@@ -352,7 +365,27 @@ mod tests {
             ret,
             outs: vec![(1, data)],
             io,
+            room: u64::MAX,
         }
+    }
+
+    #[test]
+    fn writes_wait_behind_only_within_the_room_home_gave() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        assert_eq!(io.write(1, b"a", now), WritePlan::Forward { probe: true });
+        // 5 bytes of room left (a file size limit, or a nearly full disk).
+        let mut r = reply(1, vec![], IO_ANSWERED | IO_STREAM);
+        r.room = 5;
+        io.after_write(1, &r);
+        assert_eq!(io.write(1, b"bcd", now), WritePlan::Behind);
+        assert_eq!(io.write(1, b"ef", now), WritePlan::Behind);
+        // The next byte would pass it: home writes it now, and the kernel answers there.
+        assert_eq!(io.write(1, b"g", now), WritePlan::Forward { probe: true });
+        let mut r = reply(-i64::from(libc::EFBIG), vec![], IO_ANSWERED | IO_STREAM);
+        r.room = 0;
+        io.after_write(1, &r);
+        assert_eq!(io.write(1, b"h", now), WritePlan::Forward { probe: true });
     }
 
     const FD_SHAPE: [Arg; 6] = [

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mosix_core::NodeId;
 use mosix_core::proto::{ProcMsg, Reply};
-use mosix_core::syscalls::Class;
+use mosix_core::syscalls::{Arg, Class};
 use tracing::info;
 
 use super::INTERRUPTED;
@@ -33,6 +33,9 @@ pub(super) struct ExecShared {
     pub(super) me: NodeId,
 }
 
+/// The most a buffer of a call run inside the deputy moves (its scratch space holds 252 KiB).
+const DEPUTY_IO_MAX: u64 = 64 << 10;
+
 pub(super) fn executor(
     pid: i32,
     mut rx: Receiver,
@@ -49,8 +52,15 @@ pub(super) fn executor(
     } = shared;
     loop {
         match rx.recv() {
-            Ok(ProcMsg::Call(c)) => {
-                let (class, _) = forward::shape(u64::from(c.nr), &c.args);
+            Ok(ProcMsg::Call(mut c)) => {
+                let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
+                if class == Class::Service
+                    && shape[0] == Arg::Fd
+                    && forward::on_procfs(pid, c.args[0] as i32)
+                {
+                    class = Class::Deputy;
+                    forward::clamp_for_deputy(&mut c, DEPUTY_IO_MAX);
+                }
                 let reply = match class {
                     Class::Service => {
                         let agent = current(&agent);
@@ -86,7 +96,12 @@ pub(super) fn executor(
                                 }
                             };
                             match done {
-                                Some((ret, outs)) => Reply { ret, outs, io: 0 },
+                                Some((ret, outs)) => Reply {
+                                    ret,
+                                    outs,
+                                    io: 0,
+                                    room: 0,
+                                },
                                 None => return,
                             }
                         }
@@ -94,12 +109,14 @@ pub(super) fn executor(
                             ret: e,
                             outs: Vec::new(),
                             io: 0,
+                            room: 0,
                         },
                     },
                     _ => Reply {
                         ret: -(libc::ENOSYS as i64),
                         outs: Vec::new(),
                         io: 0,
+                        room: 0,
                     },
                 };
                 if tx.send(&ProcMsg::Reply(reply)).is_err() {

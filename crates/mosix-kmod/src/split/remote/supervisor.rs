@@ -464,6 +464,7 @@ impl Supervisor {
                         ret: bytes.len() as i64,
                         outs: vec![(1, bytes)],
                         io: 0,
+                        room: 0,
                     };
                     let ret = match forward::write_back(&m, &r, &self.mem) {
                         Ok(()) => r.ret,
