@@ -100,6 +100,8 @@ pub struct Tunables {
     pub node: NodeTunables,
     /// Default decay of per-process statistics.
     pub decay: DecayTunables,
+    /// Processes of other nodes running here.
+    pub guests: GuestTunables,
 }
 
 /// `[gossip]` of `mosix.toml`.
@@ -169,6 +171,38 @@ impl Default for NodeTunables {
         }
     }
 }
+
+/// `[guests]` of `mosix.toml`: how this node runs the processes of other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestTunables {
+    /// Take processes of root as guests: a process with uid 0, or in a set-id state (its real,
+    /// effective and saved ids not all the same). Default false: they are refused, with that
+    /// reason, and run at home.
+    pub accept_root: bool,
+    /// Guests run as a host uid and gid of their own, this base plus their local pid: ids no
+    /// account of this node may have, so that no local user — not even one with the uid of a
+    /// guest's owner — can signal, trace or read a guest. Default 2000000000 (the range
+    /// 2000000000..2004194304 is then reserved).
+    pub id_base: u32,
+    /// The memory all guests together may use, in bytes (their own cgroup's limit). Default:
+    /// no limit beyond the node's.
+    pub memory_max: Option<u64>,
+}
+
+impl Default for GuestTunables {
+    fn default() -> Self {
+        GuestTunables {
+            accept_root: false,
+            id_base: 2_000_000_000,
+            memory_max: None,
+        }
+    }
+}
+
+/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit machines): guests' ids are
+/// [`GuestTunables::id_base`] plus a pid below it.
+pub const PID_MAX_LIMIT: u32 = 4 << 20;
 
 /// `[decay]` of `mosix.toml`, also set with `mosctl setdecay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +353,25 @@ impl Tunables {
             return Err(format!(
                 "node.sample_ms = {} is out of range 10..10000",
                 self.node.sample_ms
+            ));
+        }
+        let g = &self.guests;
+        if g.id_base < 65_536
+            || g.id_base
+                .checked_add(PID_MAX_LIMIT)
+                .is_none_or(|e| e >= u32::MAX - 1)
+        {
+            return Err(format!(
+                "guests.id_base = {} is out of range 65536..{} (guests run as the base plus a pid, ids no account may have)",
+                g.id_base,
+                u32::MAX - 2 - PID_MAX_LIMIT
+            ));
+        }
+        if let Some(m) = g.memory_max
+            && m < 16 << 20
+        {
+            return Err(format!(
+                "guests.memory_max = {m} is below 16 MiB (16777216)"
             ));
         }
         self.decay.validate()

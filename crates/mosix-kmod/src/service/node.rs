@@ -240,6 +240,7 @@ impl Node {
             blocked: Arc::clone(&self.blocked),
             link: Arc::clone(&self.link.ctx),
             admission: Arc::clone(&self.balancing.admission),
+            guests: self.loaded.tunables.guests.clone(),
         }
     }
 

@@ -43,6 +43,10 @@ pub fn shape(nr: u64, args: &[u64; 6]) -> (Class, [Arg; 6]) {
         let (c, a) = syscalls::fcntl_class(args[1]);
         class = c;
         shape[2] = a;
+    } else if nr == libc::SYS_prctl as u64 {
+        let (c, a) = syscalls::prctl_class(args[0]);
+        class = c;
+        shape[1] = a;
     }
     (class, shape)
 }

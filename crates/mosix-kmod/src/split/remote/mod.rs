@@ -35,6 +35,7 @@ use crate::node::admission::Admission;
 use crate::split::failure;
 use crate::split::iocache::IoCache;
 use crate::split::procs::{Guest, Procs};
+use mosix_core::config::GuestTunables;
 use supervisor::Supervisor;
 
 /// What a guest's supervisor needs from its node.
@@ -51,6 +52,8 @@ pub struct GuestEnv {
     pub link: SharedContext,
     /// The node's consent to automatic moves.
     pub admission: Arc<Admission>,
+    /// How guests are run here (`[guests]` of mosix.toml).
+    pub guests: GuestTunables,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
@@ -194,6 +197,24 @@ fn take(
     env: &GuestEnv,
 ) -> Result<Taken, MoveFailure> {
     let me = env.me;
+    // The image is checked before anything is built from it.
+    if h.rejoin.is_none() && h.home != from {
+        return Err(failure::refused(
+            me,
+            format!(
+                "node {from} sent a process whose home it says is node {}: only a process's home, or a node it runs on moving it on, may send it",
+                h.home
+            ),
+        ));
+    }
+    if !env.guests.accept_root && runs_as_root(&h.creds) {
+        return Err(failure::refused(
+            me,
+            format!(
+                "node {me} takes no processes of root or in a set-id state (guests.accept_root in its mosix.toml)"
+            ),
+        ));
+    }
     if env.blocked.load(Ordering::Relaxed) {
         return Err(failure::refused(
             me,
@@ -240,10 +261,21 @@ fn take(
     }
     let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
-    let (t, lfd) = match rest.finish(h, Some(&filter)) {
+    // The guest's own host ids: no account has them, so no local user can touch it.
+    let id = env.guests.id_base.saturating_add(pid.unsigned_abs());
+    let setup = restore::StubSetup {
+        filter: &filter,
+        uid: id,
+        gid: id,
+    };
+    let (t, lfd) = match rest.finish(h, Some(&setup)) {
         Ok(x) => x,
         Err(e) => return Err(fail(&mut child, here("restoring", &e))),
     };
+    if let Err(why) = locked_down(pid, id) {
+        t.kill();
+        return Err(fail(&mut child, here("locking the guest down", &why)));
+    }
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),
         Some(Err(e)) => {
@@ -308,6 +340,55 @@ fn take(
         t2.elapsed().as_secs_f64() * 1e3
     );
     Ok((mem, listener, child, home_link))
+}
+
+/// Whether credentials carried in an image are root's, or in a set-id state (real, effective and
+/// saved ids not all the same: a set-uid or set-gid program).
+fn runs_as_root(c: &mosix_core::image::Creds) -> bool {
+    c.uid.contains(&0)
+        || c.uid.iter().any(|u| *u != c.uid[0])
+        || c.gid.iter().any(|g| *g != c.gid[0])
+}
+
+/// Checks, from `/proc`, what the lock-down of stub `pid` must have left: every id `id`, no
+/// capability in any set, no supplementary group, no_new_privs.
+fn locked_down(pid: i32, id: u32) -> Result<(), String> {
+    let s = procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .map_err(|e| e.to_string())?;
+    let ids_ok = [
+        s.ruid, s.euid, s.suid, s.fuid, s.rgid, s.egid, s.sgid, s.fgid,
+    ]
+    .iter()
+    .all(|x| *x == id);
+    let caps_ok = [
+        s.capinh,
+        s.capprm,
+        s.capeff,
+        s.capbnd.unwrap_or(0),
+        s.capamb.unwrap_or(0),
+    ]
+    .iter()
+    .all(|c| *c == 0);
+    let nnp = s.nonewprivs == Some(1);
+    if ids_ok && caps_ok && s.groups.is_empty() && nnp {
+        Ok(())
+    } else {
+        Err(format!(
+            "it kept rights: uids {}/{}/{}/{}, capabilities {:x}/{:x}/{:x}/{:x}/{:x}, groups {:?}, no_new_privs {:?}",
+            s.ruid,
+            s.euid,
+            s.suid,
+            s.fuid,
+            s.capinh,
+            s.capprm,
+            s.capeff,
+            s.capbnd.unwrap_or(0),
+            s.capamb.unwrap_or(0),
+            s.groups,
+            s.nonewprivs
+        ))
+    }
 }
 
 /// Connects to the home of a process that arrives from another remote and has home take the
