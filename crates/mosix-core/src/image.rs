@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 5;
+pub const IMAGE_VERSION: u32 = 6;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -350,7 +350,14 @@ pub struct ImageHeader {
     /// Set when the image goes from one remote node straight to another: the token with
     /// which the destination rejoins the process's home ([`crate::proto::LinkMsg::Rejoin`]).
     pub rejoin: Option<u64>,
+    /// Errors of writes behind the program has not heard yet, by descriptor (`fd`, `errno`):
+    /// they travel with it to the next remote node, where its next call on the descriptor
+    /// reports them.
+    pub write_errors: Vec<(i32, i32)>,
 }
+
+/// The most write errors an image carries (one per descriptor).
+pub const MAX_WRITE_ERRORS: usize = 1024;
 
 /// Why an image is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -401,6 +408,7 @@ impl ImageHeader {
         bound("groups", self.creds.groups.len(), MAX_GROUPS)?;
         bound("CPU flags", self.cpu_flags.len(), MAX_CPU_FLAGS)?;
         bound("resource limits", self.rlimits.len(), MAX_RLIMITS)?;
+        bound("write errors", self.write_errors.len(), MAX_WRITE_ERRORS)?;
         let mut last_end = 0u64;
         for v in &self.vmas {
             if v.is_empty() || v.start % 4096 != 0 || v.end % 4096 != 0 {
@@ -628,6 +636,7 @@ mod tests {
             cached: Cached::default(),
             total_bytes: 0,
             rejoin: None,
+            write_errors: Vec::new(),
         };
         assert!(h.validate().is_ok());
         h.vmas.push(vma(0x2000, 0x5000));

@@ -591,6 +591,10 @@ pub struct Reply {
     /// at once, so the kernel's answer (a short write, `EFBIG` and `SIGXFSZ`, `ENOSPC`) comes
     /// at the call where it would come natively.
     pub room: u64,
+    /// With [`IO_ANSWERED`]: which file the descriptor is (its device and inode, folded into
+    /// one number; 0 unknown), so that the remote can tell two descriptors of one file from two
+    /// files: a write through one drops what was read ahead through the other.
+    pub file: u64,
 }
 
 /// [`Reply::io`]: home answers a read-ahead or write-behind question.
@@ -697,6 +701,16 @@ pub enum ProcMsg {
     /// Home to the destination of a direct move: home takes this connection as the process's
     /// (it becomes the one home listens to once the source reports [`ProcMsg::Moved`]).
     Rejoined,
+    /// Remote to home: a write behind on `fd` failed with `errno`, and the program can no
+    /// longer hear it (it exits, goes home, or the descriptor is closed or replaced without a
+    /// call that could report it): home logs it with the file's path, so it is never lost
+    /// silently.
+    WriteFailed {
+        /// The descriptor.
+        fd: i32,
+        /// The error.
+        errno: i32,
+    },
     /// Remote to home: the process stopped (job control) by `sig`, after it had been sent
     /// `conts` `SIGCONT`s from home; home stops the deputy the same way, so the parent's
     /// `wait` sees it (a stop report older than home's latest `SIGCONT` is stale).

@@ -417,10 +417,9 @@ impl Plan {
 /// ahead and its writes written behind (see [`exec_streamed`]). Asked of `/proc` (the file's
 /// type and flags, and `kcmp` against every other descriptor), never of a duplicate.
 pub fn streamable(pid: i32, fd: i32) -> bool {
-    if fd < 0 {
+    let Some((regular, _)) = identity(pid, fd) else {
         return false;
-    }
-    let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|m| m.is_file());
+    };
     if !regular {
         return false;
     }
@@ -491,6 +490,18 @@ pub fn clamp_for_deputy(c: &mut Call, max: u64) {
     }
 }
 
+/// Which file the deputy's `fd` is: whether it is a regular file, and its device and inode
+/// folded into one number ([`Reply::file`]).
+pub fn identity(pid: i32, fd: i32) -> Option<(bool, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if fd < 0 {
+        return None;
+    }
+    let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let id = m.dev().rotate_left(32) ^ m.ino();
+    Some((m.is_file(), id.max(1)))
+}
+
 /// The answer to a call the agent could not make (it is gone: the deputy is dying).
 fn agent_gone() -> Reply {
     Reply {
@@ -498,6 +509,7 @@ fn agent_gone() -> Reply {
         outs: Vec::new(),
         io: 0,
         room: 0,
+        file: 0,
     }
 }
 
@@ -512,6 +524,7 @@ pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
                 outs: Vec::new(),
                 io: 0,
                 room: 0,
+                file: 0,
             };
         }
     };
@@ -523,6 +536,7 @@ pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
         outs: plan.outputs(ret),
         io: 0,
         room: 0,
+        file: 0,
     }
 }
 
@@ -536,10 +550,12 @@ pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
 pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
     let fd = call.args[0] as i32;
     let stream = streamable(agent.pid(), fd);
+    let file = identity(agent.pid(), fd).map_or(0, |(_, id)| id);
     let nr = i64::from(call.nr);
     if !stream || nr != libc::SYS_read {
         let mut r = exec_service(call, agent);
         r.io = IO_ANSWERED | if stream { IO_STREAM } else { 0 };
+        r.file = file;
         if stream && nr == libc::SYS_write {
             r.room = write_room(agent, fd);
         }
@@ -564,6 +580,7 @@ pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
                     outs: Vec::new(),
                     io: IO_ANSWERED | IO_STREAM,
                     room: 0,
+                    file,
                 };
             }
             break;
@@ -582,6 +599,7 @@ pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
         outs: vec![(1, data)],
         io: IO_ANSWERED | IO_STREAM | if eof { IO_EOF } else { 0 },
         room: 0,
+        file,
     }
 }
 

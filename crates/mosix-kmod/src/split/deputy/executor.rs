@@ -8,16 +8,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use mosix_core::NodeId;
-use mosix_core::proto::{ProcMsg, Reply};
+use mosix_core::proto::{IO_STREAM, ProcMsg, Reply};
 use mosix_core::syscalls::{Arg, Class};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::INTERRUPTED;
 use super::state::{AgentSlot, Req, current};
 use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS};
+use crate::kernel::agent::Agent;
 use crate::link::channel::{Receiver, Sender};
 use crate::split::forward::{self, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveAsk};
+use crate::split::keeper::Keeper;
 use crate::split::procs::Procs;
 
 /// What the executor shares with the tracer.
@@ -50,6 +52,9 @@ pub(super) fn executor(
         home_req,
         me,
     } = shared;
+    // Duplicates of the descriptors written behind, to finish their writes should the deputy
+    // die first.
+    let mut keeper = Keeper::default();
     loop {
         match rx.recv() {
             Ok(ProcMsg::Call(mut c)) => {
@@ -64,6 +69,10 @@ pub(super) fn executor(
                 let reply = match class {
                     Class::Service => {
                         let agent = current(&agent);
+                        let nr = i64::from(c.nr);
+                        let fd = c.args[0] as i32;
+                        let kept = nr == libc::SYS_write && keeper.keeps(fd);
+                        let before = kept.then(|| keeper.offset(fd)).flatten();
                         in_call.store(true, Ordering::SeqCst);
                         let mut r = if c.ahead > 0 {
                             forward::exec_streamed(&c, &agent)
@@ -71,6 +80,30 @@ pub(super) fn executor(
                             forward::exec_service(&c, &agent)
                         };
                         in_call.store(false, Ordering::SeqCst);
+                        if kept && !agent.alive() {
+                            // The deputy is gone, and these are bytes the program was told
+                            // were written: what the agent did not write is written here.
+                            let data = c.bufs.iter().find(|(i, _)| *i == 1).map(|(_, b)| &b[..]);
+                            let data = data.unwrap_or(&[]);
+                            let done = match (before, keeper.offset(fd)) {
+                                (Some(b), Some(a)) if a >= b => ((a - b) as usize).min(data.len()),
+                                _ => 0,
+                            };
+                            let more = keeper.write(fd, &data[done..]);
+                            r.ret = if more < 0 && done == 0 {
+                                more
+                            } else {
+                                (done as i64) + more.max(0)
+                            };
+                        }
+                        if kept && c.ahead == 0 && agent.alive() {
+                            // Bytes written behind: the program was told all were written, so
+                            // a short write is finished, and what stops it is the error.
+                            r.ret = finish_behind(&c, r.ret, &agent);
+                        }
+                        if nr == libc::SYS_write && r.io & IO_STREAM != 0 {
+                            keeper.grant(pid, fd);
+                        }
                         r.ret = interrupted_as_such(r.ret);
                         r
                     }
@@ -95,12 +128,16 @@ pub(super) fn executor(
                                     Err(mpsc::RecvTimeoutError::Disconnected) => break None,
                                 }
                             };
+                            if let Some((ret, _)) = &done {
+                                keeper.after_deputy_call(u64::from(c.nr), &c.args, *ret);
+                            }
                             match done {
                                 Some((ret, outs)) => Reply {
                                     ret,
                                     outs,
                                     io: 0,
                                     room: 0,
+                                    file: 0,
                                 },
                                 None => return,
                             }
@@ -110,6 +147,7 @@ pub(super) fn executor(
                             outs: Vec::new(),
                             io: 0,
                             room: 0,
+                            file: 0,
                         },
                     },
                     _ => Reply {
@@ -117,6 +155,7 @@ pub(super) fn executor(
                         outs: Vec::new(),
                         io: 0,
                         room: 0,
+                        file: 0,
                     },
                 };
                 if tx.send(&ProcMsg::Reply(reply)).is_err() {
@@ -170,6 +209,14 @@ pub(super) fn executor(
                     });
                 }
             }
+            Ok(ProcMsg::WriteFailed { fd, errno }) => {
+                let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .map_or_else(|_| format!("descriptor {fd}"), |p| p.display().to_string());
+                warn!(
+                    "process {pid}: a write to {path} failed ({}) after the program was told it was done; it ended, left or closed the descriptor before it could hear it",
+                    nix::errno::Errno::from_raw(errno)
+                );
+            }
             Ok(ProcMsg::Stopped { sig, conts }) => {
                 let _ = reqs.send(Req::Stopped(sig, conts));
             }
@@ -193,6 +240,34 @@ pub(super) fn executor(
             }
         }
     }
+}
+
+/// Finishes a write behind that the kernel cut short (`done` of its bytes written): writes the
+/// rest, until all is written or an error says why not. Returns the bytes written in all, or
+/// the error when it stopped the write before its end (the remote reports it to the program).
+fn finish_behind(c: &mosix_core::proto::Call, done: i64, agent: &Agent) -> i64 {
+    let Some(data) = c.bufs.iter().find(|(i, _)| *i == 1).map(|(_, b)| b) else {
+        return done;
+    };
+    let mut done = match usize::try_from(done) {
+        Ok(d) => d,
+        Err(_) => return done,
+    };
+    while done < data.len() {
+        let rest = mosix_core::proto::Call {
+            nr: c.nr,
+            args: [c.args[0], 0, (data.len() - done) as u64, 0, 0, 0],
+            bufs: vec![(1, data[done..].to_vec())],
+            ahead: 0,
+        };
+        let r = forward::exec_service(&rest, agent);
+        match r.ret {
+            n if n > 0 => done += n as usize,
+            0 => return -i64::from(libc::EIO),
+            e => return e,
+        }
+    }
+    done as i64
 }
 
 /// A call the agent made that a signal interrupted (the tracer kept the kernel from restarting

@@ -52,6 +52,9 @@ fn sigaction_bytes(handler: u64) -> [u8; 32] {
     sa
 }
 
+/// How long a deputy killed at home waits for its remote to send the writes it held behind.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 impl Deputy {
     /// Turns a frozen process that now runs elsewhere into its deputy: releases its memory,
     /// catches every signal, and puts it to sleep.
@@ -289,20 +292,25 @@ impl Deputy {
     /// Forwards the signals that stopped the agent (they are the process's, or our nudges),
     /// keeping a call they interrupted from being restarted here: it ends `-ERESTARTSYS` and
     /// the remote kernel decides, as for a native call. Notices the agent's end.
-    fn poll_agent(&mut self) {
+    fn poll_agent(&mut self) -> bool {
         loop {
             let Some(r) = self.agent_run.take() else {
-                return;
+                return false;
             };
+            if r.has_ended() {
+                // Not reaped: see `Deputy::killed_at_home`.
+                self.agent_run = Some(r);
+                return true;
+            }
             let s = match r.try_wait() {
                 Err(r) => {
                     self.agent_run = Some(r);
-                    return;
+                    return false;
                 }
                 Ok(Ok(s)) => s,
                 Ok(Err(_)) => {
                     current(&self.agent).mark_dead();
-                    return;
+                    return false;
                 }
             };
             let resumed = match s.stop {
@@ -325,6 +333,45 @@ impl Deputy {
                 Err(_) => current(&self.agent).mark_dead(),
             }
         }
+    }
+
+    /// The deputy was killed at home (`kill -9`: its agent ended without being asked, which only
+    /// a death of the whole process does). Its end is not seen by anyone yet: the leader of a
+    /// thread group is reaped only after its traced threads, and the agent waits, unreaped,
+    /// here. Meanwhile the remote is told, kills its copy and sends the writes it still held
+    /// behind; the executor writes them on its duplicates ([`crate::split::keeper`]). Once the
+    /// remote is done (its connection ends) or [`FLUSH_WAIT`] has passed, the agent is reaped
+    /// and the process's death shows: its parent sees it only after every byte the program
+    /// was told it wrote is in its file.
+    fn killed_at_home(&mut self, reqs: &mpsc::Receiver<Req>) -> TracerEnd {
+        let pid = self.pid;
+        current(&self.agent).mark_dead();
+        let _ = self.out.tx.send(&ProcMsg::Kill);
+        let deadline = Instant::now() + FLUSH_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reqs.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(Req::Call(_, reply)) => {
+                    let _ = reply.send((-i64::from(libc::EIO), Vec::new()));
+                }
+                Ok(Req::Lost(_) | Req::Exit(_) | Req::Died(_) | Req::Image(..)) => break,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    warn!(
+                        "process {pid} killed at home: its node did not finish its writes within {} s",
+                        FLUSH_WAIT.as_secs()
+                    );
+                    break;
+                }
+            }
+        }
+        self.reap_agent();
+        if let Some(r) = self.running.take() {
+            let _ = r.wait();
+        }
+        info!("process {pid} was killed at home; its writes are in");
+        TracerEnd::Gone
     }
 
     /// After a call run inside the deputy: if it changed the deputy's credentials (a forwarded
@@ -499,6 +546,9 @@ impl Deputy {
                     };
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.poll_agent() {
+                        return self.killed_at_home(&reqs);
+                    }
                     if let Some(end) = self.poll_signals() {
                         return end;
                     }
@@ -539,7 +589,6 @@ impl Deputy {
 
     /// Forwards signals that stopped the deputy; notices its death.
     fn poll_signals(&mut self) -> Option<TracerEnd> {
-        self.poll_agent();
         loop {
             let r = self.running.take()?;
             match r.try_wait() {

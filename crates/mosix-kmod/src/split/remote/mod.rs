@@ -132,6 +132,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                     return;
                 }
             };
+            let io = IoCache::with_errors(&h.write_errors);
             let mut s = Supervisor {
                 env: env.clone(),
                 move_to: None,
@@ -146,7 +147,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
                 come_home: false,
                 watch_stop_until: None,
                 conts: 0,
-                io: IoCache::default(),
+                io,
             };
             s.run();
             env.procs.remove_guest(pid);
