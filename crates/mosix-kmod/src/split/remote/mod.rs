@@ -32,6 +32,7 @@ use crate::kernel::seccomp::{self, Listener};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, SharedContext};
 use crate::node::admission::Admission;
+use crate::node::guests::GuestCgroup;
 use crate::split::failure;
 use crate::split::iocache::IoCache;
 use crate::split::procs::{Guest, Procs};
@@ -54,6 +55,8 @@ pub struct GuestEnv {
     pub admission: Arc<Admission>,
     /// How guests are run here (`[guests]` of mosix.toml).
     pub guests: GuestTunables,
+    /// The guests' cgroup (`None`: this node takes no guests).
+    pub cgroup: Option<Arc<GuestCgroup>>,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
@@ -216,6 +219,12 @@ fn take(
             ),
         ));
     }
+    let Some(cgroup) = env.cgroup.as_ref() else {
+        return Err(failure::refused(
+            me,
+            format!("node {me} cannot contain guests (no cgroup of their own: see its log)"),
+        ));
+    };
     if env.blocked.load(Ordering::Relaxed) {
         return Err(failure::refused(
             me,
@@ -245,6 +254,14 @@ fn take(
         let _ = child.wait();
         e
     };
+    // Into the guests' cgroup before anything of the guest is built: its memory is charged
+    // there, under the guests' limit.
+    if let Err(e) = cgroup.add(pid) {
+        return Err(fail(
+            &mut child,
+            here("putting it in the guests' cgroup", &e),
+        ));
+    }
     let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_, _| {})) {
         Ok(t) => t,
         Err(e) => return Err(fail(&mut child, here("seizing the stub", &e))),
