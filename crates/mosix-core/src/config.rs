@@ -380,9 +380,9 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// The 1-based line of byte `offset` of `text`.
+/// The 1-based line of byte `offset` of `text`; the end of the text is on its last line.
 fn line_at(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
+    let end = offset.min(text.len().saturating_sub(1));
     text.as_bytes()[..end]
         .iter()
         .filter(|&&b| b == b'\n')
@@ -521,6 +521,9 @@ mod tests {
             e("[link]\nprot = 1\n"),
             "/etc/mosix/mosix.toml:2: unknown field `prot`, expected `port` or `connect_timeout_ms`"
         );
+        // An error at the end of the file is on its last line, not after it.
+        let eof = e("[node]\ncgroup = \"\"\"abc\n");
+        assert!(eof.starts_with("/etc/mosix/mosix.toml:2: "), "{eof}");
         assert!(
             e("[gossip\n").starts_with("/etc/mosix/mosix.toml:1: "),
             "{}",
