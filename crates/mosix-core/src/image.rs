@@ -270,6 +270,17 @@ pub struct Creds {
     pub groups: Vec<u32>,
 }
 
+impl Creds {
+    /// Whether these are root's credentials (any uid 0) or in a set-id state (real, effective
+    /// and saved ids not all the same: a set-uid or set-gid program): what a node refuses as a
+    /// guest unless its `guests.accept_root` says otherwise.
+    pub fn root_or_setid(&self) -> bool {
+        self.uid.contains(&0)
+            || self.uid.iter().any(|u| *u != self.uid[0])
+            || self.gid.iter().any(|g| *g != self.gid[0])
+    }
+}
+
 /// One resource limit (`getrlimit(2)`): the resource number, the soft and the hard limit
 /// (`u64::MAX` = unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

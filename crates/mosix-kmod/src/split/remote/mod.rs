@@ -211,7 +211,7 @@ fn take(
             ),
         ));
     }
-    if !env.guests.accept_root && runs_as_root(&h.creds) {
+    if !env.guests.accept_root && h.creds.root_or_setid() {
         return Err(failure::refused(
             me,
             format!(
@@ -358,14 +358,6 @@ fn take(
         t2.elapsed().as_secs_f64() * 1e3
     );
     Ok((mem, listener, child, home_link))
-}
-
-/// Whether credentials carried in an image are root's, or in a set-id state (real, effective and
-/// saved ids not all the same: a set-uid or set-gid program).
-fn runs_as_root(c: &mosix_core::image::Creds) -> bool {
-    c.uid.contains(&0)
-        || c.uid.iter().any(|u| *u != c.uid[0])
-        || c.gid.iter().any(|g| *g != c.gid[0])
 }
 
 /// Checks, from `/proc`, what the lock-down of stub `pid` must have left: every id `id`, no
