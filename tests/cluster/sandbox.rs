@@ -59,24 +59,10 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
     });
     listener.set_nonblocking(true).unwrap();
 
-    // The guest belongs to an unprivileged user at home.
+    // The guest belongs to an unprivileged user at home (as every job: root's are not taken).
     let port = PORT.to_string();
     let mut child = c
-        .command(
-            1,
-            "mosrun",
-            &[
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-c",
-                HOSTILE,
-                DATA,
-                &port,
-            ],
-        )
+        .job(1, &["/usr/bin/python3", "-c", HOSTILE, DATA, &port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
