@@ -137,10 +137,12 @@ const MOSRUN_NAMES: &[&str] = &[
     "fastdecay",
 ];
 
+static USER_TOOLS: OnceLock<UserTools> = OnceLock::new();
+
 /// The suite's programs jobs run, where `nobody` can run them: the build directory if it can
-/// reach it, otherwise copies made once per test run (see [`vcluster::UserTools`]).
+/// reach it, otherwise copies made once per test run (see [`vcluster::UserTools`]), removed
+/// when the run ends (or, if it was killed, by the next run).
 pub fn user_tools() -> &'static UserTools {
-    static USER_TOOLS: OnceLock<UserTools> = OnceLock::new();
     USER_TOOLS.get_or_init(|| {
         let t = UserTools::new(tools(), JOB_TOOLS)
             .unwrap_or_else(|e| panic!("making the tools usable by nobody: {e:#}"));
@@ -150,9 +152,22 @@ pub fn user_tools() -> &'static UserTools {
                 tools().display(),
                 t.dir().display()
             );
+            // SAFETY: atexit(3) only records the function; `remove_user_tools` is an
+            // `extern "C"` function that cannot unwind (it ignores every error) and only touches
+            // the static above, which lives until the process ends.
+            if unsafe { libc::atexit(remove_user_tools) } != 0 {
+                eprintln!("{} will be removed by the next run", t.dir().display());
+            }
         }
         t
     })
+}
+
+/// Removes the copies of the tools at the end of the test run (a static is never dropped).
+extern "C" fn remove_user_tools() {
+    if let Some(t) = USER_TOOLS.get().filter(|t| t.copied()) {
+        let _ = std::fs::remove_dir_all(t.dir());
+    }
 }
 
 /// The path at which `nobody` runs the suite's program `name` (mosrun, mosix-probe,
