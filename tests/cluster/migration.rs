@@ -541,15 +541,18 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     // mosrun -2: the program starts on node 2; runon NODE is the same.
     let links = user_dir();
     let mosrun = user_tool("mosrun").to_string_lossy().into_owned();
-    assert!(
-        c.user_command(
+    let out = c
+        .user_command(
             1,
             &mosrun,
-            &["--install-links", links.path().to_str().unwrap()]
+            &["--install-links", links.path().to_str().unwrap()],
         )
-        .status()
-        .unwrap()
-        .success()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     for argv in [
         vec![mosrun.clone(), "-2".into()],
