@@ -14,6 +14,7 @@ mod frames;
 mod gossip;
 mod loopback;
 mod migration;
+mod root_jobs;
 mod sandbox;
 mod setpe_check;
 mod terminal;

@@ -21,18 +21,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mosix_tests::{TestCluster, require_root, serial, tool};
+use mosix_tests::{NOBODY, TestCluster, require_root, serial, user_tool};
 
 const NAME: &str = "probes";
 /// The fixtures, inside node 1.
 const FX: &str = "/tmp/mdp";
 /// The root helper's sockets, inside node 1.
 const SOCK: &str = "/tmp/mds";
-/// Where the binaries go when nobody cannot reach the build directory.
-const BIN_COPY: &str = "/run/mosix-diff-probes-bin";
 /// The modification time of every fixture, to see which ones a probe changed.
 const FIXED: u64 = 1_000_000_000;
-const NOBODY: u32 = 65534;
 /// The group of the setgid fixture directory (not one of nobody's).
 const SGID_GROUP: u32 = 4242;
 /// How long one run may take.
@@ -52,61 +49,6 @@ fn sh(prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The probe binary and mosrun, where `nobody` can run them: the build directory itself if
-/// every directory above it is searchable by others, otherwise copies (removed on drop).
-struct Bins {
-    probe: PathBuf,
-    mosrun: PathBuf,
-    copied: bool,
-}
-
-fn usable_by_others(p: &Path) -> bool {
-    let mode = |p: &Path| fs::metadata(p).map_or(0, |m| m.permissions().mode());
-    mode(p) & 0o005 == 0o005 && p.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
-}
-
-impl Bins {
-    fn new() -> Bins {
-        let probe = tool("mosix-diff-probe");
-        let mosrun = tool("mosrun");
-        if usable_by_others(&probe) && usable_by_others(&mosrun) {
-            return Bins {
-                probe,
-                mosrun,
-                copied: false,
-            };
-        }
-        let dir = Path::new(BIN_COPY);
-        let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir).unwrap();
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = |p: &Path| {
-            let to = dir.join(p.file_name().unwrap());
-            fs::copy(p, &to).unwrap();
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
-            to
-        };
-        let b = Bins {
-            probe: copy(&probe),
-            mosrun: copy(&mosrun),
-            copied: true,
-        };
-        assert!(
-            usable_by_others(&b.probe),
-            "{BIN_COPY} is not usable by others"
-        );
-        b
-    }
-}
-
-impl Drop for Bins {
-    fn drop(&mut self) {
-        if self.copied {
-            let _ = fs::remove_dir_all(BIN_COPY);
-        }
-    }
-}
-
 /// One probe as `--list` describes it.
 struct ProbeSpec {
     name: String,
@@ -114,8 +56,11 @@ struct ProbeSpec {
     what: String,
 }
 
-fn probe_list(bins: &Bins) -> Vec<ProbeSpec> {
-    let out = Command::new(&bins.probe).arg("--list").output().unwrap();
+fn probe_list() -> Vec<ProbeSpec> {
+    let out = Command::new(user_tool("mosix-diff-probe"))
+        .arg("--list")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()
@@ -147,13 +92,13 @@ struct Target {
 
 impl Target {
     fn start(c: &TestCluster, as_nobody: bool) -> Target {
-        let mut args = vec![];
-        if as_nobody {
-            args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-        }
-        args.extend(["sleep", "600"]);
-        let child = c
-            .command(1, "setpriv", &args)
+        // Both through setpriv, so that both are seen the same way while it starts.
+        let mut cmd = if as_nobody {
+            c.user_command(1, "sleep", &["600"])
+        } else {
+            c.command(1, "setpriv", &["sleep", "600"])
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -850,26 +795,24 @@ fn node_text(n: Option<u64>) -> String {
 
 /// Runs one probe as nobody at node 1, natively or under `mosrun -2`, holding it before and
 /// after its operation to see where it is. Returns its outcome, where it was, and its stderr.
-fn run_probe(
-    w: &mut World,
-    bins: &Bins,
-    spec: &ProbeSpec,
-    migrated: bool,
-) -> (Outcome, Where, String) {
+fn run_probe(w: &mut World, spec: &ProbeSpec, migrated: bool) -> (Outcome, Where, String) {
     let c = w.c;
     w.reset();
     let before = w.snapshot();
     let values: Vec<String> = spec.args.iter().map(|a| w.arg(a)).collect();
-    let probe = bins.probe.to_str().unwrap().to_owned();
-    let mosrun = bins.mosrun.to_str().unwrap().to_owned();
-    let mut args: Vec<&str> = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let probe = user_tool("mosix-diff-probe");
+    let mut args: Vec<&str> = vec![];
     if migrated {
-        args.extend([mosrun.as_str(), "-2"]);
+        args.push("-2");
     }
-    args.extend([probe.as_str(), "--hold", spec.name.as_str()]);
+    args.extend([probe.to_str().unwrap(), "--hold", spec.name.as_str()]);
     args.extend(values.iter().map(String::as_str));
-    let mut child = c
-        .command(1, "setpriv", &args)
+    let mut cmd = if migrated {
+        c.job(1, &args)
+    } else {
+        c.user_command(1, args[0], &args[1..])
+    };
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -963,8 +906,7 @@ fn differential_probes_give_the_same_answers_natively_and_migrated() {
     let _g = serial();
     let c = TestCluster::up(NAME, 2, |s| s.private_dirs = vec![PathBuf::from("/tmp")]);
     c.wait_all_up();
-    let bins = Bins::new();
-    let specs = probe_list(&bins);
+    let specs = probe_list();
     assert!(specs.len() >= 60, "only {} probes", specs.len());
     let mut w = World::new(&c);
 
@@ -979,8 +921,8 @@ fn differential_probes_give_the_same_answers_natively_and_migrated() {
             skipped.push(format!("{}: {why}", spec.name));
             continue;
         }
-        let (native, _, nerr) = run_probe(&mut w, &bins, spec, false);
-        let (migrated, at, merr) = run_probe(&mut w, &bins, spec, true);
+        let (native, _, nerr) = run_probe(&mut w, spec, false);
+        let (migrated, at, merr) = run_probe(&mut w, spec, true);
         let same = native == migrated;
         let place = format!("{} → {}", node_text(at.before), node_text(at.after));
         if at.before != Some(2) {
