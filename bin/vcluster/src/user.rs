@@ -65,12 +65,7 @@ impl Cluster {
     }
 }
 
-/// Whether a user who is neither owner nor in the group may run `p`: it is readable and
-/// executable by others, and every directory above it searchable by others.
-pub fn others_can_run(p: &Path) -> bool {
-    let mode = |p: &Path| fs::metadata(p).map_or(0, |m| m.permissions().mode());
-    mode(p) & 0o005 == 0o005 && p.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
-}
+pub use mosix_core::cli::others_can_run;
 
 /// Programs of the suite where the unprivileged user can run them: their own directory if it
 /// can, otherwise copies in `COPIES/PID` (removed when this is dropped).
@@ -189,46 +184,5 @@ mod tests {
                 "sort"
             ]
         );
-    }
-
-    #[test]
-    fn others_can_run_needs_every_directory_above_searchable() {
-        let d = tempfile_dir();
-        if !d
-            .ancestors()
-            .all(|a| fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-        {
-            // The temporary directory itself is out of others' reach: nothing to tell here.
-            fs::remove_dir_all(&d).unwrap();
-            return;
-        }
-        let inner = d.join("inner");
-        fs::create_dir(&inner).unwrap();
-        let prog = inner.join("prog");
-        fs::write(&prog, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(&inner, fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(others_can_run(&prog));
-        fs::set_permissions(&inner, fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(!others_can_run(&prog));
-        fs::set_permissions(&inner, fs::Permissions::from_mode(0o711)).unwrap();
-        assert!(others_can_run(&prog));
-        fs::set_permissions(&prog, fs::Permissions::from_mode(0o750)).unwrap();
-        assert!(!others_can_run(&prog));
-        assert!(!others_can_run(&inner.join("missing")));
-        fs::remove_dir_all(&d).unwrap();
-    }
-
-    /// A fresh directory under the system's temporary directory.
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "vcluster-user-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir(&d).unwrap();
-        d
     }
 }
