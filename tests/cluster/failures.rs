@@ -48,7 +48,28 @@ fn a_dead_or_vanished_remote_ends_the_process_at_home_with_a_reason() {
     // Node 2's service is killed while the process runs there.
     let (child, pid) = start_long_job(&c);
     assert!(c.migrate(pid, "2").contains("node 2"));
+    let rpid = c
+        .row(pid)
+        .and_then(|r| r["remote_pid"].as_u64())
+        .expect("its pid on node 2");
     c.cluster.stop_node(2, true).unwrap();
+    // Its guest dies with the service (the death signal, armed after the guest's credentials
+    // were set), within 2 s, whatever its owner (here nobody).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{rpid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    assert!(
+        c.eventually(Duration::from_secs(2), gone),
+        "the guest {rpid} outlived node 2's service by 2 s"
+    );
     let st = ends_within(child, REPORT_BOUND, "node 2's service killed");
     assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
     let log = c.log(1);

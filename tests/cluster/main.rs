@@ -21,3 +21,4 @@ mod terminal;
 mod tour;
 mod trust;
 mod vcluster;
+mod writes;

@@ -1,6 +1,7 @@
 //! Step 3, sandbox: a guest cannot open, read or connect to anything of the node it runs on,
 //! and runs there with no more privileges than its owner has at home: as a host user of its
-//! own, with no group and no capability.
+//! own, with no group and no capability; a local user with its owner's uid cannot signal, trace or
+//! read it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -38,6 +39,40 @@ resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 r["uid"] = os.getuid()
 print(json.dumps(r), flush=True)
 sys.stdin.readline()
+"#;
+
+/// What a local user tries on a guest (its pid on the node is the argument).
+const TOUCH: &str = r#"
+import ctypes, json, os, sys
+pid = int(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+r = {"uid": os.getuid()}
+try:
+    os.kill(pid, 0)
+    r["kill"] = "allowed"
+except OSError as e:
+    r["kill"] = e.errno
+# PTRACE_ATTACH (16) and PTRACE_SEIZE (0x4206).
+for name, req in (("ptrace", 16), ("seize", 0x4206)):
+    r[name] = ctypes.get_errno() if libc.ptrace(req, pid, None, None) == -1 else "attached"
+try:
+    with open("/proc/%d/mem" % pid, "rb") as f:
+        f.seek(4096)
+        f.read(8)
+    r["mem"] = "read"
+except OSError as e:
+    r["mem"] = e.errno
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(8)
+local = iovec(ctypes.cast(buf, ctypes.c_void_p), 8)
+remote = iovec(0x400000, 8)
+libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                                  ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+n = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+r["vm_read"] = ctypes.get_errno() if n == -1 else "read"
+print(json.dumps(r))
 "#;
 
 #[test]
@@ -107,6 +142,26 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
         assert_eq!(field(cap), "0000000000000000", "{cap} {status}");
     }
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+
+    // A local user of node 2 with the uid of the guest's owner can neither signal it, nor
+    // trace it, nor read its memory: the guest's host uid is not theirs.
+    let local = c
+        .user_command(2, "/usr/bin/python3", &["-c", TOUCH, &rpid.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&local.stdout);
+    let touched: serde_json::Value = serde_json::from_str(said.trim())
+        .unwrap_or_else(|e| panic!("{e}: {said:?} {}", String::from_utf8_lossy(&local.stderr)));
+    assert_eq!(touched["uid"], 65534, "{touched}");
+    assert_eq!(touched["kill"], libc::EPERM, "{touched}");
+    assert_eq!(touched["ptrace"], libc::EPERM, "{touched}");
+    assert_eq!(touched["seize"], libc::EPERM, "{touched}");
+    assert!(touched["mem"].is_number(), "{touched}");
+    assert_eq!(touched["vm_read"], libc::EPERM, "{touched}");
+    assert!(
+        std::fs::metadata(format!("/proc/{rpid}")).is_ok(),
+        "it still runs"
+    );
 
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     line.clear();

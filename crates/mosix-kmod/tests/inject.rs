@@ -182,3 +182,30 @@ fn a_guard_dropped_on_a_restore_error_path_kills_the_process() {
     );
     assert!(child.wait().is_err(), "already reaped");
 }
+
+/// A tracee in a ptrace stop has not ended: `waitid(WEXITED)` reports the stops of a traced
+/// child too (the kernel implies `WUNTRACED` for tracees), and a tracer that took one for an
+/// end once declared a live process killed and waited forever for it to die.
+#[test]
+fn a_stopped_tracee_has_not_ended_and_a_dead_one_has() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let t = ptrace::seize(pid, Options::empty()).unwrap();
+    assert!(!t.has_ended(), "a running tracee");
+    t.request_interrupt().unwrap();
+    // The stop is there to be collected, and it is not an end.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!t.has_ended(), "a tracee in a ptrace stop");
+    let s = t.wait().unwrap();
+    let t = s.cont(None).unwrap();
+    child.kill().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !t.has_ended() {
+        assert!(std::time::Instant::now() < deadline, "the end never showed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Not reaped by looking: the end is still there for wait.
+    assert!(t.has_ended());
+    assert!(t.wait().is_err(), "a dead tracee gives no stop");
+    let _ = child.wait();
+}

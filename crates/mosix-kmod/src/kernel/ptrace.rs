@@ -331,8 +331,16 @@ impl Running {
                 libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
             )
         };
+        // For a traced child, wait reports its ptrace stops even without WSTOPPED (the kernel
+        // implies WUNTRACED for tracees): a stopped tracee is a CLD_TRAPPED answer here, not an
+        // end. Only the codes of an end count.
         // SAFETY: si_pid is filled for the CLD_* codes waitid reports; zero when nothing did.
-        r == 0 && unsafe { info.si_pid() } != 0
+        r == 0
+            && unsafe { info.si_pid() } != 0
+            && matches!(
+                info.si_code,
+                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+            )
     }
 
     /// Asks for a stop (`PTRACE_INTERRUPT`) without waiting for it.
