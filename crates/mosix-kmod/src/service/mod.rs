@@ -33,6 +33,7 @@ use mosix_core::gossip::{Dissemination, GossipConfig};
 use mosix_core::load::{LoadSmoother, Sample};
 use mosix_core::map::{self, ClusterMap, IdentityError, MapErrors};
 use mosix_core::overheads::Overheads;
+use mosix_core::proto::Protection;
 use mosix_core::{NodeId, Status};
 use nix::fcntl::{Flock, FlockArg};
 use rand::rngs::SmallRng;
@@ -243,6 +244,7 @@ fn link_context(l: &Loaded) -> LinkContext {
         secret: l.secret.clone(),
         port: l.tunables.link.port,
         connect_timeout: Duration::from_millis(l.tunables.link.connect_timeout_ms),
+        protection: Protection::from_encrypt(l.tunables.link.encrypt),
     }
 }
 

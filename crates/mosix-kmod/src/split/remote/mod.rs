@@ -72,7 +72,7 @@ pub(super) const EFAULT: i64 = -(libc::EFAULT as i64);
 
 /// Takes a process arriving on `stream` from node `from` and supervises it until it ends or
 /// leaves. Runs on its own thread.
-pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
+pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
     let (tx, mut rx) = match channel::split(stream) {
         Ok(x) => x,
         Err(e) => {
