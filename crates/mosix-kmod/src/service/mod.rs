@@ -296,6 +296,9 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
     let pid_path = paths.pidfile();
     fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(file_err(&pid_path))?;
 
+    // A service started by `setpe -w` writes its own log file: keep it under the cap.
+    daemon::keep_log_small(&paths, loaded.tunables.log.max_kib * 1024);
+
     let result = (|| {
         let scope =
             match Cgroups::discover()?.node_cgroup(loaded.tunables.node.cgroup.as_deref())? {
