@@ -179,8 +179,10 @@ pub const THROTTLE_ENTRIES: usize = 1024;
 
 /// Limits a repeated log line of one [`Trouble`] about one address to once a
 /// [`THROTTLE_WINDOW`] (a peer with the wrong secret retries every second, a flood retries
-/// thousands of times), and says how many were held back. Memory is bounded by
-/// [`THROTTLE_ENTRIES`].
+/// thousands of times), and says how many were held back. Addresses outside the map
+/// ([`Trouble::NotMember`]) share one line however many there are, so a flood from many
+/// addresses logs no more than one from one; members are as many as the map has. Memory is
+/// bounded by [`THROTTLE_ENTRIES`].
 #[derive(Debug, Default)]
 pub struct Throttle {
     last: Mutex<HashMap<(Trouble, IpAddr), (Instant, u64)>>,
@@ -197,12 +199,20 @@ impl Throttle {
         let Ok(mut m) = self.last.lock() else {
             return Some(0);
         };
-        let mut key = (trouble, peer);
+        let anyone = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let mut key = (
+            trouble,
+            if trouble == Trouble::NotMember {
+                anyone
+            } else {
+                peer
+            },
+        );
         if !m.contains_key(&key) && m.len() >= THROTTLE_ENTRIES {
             m.retain(|_, (t, _)| now.duration_since(*t) < THROTTLE_WINDOW);
             if m.len() >= THROTTLE_ENTRIES {
                 // Too many addresses: they share one line per trouble.
-                key = (trouble, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                key = (trouble, anyone);
             }
         }
         match m.get_mut(&key) {
@@ -338,13 +348,18 @@ mod tests {
         let mut logged = 0;
         for i in 0..50_000u32 {
             let ip: IpAddr = Ipv4Addr::from(0x0a00_0000 + i).into();
-            if t.allow_at(Trouble::NotMember, ip, now).is_some() {
+            if t.allow_at(Trouble::WrongSecret, ip, now).is_some() {
                 logged += 1;
             }
+            // Strangers share one line.
+            let _ = t.allow_at(Trouble::NotMember, ip, now);
         }
         assert!(t.last.lock().unwrap().len() <= THROTTLE_ENTRIES + 1);
         // One line per address until the table is full, then one for all the others.
-        assert_eq!(logged, THROTTLE_ENTRIES + 1);
+        assert_eq!(logged, THROTTLE_ENTRIES);
+        let later = now + THROTTLE_WINDOW;
+        let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        assert_eq!(t.allow_at(Trouble::NotMember, ip, later), Some(49_999));
     }
 
     #[test]
