@@ -313,3 +313,36 @@ fn forged_replayed_and_tampered_frames_close_their_connection_only() {
     holder.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(holder.wait().unwrap().success());
 }
+
+#[test]
+fn a_node_with_the_other_protection_is_refused_naming_the_setting() {
+    if !require_root("a_node_with_the_other_protection_is_refused_naming_the_setting") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("lkmode", 2, |_| {});
+    c.wait_all_up();
+    // Node 2 comes back with the link authenticated only; node 1 still encrypts.
+    c.cluster.stop_node(2, false).unwrap();
+    let config = c.paths(2).config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[link]\nencrypt = false\n")).unwrap();
+    c.cluster.start_node(2).unwrap();
+    let named = |n: u16| {
+        let log = c.log(n);
+        log.contains("[link] encrypt = true") && log.contains("[link] encrypt = false")
+    };
+    assert!(
+        c.eventually(Duration::from_secs(10), || named(1) && named(2)),
+        "both nodes log the differing setting:\nnode 1:\n{}\nnode 2:\n{}",
+        c.log(1),
+        c.log(2)
+    );
+    // They do not hear each other: node 1 never gets news of node 2 younger than its restart.
+    std::thread::sleep(Duration::from_secs(3));
+    let v = c.view(1).unwrap();
+    assert!(
+        v.get(id(2)).unwrap().age_ms.is_none_or(|a| a > 2500),
+        "node 1 still hears node 2: {v:#?}"
+    );
+}
