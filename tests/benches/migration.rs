@@ -18,8 +18,10 @@
 //!
 //! Run with `cargo bench -p mosix-tests --bench migration` (as root). `MOSIX_BENCH_SIZES=1024,16`
 //! picks the sizes, `MOSIX_BENCH_CPUS=2` the CPUs per node, `MOSIX_BENCH_MODES=encrypted` (or
-//! `authenticated`, or both, comma-separated) the protections, `MOSIX_BENCH_DETAIL=1` prints the
-//! services' log lines about each move (phase times on both sides).
+//! `authenticated`, or both, comma-separated) the protections, `MOSIX_BENCH_CLUSTER=NAME` the
+//! virtual cluster's name (default `tbench`; another bench with the same name would tear this
+//! one down), `MOSIX_BENCH_DETAIL=1` prints the services' log lines about each move (phase times
+//! on both sides).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -295,7 +297,8 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![true, false]);
-    let c = mosix_tests::bench_cluster("tbench");
+    let name = std::env::var("MOSIX_BENCH_CLUSTER").unwrap_or_else(|_| "tbench".into());
+    let c = mosix_tests::bench_cluster(&name);
 
     println!("== The link's own figures (mean round trips in µs) ==");
     let calls = "20000";
