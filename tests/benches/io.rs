@@ -14,17 +14,19 @@
 use std::process::Stdio;
 use std::time::Instant;
 
-use mosix_tests::{TestCluster, tool};
+use mosix_tests::{TestCluster, user_dir, user_tool};
 
+/// Runs mosix-probe with `args` on node 1 as nobody, moved to node 2 at its start if
+/// `remote`; the figure it prints.
 fn probe(c: &TestCluster, remote: bool, args: &[&str]) -> f64 {
-    let probe = tool("mosix-probe");
+    let probe = user_tool("mosix-probe");
     let probe = probe.to_str().unwrap();
     let out = if remote {
         let mut a = vec!["-2", probe];
         a.extend_from_slice(args);
-        c.command(1, "mosrun", &a).output().unwrap()
+        c.job(1, &a).output().unwrap()
     } else {
-        c.command(1, probe, args).output().unwrap()
+        c.user_command(1, probe, args).output().unwrap()
     };
     assert!(
         out.status.success(),
@@ -34,14 +36,14 @@ fn probe(c: &TestCluster, remote: bool, args: &[&str]) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// Runs `gzip -c input > output` on node 1, moved to node 2 at its start if `remote`; the
-/// wall time in seconds.
+/// Runs `gzip -c input > output` on node 1 as nobody, moved to node 2 at its start if
+/// `remote`; the wall time in seconds.
 fn gzip(c: &TestCluster, remote: bool, input: &str, output: &std::path::Path) -> f64 {
     let out = std::fs::File::create(output).unwrap();
     let mut cmd = if remote {
-        c.command(1, "mosrun", &["-2", "gzip", "-c", input])
+        c.job(1, &["-2", "gzip", "-c", input])
     } else {
-        c.command(1, "gzip", &["-c", input])
+        c.user_command(1, "gzip", &["-c", input])
     };
     let t = Instant::now();
     let st = cmd
@@ -65,7 +67,8 @@ fn main() {
         std::process::exit(1);
     }
     let c = mosix_tests::bench_cluster("tiobench");
-    let dir = tempfile::tempdir().unwrap();
+    // The jobs (nobody's) read the input and write their outputs here.
+    let dir = user_dir();
     let mb: usize = std::env::var("MOSIX_BENCH_GZIP_MB")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use mosix_tests::{TestCluster, in_netns};
 
+/// Runs mosix-probe with `args` on node I as nobody (not a MOSIX process); the figure it
+/// prints.
 fn probe(c: &TestCluster, node: u16, args: &[&str]) -> f64 {
-    let out = c.command(node, "mosix-probe", args).output().unwrap();
+    let out = c.user_command(node, "mosix-probe", args).output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -40,17 +42,12 @@ fn probe(c: &TestCluster, node: u16, args: &[&str]) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// Runs the job `mosrun -2 mosix-probe ARGS` on node 1 (as nobody); the figure it prints.
 fn mosrun_probe(c: &TestCluster, args: &[&str]) -> f64 {
-    let mut a = vec![
-        "-2",
-        mosix_tests::tool("mosix-probe")
-            .to_str()
-            .unwrap()
-            .to_owned()
-            .leak() as &str,
-    ];
+    let probe = mosix_tests::user_tool("mosix-probe");
+    let mut a = vec!["-2", probe.to_str().unwrap()];
     a.extend_from_slice(args);
-    let out = c.command(1, "mosrun", &a).output().unwrap();
+    let out = c.job(1, &a).output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",

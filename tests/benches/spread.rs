@@ -23,7 +23,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, tool};
+use mosix_tests::{TestCluster, user_tool};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -42,11 +42,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// throttling — and its start-up weighed on the rate: the bound came out too optimistic, and
 /// even the optimal static placement measured 1.05–1.5× it.
 fn capacity(c: &TestCluster, per_node: usize) -> f64 {
-    let probe = tool("mosix-probe");
+    // As nobody, like the jobs measured against this bound.
+    let probe = user_tool("mosix-probe");
     let spinners: Vec<Child> = (1..=4)
         .flat_map(|k| std::iter::repeat_n(k, per_node.max(1)))
         .map(|k| {
-            c.command(k, probe.to_str().unwrap(), &["spin", "6"])
+            c.user_command(k, probe.to_str().unwrap(), &["spin", "6"])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap()

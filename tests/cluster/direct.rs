@@ -86,7 +86,7 @@ fn a_process_moves_from_node_to_node_directly() {
     let script = "trap 'n=$((n+1))' USR1; n=0; i=0; \
                   while [ $i -lt 400000 ]; do i=$((i+1)); done; echo got $n";
     let sh = c
-        .command(1, "mosrun", &["sh", "-c", script])
+        .job(1, &["sh", "-c", script])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

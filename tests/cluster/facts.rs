@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
-use mosix_tests::{TestCluster, require_root, serial, tool};
+use mosix_tests::{TestCluster, require_root, serial, user_dir, user_tool};
 
 #[test]
 fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
@@ -80,10 +80,10 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
 
     // A migrated shell forks: it comes home for the fork, and its child is a MOSIX process
     // that moves in turn.
-    let probe = tool("mosix-probe");
+    let probe = user_tool("mosix-probe");
     let script = format!("{} spin 2 > /dev/null; echo done $?", probe.display());
     let mut sh = c
-        .command(1, "mosrun", &["-2", "/bin/sh", "-c", &script])
+        .job(1, &["-2", "/bin/sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -114,21 +114,21 @@ fn balance_respects_locks_and_stay_and_children_of_forks_move_in_turn() {
 
     // A pipeline of mosrun'd programs on two nodes.
     let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = user_dir();
     let input = dir.path().join("in.txt");
     std::fs::write(&input, &text).unwrap();
-    let mosrun = tool("mosrun");
+    let mosrun = user_tool("mosrun");
     let pipeline = format!(
         "{m} -2 cat {i} | {m} -3 gzip -c | {m} -2 gzip -dc | sha256sum",
         m = mosrun.display(),
         i = input.display()
     );
     let moved = c
-        .command(1, "/bin/sh", &["-c", &pipeline])
+        .user_command(1, "/bin/sh", &["-c", &pipeline])
         .output()
         .unwrap();
     let local = c
-        .command(
+        .user_command(
             1,
             "/bin/sh",
             &["-c", &format!("sha256sum < {}", input.display())],

@@ -23,7 +23,7 @@ fn cluster(name: &str, nodes: u16) -> TestCluster {
 
 fn start_long_job(c: &TestCluster) -> (Child, u32) {
     let child = c
-        .command(1, "mosrun", &["sh", "-c", LONG_JOB])
+        .job(1, &["sh", "-c", LONG_JOB])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();

@@ -1,13 +1,14 @@
 //! Step 2 end to end: programs started with mosrun on node 1 move to node 2 while they run,
 //! keep reading node 1's files and writing node 1's outputs, end at home with their own status
-//! or signal, and mps shows where they are.
+//! or signal, and mps shows where they are. The jobs, and the reference runs they are compared
+//! with, run as nobody (a node takes no process of root as a guest).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, pseudo_random, require_root, serial};
+use mosix_tests::{TestCluster, pseudo_random, require_root, serial, user_dir, user_tool};
 
 /// The directory each node has privately in these tests.
 const DATA: &str = "/run/mosix-vc-test-data";
@@ -45,14 +46,14 @@ fn reference_and_migrated(
     after: Duration,
 ) -> (Output, Output) {
     let reference = c
-        .command(1, prog, args)
+        .user_command(1, prog, args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let mut margs = vec![prog];
     margs.extend_from_slice(args);
     let child = c
-        .command(1, "mosrun", &margs)
+        .job(1, &margs)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -102,7 +103,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
     }
     std::fs::write(
         data.join("script.py"),
-        "import hashlib, sys\ns = 0\nfor i in range(4000000):\n    s += i * i % 7\nh = hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest()\nprint(s, h)\nsys.exit(5)\n",
+        "import hashlib, sys\ns = 0\nfor i in range(30000000):\n    s += i * i % 7\nh = hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest()\nprint(s, h)\nsys.exit(5)\n",
     )
     .unwrap();
     assert!(
@@ -153,9 +154,8 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
     // Writing a file at home: the output lands in node 1's private directory, not node 2's.
     let out = d("out.gz");
     let child = c
-        .command(
+        .job(
             1,
-            "mosrun",
             &[
                 "sh",
                 "-c",
@@ -170,7 +170,7 @@ fn real_programs_move_mid_run_and_their_output_is_identical() {
     let st = finish_status(child);
     assert!(st.success());
     let reference = c
-        .command(1, "gzip", &["-c", &d("text.txt")])
+        .user_command(1, "gzip", &["-c", &d("text.txt")])
         .output()
         .unwrap()
         .stdout;
@@ -202,9 +202,8 @@ fn home_gets_its_memory_back_and_the_guest_is_listed_there() {
     let (c, _) = cluster("tmem");
     let mb = 384u64;
     let child = c
-        .command(
+        .job(
             1,
-            "mosrun",
             &[
                 "python3",
                 "-c",
@@ -273,7 +272,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
         (nix::sys::signal::Signal::SIGTERM, libc::SIGTERM),
         (nix::sys::signal::Signal::SIGKILL, libc::SIGKILL),
     ] {
-        let child = c.command(1, "mosrun", &["sh", "-c", spin]).spawn().unwrap();
+        let child = c.job(1, &["sh", "-c", spin]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let pid = pid_of(&child);
         assert!(c.migrate(pid, "2").contains("node 2"));
@@ -299,10 +298,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
 
     // A signal while it waits, inside its deputy at home, for a child it had before it left:
     // the wait ends and the signal is taken.
-    let child = c
-        .command(1, "mosrun", &["sh", "-c", "sleep 100 & wait"])
-        .spawn()
-        .unwrap();
+    let child = c.job(1, &["sh", "-c", "sleep 100 & wait"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = pid_of(&child);
     assert!(c.migrate(pid, "2").contains("node 2"));
@@ -318,7 +314,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
 
     // Exit status of its own.
     let child = c
-        .command(1, "mosrun", &["sh", "-c", &format!("{spin}; exit 42")])
+        .job(1, &["sh", "-c", &format!("{spin}; exit 42")])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -328,7 +324,7 @@ fn signals_at_home_reach_the_remote_and_deaths_are_reported_as_such() {
     // SIGINT from the controlling terminal.
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = pty.slave;
-    let mut cmd = c.command(1, "mosrun", &["sh", "-c", spin]);
+    let mut cmd = c.job(1, &["sh", "-c", spin]);
     let s_in = slave.try_clone().unwrap();
     let s_out = slave.try_clone().unwrap();
     let s_err = slave.try_clone().unwrap();
@@ -376,10 +372,7 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
         ),
     ];
     for (script, why) in cases {
-        let child = c
-            .command(1, "mosrun", &["python3", "-c", script])
-            .spawn()
-            .unwrap();
+        let child = c.job(1, &["python3", "-c", script]).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(800));
         let pid = pid_of(&child);
         let out = c.run(1, "migrate", &[&pid.to_string(), "2", "--wait"]);
@@ -401,7 +394,7 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
         let _ = finish_status(child);
     }
     // Stopped by job control: it stays (moved, it would run again); once continued, it moves.
-    let child = c.command(1, "mosrun", &["sleep", "30"]).spawn().unwrap();
+    let child = c.job(1, &["sleep", "30"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pid = pid_of(&child);
     let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
@@ -434,7 +427,7 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
         v.nodes[2].status.contains(mosix_core::Status::BLOCK)
     })
     .unwrap();
-    let child = c.command(1, "mosrun", &["sleep", "30"]).spawn().unwrap();
+    let child = c.job(1, &["sleep", "30"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let out = c.run(1, "migrate", &[&child.id().to_string(), "3"]);
     assert!(
@@ -459,7 +452,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     let spin = "i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done";
     // migrate home: it continues at home and finishes.
     let child = c
-        .command(1, "mosrun", &["sh", "-c", &format!("{spin}; echo done $i")])
+        .job(1, &["sh", "-c", &format!("{spin}; echo done $i")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -480,7 +473,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     // A process blocked in a forwarded read (its input is at home) comes home at once when
     // asked, and the read goes on there.
     let mut child = c
-        .command(1, "mosrun", &["head", "-n", "1"])
+        .job(1, &["head", "-n", "1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -503,11 +496,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     // The same while it waits at home for a child it had before it left (a wait4 that runs
     // inside the deputy): it comes home without waiting for the child, and waits there.
     let mut child = c
-        .command(
-            1,
-            "mosrun",
-            &["sh", "-c", "sleep 100 & echo $!; wait; echo waited"],
-        )
+        .job(1, &["sh", "-c", "sleep 100 & echo $!; wait; echo waited"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -535,9 +524,8 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
 
     // A fork on the remote brings it home first; the pipeline then runs natively.
     let child = c
-        .command(
+        .job(
             1,
-            "mosrun",
             &["sh", "-c", &format!("{spin}; echo piped | tr a-z A-Z")],
         )
         .stdout(Stdio::piped())
@@ -551,21 +539,23 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     assert!(c.log(2).contains("went home"), "node 2 logs the return");
 
     // mosrun -2: the program starts on node 2; runon NODE is the same.
-    let links = tempfile::tempdir().unwrap();
-    assert!(
-        c.run(
+    let links = user_dir();
+    let mosrun = user_tool("mosrun").to_string_lossy().into_owned();
+    let out = c
+        .user_command(
             1,
-            "mosrun",
-            &["--install-links", links.path().to_str().unwrap()]
+            &mosrun,
+            &["--install-links", links.path().to_str().unwrap()],
         )
-        .status
-        .success()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     for argv in [
-        vec![
-            mosix_tests::tool("mosrun").to_string_lossy().into_owned(),
-            "-2".into(),
-        ],
+        vec![mosrun.clone(), "-2".into()],
         vec![
             links.path().join("runon").to_string_lossy().into_owned(),
             "2".into(),
@@ -578,7 +568,7 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
             "i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done; echo far $i",
         ]);
         let child = c
-            .command(1, &argv[0], &a)
+            .user_command(1, &argv[0], &a)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

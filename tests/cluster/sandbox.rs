@@ -1,5 +1,6 @@
 //! Step 3, sandbox: a guest cannot open, read or connect to anything of the node it runs on,
-//! and runs there with no more privileges than its owner has at home.
+//! and runs there with no more privileges than its owner has at home: as a host user of its
+//! own, with no group and no capability.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -59,24 +60,10 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
     });
     listener.set_nonblocking(true).unwrap();
 
-    // The guest belongs to an unprivileged user at home.
+    // The guest belongs to an unprivileged user at home (as every job: root's are not taken).
     let port = PORT.to_string();
     let mut child = c
-        .command(
-            1,
-            "mosrun",
-            &[
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-c",
-                HOSTILE,
-                DATA,
-                &port,
-            ],
-        )
+        .job(1, &["/usr/bin/python3", "-c", HOSTILE, DATA, &port])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,7 +76,9 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
     let pid = child.id();
     assert!(c.migrate(pid, "2").contains("node 2"));
 
-    // On node 2 it has its owner's identity and nothing more.
+    // On node 2 it runs as a host user of its own (the guests' id base plus its pid there: no
+    // account of node 2 has it), with no group, no capability and no way to gain any; to itself
+    // it is still its owner (below, getuid() says 65534).
     let rows = c.mps(1, false);
     let rpid = rows
         .iter()
@@ -109,11 +98,14 @@ fn a_hostile_guest_cannot_touch_the_node_it_runs_on() {
             })
             .unwrap_or_default()
     };
-    assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
-    assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+    let host_id = mosix_core::config::GuestTunables::default().id_base + rpid as u32;
+    let ids = [host_id; 4].map(|i| i.to_string()).join(" ");
+    assert_eq!(field("Uid:"), ids, "{status}");
+    assert_eq!(field("Gid:"), ids, "{status}");
     assert_eq!(field("Groups:"), "", "{status}");
-    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
-    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(cap), "0000000000000000", "{cap} {status}");
+    }
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
 
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();

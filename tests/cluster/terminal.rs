@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, require_root, serial, tool};
+use mosix_tests::{TestCluster, require_root, serial, user_dir, user_tool};
 
 /// The interactive program: echoes lines in upper case, reports window sizes.
 const PROGRAM: &str = r#"
@@ -90,20 +90,21 @@ fn a_migrated_program_in_an_interactive_shell_behaves_as_if_local() {
     let _g = serial();
     let c = TestCluster::up("tterm", 2, |_| {});
     c.wait_all_up();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = user_dir();
     let prog = dir.path().join("interactive.py");
     std::fs::write(&prog, PROGRAM).unwrap();
 
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave: OwnedFd = pty.slave;
-    let mut cmd = c.command(1, "/bin/bash", &["--norc", "--noprofile", "-i"]);
+    // The user's shell: the jobs it starts are nobody's.
+    let mut cmd = c.user_command(1, "/bin/bash", &["--norc", "--noprofile", "-i"]);
     cmd.env("PS1", "PROMPT> ")
         .env("TERM", "dumb")
         .env(
             "PATH",
             format!(
                 "{}:/usr/bin:/bin",
-                tool("mosrun").parent().unwrap().display()
+                user_tool("mosrun").parent().unwrap().display()
             ),
         )
         .stdin(Stdio::from(slave.as_fd().try_clone_to_owned().unwrap()))

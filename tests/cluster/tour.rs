@@ -25,12 +25,14 @@ struct Case {
 
 fn run(c: &TestCluster, case: &Case, mosrun: bool) -> (Child, Option<std::thread::JoinHandle<()>>) {
     let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+    // As nobody, both: the job must be one a node takes as a guest, and the reference runs as
+    // the same user.
     let mut cmd = if mosrun {
         let mut a = vec!["-2", case.prog];
         a.extend_from_slice(&args);
-        c.command(1, "mosrun", &a)
+        c.job(1, &a)
     } else {
-        c.command(1, case.prog, &args)
+        c.user_command(1, case.prog, &args)
     };
     cmd.stdin(if case.stdin.is_some() {
         Stdio::piped()

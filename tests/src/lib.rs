@@ -3,8 +3,19 @@
 //!
 //! Cluster tests need root (namespaces, cgroups). Without root they print why they skip — except
 //! under `CI=true`, where a skip is a failure, so CI cannot pass by skipping the cluster.
+//!
+//! Jobs run as an unprivileged user. A node takes no process of root as a guest by default, so
+//! every MOSIX job a test starts runs as `nobody` (uid and gid 65534, no supplementary groups),
+//! as a real user's would: [`TestCluster::job`] (`mosrun ARGS`), [`TestCluster::user_command`]
+//! (any program, e.g. the reference run of a program a job runs, or a shell that starts jobs),
+//! and the helpers built on them ([`TestCluster::probe`], [`TestCluster::memory_holder`]). The
+//! suite's programs jobs run are taken from [`user_tool`], which copies them where `nobody` can
+//! run them if the build directory is out of its reach. [`TestCluster::command`] and
+//! [`TestCluster::run`] run as root (the administration tools) and refuse to start `mosrun`:
+//! a job of root is started only with [`TestCluster::root_job`], by the tests of its refusal.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -12,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use mosix_core::client::{Client, ClusterView};
 use mosix_core::config::{ENV_ETC, ENV_RUNDIR, Paths};
-use vcluster::{Cluster, Spec};
+use vcluster::{Cluster, Spec, UserTools};
 
 /// Cluster tests run one at a time: they share two CPUs and their timings must hold.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -102,9 +113,109 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// A tool's path.
+/// A tool's path (in the build directory: for root's use).
 pub fn tool(name: &str) -> PathBuf {
     tools().join(name)
+}
+
+/// The uid and gid jobs run as (`nobody`).
+pub const NOBODY: u32 = vcluster::USER_UID;
+
+/// The suite's programs that jobs run.
+const JOB_TOOLS: &[&str] = &["mosrun", "mosix-probe", "mosix-diff-probe"];
+
+/// `mosrun` and the names of its classic wrappers (`mosrun --install-links`).
+const MOSRUN_NAMES: &[&str] = &[
+    "mosrun",
+    "runon",
+    "runhome",
+    "nomig",
+    "cpujob",
+    "iojob",
+    "nodecay",
+    "slowdecay",
+    "fastdecay",
+];
+
+static USER_TOOLS: OnceLock<UserTools> = OnceLock::new();
+
+/// The suite's programs jobs run, where `nobody` can run them: the build directory if it can
+/// reach it, otherwise copies made once per test run (see [`vcluster::UserTools`]), removed
+/// when the run ends (or, if it was killed, by the next run).
+pub fn user_tools() -> &'static UserTools {
+    USER_TOOLS.get_or_init(|| {
+        let t = UserTools::new(tools(), JOB_TOOLS)
+            .unwrap_or_else(|e| panic!("making the tools usable by nobody: {e:#}"));
+        if t.copied() {
+            eprintln!(
+                "nobody cannot reach {}: jobs run copies in {}",
+                tools().display(),
+                t.dir().display()
+            );
+            // SAFETY: atexit(3) only records the function; `remove_user_tools` is an
+            // `extern "C"` function that cannot unwind (it ignores every error) and only touches
+            // the static above, which lives until the process ends.
+            if unsafe { libc::atexit(remove_user_tools) } != 0 {
+                eprintln!("{} will be removed by the next run", t.dir().display());
+            }
+        }
+        t
+    })
+}
+
+/// Removes the copies of the tools at the end of the test run (a static is never dropped).
+extern "C" fn remove_user_tools() {
+    if let Some(t) = USER_TOOLS.get().filter(|t| t.copied()) {
+        let _ = std::fs::remove_dir_all(t.dir());
+    }
+}
+
+/// The path at which `nobody` runs the suite's program `name` (mosrun, mosix-probe,
+/// mosix-diff-probe).
+pub fn user_tool(name: &str) -> PathBuf {
+    assert!(
+        JOB_TOOLS.contains(&name),
+        "{name} is not one of the programs jobs run ({JOB_TOOLS:?})"
+    );
+    user_tools().path(name)
+}
+
+/// A temporary directory that belongs to `nobody` (mode 0700): jobs may read and write in it,
+/// and root (the test) may too.
+pub fn user_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("mosix-job-")
+        .tempdir()
+        .expect("a temporary directory");
+    std::os::unix::fs::chown(d.path(), Some(NOBODY), Some(NOBODY))
+        .expect("giving the temporary directory to nobody");
+    // Its parent (the machine's temporary directory) is searchable by everyone.
+    assert!(
+        d.path()
+            .ancestors()
+            .skip(1)
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)),
+        "nobody cannot reach {}",
+        d.path().display()
+    );
+    d
+}
+
+/// Panics if `prog args` would start `mosrun` as root: jobs run as nobody.
+fn refuse_root_job(prog: &str, args: &[&str]) {
+    let name = Path::new(prog)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(prog);
+    let paths = [
+        tool("mosrun").to_string_lossy().into_owned(),
+        user_tool("mosrun").to_string_lossy().into_owned(),
+    ];
+    assert!(
+        !MOSRUN_NAMES.contains(&name) && !args.iter().any(|a| paths.iter().any(|p| a.contains(p))),
+        "{prog} {args:?} would start a job of root, which no node takes as a guest: use job() or \
+         user_command() (root_job() only for the tests of that refusal)"
+    );
 }
 
 /// Runs a tool with a node's environment but outside its namespaces.
@@ -144,8 +255,10 @@ impl TestCluster {
         Client::connect(&self.paths(node)).ok()?.view().ok()
     }
 
-    /// Runs a tool inside node I (its namespaces and cgroup).
+    /// Runs a tool inside node I (its namespaces and cgroup), as root: for the administration
+    /// tools (mosctl, migrate, mps, setpe...), never `mosrun`.
     pub fn run(&self, node: u16, name: &str, args: &[&str]) -> Output {
+        refuse_root_job(name, args);
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         self.cluster
             .command(node, &tool(name).into_os_string(), &args)
@@ -154,8 +267,11 @@ impl TestCluster {
             .expect("running a tool in a node")
     }
 
-    /// A command that runs tool or program `prog` inside node I.
+    /// A command that runs tool or program `prog` inside node I as root: for the administration
+    /// tools and the test's own set-up. It refuses `mosrun` (jobs run as nobody: [`Self::job`],
+    /// [`Self::user_command`]).
     pub fn command(&self, node: u16, prog: &str, args: &[&str]) -> Command {
+        refuse_root_job(prog, args);
         let program: OsString = if prog.contains('/') || !tools().join(prog).exists() {
             prog.into()
         } else {
@@ -164,6 +280,35 @@ impl TestCluster {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         self.cluster
             .command(node, &program, &args)
+            .expect("node command")
+    }
+
+    /// A command that runs program `prog` inside node I as `nobody` (uid and gid 65534, no
+    /// supplementary groups): the suite's programs (`mosrun`, `mosix-probe`...) from
+    /// [`user_tool`], others as named.
+    pub fn user_command(&self, node: u16, prog: &str, args: &[&str]) -> Command {
+        let program: OsString = if !prog.contains('/') && JOB_TOOLS.contains(&prog) {
+            user_tool(prog).into_os_string()
+        } else {
+            prog.into()
+        };
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        self.cluster
+            .user_command(node, &program, &args)
+            .expect("node command")
+    }
+
+    /// A job: `mosrun ARGS` inside node I, as `nobody`.
+    pub fn job(&self, node: u16, mosrun_args: &[&str]) -> Command {
+        self.user_command(node, "mosrun", mosrun_args)
+    }
+
+    /// A job of root: `mosrun ARGS` inside node I, as root. No node takes it as a guest unless
+    /// its `mosix.toml` says `guests.accept_root`: only for the tests of that.
+    pub fn root_job(&self, node: u16, mosrun_args: &[&str]) -> Command {
+        let args: Vec<OsString> = mosrun_args.iter().map(OsString::from).collect();
+        self.cluster
+            .command(node, &tool("mosrun").into_os_string(), &args)
             .expect("node command")
     }
 
@@ -222,16 +367,16 @@ impl TestCluster {
         text
     }
 
-    /// Starts `mosrun [mosrun_args] mosix-probe mem MIB` on node 1 (stdin and stdout piped) and
-    /// waits until its memory is filled; a line on its stdin ends it.
+    /// Starts the job `mosrun [mosrun_args] mosix-probe mem MIB` on node 1 (as nobody, stdin
+    /// and stdout piped) and waits until its memory is filled; a line on its stdin ends it.
     pub fn memory_holder(&self, mib: u64, mosrun_args: &[&str]) -> std::process::Child {
         use std::io::BufRead;
-        let probe = tool("mosix-probe");
+        let probe = user_tool("mosix-probe");
         let size = mib.to_string();
         let mut args: Vec<&str> = mosrun_args.to_vec();
         args.extend([probe.to_str().expect("a UTF-8 path"), "mem", &size]);
         let mut child = self
-            .command(1, "mosrun", &args)
+            .job(1, &args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -313,14 +458,14 @@ impl TestCluster {
         );
     }
 
-    /// Starts `mosrun [mosrun_args] mosix-probe [probe_args]` on node 1 (stdin empty, stdout
-    /// piped).
+    /// Starts the job `mosrun [mosrun_args] mosix-probe [probe_args]` on node 1 (as nobody,
+    /// stdin empty, stdout piped).
     pub fn probe(&self, mosrun_args: &[&str], probe_args: &[&str]) -> std::process::Child {
-        let probe = tool("mosix-probe");
+        let probe = user_tool("mosix-probe");
         let mut a: Vec<&str> = mosrun_args.to_vec();
         a.push(probe.to_str().expect("tool path"));
         a.extend_from_slice(probe_args);
-        self.command(1, "mosrun", &a)
+        self.job(1, &a)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()

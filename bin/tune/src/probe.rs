@@ -7,6 +7,12 @@
 //! whenever the process runs on another node, and cheap at home — and prints the mean in
 //! nanoseconds; `quit` (or the end of stdin) ends it. Its stdin and stdout are pipes to tune, and
 //! stay so wherever it runs: they are part of the system context left at home.
+//!
+//! Started by root, it runs as `nobody` (uid and gid 65534, no groups), as a user's job does:
+//! nodes take no processes of root as guests unless told to, and what is measured is the cost
+//! of moving a user's process. When `nobody` cannot reach tune's own program (a build directory
+//! under a 0700 home), a copy of it in a directory of its own under `/run` is run instead, and
+//! removed with the test process.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -73,18 +79,59 @@ pub struct Probe {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// A copy of tune's program made for it, removed with it.
+    copy: Option<std::path::PathBuf>,
+}
+
+/// The unprivileged identity the test process takes when tune runs as root (`nobody`).
+const NOBODY: u32 = 65534;
+
+/// The program to start the test process from, as `nobody` can run it: tune's own, or a copy
+/// in a fresh directory under `/run` (returned as the second element, to be removed).
+fn program_for_nobody(
+    exe: std::path::PathBuf,
+) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>)> {
+    use std::os::unix::fs::PermissionsExt;
+    if mosix_core::cli::others_can_run(&exe) {
+        return Ok((exe, None));
+    }
+    let dir = std::path::Path::new("/run").join(format!("mosix-tune.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir.join("tune");
+    std::fs::copy(&exe, &copy).with_context(|| format!("copying tune to {}", copy.display()))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok((copy, Some(dir)))
 }
 
 impl Probe {
     /// Starts a test process holding `bytes` of memory and waits until it is ready.
     pub fn start(bytes: u64) -> Result<Probe> {
+        use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("finding tune's own program")?;
-        let mut child = Command::new(exe)
-            .env(PAYLOAD_ENV, bytes.to_string())
+        let root = nix::unistd::geteuid().is_root();
+        let (program, copy) = if root {
+            program_for_nobody(exe)?
+        } else {
+            (exe, None)
+        };
+        let mut cmd = Command::new(&program);
+        cmd.env(PAYLOAD_ENV, bytes.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the test process")?;
+            .current_dir("/");
+        if root {
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(d) = &copy {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                return Err(e).context("starting the test process");
+            }
+        };
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("the test process has no pipes");
         };
@@ -92,6 +139,7 @@ impl Probe {
             child,
             stdin,
             stdout: BufReader::new(stdout),
+            copy,
         };
         let line = p.line()?;
         if line != "ready" {
@@ -130,13 +178,20 @@ impl Drop for Probe {
         let _ = writeln!(self.stdin, "quit");
         let _ = self.stdin.flush();
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut ended = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                ended = true;
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !ended {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(d) = self.copy.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }

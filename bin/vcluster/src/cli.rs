@@ -66,6 +66,11 @@ pub enum Cmd {
         name: Name,
         /// The node.
         node: u16,
+        /// Run it as nobody (uid and gid 65534, no supplementary groups), as a user's job: a
+        /// node takes no process of root as a guest unless its mosix.toml says
+        /// guests.accept_root.
+        #[arg(long)]
+        nobody: bool,
         /// The program and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,

@@ -6,6 +6,9 @@
 //! running away still reads its input at home; crashes a node's service and watches the others
 //! mark it down and then up again when it restarts, and removes everything. Every wait is
 //! bounded, every job ends by itself, and an interrupt (Ctrl-C) still removes the cluster.
+//!
+//! The jobs run as `nobody`, as a user's jobs would: a node takes no process of root as a guest
+//! (see [`vcluster::as_user`]).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use mosix_core::NodeId;
 use mosix_core::client::{Client, ClusterView};
-use vcluster::{Cluster, Spec};
+use vcluster::{Cluster, Spec, UserTools};
 
 use crate::cli::Demo;
 
@@ -36,13 +39,15 @@ const NEXT: [(&str, &str); 4] = [
         "measure the speed and the cost of a move to each peer",
     ),
     (
-        "mosrun -j2-4 PROGRAM",
-        "run a program on one of nodes 2 to 4",
+        "--nobody -- mosrun -j2-4 PROGRAM",
+        "run a program on one of nodes 2 to 4 (as nobody: nodes take no jobs of root)",
     ),
 ];
 
 struct Tour {
     cluster: Cluster,
+    /// mosrun, where the jobs' user can run it.
+    user_tools: UserTools,
     burners: Vec<Child>,
     keep: bool,
     stop: Arc<AtomicBool>,
@@ -143,7 +148,7 @@ impl Tour {
         bail!("process {pid} did not show on node {node} within {limit:?}")
     }
 
-    /// Starts `mosrun [mosrun_args] sh -c script name` at node 1, its output piped.
+    /// Starts `mosrun [mosrun_args] sh -c script name` at node 1 as `nobody`, its output piped.
     fn start_job(&self, mosrun_args: &[&str], script: &str, name: &str) -> Result<Child> {
         let args: Vec<OsString> = mosrun_args
             .iter()
@@ -152,7 +157,7 @@ impl Tour {
             .collect();
         Ok(self
             .cluster
-            .command(1, &self.tool("mosrun"), &args)?
+            .user_command(1, &self.user_tools.path("mosrun").into_os_string(), &args)?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?)
@@ -162,6 +167,9 @@ impl Tour {
     fn migration(&mut self) -> Result<()> {
         self.say(
             "Migration: three jobs start at node 1 and run on nodes 2, 3 and 4 (mosrun -NODE)...",
+        );
+        self.note(
+            "they run as nobody, as a user's jobs do: no node takes processes of root as guests",
         );
         // A shell counting (no fork, no I/O until the end): CPU-bound, and ends by itself.
         let job =
@@ -227,7 +235,7 @@ impl Tour {
 
         self.say("A program on node 2 reading a pipe at node 1: the same checksum as at home");
         let data = "yes 'MOSIX moves processes' | head -c 33554432";
-        let mosrun = self.tool("mosrun");
+        let mosrun = self.user_tools.path("mosrun");
         let mosrun = mosrun.to_string_lossy();
         for (what, pipeline) in [
             ("at home  ", format!("{data} | sha256sum")),
@@ -236,7 +244,7 @@ impl Tour {
             let args: Vec<OsString> = ["-c", &pipeline].iter().map(OsString::from).collect();
             let out = self
                 .cluster
-                .command(1, &"sh".into(), &args)?
+                .user_command(1, &"sh".into(), &args)?
                 .stdin(Stdio::null())
                 .output()?;
             self.note(&format!(
@@ -378,9 +386,11 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
     );
     println!("and node service; the services gossip their load to random peers, with no master.");
     let spec = Spec::new(NAME, d.nodes, vcluster::tools_dir());
+    let user_tools = UserTools::new(&spec.tools, &["mosrun"])?;
     let cluster = vcluster::up(&spec)?;
     let tour = Tour {
         cluster,
+        user_tools,
         burners: Vec::new(),
         keep: d.keep,
         stop: Arc::clone(&stop),
@@ -418,7 +428,7 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
     for _ in 0..2 {
         let child = tour
             .cluster
-            .command(
+            .user_command(
                 2,
                 &"timeout".into(),
                 &[
@@ -491,7 +501,13 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         String::new()
     };
     for (cmd, what) in NEXT {
-        println!("  vcluster exec 1 {on}-- {cmd:<21} {what}");
+        // A command that gives exec options of its own says where they end.
+        let cmd = if cmd.starts_with("--") {
+            cmd.to_owned()
+        } else {
+            format!("-- {cmd}")
+        };
+        println!("  vcluster exec 1 {on}{cmd:<35} {what}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,9 @@
 //! (the cluster's record, [`Cluster`], and where each node's things are), `net` (network
 //! namespaces and the bridge), `cgroups` (the nodes' cgroups), `mounts` (mount namespaces with
 //! private directories), `files` (a node's `MOSIX_ETC` and `MOSIX_RUNDIR`), `node` (running
-//! programs inside a node, starting and stopping its service) and `down` (removing everything).
+//! programs inside a node, starting and stopping its service), `user` (running jobs as an
+//! unprivileged user, with the suite's programs where that user can run them) and `down`
+//! (removing everything).
 
 mod cgroups;
 mod down;
@@ -36,6 +38,7 @@ mod net;
 mod node;
 mod record;
 mod up;
+mod user;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,9 @@ pub use down::down;
 pub use net::netns_of;
 pub use record::{Cluster, NodeInfo};
 pub use up::{Spec, up};
+pub use user::{
+    COPIES, USER_GID, USER_HOME, USER_PATH, USER_UID, UserTools, as_user, others_can_run,
+};
 
 /// Where cluster state directories live.
 pub const STATE_ROOT: &str = "/run/mosix-vc";

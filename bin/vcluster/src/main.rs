@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 
+use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -81,12 +82,19 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Exec {
             name,
             node,
+            nobody,
             command,
         } => {
             vcluster::preflight()?;
             let c = Cluster::load(&name.name)?;
             let (prog, args) = command.split_first().context("no program given")?;
-            Err(c.exec(node, prog, args))
+            if nobody {
+                let mut cmd = c.user_command(node, prog, args)?;
+                Err(anyhow::Error::new(cmd.exec())
+                    .context(format!("cannot run {}", prog.to_string_lossy())))
+            } else {
+                Err(c.exec(node, prog, args))
+            }
         }
         Cmd::Env { name, node } => {
             let c = Cluster::load(&name.name)?;
@@ -192,9 +200,26 @@ mod tests {
         let c = Cli::try_parse_from(["vcluster", "exec", "2", "--", "mosctl", "getload", "--json"])
             .unwrap();
         match c.cmd {
-            Cmd::Exec { node, command, .. } => {
+            Cmd::Exec {
+                node,
+                nobody,
+                command,
+                ..
+            } => {
                 assert_eq!(node, 2);
+                assert!(!nobody);
                 assert_eq!(command, vec!["mosctl", "getload", "--json"]);
+            }
+            _ => panic!("not exec"),
+        }
+        let c = Cli::try_parse_from(["vcluster", "exec", "1", "--nobody", "mosrun", "-2", "sort"])
+            .unwrap();
+        match c.cmd {
+            Cmd::Exec {
+                nobody, command, ..
+            } => {
+                assert!(nobody);
+                assert_eq!(command, vec!["mosrun", "-2", "sort"]);
             }
             _ => panic!("not exec"),
         }

@@ -152,6 +152,14 @@ impl RunningNodes {
     }
 }
 
+/// Whether a user who is neither owner nor in the group may run `p`: it is readable and
+/// executable by others, and every directory above it searchable by others.
+pub fn others_can_run(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode());
+    mode(p) & 0o005 == 0o005 && p.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
 /// The owner of process `pid` of this machine, if it exists.
 pub fn uid_of(pid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
@@ -402,5 +410,39 @@ mod tests {
         };
         let e = RunningNodes::new(&bad).unwrap_err().to_string();
         assert!(e.contains("unexpected host name somehost"), "{e}");
+    }
+
+    #[test]
+    fn others_can_run_needs_every_directory_above_searchable() {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let d = tempfile::tempdir().unwrap();
+        set(d.path(), 0o755);
+        if !others_can_run_dir(d.path()) {
+            // The temporary directory itself is out of others' reach: nothing to tell here.
+            return;
+        }
+        let inner = d.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        let prog = inner.join("prog");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        set(&prog, 0o755);
+        set(&inner, 0o755);
+        assert!(others_can_run(&prog));
+        set(&inner, 0o700);
+        assert!(!others_can_run(&prog));
+        set(&inner, 0o711);
+        assert!(others_can_run(&prog));
+        set(&prog, 0o750);
+        assert!(!others_can_run(&prog));
+        assert!(!others_can_run(&inner.join("missing")));
+    }
+
+    fn others_can_run_dir(d: &std::path::Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        d.ancestors()
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
     }
 }

@@ -102,6 +102,8 @@ pub struct Tunables {
     pub decay: DecayTunables,
     /// The service's own log file.
     pub log: LogTunables,
+    /// Processes of other nodes running here.
+    pub guests: GuestTunables,
 }
 
 /// `[gossip]` of `mosix.toml`.
@@ -200,6 +202,38 @@ impl Default for NodeTunables {
     }
 }
 
+/// `[guests]` of `mosix.toml`: how this node runs the processes of other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestTunables {
+    /// Take processes of root as guests: a process with uid 0, or in a set-id state (its real,
+    /// effective and saved ids not all the same). Default false: they are refused, with that
+    /// reason, and run at home.
+    pub accept_root: bool,
+    /// Guests run as a host uid and gid of their own, this base plus their local pid: ids no
+    /// account of this node may have, so that no local user — not even one with the uid of a
+    /// guest's owner — can signal, trace or read a guest. Default 2000000000 (the range
+    /// 2000000000..2004194304 is then reserved).
+    pub id_base: u32,
+    /// The memory all guests together may use, in bytes (their own cgroup's limit). Default:
+    /// no limit beyond the node's.
+    pub memory_max: Option<u64>,
+}
+
+impl Default for GuestTunables {
+    fn default() -> Self {
+        GuestTunables {
+            accept_root: false,
+            id_base: 2_000_000_000,
+            memory_max: None,
+        }
+    }
+}
+
+/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit machines): guests' ids are
+/// [`GuestTunables::id_base`] plus a pid below it.
+pub const PID_MAX_LIMIT: u32 = 4 << 20;
+
 /// `[decay]` of `mosix.toml`, also set with `mosctl setdecay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -225,23 +259,35 @@ impl Default for DecayTunables {
 impl DecayTunables {
     /// Checks the ranges: interval 1..=3600 s, portions 0..=1000 per-mille, fast ≤ slow.
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|(_, message)| message)
+    }
+
+    /// [`DecayTunables::validate`], with the name of the field at fault.
+    fn check(&self) -> Result<(), (&'static str, String)> {
         if !(1..=3600).contains(&self.interval_s) {
-            return Err(format!(
-                "decay interval {} s is out of range 1..3600",
-                self.interval_s
+            return Err((
+                "interval_s",
+                format!(
+                    "decay interval {} s is out of range 1..3600",
+                    self.interval_s
+                ),
             ));
         }
         for (name, v) in [("slow", self.slow), ("fast", self.fast)] {
             if v > 1000 {
-                return Err(format!(
-                    "{name} decay {v} is out of range 0..1000 (per-mille kept)"
+                return Err((
+                    name,
+                    format!("{name} decay {v} is out of range 0..1000 (per-mille kept)"),
                 ));
             }
         }
         if self.fast > self.slow {
-            return Err(format!(
-                "fast decay {} keeps more than slow decay {}",
-                self.fast, self.slow
+            return Err((
+                "fast",
+                format!(
+                    "fast decay {} keeps more than slow decay {}",
+                    self.fast, self.slow
+                ),
             ));
         }
         Ok(())
@@ -260,27 +306,33 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("{path}: {message}")]
+    /// The file is not valid TOML, has unknown keys or wrong types, or a value out of range.
+    #[error("{path}{}: {message}", line.map_or(String::new(), |l| format!(":{l}")))]
     Invalid {
         /// The file.
         path: String,
-        /// The parser's message, which names the line and the key.
+        /// The line of the problem (1-based), when the parser can tell it.
+        line: Option<usize>,
+        /// What is wrong, on one line; it names the key.
         message: String,
     },
 }
 
 impl Tunables {
-    /// Parses `mosix.toml` text, naming `path` in errors.
+    /// Parses `mosix.toml` text, naming `path` and the line in errors
+    /// (`/etc/mosix/mosix.toml:3: gossip.window = 0 is out of range 1..1024`).
     pub fn parse(path: &str, text: &str) -> Result<Tunables, ConfigError> {
-        let t: Tunables = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let invalid = |line, message| ConfigError::Invalid {
             path: path.to_owned(),
-            message: one_line(&e.to_string()),
-        })?;
-        t.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
+            line,
             message,
+        };
+        let t: Tunables = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_at(text, s.start));
+            invalid(line, one_line(e.message()))
         })?;
+        t.validate()
+            .map_err(|(keys, message)| invalid(key_line(text, keys), message))?;
         Ok(t)
     }
 
@@ -308,74 +360,154 @@ impl Tunables {
         Tunables::parse(&shown, &text)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the ranges; an error carries the keys whose line to show (the first one the file
+    /// sets) and the message.
+    fn validate(&self) -> Result<(), (&'static [&'static str], String)> {
         let g = &self.gossip;
         if !(10..=60_000).contains(&g.interval_ms) {
-            return Err(format!(
-                "gossip.interval_ms = {} is out of range 10..60000",
-                g.interval_ms
+            return Err((
+                &["gossip.interval_ms"],
+                format!(
+                    "gossip.interval_ms = {} is out of range 10..60000",
+                    g.interval_ms
+                ),
             ));
         }
         if !(1..=crate::gossip::MAX_WINDOW).contains(&g.window) {
-            return Err(format!(
-                "gossip.window = {} is out of range 1..{}",
-                g.window,
-                crate::gossip::MAX_WINDOW
+            return Err((
+                &["gossip.window"],
+                format!(
+                    "gossip.window = {} is out of range 1..{}",
+                    g.window,
+                    crate::gossip::MAX_WINDOW
+                ),
             ));
         }
         if let Some(d) = g.dead_after_ms
             && d < 2 * g.interval_ms
         {
-            return Err(format!(
-                "gossip.dead_after_ms = {d} is shorter than two intervals ({} ms)",
-                2 * g.interval_ms
+            return Err((
+                &["gossip.dead_after_ms", "gossip.interval_ms"],
+                format!(
+                    "gossip.dead_after_ms = {d} is shorter than two intervals ({} ms)",
+                    2 * g.interval_ms
+                ),
             ));
         }
         if self.link.port == 0 {
-            return Err("link.port = 0 is not a port".into());
+            return Err((&["link.port"], "link.port = 0 is not a port".into()));
         }
         if !(10..=60_000).contains(&self.link.connect_timeout_ms) {
-            return Err(format!(
-                "link.connect_timeout_ms = {} is out of range 10..60000",
-                self.link.connect_timeout_ms
+            return Err((
+                &["link.connect_timeout_ms"],
+                format!(
+                    "link.connect_timeout_ms = {} is out of range 10..60000",
+                    self.link.connect_timeout_ms
+                ),
             ));
         }
         if !(16..=1 << 20).contains(&self.log.max_kib) {
-            return Err(format!(
-                "log.max_kib = {} is out of range 16..1048576",
-                self.log.max_kib
+            return Err((
+                &["log.max_kib"],
+                format!(
+                    "log.max_kib = {} is out of range 16..1048576",
+                    self.log.max_kib
+                ),
             ));
         }
         if let Some(s) = self.node.speed
             && !(1..=100_000_000).contains(&s)
         {
-            return Err(format!("node.speed = {s} is out of range 1..100000000"));
-        }
-        if !(10..=10_000).contains(&self.node.sample_ms) {
-            return Err(format!(
-                "node.sample_ms = {} is out of range 10..10000",
-                self.node.sample_ms
+            return Err((
+                &["node.speed"],
+                format!("node.speed = {s} is out of range 1..100000000"),
             ));
         }
-        self.decay.validate()
+        if !(10..=10_000).contains(&self.node.sample_ms) {
+            return Err((
+                &["node.sample_ms"],
+                format!(
+                    "node.sample_ms = {} is out of range 10..10000",
+                    self.node.sample_ms
+                ),
+            ));
+        }
+        let g = &self.guests;
+        if g.id_base < 65_536
+            || g.id_base
+                .checked_add(PID_MAX_LIMIT)
+                .is_none_or(|e| e >= u32::MAX - 1)
+        {
+            return Err((
+                &["guests.id_base"],
+                format!(
+                    "guests.id_base = {} is out of range 65536..{} (guests run as the base plus a pid, ids no account may have)",
+                    g.id_base,
+                    u32::MAX - 2 - PID_MAX_LIMIT
+                ),
+            ));
+        }
+        if let Some(m) = g.memory_max
+            && m < 16 << 20
+        {
+            return Err((
+                &["guests.memory_max"],
+                format!("guests.memory_max = {m} is below 16 MiB (16777216)"),
+            ));
+        }
+        self.decay.check().map_err(|(key, message)| {
+            let keys: &'static [&'static str] = match key {
+                "interval_s" => &["decay.interval_s"],
+                "slow" => &["decay.slow"],
+                _ => &["decay.fast", "decay.slow"],
+            };
+            (keys, message)
+        })
     }
 }
 
+/// The parser's message on one line (a key may hold a line break, a message several lines).
 fn one_line(s: &str) -> String {
-    // toml's messages span several lines with a caret diagram; keep the facts on one line.
-    let mut parts = s
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "|");
-    let first = parts.next().unwrap_or_default().to_owned();
-    let rest: Vec<&str> = parts
-        .filter(|l| !l.contains('^') && !l.contains(" | "))
-        .collect();
-    if rest.is_empty() {
-        first
+    let parts: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if parts.is_empty() {
+        "not valid".to_owned()
     } else {
-        format!("{first}: {}", rest.join("; "))
+        parts.join("; ")
     }
+}
+
+/// The 1-based line of byte `offset` of `text`; the end of the text is on its last line.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len().saturating_sub(1));
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where the first of `keys` (`section.name`) that `text` sets is set. `text` is
+/// valid TOML here (the tunables were read from it).
+fn key_line(text: &str, keys: &[&str]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    fn entry<'a, 'i>(
+        table: &'a DeTable<'i>,
+        name: &str,
+    ) -> Option<(std::ops::Range<usize>, &'a DeValue<'i>)> {
+        table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == name)
+            .map(|(k, v)| (k.span(), v.get_ref()))
+    }
+    let doc = DeTable::parse(text).ok()?;
+    keys.iter().find_map(|key| {
+        let (section, name) = key.split_once('.')?;
+        let (_, DeValue::Table(table)) = entry(doc.get_ref(), section)? else {
+            return None;
+        };
+        let (span, _) = entry(table, name)?;
+        Some(line_at(text, span.start))
+    })
 }
 
 /// The cluster secret, shared by all nodes. Never printed.
@@ -466,6 +598,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn every_error_names_the_file_and_the_line() {
+        let e = |text: &str| {
+            Tunables::parse("/etc/mosix/mosix.toml", text)
+                .unwrap_err()
+                .to_string()
+        };
+        // Found by the `tunables` fuzz target: range errors named the key but not the line, and
+        // parse errors carried toml's caret diagram squeezed onto one line.
+        assert_eq!(
+            e("# c\n[gossip]\n\nwindow = 0\n"),
+            "/etc/mosix/mosix.toml:4: gossip.window = 0 is out of range 1..1024"
+        );
+        assert_eq!(
+            e("[link]\nprot = 1\n"),
+            "/etc/mosix/mosix.toml:2: unknown field `prot`, expected one of `port`, `connect_timeout_ms`, `encrypt`"
+        );
+        // An error at the end of the file is on its last line, not after it.
+        let eof = e("[node]\ncgroup = \"\"\"abc\n");
+        assert!(eof.starts_with("/etc/mosix/mosix.toml:2: "), "{eof}");
+        assert!(
+            e("[gossip\n").starts_with("/etc/mosix/mosix.toml:1: "),
+            "{}",
+            e("[gossip\n")
+        );
+        // Inline tables and dotted keys are found too; a rule between two keys names the one
+        // the file sets.
+        assert!(
+            e("\ngossip = { window = 0 }").starts_with("/etc/mosix/mosix.toml:2: gossip.window")
+        );
+        assert!(e("\n\ndecay.fast = 980\n").starts_with("/etc/mosix/mosix.toml:3: fast decay 980"));
+        assert!(e("[decay]\nslow = 10\n").starts_with("/etc/mosix/mosix.toml:2: fast decay 926"));
+        assert!(
+            e("[gossip]\ninterval_ms = 100\ndead_after_ms = 150\n")
+                .starts_with("/etc/mosix/mosix.toml:3: gossip.dead_after_ms = 150")
+        );
+        assert!(e("[node]\nspeed = 0\n").starts_with("/etc/mosix/mosix.toml:2: node.speed"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 5;
+pub const IMAGE_VERSION: u32 = 6;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -201,6 +201,7 @@ pub struct SpecialMaps {
     pub vdso: Option<(u64, u64)>,
     /// The vdso's contents: a destination whose kernel has another vdso cannot take the
     /// process (its code calls into the vdso at fixed offsets).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_VDSO>")]
     pub vdso_bytes: Vec<u8>,
 }
 
@@ -265,7 +266,19 @@ pub struct Creds {
     /// Real, effective, saved gid.
     pub gid: [u32; 3],
     /// Supplementary groups.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_GROUPS>")]
     pub groups: Vec<u32>,
+}
+
+impl Creds {
+    /// Whether these are root's credentials (any uid 0) or in a set-id state (real, effective
+    /// and saved ids not all the same: a set-uid or set-gid program): what a node refuses as a
+    /// guest unless its `guests.accept_root` says otherwise.
+    pub fn root_or_setid(&self) -> bool {
+        self.uid.contains(&0)
+            || self.uid.iter().any(|u| *u != self.uid[0])
+            || self.gid.iter().any(|g| *g != self.gid[0])
+    }
 }
 
 /// One resource limit (`getrlimit(2)`): the resource number, the soft and the hard limit
@@ -297,6 +310,10 @@ pub struct Cached {
 }
 
 /// Everything about a frozen process but its memory contents.
+///
+/// Decoding keeps at most one element more than the limit of each list (the rest of a longer
+/// list is read and dropped), so a peer cannot make the receiver allocate past the limits;
+/// [`ImageHeader::validate`] refuses such an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageHeader {
     /// [`IMAGE_VERSION`].
@@ -316,10 +333,12 @@ pub struct ImageHeader {
     /// General registers (the interrupted call already made restartable).
     pub regs: Regs,
     /// The XSAVE area (NT_X86_XSTATE).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_XSTATE>")]
     pub xstate: Vec<u8>,
     /// Blocked signals.
     pub sigmask: u64,
     /// Signal actions that are not the default.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_SIGACTIONS>")]
     pub sigactions: Vec<SigAction>,
     /// `sigaltstack` (sp, flags, size).
     pub altstack: (u64, u32, u64),
@@ -332,16 +351,20 @@ pub struct ImageHeader {
     /// Memory-descriptor fields.
     pub mm: MmFields,
     /// The auxiliary vector.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_AUXV>")]
     pub auxv: Vec<u8>,
     /// The memory areas, in address order.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_VMAS>")]
     pub vmas: Vec<Vma>,
     /// vvar/vdso.
     pub special: SpecialMaps,
     /// The CPU features the process may use (`/proc/cpuinfo` flags of the source).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_CPU_FLAGS>")]
     pub cpu_flags: Vec<String>,
     /// The owner's credentials.
     pub creds: Creds,
     /// Its resource limits, which the remote kernel enforces (memory, stack, CPU time…).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_RLIMITS>")]
     pub rlimits: Vec<Rlimit>,
     /// Facts answered remotely.
     pub cached: Cached,
@@ -350,7 +373,15 @@ pub struct ImageHeader {
     /// Set when the image goes from one remote node straight to another: the token with
     /// which the destination rejoins the process's home ([`crate::proto::LinkMsg::Rejoin`]).
     pub rejoin: Option<u64>,
+    /// Errors of writes behind the program has not heard yet, by descriptor (`fd`, `errno`):
+    /// they travel with it to the next remote node, where its next call on the descriptor
+    /// reports them.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_WRITE_ERRORS>")]
+    pub write_errors: Vec<(i32, i32)>,
 }
+
+/// The most write errors an image carries (one per descriptor).
+pub const MAX_WRITE_ERRORS: usize = 1024;
 
 /// Why an image is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -359,11 +390,11 @@ pub enum ImageError {
     #[error("image version {0} is not supported (this node reads version {IMAGE_VERSION})")]
     Version(u32),
     /// A list is over its bound.
-    #[error("image has {count} {what}, more than the limit of {limit}")]
+    #[error("image has more than {limit} {what}")]
     TooMany {
         /// What.
         what: &'static str,
-        /// How many.
+        /// How many were decoded: at most `limit + 1` (decoding drops the rest).
         count: usize,
         /// The limit.
         limit: usize,
@@ -401,6 +432,7 @@ impl ImageHeader {
         bound("groups", self.creds.groups.len(), MAX_GROUPS)?;
         bound("CPU flags", self.cpu_flags.len(), MAX_CPU_FLAGS)?;
         bound("resource limits", self.rlimits.len(), MAX_RLIMITS)?;
+        bound("write errors", self.write_errors.len(), MAX_WRITE_ERRORS)?;
         let mut last_end = 0u64;
         for v in &self.vmas {
             if v.is_empty() || v.start % 4096 != 0 || v.end % 4096 != 0 {
@@ -628,6 +660,7 @@ mod tests {
             cached: Cached::default(),
             total_bytes: 0,
             rejoin: None,
+            write_errors: Vec::new(),
         };
         assert!(h.validate().is_ok());
         h.vmas.push(vma(0x2000, 0x5000));
@@ -640,5 +673,60 @@ mod tests {
             h.missing_cpu_flags(&["sse2".into()]),
             vec!["avx512f".to_owned()]
         );
+    }
+
+    #[test]
+    fn a_list_over_its_limit_is_not_kept_whole() {
+        // Found by the decoder properties (tests/properties.rs): 16 MiB of empty CPU-flag
+        // strings decoded into half a gigabyte of Strings before validate looked at the count.
+        let mut h = header();
+        h.cpu_flags = vec![String::new(); 200_000];
+        h.creds.groups = vec![1, 2, 3];
+        let bytes = postcard::to_stdvec(&h).unwrap();
+        let back: ImageHeader = crate::proto::decode_payload(&bytes).unwrap();
+        assert_eq!(back.cpu_flags.len(), MAX_CPU_FLAGS + 1);
+        assert_eq!(
+            back.creds.groups,
+            [1, 2, 3],
+            "what follows the list is read in place"
+        );
+        assert_eq!(
+            back.validate().unwrap_err().to_string(),
+            "image has more than 1024 CPU flags"
+        );
+        h.cpu_flags.truncate(MAX_CPU_FLAGS);
+        let bytes = postcard::to_stdvec(&h).unwrap();
+        let back: ImageHeader = crate::proto::decode_payload(&bytes).unwrap();
+        assert_eq!(back, h, "a list at its limit reads back whole");
+    }
+
+    fn header() -> ImageHeader {
+        ImageHeader {
+            version: IMAGE_VERSION,
+            home: NodeId::new(1).unwrap(),
+            comm: "x".into(),
+            nmigs: 1,
+            locked: false,
+            ceiling: None,
+            regs: Regs([0; 27]),
+            xstate: vec![],
+            sigmask: 0,
+            sigactions: vec![],
+            altstack: (0, 2, 0),
+            rseq: None,
+            robust_list: (0, 0),
+            tid_address: 0,
+            mm: MmFields::default(),
+            auxv: vec![],
+            vmas: vec![],
+            special: SpecialMaps::default(),
+            cpu_flags: vec![],
+            creds: Creds::default(),
+            rlimits: vec![],
+            cached: Cached::default(),
+            total_bytes: 0,
+            rejoin: None,
+            write_errors: Vec::new(),
+        }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod ages;
 pub mod balance;
+mod bounded;
 pub mod cli;
 pub mod client;
 pub mod config;

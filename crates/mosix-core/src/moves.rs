@@ -15,7 +15,7 @@ use crate::node::NodeId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MoveFailure {
     /// A node — this one, or the destination — would not move or take the process.
-    #[error("refused: {reason}")]
+    #[error("refused: {}", Shown(reason))]
     Refused {
         /// Who refused (this node, when the move was refused before it started).
         by: NodeId,
@@ -23,7 +23,7 @@ pub enum MoveFailure {
         reason: String,
     },
     /// The process does not exist (any more): it ended before or during the move.
-    #[error("process {pid} is gone: {detail}")]
+    #[error("process {pid} is gone: {}", Shown(detail))]
     Gone {
         /// Its pid at home.
         pid: u32,
@@ -31,7 +31,7 @@ pub enum MoveFailure {
         detail: String,
     },
     /// The connection to a node could not be opened, or broke during the move.
-    #[error("link to node {node} lost: {detail}")]
+    #[error("link to node {node} lost: {}", Shown(detail))]
     LinkLost {
         /// The node.
         node: NodeId,
@@ -39,11 +39,29 @@ pub enum MoveFailure {
         detail: String,
     },
     /// The kernel refused an operation on the process (tracing, injection, restoring).
-    #[error("kernel error: {detail}")]
+    #[error("kernel error: {}", Shown(detail))]
     Kernel {
         /// The operation and the error.
         detail: String,
     },
+}
+
+/// Text that came from another node, shown with its control characters escaped (`\n`,
+/// `\u{1b}`), so that a failure stays one line of a log or a terminal whatever the peer wrote.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl MoveFailure {
@@ -73,6 +91,21 @@ impl MoveFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_peer_wrote_stays_on_one_line() {
+        // Found by the `proc_msg` fuzz target: a reason with line breaks (or terminal escapes)
+        // in a peer's Refused or MoveFailed came out verbatim in logs and in `migrate`'s message.
+        let r = MoveFailure::Refused {
+            by: NodeId::new(3).unwrap(),
+            reason: "co\n\nWARN forged line\u{1b}[2J".into(),
+        };
+        assert_eq!(r.to_string(), "refused: co\\n\\nWARN forged line\\u{1b}[2J");
+        let k = MoveFailure::Kernel {
+            detail: "tab\there, ünïcödé kept".into(),
+        };
+        assert_eq!(k.to_string(), "kernel error: tab\\there, ünïcödé kept");
+    }
 
     #[test]
     fn each_kind_says_what_it_is_and_keeps_its_note() {

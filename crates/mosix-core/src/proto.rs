@@ -317,6 +317,28 @@ pub enum HandshakeError {
     Protocol(String),
 }
 
+/// The most characters of a peer's refusal reason repeated in an error.
+const PEER_TEXT_CHARS: usize = 200;
+
+/// A peer's text (a refusal reason) as it may go into this node's log: on one line, control
+/// characters (line breaks, terminal escapes) escaped, at most [`PEER_TEXT_CHARS`] characters.
+/// Before the handshake ends the peer may be anyone.
+fn peer_text(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == PEER_TEXT_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The refusal that tells a peer its protection differs from ours (`me` is this node).
 fn protection_refusal(me: NodeId, ours: Protection, theirs: Protection) -> Handshake {
     Handshake::Refuse {
@@ -417,7 +439,9 @@ impl ClientHandshake {
                     proof: t.proof(secret, Side::Client),
                 })
             }
-            Handshake::Refuse { reason } => Err((HandshakeError::Refused(reason), None)),
+            Handshake::Refuse { reason } => {
+                Err((HandshakeError::Refused(peer_text(&reason)), None))
+            }
             _ => Err((
                 HandshakeError::Protocol("expected a Challenge after Hello".into()),
                 None,
@@ -432,7 +456,7 @@ impl ClientHandshake {
             (Handshake::Welcome, None) => Err(HandshakeError::Protocol(
                 "Welcome before the Challenge was answered".into(),
             )),
-            (Handshake::Refuse { reason }, _) => Err(HandshakeError::Refused(reason)),
+            (Handshake::Refuse { reason }, _) => Err(HandshakeError::Refused(peer_text(&reason))),
             _ => Err(HandshakeError::Protocol("expected Welcome".into())),
         }
     }
@@ -540,7 +564,10 @@ impl ServerHandshake {
                 }
             }
             Handshake::Refuse { reason } => Err((
-                HandshakeError::Protocol(format!("node {node} gave up the handshake: {reason}")),
+                HandshakeError::Protocol(format!(
+                    "node {node} gave up the handshake: {}",
+                    peer_text(&reason)
+                )),
                 None,
             )),
             _ => Err((
@@ -628,7 +655,6 @@ pub struct Call {
 /// Call buffers as byte strings: serde's default for `Vec<u8>` is a sequence of `u8`s, one
 /// serializer call per byte (some 300 MB/s); as bytes they are one copy.
 mod byte_bufs {
-    use serde::Deserialize;
     use serde::de::Deserializer;
     use serde::ser::Serializer;
 
@@ -636,8 +662,11 @@ mod byte_bufs {
         s.collect_seq(v.iter().map(|(i, b)| (*i, serde_bytes::Bytes::new(b))))
     }
 
+    /// Keeps at most one buffer over [`super::MAX_CALL_BUFS`] (validation refuses it): an empty
+    /// buffer is 2 bytes on the wire and 32 in memory.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u8, Vec<u8>)>, D::Error> {
-        let v: Vec<(u8, serde_bytes::ByteBuf)> = Vec::deserialize(d)?;
+        let v: Vec<(u8, serde_bytes::ByteBuf)> =
+            crate::bounded::seq::<_, _, { super::MAX_CALL_BUFS }>(d)?;
         Ok(v.into_iter().map(|(i, b)| (i, b.into_vec())).collect())
     }
 }
@@ -653,6 +682,16 @@ pub struct Reply {
     pub outs: Vec<(u8, Vec<u8>)>,
     /// The answer to [`Call::ahead`]: [`IO_ANSWERED`], [`IO_STREAM`], [`IO_EOF`].
     pub io: u8,
+    /// With [`IO_STREAM`] after a write: how many more bytes may be written behind on the
+    /// descriptor — the room under the process's `RLIMIT_FSIZE` from its offset, and the space
+    /// its file system has for the process, less a margin. A write that does not fit goes home
+    /// at once, so the kernel's answer (a short write, `EFBIG` and `SIGXFSZ`, `ENOSPC`) comes
+    /// at the call where it would come natively.
+    pub room: u64,
+    /// With [`IO_ANSWERED`]: which file the descriptor is (its device and inode, folded into
+    /// one number; 0 unknown), so that the remote can tell two descriptors of one file from two
+    /// files: a write through one drops what was read ahead through the other.
+    pub file: u64,
 }
 
 /// [`Reply::io`]: home answers a read-ahead or write-behind question.
@@ -748,7 +787,8 @@ pub enum ProcMsg {
     /// Remote to home: the process runs at the destination of [`ProcMsg::MoveTo`]; this
     /// connection ends. The signals are those it could no longer take here.
     Moved {
-        /// Undelivered signals.
+        /// Undelivered signals (at most [`MAX_MOVED_SIGNALS`]).
+        #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_MOVED_SIGNALS>")]
         signals: Vec<i32>,
     },
     /// Remote to home: the move asked by [`ProcMsg::MoveTo`] failed; the process goes on here.
@@ -759,6 +799,16 @@ pub enum ProcMsg {
     /// Home to the destination of a direct move: home takes this connection as the process's
     /// (it becomes the one home listens to once the source reports [`ProcMsg::Moved`]).
     Rejoined,
+    /// Remote to home: a write behind on `fd` failed with `errno`, and the program can no
+    /// longer hear it (it exits, goes home, or the descriptor is closed or replaced without a
+    /// call that could report it): home logs it with the file's path, so it is never lost
+    /// silently.
+    WriteFailed {
+        /// The descriptor.
+        fd: i32,
+        /// The error.
+        errno: i32,
+    },
     /// Remote to home: the process stopped (job control) by `sig`, after it had been sent
     /// `conts` `SIGCONT`s from home; home stops the deputy the same way, so the parent's
     /// `wait` sees it (a stop report older than home's latest `SIGCONT` is stale).
@@ -797,11 +847,11 @@ fn check_bufs(count: usize, lens: impl Iterator<Item = usize>) -> Result<(), Fra
             "{count} buffers in one call exceed {MAX_CALL_BUFS}"
         )));
     }
+    let limit = crate::syscalls::MAX_IO + crate::syscalls::MAX_PATH;
     for l in lens {
-        if l > crate::syscalls::MAX_IO + crate::syscalls::MAX_PATH {
+        if l > limit {
             return Err(FrameError::Invalid(format!(
-                "a call buffer of {l} bytes exceeds {}",
-                crate::syscalls::MAX_IO
+                "a call buffer of {l} bytes exceeds {limit}"
             )));
         }
     }

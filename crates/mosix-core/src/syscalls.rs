@@ -656,6 +656,20 @@ pub fn fcntl_class(cmd: u64) -> (Class, Arg) {
     }
 }
 
+/// Where a `prctl` option runs when the filter sends it to the supervisor (every other option
+/// runs on the remote, untrapped): the death signal is about the process's parent, which is at
+/// home (it runs in the deputy), and the one the kernel holds for the guest — that it dies with
+/// its supervisor — must stay as it is.
+pub fn prctl_class(option: u64) -> (Class, Arg) {
+    const PR_SET_PDEATHSIG: u64 = 1;
+    const PR_GET_PDEATHSIG: u64 = 2;
+    match option & 0xffff_ffff {
+        PR_SET_PDEATHSIG => (Class::Deputy, Arg::Int),
+        PR_GET_PDEATHSIG => (Class::Deputy, Arg::Out(Len::Fixed(4))),
+        _ => (Class::Local, Arg::Int),
+    }
+}
+
 /// Where an `ioctl` request runs and what its argument is. Terminal queries and settings work
 /// on the duplicate in the service; changing the foreground process group needs the deputy
 /// (the caller must have the terminal as its controlling terminal).

@@ -136,7 +136,25 @@ fn under_the_filter_writes_come_to_the_listener() {
         rest.pages().write(&h, *vma, *off, data).unwrap();
     }
     let filter = seccomp::program_bytes(&seccomp::program());
-    let (t, lfd) = rest.finish(&h, Some(&filter)).unwrap();
+    let id = 2_000_000_000 + spid as u32;
+    let setup = restore::StubSetup {
+        filter: &filter,
+        uid: id,
+        gid: id,
+    };
+    let (t, lfd) = rest.finish(&h, Some(&setup)).unwrap();
+    // Locked down: its own ids, no capability left in any set, no group.
+    let st = procfs::process::Process::new(spid)
+        .unwrap()
+        .status()
+        .unwrap();
+    assert_eq!((st.ruid, st.euid, st.suid, st.fuid), (id, id, id, id));
+    assert_eq!((st.rgid, st.egid), (id, id));
+    assert_eq!(
+        (st.capinh, st.capprm, st.capeff, st.capbnd, st.capamb),
+        (0, 0, 0, Some(0), Some(0))
+    );
+    assert!(st.groups.is_empty());
     let listener = seccomp::Listener::from_fd(restore::take_listener(spid, lfd.unwrap()).unwrap());
     t.detach(None).unwrap();
     prog.kill().unwrap();

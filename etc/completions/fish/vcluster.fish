@@ -55,6 +55,7 @@ complete -c vcluster -n "__fish_vcluster_using_subcommand status" -l json -d 'Pr
 complete -c vcluster -n "__fish_vcluster_using_subcommand status" -s h -l help -d 'Print help'
 complete -c vcluster -n "__fish_vcluster_using_subcommand list" -s h -l help -d 'Print help'
 complete -c vcluster -n "__fish_vcluster_using_subcommand exec" -l name -d 'The cluster\'s name' -r
+complete -c vcluster -n "__fish_vcluster_using_subcommand exec" -l nobody -d 'Run it as nobody (uid and gid 65534, no supplementary groups), as a user\'s job: a node takes no process of root as a guest unless its mosix.toml says guests.accept_root'
 complete -c vcluster -n "__fish_vcluster_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c vcluster -n "__fish_vcluster_using_subcommand env" -l name -d 'The cluster\'s name' -r
 complete -c vcluster -n "__fish_vcluster_using_subcommand env" -s h -l help -d 'Print help'

@@ -13,6 +13,10 @@
 //! * `mosix-probe readfile PATH KIB`: reads PATH to its end KIB KiB at a time; prints MB/s.
 //! * `mosix-probe writefile PATH MIB KIB`: writes MIB MiB to PATH (created or truncated) KIB
 //!   KiB at a time, then closes it; prints MB/s.
+//! * `mosix-probe writer PATH`: prints the address of a counter, then writes 4 KiB records to
+//!   PATH (created or truncated) forever, record `i` holding `i` in every 8-byte word, and
+//!   after each `write` that returned counts it (a test reads the counter from the process's
+//!   memory, kills the process, and checks that no counted record is missing).
 //! * `mosix-probe notify N`: the bare cost of a seccomp user notification: a child under a
 //!   USER_NOTIF filter makes N getppid calls that this process answers at once; prints the mean
 //!   round trip in nanoseconds (`notify-sync N`: with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP).
@@ -25,6 +29,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
     match args.get(1).map(String::as_str) {
+        Some("writer") => {
+            static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = args.get(2).expect("writer PATH");
+            let mut f = std::fs::File::create(path).unwrap();
+            println!("{:#x}", WRITTEN.as_ptr() as usize);
+            std::io::stdout().flush().unwrap();
+            let mut rec = vec![0u8; 4096];
+            for i in 0u64.. {
+                for w in rec.chunks_mut(8) {
+                    w.copy_from_slice(&i.to_le_bytes());
+                }
+                f.write_all(&rec).unwrap();
+                WRITTEN.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         Some("calls") => {
             let mut f = std::fs::File::open("/dev/zero").unwrap();
             let mut b = [0u8; 1];

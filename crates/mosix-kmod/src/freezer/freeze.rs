@@ -261,6 +261,7 @@ impl Parts {
             cached,
             total_bytes: runs.iter().map(|r| r.len).sum(),
             rejoin: None,
+            write_errors: Vec::new(),
         };
         Ok((header, runs))
     }

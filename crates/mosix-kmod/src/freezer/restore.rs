@@ -355,14 +355,15 @@ impl Restorer {
         super::pages::Pages::new(self.pid, self.sink.as_ref())
     }
 
-    /// Phase 3. For a stub (`stub` given), also the owner's credentials and the seccomp filter;
+    /// Phase 3. For a stub (`stub` given), also its lock-down (see [`StubSetup`]) and the
+    /// seccomp filter;
     /// returns the tracee stopped with the image's registers, ready to be let go, and the number
     /// of the filter's listener descriptor inside the tracee. On failure the tracee is killed
     /// (unless it was lost on the way: removing our area failed).
     pub fn finish(
         mut self,
         h: &ImageHeader,
-        stub: Option<&[u8]>,
+        stub: Option<&StubSetup<'_>>,
     ) -> Result<(Stopped, Option<i32>)> {
         let pid = self.pid;
         if let Some(mut u) = self.sink.take() {
@@ -439,12 +440,13 @@ impl Restorer {
             "PR_SET_NAME",
         )?;
         let mut listener = None;
-        if let Some(filter) = stub {
+        if let Some(setup) = stub {
+            let filter = setup.filter;
             // Nothing of the stub's own descriptors stays: every descriptor call of the process
             // is forwarded home.
             self.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
             self.set_rlimits(h)?;
-            self.set_creds(h)?;
+            self.lock_down(setup)?;
             self.must(
                 libc::SYS_prctl,
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
@@ -620,42 +622,79 @@ impl Restorer {
         Ok(())
     }
 
-    fn set_creds(&mut self, h: &ImageHeader) -> Result<()> {
-        let c = &h.creds;
-        let mut g = Vec::with_capacity(c.groups.len() * 4);
-        for x in &c.groups {
-            g.extend_from_slice(&x.to_le_bytes());
+    /// Takes every right the stub had as root's child away, for good, and makes it the guest's
+    /// own host identity: no capability in any set (permitted, effective, inheritable, ambient,
+    /// bounding), no way for uid 0 to regain any (`SECBIT_NOROOT`, locked), no supplementary
+    /// group, and the uid and gid of `setup`, which no account of this node has. Then, since a
+    /// credential change clears it, the death signal is armed again (the stub dies with its
+    /// supervisor thread), and the stub is made undumpable (no one but root may trace it or
+    /// read its memory).
+    fn lock_down(&mut self, setup: &StubSetup<'_>) -> Result<()> {
+        self.must(
+            libc::SYS_prctl,
+            [
+                libc::PR_CAP_AMBIENT as u64,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+            "clearing the ambient capabilities",
+        )?;
+        for cap in 0..=u64::from(last_cap()) {
+            self.must(
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+                "dropping the bounding set",
+            )?;
         }
-        self.scratch_write(&g)?;
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_KEEP_CAPS_LOCKED
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        self.must(
+            libc::SYS_prctl,
+            [libc::PR_SET_SECUREBITS as u64, bits as u64, 0, 0, 0, 0],
+            "locking the securebits",
+        )?;
+        self.must(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0], "setgroups")?;
+        let (u, g) = (u64::from(setup.uid), u64::from(setup.gid));
+        self.must(libc::SYS_setresgid, [g, g, g, 0, 0, 0], "setresgid")?;
+        // From root to another uid without SECBIT_KEEP_CAPS: the permitted and effective sets
+        // are cleared by the kernel.
+        self.must(libc::SYS_setresuid, [u, u, u, 0, 0, 0], "setresuid")?;
+        // The inheritable set too: a `struct __user_cap_header_struct` (version, pid 0 = this
+        // task) and two all-zero `__user_cap_data_struct`s.
+        let mut capbuf = Vec::with_capacity(8 + 24);
+        capbuf
+            .extend_from_slice(&linux_raw_sys::general::_LINUX_CAPABILITY_VERSION_3.to_le_bytes());
+        capbuf.extend_from_slice(&0u32.to_le_bytes());
+        capbuf.extend_from_slice(&[0u8; 24]);
+        self.scratch_write(&capbuf)?;
         let scratch = self.area.scratch();
         self.must(
-            libc::SYS_setgroups,
-            [c.groups.len() as u64, scratch, 0, 0, 0, 0],
-            "setgroups",
+            libc::SYS_capset,
+            [scratch, scratch + 8, 0, 0, 0, 0],
+            "clearing the capability sets",
         )?;
         self.must(
-            libc::SYS_setresgid,
+            libc::SYS_prctl,
             [
-                u64::from(c.gid[0]),
-                u64::from(c.gid[1]),
-                u64::from(c.gid[2]),
+                libc::PR_SET_PDEATHSIG as u64,
+                libc::SIGKILL as u64,
+                0,
                 0,
                 0,
                 0,
             ],
-            "setresgid",
+            "arming the death signal",
         )?;
         self.must(
-            libc::SYS_setresuid,
-            [
-                u64::from(c.uid[0]),
-                u64::from(c.uid[1]),
-                u64::from(c.uid[2]),
-                0,
-                0,
-                0,
-            ],
-            "setresuid",
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+            "making it undumpable",
         )
     }
 
@@ -664,6 +703,28 @@ impl Restorer {
     pub fn kill(self) {
         drop(self);
     }
+}
+
+/// How a guest is set up in its stub: the filter it runs under, and the host ids it runs as
+/// (the owner's credentials travel in the image and answer its `getuid` and the like on the
+/// remote; forwarded calls run with them at home, in the deputy).
+#[derive(Debug, Clone, Copy)]
+pub struct StubSetup<'a> {
+    /// The seccomp filter's program.
+    pub filter: &'a [u8],
+    /// The host uid.
+    pub uid: u32,
+    /// The host gid.
+    pub gid: u32,
+}
+
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`), or the
+/// highest the C headers know.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(linux_raw_sys::general::CAP_LAST_CAP)
 }
 
 /// Takes the seccomp listener out of a restored stub.

@@ -277,6 +277,42 @@ pub fn syscall_for_process(
     }
 }
 
+/// Runs the tracee from `regs` until it traps (`int3`) with its instruction pointer at `trap`;
+/// returns `rax` then. For code of ours longer than the injection site (the agent's start).
+/// Stops on the way that are not ours are let through unchanged; the tracee's signals should be
+/// blocked.
+pub fn run_to_trap(t: &mut Held, regs: &Regs, trap: u64) -> Result<i64> {
+    t.get()?.set_regs(regs)?;
+    let mut r = t.take()?.cont(None)?;
+    loop {
+        let s = r.wait()?;
+        if s.stop == Stop::Signal(Sig::TRAP) {
+            t.put(s);
+            let after = t.get()?.regs()?;
+            if after.ip() != trap {
+                return Err(Error::Unexpected {
+                    pid: t.pid(),
+                    what: format!("trap at {:#x} (expected {trap:#x})", after.ip()),
+                });
+            }
+            return Ok(after.ax() as i64);
+        }
+        r = s.cont(None)?;
+    }
+}
+
+/// At a signal stop that interrupted a system call, keeps the kernel from restarting the call
+/// once the (suppressed) signal is gone: the call ends with its `-ERESTART*` code, for whoever
+/// made it to decide. Does nothing at other stops.
+pub fn dont_restart(s: &Stopped) -> Result<()> {
+    let mut now = s.regs()?;
+    if now.orig_ax() >= 0 && is_restart(now.ax() as i64) {
+        now.0[Regs::ORIG_RAX] = u64::MAX;
+        s.set_regs(&now)?;
+    }
+    Ok(())
+}
+
 /// Blocks every blockable signal of the tracee for an injection session; returns its mask, to
 /// be given back with `set_sigmask` when the session ends.
 pub fn block_signals(t: &Stopped) -> Result<u64> {

@@ -315,6 +315,26 @@ impl Running {
         }
     }
 
+    /// Whether it has ended (exited or been killed), *without* reaping it: the end stays to be
+    /// collected by [`Running::wait`] or [`Running::try_wait`]. A thread group's leader is not
+    /// reaped before its other traced threads are, so a tracer that holds on to the end of one
+    /// of them holds its parent's `wait` up.
+    pub fn has_ended(&self) -> bool {
+        // SAFETY: waitid(2) writes one siginfo_t into `info`, a zeroed local of that type.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; P_PID with our tracee's id, WNOWAIT leaves the end to be reaped.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid.as_raw() as libc::id_t,
+                &raw mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        // SAFETY: si_pid is filled for the CLD_* codes waitid reports; zero when nothing did.
+        r == 0 && unsafe { info.si_pid() } != 0
+    }
+
     /// Asks for a stop (`PTRACE_INTERRUPT`) without waiting for it.
     pub fn request_interrupt(&self) -> Result<()> {
         ptrace::interrupt(self.pid).map_err(os("PTRACE_INTERRUPT", self.pid))

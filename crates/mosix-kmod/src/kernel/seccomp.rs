@@ -71,6 +71,8 @@ const fn jmp(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 /// Offsets in `struct seccomp_data`.
 const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
 const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+/// The low half of the first argument (little-endian).
+const OFF_ARG0_LO: u32 = std::mem::offset_of!(libc::seccomp_data, args) as u32;
 /// The low half of the fourth argument (little-endian).
 const OFF_ARG3_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
@@ -80,7 +82,13 @@ const OFF_ARG3_LO: u32 =
 /// without x32 support does), allow the local calls, allow `mmap` of private anonymous memory,
 /// send everything else to the supervisor.
 pub fn program() -> Vec<Insn> {
-    let local = syscalls::local_calls();
+    let prctl = libc::SYS_prctl as u32;
+    // prctl is local but for a few options ([`syscalls::prctl_class`]): it has a test of its
+    // own below, and is not in the chain of calls allowed whatever their arguments.
+    let local: Vec<u32> = syscalls::local_calls()
+        .into_iter()
+        .filter(|nr| *nr != prctl)
+        .collect();
     let mmap = libc::SYS_mmap as u32;
     let mut p = vec![
         ld(OFF_ARCH),
@@ -96,7 +104,8 @@ pub fn program() -> Vec<Insn> {
     let n = local.len();
     for (i, nr) in local.iter().enumerate() {
         // Jump to the ALLOW at the end of the chain when equal.
-        let to_allow = (n - i - 1) + 5; // the rest of the chain + the mmap block (4) + notify
+        // The rest of the chain + the prctl block (6) + the mmap block (4) + notify.
+        let to_allow = (n - i - 1) + 6 + 5;
         p.push(jmp(
             BPF_JEQ_K,
             *nr,
@@ -104,6 +113,13 @@ pub fn program() -> Vec<Insn> {
             0,
         ));
     }
+    // prctl: the death-signal options go to the supervisor, the others are allowed.
+    p.push(jmp(BPF_JEQ_K, prctl, 0, 5));
+    p.push(ld(OFF_ARG0_LO));
+    p.push(jmp(BPF_JEQ_K, libc::PR_SET_PDEATHSIG as u32, 2, 0));
+    p.push(jmp(BPF_JEQ_K, libc::PR_GET_PDEATHSIG as u32, 1, 0));
+    p.push(ret(RET_ALLOW));
+    p.push(ret(RET_USER_NOTIF));
     // mmap: shared (MAP_SHARED = 1, MAP_SHARED_VALIDATE = 3: bit 0; MAP_PRIVATE is 2) or of a
     // file (no MAP_ANONYMOUS) goes to the supervisor.
     p.push(jmp(BPF_JEQ_K, mmap, 0, 3));
@@ -325,7 +341,14 @@ mod tests {
         let fields = |i: &Insn| (i.code, i.jt, i.jf, i.k);
         assert_eq!(fields(&p[allow]), fields(&ret(RET_ALLOW)));
         for (i, insn) in p.iter().enumerate() {
-            if insn.code == BPF_JEQ_K && insn.jt > 0 && i > 5 && insn.k != libc::SYS_mmap as u32 {
+            // The chain of local calls; the prctl and mmap blocks jump elsewhere.
+            let block = [
+                libc::SYS_mmap as u32,
+                libc::SYS_prctl as u32,
+                libc::PR_SET_PDEATHSIG as u32,
+                libc::PR_GET_PDEATHSIG as u32,
+            ];
+            if insn.code == BPF_JEQ_K && insn.jt > 0 && i > 5 && !block.contains(&insn.k) {
                 assert_eq!(i + 1 + usize::from(insn.jt), allow, "insn {i}");
             }
         }
@@ -335,10 +358,16 @@ mod tests {
 
     /// Runs the program on one call, as the kernel would (the instructions it uses only).
     fn run(p: &[Insn], arch: u32, nr: u32, arg3: u64) -> u32 {
+        run_args(p, arch, nr, [0, 0, 0, arg3])
+    }
+
+    fn run_args(p: &[Insn], arch: u32, nr: u32, args: [u64; 4]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
-        data[16 + 24..16 + 32].copy_from_slice(&arg3.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
             let i = p[pc];
@@ -369,7 +398,7 @@ mod tests {
         let local = syscalls::local_calls();
         for nr in 0..500u32 {
             let got = run(&p, AUDIT_ARCH_X86_64, nr, 0);
-            if nr == libc::SYS_mmap as u32 {
+            if nr == libc::SYS_mmap as u32 || nr == libc::SYS_prctl as u32 {
                 continue;
             }
             let want = if local.contains(&nr) {
@@ -391,6 +420,21 @@ mod tests {
             run(&p, AUDIT_ARCH_X86_64, mmap, 0x03 | anon),
             RET_USER_NOTIF
         );
+        // prctl: local but for the death signal, which is the parent's (at home) and which the
+        // guest may not take off its own.
+        let prctl = libc::SYS_prctl as u32;
+        for (option, want) in [
+            (libc::PR_SET_NAME, RET_ALLOW),
+            (libc::PR_SET_PDEATHSIG, RET_USER_NOTIF),
+            (libc::PR_GET_PDEATHSIG, RET_USER_NOTIF),
+            (libc::PR_SET_DUMPABLE, RET_ALLOW),
+        ] {
+            assert_eq!(
+                run_args(&p, AUDIT_ARCH_X86_64, prctl, [option as u64, 0, 0, 0]),
+                want,
+                "prctl option {option}"
+            );
+        }
         // x32 calls: ENOSYS, as on a kernel without x32; a 32-bit int 0x80: killed.
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 0x4000_0000 | 39, 0), RET_ENOSYS);
         assert_eq!(run(&p, 0x4000_0003, 20, 0), RET_KILL_PROCESS);

@@ -164,6 +164,11 @@ impl Cgroups {
         })
     }
 
+    /// The unified (v2) hierarchy, if mounted.
+    pub fn v2(&self) -> Option<&Hierarchy> {
+        self.hierarchies.iter().find(|h| h.version == Version::V2)
+    }
+
     /// This process's cgroup path in the hierarchy of `controller` (v1), or in v2.
     pub fn own_path(&self, controller: Option<&str>) -> Option<&str> {
         self.membership
@@ -369,6 +374,11 @@ impl NodeCgroup {
             collect_threads(dir, file, &mut out, 0);
         }
         out
+    }
+
+    /// Its directory in the memory hierarchy (the unified one on v2).
+    pub fn mem_dir(&self) -> Option<&Path> {
+        self.mem_dir.as_deref()
     }
 
     /// The directory holding the cgroup's tasks (for `cgroup.procs`).

@@ -4,4 +4,5 @@
 
 pub mod admission;
 pub mod cgroup;
+pub mod guests;
 pub mod measure;

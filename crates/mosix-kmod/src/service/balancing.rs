@@ -69,9 +69,33 @@ fn schedstat_ns(pid: i32) -> Option<u64> {
     Some(s.sum_exec_runtime + s.run_delay)
 }
 
+/// Whether process `pid` runs with root's credentials or in a set-id state.
+fn root_or_setid(pid: i32) -> bool {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .is_ok_and(|s| {
+            mosix_core::image::Creds {
+                uid: [s.ruid, s.euid, s.suid],
+                gid: [s.rgid, s.egid, s.sgid],
+                groups: Vec::new(),
+            }
+            .root_or_setid()
+        })
+}
+
 impl Tracker {
     /// Measures the processes running here and returns them as the balancer sees them.
-    pub fn look(&mut self, now: Millis, procs: &Procs, decay: &DecayTunables) -> Vec<Local> {
+    ///
+    /// A process of root (or in a set-id state) is not moved automatically unless this node's
+    /// `guests.accept_root` (`accept_root`) says the cluster takes such guests: nodes refuse them
+    /// by default, and each refusal would cost a whole transfer. `migrate` may still ask.
+    pub fn look(
+        &mut self,
+        now: Millis,
+        procs: &Procs,
+        decay: &DecayTunables,
+        accept_root: bool,
+    ) -> Vec<Local> {
         let ticks = procfs::ticks_per_second().max(1);
         let page = procfs::page_size();
         let mut out = Vec::new();
@@ -133,7 +157,10 @@ impl Tracker {
             };
             let pinned = if lock {
                 Some(Pinned::Locked)
-            } else if guest.is_none() && crate::split::procs::why_not(pid).is_some() {
+            } else if guest.is_none()
+                && (crate::split::procs::why_not(pid).is_some()
+                    || (!accept_root && root_or_setid(pid)))
+            {
                 Some(Pinned::CantMove)
             } else {
                 None

@@ -25,10 +25,7 @@ use tracing::{debug, warn};
 use super::Event;
 use crate::link::{Throttle, Trouble, held_back};
 
-/// The largest request but [`Request::Reconfigure`].
-pub const MAX_REQUEST: usize = 64 << 10;
-/// The largest [`Request::Reconfigure`] (a map is at most 1 MiB, `map::MAX_MAP_BYTES`).
-pub const MAX_RECONFIGURE: usize = 2 << 20;
+pub use mosix_core::client::{MAX_RECONFIGURE, MAX_REQUEST};
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a connection may stay without sending a (next) request.

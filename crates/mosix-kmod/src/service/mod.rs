@@ -44,6 +44,7 @@ use tracing::{info, warn};
 
 use crate::link::{self, Inbound, LinkContext, Outbound, SharedContext, Throttle};
 use crate::node::cgroup::{CgroupError, Cgroups};
+use crate::node::guests::GuestCgroup;
 use crate::node::measure::{self, Measurer, Scope};
 use crate::split::procs::Procs;
 use node::Node;
@@ -300,11 +301,12 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
     daemon::keep_log_small(&paths, loaded.tunables.log.max_kib * 1024);
 
     let result = (|| {
-        let scope =
-            match Cgroups::discover()?.node_cgroup(loaded.tunables.node.cgroup.as_deref())? {
-                Some(c) => Scope::Cgroup(c),
-                None => Scope::Machine,
-            };
+        let cgroups = Cgroups::discover()?;
+        let scope = match cgroups.node_cgroup(loaded.tunables.node.cgroup.as_deref())? {
+            Some(c) => Scope::Cgroup(c),
+            None => Scope::Machine,
+        };
+        let guests = guest_cgroup(&cgroups, &scope, &loaded);
         let raw_speed = match loaded.tunables.node.speed {
             Some(s) => s,
             None => measure::calibrate_speed(),
@@ -313,14 +315,19 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
             .enable_all()
             .build()
             .map_err(file_err(Path::new("tokio runtime")))?;
-        rt.block_on(serve(
+        let served = rt.block_on(serve(
             paths.clone(),
             loaded,
-            scope,
+            (scope, guests.clone()),
             raw_speed,
             unix,
             on_ready,
-        ))
+        ));
+        // No guest outlives its service.
+        if let Some(g) = &guests {
+            g.remove();
+        }
+        served
     })();
 
     let _ = fs::remove_file(&sock_path);
@@ -342,10 +349,35 @@ async fn bind_link(addr: Ipv4Addr, port: u16) -> Result<TcpListener, ServiceErro
     bind().map_err(|source| ServiceError::Bind { addr: sa, source })
 }
 
+/// The guests' cgroup of this node, emptied of what an earlier service left; `None` (with the
+/// reason logged: this node then takes no guests) when it cannot be made.
+fn guest_cgroup(cgroups: &Cgroups, scope: &Scope, loaded: &Loaded) -> Option<Arc<GuestCgroup>> {
+    let node_dir = match scope {
+        Scope::Cgroup(c) => c.mem_dir(),
+        Scope::Machine => None,
+    };
+    let max = loaded.tunables.guests.memory_max;
+    match GuestCgroup::setup(cgroups, node_dir, max) {
+        Ok(g) => {
+            if max.is_some() && !g.limited {
+                warn!(
+                    "guests.memory_max is not applied: {} cannot take a memory limit here (the node's cgroup holds processes itself)",
+                    g.dir().display()
+                );
+            }
+            Some(Arc::new(g))
+        }
+        Err(e) => {
+            warn!("this node takes no guests: no cgroup of their own can be made ({e})");
+            None
+        }
+    }
+}
+
 async fn serve(
     paths: Paths,
     loaded: Loaded,
-    scope: Scope,
+    (scope, guests): (Scope, Option<Arc<GuestCgroup>>),
     raw_speed: u32,
     unix: std::os::unix::net::UnixListener,
     on_ready: impl FnOnce(Ready),
@@ -393,7 +425,6 @@ async fn serve(
             }
         },
     ));
-    crate::split::deputy::install_interrupt_handler();
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
@@ -424,6 +455,7 @@ async fn serve(
             admission: Arc::default(),
         },
         loaded,
+        guests,
         flags: Status::empty(),
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         procs,

@@ -243,7 +243,8 @@ impl Node {
             );
         }
         let b = &mut self.balancing;
-        let locals = b.tracker.look(now, &self.procs, &b.decay);
+        let accept_root = self.loaded.tunables.guests.accept_root;
+        let locals = b.tracker.look(now, &self.procs, &b.decay, accept_root);
         if locals.is_empty() {
             return;
         }

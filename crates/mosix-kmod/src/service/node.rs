@@ -29,6 +29,7 @@ use super::{
 };
 use crate::link::{self, Inbound, Outbound, SharedContext, Throttle};
 use crate::node::admission::Admission;
+use crate::node::guests::GuestCgroup;
 use crate::node::measure::Scope;
 use crate::split::deputy::HomeEnv;
 use crate::split::handle::RejoinOffer;
@@ -93,6 +94,8 @@ pub(super) struct Node {
     pub gossip: Gossip,
     pub load: Load,
     pub balancing: Balancing,
+    /// The guests' cgroup (`None`: this node takes no guests).
+    pub guests: Option<Arc<GuestCgroup>>,
     /// This node's flags (stay, block, …).
     pub flags: Status,
     /// The BLOCK flag, for the guest threads.
@@ -240,6 +243,8 @@ impl Node {
             blocked: Arc::clone(&self.blocked),
             link: Arc::clone(&self.link.ctx),
             admission: Arc::clone(&self.balancing.admission),
+            guests: self.loaded.tunables.guests.clone(),
+            cgroup: self.guests.clone(),
         }
     }
 

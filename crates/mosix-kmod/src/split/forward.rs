@@ -7,24 +7,21 @@
 //! `read` of the total length, scattered back on return, `writev` one `write` of the gathered
 //! bytes (the same atomicity for a pipe).
 //!
-//! At home, [`Plan`] lays the call out again over local buffers: [`exec_service`] runs it in the
-//! service on duplicates of the deputy's descriptors (taken once with `pidfd_getfd` and cached:
-//! the open file description — offset, flags — is shared, so this is the deputy's I/O),
-//! and the deputy thread runs the other calls inside the deputy with the same plan placed in its
-//! scratch space. The [`Reply`] carries the result and the output buffers, which the remote
+//! At home, [`Plan`] lays the call out again: [`exec_service`] places it in the buffers of the
+//! deputy's agent (a thread of the deputy, [`crate::kernel::agent`]) and makes it there — on the
+//! deputy's own descriptors, with the process's credentials, rlimits and namespaces, so the
+//! kernel answers every check as it would natively — and the deputy's tracer runs the other
+//! calls inside the deputy itself with the same plan placed in its scratch space. The [`Reply`] carries the result and the output buffers, which the remote
 //! writes back into the process before answering the notification.
-
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use mosix_core::proto::{Call, IO_ANSWERED, IO_EOF, IO_STREAM, Reply};
 use mosix_core::syscalls::{self, Arg, Class, Len, MAX_IO, MAX_PATH};
 
+use crate::kernel::agent::Agent;
 use crate::kernel::ptrace::Mem;
 
 const EFAULT: i64 = libc::EFAULT as i64;
 const EINVAL: i64 = libc::EINVAL as i64;
-const EBADF: i64 = libc::EBADF as i64;
 const ENOMEM: i64 = libc::ENOMEM as i64;
 
 /// The most elements of a poll array or an iovec we accept (the kernel's own limits are 1 << 20
@@ -46,6 +43,10 @@ pub fn shape(nr: u64, args: &[u64; 6]) -> (Class, [Arg; 6]) {
         let (c, a) = syscalls::fcntl_class(args[1]);
         class = c;
         shape[2] = a;
+    } else if nr == libc::SYS_prctl as u64 {
+        let (c, a) = syscalls::prctl_class(args[0]);
+        class = c;
+        shape[1] = a;
     }
     (class, shape)
 }
@@ -410,121 +411,111 @@ impl Plan {
     }
 }
 
-/// The deputy's descriptors as duplicates in the service, taken on first use.
-#[derive(Debug)]
-pub struct FdTable {
-    pid: i32,
-    pidfd: OwnedFd,
-    /// Our duplicates, and whether each is a terminal.
-    cache: HashMap<i32, (OwnedFd, bool)>,
+/// Whether the deputy's `fd` is a regular file opened without `O_DIRECT`, `O_SYNC` or
+/// `O_DSYNC`, whose open file description no other descriptor of the deputy shares: then only
+/// this process's calls on that one descriptor can see its offset, and its reads may be read
+/// ahead and its writes written behind (see [`exec_streamed`]). Asked of `/proc` (the file's
+/// type and flags, and `kcmp` against every other descriptor), never of a duplicate.
+pub fn streamable(pid: i32, fd: i32) -> bool {
+    let Some((regular, _)) = identity(pid, fd) else {
+        return false;
+    };
+    if !regular {
+        return false;
+    }
+    // Writes that must reach the disk in order, or bypass the cache, are never behind.
+    let flags = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+        });
+    let Some(flags) = flags else { return false };
+    if flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC) != 0 {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    for e in dir.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == fd {
+            continue;
+        }
+        // SAFETY: kcmp(2) compares two descriptors of a process by number; no memory.
+        let same = unsafe {
+            libc::syscall(
+                libc::SYS_kcmp,
+                pid,
+                pid,
+                crate::kernel::abi::KCMP_FILE,
+                fd,
+                other,
+            )
+        };
+        if same == 0 {
+            return false;
+        }
+    }
+    true
 }
 
-impl FdTable {
-    /// For the process `pid` (the deputy).
-    pub fn new(pid: i32) -> std::io::Result<FdTable> {
-        Ok(FdTable {
-            pid,
-            pidfd: crate::kernel::seccomp::pidfd_open(pid)?,
-            cache: HashMap::new(),
-        })
-    }
+/// Whether the deputy's `fd` is a file of `/proc`. Such files may answer by *who* asks, not only
+/// with what rights: a write to `/proc/PID/timerslack_ns` is allowed to the task itself and to
+/// others only with `CAP_SYS_NICE`. The agent is another task of the process, so calls on them
+/// run inside the deputy itself (injected, as calls of the deputy class are).
+pub fn on_procfs(pid: i32, fd: i32) -> bool {
+    fd >= 0
+        && nix::sys::statfs::statfs(format!("/proc/{pid}/fd/{fd}").as_str())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+}
 
-    /// Our duplicate of the deputy's descriptor `fd`.
-    pub fn get(&mut self, fd: i32) -> Result<RawFd, i64> {
-        if fd < 0 {
-            return Err(-EBADF);
-        }
-        if let Some((f, _)) = self.cache.get(&fd) {
-            return Ok(f.as_raw_fd());
-        }
-        match crate::kernel::seccomp::getfd(&self.pidfd, fd) {
-            Ok(f) => {
-                let raw = f.as_raw_fd();
-                // SAFETY: isatty(3) only asks the kernel about a descriptor we own.
-                let tty = unsafe { libc::isatty(raw) } == 1;
-                self.cache.insert(fd, (f, tty));
-                Ok(raw)
+/// Cuts the buffers of a call run inside the deputy to what its scratch space carries
+/// comfortably (a read or write may always do less than asked, and programs loop).
+pub fn clamp_for_deputy(c: &mut Call, max: u64) {
+    let (_, shape) = shape(u64::from(c.nr), &c.args);
+    for a in shape {
+        if let Arg::In(Len::Arg(i)) | Arg::Out(Len::Arg(i)) | Arg::InOut(Len::Arg(i)) = a {
+            let i = usize::from(i);
+            if c.args[i] > max {
+                c.args[i] = max;
+                for (_, b) in &mut c.bufs {
+                    b.truncate(max as usize);
+                }
             }
-            Err(_) => Err(-EBADF),
-        }
-    }
-
-    /// Whether the deputy's descriptor `fd` is a terminal. Calls on a terminal run inside the
-    /// deputy, not here: the terminal's job control (`SIGTTIN` for a read from the background,
-    /// `SIGTTOU` for a write or a mode change) applies to the caller's process group, and the
-    /// service is in none of the terminal's.
-    pub fn is_terminal(&mut self, fd: i32) -> bool {
-        self.get(fd).is_ok() && self.cache.get(&fd).is_some_and(|(_, tty)| *tty)
-    }
-
-    /// Whether the deputy's `fd` is a regular file whose open file description no other
-    /// descriptor of the deputy shares (see [`exec_streamed`]).
-    pub fn streamable(&mut self, fd: i32) -> bool {
-        let Ok(raw) = self.get(fd) else { return false };
-        // SAFETY: fstat(2) fills a stat struct we own.
-        let regular = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            libc::fstat(raw, &raw mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
-        };
-        if !regular {
-            return false;
-        }
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
-            return false;
-        };
-        for e in dir.flatten() {
-            let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if other == fd {
-                continue;
-            }
-            // SAFETY: kcmp(2) compares two descriptors of a process by number; no memory.
-            let same = unsafe {
-                libc::syscall(
-                    libc::SYS_kcmp,
-                    self.pid,
-                    self.pid,
-                    crate::kernel::abi::KCMP_FILE,
-                    fd,
-                    other,
-                )
-            };
-            if same == 0 {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Forgets our duplicate of `fd` (after the deputy closed it or replaced it).
-    pub fn forget(&mut self, fd: i32) {
-        self.cache.remove(&fd);
-    }
-
-    /// Forgets every duplicate from `first` up.
-    pub fn forget_from(&mut self, first: i32) {
-        self.cache.retain(|k, _| *k < first);
-    }
-
-    /// Updates the cache after the deputy ran `nr(args)` with result `ret`.
-    pub fn after_deputy_call(&mut self, nr: u64, args: &[u64; 6], ret: i64) {
-        if ret < 0 {
-            return;
-        }
-        let n = nr as i64;
-        if n == libc::SYS_close {
-            self.forget(args[0] as i32);
-        } else if n == libc::SYS_dup2 || n == libc::SYS_dup3 {
-            self.forget(args[1] as i32);
-        } else if n == libc::SYS_close_range {
-            self.forget_from(args[0] as i32);
         }
     }
 }
 
-/// Runs a service-class call on duplicates of the deputy's descriptors.
-pub fn exec_service(call: &Call, fds: &mut FdTable) -> Reply {
+/// Which file the deputy's `fd` is: whether it is a regular file, and its device and inode
+/// folded into one number ([`Reply::file`]).
+pub fn identity(pid: i32, fd: i32) -> Option<(bool, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if fd < 0 {
+        return None;
+    }
+    let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let id = m.dev().rotate_left(32) ^ m.ino();
+    Some((m.is_file(), id.max(1)))
+}
+
+/// The answer to a call the agent could not make (it is gone: the deputy is dying).
+fn agent_gone() -> Reply {
+    Reply {
+        ret: -(libc::EIO as i64),
+        outs: Vec::new(),
+        io: 0,
+        room: 0,
+        file: 0,
+    }
+}
+
+/// Runs a service-class call in the deputy's agent, on the deputy's own descriptors and with
+/// its rights.
+pub fn exec_service(call: &Call, agent: &Agent) -> Reply {
     let mut plan = match Plan::new(call) {
         Ok(p) => p,
         Err(e) => {
@@ -532,57 +523,64 @@ pub fn exec_service(call: &Call, fds: &mut FdTable) -> Reply {
                 ret: e,
                 outs: Vec::new(),
                 io: 0,
+                room: 0,
+                file: 0,
             };
         }
     };
-    let ret = run_local(&mut plan, fds);
+    let Some(ret) = run_in_agent(&mut plan, agent) else {
+        return agent_gone();
+    };
     Reply {
         ret,
         outs: plan.outputs(ret),
         io: 0,
+        room: 0,
+        file: 0,
     }
 }
 
 /// Runs a `read` or `write` that asks about read-ahead or write-behind ([`Call::ahead`]).
 ///
-/// Both are allowed only on a regular file whose open file description no other descriptor of
-/// the deputy shares (`kcmp`): the remote keeps the bytes read ahead and gives them back (an
-/// `lseek` backwards) before any call that could see the file's offset, so another descriptor
-/// on the same description would read from the wrong place. The scan is repeated on every
-/// read-ahead (about one per MiB), so a `dup` since the last one is seen.
-pub fn exec_streamed(call: &Call, fds: &mut FdTable) -> Reply {
+/// Both are allowed only on a descriptor [`streamable`] says may be: the remote keeps the bytes
+/// read ahead and gives them back (an `lseek` backwards) before any call that could see the
+/// file's offset, so another descriptor on the same description would read from the wrong
+/// place. The check is repeated on every read-ahead (about one per MiB), so a `dup` since the
+/// last one is seen.
+pub fn exec_streamed(call: &Call, agent: &Agent) -> Reply {
     let fd = call.args[0] as i32;
-    let stream = fds.streamable(fd);
+    let stream = streamable(agent.pid(), fd);
+    let file = identity(agent.pid(), fd).map_or(0, |(_, id)| id);
     let nr = i64::from(call.nr);
     if !stream || nr != libc::SYS_read {
-        let mut r = exec_service(call, fds);
+        let mut r = exec_service(call, agent);
         r.io = IO_ANSWERED | if stream { IO_STREAM } else { 0 };
+        r.file = file;
+        if stream && nr == libc::SYS_write {
+            r.room = write_room(agent, fd);
+        }
         return r;
     }
-    let Ok(raw) = fds.get(fd) else {
-        return Reply {
-            ret: -EBADF,
-            outs: Vec::new(),
-            io: IO_ANSWERED,
-        };
-    };
     let asked = call.args[2].min(MAX_IO as u64) as usize;
     let want = (asked + call.ahead as usize).min(MAX_IO);
-    let mut buf = vec![0u8; want];
+    let (buf, _) = agent.data();
     let mut got = 0usize;
     let mut eof = false;
     while got < want {
-        // SAFETY: read(2) into the unfilled tail of our own buffer.
-        let r = unsafe { libc::read(raw, buf[got..].as_mut_ptr().cast(), want - got) };
+        let Some(r) = agent.call(
+            libc::SYS_read as u64,
+            [fd as u64, buf + got as u64, (want - got) as u64, 0, 0, 0],
+        ) else {
+            return agent_gone();
+        };
         if r < 0 {
-            let e = std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
             if got == 0 {
                 return Reply {
-                    ret: -i64::from(e),
+                    ret: r,
                     outs: Vec::new(),
                     io: IO_ANSWERED | IO_STREAM,
+                    room: 0,
+                    file,
                 };
             }
             break;
@@ -591,136 +589,98 @@ pub fn exec_streamed(call: &Call, fds: &mut FdTable) -> Reply {
             eof = true;
             break;
         }
-        got += r as usize;
+        got += (r as usize).min(want - got);
     }
-    buf.truncate(got);
+    let Some(data) = agent.get(buf, got) else {
+        return agent_gone();
+    };
     Reply {
         ret: got.min(asked) as i64,
-        outs: vec![(1, buf)],
+        outs: vec![(1, data)],
         io: IO_ANSWERED | IO_STREAM | if eof { IO_EOF } else { 0 },
+        room: 0,
+        file,
     }
 }
 
-fn run_local(plan: &mut Plan, fds: &mut FdTable) -> i64 {
-    let nr = plan.nr as i64;
-    let mut a = [0u64; 6];
-    // poll/ppoll: the fds inside the array are the deputy's.
-    let mut poll_fds: Vec<i32> = Vec::new();
-    if (nr == libc::SYS_poll || nr == libc::SYS_ppoll)
-        && let Some(b) = &mut plan.bufs[0]
-    {
-        for c in b.chunks_exact_mut(8) {
-            let fd = i32::from_le_bytes(c[0..4].try_into().unwrap_or([0; 4]));
-            poll_fds.push(fd);
-            let local = if fd < 0 {
-                -1
-            } else {
-                fds.get(fd).unwrap_or(-1)
-            };
-            c[0..4].copy_from_slice(&local.to_le_bytes());
+/// How many more bytes the process may write behind on `fd` (a streamable regular file): what
+/// its `RLIMIT_FSIZE` leaves from the descriptor's offset (the file's end for `O_APPEND`), and
+/// what its file system has free for it (`f_bavail`, the process's own `fstatfs`), less a
+/// margin for the blocks a write needs beyond its bytes. 0 when unsure: the writes then go home
+/// one by one, and the kernel answers each.
+fn write_room(agent: &Agent, fd: i32) -> u64 {
+    let pid = agent.pid();
+    let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+        return 0;
+    };
+    let field = |name: &str, radix: u32| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+    };
+    let (Some(pos), Some(flags)) = (field("pos:", 10), field("flags:", 8)) else {
+        return 0;
+    };
+    let end = if flags & libc::O_APPEND as u64 != 0 {
+        match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(m) => m.len(),
+            Err(_) => return 0,
+        }
+    } else {
+        pos
+    };
+    let fsize = procfs::process::Process::new(pid)
+        .and_then(|p| p.limits())
+        .map(|l| match l.max_file_size.soft_limit {
+            procfs::process::LimitValue::Unlimited => u64::MAX,
+            procfs::process::LimitValue::Value(v) => v,
+        });
+    let Ok(fsize) = fsize else { return 0 };
+    let (buf, _) = agent.data();
+    let size = std::mem::size_of::<libc::statfs>();
+    let Some(0) = agent.call(libc::SYS_fstatfs as u64, [fd as u64, buf, 0, 0, 0, 0]) else {
+        return 0;
+    };
+    let Some(raw) = agent.get(buf, size) else {
+        return 0;
+    };
+    // SAFETY: `raw` holds size_of::<statfs>() bytes the kernel wrote as a `struct statfs`;
+    // every field is a plain integer, so any bytes are a valid value.
+    let st: libc::statfs = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let free = (st.f_bavail as u64).saturating_mul(st.f_bsize as u64);
+    let margin = free / 64 + (64 << 10);
+    fsize.saturating_sub(end).min(free.saturating_sub(margin))
+}
+
+/// Lays the plan out in the agent's buffers, makes the call there and reads the output buffers
+/// back into the plan. `None` if the agent is gone.
+fn run_in_agent(plan: &mut Plan, agent: &Agent) -> Option<i64> {
+    let (base, room) = agent.data();
+    // Page-aligned buffers: what O_DIRECT asks of a buffer, whatever the process's was.
+    let placed = match place(plan, base, room, 4096) {
+        Ok(p) => p,
+        Err(e) => return Some(e),
+    };
+    for (i, addr, _) in &placed.at {
+        if let Some(b) = &plan.bufs[*i]
+            && !agent.put(*addr, b)
+        {
+            return Some(-EFAULT);
         }
     }
-    // select/pselect6: translate the fd sets.
-    let mut select_map: Vec<(i32, RawFd)> = Vec::new();
-    if nr == libc::SYS_select || nr == libc::SYS_pselect6 {
-        let nfds = plan.args[0].min(1024) as i32;
-        let mut max_local = -1;
-        for fd in 0..nfds {
-            let set = (1..=3).any(|i| {
-                plan.bufs[i].as_ref().is_some_and(|b| {
-                    b.get((fd / 8) as usize)
-                        .is_some_and(|x| x & (1 << (fd % 8)) != 0)
-                })
-            });
-            if set {
-                match fds.get(fd) {
-                    Ok(l) => {
-                        select_map.push((fd, l));
-                        max_local = max_local.max(l);
-                    }
-                    Err(e) => return e,
-                }
-            }
-        }
-        let words = ((max_local + 64) / 64).max(1) as usize;
-        for i in 1..=3 {
-            if let Some(b) = &mut plan.bufs[i] {
-                let old = std::mem::take(b);
-                let mut new = vec![0u8; words * 8];
-                for &(fd, l) in &select_map {
-                    if old
-                        .get((fd / 8) as usize)
-                        .is_some_and(|x| x & (1 << (fd % 8)) != 0)
-                    {
-                        new[(l / 8) as usize] |= 1 << (l % 8);
-                    }
-                }
-                *b = new;
-            }
-        }
-        a[0] = (max_local + 1) as u64;
-    }
-    for (i, s) in plan.shape.iter().enumerate() {
-        a[i] = match s {
-            Arg::Fd => match fds.get(plan.args[i] as i32) {
-                Ok(fd) => fd as u64,
-                Err(e) => return e,
-            },
-            Arg::Int | Arg::None => {
-                if i == 0 && !select_map.is_empty() {
-                    a[0]
-                } else {
-                    plan.args[i]
-                }
-            }
-            _ => match &mut plan.bufs[i] {
-                Some(b) => b.as_mut_ptr() as u64,
-                None => 0,
-            },
-        };
-    }
+    let mut args = placed.args;
     // pselect6's sixth argument (a sigmask) is not carried: the wait at home is not about the
     // remote's signals.
-    if nr == libc::SYS_pselect6 {
-        a[5] = 0;
+    if plan.nr == libc::SYS_pselect6 as u64 {
+        args[5] = 0;
     }
-    // SAFETY: `nr` is a service-class call from the table, whose pointer arguments were just
-    // replaced by pointers to buffers owned by `plan`, each at least as large as the shape says
-    // the kernel may access (Plan::new sized them), and whose descriptor arguments are
-    // descriptors this process owns (the cache); everything outlives the call.
-    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
-    let ret = if r < 0 {
-        -(nix::errno::Errno::last_raw() as i64)
-    } else {
-        r
-    };
-    // Put the deputy's numbers back into the arrays we hand back.
-    if !poll_fds.is_empty()
-        && let Some(b) = &mut plan.bufs[0]
-    {
-        for (c, fd) in b.chunks_exact_mut(8).zip(&poll_fds) {
-            c[0..4].copy_from_slice(&fd.to_le_bytes());
+    let ret = agent.call(plan.nr, args)?;
+    for (i, addr, len) in &placed.at {
+        if matches!(plan.shape[*i], Arg::Out(_) | Arg::InOut(_) | Arg::Special) {
+            plan.bufs[*i] = Some(agent.get(*addr, *len)?);
         }
     }
-    if !select_map.is_empty() {
-        let nfds = plan.args[0].min(1024) as usize;
-        for i in 1..=3 {
-            if let Some(b) = &mut plan.bufs[i] {
-                let local = std::mem::take(b);
-                let mut out = vec![0u8; nfds.div_ceil(64) * 8];
-                for &(fd, l) in &select_map {
-                    if local
-                        .get((l / 8) as usize)
-                        .is_some_and(|x| x & (1 << (l % 8)) != 0)
-                    {
-                        out[(fd / 8) as usize] |= 1 << (fd % 8);
-                    }
-                }
-                *b = out;
-            }
-        }
-    }
-    ret
+    Some(ret)
 }
 
 /// A plan placed in the deputy's scratch space: the arguments to inject, and where each buffer
@@ -733,8 +693,9 @@ pub struct Placed {
     pub at: Vec<(usize, u64, usize)>,
 }
 
-/// Places a plan's buffers in a scratch space starting at `scratch` of `len` bytes.
-pub fn place(plan: &Plan, scratch: u64, len: u64) -> Result<Placed, i64> {
+/// Places a plan's buffers in a scratch space starting at `scratch` of `len` bytes, each at an
+/// offset that is a multiple of `align` (a power of two).
+pub fn place(plan: &Plan, scratch: u64, len: u64, align: u64) -> Result<Placed, i64> {
     let mut args = plan.args;
     let mut at = Vec::new();
     let mut off = 0u64;
@@ -746,7 +707,7 @@ pub fn place(plan: &Plan, scratch: u64, len: u64) -> Result<Placed, i64> {
             }
             args[i] = scratch + off;
             at.push((i, scratch + off, b.len()));
-            off += n.div_ceil(16) * 16;
+            off += n.div_ceil(align) * align;
         } else if matches!(
             plan.shape[i],
             Arg::Path | Arg::In(_) | Arg::Out(_) | Arg::InOut(_)
@@ -840,57 +801,6 @@ mod tests {
     }
 
     #[test]
-    fn service_calls_run_on_duplicates() {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        let me = std::process::id() as i32;
-        let mut fds = FdTable::new(me).unwrap();
-        let wr = exec_service(
-            &call(
-                libc::SYS_write,
-                [w.as_raw_fd() as u64, 0x1000, 5, 0, 0, 0],
-                vec![(1, b"hello".to_vec())],
-            ),
-            &mut fds,
-        );
-        assert_eq!(wr.ret, 5);
-        let rd = exec_service(
-            &call(
-                libc::SYS_read,
-                [r.as_raw_fd() as u64, 0x1000, 64, 0, 0, 0],
-                vec![],
-            ),
-            &mut fds,
-        );
-        assert_eq!(rd.ret, 5);
-        assert_eq!(rd.outs, vec![(1, b"hello".to_vec())]);
-        let bad = exec_service(
-            &call(libc::SYS_read, [9999, 0x1000, 64, 0, 0, 0], vec![]),
-            &mut fds,
-        );
-        assert_eq!(bad.ret, -EBADF);
-        // poll on the deputy's numbers.
-        let mut pfd = Vec::new();
-        pfd.extend_from_slice(&(w.as_raw_fd()).to_le_bytes());
-        pfd.extend_from_slice(&(libc::POLLOUT).to_le_bytes());
-        pfd.extend_from_slice(&0i16.to_le_bytes());
-        let pr = exec_service(
-            &call(libc::SYS_poll, [0x1000, 1, 0, 0, 0, 0], vec![(0, pfd)]),
-            &mut fds,
-        );
-        assert_eq!(pr.ret, 1);
-        let out = &pr.outs[0].1;
-        assert_eq!(
-            i32::from_le_bytes(out[0..4].try_into().unwrap()),
-            w.as_raw_fd(),
-            "the deputy's number comes back"
-        );
-        assert_ne!(
-            i16::from_le_bytes(out[6..8].try_into().unwrap()) & libc::POLLOUT,
-            0
-        );
-    }
-
-    #[test]
     fn placing_respects_the_scratch_size() {
         let p = Plan::new(&call(
             libc::SYS_readlink,
@@ -898,9 +808,12 @@ mod tests {
             vec![(0, b"/x".to_vec())],
         ))
         .unwrap();
-        let placed = place(&p, 0x7000, 8192).unwrap();
+        let placed = place(&p, 0x7000, 8192, 16).unwrap();
         assert_eq!(placed.args[0], 0x7000);
         assert_eq!(placed.args[1], 0x7010);
-        assert_eq!(place(&p, 0x7000, 100).unwrap_err(), -ENOMEM);
+        assert_eq!(place(&p, 0x7000, 100, 16).unwrap_err(), -ENOMEM);
+        // Page alignment (O_DIRECT) for the agent's buffers.
+        let placed = place(&p, 0x7000, 3 * 4096, 4096).unwrap();
+        assert_eq!(placed.args[1], 0x8000);
     }
 }

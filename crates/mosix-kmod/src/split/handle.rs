@@ -163,14 +163,34 @@ impl Nudge {
         libc::SIGRTMAX()
     }
 
+    /// Queues the nudge to the deputy's main thread (not to the process: the kernel could give a
+    /// process-directed signal to its agent instead).
     pub(crate) fn send(&self) {
-        let value = libc::sigval {
-            sival_ptr: self.cookie as usize as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue(3) takes a pid, a signal number and a value passed by copy; it
-        // touches no memory of ours. (The value is an integer carried in the pointer field.)
+        self.send_to(self.pid);
+    }
+
+    /// Queues the nudge to thread `tid` of the deputy (its main thread, or its agent).
+    pub(crate) fn send_to(&self, tid: i32) {
+        // The siginfo of a queued signal, x86_64 layout: si_signo at 0, si_errno at 4, si_code
+        // at 8, then (the `_rt` member of the union) si_pid at 16, si_uid at 20, si_value at
+        // 24. The kernel passes it on as it is (a negative si_code is allowed from anyone who
+        // may signal the thread), which is how the tracer recognises the nudge.
+        let mut info = [0u8; std::mem::size_of::<libc::siginfo_t>()];
+        info[0..4].copy_from_slice(&Self::signal().to_ne_bytes());
+        info[8..12].copy_from_slice(&libc::SI_QUEUE.to_ne_bytes());
+        info[16..20].copy_from_slice(&(std::process::id() as i32).to_ne_bytes());
+        info[20..24].copy_from_slice(&nix::unistd::getuid().as_raw().to_ne_bytes());
+        info[24..32].copy_from_slice(&self.cookie.to_ne_bytes());
+        // SAFETY: rt_tgsigqueueinfo(2) reads one siginfo_t from `info`, a local buffer of
+        // exactly that size; it touches no other memory.
         unsafe {
-            libc::sigqueue(self.pid, Self::signal(), value);
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                self.pid,
+                tid,
+                Self::signal(),
+                info.as_ptr(),
+            );
         }
     }
 

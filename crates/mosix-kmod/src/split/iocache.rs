@@ -50,6 +50,10 @@ struct FdIo {
     eof: bool,
     /// The next read-ahead window.
     window: u32,
+    /// How many more bytes may be written behind (home's word, [`Reply::room`]).
+    room: u64,
+    /// Which file it is ([`Reply::file`]; 0 unknown).
+    file: u64,
     /// Bytes written behind, and since when the oldest waits.
     behind: Vec<u8>,
     since: Option<Instant>,
@@ -129,6 +133,30 @@ fn rewind_call(fd: i32, by: usize) -> Call {
     }
 }
 
+/// Whether call `nr(args)` changes a file's contents, and through which descriptor (`None`
+/// inside: through a path, or a descriptor this table does not name); `None` for the calls that
+/// do not.
+fn changes_contents(nr: i64, args: &[u64; 6]) -> Option<Option<i32>> {
+    let fd = |i: usize| Some(Some(args[i] as i32));
+    match nr {
+        libc::SYS_write
+        | libc::SYS_pwrite64
+        | libc::SYS_writev
+        | libc::SYS_pwritev
+        | libc::SYS_pwritev2
+        | libc::SYS_ftruncate
+        | libc::SYS_fallocate
+        | libc::SYS_sendfile => fd(0),
+        libc::SYS_copy_file_range | libc::SYS_splice => fd(2),
+        libc::SYS_truncate | libc::SYS_creat => Some(None),
+        libc::SYS_open if args[1] & libc::O_TRUNC as u64 != 0 => Some(None),
+        libc::SYS_openat if args[2] & libc::O_TRUNC as u64 != 0 => Some(None),
+        // openat2 carries its flags in a struct; assume the worst.
+        libc::SYS_openat2 => Some(None),
+        _ => None,
+    }
+}
+
 /// Calls after which another descriptor may share a description (or the process's table
 /// changed wholesale): every read-ahead is given back and every descriptor asked about again.
 fn reshapes_descriptors(nr: i64) -> bool {
@@ -186,6 +214,7 @@ impl IoCache {
         }
         let st = self.fds.entry(fd).or_default();
         st.stream = Some(reply.io & IO_STREAM != 0);
+        st.file = reply.file;
         if reply.ret < 0 || st.stream != Some(true) {
             return;
         }
@@ -202,12 +231,16 @@ impl IoCache {
 
     /// A `write(fd, data)`.
     pub fn write(&mut self, fd: i32, data: &[u8], now: Instant) -> WritePlan {
-        let st = self.fds.entry(fd).or_default();
-        if let Some(e) = st.error.take() {
+        if let Some(e) = self.fds.get_mut(&fd).and_then(|s| s.error.take()) {
             return WritePlan::Error(e);
         }
+        // What was read ahead of this file through another descriptor is stale now.
+        let file = self.fds.get(&fd).map_or(0, |s| s.file);
+        self.drop_ahead_of(file, fd);
+        let st = self.fds.entry(fd).or_default();
         match st.stream {
-            Some(true) if st.unread() == 0 => {
+            Some(true) if st.unread() == 0 && data.len() as u64 <= st.room => {
+                st.room -= data.len() as u64;
                 // One call home carries at most MAX_IO bytes.
                 if !st.behind.is_empty() && st.behind.len() + data.len() > BEHIND_MAX {
                     self.ready.push(Self::take_behind(&mut self.owed, fd, st));
@@ -219,7 +252,10 @@ impl IoCache {
                 }
                 WritePlan::Behind
             }
-            Some(_) => WritePlan::Forward { probe: false },
+            // A streamable descriptor without room left: home writes this one now and says
+            // how much room there is after it.
+            Some(true) => WritePlan::Forward { probe: true },
+            Some(false) => WritePlan::Forward { probe: false },
             None => WritePlan::Forward { probe: true },
         }
     }
@@ -227,7 +263,14 @@ impl IoCache {
     /// Home's answer to a probing `write`.
     pub fn after_write(&mut self, fd: i32, reply: &Reply) {
         if reply.io & IO_ANSWERED != 0 {
-            self.fds.entry(fd).or_default().stream = Some(reply.io & IO_STREAM != 0);
+            let st = self.fds.entry(fd).or_default();
+            st.stream = Some(reply.io & IO_STREAM != 0);
+            st.file = reply.file;
+            st.room = if reply.io & IO_STREAM != 0 {
+                reply.room
+            } else {
+                0
+            };
         }
     }
 
@@ -278,8 +321,18 @@ impl IoCache {
     /// arguments are descriptors): every write behind, and the read-ahead of any descriptor the
     /// call could observe. Allocates nothing when nothing waits.
     pub fn before_call(&mut self, c: &Call, shape: &[Arg; 6]) -> Vec<Call> {
-        let all = reshapes_descriptors(i64::from(c.nr));
-        let names = |fd: i32| (0..6).any(|i| shape[i] == Arg::Fd && c.args[i] as i32 == fd);
+        let nr = i64::from(c.nr);
+        // A call that changes a file's contents: what was read ahead of that file (through any
+        // descriptor) goes back; of every file when it is not known which.
+        let changed = changes_contents(nr, &c.args).map(|fd| match fd {
+            Some(fd) => self.fds.get(&fd).map_or(0, |s| s.file),
+            None => 0,
+        });
+        let all = reshapes_descriptors(nr) || changed == Some(0);
+        let names = |fd: i32, st: &FdIo| {
+            (0..6).any(|i| shape[i] == Arg::Fd && c.args[i] as i32 == fd)
+                || changed.is_some_and(|f| f != 0 && st.file == f)
+        };
         let mut out = std::mem::take(&mut self.ready);
         for (fd, st) in &mut self.fds {
             if !st.behind.is_empty() {
@@ -287,7 +340,7 @@ impl IoCache {
             }
             // A read forwarded with bytes still unread (fewer than it wants) starts where the
             // process is, too.
-            if (all || names(*fd))
+            if (all || names(*fd, st))
                 && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
             {
                 out.push(r);
@@ -302,11 +355,78 @@ impl IoCache {
         if reshapes_descriptors(nr) {
             for st in self.fds.values_mut() {
                 st.stream = None;
+                st.room = 0;
             }
         }
-        if nr == libc::SYS_close && ret == 0 {
+        // Closed, whatever close said (but EBADF: it was not open): the number may come back
+        // as another file.
+        if nr == libc::SYS_close && ret != -i64::from(libc::EBADF) {
             self.fds.remove(&(c.args[0] as i32));
         }
+    }
+
+    /// Drops (gives back) what was read ahead of `file` through descriptors other than
+    /// `except`; of every file when `file` is 0 (unknown).
+    fn drop_ahead_of(&mut self, file: u64, except: i32) {
+        for (fd, st) in &mut self.fds {
+            if *fd != except
+                && st.unread() > 0
+                && (file == 0 || st.file == file)
+                && let Some(r) = Self::take_ahead(&mut self.owed, *fd, st)
+            {
+                self.ready.push(r);
+            }
+        }
+    }
+
+    /// The errors of writes behind on the descriptors call `c` closes or replaces without
+    /// being able to report them (`dup2`/`dup3` onto one, `close_range`): taken, for home to log.
+    pub fn errors_lost_by(&mut self, c: &Call) -> Vec<(i32, i32)> {
+        let nr = i64::from(c.nr);
+        let lost = |fd: i32| -> bool {
+            if nr == libc::SYS_dup2 || nr == libc::SYS_dup3 {
+                fd == c.args[1] as i32 && c.args[0] as i32 != fd
+            } else if nr == libc::SYS_close_range {
+                fd >= c.args[0] as i32 && (fd as u32) <= c.args[1] as u32
+            } else {
+                false
+            }
+        };
+        let mut out = Vec::new();
+        for (fd, st) in &mut self.fds {
+            if lost(*fd)
+                && let Some(e) = st.error.take()
+            {
+                out.push((*fd, (-e) as i32));
+            }
+        }
+        out
+    }
+
+    /// Every error of a write behind the program has not heard yet, taken (it exits or leaves).
+    pub fn take_errors(&mut self) -> Vec<(i32, i32)> {
+        let mut v: Vec<(i32, i32)> = self
+            .fds
+            .iter_mut()
+            .filter_map(|(fd, st)| st.error.take().map(|e| (*fd, (-e) as i32)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Puts back errors taken by [`IoCache::take_errors`] (a move that did not happen).
+    pub fn put_errors(&mut self, errors: &[(i32, i32)]) {
+        for (fd, errno) in errors {
+            self.fds.entry(*fd).or_default().error = Some(-i64::from(*errno));
+        }
+    }
+
+    /// A cache that starts with errors of writes behind the program has not heard yet (carried
+    /// from the node it left).
+    pub fn with_errors(errors: &[(i32, i32)]) -> IoCache {
+        let mut io = IoCache::default();
+        io.put_errors(errors);
+        io
     }
 
     /// Everything that must go home before the process exits or leaves.
@@ -318,6 +438,17 @@ impl IoCache {
             }
             if let Some(r) = Self::take_ahead(&mut self.owed, *fd, st) {
                 out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Every write behind, to go home now (the process was killed: nothing is given back).
+    pub fn all_behind(&mut self) -> Vec<Call> {
+        let mut out = std::mem::take(&mut self.ready);
+        for (fd, st) in &mut self.fds {
+            if !st.behind.is_empty() {
+                out.push(Self::take_behind(&mut self.owed, *fd, st));
             }
         }
         out
@@ -352,7 +483,28 @@ mod tests {
             ret,
             outs: vec![(1, data)],
             io,
+            room: u64::MAX,
+            file: 0,
         }
+    }
+
+    #[test]
+    fn writes_wait_behind_only_within_the_room_home_gave() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        assert_eq!(io.write(1, b"a", now), WritePlan::Forward { probe: true });
+        // 5 bytes of room left (a file size limit, or a nearly full disk).
+        let mut r = reply(1, vec![], IO_ANSWERED | IO_STREAM);
+        r.room = 5;
+        io.after_write(1, &r);
+        assert_eq!(io.write(1, b"bcd", now), WritePlan::Behind);
+        assert_eq!(io.write(1, b"ef", now), WritePlan::Behind);
+        // The next byte would pass it: home writes it now, and the kernel answers there.
+        assert_eq!(io.write(1, b"g", now), WritePlan::Forward { probe: true });
+        let mut r = reply(-i64::from(libc::EFBIG), vec![], IO_ANSWERED | IO_STREAM);
+        r.room = 0;
+        io.after_write(1, &r);
+        assert_eq!(io.write(1, b"h", now), WritePlan::Forward { probe: true });
     }
 
     const FD_SHAPE: [Arg; 6] = [
@@ -508,5 +660,94 @@ mod tests {
             io.write(3, b"x", Instant::now()),
             WritePlan::Forward { probe: true }
         );
+    }
+
+    #[test]
+    fn a_write_through_another_descriptor_of_the_file_drops_what_was_read_ahead() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        // fd 4 is file 9, fd 6 file 7 (home says so at their first write).
+        for (fd, file) in [(4, 9), (6, 7)] {
+            io.write(fd, b"a", now);
+            let mut w = reply(1, vec![], IO_ANSWERED | IO_STREAM);
+            w.file = file;
+            io.after_write(fd, &w);
+        }
+        // fd 3 is file 7 too, read ahead.
+        io.read(3, 1);
+        let mut r = reply(1, vec![1, 2, 3], IO_ANSWERED | IO_STREAM);
+        r.file = 7;
+        io.after_read(3, &mut r);
+        // Writing file 9 leaves file 7's read-ahead alone.
+        assert_eq!(io.write(4, b"b", now), WritePlan::Behind);
+        assert_eq!(io.read(3, 1), ReadPlan::Serve(vec![2]));
+        // Writing file 7 through fd 6 gives fd 3's bytes back.
+        assert_eq!(io.write(6, b"y", now), WritePlan::Behind);
+        let due = io.due(now);
+        assert!(
+            due.iter()
+                .any(|c| c.nr == libc::SYS_lseek as u32 && c.args[0] == 3),
+            "{due:?}"
+        );
+        assert!(matches!(io.read(3, 1), ReadPlan::Forward(_)));
+        // A truncate by path: every read-ahead goes back.
+        io.read(5, 1);
+        let mut r = reply(1, vec![1, 2, 3], IO_ANSWERED | IO_STREAM);
+        r.file = 9;
+        io.after_read(5, &mut r);
+        let t = Call {
+            nr: libc::SYS_truncate as u32,
+            args: [0x1000, 0, 0, 0, 0, 0],
+            bufs: Vec::new(),
+            ahead: 0,
+        };
+        let pre = io.before_call(
+            &t,
+            &[
+                Arg::Path,
+                Arg::Int,
+                Arg::None,
+                Arg::None,
+                Arg::None,
+                Arg::None,
+            ],
+        );
+        assert!(
+            pre.iter()
+                .any(|c| c.nr == libc::SYS_lseek as u32 && c.args[0] == 5)
+        );
+    }
+
+    #[test]
+    fn write_errors_are_heard_once_at_close_or_travel_or_are_handed_over() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        io.write(1, b"a", now);
+        io.after_write(1, &reply(1, vec![], IO_ANSWERED | IO_STREAM));
+        io.write(1, b"bc", now);
+        io.due(now + BEHIND_MAX_AGE);
+        io.on_owed_reply(&reply(-i64::from(libc::ENOSPC), vec![], 0));
+        // Carried to another node, and heard there.
+        let carried = io.take_errors();
+        assert_eq!(carried, vec![(1, libc::ENOSPC)]);
+        let mut there = IoCache::with_errors(&carried);
+        assert_eq!(there.take_error(1), Some(-i64::from(libc::ENOSPC)));
+        // A close forgets the descriptor whatever it returned (but EBADF).
+        there.after_call(&call(libc::SYS_close, 1), -i64::from(libc::EIO));
+        assert_eq!(
+            there.write(1, b"z", now),
+            WritePlan::Forward { probe: true },
+            "asked about again"
+        );
+        // dup2 onto a descriptor whose write failed: the error is handed over, to be logged.
+        let mut io = IoCache::with_errors(&[(4, libc::EDQUOT)]);
+        let dup2 = Call {
+            nr: libc::SYS_dup2 as u32,
+            args: [3, 4, 0, 0, 0, 0],
+            bufs: Vec::new(),
+            ahead: 0,
+        };
+        assert_eq!(io.errors_lost_by(&dup2), vec![(4, libc::EDQUOT)]);
+        assert!(io.take_errors().is_empty());
     }
 }

@@ -8,6 +8,7 @@ pub mod failure;
 pub mod forward;
 pub mod handle;
 pub mod iocache;
+pub mod keeper;
 pub mod procs;
 pub mod remote;
 pub mod ship;

@@ -3,26 +3,29 @@
 //! run inside the deputy, the process's end, its stops and its coming home go to the tracer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use mosix_core::NodeId;
-use mosix_core::proto::{ProcMsg, Reply};
-use mosix_core::syscalls::Class;
-use tracing::info;
+use mosix_core::proto::{IO_STREAM, ProcMsg, Reply};
+use mosix_core::syscalls::{Arg, Class};
+use tracing::{info, warn};
 
 use super::INTERRUPTED;
-use super::state::Req;
+use super::state::{AgentSlot, Req, current};
+use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS};
+use crate::kernel::agent::Agent;
 use crate::link::channel::{Receiver, Sender};
-use crate::split::forward::{self, FdTable, Plan};
+use crate::split::forward::{self, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveAsk};
+use crate::split::keeper::Keeper;
 use crate::split::procs::Procs;
 
 /// What the executor shares with the tracer.
 pub(super) struct ExecShared {
-    /// Its thread id, for the tracer's interrupts.
-    pub(super) tid: Arc<AtomicI32>,
+    /// The agent that makes the calls in the deputy.
+    pub(super) agent: AgentSlot,
     /// It is in a call that may block.
     pub(super) in_call: Arc<AtomicBool>,
     pub(super) procs: Arc<Procs>,
@@ -32,19 +35,8 @@ pub(super) struct ExecShared {
     pub(super) me: NodeId,
 }
 
-/// The most a read or write on a terminal moves in one call: it runs inside the deputy, through
-/// its scratch area. A terminal may return less than asked, and programs loop.
-const TERMINAL_IO_MAX: u64 = 64 << 10;
-
-fn clamp_terminal_io(c: &mut mosix_core::proto::Call) {
-    let nr = i64::from(c.nr);
-    if (nr == libc::SYS_read || nr == libc::SYS_write) && c.args[2] > TERMINAL_IO_MAX {
-        c.args[2] = TERMINAL_IO_MAX;
-        for (_, b) in &mut c.bufs {
-            b.truncate(TERMINAL_IO_MAX as usize);
-        }
-    }
-}
+/// The most a buffer of a call run inside the deputy moves (its scratch space holds 252 KiB).
+const DEPUTY_IO_MAX: u64 = 64 << 10;
 
 pub(super) fn executor(
     pid: i32,
@@ -54,46 +46,65 @@ pub(super) fn executor(
     shared: ExecShared,
 ) {
     let ExecShared {
-        tid,
+        agent,
         in_call,
         procs,
         home_req,
         me,
     } = shared;
-    tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
-    let mut fds = match FdTable::new(pid) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = reqs.send(Req::Lost(format!(
-                "cannot reach the deputy's descriptors: {e}"
-            )));
-            return;
-        }
-    };
+    // Duplicates of the descriptors written behind, to finish their writes should the deputy
+    // die first.
+    let mut keeper = Keeper::default();
     loop {
         match rx.recv() {
             Ok(ProcMsg::Call(mut c)) => {
                 let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
                 if class == Class::Service
-                    && shape[0] == mosix_core::syscalls::Arg::Fd
-                    && fds.is_terminal(c.args[0] as i32)
+                    && shape[0] == Arg::Fd
+                    && forward::on_procfs(pid, c.args[0] as i32)
                 {
                     class = Class::Deputy;
-                    clamp_terminal_io(&mut c);
+                    forward::clamp_for_deputy(&mut c, DEPUTY_IO_MAX);
                 }
                 let reply = match class {
                     Class::Service => {
-                        in_call.store(true, Ordering::Relaxed);
+                        let agent = current(&agent);
+                        let nr = i64::from(c.nr);
+                        let fd = c.args[0] as i32;
+                        let kept = nr == libc::SYS_write && keeper.keeps(fd);
+                        let before = kept.then(|| keeper.offset(fd)).flatten();
+                        in_call.store(true, Ordering::SeqCst);
                         let mut r = if c.ahead > 0 {
-                            forward::exec_streamed(&c, &mut fds)
+                            forward::exec_streamed(&c, &agent)
                         } else {
-                            forward::exec_service(&c, &mut fds)
+                            forward::exec_service(&c, &agent)
                         };
-                        in_call.store(false, Ordering::Relaxed);
-                        if r.ret == -(libc::EINTR as i64) {
-                            // Interrupted for a signal of the process: let its kernel decide.
-                            r.ret = INTERRUPTED;
+                        in_call.store(false, Ordering::SeqCst);
+                        if kept && !agent.alive() {
+                            // The deputy is gone, and these are bytes the program was told
+                            // were written: what the agent did not write is written here.
+                            let data = c.bufs.iter().find(|(i, _)| *i == 1).map(|(_, b)| &b[..]);
+                            let data = data.unwrap_or(&[]);
+                            let done = match (before, keeper.offset(fd)) {
+                                (Some(b), Some(a)) if a >= b => ((a - b) as usize).min(data.len()),
+                                _ => 0,
+                            };
+                            let more = keeper.write(fd, &data[done..]);
+                            r.ret = if more < 0 && done == 0 {
+                                more
+                            } else {
+                                (done as i64) + more.max(0)
+                            };
                         }
+                        if kept && c.ahead == 0 && agent.alive() {
+                            // Bytes written behind: the program was told all were written, so
+                            // a short write is finished, and what stops it is the error.
+                            r.ret = finish_behind(&c, r.ret, &agent);
+                        }
+                        if nr == libc::SYS_write && r.io & IO_STREAM != 0 {
+                            keeper.grant(pid, fd);
+                        }
+                        r.ret = interrupted_as_such(r.ret);
                         r
                     }
                     Class::Deputy => match Plan::new(&c) {
@@ -117,11 +128,17 @@ pub(super) fn executor(
                                     Err(mpsc::RecvTimeoutError::Disconnected) => break None,
                                 }
                             };
+                            if let Some((ret, _)) = &done {
+                                keeper.after_deputy_call(u64::from(c.nr), &c.args, *ret);
+                            }
                             match done {
-                                Some((ret, outs)) => {
-                                    fds.after_deputy_call(u64::from(c.nr), &c.args, ret);
-                                    Reply { ret, outs, io: 0 }
-                                }
+                                Some((ret, outs)) => Reply {
+                                    ret,
+                                    outs,
+                                    io: 0,
+                                    room: 0,
+                                    file: 0,
+                                },
                                 None => return,
                             }
                         }
@@ -129,12 +146,16 @@ pub(super) fn executor(
                             ret: e,
                             outs: Vec::new(),
                             io: 0,
+                            room: 0,
+                            file: 0,
                         },
                     },
                     _ => Reply {
                         ret: -(libc::ENOSYS as i64),
                         outs: Vec::new(),
                         io: 0,
+                        room: 0,
+                        file: 0,
                     },
                 };
                 if tx.send(&ProcMsg::Reply(reply)).is_err() {
@@ -188,6 +209,14 @@ pub(super) fn executor(
                     });
                 }
             }
+            Ok(ProcMsg::WriteFailed { fd, errno }) => {
+                let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                    .map_or_else(|_| format!("descriptor {fd}"), |p| p.display().to_string());
+                warn!(
+                    "process {pid}: a write to {path} failed ({}) after the program was told it was done; it ended, left or closed the descriptor before it could hear it",
+                    nix::errno::Errno::from_raw(errno)
+                );
+            }
             Ok(ProcMsg::Stopped { sig, conts }) => {
                 let _ = reqs.send(Req::Stopped(sig, conts));
             }
@@ -210,5 +239,51 @@ pub(super) fn executor(
                 return;
             }
         }
+    }
+}
+
+/// Finishes a write behind that the kernel cut short (`done` of its bytes written): writes the
+/// rest, until all is written or an error says why not. Returns the bytes written in all, or
+/// the error when it stopped the write before its end (the remote reports it to the program).
+fn finish_behind(c: &mosix_core::proto::Call, done: i64, agent: &Agent) -> i64 {
+    let Some(data) = c.bufs.iter().find(|(i, _)| *i == 1).map(|(_, b)| b) else {
+        return done;
+    };
+    let mut done = match usize::try_from(done) {
+        Ok(d) => d,
+        Err(_) => return done,
+    };
+    while done < data.len() {
+        let rest = mosix_core::proto::Call {
+            nr: c.nr,
+            args: [c.args[0], 0, (data.len() - done) as u64, 0, 0, 0],
+            bufs: vec![(1, data[done..].to_vec())],
+            ahead: 0,
+        };
+        let r = forward::exec_service(&rest, agent);
+        match r.ret {
+            n if n > 0 => done += n as usize,
+            0 => return -i64::from(libc::EIO),
+            e => return e,
+        }
+    }
+    done as i64
+}
+
+/// A call the agent made that a signal interrupted (the tracer kept the kernel from restarting
+/// it, or it was waiting and got EINTR) is answered `-ERESTARTSYS`: the remote kernel then does
+/// what the signal's handler there asks, restart or `EINTR`, as for a native call.
+/// `-ERESTARTNOINTR` (restart whatever happens) goes back as it is.
+fn interrupted_as_such(ret: i64) -> i64 {
+    let interrupted = [
+        -i64::from(libc::EINTR),
+        -i64::from(ERESTARTSYS),
+        -i64::from(ERESTARTNOHAND),
+        -i64::from(ERESTART_RESTARTBLOCK),
+    ];
+    if interrupted.contains(&ret) {
+        INTERRUPTED
+    } else {
+        ret
     }
 }

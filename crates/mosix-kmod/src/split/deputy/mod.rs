@@ -39,8 +39,12 @@ use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
-use crate::freezer::freeze::{self, FreezeOptions};
-use crate::kernel::ptrace::{self, Running, Sig, Stop, Stopped};
+use mosix_core::image::Regs;
+
+use crate::freezer::freeze::{self, FreezeOptions, Frozen};
+use crate::kernel::agent::Agent;
+use crate::kernel::inject::{Area, Held, Release};
+use crate::kernel::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
 use crate::link::{self, SharedContext};
 use crate::split::failure;
 use crate::split::handle::MoveDone;
@@ -48,33 +52,12 @@ use crate::split::procs::Procs;
 use crate::split::ship;
 use state::Deputy;
 
-/// The signal that interrupts an executor blocked in a forwarded call (a real-time signal the
-/// C library does not use).
-pub fn interrupt_signal() -> i32 {
-    libc::SIGRTMIN() + 4
-}
-
-extern "C" fn on_interrupt(_: libc::c_int) {}
-
 /// The answer to a forwarded call interrupted at home: "interrupted; restart it if the
 /// signal's handler says so" (the kernel's `-ERESTARTSYS`).
 const INTERRUPTED: i64 = -(crate::kernel::abi::ERESTARTSYS as i64);
 
 /// How long after forwarding a signal a forwarded call blocked at home keeps being interrupted.
 const KICK_FOR_SIGNAL: Duration = Duration::from_millis(100);
-
-/// Installs the (empty, non-restarting) handler of [`interrupt_signal`]; call once at start.
-pub fn install_interrupt_handler() {
-    // SAFETY: a sigaction with an empty handler that only returns (async-signal-safe), no
-    // SA_RESTART, installed once before any executor thread exists.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_interrupt as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        sa.sa_flags = 0;
-        libc::sigaction(interrupt_signal(), &sa, std::ptr::null_mut());
-    }
-}
 
 /// What the home side needs from its node.
 #[derive(Debug, Clone)]
@@ -245,11 +228,36 @@ fn send_away(
         }
     };
     frozen.header.ceiling = ceiling;
+    // The agent that will make the process's forwarded calls with its rights: started before
+    // the move, so that a process that cannot have one stays here.
+    let (agent, agent_run) = match start_agent(frozen) {
+        (Some(f), Ok(a)) => {
+            frozen = f;
+            a
+        }
+        (f, Err(e)) => {
+            if let Some(f) = f {
+                let _ = f.thaw();
+            }
+            stop_moving(env);
+            warn!("{} (pid {pid}) stays here: {e}", comm_of(pid));
+            return done(Err(failure::traced(pid, "starting its agent", &e)));
+        }
+        (None, Ok(_)) => {
+            stop_moving(env);
+            return done(Err(MoveFailure::Gone {
+                pid: pid.unsigned_abs(),
+                detail: "it vanished while its agent was started".into(),
+            }));
+        }
+    };
     let started = std::time::Instant::now();
     let shipped = match ship::ship(&frozen, to, &ctx, None) {
         Ok(s) => s,
         Err(e) => {
-            let _ = frozen.thaw();
+            if let Some(f) = drop_agent(frozen, &agent, agent_run) {
+                let _ = f.thaw();
+            }
             stop_moving(env);
             warn!("{} (pid {pid}) stays here: {e}", comm_of(pid));
             return done(Err(e.noted(format_args!("process {pid} goes on here"))));
@@ -268,7 +276,7 @@ fn send_away(
         shipped.starting.as_secs_f64() * 1e3
     );
     let header = frozen.header.clone();
-    let deputy = match Deputy::become_(frozen, tx.clone(), env.me, to) {
+    let deputy = match Deputy::become_(frozen, tx.clone(), env.me, to, (agent, agent_run)) {
         Ok(d) => d,
         Err(e) => {
             // It runs there but we cannot stand in for it: end it there, and here.
@@ -281,4 +289,57 @@ fn send_away(
         }
     };
     deputy.serve(rx, tx, env.clone(), header, (to, rpid, done));
+}
+
+/// Runs `act` with the tracee of a frozen process held (an injection may resume it) and the
+/// area, registers and memory it needs; gives the frozen process back unless the tracee was
+/// lost on the way.
+fn with_held<T>(
+    f: Frozen,
+    act: impl FnOnce(&mut Held, &Area, &Regs, &Mem) -> T,
+) -> (Option<Frozen>, T) {
+    let Frozen {
+        tracee,
+        mem,
+        area,
+        header,
+        runs,
+        original_regs,
+        original_mask,
+        pending,
+    } = f;
+    let mut held = Held::new(tracee, Release::Keep);
+    let out = act(&mut held, &area, &original_regs, &mem);
+    let f = held.disarm().ok().map(|tracee| Frozen {
+        tracee,
+        mem,
+        area,
+        header,
+        runs,
+        original_regs,
+        original_mask,
+        pending,
+    });
+    (f, out)
+}
+
+/// Starts the agent in a frozen process (its signals blocked until the deputy serves it).
+fn start_agent(f: Frozen) -> (Option<Frozen>, ptrace::Result<(Arc<Agent>, Running)>) {
+    let (f, agent) = with_held(f, Agent::spawn);
+    let started = agent.and_then(|a| {
+        let running = a.trace()?;
+        Ok((Arc::new(a), running))
+    });
+    (f, started)
+}
+
+/// Ends the agent of a frozen process that stays here and unmaps its region, before the process
+/// is thawed.
+fn drop_agent(f: Frozen, agent: &Agent, running: Running) -> Option<Frozen> {
+    agent.end(running, |_, _| {});
+    let (f, unmapped) = with_held(f, |t, area, regs, _| agent.unmap(t, area.site(), regs));
+    if let Err(e) = unmapped {
+        warn!("process {}: unmapping its agent's region: {e}", agent.pid());
+    }
+    f
 }

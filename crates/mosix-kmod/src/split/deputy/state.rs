@@ -3,7 +3,8 @@
 //! way ([`Relay`]), and how the tracer ends ([`TracerEnd`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32};
+use std::sync::RwLock;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use mosix_core::image::{ImageHeader, Regs};
 use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
 
+use crate::kernel::agent::Agent;
 use crate::kernel::inject::Area;
 use crate::kernel::ptrace::{Mem, Running, Sig};
 use crate::link::channel::{Receiver, Sender};
@@ -86,6 +88,14 @@ impl Outbox {
     }
 }
 
+/// The current agent of a deputy.
+pub(super) type AgentSlot = Arc<RwLock<Arc<Agent>>>;
+
+/// The agent in `slot` now.
+pub(super) fn current(slot: &AgentSlot) -> Arc<Agent> {
+    Arc::clone(&slot.read().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// A deputy: the stopped original process, sleeping in pause() run from our area.
 pub(super) struct Deputy {
     pub(super) pid: i32,
@@ -98,7 +108,12 @@ pub(super) struct Deputy {
     pub(super) pause: Regs,
     pub(super) mem: Mem,
     pub(super) out: Outbox,
-    pub(super) executor_tid: Arc<AtomicI32>,
+    /// The agent that makes forwarded calls inside the deputy (replaced when the deputy's
+    /// credentials change), shared with the executors.
+    pub(super) agent: AgentSlot,
+    /// The agent thread, traced by this tracer.
+    pub(super) agent_run: Option<Running>,
+    /// An executor waits for a forwarded call in the agent.
     pub(super) in_call: Arc<AtomicBool>,
     /// Until when a forwarded call blocked at home is to be interrupted (see [`Deputy::kick`]).
     pub(super) kick_until: Option<Instant>,

@@ -5,7 +5,8 @@
 //! process in it when it comes home.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +17,15 @@ use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
 use super::executor::{ExecShared, executor};
+use super::state::current;
 use super::state::{Deputy, Job, Outbox, Outcome, Req, TracerEnd};
-use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL, interrupt_signal};
+use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL};
 use crate::freezer::freeze::Frozen;
 use crate::freezer::{pages, restore};
 use crate::kernel::abi::RSEQ_FLAG_UNREGISTER;
+use crate::kernel::agent::Agent;
 use crate::kernel::inject::{self, Held, Release};
-use crate::kernel::ptrace::{self, Sig, Stop, Stopped};
+use crate::kernel::ptrace::{self, Running, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
@@ -49,10 +52,19 @@ fn sigaction_bytes(handler: u64) -> [u8; 32] {
     sa
 }
 
+/// How long a deputy killed at home waits for its remote to send the writes it held behind.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 impl Deputy {
     /// Turns a frozen process that now runs elsewhere into its deputy: releases its memory,
     /// catches every signal, and puts it to sleep.
-    pub(super) fn become_(f: Frozen, tx: Sender, me: NodeId, at: NodeId) -> ptrace::Result<Deputy> {
+    pub(super) fn become_(
+        f: Frozen,
+        tx: Sender,
+        me: NodeId,
+        at: NodeId,
+        (agent, agent_run): (Arc<Agent>, Running),
+    ) -> ptrace::Result<Deputy> {
         let pid = f.tracee.pid();
         let area = f.area;
         let base = f.original_regs;
@@ -119,7 +131,8 @@ impl Deputy {
             pause,
             mem: f.mem,
             out,
-            executor_tid: Arc::new(AtomicI32::new(0)),
+            agent: Arc::new(RwLock::new(agent)),
+            agent_run: Some(agent_run),
             in_call: Arc::new(AtomicBool::new(false)),
             kick_until: None,
             home_req: ComeHomeHandle::new(pid, me),
@@ -154,6 +167,9 @@ impl Deputy {
             return done(Err(failure::kernel(format!(
                 "process {pid} lost: cannot start its executor: {e}"
             ))));
+        }
+        if let Err(e) = self.unblock_agent() {
+            warn!("deputy {pid}: its agent: {e}");
         }
         env.procs.register_deputy(pid, self.home_req.clone());
         env.procs.update_home(pid, |h| {
@@ -208,9 +224,8 @@ impl Deputy {
             .reqs
             .clone()
             .ok_or_else(|| std::io::Error::other("the tracer has no request channel"))?;
-        self.executor_tid.store(0, Ordering::Relaxed);
         let shared = ExecShared {
-            tid: Arc::clone(&self.executor_tid),
+            agent: Arc::clone(&self.agent),
             in_call: Arc::clone(&self.in_call),
             procs: Arc::clone(&env.procs),
             home_req: self.home_req.clone(),
@@ -244,8 +259,159 @@ impl Deputy {
 
     pub(super) fn kill_deputy(&mut self) {
         if let Some(r) = self.running.take() {
+            // The leader is reaped only after its other thread, the agent.
+            let _ = Sig::KILL.send_to(self.pid);
+            self.reap_agent();
             r.kill();
         }
+    }
+
+    /// Waits until the agent thread has ended (the process is ending) and forgets it. The
+    /// deputy itself cannot be reaped before: a traced thread group leader waits for its
+    /// traced threads.
+    pub(super) fn reap_agent(&mut self) {
+        if let Some(mut r) = self.agent_run.take() {
+            while let Ok(s) = r.wait() {
+                match s.cont(None) {
+                    Ok(next) => r = next,
+                    Err(_) => break,
+                }
+            }
+        }
+        current(&self.agent).mark_dead();
+    }
+
+    /// Lets the agent take signals: the deputy serves from now on.
+    fn unblock_agent(&mut self) -> ptrace::Result<()> {
+        if let Some(r) = self.agent_run.take() {
+            self.agent_run = Some(Agent::unblock(r)?);
+        }
+        Ok(())
+    }
+
+    /// Forwards the signals that stopped the agent (they are the process's, or our nudges),
+    /// keeping a call they interrupted from being restarted here: it ends `-ERESTARTSYS` and
+    /// the remote kernel decides, as for a native call. Notices the agent's end.
+    fn poll_agent(&mut self) -> bool {
+        loop {
+            let Some(r) = self.agent_run.take() else {
+                return false;
+            };
+            if r.has_ended() {
+                // Not reaped: see `Deputy::killed_at_home`.
+                self.agent_run = Some(r);
+                return true;
+            }
+            let s = match r.try_wait() {
+                Err(r) => {
+                    self.agent_run = Some(r);
+                    return false;
+                }
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => {
+                    current(&self.agent).mark_dead();
+                    return false;
+                }
+            };
+            let resumed = match s.stop {
+                // Our own job-control stop landed on the agent: deliver it, the whole deputy
+                // stops for its parent.
+                Stop::Signal(sig) if self.job == Job::Stopping(sig) => s.cont(Some(sig)),
+                Stop::Signal(sig) => {
+                    if !self.home_req.nudge().is(sig, &s) {
+                        self.out.forward(sig);
+                    }
+                    let _ = inject::dont_restart(&s);
+                    s.cont(None)
+                }
+                // In the deputy's group stop with the rest of it, until SIGCONT.
+                Stop::Group(_) => s.listen(),
+                Stop::Event(_) | Stop::Syscall => s.cont(None),
+            };
+            match resumed {
+                Ok(r) => self.agent_run = Some(r),
+                Err(_) => current(&self.agent).mark_dead(),
+            }
+        }
+    }
+
+    /// The deputy was killed at home (`kill -9`: its agent ended without being asked, which only
+    /// a death of the whole process does). Its end is not seen by anyone yet: the leader of a
+    /// thread group is reaped only after its traced threads, and the agent waits, unreaped,
+    /// here. Meanwhile the remote is told, kills its copy and sends the writes it still held
+    /// behind; the executor writes them on its duplicates ([`crate::split::keeper`]). Once the
+    /// remote is done (its connection ends) or [`FLUSH_WAIT`] has passed, the agent is reaped
+    /// and the process's death shows: its parent sees it only after every byte the program
+    /// was told it wrote is in its file.
+    fn killed_at_home(&mut self, reqs: &mpsc::Receiver<Req>) -> TracerEnd {
+        let pid = self.pid;
+        current(&self.agent).mark_dead();
+        let _ = self.out.tx.send(&ProcMsg::Kill);
+        let deadline = Instant::now() + FLUSH_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match reqs.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(Req::Call(_, reply)) => {
+                    let _ = reply.send((-i64::from(libc::EIO), Vec::new()));
+                }
+                Ok(Req::Lost(_) | Req::Exit(_) | Req::Died(_) | Req::Image(..)) => break,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    warn!(
+                        "process {pid} killed at home: its node did not finish its writes within {} s",
+                        FLUSH_WAIT.as_secs()
+                    );
+                    break;
+                }
+            }
+        }
+        self.reap_agent();
+        if let Some(r) = self.running.take() {
+            let _ = r.wait();
+        }
+        info!("process {pid} was killed at home; its writes are in");
+        TracerEnd::Gone
+    }
+
+    /// After a call run inside the deputy: if it changed the deputy's credentials (a forwarded
+    /// `setuid`; they are per thread), the agent's are stale, and a new agent takes over. `t` is
+    /// the deputy, stopped; the agent is idle (its executor waits for this call).
+    fn renew_agent_if_needed(&mut self, t: Stopped) -> Option<Stopped> {
+        let agent = current(&self.agent);
+        if !agent.alive() || agent.creds_match() {
+            return Some(t);
+        }
+        debug!(
+            "deputy {}: its credentials changed; a new agent takes over",
+            self.pid
+        );
+        if let Some(r) = self.agent_run.take() {
+            let out = &mut self.out;
+            let nudge = self.home_req.nudge();
+            agent.end(r, |sig, st| {
+                if !nudge.is(sig, st) {
+                    out.forward(sig);
+                }
+            });
+        }
+        let mut held = Held::new(t, Release::Keep);
+        if let Err(e) = agent.unmap(&mut held, self.area.site(), &self.pause) {
+            warn!("deputy {}: unmapping its old agent's region: {e}", self.pid);
+        }
+        let started = Agent::spawn(&mut held, &self.area, &self.pause, &self.mem).and_then(|a| {
+            let r = Agent::unblock(a.trace()?)?;
+            Ok((a, r))
+        });
+        match started {
+            Ok((a, r)) => {
+                *self.agent.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(a);
+                self.agent_run = Some(r);
+            }
+            // Forwarded calls then fail (EIO) rather than run with stale rights.
+            Err(e) => warn!("deputy {}: no new agent: {e}", self.pid),
+        }
+        held.into_inner()
     }
 
     fn tracer(
@@ -290,6 +456,7 @@ impl Deputy {
                     let out = match self.stop() {
                         Ok(t) => {
                             let (t, (ret, outs)) = self.run_in_deputy(t, *plan);
+                            let t = t.and_then(|t| self.renew_agent_if_needed(t));
                             match t {
                                 Some(t) => {
                                     if let Err(e) = self.sleep(t) {
@@ -379,6 +546,9 @@ impl Deputy {
                     };
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.poll_agent() {
+                        return self.killed_at_home(&reqs);
+                    }
                     if let Some(end) = self.poll_signals() {
                         return end;
                     }
@@ -411,18 +581,9 @@ impl Deputy {
             self.kick_until = None;
             return;
         }
-        let tid = self.executor_tid.load(Ordering::Relaxed);
-        if self.in_call.load(Ordering::Relaxed) && tid > 0 {
-            // SAFETY: tgkill sends a signal to one of our own threads, whose handler is
-            // installed and empty.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_tgkill,
-                    std::process::id(),
-                    tid,
-                    interrupt_signal(),
-                );
-            }
+        let agent = current(&self.agent);
+        if self.in_call.load(Ordering::Relaxed) && agent.alive() {
+            self.home_req.nudge().send_to(agent.tid());
         }
     }
 
@@ -563,7 +724,7 @@ impl Deputy {
     }
 
     fn run_in_deputy(&mut self, t: Stopped, plan: Plan) -> (Option<Stopped>, Outcome) {
-        let placed = match forward::place(&plan, self.area.scratch(), self.area.scratch_len()) {
+        let placed = match forward::place(&plan, self.area.scratch(), self.area.scratch_len(), 16) {
             Ok(p) => p,
             Err(e) => return (Some(t), (e, Vec::new())),
         };
@@ -613,6 +774,7 @@ impl Deputy {
             return;
         }
         if let Ok(r) = t.cont(None) {
+            self.reap_agent();
             let _ = r.wait();
         }
     }
@@ -633,6 +795,7 @@ impl Deputy {
         };
         let _ = t.set_regs(&self.pause);
         if let Ok(r) = t.cont(Some(s)) {
+            self.reap_agent();
             let mut r = r;
             // Deliver it until the deputy is gone (a stop on the way gets the signal again).
             while let Ok(st) = r.wait() {
@@ -646,6 +809,17 @@ impl Deputy {
 
     fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), MoveFailure> {
         let pid = self.pid;
+        // The agent goes first (its region goes with the rest of the deputy's mappings): the
+        // process comes back with its own threads only.
+        if let Some(r) = self.agent_run.take() {
+            let out = &mut self.out;
+            let nudge = self.home_req.nudge();
+            current(&self.agent).end(r, |sig, st| {
+                if !nudge.is(sig, st) {
+                    out.forward(sig);
+                }
+            });
+        }
         let t = self
             .stop()
             .map_err(|e| failure::kernel(format!("stopping the deputy: {e}")))?;

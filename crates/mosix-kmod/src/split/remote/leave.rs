@@ -27,6 +27,7 @@ impl Supervisor {
         // Writes behind go, bytes read ahead go back: home's descriptors are as the process
         // left them.
         self.settle_io()?;
+        self.report_unheard()?;
         let frozen = self
             .freeze_to_leave(pending)
             .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
@@ -143,6 +144,8 @@ impl Supervisor {
             Err(e) => return failed(self, e),
         };
         frozen.header.rejoin = Some(token);
+        // Errors of writes behind the program has not heard go with it.
+        frozen.header.write_errors = self.io.take_errors();
         frozen.header.ceiling = ceiling;
         let started = Instant::now();
         let ctx = link::snapshot(&self.env.link);
@@ -172,6 +175,7 @@ impl Supervisor {
                 Ok(true)
             }
             Err(reason) => {
+                self.io.put_errors(&frozen.header.write_errors);
                 let _ = frozen.thaw();
                 failed(self, reason)
             }

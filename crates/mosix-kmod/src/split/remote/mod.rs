@@ -32,9 +32,11 @@ use crate::kernel::seccomp::{self, Listener};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, SharedContext};
 use crate::node::admission::Admission;
+use crate::node::guests::GuestCgroup;
 use crate::split::failure;
 use crate::split::iocache::IoCache;
 use crate::split::procs::{Guest, Procs};
+use mosix_core::config::GuestTunables;
 use supervisor::Supervisor;
 
 /// What a guest's supervisor needs from its node.
@@ -51,6 +53,10 @@ pub struct GuestEnv {
     pub link: SharedContext,
     /// The node's consent to automatic moves.
     pub admission: Arc<Admission>,
+    /// How guests are run here (`[guests]` of mosix.toml).
+    pub guests: GuestTunables,
+    /// The guests' cgroup (`None`: this node takes no guests).
+    pub cgroup: Option<Arc<GuestCgroup>>,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
@@ -134,6 +140,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                     return;
                 }
             };
+            let io = IoCache::with_errors(&h.write_errors);
             let mut s = Supervisor {
                 env: env.clone(),
                 move_to: None,
@@ -148,7 +155,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 come_home: false,
                 watch_stop_until: None,
                 conts: 0,
-                io: IoCache::default(),
+                io,
             };
             s.run();
             env.procs.remove_guest(pid);
@@ -199,6 +206,30 @@ fn take(
     env: &GuestEnv,
 ) -> Result<Taken, MoveFailure> {
     let me = env.me;
+    // The image is checked before anything is built from it.
+    if h.rejoin.is_none() && h.home != from {
+        return Err(failure::refused(
+            me,
+            format!(
+                "node {from} sent a process whose home it says is node {}: only a process's home, or a node it runs on moving it on, may send it",
+                h.home
+            ),
+        ));
+    }
+    if !env.guests.accept_root && h.creds.root_or_setid() {
+        return Err(failure::refused(
+            me,
+            format!(
+                "node {me} takes no processes of root or in a set-id state (guests.accept_root in its mosix.toml)"
+            ),
+        ));
+    }
+    let Some(cgroup) = env.cgroup.as_ref() else {
+        return Err(failure::refused(
+            me,
+            format!("node {me} cannot contain guests (no cgroup of their own: see its log)"),
+        ));
+    };
     if env.blocked.load(Ordering::Relaxed) {
         return Err(failure::refused(
             me,
@@ -228,6 +259,14 @@ fn take(
         let _ = child.wait();
         e
     };
+    // Into the guests' cgroup before anything of the guest is built: its memory is charged
+    // there, under the guests' limit.
+    if let Err(e) = cgroup.add(pid) {
+        return Err(fail(
+            &mut child,
+            here("putting it in the guests' cgroup", &e),
+        ));
+    }
     let t = match ptrace::seize(pid, ptrace::SUSPEND_SECCOMP).and_then(|r| r.interrupt(|_, _| {})) {
         Ok(t) => t,
         Err(e) => return Err(fail(&mut child, here("seizing the stub", &e))),
@@ -245,10 +284,21 @@ fn take(
     }
     let t2 = std::time::Instant::now();
     let filter = seccomp::program_bytes(&seccomp::program());
-    let (t, lfd) = match rest.finish(h, Some(&filter)) {
+    // The guest's own host ids: no account has them, so no local user can touch it.
+    let id = env.guests.id_base.saturating_add(pid.unsigned_abs());
+    let setup = restore::StubSetup {
+        filter: &filter,
+        uid: id,
+        gid: id,
+    };
+    let (t, lfd) = match rest.finish(h, Some(&setup)) {
         Ok(x) => x,
         Err(e) => return Err(fail(&mut child, here("restoring", &e))),
     };
+    if let Err(why) = locked_down(pid, id) {
+        t.kill();
+        return Err(fail(&mut child, here("locking the guest down", &why)));
+    }
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),
         Some(Err(e)) => {
@@ -313,6 +363,47 @@ fn take(
         t2.elapsed().as_secs_f64() * 1e3
     );
     Ok((mem, listener, child, home_link))
+}
+
+/// Checks, from `/proc`, what the lock-down of stub `pid` must have left: every id `id`, no
+/// capability in any set, no supplementary group, no_new_privs.
+fn locked_down(pid: i32, id: u32) -> Result<(), String> {
+    let s = procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .map_err(|e| e.to_string())?;
+    let ids_ok = [
+        s.ruid, s.euid, s.suid, s.fuid, s.rgid, s.egid, s.sgid, s.fgid,
+    ]
+    .iter()
+    .all(|x| *x == id);
+    let caps_ok = [
+        s.capinh,
+        s.capprm,
+        s.capeff,
+        s.capbnd.unwrap_or(0),
+        s.capamb.unwrap_or(0),
+    ]
+    .iter()
+    .all(|c| *c == 0);
+    let nnp = s.nonewprivs == Some(1);
+    if ids_ok && caps_ok && s.groups.is_empty() && nnp {
+        Ok(())
+    } else {
+        Err(format!(
+            "it kept rights: uids {}/{}/{}/{}, capabilities {:x}/{:x}/{:x}/{:x}/{:x}, groups {:?}, no_new_privs {:?}",
+            s.ruid,
+            s.euid,
+            s.suid,
+            s.fuid,
+            s.capinh,
+            s.capprm,
+            s.capeff,
+            s.capbnd.unwrap_or(0),
+            s.capamb.unwrap_or(0),
+            s.groups,
+            s.nonewprivs
+        ))
+    }
 }
 
 /// Connects to the home of a process that arrives from another remote and has home take the

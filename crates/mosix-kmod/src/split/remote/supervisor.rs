@@ -14,6 +14,9 @@ use mosix_core::syscalls::Class;
 use tracing::{debug, warn};
 
 use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
+
+/// How long a process killed at home may take to send its writes behind home.
+const FLUSH_AFTER_KILL: Duration = Duration::from_secs(8);
 use crate::kernel::ptrace::{Mem, Sig};
 use crate::kernel::seccomp::{Listener, Notif};
 use crate::link::channel::{Receiver, Sender};
@@ -212,8 +215,9 @@ impl Supervisor {
             match self.child.try_wait() {
                 Ok(Some(st)) => {
                     use std::os::unix::process::ExitStatusExt;
-                    // What it wrote is written before its parent can see it end.
-                    if let Err(end) = self.settle_io() {
+                    // What it wrote is written before its parent can see it end, and an error of
+                    // it that the program never heard is logged at home.
+                    if let Err(end) = self.settle_io().and_then(|()| self.report_unheard()) {
                         return Some(end);
                     }
                     let msg = match (st.code(), st.signal()) {
@@ -289,6 +293,7 @@ impl Supervisor {
             ProcMsg::Kill => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
+                self.flush_after_kill();
                 Some(End::Gone)
             }
             other => Some(End::HomeLost(format!("home sent {other:?} out of turn"))),
@@ -464,6 +469,8 @@ impl Supervisor {
                         ret: bytes.len() as i64,
                         outs: vec![(1, bytes)],
                         io: 0,
+                        room: 0,
+                        file: 0,
                     };
                     let ret = match forward::write_back(&m, &r, &self.mem) {
                         Ok(()) => r.ret,
@@ -495,6 +502,13 @@ impl Supervisor {
                 WritePlan::Forward { probe } => m.call.ahead = u32::from(probe),
             }
         }
+        // A descriptor about to be replaced or closed by a call that cannot report its errors:
+        // home logs them.
+        for (fd, errno) in self.io.errors_lost_by(&m.call) {
+            if let Err(end) = self.send_home(&ProcMsg::WriteFailed { fd, errno }) {
+                return Some(end);
+            }
+        }
         loop {
             let mut reply = match self.call_home(&m) {
                 Ok(r) => r,
@@ -505,10 +519,14 @@ impl Supervisor {
             } else if nr == libc::SYS_write && m.call.ahead > 0 {
                 self.io.after_write(fd, &reply);
             }
+            let unheard =
+                if nr == libc::SYS_fsync || nr == libc::SYS_fdatasync || nr == libc::SYS_close {
+                    self.io.take_error(fd)
+                } else {
+                    None
+                };
             self.io.after_call(&m.call, reply.ret);
-            if (nr == libc::SYS_fsync || nr == libc::SYS_fdatasync || nr == libc::SYS_close)
-                && let Some(e) = self.io.take_error(fd)
-            {
+            if let Some(e) = unheard {
                 // A write behind failed at home: the process hears it here, as from NFS.
                 reply.ret = e;
             }
@@ -555,6 +573,57 @@ impl Supervisor {
 
     /// Sends home what waits behind and gives back what was read ahead, and waits until home
     /// has done it: before the process exits or leaves.
+    /// The process was killed at home (its copy here is dead too): the writes it was told were
+    /// done and that still wait here go home, where the deputy's executor writes them on its
+    /// duplicates; home shows the death only then. Bounded by [`FLUSH_AFTER_KILL`].
+    fn flush_after_kill(&mut self) {
+        let writes = self.io.all_behind();
+        if writes.is_empty() && self.io.owed() == 0 {
+            return;
+        }
+        for c in writes {
+            if self.tx.send(&ProcMsg::Call(c)).is_err() {
+                return;
+            }
+        }
+        let deadline = Instant::now() + FLUSH_AFTER_KILL;
+        while self.io.owed() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.rx.socket().set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.rx.recv() {
+                Ok(ProcMsg::Reply(r)) => self.io.on_owed_reply(&r),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if self.io.owed() > 0 {
+            warn!(
+                "{} (pid {} of node {}), killed at home: {} writes behind were not confirmed",
+                self.h.comm,
+                self.h.cached.pid,
+                self.h.home,
+                self.io.owed()
+            );
+        }
+    }
+
+    /// Sends home the errors of writes behind the program has not heard and now will not (it
+    /// ends, or goes home, where no call of it passes here): home logs each with its file.
+    pub(super) fn report_unheard(&mut self) -> Result<(), End> {
+        for (fd, errno) in self.io.take_errors() {
+            self.send_home(&ProcMsg::WriteFailed { fd, errno })?;
+        }
+        Ok(())
+    }
+
+    fn send_home(&self, m: &ProcMsg) -> Result<(), End> {
+        self.tx
+            .send(m)
+            .map_err(|e| End::HomeLost(format!("the connection to its home broke ({e})")))
+    }
+
     pub(super) fn settle_io(&mut self) -> Result<(), End> {
         for c in self.io.settle() {
             if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
