@@ -19,7 +19,7 @@ use mosix_core::image::{
 use mosix_core::load::{Figures, NodeInfo};
 use mosix_core::moves::MoveFailure;
 use mosix_core::overheads::{BUILTIN_DEFAULT, Overhead, Overheads};
-use mosix_core::proto::{self, Call, Handshake, LinkMsg, ProcMsg, Reply, Side};
+use mosix_core::proto::{self, Call, Handshake, LinkMsg, ProcMsg, Protection, Reply, Side, Transcript};
 use mosix_core::{Flag, NodeId, Status};
 
 use crate::checks::{CLIENT, SECRET, SERVER};
@@ -140,14 +140,27 @@ pub fn handshake() -> Vec<Seed> {
     };
     let (s, ns) = (id(SERVER.0), SERVER.1);
     let (c, nc) = (id(CLIENT.0), CLIENT.1);
-    let hello = Handshake::Hello { node: c, nonce: nc };
+    let p = Protection::Encrypted;
+    let t = Transcript {
+        client: c,
+        server: s,
+        nonce_c: nc,
+        nonce_s: ns,
+        protection: p,
+    };
+    let hello = Handshake::Hello {
+        node: c,
+        nonce: nc,
+        protection: p,
+    };
     let proof_c = Handshake::Proof {
-        proof: proto::proof(&secret, Side::Client, c, s, &nc, &ns),
+        proof: t.proof(&secret, Side::Client),
     };
     let challenge = Handshake::Challenge {
         node: s,
         nonce: ns,
-        proof: proto::proof(&secret, Side::Server, c, s, &nc, &ns),
+        proof: t.proof(&secret, Side::Server),
+        protection: p,
     };
     let frames = |ms: &[&Handshake]| ms.iter().flat_map(proto::encode).collect();
     let refuse = Handshake::Refuse {
@@ -161,9 +174,32 @@ pub fn handshake() -> Vec<Seed> {
             frames(&[&Handshake::Hello {
                 node: id(9),
                 nonce: [0; 32],
+                protection: p,
             }]),
         ),
         seed("refuse", frames(&[&hello, &refuse])),
+        seed(
+            "clear-asked",
+            frames(&[&Handshake::Hello {
+                node: c,
+                nonce: nc,
+                protection: Protection::Authenticated,
+            }]),
+        ),
+    ]
+}
+
+/// Seeds of `sealed`: the first byte chooses the protection (bit 0) and the number of records
+/// (the rest), the next the plan (bit i: record i is a page run), then one size byte per
+/// record, then the edits (four bytes each: what, where, with what).
+pub fn sealed() -> Vec<Seed> {
+    vec![
+        seed("intact-encrypted", vec![0b101, 0b0010, 3, 200, 0]),
+        seed("intact-authenticated", vec![0b100, 0b0100, 9, 0, 250]),
+        seed("flipped", vec![0b011, 0b01, 40, 40, 0, 30, 0, 0x80]),
+        seed("cut", vec![0b100, 0b000, 10, 10, 10, 1, 60, 0, 0]),
+        seed("swapped", vec![0b101, 0b000, 5, 5, 5, 2, 0, 0, 1]),
+        seed("replayed", vec![0b110, 0b010, 5, 5, 5, 3, 1, 0, 0]),
     ]
 }
 
@@ -630,6 +666,7 @@ pub fn all(root: &Path) -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("link_frame", link_frame(root)),
         ("handshake", handshake()),
+        ("sealed", sealed()),
         ("proc_msg", proc_msg()),
         ("image", image()),
         ("control_request", control_request(root)),

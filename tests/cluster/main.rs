@@ -10,6 +10,7 @@ mod direct;
 mod expel;
 mod facts;
 mod failures;
+mod flood;
 mod frames;
 mod gossip;
 mod loopback;

@@ -19,6 +19,12 @@ use crate::node::{Flag, NodeId, Status};
 use crate::overheads::Overheads;
 use crate::proto::{FrameError, MAX_CONTROL_FRAME, read_frame, write_frame};
 
+/// The largest control request but [`Request::Reconfigure`]: the service reads no more.
+pub const MAX_REQUEST: usize = 64 << 10;
+/// The largest [`Request::Reconfigure`] (a map is at most 1 MiB, `map::MAX_MAP_BYTES`), which
+/// only root and the service's user may send.
+pub const MAX_RECONFIGURE: usize = 2 << 20;
+
 /// A request to the node service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

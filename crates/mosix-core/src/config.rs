@@ -100,6 +100,8 @@ pub struct Tunables {
     pub node: NodeTunables,
     /// Default decay of per-process statistics.
     pub decay: DecayTunables,
+    /// The service's own log file.
+    pub log: LogTunables,
     /// Processes of other nodes running here.
     pub guests: GuestTunables,
 }
@@ -135,6 +137,11 @@ pub struct LinkTunables {
     pub port: u16,
     /// How long to wait for a connection to a peer (default 1000 ms).
     pub connect_timeout_ms: u64,
+    /// Whether frames after the handshake are encrypted (AES-256-GCM) as well as authenticated
+    /// (default true); with false they are authenticated only (AES-256-GMAC) and travel in
+    /// clear. Every node of a cluster must have the same setting: a node with the other one is
+    /// refused at the handshake, with a message naming this key.
+    pub encrypt: bool,
 }
 
 impl Default for LinkTunables {
@@ -142,6 +149,29 @@ impl Default for LinkTunables {
         LinkTunables {
             port: DEFAULT_PORT,
             connect_timeout_ms: 1000,
+            encrypt: true,
+        }
+    }
+}
+
+/// `[log]` of `mosix.toml`: the log file `RUNDIR/mosix.log` of a service started in the
+/// background (`setpe -w`). A service whose output goes elsewhere (systemd's journal, a
+/// terminal) rotates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogTunables {
+    /// The size in KiB at which `mosix.log` is renamed to `mosix.log.1` (replacing the previous
+    /// one) and a new log begun (default 10240, i.e. 10 MiB; 16..=1048576).
+    pub max_kib: u64,
+}
+
+/// The default size of the log file before it is rotated, in KiB.
+pub const DEFAULT_LOG_MAX_KIB: u64 = 10 * 1024;
+
+impl Default for LogTunables {
+    fn default() -> Self {
+        LogTunables {
+            max_kib: DEFAULT_LOG_MAX_KIB,
         }
     }
 }
@@ -376,6 +406,15 @@ impl Tunables {
                 ),
             ));
         }
+        if !(16..=1 << 20).contains(&self.log.max_kib) {
+            return Err((
+                &["log.max_kib"],
+                format!(
+                    "log.max_kib = {} is out of range 16..1048576",
+                    self.log.max_kib
+                ),
+            ));
+        }
         if let Some(s) = self.node.speed
             && !(1..=100_000_000).contains(&s)
         {
@@ -576,7 +615,7 @@ mod tests {
         );
         assert_eq!(
             e("[link]\nprot = 1\n"),
-            "/etc/mosix/mosix.toml:2: unknown field `prot`, expected `port` or `connect_timeout_ms`"
+            "/etc/mosix/mosix.toml:2: unknown field `prot`, expected one of `port`, `connect_timeout_ms`, `encrypt`"
         );
         // An error at the end of the file is on its last line, not after it.
         let eof = e("[node]\ncgroup = \"\"\"abc\n");
@@ -608,6 +647,41 @@ mod tests {
         let t = Tunables::parse("t", "[link]\nport = 5000\n[node]\nspeed = 20000\n").unwrap();
         assert_eq!(t.link.port, 5000);
         assert_eq!(t.node.speed, Some(20000));
+        assert!(Tunables::parse("t", "[log]\nmax_kib = 8\n").is_err());
+        assert!(Tunables::parse("t", "[log]\nmax_kib = 2000000\n").is_err());
+    }
+
+    #[test]
+    fn link_encryption_is_on_by_default_and_can_be_turned_off() {
+        assert!(Tunables::default().link.encrypt);
+        let t = Tunables::parse("t", "[link]\nencrypt = false\n").unwrap();
+        assert!(!t.link.encrypt);
+        let e = Tunables::parse("t", "[link]\nencrypt = \"no\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encrypt") || e.contains("bool"), "{e}");
+        let e = Tunables::parse("t", "[link]\nencryption = false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encryption"), "{e}");
+    }
+
+    #[test]
+    fn the_log_cap_is_a_tunable() {
+        assert_eq!(Tunables::default().log.max_kib, DEFAULT_LOG_MAX_KIB);
+        let t = Tunables::parse("t", "[log]\nmax_kib = 64\n").unwrap();
+        assert_eq!(t.log.max_kib, 64);
+        let e = Tunables::parse("t", "[log]\nmax_bytes = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_example_mosix_toml_is_all_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/mosix/mosix.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(Tunables::parse(path, &text).unwrap(), Tunables::default());
     }
 
     #[test]

@@ -94,8 +94,11 @@ pub struct WireEntry<I> {
 
 /// A gossip message: a window of entries, the sender's own first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
 pub struct GossipMsg<I> {
-    /// The entries.
+    /// The entries: at most [`MAX_WINDOW`] (one more is kept while decoding, so that the
+    /// frame's validation can refuse it; the rest are read and dropped).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_WINDOW>")]
     pub entries: Vec<WireEntry<I>>,
 }
 

@@ -20,19 +20,25 @@
 //! # Authentication
 //!
 //! A link connection starts with a challenge–response handshake proving that both ends hold the
-//! cluster secret (HMAC-SHA256 over both node numbers and both random nonces, with a different
-//! label for each direction, so neither side's proof can be replayed as the other's):
+//! cluster secret (HMAC-SHA256 over both node numbers, both random nonces and the link's
+//! [`Protection`], with a different label for each direction, so neither side's proof can be
+//! replayed as the other's):
 //!
 //! ```text
-//! client → server   Hello     { node, nonce_c }
-//! server → client   Challenge { node, nonce_s, proof_s = HMAC(secret, "server" | c | s | nonce_c | nonce_s) }
-//! client → server   Proof     { proof_c = HMAC(secret, "client" | c | s | nonce_c | nonce_s) }
+//! client → server   Hello     { node, nonce_c, protection }
+//! server → client   Challenge { node, nonce_s, proof_s, protection }
+//!                             proof_s = HMAC(secret, "mosix-link-v2 server" | mode | c | s | nonce_c | nonce_s)
+//! client → server   Proof     { proof_c = HMAC(secret, "mosix-link-v2 client" | mode | c | s | nonce_c | nonce_s) }
 //! server → client   Welcome
 //! ```
 //!
-//! After the handshake, frames carry [`LinkMsg`]s without per-frame MACs: the secret keeps
-//! strangers out of the cluster, as MOSIX's trusted-network model assumes; it does not protect a
-//! connection from someone who can rewrite packets on the wire.
+//! Both ends must have the same protection (`[link] encrypt`); a mismatch is refused with a
+//! message naming the setting. The handshake frames travel in clear. Every frame after it, and
+//! every raw page run, is a sealed record of [`seal`]: authenticated with a key of the
+//! connection and direction derived from the handshake, counted so that a replayed, reordered,
+//! dropped or injected record fails, and encrypted when `[link] encrypt = true`.
+
+pub mod seal;
 
 use std::io::{Read, Write};
 
@@ -45,11 +51,12 @@ use crate::config::Secret;
 use crate::gossip::{GossipMsg, MAX_WINDOW};
 use crate::load::NodeInfo;
 use crate::node::NodeId;
+pub use seal::{Protection, Session, TAG_LEN, Transcript};
 
 /// The frame magic.
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -98,6 +105,18 @@ pub enum FrameError {
     /// The message decodes but breaks a rule (too many entries, …).
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// A sealed record does not open: forged, replayed, reordered, dropped, corrupted, or
+    /// sealed under another key. Carries the record's number on the connection.
+    #[error(
+        "record {0} failed authentication (forged, replayed, reordered or corrupted on the way)"
+    )]
+    Unauthentic(u64),
+    /// The record counter of a connection ran out (2^64 records).
+    #[error("record counter exhausted")]
+    Exhausted,
+    /// Sealing a record failed (a length beyond the AEAD's limits).
+    #[error("cannot seal the record")]
+    Sealing,
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -169,7 +188,11 @@ pub fn read_frame<M: DeserializeOwned, R: Read>(r: &mut R, limit: usize) -> Resu
     decode_payload(&payload)
 }
 
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8], at_boundary: bool) -> Result<(), FrameError> {
+pub(crate) fn read_full<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    at_boundary: bool,
+) -> Result<(), FrameError> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
@@ -199,6 +222,8 @@ pub enum Handshake {
         node: NodeId,
         /// The client's random nonce.
         nonce: [u8; NONCE_LEN],
+        /// The protection the client's `[link] encrypt` asks for.
+        protection: Protection,
     },
     /// The accepting side proves it holds the secret and challenges the client.
     Challenge {
@@ -208,6 +233,8 @@ pub enum Handshake {
         nonce: [u8; NONCE_LEN],
         /// The server's proof.
         proof: [u8; NONCE_LEN],
+        /// The server's protection (the same as the client's, or it would have refused).
+        protection: Protection,
     },
     /// The client's proof.
     Proof {
@@ -232,59 +259,34 @@ pub enum Side {
     Client,
 }
 
-/// Computes the proof of `side` for a handshake between `client` and `server` with the two
-/// nonces.
-pub fn proof(
-    secret: &Secret,
-    side: Side,
-    client: NodeId,
-    server: NodeId,
-    nonce_c: &[u8; NONCE_LEN],
-    nonce_s: &[u8; NONCE_LEN],
-) -> [u8; NONCE_LEN] {
-    mac_for(secret, side, client, server, nonce_c, nonce_s)
-        .finalize()
-        .into_bytes()
-        .into()
-}
+impl Transcript {
+    /// The proof of `side` for this handshake.
+    pub fn proof(&self, secret: &Secret, side: Side) -> [u8; NONCE_LEN] {
+        self.mac(secret, side).finalize().into_bytes().into()
+    }
 
-/// Checks a proof in constant time.
-pub fn verify(
-    secret: &Secret,
-    side: Side,
-    client: NodeId,
-    server: NodeId,
-    nonce_c: &[u8; NONCE_LEN],
-    nonce_s: &[u8; NONCE_LEN],
-    claimed: &[u8; NONCE_LEN],
-) -> bool {
-    mac_for(secret, side, client, server, nonce_c, nonce_s)
-        .verify_slice(claimed)
-        .is_ok()
-}
+    /// Checks a proof of `side` in constant time.
+    pub fn verify(&self, secret: &Secret, side: Side, claimed: &[u8; NONCE_LEN]) -> bool {
+        self.mac(secret, side).verify_slice(claimed).is_ok()
+    }
 
-fn mac_for(
-    secret: &Secret,
-    side: Side,
-    client: NodeId,
-    server: NodeId,
-    nonce_c: &[u8; NONCE_LEN],
-    nonce_s: &[u8; NONCE_LEN],
-) -> Hmac<Sha256> {
-    // HMAC hashes keys longer than a block and pads shorter ones: every length is accepted.
-    #[allow(clippy::expect_used)]
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
-    let label: &[u8] = match side {
-        Side::Server => b"mosix-link-v1 server",
-        Side::Client => b"mosix-link-v1 client",
-    };
-    mac.update(label);
-    mac.update(&client.get().to_le_bytes());
-    mac.update(&server.get().to_le_bytes());
-    mac.update(nonce_c);
-    mac.update(nonce_s);
-    mac
+    fn mac(&self, secret: &Secret, side: Side) -> Hmac<Sha256> {
+        // HMAC hashes keys longer than a block and pads shorter ones: every length is accepted.
+        #[allow(clippy::expect_used)]
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
+        let label: &[u8] = match side {
+            Side::Server => b"mosix-link-v2 server",
+            Side::Client => b"mosix-link-v2 client",
+        };
+        mac.update(label);
+        mac.update(&[self.protection as u8]);
+        mac.update(&self.client.get().to_le_bytes());
+        mac.update(&self.server.get().to_le_bytes());
+        mac.update(&self.nonce_c);
+        mac.update(&self.nonce_s);
+        mac
+    }
 }
 
 /// Why a handshake failed.
@@ -293,6 +295,20 @@ pub enum HandshakeError {
     /// The other side does not hold our secret.
     #[error("wrong cluster secret")]
     WrongSecret,
+    /// The two ends protect the link differently (`[link] encrypt` differs).
+    #[error(
+        "node {peer} has {}, this node {}: set the same on every node",
+        theirs.setting(),
+        ours.setting()
+    )]
+    Protection {
+        /// The other node.
+        peer: NodeId,
+        /// Its protection.
+        theirs: Protection,
+        /// Ours.
+        ours: Protection,
+    },
     /// The other side refused us, and said why.
     #[error("refused by the peer: {0}")]
     Refused(String),
@@ -301,21 +317,63 @@ pub enum HandshakeError {
     Protocol(String),
 }
 
+/// The most characters of a peer's refusal reason repeated in an error.
+const PEER_TEXT_CHARS: usize = 200;
+
+/// A peer's text (a refusal reason) as it may go into this node's log: on one line, control
+/// characters (line breaks, terminal escapes) escaped, at most [`PEER_TEXT_CHARS`] characters.
+/// Before the handshake ends the peer may be anyone.
+fn peer_text(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == PEER_TEXT_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The refusal that tells a peer its protection differs from ours (`me` is this node).
+fn protection_refusal(me: NodeId, ours: Protection, theirs: Protection) -> Handshake {
+    Handshake::Refuse {
+        reason: format!(
+            "node {me} has {}, the connecting node {}: set the same on every node",
+            ours.setting(),
+            theirs.setting()
+        ),
+    }
+}
+
 /// The connecting side of the handshake, as a state machine: [`ClientHandshake::hello`] gives
 /// the first message, [`ClientHandshake::on_challenge`] the proof to send back (or the refusal
-/// to send before closing), [`ClientHandshake::on_verdict`] the outcome. The async link and the
-/// blocking migration connections drive the same code.
-#[derive(Debug, Clone)]
+/// to send before closing), [`ClientHandshake::on_verdict`] the outcome and, on success, the
+/// connection's [`Session`]. The async link and the blocking migration connections drive the
+/// same code.
+#[derive(Debug)]
 pub struct ClientHandshake {
     me: NodeId,
     to: NodeId,
     nonce_c: [u8; NONCE_LEN],
+    protection: Protection,
+    session: Option<Session>,
 }
 
 impl ClientHandshake {
-    /// Node `me` connects to node `to`, with a fresh random nonce.
-    pub fn new(me: NodeId, to: NodeId, nonce_c: [u8; NONCE_LEN]) -> Self {
-        ClientHandshake { me, to, nonce_c }
+    /// Node `me` connects to node `to`, with a fresh random nonce and its link protection.
+    pub fn new(me: NodeId, to: NodeId, nonce_c: [u8; NONCE_LEN], protection: Protection) -> Self {
+        ClientHandshake {
+            me,
+            to,
+            nonce_c,
+            protection,
+            session: None,
+        }
     }
 
     /// The first message.
@@ -323,13 +381,14 @@ impl ClientHandshake {
         Handshake::Hello {
             node: self.me,
             nonce: self.nonce_c,
+            protection: self.protection,
         }
     }
 
     /// Checks the server's challenge. `Ok` carries the proof to send; `Err` carries the error and
     /// the refusal to send (if any) before closing.
     pub fn on_challenge(
-        &self,
+        &mut self,
         secret: &Secret,
         msg: Handshake,
     ) -> Result<Handshake, (HandshakeError, Option<Handshake>)> {
@@ -338,6 +397,7 @@ impl ClientHandshake {
                 node,
                 nonce,
                 proof: p,
+                protection,
             } => {
                 if node != self.to {
                     let reason = format!(
@@ -349,15 +409,24 @@ impl ClientHandshake {
                         Some(Handshake::Refuse { reason }),
                     ));
                 }
-                if !verify(
-                    secret,
-                    Side::Server,
-                    self.me,
-                    self.to,
-                    &self.nonce_c,
-                    &nonce,
-                    &p,
-                ) {
+                if protection != self.protection {
+                    return Err((
+                        HandshakeError::Protection {
+                            peer: node,
+                            theirs: protection,
+                            ours: self.protection,
+                        },
+                        Some(protection_refusal(self.me, self.protection, protection)),
+                    ));
+                }
+                let t = Transcript {
+                    client: self.me,
+                    server: self.to,
+                    nonce_c: self.nonce_c,
+                    nonce_s: nonce,
+                    protection,
+                };
+                if !t.verify(secret, Side::Server, &p) {
                     return Err((
                         HandshakeError::WrongSecret,
                         Some(Handshake::Refuse {
@@ -365,18 +434,14 @@ impl ClientHandshake {
                         }),
                     ));
                 }
+                self.session = Some(t.session(secret, Side::Client));
                 Ok(Handshake::Proof {
-                    proof: proof(
-                        secret,
-                        Side::Client,
-                        self.me,
-                        self.to,
-                        &self.nonce_c,
-                        &nonce,
-                    ),
+                    proof: t.proof(secret, Side::Client),
                 })
             }
-            Handshake::Refuse { reason } => Err((HandshakeError::Refused(reason), None)),
+            Handshake::Refuse { reason } => {
+                Err((HandshakeError::Refused(peer_text(&reason)), None))
+            }
             _ => Err((
                 HandshakeError::Protocol("expected a Challenge after Hello".into()),
                 None,
@@ -384,11 +449,14 @@ impl ClientHandshake {
         }
     }
 
-    /// The server's last word.
-    pub fn on_verdict(&self, msg: Handshake) -> Result<(), HandshakeError> {
-        match msg {
-            Handshake::Welcome => Ok(()),
-            Handshake::Refuse { reason } => Err(HandshakeError::Refused(reason)),
+    /// The server's last word; on a Welcome, the connection's session.
+    pub fn on_verdict(self, msg: Handshake) -> Result<Session, HandshakeError> {
+        match (msg, self.session) {
+            (Handshake::Welcome, Some(session)) => Ok(session),
+            (Handshake::Welcome, None) => Err(HandshakeError::Protocol(
+                "Welcome before the Challenge was answered".into(),
+            )),
+            (Handshake::Refuse { reason }, _) => Err(HandshakeError::Refused(peer_text(&reason))),
             _ => Err(HandshakeError::Protocol("expected Welcome".into())),
         }
     }
@@ -399,15 +467,17 @@ impl ClientHandshake {
 pub struct ServerHandshake {
     me: NodeId,
     nonce_s: [u8; NONCE_LEN],
+    protection: Protection,
     client: Option<(NodeId, [u8; NONCE_LEN])>,
 }
 
 impl ServerHandshake {
-    /// Node `me` accepts a connection, with a fresh random nonce.
-    pub fn new(me: NodeId, nonce_s: [u8; NONCE_LEN]) -> Self {
+    /// Node `me` accepts a connection, with a fresh random nonce and its link protection.
+    pub fn new(me: NodeId, nonce_s: [u8; NONCE_LEN], protection: Protection) -> Self {
         ServerHandshake {
             me,
             nonce_s,
+            protection,
             client: None,
         }
     }
@@ -420,7 +490,12 @@ impl ServerHandshake {
         msg: Handshake,
         check: impl FnOnce(NodeId) -> Result<(), String>,
     ) -> Result<Handshake, (HandshakeError, Option<Handshake>)> {
-        let Handshake::Hello { node, nonce } = msg else {
+        let Handshake::Hello {
+            node,
+            nonce,
+            protection,
+        } = msg
+        else {
             return Err((
                 HandshakeError::Protocol("the first message is not a Hello".into()),
                 None,
@@ -432,35 +507,51 @@ impl ServerHandshake {
                 Some(Handshake::Refuse { reason }),
             ));
         }
+        if protection != self.protection {
+            return Err((
+                HandshakeError::Protection {
+                    peer: node,
+                    theirs: protection,
+                    ours: self.protection,
+                },
+                Some(protection_refusal(self.me, self.protection, protection)),
+            ));
+        }
         self.client = Some((node, nonce));
+        let t = self.transcript(node, nonce);
         Ok(Handshake::Challenge {
             node: self.me,
             nonce: self.nonce_s,
-            proof: proof(secret, Side::Server, node, self.me, &nonce, &self.nonce_s),
+            proof: t.proof(secret, Side::Server),
+            protection: self.protection,
         })
     }
 
-    /// Takes the client's proof. `Ok` carries the client's node and the Welcome to send.
+    fn transcript(&self, client: NodeId, nonce_c: [u8; NONCE_LEN]) -> Transcript {
+        Transcript {
+            client,
+            server: self.me,
+            nonce_c,
+            nonce_s: self.nonce_s,
+            protection: self.protection,
+        }
+    }
+
+    /// Takes the client's proof. `Ok` carries the client's node, the Welcome to send and the
+    /// connection's session.
     pub fn on_proof(
         &self,
         secret: &Secret,
         msg: Handshake,
-    ) -> Result<(NodeId, Handshake), (HandshakeError, Option<Handshake>)> {
+    ) -> Result<(NodeId, Handshake, Session), (HandshakeError, Option<Handshake>)> {
         let Some((node, nonce_c)) = self.client else {
             return Err((HandshakeError::Protocol("Proof before Hello".into()), None));
         };
         match msg {
             Handshake::Proof { proof: p } => {
-                if verify(
-                    secret,
-                    Side::Client,
-                    node,
-                    self.me,
-                    &nonce_c,
-                    &self.nonce_s,
-                    &p,
-                ) {
-                    Ok((node, Handshake::Welcome))
+                let t = self.transcript(node, nonce_c);
+                if t.verify(secret, Side::Client, &p) {
+                    Ok((node, Handshake::Welcome, t.session(secret, Side::Server)))
                 } else {
                     Err((
                         HandshakeError::Protocol(format!(
@@ -473,7 +564,10 @@ impl ServerHandshake {
                 }
             }
             Handshake::Refuse { reason } => Err((
-                HandshakeError::Protocol(format!("node {node} gave up the handshake: {reason}")),
+                HandshakeError::Protocol(format!(
+                    "node {node} gave up the handshake: {}",
+                    peer_text(&reason)
+                )),
                 None,
             )),
             _ => Err((
@@ -487,7 +581,8 @@ impl ServerHandshake {
 /// A message on an authenticated link connection: the first one decides what the connection is
 /// for. A gossip connection carries [`LinkMsg::Gossip`] frames from then on; after
 /// [`LinkMsg::OpenProcess`] the connection carries one migrating process: [`ProcMsg`] frames (and
-/// raw page data after [`ProcMsg::Pages`]), with the larger [`MAX_PROC_FRAME`] limit.
+/// raw page runs after [`ProcMsg::Pages`]), with the larger [`MAX_PROC_FRAME`] limit. Every
+/// frame after the handshake is sealed ([`seal`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkMsg {
     /// A window of load information.
@@ -560,7 +655,6 @@ pub struct Call {
 /// Call buffers as byte strings: serde's default for `Vec<u8>` is a sequence of `u8`s, one
 /// serializer call per byte (some 300 MB/s); as bytes they are one copy.
 mod byte_bufs {
-    use serde::Deserialize;
     use serde::de::Deserializer;
     use serde::ser::Serializer;
 
@@ -568,8 +662,11 @@ mod byte_bufs {
         s.collect_seq(v.iter().map(|(i, b)| (*i, serde_bytes::Bytes::new(b))))
     }
 
+    /// Keeps at most one buffer over [`super::MAX_CALL_BUFS`] (validation refuses it): an empty
+    /// buffer is 2 bytes on the wire and 32 in memory.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u8, Vec<u8>)>, D::Error> {
-        let v: Vec<(u8, serde_bytes::ByteBuf)> = Vec::deserialize(d)?;
+        let v: Vec<(u8, serde_bytes::ByteBuf)> =
+            crate::bounded::seq::<_, _, { super::MAX_CALL_BUFS }>(d)?;
         Ok(v.into_iter().map(|(i, b)| (i, b.into_vec())).collect())
     }
 }
@@ -690,7 +787,8 @@ pub enum ProcMsg {
     /// Remote to home: the process runs at the destination of [`ProcMsg::MoveTo`]; this
     /// connection ends. The signals are those it could no longer take here.
     Moved {
-        /// Undelivered signals.
+        /// Undelivered signals (at most [`MAX_MOVED_SIGNALS`]).
+        #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_MOVED_SIGNALS>")]
         signals: Vec<i32>,
     },
     /// Remote to home: the move asked by [`ProcMsg::MoveTo`] failed; the process goes on here.
@@ -749,11 +847,11 @@ fn check_bufs(count: usize, lens: impl Iterator<Item = usize>) -> Result<(), Fra
             "{count} buffers in one call exceed {MAX_CALL_BUFS}"
         )));
     }
+    let limit = crate::syscalls::MAX_IO + crate::syscalls::MAX_PATH;
     for l in lens {
-        if l > crate::syscalls::MAX_IO + crate::syscalls::MAX_PATH {
+        if l > limit {
             return Err(FrameError::Invalid(format!(
-                "a call buffer of {l} bytes exceeds {}",
-                crate::syscalls::MAX_IO
+                "a call buffer of {l} bytes exceeds {limit}"
             )));
         }
     }
@@ -775,17 +873,81 @@ mod tests {
         NodeId::new(n).unwrap()
     }
 
+    fn transcript(c: u16, s: u16, nc: [u8; 32], ns: [u8; 32], p: Protection) -> Transcript {
+        Transcript {
+            client: id(c),
+            server: id(s),
+            nonce_c: nc,
+            nonce_s: ns,
+            protection: p,
+        }
+    }
+
     #[test]
-    fn proofs_bind_the_secret_the_side_and_the_nonces() {
+    fn proofs_bind_the_secret_the_side_the_nonces_and_the_protection() {
         let k = secret("0123456789abcdef0123");
         let other = secret("0123456789abcdef0124");
         let (nc, ns) = ([1u8; 32], [2u8; 32]);
-        let p = proof(&k, Side::Server, id(1), id(2), &nc, &ns);
-        assert!(verify(&k, Side::Server, id(1), id(2), &nc, &ns, &p));
-        assert!(!verify(&other, Side::Server, id(1), id(2), &nc, &ns, &p));
-        assert!(!verify(&k, Side::Client, id(1), id(2), &nc, &ns, &p));
-        assert!(!verify(&k, Side::Server, id(2), id(1), &nc, &ns, &p));
-        assert!(!verify(&k, Side::Server, id(1), id(2), &ns, &nc, &p));
+        let enc = Protection::Encrypted;
+        let t = transcript(1, 2, nc, ns, enc);
+        let p = t.proof(&k, Side::Server);
+        assert!(t.verify(&k, Side::Server, &p));
+        assert!(!t.verify(&other, Side::Server, &p));
+        assert!(!t.verify(&k, Side::Client, &p));
+        assert!(!transcript(2, 1, nc, ns, enc).verify(&k, Side::Server, &p));
+        assert!(!transcript(1, 2, ns, nc, enc).verify(&k, Side::Server, &p));
+        let auth = Protection::Authenticated;
+        assert!(!transcript(1, 2, nc, ns, auth).verify(&k, Side::Server, &p));
+    }
+
+    /// Runs a whole handshake between node 1 (client, `pc`) and node 2 (server, `ps`).
+    fn handshake(
+        pc: Protection,
+        ps: Protection,
+    ) -> Result<(Session, Session), (HandshakeError, Option<Handshake>)> {
+        let k = secret("0123456789abcdef0123");
+        let mut c = ClientHandshake::new(id(1), id(2), [1; 32], pc);
+        let mut s = ServerHandshake::new(id(2), [2; 32], ps);
+        let challenge = s.on_hello(&k, c.hello(), |_| Ok(()))?;
+        let proof = c.on_challenge(&k, challenge)?;
+        let (node, welcome, server) = s.on_proof(&k, proof)?;
+        assert_eq!(node, id(1));
+        let client = c.on_verdict(welcome).map_err(|e| (e, None))?;
+        Ok((client, server))
+    }
+
+    #[test]
+    fn a_handshake_gives_both_ends_matching_sessions() {
+        for p in [Protection::Authenticated, Protection::Encrypted] {
+            let (mut c, mut s) = handshake(p, p).unwrap();
+            let m = LinkMsg::OpenProcess;
+            let mut buf = Vec::new();
+            seal::write_sealed(&mut buf, &mut c.sealer, &m, &mut Vec::new()).unwrap();
+            let got: LinkMsg = seal::read_sealed(
+                &mut &buf[..],
+                &mut s.opener,
+                MAX_LINK_FRAME,
+                &mut Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(got, m);
+        }
+    }
+
+    #[test]
+    fn a_protection_mismatch_is_refused_naming_the_setting() {
+        let (e, refusal) = handshake(Protection::Authenticated, Protection::Encrypted).unwrap_err();
+        assert!(matches!(e, HandshakeError::Protection { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("[link] encrypt = false"), "{e}");
+        assert!(e.contains("[link] encrypt = true"), "{e}");
+        let Some(Handshake::Refuse { reason }) = refusal else {
+            panic!("no refusal to send");
+        };
+        assert!(
+            reason.contains("node 2 has [link] encrypt = true"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -858,15 +1020,21 @@ mod tests {
 
     fn arb_handshake() -> impl Strategy<Value = Handshake> {
         prop_oneof![
-            (1u16.., any::<[u8; 32]>())
-                .prop_map(|(n, nonce)| Handshake::Hello { node: id(n), nonce }),
-            (1u16.., any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(n, nonce, proof)| {
-                Handshake::Challenge {
+            (1u16.., any::<[u8; 32]>(), any::<bool>()).prop_map(|(n, nonce, e)| {
+                Handshake::Hello {
+                    node: id(n),
+                    nonce,
+                    protection: Protection::from_encrypt(e),
+                }
+            }),
+            (1u16.., any::<[u8; 32]>(), any::<[u8; 32]>(), any::<bool>()).prop_map(
+                |(n, nonce, proof, e)| Handshake::Challenge {
                     node: id(n),
                     nonce,
                     proof,
+                    protection: Protection::from_encrypt(e),
                 }
-            }),
+            ),
             any::<[u8; 32]>().prop_map(|proof| Handshake::Proof { proof }),
             Just(Handshake::Welcome),
             ".{0,100}".prop_map(|reason| Handshake::Refuse { reason }),

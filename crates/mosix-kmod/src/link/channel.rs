@@ -10,18 +10,64 @@
 //! probes after [`KEEPALIVE_IDLE`] of silence and `TCP_USER_TIMEOUT` on unacknowledged data end
 //! the connection with `ETIMEDOUT` within [`DEAD_PEER_BOUND`]; both sides then act as for a
 //! broken connection (home: the process is reported killed; remote: the guest is killed).
+//!
+//! Every frame and every page run is a sealed record of [`mosix_core::proto::seal`]: the writing
+//! half holds the connection's [`Sealer`] (and its record count) under the same mutex as the
+//! socket, so records leave in the order they were sealed; the reading half holds the
+//! [`Opener`]. A record that does not open is an error like a broken connection: the thread that
+//! reads it ends the connection, and nothing more is read from it.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mosix_core::proto::{self, FrameError, MAX_PROC_FRAME, ProcMsg};
+use mosix_core::proto::seal::{self, Opener, Sealer, Session, TAG_LEN};
+use mosix_core::proto::{FrameError, MAX_PROC_FRAME, ProcMsg};
+
+/// An authenticated blocking connection and its session, before it is split into halves.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    session: Session,
+}
+
+impl Conn {
+    /// A connection whose handshake gave `session`.
+    pub fn new(stream: TcpStream, session: Session) -> Conn {
+        Conn { stream, session }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sends one message (a refusal before the connection is dropped).
+    pub fn send(&mut self, m: &ProcMsg) -> Result<(), FrameError> {
+        let mut buf = Vec::new();
+        seal::write_sealed(&mut self.stream, &mut self.session.sealer, m, &mut buf)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+}
+
+/// What the writing half guards: the socket and the sealing state, so that records are sealed
+/// and written in one order.
+#[derive(Debug)]
+struct Out {
+    w: BufWriter<TcpStream>,
+    sealer: Sealer,
+    /// The frame being sent (capacity reused).
+    frame: Vec<u8>,
+    /// The ciphertext of the page run being sent (capacity reused until the image ends).
+    run: Vec<u8>,
+}
 
 /// The writing half, shareable.
 #[derive(Debug, Clone)]
 pub struct Sender {
-    w: Arc<Mutex<BufWriter<TcpStream>>>,
+    w: Arc<Mutex<Out>>,
     /// Another descriptor of the same socket, to look at its state without the lock.
     probe: Arc<TcpStream>,
 }
@@ -30,7 +76,14 @@ pub struct Sender {
 #[derive(Debug)]
 pub struct Receiver {
     r: BufReader<TcpStream>,
+    opener: Opener,
+    /// The frame being received (capacity reused).
+    buf: Vec<u8>,
 }
+
+/// A frame buffer larger than this is given back after use (image headers, large calls), so an
+/// idle connection holds little memory.
+const KEEP_BUF: usize = 1 << 20;
 
 /// Silence after which the kernel starts probing the peer.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -44,7 +97,8 @@ const USER_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(15);
 
 /// Splits a process connection into its halves.
-pub fn split(stream: TcpStream) -> std::io::Result<(Sender, Receiver)> {
+pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
+    let Conn { stream, session } = conn;
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
     sock.set_tcp_keepalive(
@@ -58,17 +112,24 @@ pub fn split(stream: TcpStream) -> std::io::Result<(Sender, Receiver)> {
     let probe = Arc::new(stream.try_clone()?);
     Ok((
         Sender {
-            w: Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, w))),
+            w: Arc::new(Mutex::new(Out {
+                w: BufWriter::with_capacity(256 * 1024, w),
+                sealer: session.sealer,
+                frame: Vec::new(),
+                run: Vec::new(),
+            })),
             probe,
         },
         Receiver {
             r: BufReader::with_capacity(256 * 1024, stream),
+            opener: session.opener,
+            buf: Vec::new(),
         },
     ))
 }
 
 impl Sender {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BufWriter<TcpStream>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Out> {
         self.w.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -89,54 +150,82 @@ impl Sender {
 
     /// Sends one message.
     pub fn send(&self, m: &ProcMsg) -> Result<(), FrameError> {
-        let mut w = self.lock();
-        w.write_all(&proto::encode(m))?;
-        w.flush()?;
+        let mut g = self.lock();
+        let out = &mut *g;
+        out.sealer.encode(m, &mut out.frame)?;
+        out.w.write_all(&out.frame)?;
+        out.w.flush()?;
+        if out.frame.capacity() > KEEP_BUF {
+            out.frame = Vec::new();
+        }
+        if matches!(m, ProcMsg::End) {
+            // The image is sent: the run buffer (up to a run's size) is not needed any more.
+            out.run = Vec::new();
+        }
         Ok(())
     }
 
-    /// Sends a page run: its header and its bytes, without flushing (runs follow each other).
+    /// Sends a page run: its header and its bytes, as two records, without flushing (runs
+    /// follow each other). One AEAD call for the whole run.
     pub fn send_run(&self, vma: u32, offset: u64, data: &[u8]) -> Result<(), FrameError> {
-        let mut w = self.lock();
-        w.write_all(&proto::encode(&ProcMsg::Pages {
-            vma,
-            offset,
-            len: data.len() as u32,
-        }))?;
-        w.write_all(data)?;
+        let len = u32::try_from(data.len()).map_err(|_| FrameError::TooLong {
+            len: data.len(),
+            limit: mosix_core::image::MAX_RUN,
+        })?;
+        let mut g = self.lock();
+        let Out {
+            w,
+            sealer,
+            frame,
+            run,
+        } = &mut *g;
+        sealer.encode(&ProcMsg::Pages { vma, offset, len }, frame)?;
+        w.write_all(frame)?;
+        let (bytes, tag) = sealer.seal_run(data, run)?;
+        w.write_all(bytes)?;
+        w.write_all(&tag)?;
         Ok(())
     }
 
     /// Says this side will send no more (the peer reads an end of stream after what was sent).
     pub fn close_write(&self) {
-        let w = self.lock();
-        let _ = w.get_ref().shutdown(std::net::Shutdown::Write);
+        let g = self.lock();
+        let _ = g.w.get_ref().shutdown(std::net::Shutdown::Write);
     }
 
     /// Closes the connection (both halves).
     pub fn shutdown(&self) {
-        let w = self.lock();
-        let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
+        let g = self.lock();
+        let _ = g.w.get_ref().shutdown(std::net::Shutdown::Both);
     }
 }
 
 impl Receiver {
-    /// Receives one message, checked.
+    /// Receives one message, opened and checked.
     pub fn recv(&mut self) -> Result<ProcMsg, FrameError> {
-        let m: ProcMsg = proto::read_frame(&mut self.r, MAX_PROC_FRAME)?;
+        let m: ProcMsg =
+            seal::read_sealed(&mut self.r, &mut self.opener, MAX_PROC_FRAME, &mut self.buf)?;
+        if self.buf.capacity() > KEEP_BUF {
+            self.buf = Vec::new();
+        }
         m.validate()?;
         Ok(m)
     }
 
-    /// Reads the raw bytes of a page run.
+    /// Reads the bytes of a page run (as many as `buf` holds, which the [`ProcMsg::Pages`] frame
+    /// before said) and its tag, and opens it in place.
     pub fn recv_raw(&mut self, buf: &mut [u8]) -> Result<(), FrameError> {
-        self.r.read_exact(buf).map_err(|e| {
+        let eof = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 FrameError::Truncated
             } else {
                 FrameError::Io(e)
             }
-        })
+        };
+        let mut tag = [0u8; TAG_LEN];
+        self.r.read_exact(buf).map_err(eof)?;
+        self.r.read_exact(&mut tag).map_err(eof)?;
+        self.opener.open_run(buf, &tag)
     }
 
     /// Whether buffered bytes are waiting (so a poll on the socket would not show them).

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use mosix_core::NodeId;
+use mosix_core::proto::seal::{self, Sealer, Session};
 use mosix_core::proto::{self, ClientHandshake, HandshakeError, LinkMsg, MAX_HANDSHAKE_FRAME};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -14,16 +15,16 @@ use tracing::{debug, info, warn};
 
 use super::frame::{read_frame, write_frame};
 use super::{
-    HANDSHAKE_TIMEOUT, IDLE_CLOSE, LinkContext, LinkError, PEER_QUEUE, SharedContext, Throttle,
-    nonce, snapshot,
+    Conn, HANDSHAKE_TIMEOUT, IDLE_CLOSE, LinkContext, LinkError, PEER_QUEUE, SharedContext,
+    Throttle, Trouble, held_back, nonce, peer_text, snapshot,
 };
 
 async fn client_handshake(
     stream: &mut TcpStream,
     to: NodeId,
     ctx: &LinkContext,
-) -> Result<(), LinkError> {
-    let hs = ClientHandshake::new(ctx.me, to, nonce());
+) -> Result<Session, LinkError> {
+    let mut hs = ClientHandshake::new(ctx.me, to, nonce()?, ctx.protection);
     write_frame(stream, &hs.hello()).await?;
     let challenge = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
     match hs.on_challenge(&ctx.secret, challenge) {
@@ -39,8 +40,8 @@ async fn client_handshake(
     Ok(hs.on_verdict(verdict)?)
 }
 
-/// Opens and authenticates a link connection to `to`.
-pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkError> {
+/// Opens and authenticates a link connection to `to`; returns it with its session.
+pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<(TcpStream, Session), LinkError> {
     let Some(addr) = ctx.map.addr_of(to) else {
         return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
     };
@@ -54,8 +55,8 @@ pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkErr
             .await
             .map_err(LinkError::Connect)?;
         let _ = s.set_nodelay(true);
-        client_handshake(&mut s, to, ctx).await?;
-        Ok(s)
+        let session = client_handshake(&mut s, to, ctx).await?;
+        Ok((s, session))
     };
     tokio::time::timeout(ctx.connect_timeout + HANDSHAKE_TIMEOUT, attempt)
         .await
@@ -64,17 +65,13 @@ pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<TcpStream, LinkErr
 
 /// Opens and authenticates a blocking link connection to `to` and asks it to take a process
 /// (for the migration threads, which do not run on the runtime).
-pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<std::net::TcpStream, LinkError> {
+pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<Conn, LinkError> {
     connect_blocking(to, ctx, &LinkMsg::OpenProcess)
 }
 
 /// Opens and authenticates a blocking link connection to `to` and sends `first`, which says
 /// what the connection is for.
-pub fn connect_blocking(
-    to: NodeId,
-    ctx: &LinkContext,
-    first: &LinkMsg,
-) -> Result<std::net::TcpStream, LinkError> {
+pub fn connect_blocking(to: NodeId, ctx: &LinkContext, first: &LinkMsg) -> Result<Conn, LinkError> {
     let Some(addr) = ctx.map.addr_of(to) else {
         return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
     };
@@ -91,7 +88,7 @@ pub fn connect_blocking(
     let _ = s.set_nodelay(true);
     s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(LinkError::Connect)?;
-    let hs = ClientHandshake::new(ctx.me, to, nonce());
+    let mut hs = ClientHandshake::new(ctx.me, to, nonce()?, ctx.protection);
     proto::write_frame(&mut s, &hs.hello())?;
     let challenge = proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?;
     match hs.on_challenge(&ctx.secret, challenge) {
@@ -103,10 +100,10 @@ pub fn connect_blocking(
             return Err(e.into());
         }
     }
-    hs.on_verdict(proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?)?;
-    proto::write_frame(&mut s, first)?;
+    let mut session = hs.on_verdict(proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?)?;
+    seal::write_sealed(&mut s, &mut session.sealer, first, &mut Vec::new())?;
     s.set_read_timeout(None).map_err(LinkError::Connect)?;
-    Ok(s)
+    Ok(Conn::new(s, session))
 }
 
 /// The outbound side: one writer task per peer, created on first use.
@@ -164,13 +161,20 @@ impl Outbound {
     }
 }
 
+/// An open outbound gossip connection: the socket, its sealer, the frame being sent.
+struct Open {
+    stream: TcpStream,
+    sealer: Sealer,
+    buf: Vec<u8>,
+}
+
 async fn peer_writer(
     to: NodeId,
     mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
     ctx: SharedContext,
     throttle: Arc<Throttle>,
 ) {
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<Open> = None;
     let mut was_down = false;
     loop {
         let frame = match tokio::time::timeout(IDLE_CLOSE, rx.recv()).await {
@@ -184,12 +188,16 @@ async fn peer_writer(
         if conn.is_none() {
             let c = snapshot(&ctx);
             match connect(to, &c).await {
-                Ok(s) => {
+                Ok((stream, session)) => {
                     if was_down {
                         info!("link to node {to} is up again");
                     }
                     was_down = false;
-                    conn = Some(s);
+                    conn = Some(Open {
+                        stream,
+                        sealer: session.sealer,
+                        buf: Vec::new(),
+                    });
                 }
                 Err(e) => {
                     let ip = c
@@ -203,9 +211,10 @@ async fn peer_writer(
                             }
                         }
                         _ => {
-                            let reason = e.to_string();
-                            if throttle.allow(ip, &reason) {
-                                warn!("link to node {to} ({ip}) refused: {reason}");
+                            if let Some(n) = throttle.allow(Trouble::of_link(&e), ip) {
+                                // A refusal quotes the peer: one bounded line.
+                                let reason = peer_text(&e.to_string());
+                                warn!("link to node {to} ({ip}) refused: {reason}{}", held_back(n));
                             }
                         }
                     }
@@ -214,11 +223,16 @@ async fn peer_writer(
                 }
             }
         }
-        if let Some(s) = conn.as_mut()
-            && let Err(e) = s.write_all(&frame).await
-        {
-            debug!("link to node {to} broke: {e}");
-            conn = None;
+        if let Some(o) = conn.as_mut() {
+            // The frame was encoded once, plain; each connection seals it with its own keys.
+            let sent = match o.sealer.seal_plain(&frame, &mut o.buf) {
+                Ok(()) => o.stream.write_all(&o.buf).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sent {
+                debug!("link to node {to} broke: {e}");
+                conn = None;
+            }
         }
     }
 }

@@ -6,12 +6,18 @@
 //! process had (threads, a tokio runtime) and makes it look the same in `ps` as a service
 //! started by systemd. The starter waits until the service answers on its control socket, and if
 //! the service dies first, reports the lines it logged.
+//!
+//! Such a service's standard output and error *are* `RUNDIR/mosix.log`, so nothing else would
+//! ever cut the file short: [`keep_log_small`] renames it to `mosix.log.1` once it passes
+//! `[log] max_kib` and points the service's output at a new one. A service whose output is not
+//! that file (under systemd, where journald takes stderr; in a terminal; in a test that pipes
+//! it) rotates nothing.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -156,5 +162,120 @@ fn read_from(path: &std::path::Path, offset: u64) -> String {
         "(it logged nothing)".to_owned()
     } else {
         s
+    }
+}
+
+/// How often [`keep_log_small`] looks at the size of the log.
+pub const LOG_CHECK: Duration = Duration::from_millis(250);
+
+/// If this process's standard error is the log file `paths.log()` (as [`start`] arranges),
+/// starts a thread that rotates it whenever it passes `max_bytes`: the file is renamed to
+/// `mosix.log.1` (replacing the one before) and standard output and error are pointed at a new
+/// `mosix.log`. The file is looked at every [`LOG_CHECK`], so it stays under the cap plus what
+/// the service logs in that time (its lines about peers are rate-limited). Returns whether it
+/// rotates.
+pub fn keep_log_small(paths: &Paths, max_bytes: u64) -> bool {
+    use std::os::fd::AsFd;
+    let path = paths.log();
+    let ours = |fd: std::os::fd::BorrowedFd<'_>| {
+        let (Ok(a), Ok(b)) = (nix::sys::stat::fstat(fd), nix::sys::stat::stat(&path)) else {
+            return false;
+        };
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    };
+    if !ours(std::io::stderr().as_fd()) {
+        return false;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("mosix-log".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(LOG_CHECK);
+                let stderr = std::io::stderr();
+                let Ok(st) = nix::sys::stat::fstat(stderr.as_fd()) else {
+                    continue;
+                };
+                let stdout_too = {
+                    let out = std::io::stdout();
+                    nix::sys::stat::fstat(out.as_fd())
+                        .is_ok_and(|o| o.st_dev == st.st_dev && o.st_ino == st.st_ino)
+                };
+                match rotate_if_full(&path, st.st_size as u64, max_bytes) {
+                    Ok(Some(new)) => {
+                        let _ = nix::unistd::dup2_stderr(&new);
+                        if stdout_too {
+                            let _ = nix::unistd::dup2_stdout(&new);
+                        }
+                        tracing::info!(
+                            "log rotated at {} KiB; the previous lines are in {}.1",
+                            st.st_size / 1024,
+                            path.display()
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("rotating {}: {e}; not rotating any more", path.display());
+                        return;
+                    }
+                }
+            }
+        });
+    spawned.is_ok()
+}
+
+/// The name the log has after it was rotated: `mosix.log.1`.
+pub fn rotated(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_owned();
+    name.push(".1");
+    log.with_file_name(name)
+}
+
+/// If the log at `path`, now `size` bytes, is over `max`: renames it to [`rotated`] and returns
+/// a new, empty log to write to.
+fn rotate_if_full(path: &Path, size: u64, max: u64) -> std::io::Result<Option<std::fs::File>> {
+    if size <= max {
+        return Ok(None);
+    }
+    std::fs::rename(path, rotated(path))?;
+    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_log_is_renamed_and_begun_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mosix.log");
+        std::fs::write(&log, "old old old\n").unwrap();
+        assert!(rotate_if_full(&log, 12, 12).unwrap().is_none());
+        let mut f = rotate_if_full(&log, 13, 12).unwrap().unwrap();
+        writeln!(f, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "new\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("mosix.log.1")).unwrap(),
+            "old old old\n"
+        );
+        // The next rotation replaces mosix.log.1.
+        rotate_if_full(&log, 100, 12).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("mosix.log.1")).unwrap(),
+            "new\n"
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
+    }
+
+    #[test]
+    fn output_that_is_not_the_log_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            etc: dir.path().into(),
+            rundir: dir.path().into(),
+        };
+        std::fs::write(paths.log(), "x").unwrap();
+        // The test's stderr is a pipe or a terminal, never this file.
+        assert!(!keep_log_small(&paths, 16 * 1024));
     }
 }

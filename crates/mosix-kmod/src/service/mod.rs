@@ -33,6 +33,7 @@ use mosix_core::gossip::{Dissemination, GossipConfig};
 use mosix_core::load::{LoadSmoother, Sample};
 use mosix_core::map::{self, ClusterMap, IdentityError, MapErrors};
 use mosix_core::overheads::Overheads;
+use mosix_core::proto::Protection;
 use mosix_core::{NodeId, Status};
 use nix::fcntl::{Flock, FlockArg};
 use rand::rngs::SmallRng;
@@ -244,6 +245,7 @@ fn link_context(l: &Loaded) -> LinkContext {
         secret: l.secret.clone(),
         port: l.tunables.link.port,
         connect_timeout: Duration::from_millis(l.tunables.link.connect_timeout_ms),
+        protection: Protection::from_encrypt(l.tunables.link.encrypt),
     }
 }
 
@@ -294,6 +296,9 @@ pub fn run(opts: StartOptions, on_ready: impl FnOnce(Ready)) -> Result<(), Servi
     unix.set_nonblocking(true).map_err(file_err(&sock_path))?;
     let pid_path = paths.pidfile();
     fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(file_err(&pid_path))?;
+
+    // A service started by `setpe -w` writes its own log file: keep it under the cap.
+    daemon::keep_log_small(&paths, loaded.tunables.log.max_kib * 1024);
 
     let result = (|| {
         let cgroups = Cgroups::discover()?;

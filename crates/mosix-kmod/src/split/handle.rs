@@ -40,7 +40,7 @@ pub struct RejoinOffer {
     /// The process's pid there.
     pub local_pid: u32,
     /// The connection.
-    pub stream: std::net::TcpStream,
+    pub stream: crate::link::Conn,
 }
 
 impl RejoinOffer {
@@ -48,7 +48,7 @@ impl RejoinOffer {
     pub fn refuse(mut self, me: NodeId, reason: String) {
         debug!("refusing a rejoin from node {}: {reason}", self.from);
         let failure = crate::split::failure::refused(me, reason);
-        let _ = mosix_core::proto::write_frame(&mut self.stream, &ProcMsg::Refused { failure });
+        let _ = self.stream.send(&ProcMsg::Refused { failure });
     }
 }
 

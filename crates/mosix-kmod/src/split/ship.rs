@@ -27,9 +27,15 @@ pub struct Shipped {
     pub starting: Duration,
 }
 
+/// How long the destination may take, once the image is sent, to say whether it runs the
+/// process, when the caller names no other bound (it has every page by then; what is left is
+/// finishing the restore).
+pub const START_ANSWER: Duration = Duration::from_secs(30);
+
 /// Opens a process connection to `to`, sends the image and its pages, and waits (at most
-/// `answer_within`, if given) for the destination to say it runs the process. A refusal keeps
-/// the destination's reason; anything that breaks on the way is a lost link to `to`.
+/// `answer_within`, or [`START_ANSWER`]) for the destination to say it runs the process. A
+/// refusal keeps the destination's reason; anything that breaks on the way, or no answer in
+/// time, is a lost link to `to`.
 pub fn ship(
     frozen: &Frozen,
     to: NodeId,
@@ -43,13 +49,11 @@ pub fn ship(
         .send(&tx)
         .map_err(|e| failure::link_lost(to, format!("the transfer broke off ({e})")))?;
     let sent = Instant::now();
-    if answer_within.is_some() {
-        let _ = rx.socket().set_read_timeout(answer_within);
-    }
+    let _ = rx
+        .socket()
+        .set_read_timeout(Some(answer_within.unwrap_or(START_ANSWER)));
     let answer = rx.recv();
-    if answer_within.is_some() {
-        let _ = rx.socket().set_read_timeout(None);
-    }
+    let _ = rx.socket().set_read_timeout(None);
     match answer {
         Ok(ProcMsg::Started { pid }) => Ok(Shipped {
             pid,

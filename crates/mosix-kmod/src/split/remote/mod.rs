@@ -64,6 +64,9 @@ pub struct GuestEnv {
 pub(super) const MOVE_ON_ANSWER: Duration = Duration::from_secs(30);
 /// How long the destination of a direct move waits for home to take its connection.
 pub(super) const REJOIN_ANSWER: Duration = Duration::from_secs(10);
+/// How long the sender of an arriving process may stay silent before its image and between
+/// the records of its image (it has frozen the process before it connects).
+pub const IMAGE_SILENCE: Duration = Duration::from_secs(10);
 
 /// How long after a signal a job-control stop it causes is looked for (a `SIGTSTP` handler
 /// that tidies up for longer stops by a `raise`, which starts the watch again).
@@ -78,7 +81,7 @@ pub(super) const EFAULT: i64 = -(libc::EFAULT as i64);
 
 /// Takes a process arriving on `stream` from node `from` and supervises it until it ends or
 /// leaves. Runs on its own thread.
-pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
+pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
     let (tx, mut rx) = match channel::split(stream) {
         Ok(x) => x,
         Err(e) => {
@@ -86,6 +89,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
             return;
         }
     };
+    let _ = rx.socket().set_read_timeout(Some(IMAGE_SILENCE));
     let h = match rx.recv() {
         Ok(ProcMsg::Image(h)) => *h,
         Ok(other) => {
@@ -99,6 +103,7 @@ pub fn accept(stream: std::net::TcpStream, from: NodeId, env: GuestEnv) {
     };
     match take(&h, from, &tx, &mut rx, &env) {
         Ok((guest, listener, child, home_link)) => {
+            let _ = rx.socket().set_read_timeout(None);
             // Arrived from another remote: from now on it talks to its home on the
             // connection it rejoined with; the one it came on has done its job.
             let (tx, rx) = match home_link {
