@@ -60,7 +60,7 @@ fn a_frozen_shell_loop_continues_in_another_process() {
     let t = t.interrupt(|_, _| {}).unwrap();
     let rest = restore::prepare(t, &h, None).unwrap();
     for (vma, off, data) in &pages {
-        rest.pages().write(&h, *vma, *off, data).unwrap();
+        rest.pages().write(&h.vmas, *vma, *off, data).unwrap();
     }
     let (t, listener) = rest.finish(&h, None).unwrap();
     assert!(listener.is_none());
@@ -133,7 +133,7 @@ fn under_the_filter_writes_come_to_the_listener() {
     let t = t.interrupt(|_, _| {}).unwrap();
     let rest = restore::prepare(t, &h, None).unwrap();
     for (vma, off, data) in &pages {
-        rest.pages().write(&h, *vma, *off, data).unwrap();
+        rest.pages().write(&h.vmas, *vma, *off, data).unwrap();
     }
     let filter = seccomp::program_bytes(&seccomp::program());
     let id = 2_000_000_000 + spid as u32;

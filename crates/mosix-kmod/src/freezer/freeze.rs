@@ -5,9 +5,9 @@
 //! ([`Regs::fix_interrupted_syscall`]), and what only the process itself can report (signal
 //! actions, the clear-child-tid address, the alternate signal stack, the current brk) is asked
 //! by injection. Memory is not copied here: [`Frozen::runs`] says which byte ranges the sender
-//! streams out of `/proc/PID/mem` — every page of file-backed areas (the destination may not
-//! have the file), only the pages present or swapped of anonymous ones (a reserved but untouched
-//! heap costs nothing to move).
+//! streams out of `/proc/PID/mem` ([`send_pages`]) — every page of file-backed areas (the
+//! destination may not have the file), only the pages present or swapped of anonymous ones (a
+//! reserved but untouched heap costs nothing to move).
 //!
 //! [`Frozen::thaw`] undoes everything, should the move fail: the process continues where it was
 //! as if nothing had happened.
@@ -228,7 +228,7 @@ impl Parts {
 
         // Memory areas.
         let (vmas, special) = self.areas(maps)?;
-        let runs = self.runs(&vmas)?;
+        let runs = runs(pid, &vmas)?;
         let creds = opts.creds.clone().unwrap_or_else(|| creds_of(pid));
         let cached = opts.cached.clone().unwrap_or_else(|| Cached {
             pid: pid as u32,
@@ -321,192 +321,207 @@ impl Parts {
         }
         Ok((vmas, special))
     }
+}
 
-    /// How much of a file-backed area has file behind it: the pages past the end of the file
-    /// cannot be read (a read of them fails with EIO, as a touch would get SIGBUS), so they are
-    /// not sent; the destination has zeroes there. (A file mapped while remote is a copy of
-    /// home's file of its exact size, and programs map past the end of files.)
-    fn file_area_len(&self, v: &Vma, offset: u64) -> u64 {
-        let Ok(md) = std::fs::metadata(format!(
-            "/proc/{}/map_files/{:x}-{:x}",
-            self.pid, v.start, v.end
-        )) else {
-            return v.len();
-        };
-        let backed = md.len().saturating_sub(offset).div_ceil(4096) * 4096;
-        backed.min(v.len())
-    }
+/// How much of a file-backed area has file behind it: the pages past the end of the file
+/// cannot be read (a read of them fails with EIO, as a touch would get SIGBUS), so they are
+/// not sent; the destination has zeroes there. (A file mapped while remote is a copy of
+/// home's file of its exact size, and programs map past the end of files.)
+fn file_area_len(pid: i32, v: &Vma, offset: u64) -> u64 {
+    let Ok(md) = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end))
+    else {
+        return v.len();
+    };
+    let backed = md.len().saturating_sub(offset).div_ceil(4096) * 4096;
+    backed.min(v.len())
+}
 
-    /// Which bytes to send: file-backed areas whole (as far as the file goes), anonymous ones
-    /// page by page where a page is present or swapped (from /proc/PID/pagemap, read by hand:
-    /// procfs's pagemap reader decodes every entry into an enum, where one mask test per entry
-    /// is all this needs, on every page of the process).
-    fn runs(&self, vmas: &[Vma]) -> Result<Vec<Run>> {
-        use std::os::unix::fs::FileExt;
-        let pagemap =
-            std::fs::File::open(format!("/proc/{}/pagemap", self.pid)).map_err(|source| {
-                Error::Mem {
-                    pid: self.pid,
-                    addr: 0,
-                    source,
-                }
-            })?;
-        let mut runs = Vec::new();
-        for (i, v) in vmas.iter().enumerate() {
-            let idx = i as u32;
-            if matches!(v.kind, VmaKind::File { .. }) || !v.read {
-                // Unreadable areas (guard pages, PROT_NONE reservations) are sent whole if they
-                // are file-backed; anonymous ones only where pages exist.
-                if let VmaKind::File { offset, .. } = &v.kind {
-                    let len = self.file_area_len(v, *offset);
-                    if len > 0 {
-                        runs.push(Run {
-                            vma: idx,
-                            offset: 0,
-                            len,
-                        });
-                    }
-                    continue;
-                }
-            }
-            let pages = v.len() / 4096;
-            let mut buf = vec![0u8; (pages * 8) as usize];
-            pagemap
-                .read_exact_at(&mut buf, v.start / 4096 * 8)
-                .map_err(|source| Error::Mem {
-                    pid: self.pid,
-                    addr: v.start,
-                    source,
-                })?;
-            let mut run_start: Option<u64> = None;
-            for p in 0..pages {
-                let e = u64::from_le_bytes(
-                    buf[(p * 8) as usize..(p * 8 + 8) as usize]
-                        .try_into()
-                        .unwrap_or([0; 8]),
-                );
-                let there = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
-                match (there, run_start) {
-                    (true, None) => run_start = Some(p),
-                    (false, Some(s)) => {
-                        runs.push(Run {
-                            vma: idx,
-                            offset: s * 4096,
-                            len: (p - s) * 4096,
-                        });
-                        run_start = None;
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(s) = run_start {
+/// Which bytes of process `pid` to send, area by area: file-backed areas whole (as far as the
+/// file goes), anonymous ones page by page where a page is present or swapped (from
+/// /proc/PID/pagemap, read by hand: procfs's pagemap reader decodes every entry into an enum,
+/// where one mask test per entry is all this needs, on every page of the process). Runs are cut
+/// to the wire's bound, [`mosix_core::image::MAX_RUN`].
+pub fn runs(pid: i32, vmas: &[Vma]) -> Result<Vec<Run>> {
+    use std::os::unix::fs::FileExt;
+    let pagemap =
+        std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(|source| Error::Mem {
+            pid,
+            addr: 0,
+            source,
+        })?;
+    let mut runs = Vec::new();
+    for (i, v) in vmas.iter().enumerate() {
+        let idx = i as u32;
+        // Unreadable areas (guard pages, PROT_NONE reservations) are sent whole if they are
+        // file-backed; anonymous ones only where pages exist.
+        if let VmaKind::File { offset, .. } = &v.kind {
+            let len = file_area_len(pid, v, *offset);
+            if len > 0 {
                 runs.push(Run {
                     vma: idx,
-                    offset: s * 4096,
-                    len: (pages - s) * 4096,
-                });
-            }
-        }
-        // Cut runs to the wire's bound.
-        let max = mosix_core::image::MAX_RUN as u64;
-        let mut out = Vec::with_capacity(runs.len());
-        for r in runs {
-            let mut off = 0;
-            while off < r.len {
-                let len = (r.len - off).min(max);
-                out.push(Run {
-                    vma: r.vma,
-                    offset: r.offset + off,
+                    offset: 0,
                     len,
                 });
-                off += len;
+            }
+            continue;
+        }
+        let pages = v.len() / 4096;
+        let mut buf = vec![0u8; (pages * 8) as usize];
+        pagemap
+            .read_exact_at(&mut buf, v.start / 4096 * 8)
+            .map_err(|source| Error::Mem {
+                pid,
+                addr: v.start,
+                source,
+            })?;
+        let mut run_start: Option<u64> = None;
+        for p in 0..pages {
+            let e = u64::from_le_bytes(
+                buf[(p * 8) as usize..(p * 8 + 8) as usize]
+                    .try_into()
+                    .unwrap_or([0; 8]),
+            );
+            let there = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
+            match (there, run_start) {
+                (true, None) => run_start = Some(p),
+                (false, Some(s)) => {
+                    runs.push(Run {
+                        vma: idx,
+                        offset: s * 4096,
+                        len: (p - s) * 4096,
+                    });
+                    run_start = None;
+                }
+                _ => {}
             }
         }
-        Ok(out)
+        if let Some(s) = run_start {
+            runs.push(Run {
+                vma: idx,
+                offset: s * 4096,
+                len: (pages - s) * 4096,
+            });
+        }
     }
+    // Cut runs to the wire's bound.
+    let max = mosix_core::image::MAX_RUN as u64;
+    let mut out = Vec::with_capacity(runs.len());
+    for r in runs {
+        let mut off = 0;
+        while off < r.len {
+            let len = (r.len - off).min(max);
+            out.push(Run {
+                vma: r.vma,
+                offset: r.offset + off,
+                len,
+            });
+            off += len;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads run `r` of area `vma` into `buf` (its length) through `/proc/PID/mem`.
+fn read_run(mem: &Mem, vma: &Vma, r: &Run, buf: &mut [u8]) -> Result<()> {
+    let at = vma.start + r.offset;
+    let Err(e) = mem.read(at, buf) else {
+        return Ok(());
+    };
+    // Only a file's pages can be unreadable for a living process: the file shrank under its
+    // mapping (the process would get SIGBUS there). Zeroes stand for them rather than losing
+    // the move half-way through the stream. Anywhere else it is a real fault.
+    if !matches!(vma.kind, VmaKind::File { .. }) {
+        return Err(e);
+    }
+    let mut bad = 0;
+    for (k, page) in buf.chunks_mut(4096).enumerate() {
+        if mem.read(at + (k as u64) * 4096, page).is_err() {
+            page.fill(0);
+            bad += 1;
+        }
+    }
+    if bad == buf.len().div_ceil(4096) {
+        // Nothing readable at all: the process is gone, not a page.
+        return Err(e);
+    }
+    tracing::debug!("{bad} unreadable pages at {at:#x} sent as zeroes");
+    Ok(())
+}
+
+/// How many page runs may be in flight between the thread that reads them out of the process
+/// and the one that sends them.
+const RUNS_IN_FLIGHT: usize = 4;
+
+/// Sends the `runs` of the memory `mem` of a process whose areas are `vmas` as page runs
+/// (after the image header, before `End`).
+///
+/// Reading and sending overlap: a second thread reads the next runs out of the process into a
+/// few buffers while this one seals and sends the previous ones, so the transfer costs the
+/// slower of the two rather than their sum.
+pub fn send_pages(
+    tx: &crate::link::channel::Sender,
+    mem: &Mem,
+    vmas: &[Vma],
+    runs: &[Run],
+) -> std::result::Result<(), mosix_core::proto::FrameError> {
+    use mosix_core::proto::FrameError;
+    use std::sync::mpsc;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(RUNS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..RUNS_IN_FLIGHT {
+        let _ = empty_tx.send(Vec::new());
+    }
+    std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("mosix-pages-out".into())
+            .spawn_scoped(s, move || -> Result<()> {
+                for (i, r) in runs.iter().enumerate() {
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        return Ok(());
+                    };
+                    let len = r.len as usize;
+                    buf.resize(len, 0);
+                    read_run(mem, &vmas[r.vma as usize], r, &mut buf[..len])?;
+                    if full_tx.send((i, buf)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })
+            .map_err(FrameError::Io)?;
+        let mut sent = Ok(());
+        for (i, buf) in full_rx.iter() {
+            let r = &runs[i];
+            if let Err(e) = tx.send_run(r.vma, r.offset, &buf[..r.len as usize]) {
+                sent = Err(e);
+                break;
+            }
+            let _ = empty_tx.send(buf);
+        }
+        drop(full_rx);
+        drop(empty_tx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Error::Unexpected {
+                    pid: mem.pid(),
+                    what: "the page reader panicked".into(),
+                })
+            })
+            .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())));
+        sent.and(read)
+    })
 }
 
 impl Frozen {
-    /// Sends the image and the page runs, then `End`.
-    ///
-    /// Reading and sending overlap: a second thread reads the next runs out of the process
-    /// into a few buffers while this one sends the previous ones, so the transfer costs the
-    /// slower of the two rather than their sum.
+    /// Sends the image and the page runs ([`send_pages`]), then `End`.
     pub fn send(
         &self,
         tx: &crate::link::channel::Sender,
     ) -> std::result::Result<(), mosix_core::proto::FrameError> {
-        use mosix_core::proto::{FrameError, ProcMsg};
-        use std::sync::mpsc;
-        const RUNS_IN_FLIGHT: usize = 4;
+        use mosix_core::proto::ProcMsg;
         tx.send(&ProcMsg::Image(Box::new(self.header.clone())))?;
-        let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(RUNS_IN_FLIGHT);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..RUNS_IN_FLIGHT {
-            let _ = empty_tx.send(Vec::new());
-        }
-        let (mem, header, runs) = (&self.mem, &self.header, &self.runs);
-        std::thread::scope(|s| {
-            let reader = std::thread::Builder::new()
-                .name("mosix-pages-out".into())
-                .spawn_scoped(s, move || -> Result<()> {
-                    for (i, r) in runs.iter().enumerate() {
-                        let Ok(mut buf) = empty_rx.recv() else {
-                            return Ok(());
-                        };
-                        buf.resize(r.len as usize, 0);
-                        let vma = &header.vmas[r.vma as usize];
-                        let at = vma.start + r.offset;
-                        if let Err(e) = mem.read(at, &mut buf) {
-                            // Only a file's pages can be unreadable for a living process: the
-                            // file shrank under its mapping (the process would get SIGBUS
-                            // there). Zeroes stand for them rather than losing the move
-                            // half-way through the stream. Anywhere else it is a real fault.
-                            if !matches!(vma.kind, VmaKind::File { .. }) {
-                                return Err(e);
-                            }
-                            let mut bad = 0;
-                            for (k, page) in buf.chunks_mut(4096).enumerate() {
-                                if mem.read(at + (k as u64) * 4096, page).is_err() {
-                                    page.fill(0);
-                                    bad += 1;
-                                }
-                            }
-                            if bad == buf.len().div_ceil(4096) {
-                                // Nothing readable at all: the process is gone, not a page.
-                                return Err(e);
-                            }
-                            tracing::debug!("{bad} unreadable pages at {at:#x} sent as zeroes");
-                        }
-                        if full_tx.send((i, buf)).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Ok(())
-                })
-                .map_err(FrameError::Io)?;
-            let mut sent = Ok(());
-            for (i, buf) in full_rx.iter() {
-                let r = &runs[i];
-                if let Err(e) = tx.send_run(r.vma, r.offset, &buf) {
-                    sent = Err(e);
-                    break;
-                }
-                let _ = empty_tx.send(buf);
-            }
-            drop(full_rx);
-            drop(empty_tx);
-            let read = reader
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(Error::Unexpected {
-                        pid: self.tracee.pid(),
-                        what: "the page reader panicked".into(),
-                    })
-                })
-                .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())));
-            sent.and(read)
-        })?;
+        send_pages(tx, &self.mem, &self.header.vmas, &self.runs)?;
         tx.send(&ProcMsg::End)
     }
 

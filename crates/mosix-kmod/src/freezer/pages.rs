@@ -7,7 +7,7 @@
 //! slower of the two rather than their sum. Memory stays bounded by [`RUNS_IN_FLIGHT`] buffers
 //! whatever the image says.
 
-use mosix_core::image::ImageHeader;
+use mosix_core::image::{ImageHeader, Vma};
 use mosix_core::proto::{FrameError, ProcMsg};
 
 use crate::kernel::ptrace::{self, Error};
@@ -45,14 +45,15 @@ pub struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    /// Runs for process `pid`, through the userfaultfd `sink` if there is one.
-    pub(super) fn new(pid: i32, sink: Option<&'a Uffd>) -> Pages<'a> {
+    /// Runs for process `pid`, through the userfaultfd `sink` if there is one (a userfaultfd
+    /// of that process, its areas registered).
+    pub fn new(pid: i32, sink: Option<&'a Uffd>) -> Pages<'a> {
         Pages { pid, sink }
     }
 
-    /// Writes a run of pages of area `vma`, at `offset` inside it.
-    pub fn write(&self, h: &ImageHeader, vma: u32, offset: u64, data: &[u8]) -> ptrace::Result<()> {
-        let Some(v) = h.vmas.get(vma as usize) else {
+    /// Writes a run of pages of area `vma` of `vmas`, at `offset` inside it.
+    pub fn write(&self, vmas: &[Vma], vma: u32, offset: u64, data: &[u8]) -> ptrace::Result<()> {
+        let Some(v) = vmas.get(vma as usize) else {
             return Err(Error::Unexpected {
                 pid: self.pid,
                 what: format!("page run for area {vma}, which the image does not have"),
@@ -102,8 +103,19 @@ fn write_vm(pid: i32, addr: u64, data: &[u8]) -> std::io::Result<()> {
 
 /// Receives the page runs of an image (after its header) into `pages`, up to `End`.
 pub fn receive(rx: &mut Receiver, h: &ImageHeader, pages: Pages<'_>) -> Result<(), PagesError> {
+    receive_runs(rx, &h.vmas, h.total_bytes, pages)
+}
+
+/// Receives page runs into areas `vmas` through `pages`, up to `End`, refusing more than
+/// `announced` bytes in all.
+pub fn receive_runs(
+    rx: &mut Receiver,
+    vmas: &[Vma],
+    announced: u64,
+    pages: Pages<'_>,
+) -> Result<(), PagesError> {
     use std::sync::mpsc;
-    let (full_tx, full_rx) = mpsc::sync_channel::<(u32, u64, Vec<u8>)>(RUNS_IN_FLIGHT);
+    let (full_tx, full_rx) = mpsc::sync_channel::<(u32, u64, usize, Vec<u8>)>(RUNS_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..RUNS_IN_FLIGHT {
         let _ = empty_tx.send(Vec::new());
@@ -112,8 +124,8 @@ pub fn receive(rx: &mut Receiver, h: &ImageHeader, pages: Pages<'_>) -> Result<(
         let writer = std::thread::Builder::new()
             .name("mosix-pages-in".into())
             .spawn_scoped(s, move || -> Result<(), PagesError> {
-                for (vma, offset, buf) in full_rx {
-                    pages.write(h, vma, offset, &buf)?;
+                for (vma, offset, len, buf) in full_rx {
+                    pages.write(vmas, vma, offset, &buf[..len])?;
                     let _ = empty_tx.send(buf);
                 }
                 Ok(())
@@ -129,20 +141,20 @@ pub fn receive(rx: &mut Receiver, h: &ImageHeader, pages: Pages<'_>) -> Result<(
             match m {
                 ProcMsg::Pages { vma, offset, len } => {
                     total += u64::from(len);
-                    if total > h.total_bytes {
+                    if total > announced {
                         break Err(Some(PagesError::Malformed(format!(
-                            "it sends more than the {} bytes it announced",
-                            h.total_bytes
+                            "it sends more than the {announced} bytes it announced"
                         ))));
                     }
                     let Ok(mut buf) = empty_rx.recv() else {
                         break Err(None);
                     };
-                    buf.resize(len as usize, 0);
-                    if let Err(e) = rx.recv_raw(&mut buf) {
+                    let len = len as usize;
+                    buf.resize(len, 0);
+                    if let Err(e) = rx.recv_raw(&mut buf[..len]) {
                         break Err(Some(PagesError::Link(e)));
                     }
-                    if full_tx.send((vma, offset, buf)).is_err() {
+                    if full_tx.send((vma, offset, len, buf)).is_err() {
                         break Err(None);
                     }
                 }

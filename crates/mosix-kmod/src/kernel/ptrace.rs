@@ -604,6 +604,11 @@ impl Mem {
         Ok(Mem { pid, file })
     }
 
+    /// The process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// Reads exactly `buf.len()` bytes at `addr`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         self.file
