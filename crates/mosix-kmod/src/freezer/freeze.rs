@@ -457,7 +457,8 @@ const RUNS_IN_FLIGHT: usize = 4;
 ///
 /// Reading and sending overlap: a second thread reads the next runs out of the process into a
 /// few buffers while this one seals and sends the previous ones, so the transfer costs the
-/// slower of the two rather than their sum.
+/// slower of the two rather than their sum. Each buffer is sealed in place and sent from where
+/// it was read.
 pub fn send_pages(
     tx: &crate::link::channel::Sender,
     mem: &Mem,
@@ -490,9 +491,9 @@ pub fn send_pages(
             })
             .map_err(FrameError::Io)?;
         let mut sent = Ok(());
-        for (i, buf) in full_rx.iter() {
+        for (i, mut buf) in full_rx.iter() {
             let r = &runs[i];
-            if let Err(e) = tx.send_run(r.vma, r.offset, &buf[..r.len as usize]) {
+            if let Err(e) = tx.send_run(r.vma, r.offset, &mut buf[..r.len as usize]) {
                 sent = Err(e);
                 break;
             }
