@@ -108,12 +108,11 @@ fn a_dead_or_vanished_remote_ends_the_process_at_home_with_a_reason() {
     ip(&["-n", &netns, "link", "set", "eth0", "up"]);
 }
 
-/// Makes a FIFO, says so, then opens it for reading: the open runs at home, in the deputy,
-/// and blocks there until a writer comes (none does).
+/// Says so, then opens a FIFO for reading: the open runs at home, in the deputy, and blocks
+/// there until a writer comes (none does).
 const BLOCKED_AT_HOME: &str = r#"
 import os, sys
 p = sys.argv[1]
-os.mkfifo(p)
 print("opening", flush=True)
 os.open(p, os.O_RDONLY)
 print("opened", flush=True)
@@ -128,6 +127,9 @@ fn a_process_killed_at_home_in_a_call_made_there_dies_everywhere() {
     let c = cluster("tkillcall", 2);
     let dir = mosix_tests::user_dir();
     let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    std::os::unix::fs::chown(&fifo, Some(mosix_tests::NOBODY), Some(mosix_tests::NOBODY)).unwrap();
     let mut child = c
         .job(
             1,
