@@ -108,6 +108,72 @@ fn a_dead_or_vanished_remote_ends_the_process_at_home_with_a_reason() {
     ip(&["-n", &netns, "link", "set", "eth0", "up"]);
 }
 
+/// Says so, then opens a FIFO for reading: the open runs at home, in the deputy, and blocks
+/// there until a writer comes (none does).
+const BLOCKED_AT_HOME: &str = r#"
+import os, sys
+p = sys.argv[1]
+print("opening", flush=True)
+os.open(p, os.O_RDONLY)
+print("opened", flush=True)
+"#;
+
+#[test]
+fn a_process_killed_at_home_in_a_call_made_there_dies_everywhere() {
+    if !require_root("a_process_killed_at_home_in_a_call_made_there_dies_everywhere") {
+        return;
+    }
+    let _g = serial();
+    let c = cluster("tkillcall", 2);
+    let dir = mosix_tests::user_dir();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    std::os::unix::fs::chown(&fifo, Some(mosix_tests::NOBODY), Some(mosix_tests::NOBODY)).unwrap();
+    let mut child = c
+        .job(
+            1,
+            &[
+                "-2",
+                "python3",
+                "-c",
+                BLOCKED_AT_HOME,
+                fifo.to_str().unwrap(),
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "opening");
+    assert!(
+        c.eventually(Duration::from_secs(10), || c.node_of(pid) == Some(2)),
+        "not on node 2"
+    );
+    // Blocked at home, in the deputy's open.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) takes two integers.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let st = ends_within(child, Duration::from_secs(15), "killed at home in an open");
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+    assert!(
+        c.eventually(Duration::from_secs(10), || c.guests_on(2) == 0
+            && c.node_procs(2).is_empty()),
+        "left on node 2: {:?}",
+        c.node_procs(2)
+    );
+    assert!(
+        c.log(1)
+            .contains(&format!("process {pid} was killed at home")),
+        "{}",
+        c.log(1)
+    );
+}
+
 #[test]
 fn a_dead_home_service_takes_its_guests_with_it() {
     if !require_root("a_dead_home_service_takes_its_guests_with_it") {

@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use mosix_tests::{TestCluster, require_root, serial};
@@ -53,6 +53,35 @@ fn runs_at_home(c: &TestCluster, pid: u32, what: &str) {
 /// Whether process `pid` of node 1 shows on node 2 within 5 s.
 fn seen_on_2(c: &TestCluster, pid: u32) -> bool {
     c.eventually(Duration::from_secs(5), || c.node_of(pid) == Some(2))
+}
+
+/// A counting job made by `job` (a `mosrun` command of node 1 with these arguments) moves to
+/// node 2 when asked (`migrate PID 2`), and another starts there (`mosrun -2`); both print
+/// what they print at home. `who` names the owner in messages.
+fn moved_and_started_on_2(job: impl Fn(&[&str]) -> Command, c: &TestCluster, who: &str) {
+    let child = job(&["sh", "-c", COUNT])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let said = c.migrate(child.id(), "2");
+    assert!(said.contains("is on node 2"), "{who}'s job: {said}");
+    let out = finish(child);
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
+    let child = job(&["-2", "sh", "-c", COUNT])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        seen_on_2(c, child.id()),
+        "{who}'s mosrun -2 job never ran on node 2"
+    );
+    let out = finish(child);
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
 }
 
 #[test]
@@ -154,31 +183,7 @@ fn jobs_of_root_are_refused_as_guests_and_go_on_at_home() {
     );
 
     // The same jobs of nobody move, and print the same.
-    let child = c
-        .job(1, &["sh", "-c", COUNT])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let said = c.migrate(child.id(), "2");
-    assert!(said.contains("is on node 2"), "{said}");
-    let out = finish(child);
-    assert!(out.status.success(), "{:?}", out.status);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
-    let child = c
-        .job(1, &["-2", "sh", "-c", COUNT])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        seen_on_2(&c, child.id()),
-        "nobody's mosrun -2 job never ran on node 2"
-    );
-    let out = finish(child);
-    assert!(out.status.success(), "{:?}", out.status);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
+    moved_and_started_on_2(|a| c.job(1, a), &c, "nobody");
 }
 
 #[test]
@@ -200,34 +205,8 @@ fn a_node_that_accepts_root_takes_jobs_of_root() {
     }
     c.wait_all_up();
 
-    // migrate PID 2 of root's job.
-    let child = c
-        .root_job(1, &["sh", "-c", COUNT])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let said = c.migrate(child.id(), "2");
-    assert!(said.contains("is on node 2"), "{said}");
-    let out = finish(child);
-    assert!(out.status.success(), "{:?}", out.status);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
-
-    // mosrun -2 of root.
-    let child = c
-        .root_job(1, &["-2", "sh", "-c", COUNT])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        seen_on_2(&c, child.id()),
-        "root's mosrun -2 job never ran on node 2"
-    );
-    let out = finish(child);
-    assert!(out.status.success(), "{:?}", out.status);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), COUNTED);
+    // migrate PID 2 of root's job, and mosrun -2 of root.
+    moved_and_started_on_2(|a| c.root_job(1, a), &c, "root");
 
     // Node 1 still refuses them: root's job of node 2 stays at node 2.
     let child = c

@@ -648,7 +648,8 @@ pub struct Call {
     pub bufs: Vec<(u8, Vec<u8>)>,
     /// On a `read`: how many bytes more than asked home may read ahead, and on a `write`
     /// (non-zero): a question whether the descriptor may be written behind; see [`Reply::io`].
-    /// 0 on every other call.
+    /// [`WRITTEN_BEHIND`] on a `write` of bytes written behind (the program was told they are
+    /// written). 0 on every other call.
     pub ahead: u32,
 }
 
@@ -693,6 +694,11 @@ pub struct Reply {
     /// files: a write through one drops what was read ahead through the other.
     pub file: u64,
 }
+
+/// [`Call::ahead`] of a `write` that carries bytes written behind: the program was told they
+/// are written, so home writes them all (finishing a short write) or says what stopped it;
+/// a write the program waits for gets the kernel's answer as it is.
+pub const WRITTEN_BEHIND: u32 = u32::MAX;
 
 /// [`Reply::io`]: home answers a read-ahead or write-behind question.
 pub const IO_ANSWERED: u8 = 1;

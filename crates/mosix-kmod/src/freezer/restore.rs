@@ -68,9 +68,34 @@ fn put(buf: &mut [u8], off: usize, b: &[u8]) {
     buf[off..off + b.len()].copy_from_slice(b);
 }
 
+/// The lowest address an unprivileged process may map here (`vm.mmap_min_addr`; the kernel's
+/// usual 64 KiB when it cannot be read).
+fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
+}
+
 /// Phase 1. `existing` is the area a deputy already has. On failure the tracee is killed.
+///
+/// A stub (`existing` is `None`) still has root's rights while its areas are mapped, so the
+/// image may not ask for what only they allow: an area below `vm.mmap_min_addr` (a mapped
+/// page 0 is what kernel NULL-dereference exploits need) is refused.
 pub fn prepare(t: Stopped, h: &ImageHeader, existing: Option<Area>) -> Result<Restorer> {
     let pid = t.pid();
+    if existing.is_none() {
+        let min = mmap_min_addr();
+        if let Some(v) = h.vmas.iter().find(|v| v.start < min) {
+            return Err(Error::Unexpected {
+                pid,
+                what: format!(
+                    "the image maps {:#x}, below this node's vm.mmap_min_addr ({min:#x})",
+                    v.start
+                ),
+            });
+        }
+    }
     let mut t = Held::new(t, Release::Kill);
     let base = t.get()?.regs()?;
     inject::block_signals(t.get()?)?;
@@ -445,8 +470,10 @@ impl Restorer {
             // Nothing of the stub's own descriptors stays: every descriptor call of the process
             // is forwarded home.
             self.call(libc::SYS_close_range, [0, u64::from(u32::MAX), 0, 0, 0, 0])?;
-            self.set_rlimits(h)?;
+            // Locked down first: limits are then set without CAP_SYS_RESOURCE, so none can go
+            // above this node's own hard limits.
             self.lock_down(setup)?;
+            self.set_rlimits(h)?;
             self.must(
                 libc::SYS_prctl,
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
@@ -575,10 +602,11 @@ impl Restorer {
         Ok(())
     }
 
-    /// The process's resource limits, which this kernel enforces, set from inside while the
-    /// stub is still the service's (another process's limits need `CAP_SYS_RESOURCE`, which a
-    /// container may not grant even to root). A hard limit above the stub's cannot be raised
-    /// without that capability either: such a limit stays at the stub's.
+    /// The process's resource limits, which this kernel enforces, set from inside (another
+    /// process's limits need `CAP_SYS_RESOURCE`, which a container may not grant even to root),
+    /// after the stub was locked down: a hard limit above the stub's (the service's, this
+    /// node's) cannot be raised without that capability, so such a limit stays at the stub's,
+    /// and the soft one under it.
     fn set_rlimits(&mut self, h: &ImageHeader) -> Result<()> {
         for l in &h.rlimits {
             let mut b = Vec::with_capacity(16);

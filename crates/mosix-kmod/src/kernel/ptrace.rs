@@ -201,6 +201,46 @@ pub fn seize(pid: i32, extra: Options) -> Result<Running> {
     })
 }
 
+/// Whether tracee `tid` (a process or a thread) has ended (exited or been killed), *without*
+/// reaping it; see [`Running::has_ended`].
+pub fn has_ended(tid: i32) -> bool {
+    // SAFETY: waitid(2) writes one siginfo_t into `info`, a zeroed local of that type.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; P_PID with a tracee's id, WNOWAIT leaves the end to be reaped.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            tid as libc::id_t,
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+        )
+    };
+    // For a traced child, wait reports its ptrace stops even without WSTOPPED (the kernel
+    // implies WUNTRACED for tracees): a stopped tracee is a CLD_TRAPPED answer here, not an
+    // end. Only the codes of an end count.
+    // SAFETY: si_pid is filled for the CLD_* codes waitid reports; zero when nothing did.
+    r == 0
+        && unsafe { info.si_pid() } != 0
+        && matches!(
+            info.si_code,
+            libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+        )
+}
+
+/// Reaps tracee `tid` if it has ended; whether it did. Any thread of the tracer's process may
+/// do it (waits without `__WNOTHREAD` see the tracees of every thread of the group): a thread
+/// of a traced group whose leader is waited for must be reaped before the leader's death can
+/// be seen, and this is how a thread other than the waiting one does it.
+pub fn reap_if_ended(tid: i32) -> bool {
+    if !has_ended(tid) {
+        return false;
+    }
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid(2) writes one int into `status`, a valid local; WNOHANG never blocks.
+    let r = unsafe { libc::waitpid(tid, &raw mut status, libc::__WALL | libc::WNOHANG) };
+    r == tid
+}
+
 /// What `waitpid` said about a tracee.
 enum Waited {
     /// Nothing yet (`WNOHANG`).
@@ -320,27 +360,7 @@ impl Running {
     /// reaped before its other traced threads are, so a tracer that holds on to the end of one
     /// of them holds its parent's `wait` up.
     pub fn has_ended(&self) -> bool {
-        // SAFETY: waitid(2) writes one siginfo_t into `info`, a zeroed local of that type.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; P_PID with our tracee's id, WNOWAIT leaves the end to be reaped.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                self.pid.as_raw() as libc::id_t,
-                &raw mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
-            )
-        };
-        // For a traced child, wait reports its ptrace stops even without WSTOPPED (the kernel
-        // implies WUNTRACED for tracees): a stopped tracee is a CLD_TRAPPED answer here, not an
-        // end. Only the codes of an end count.
-        // SAFETY: si_pid is filled for the CLD_* codes waitid reports; zero when nothing did.
-        r == 0
-            && unsafe { info.si_pid() } != 0
-            && matches!(
-                info.si_code,
-                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
-            )
+        has_ended(self.pid.as_raw())
     }
 
     /// Asks for a stop (`PTRACE_INTERRUPT`) without waiting for it.

@@ -5,57 +5,183 @@
 //! refuses changes from anyone but root and the service's own user.
 //!
 //! Since anyone may connect, the socket bounds what a caller can hold: at most
-//! [`MAX_CONNECTIONS`] connections at once (more are closed at once), [`IDLE_TIMEOUT`] to send
-//! a request, [`IO_TIMEOUT`] for a request to arrive once it has begun and for the answer to be
+//! [`MAX_CONNECTIONS`] connections served at once, of which one user may hold
+//! [`MAX_PER_USER`] (a connection over either waits up to [`QUEUE_WAIT`] for a place, and at
+//! most [`MAX_WAITING_PER_USER`] of a user wait: more are closed at once); root and the
+//! service's user have [`MAX_PRIVILEGED`] places of their own, so that no user can lock them
+//! out; [`IDLE_TIMEOUT`] to send a request, [`IO_TIMEOUT`] for a request to arrive once it has begun and for the answer to be
 //! taken, and [`MAX_REQUEST`] bytes for any request but a new map ([`Request::Reconfigure`], up
 //! to [`MAX_RECONFIGURE`]), which only root and the service's user may send: a larger request
 //! from anyone else is refused from its header, before it is read.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mosix_core::client::{Request, Response};
 use mosix_core::proto::{self, FrameError, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::Event;
 use crate::link::{Throttle, Trouble, held_back};
 
 pub use mosix_core::client::{MAX_RECONFIGURE, MAX_REQUEST};
-/// The most connections served at once.
+/// The most connections of ordinary users served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The most connections one ordinary user is served at once.
+pub const MAX_PER_USER: usize = 16;
+/// The most connections of one ordinary user waiting for a place; more are closed at once.
+pub const MAX_WAITING_PER_USER: usize = 64;
+/// Places kept for root and the service's own user (beyond them they wait as others do).
+pub const MAX_PRIVILEGED: usize = 16;
+/// How long a connection waits for a place before it is closed.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection may stay without sending a (next) request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request may take to arrive once its first byte has, and an answer to be taken.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The places of the control socket, and who holds them.
+struct Places {
+    general: Arc<Semaphore>,
+    privileged: Arc<Semaphore>,
+    users: std::sync::Mutex<HashMap<u32, User>>,
+}
+
+/// One ordinary user's places, and how many of its connections wait for one.
+#[derive(Clone)]
+struct User {
+    places: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// What a served connection holds; dropped when it ends.
+struct Held {
+    _general: Option<OwnedSemaphorePermit>,
+    _own: Option<OwnedSemaphorePermit>,
+}
+
+/// Why a connection was not served.
+#[derive(Debug, PartialEq, Eq)]
+enum Turned {
+    /// Too many of the user's connections wait already.
+    Crowd,
+    /// No place came free within [`QUEUE_WAIT`].
+    Waited,
+}
+
+impl Places {
+    fn new() -> Places {
+        Places {
+            general: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            privileged: Arc::new(Semaphore::new(MAX_PRIVILEGED)),
+            users: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for a connection of `uid`, waiting for one up to [`QUEUE_WAIT`].
+    async fn admit(&self, uid: u32, privileged: bool) -> Result<Held, Turned> {
+        let within = |sem: Arc<Semaphore>| async move {
+            tokio::time::timeout(QUEUE_WAIT, sem.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(Turned::Waited)
+        };
+        if privileged {
+            if let Ok(p) = Arc::clone(&self.privileged).try_acquire_owned() {
+                return Ok(Held {
+                    _general: None,
+                    _own: Some(p),
+                });
+            }
+            let g = within(Arc::clone(&self.general)).await?;
+            return Ok(Held {
+                _general: Some(g),
+                _own: None,
+            });
+        }
+        let user = {
+            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            // Users with nothing open or waiting are forgotten.
+            users.retain(|_, u| {
+                u.places.available_permits() < MAX_PER_USER || u.waiting.load(Ordering::SeqCst) > 0
+            });
+            users
+                .entry(uid)
+                .or_insert_with(|| User {
+                    places: Arc::new(Semaphore::new(MAX_PER_USER)),
+                    waiting: Arc::new(AtomicUsize::new(0)),
+                })
+                .clone()
+        };
+        if user.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_PER_USER {
+            user.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Turned::Crowd);
+        }
+        let got = async {
+            let own = within(Arc::clone(&user.places)).await?;
+            let general = within(Arc::clone(&self.general)).await?;
+            Ok(Held {
+                _general: Some(general),
+                _own: Some(own),
+            })
+        }
+        .await;
+        user.waiting.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+}
+
 /// Serves the control socket until the task is aborted.
 pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let throttle = Throttle::default();
+    let places = Arc::new(Places::new());
+    let throttle = Arc::new(Throttle::default());
     let euid = nix::unistd::geteuid().as_raw();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-                    if let Some(n) =
-                        throttle.allow(Trouble::Control, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-                    {
-                        warn!(
-                            "control socket: {MAX_CONNECTIONS} connections open; closing new ones{}",
-                            held_back(n)
-                        );
+                let uid = match stream.peer_cred() {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        warn!("control socket: cannot read the caller's credentials: {e}");
+                        continue;
                     }
-                    continue;
                 };
+                let privileged = uid == 0 || uid == euid;
                 let events = events.clone();
+                let places = Arc::clone(&places);
+                let throttle = Arc::clone(&throttle);
                 tokio::spawn(async move {
-                    handle(stream, events, euid).await;
-                    drop(place);
+                    match places.admit(uid, privileged).await {
+                        Ok(held) => {
+                            handle(stream, events, euid).await;
+                            drop(held);
+                        }
+                        Err(why) => {
+                            if let Some(n) =
+                                throttle.allow(Trouble::Control, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                            {
+                                let what = match why {
+                                    Turned::Crowd => format!(
+                                        "{MAX_WAITING_PER_USER} connections of uid {uid} wait already"
+                                    ),
+                                    Turned::Waited => format!(
+                                        "no place for uid {uid} within {QUEUE_WAIT:?} ({MAX_PER_USER} a user, {MAX_CONNECTIONS} in all)"
+                                    ),
+                                };
+                                warn!(
+                                    "control socket: closing a connection: {what}{}",
+                                    held_back(n)
+                                );
+                            }
+                        }
+                    }
                 });
             }
             Err(e) => {
@@ -219,6 +345,68 @@ mod tests {
             .start_paused(true)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn one_user_cannot_take_the_places_of_others_or_of_root() {
+        rt().block_on(async {
+            let places = Places::new();
+            let mut held = Vec::new();
+            // User 1000 takes all its places; the next one waits, then is turned away.
+            for _ in 0..MAX_PER_USER {
+                held.push(places.admit(1000, false).await.unwrap());
+            }
+            assert_eq!(places.admit(1000, false).await.err(), Some(Turned::Waited));
+            // Others are served meanwhile, root too.
+            held.push(places.admit(1001, false).await.unwrap());
+            held.push(places.admit(0, true).await.unwrap());
+            // Ordinary users together fill the general places; root still has its own.
+            let mut uid = 2000;
+            while places.general.available_permits() > 0 {
+                held.push(places.admit(uid, false).await.unwrap());
+                uid += 1;
+            }
+            assert_eq!(places.admit(uid, false).await.err(), Some(Turned::Waited));
+            for _ in 1..MAX_PRIVILEGED {
+                held.push(places.admit(0, true).await.unwrap());
+            }
+            // A place that comes free is taken by one that waits.
+            let waiter = places.admit(1000, false);
+            let free = async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                held.remove(0);
+            };
+            let (got, ()) = tokio::join!(waiter, free);
+            assert!(got.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_user_with_too_many_waiting_connections_is_turned_away_at_once() {
+        rt().block_on(async {
+            let places = Arc::new(Places::new());
+            let mut held = Vec::new();
+            for _ in 0..MAX_PER_USER {
+                held.push(places.admit(7, false).await.unwrap());
+            }
+            let mut waiting = Vec::new();
+            for _ in 0..MAX_WAITING_PER_USER {
+                let p = Arc::clone(&places);
+                waiting.push(tokio::spawn(async move { p.admit(7, false).await.err() }));
+            }
+            let waiting_now = || {
+                places.users.lock().unwrap()[&7]
+                    .waiting
+                    .load(Ordering::SeqCst)
+            };
+            while waiting_now() < MAX_WAITING_PER_USER {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(places.admit(7, false).await.err(), Some(Turned::Crowd));
+            for w in waiting {
+                assert_eq!(w.await.unwrap(), Some(Turned::Waited));
+            }
+        });
     }
 
     #[test]

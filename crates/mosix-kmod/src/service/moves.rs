@@ -21,9 +21,10 @@ use crate::split::procs::{self, Home, Procs};
 impl Node {
     /// `mosrun`: makes process `pid` a MOSIX process, and with a placement, moves it there
     /// right after its `execve`. Answers when it is registered (and seized for the move).
+    /// `Register` from the local user `uid` through its process `pid` (`caller`).
     pub(super) fn register(
         &mut self,
-        pid: i32,
+        (uid, pid): (u32, i32),
         lock: bool,
         decay: DecayMode,
         placement: Option<NodeId>,
@@ -38,6 +39,10 @@ impl Node {
             let _ = reply.send(Response::Error(
                 "cannot tell which process is asking".into(),
             ));
+            return false;
+        }
+        if let Err(e) = policy::may_register(uid, pid, owner(pid)) {
+            let _ = reply.send(Response::Error(e));
             return false;
         }
         if let Err(e) = self.procs.register(pid, lock, decay) {
@@ -148,10 +153,7 @@ impl Node {
 
     /// What `migrate` weighs about process `pid`.
     fn facts(&self, pid: u32) -> ProcFacts {
-        let owner = procfs::process::Process::new(pid as i32)
-            .and_then(|p| p.status())
-            .ok()
-            .map(|s| (s.ruid, s.euid));
+        let owner = owner(pid as i32);
         let h = self.procs.home(pid as i32);
         let mosix = owner.is_some() && self.procs.is_mosix(pid as i32);
         ProcFacts {
@@ -322,4 +324,12 @@ fn answer_when(pid: i32, to: NodeId, wait: bool, reply: oneshot::Sender<Response
         (Err(e), None) => warn!("moving process {pid}: {e}"),
         (Ok(_), None) => {}
     })
+}
+
+/// The real and effective uids of local process `pid`, if there is one.
+fn owner(pid: i32) -> Option<(u32, u32)> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .ok()
+        .map(|s| (s.ruid, s.euid))
 }

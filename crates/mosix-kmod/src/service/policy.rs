@@ -102,6 +102,26 @@ pub enum MovePlan {
     },
 }
 
+/// Whether the local user `uid` may act on a process whose real and effective uids are
+/// `owner`: root, or its owner (the rule of `kill`, as `migrate` documents).
+pub fn owns(uid: u32, (ruid, euid): (u32, u32)) -> bool {
+    uid == 0 || uid == ruid || uid == euid
+}
+
+/// Whether `Register` from the local user `uid` may make process `pid` (the one that sent it,
+/// by its socket's credentials) a MOSIX process. The pid was taken when the socket connected:
+/// should that process have ended and its number gone to another user's process, the request
+/// must not touch that one.
+pub fn may_register(uid: u32, pid: i32, owner: Option<(u32, u32)>) -> Result<(), String> {
+    match owner {
+        None => Err(format!("no process {pid} on this node")),
+        Some(o) if owns(uid, o) => Ok(()),
+        Some((ruid, _)) => Err(format!(
+            "permission denied: process {pid} belongs to uid {ruid}, not to the caller (uid {uid})"
+        )),
+    }
+}
+
 /// Decides what `migrate PID TARGET` asked by `uid` does at node `me` with `flags`. `best` is
 /// the balancer's choice for the process (asked only for [`Target::Balance`]); `can_take`
 /// says whether a destination can take it.
@@ -122,7 +142,7 @@ pub fn plan_move(
             detail: format!("no process {pid} on this node"),
         });
     };
-    if uid != 0 && uid != ruid && uid != euid {
+    if !owns(uid, (ruid, euid)) {
         return Err(refuse(format!(
             "permission denied: process {pid} belongs to uid {ruid}"
         )));
@@ -285,6 +305,15 @@ mod tests {
     #[test]
     fn migrate_refuses_with_reasons_a_user_can_act_on() {
         let p = proc_here();
+        // Register: only for a process of the caller (its pid may have been reused).
+        assert!(may_register(1000, 7, Some((1000, 1000))).is_ok());
+        assert!(may_register(0, 7, Some((1000, 1000))).is_ok());
+        assert!(
+            may_register(1001, 7, Some((0, 0)))
+                .unwrap_err()
+                .contains("belongs to uid 0")
+        );
+        assert!(may_register(1001, 7, None).is_err());
         // Someone else's process: only root or its owner.
         assert!(reason(plan(Target::Node(n(2)), &p, 1001)).contains("belongs to uid 1000"));
         assert!(plan(Target::Node(n(2)), &p, 0).is_ok());

@@ -93,7 +93,7 @@ impl Node {
                 decay,
                 placement,
                 fallback_home,
-            } => return self.register(pid, lock, decay, placement, fallback_home, reply),
+            } => return self.register((uid, pid), lock, decay, placement, fallback_home, reply),
             Request::Migrate {
                 pid: target,
                 to,

@@ -366,7 +366,10 @@ impl Plan {
                     bufs[i] = Some(vec![0u8; n]);
                 }
                 Arg::Special => {
-                    let n = (args[0].min(1024).div_ceil(64) * 8) as usize;
+                    // An fd set of `nfds` bits, at most FD_SETSIZE: the call is made with the
+                    // clamped count, so the kernel reads no bit past the buffer made here.
+                    args[0] = args[0].min(1024);
+                    let n = (args[0].div_ceil(64) * 8) as usize;
                     if let Some(b) = &mut bufs[i] {
                         b.resize(n, 0);
                     }

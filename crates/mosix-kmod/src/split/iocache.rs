@@ -108,12 +108,13 @@ pub struct IoCache {
     ready: Vec<Call>,
 }
 
+/// The `write` that carries bytes written behind home.
 fn write_call(fd: i32, data: Vec<u8>) -> Call {
     Call {
         nr: libc::SYS_write as u32,
         args: [fd as u64, 0, data.len() as u64, 0, 0, 0],
         bufs: vec![(1, data)],
-        ahead: 0,
+        ahead: mosix_core::proto::WRITTEN_BEHIND,
     }
 }
 
@@ -240,7 +241,17 @@ impl IoCache {
         let st = self.fds.entry(fd).or_default();
         match st.stream {
             Some(true) if st.unread() == 0 && data.len() as u64 <= st.room => {
-                st.room -= data.len() as u64;
+                // Each descriptor's room is what its file system had free when home last
+                // answered; two descriptors may be on one file system, so bytes written behind
+                // on one are taken from the room of every one (never promising a byte twice).
+                for other in self.fds.values_mut() {
+                    if other.stream == Some(true) {
+                        other.room = other.room.saturating_sub(data.len() as u64);
+                    }
+                }
+                let Some(st) = self.fds.get_mut(&fd) else {
+                    return WritePlan::Forward { probe: true };
+                };
                 // One call home carries at most MAX_IO bytes.
                 if !st.behind.is_empty() && st.behind.len() + data.len() > BEHIND_MAX {
                     self.ready.push(Self::take_behind(&mut self.owed, fd, st));
@@ -505,6 +516,35 @@ mod tests {
         r.room = 0;
         io.after_write(1, &r);
         assert_eq!(io.write(1, b"h", now), WritePlan::Forward { probe: true });
+    }
+
+    #[test]
+    fn two_descriptors_share_the_room_of_their_file_system() {
+        let mut io = IoCache::default();
+        let now = Instant::now();
+        for fd in [3, 4] {
+            assert_eq!(io.write(fd, b"a", now), WritePlan::Forward { probe: true });
+            // Home vouches for 10 free bytes: the same 10 bytes, seen through each.
+            let mut r = reply(1, vec![], IO_ANSWERED | IO_STREAM);
+            r.room = 10;
+            io.after_write(fd, &r);
+        }
+        assert_eq!(io.write(3, b"123456", now), WritePlan::Behind);
+        // 4 bytes are left for both: 6 more through the other are not promised.
+        assert_eq!(
+            io.write(4, b"123456", now),
+            WritePlan::Forward { probe: true }
+        );
+        assert_eq!(io.write(4, b"1234", now), WritePlan::Behind);
+        assert_eq!(io.write(3, b"1", now), WritePlan::Forward { probe: true });
+        // Behind writes go home marked as such.
+        let calls = io.settle();
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.ahead == mosix_core::proto::WRITTEN_BEHIND)
+        );
     }
 
     const FD_SHAPE: [Arg; 6] = [

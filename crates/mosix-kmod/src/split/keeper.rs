@@ -53,14 +53,21 @@ impl Keeper {
     }
 
     /// The deputy ran `nr(args)` with result `ret`: descriptors it closed or replaced are let go.
+    /// A `close` frees the number whatever it returns (but `EBADF`: there was nothing to
+    /// close), so its duplicate goes too: it must not keep the file, its locks or a later write
+    /// of the number's next file.
     pub fn after_deputy_call(&mut self, nr: u64, args: &[u64; 6], ret: i64) {
+        let n = nr as i64;
+        if n == libc::SYS_close {
+            if ret != -i64::from(libc::EBADF) {
+                self.dups.remove(&(args[0] as i32));
+            }
+            return;
+        }
         if ret < 0 && ret != -i64::from(libc::EINTR) {
             return;
         }
-        let n = nr as i64;
-        if n == libc::SYS_close {
-            self.dups.remove(&(args[0] as i32));
-        } else if n == libc::SYS_dup2 || n == libc::SYS_dup3 {
+        if n == libc::SYS_dup2 || n == libc::SYS_dup3 {
             self.dups.remove(&(args[1] as i32));
         } else if n == libc::SYS_close_range {
             let (first, last) = (args[0] as i32, args[1] as u32);
@@ -71,6 +78,14 @@ impl Keeper {
     /// Whether a duplicate of `fd` is kept.
     pub fn keeps(&self, fd: i32) -> bool {
         self.dups.contains_key(&fd)
+    }
+
+    /// The path of the file `fd`'s duplicate is open on, for messages.
+    pub fn path(&self, fd: i32) -> String {
+        self.dups
+            .get(&fd)
+            .and_then(|d| std::fs::read_link(format!("/proc/self/fd/{}", d.as_raw_fd())).ok())
+            .map_or_else(|| format!("descriptor {fd}"), |p| p.display().to_string())
     }
 
     /// The offset of `fd`'s open file description, as our duplicate sees it (it is shared).
@@ -156,4 +171,46 @@ fn become_(c: &Creds) -> Result<(), i32> {
         libc::syscall(libc::SYS_setfsuid, c.uid[3]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeping(fds: &[i32]) -> Keeper {
+        let mut k = Keeper::default();
+        for &fd in fds {
+            let f = std::fs::File::open("/dev/null").unwrap();
+            k.dups.insert(fd, OwnedFd::from(f));
+        }
+        k
+    }
+
+    #[test]
+    fn a_close_lets_the_duplicate_go_whatever_it_returns_but_ebadf() {
+        let close = |fd: u64| [fd, 0, 0, 0, 0, 0];
+        let mut k = keeping(&[3, 4, 5]);
+        k.after_deputy_call(libc::SYS_close as u64, &close(3), 0);
+        k.after_deputy_call(libc::SYS_close as u64, &close(4), -i64::from(libc::EIO));
+        k.after_deputy_call(libc::SYS_close as u64, &close(5), -i64::from(libc::EBADF));
+        assert!(!k.keeps(3));
+        assert!(!k.keeps(4), "a close that failed still freed the number");
+        assert!(k.keeps(5), "EBADF: nothing was closed");
+    }
+
+    #[test]
+    fn dup2_and_close_range_let_replaced_numbers_go() {
+        let mut k = keeping(&[3, 4, 7, 9]);
+        k.after_deputy_call(libc::SYS_dup2 as u64, &[0, 3, 0, 0, 0, 0], 3);
+        assert!(!k.keeps(3));
+        k.after_deputy_call(
+            libc::SYS_dup2 as u64,
+            &[0, 4, 0, 0, 0, 0],
+            -i64::from(libc::EBADF),
+        );
+        assert!(k.keeps(4), "a failed dup2 replaced nothing");
+        k.after_deputy_call(libc::SYS_close_range as u64, &[5, 8, 0, 0, 0, 0], 0);
+        assert!(!k.keeps(7));
+        assert!(k.keeps(9));
+    }
 }

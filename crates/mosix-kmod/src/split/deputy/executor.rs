@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use mosix_core::NodeId;
-use mosix_core::proto::{IO_STREAM, ProcMsg, Reply};
+use mosix_core::proto::{IO_STREAM, ProcMsg, Reply, WRITTEN_BEHIND};
 use mosix_core::syscalls::{Arg, Class};
 use tracing::{info, warn};
 
@@ -72,6 +72,10 @@ pub(super) fn executor(
                         let nr = i64::from(c.nr);
                         let fd = c.args[0] as i32;
                         let kept = nr == libc::SYS_write && keeper.keeps(fd);
+                        let behind = nr == libc::SYS_write && c.ahead == WRITTEN_BEHIND;
+                        if behind {
+                            c.ahead = 0;
+                        }
                         let before = kept.then(|| keeper.offset(fd)).flatten();
                         in_call.store(true, Ordering::SeqCst);
                         let mut r = if c.ahead > 0 {
@@ -90,13 +94,27 @@ pub(super) fn executor(
                                 _ => 0,
                             };
                             let more = keeper.write(fd, &data[done..]);
+                            if more < 0 || (more as usize) < data.len() - done {
+                                // No call of the program will hear it: its home's log does.
+                                let why = if more < 0 {
+                                    nix::errno::Errno::from_raw(-more as i32).to_string()
+                                } else {
+                                    "a short write".to_owned()
+                                };
+                                warn!(
+                                    "process {pid}, killed at home: a write to {} it was told was done failed ({why}); {} of its {} bytes are not in the file",
+                                    keeper.path(fd),
+                                    data.len() - done - more.max(0) as usize,
+                                    data.len()
+                                );
+                            }
                             r.ret = if more < 0 && done == 0 {
                                 more
                             } else {
                                 (done as i64) + more.max(0)
                             };
                         }
-                        if kept && c.ahead == 0 && agent.alive() {
+                        if kept && behind && agent.alive() {
                             // Bytes written behind: the program was told all were written, so
                             // a short write is finished, and what stops it is the error.
                             r.ret = finish_behind(&c, r.ret, &agent);
@@ -123,6 +141,16 @@ pub(super) fn executor(
                                         if !nudged && tx.peer_gone() {
                                             home_req.nudge().send();
                                             nudged = true;
+                                        }
+                                        // Killed at home meanwhile (kill -9): the tracer waits
+                                        // for the deputy, whose death shows only once its
+                                        // agent, which died with it, is reaped. The tracer
+                                        // cannot do it while it waits: it is done here.
+                                        let a = current(&agent);
+                                        if a.alive()
+                                            && crate::kernel::ptrace::reap_if_ended(a.tid())
+                                        {
+                                            a.mark_dead();
                                         }
                                     }
                                     Err(mpsc::RecvTimeoutError::Disconnected) => break None,

@@ -368,6 +368,9 @@ impl Deputy {
         }
         self.reap_agent();
         if let Some(r) = self.running.take() {
+            // Its agent ended alone (a filter of the process's own killed the thread that made
+            // a call for it): the process, which cannot go on without it, ends too.
+            let _ = Sig::KILL.send_to(pid);
             let _ = r.wait();
         }
         info!("process {pid} was killed at home; its writes are in");
@@ -453,6 +456,7 @@ impl Deputy {
                         let _ = reply.send((INTERRUPTED, Vec::new()));
                         continue;
                     }
+                    let mut lost = false;
                     let out = match self.stop() {
                         Ok(t) => {
                             let (t, (ret, outs)) = self.run_in_deputy(t, *plan);
@@ -463,15 +467,27 @@ impl Deputy {
                                         warn!("deputy {pid}: {e}");
                                     }
                                 }
-                                None => warn!("deputy {pid} lost during a forwarded call"),
+                                None => lost = true,
                             }
                             (ret, outs)
                         }
                         Err(e) => {
-                            warn!("deputy {pid}: {e}");
+                            lost = matches!(e, ptrace::Error::Died(_));
+                            if !lost {
+                                warn!("deputy {pid}: {e}");
+                            }
                             (-(libc::EIO as i64), Vec::new())
                         }
                     };
+                    if lost {
+                        // Killed at home while the call ran there (kill -9 of a process
+                        // blocked in accept, say): every write it made before the call is
+                        // done (they went first); its copy away must die too.
+                        self.home_req.set_in_deputy_call(false);
+                        let _ = reply.send(out);
+                        info!("process {pid} was killed at home during a call it made there");
+                        return self.killed_at_home(&reqs);
+                    }
                     self.home_req.set_in_deputy_call(false);
                     // ComeHome (or MoveTo) goes out before the reply, so the remote knows why
                     // a call was interrupted.

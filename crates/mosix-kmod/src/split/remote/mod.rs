@@ -156,6 +156,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 watch_stop_until: None,
                 conts: 0,
                 io,
+                mapped_copy: 0,
             };
             s.run();
             env.procs.remove_guest(pid);

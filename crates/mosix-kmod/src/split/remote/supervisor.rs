@@ -52,7 +52,17 @@ pub(super) struct Supervisor {
     pub(super) conts: u32,
     /// Read-ahead and write-behind.
     pub(super) io: IoCache,
+    /// Bytes of home files copied here for the process's mappings so far (see
+    /// [`MAPPED_COPY_BUDGET`]).
+    pub(super) mapped_copy: u64,
 }
+
+/// The most bytes of home files one guest may have copied here for its file mappings. The
+/// copies are made by the supervisor, so they are charged to the service, not to the guests'
+/// cgroup: without a bound, `mmap` of a sparse terabyte file would fill the node's memory.
+/// Past it (mappings are not counted back when unmapped), a file mapping takes the process
+/// home, where it is made natively.
+pub(super) const MAPPED_COPY_BUDGET: u64 = 1 << 30;
 
 /// How supervision ended.
 pub(super) enum End {
@@ -321,7 +331,9 @@ impl Supervisor {
             Class::Service | Class::Deputy => self.forward(n),
             Class::Exit => {
                 let status = (n.args[0] & 0xff) as i32;
-                if let Err(end) = self.settle_io() {
+                // What it wrote is at home before it ends, and an error of it that the program
+                // never heard is logged there (as when it ends any other way, `check_end`).
+                if let Err(end) = self.settle_io().and_then(|()| self.report_unheard()) {
                     return Some(end);
                 }
                 // Let the stub end itself; its end reports the status home.
@@ -369,6 +381,12 @@ impl Supervisor {
     /// from home into a memfd, which is installed into the process at the same descriptor
     /// number; the kernel then runs the `mmap` as made, mapping the copy. (The dynamic loader
     /// maps every library this way, and so does a Python `import` of a compiled module.)
+    ///
+    /// A shared mapping is made here only of a descriptor opened read-only at home, and from a
+    /// read-only descriptor of the copy: `mprotect(PROT_WRITE)` then fails as it would at home,
+    /// instead of giving writes that would never reach the file. A shared mapping of a
+    /// descriptor open for writing could be made writable later: it takes the process home.
+    /// Copies count against [`MAPPED_COPY_BUDGET`].
     fn map_file(&mut self, n: &Notif) -> Result<(), MapFile> {
         // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) both have bit 0; MAP_PRIVATE is 2.
         const MAP_SHARED_BIT: u64 = 0x1;
@@ -403,6 +421,24 @@ impl Supervisor {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(MapFile::Home);
         }
+        let end = off.saturating_add(n.args[1]).min(size);
+        let copy = end.saturating_sub(off);
+        if self.mapped_copy.saturating_add(copy) > MAPPED_COPY_BUDGET {
+            debug!(
+                "{}: {} bytes of mapped files copied here; {copy} more go home",
+                self.h.comm, self.mapped_copy
+            );
+            return Err(MapFile::Home);
+        }
+        if shared {
+            let fl = self.call(
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_GETFL as u64, 0, 0, 0, 0],
+            )?;
+            if fl.ret < 0 || fl.ret & i64::from(libc::O_ACCMODE) != i64::from(libc::O_RDONLY) {
+                return Err(MapFile::Home);
+            }
+        }
         let memfd = match nix::sys::memfd::memfd_create(
             c"mosix-map",
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
@@ -413,7 +449,7 @@ impl Supervisor {
         if memfd.set_len(size).is_err() {
             return Err(MapFile::Home);
         }
-        let end = off.saturating_add(n.args[1]).min(size);
+        self.mapped_copy += copy;
         let mut at = off;
         while at < end {
             let want = (end - at).min(mosix_core::syscalls::MAX_IO as u64);
@@ -428,6 +464,15 @@ impl Supervisor {
             }
             at += data.len() as u64;
         }
+        let memfd = if shared {
+            // A read-only description of the copy: the mapping can never be made writable.
+            match std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd())) {
+                Ok(ro) => ro,
+                Err(_) => return Err(MapFile::Home),
+            }
+        } else {
+            memfd
+        };
         if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
             debug!("installing the copy of a mapped file: {e}");
             return Err(MapFile::Home);
@@ -562,9 +607,14 @@ impl Supervisor {
                 return None;
             }
             if reply.ret == 0 && self.limits_itself(&n) {
-                // Set at home; this kernel enforces it here: the call runs here too.
-                let _ = self.listener.allow(n.id);
-                return None;
+                if n.args[0] == 0 {
+                    // Set at home; this kernel enforces it here: the call runs here too.
+                    let _ = self.listener.allow(n.id);
+                    return None;
+                }
+                // prlimit64 naming the process by its home pid, which here is someone else's
+                // (or no one's): the supervisor sets the limit on the process's pid here.
+                self.set_limit_here(&n);
             }
             let _ = self.listener.reply(n.id, reply.ret);
             return None;
@@ -673,6 +723,44 @@ impl Supervisor {
                     )));
                 }
             }
+        }
+    }
+
+    /// `prlimit64(home pid, resource, new, old)` made at home: sets `new` on the process here
+    /// too, never above the hard limit it has here (another process's limit: the service's
+    /// rights do it; where a container denies them, the limit is not enforced here).
+    fn set_limit_here(&self, n: &Notif) {
+        let mut b = [0u8; 16];
+        if self.mem.read(n.args[2], &mut b).is_err() {
+            return;
+        }
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let resource = n.args[1] as libc::__rlimit_resource_t;
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64(2) reads nothing (NULL) and writes one rlimit64, a valid local.
+        if unsafe { libc::prlimit64(self.pid(), resource, std::ptr::null(), &raw mut old) } != 0 {
+            return;
+        }
+        // Never above the hard limit the guest has here (this node's): the service's rights
+        // must not raise what the guest could not.
+        let max = word(8).min(old.rlim_max);
+        let new = libc::rlimit64 {
+            rlim_cur: word(0).min(max),
+            rlim_max: max,
+        };
+        // SAFETY: prlimit64(2) reads one rlimit64, a valid local, and writes nothing (NULL).
+        let r =
+            unsafe { libc::prlimit64(self.pid(), resource, &raw const new, std::ptr::null_mut()) };
+        if r != 0 {
+            debug!(
+                "{}: limit {} set at home, not here: {}",
+                self.h.comm,
+                n.args[1],
+                std::io::Error::last_os_error()
+            );
         }
     }
 
