@@ -186,3 +186,123 @@ fn under_the_filter_writes_come_to_the_listener() {
     assert_eq!(exit, Some(7));
     assert_eq!(status.code(), Some(7));
 }
+
+/// A child that maps `PAGES` pages of anonymous memory, writes a pattern in every one and, if
+/// `share`, forks once more so that another process maps the same pages copy-on-write. It
+/// writes the area's address to a pipe and pauses; the test kills it. After the fork, only raw
+/// system calls (no allocation: the test harness has threads).
+fn holder(share: bool) -> (i32, u64) {
+    const PAGES: usize = 300;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) into a two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only makes raw system calls and writes its own memory.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: an anonymous private mapping of our own; every page written below lies in it.
+        unsafe {
+            let len = PAGES * 4096;
+            // One page more, given back: nothing is mapped right after the area.
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len + 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            if p as *mut libc::c_void == libc::MAP_FAILED {
+                libc::_exit(1);
+            }
+            libc::munmap(p.add(len).cast(), 4096);
+            for i in 0..len {
+                *p.add(i) = (i / 4096 + i % 251) as u8;
+            }
+            if share {
+                match libc::fork() {
+                    0 => {
+                        // The second holder of the pages dies with the first.
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                    c if c < 0 => libc::_exit(1),
+                    _ => {}
+                }
+            }
+            let a = (p as u64).to_le_bytes();
+            libc::write(fds[1], a.as_ptr().cast(), 8);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // SAFETY: our end of the pipe.
+    unsafe { libc::close(fds[1]) };
+    let mut a = [0u8; 8];
+    // SAFETY: reading 8 bytes into an 8-byte array.
+    let n = unsafe { libc::read(fds[0], a.as_mut_ptr().cast(), 8) };
+    // SAFETY: our end of the pipe.
+    unsafe { libc::close(fds[0]) };
+    assert_eq!(n, 8);
+    (pid, u64::from_le_bytes(a))
+}
+
+#[test]
+fn pages_shared_with_another_process_are_not_read_by_pinning_them() {
+    use mosix_core::image::{Vma, VmaKind};
+    let (own, own_at) = holder(false);
+    let (shared, shared_at) = holder(true);
+    let area = |at: u64| Vma {
+        start: at,
+        end: at + 300 * 4096,
+        read: true,
+        write: true,
+        exec: false,
+        kind: VmaKind::Anon,
+    };
+    let check = |pid: i32, at: u64, exclusive: bool| {
+        let vmas = [area(at)];
+        let runs = freeze::runs(pid, &vmas).unwrap();
+        // Every page is there, in runs no longer than the sender's.
+        assert_eq!(runs.iter().map(|r| r.len).sum::<u64>(), 300 * 4096);
+        assert!(runs.iter().all(|r| r.len <= freeze::SEND_RUN));
+        assert!(
+            runs.iter().all(|r| r.exclusive == exclusive),
+            "pid {pid}: {runs:?}"
+        );
+        // Both ways of reading give the same bytes, and they are the pattern.
+        let mem = ptrace::Mem::open(pid).unwrap();
+        let mut a = vec![0u8; 300 * 4096];
+        let mut b = vec![0u8; 300 * 4096];
+        mem.read(at, &mut a).unwrap();
+        if exclusive {
+            mem.read_pinned(at, &mut b).unwrap();
+            assert_eq!(a, b);
+        }
+        assert!(
+            a.iter()
+                .enumerate()
+                .all(|(i, &x)| x == (i / 4096 + i % 251) as u8)
+        );
+        // Reading did not take the pages out of sharing.
+        let again = freeze::runs(pid, &vmas).unwrap();
+        assert!(again.iter().all(|r| r.exclusive == exclusive), "{again:?}");
+    };
+    check(own, own_at, true);
+    check(shared, shared_at, false);
+    // A page past the area is not there: a pinned read of it fails rather than reading less.
+    let mem = ptrace::Mem::open(own).unwrap();
+    let mut b = vec![0u8; 301 * 4096];
+    assert!(mem.read_pinned(own_at, &mut b).is_err());
+    for pid in [own, shared] {
+        // SAFETY: signalling and reaping our own children (the shared holder's own child
+        // dies with it: PDEATHSIG).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}

@@ -20,7 +20,7 @@ use mosix_core::image::{
 };
 use nix::sys::ptrace::Options;
 
-use crate::kernel::abi::{PAGEMAP_PRESENT, PAGEMAP_SWAPPED};
+use crate::kernel::abi::{PAGEMAP_EXCLUSIVE, PAGEMAP_PRESENT, PAGEMAP_SWAPPED};
 use crate::kernel::inject::{self, Area, Held, Release};
 use crate::kernel::ptrace::{self, Error, Mem, Result, Stopped};
 
@@ -33,6 +33,12 @@ pub struct Run {
     pub offset: u64,
     /// Length.
     pub len: u64,
+    /// Every page of the run is present and mapped by this process alone, so it may be read
+    /// with `process_vm_readv` (one copy, pages pinned 16 at a time: 2.4× faster here than
+    /// `/proc/PID/mem`, which copies each page twice through a bounce page). Pinning a page
+    /// that is shared copy-on-write would make the kernel copy it in the process first
+    /// (`gup_must_unshare`), so every other run is read through `/proc/PID/mem`.
+    pub exclusive: bool,
 }
 
 /// A frozen process: stopped, its signals blocked, our injection area mapped in it.
@@ -349,20 +355,14 @@ pub fn runs(pid: i32, vmas: &[Vma]) -> Result<Vec<Run>> {
             addr: 0,
             source,
         })?;
-    let mut runs = Vec::new();
+    let mut out = Vec::new();
     for (i, v) in vmas.iter().enumerate() {
         let idx = i as u32;
         // Unreadable areas (guard pages, PROT_NONE reservations) are sent whole if they are
         // file-backed; anonymous ones only where pages exist.
         if let VmaKind::File { offset, .. } = &v.kind {
             let len = file_area_len(pid, v, *offset);
-            if len > 0 {
-                runs.push(Run {
-                    vma: idx,
-                    offset: 0,
-                    len,
-                });
-            }
+            cut(&mut out, idx, 0, len, |_, _| false);
             continue;
         }
         let pages = v.len() / 4096;
@@ -374,21 +374,25 @@ pub fn runs(pid: i32, vmas: &[Vma]) -> Result<Vec<Run>> {
                 addr: v.start,
                 source,
             })?;
+        let entry = |p: u64| {
+            let at = (p * 8) as usize;
+            u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or([0; 8]))
+        };
+        // Whether pages `a..b` of the area are all present and this process's alone.
+        let exclusive = |a: u64, b: u64| {
+            (a..b).all(|p| {
+                let e = entry(p);
+                e & PAGEMAP_PRESENT != 0 && e & PAGEMAP_EXCLUSIVE != 0
+            })
+        };
         let mut run_start: Option<u64> = None;
         for p in 0..pages {
-            let e = u64::from_le_bytes(
-                buf[(p * 8) as usize..(p * 8 + 8) as usize]
-                    .try_into()
-                    .unwrap_or([0; 8]),
-            );
-            let there = e & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
+            let there = entry(p) & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED) != 0;
             match (there, run_start) {
                 (true, None) => run_start = Some(p),
                 (false, Some(s)) => {
-                    runs.push(Run {
-                        vma: idx,
-                        offset: s * 4096,
-                        len: (p - s) * 4096,
+                    cut(&mut out, idx, s * 4096, (p - s) * 4096, |o, l| {
+                        exclusive(o / 4096, (o + l) / 4096)
                     });
                     run_start = None;
                 }
@@ -396,34 +400,42 @@ pub fn runs(pid: i32, vmas: &[Vma]) -> Result<Vec<Run>> {
             }
         }
         if let Some(s) = run_start {
-            runs.push(Run {
-                vma: idx,
-                offset: s * 4096,
-                len: (pages - s) * 4096,
+            cut(&mut out, idx, s * 4096, (pages - s) * 4096, |o, l| {
+                exclusive(o / 4096, (o + l) / 4096)
             });
-        }
-    }
-    // Cut runs to the wire's bound.
-    let max = mosix_core::image::MAX_RUN as u64;
-    let mut out = Vec::with_capacity(runs.len());
-    for r in runs {
-        let mut off = 0;
-        while off < r.len {
-            let len = (r.len - off).min(max);
-            out.push(Run {
-                vma: r.vma,
-                offset: r.offset + off,
-                len,
-            });
-            off += len;
         }
     }
     Ok(out)
 }
 
-/// Reads run `r` of area `vma` into `buf` (its length) through `/proc/PID/mem`.
+/// How long the runs the sender makes are: a quarter of what the wire allows, so that the
+/// few runs in flight at each end stay in the CPU's caches between the passes over them (read
+/// out of the process, sealed, sent; received, opened, installed).
+pub const SEND_RUN: u64 = (mosix_core::image::MAX_RUN / 4) as u64;
+
+/// Appends the bytes `offset..offset + len` of area `vma` to `out`, cut to [`SEND_RUN`];
+/// `exclusive(offset, len)` says whether a piece may be read with `process_vm_readv`.
+fn cut(out: &mut Vec<Run>, vma: u32, offset: u64, len: u64, exclusive: impl Fn(u64, u64) -> bool) {
+    let mut off = 0;
+    while off < len {
+        let l = (len - off).min(SEND_RUN);
+        out.push(Run {
+            vma,
+            offset: offset + off,
+            len: l,
+            exclusive: exclusive(offset + off, l),
+        });
+        off += l;
+    }
+}
+
+/// Reads run `r` of area `vma` into `buf` (its length): with `process_vm_readv` when the run
+/// is the process's alone, through `/proc/PID/mem` otherwise (and when that fails).
 fn read_run(mem: &Mem, vma: &Vma, r: &Run, buf: &mut [u8]) -> Result<()> {
     let at = vma.start + r.offset;
+    if r.exclusive && mem.read_pinned(at, buf).is_ok() {
+        return Ok(());
+    }
     let Err(e) = mem.read(at, buf) else {
         return Ok(());
     };

@@ -31,3 +31,6 @@ pub const KCMP_FILE: i32 = 0;
 pub const PAGEMAP_PRESENT: u64 = 1 << 63;
 /// Bit 62 of a `/proc/PID/pagemap` entry: the page is swapped out (`PM_SWAP`, same sources).
 pub const PAGEMAP_SWAPPED: u64 = 1 << 62;
+/// Bit 56 of a `/proc/PID/pagemap` entry: the page is mapped by this process only
+/// (`PM_MMAP_EXCLUSIVE`, same sources; set for a present page whose map count is one).
+pub const PAGEMAP_EXCLUSIVE: u64 = 1 << 56;

@@ -602,7 +602,8 @@ impl Stopped {
 /// Reads and writes a process's memory through `/proc/PID/mem`, which needs no page pinning
 /// (process_vm_readv pins pages and, on pages shared copy-on-write with another process, forces
 /// a copy in the target: 4.7× slower here) and can write read-only mappings (FOLL_FORCE), as
-/// the restorer needs.
+/// the restorer needs. For pages known to be the process's alone, [`Mem::read_pinned`] is the
+/// faster way (one copy instead of two through a bounce page).
 #[derive(Debug)]
 pub struct Mem {
     pid: i32,
@@ -638,6 +639,40 @@ impl Mem {
                 addr,
                 source,
             })
+    }
+
+    /// Reads exactly `buf.len()` bytes at `addr` with `process_vm_readv`: 5.5–6.4 GB/s here
+    /// against 2.3–2.6 GB/s through `/proc/PID/mem`. Only for pages mapped by this process
+    /// alone: the kernel pins what it reads, and pinning a page shared copy-on-write makes it
+    /// copy the page in the process first. A short read (a page that is not there) is an error.
+    pub fn read_pinned(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+        let mut done = 0;
+        while done < buf.len() {
+            let want = buf.len() - done;
+            let n = process_vm_readv(
+                nix::unistd::Pid::from_raw(self.pid),
+                &mut [std::io::IoSliceMut::new(&mut buf[done..])],
+                &[RemoteIoVec {
+                    base: (addr + done as u64) as usize,
+                    len: want,
+                }],
+            )
+            .map_err(|e| Error::Mem {
+                pid: self.pid,
+                addr: addr + done as u64,
+                source: e.into(),
+            })?;
+            if n == 0 {
+                return Err(Error::Mem {
+                    pid: self.pid,
+                    addr: addr + done as u64,
+                    source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                });
+            }
+            done += n;
+        }
+        Ok(())
     }
 
     /// Reads what can be read at `addr`, up to `buf.len()`; returns the count.
