@@ -442,6 +442,78 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
     let _ = finish_status(child);
 }
 
+/// The state letter of process `pid` in `/proc` ('T' stopped, 't' stopped and traced).
+fn state_of(pid: u32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+        .unwrap_or('?')
+}
+
+#[test]
+fn a_stopped_process_comes_home_stopped_and_goes_on_when_continued() {
+    if !require_root("a_stopped_process_comes_home") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("tstop");
+    let spin = "i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done";
+    // By SIGSTOP, and by SIGTSTP (as Ctrl-Z sends it), which the deputy catches otherwise.
+    for stop in [
+        nix::sys::signal::Signal::SIGSTOP,
+        nix::sys::signal::Signal::SIGTSTP,
+    ] {
+        stopped_comes_home(&c, spin, stop);
+    }
+}
+
+fn stopped_comes_home(c: &TestCluster, spin: &str, stop: nix::sys::signal::Signal) {
+    let child = c
+        .job(1, &["sh", "-c", &format!("{spin}; echo done $i")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = pid_of(&child);
+    assert!(c.migrate(pid, "2").contains("node 2"));
+    let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
+    // Stopped by job control while it is away, then asked home.
+    signal(stop);
+    let t = Instant::now();
+    while !matches!(state_of(pid), 'T' | 't') && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(state_of(pid), 'T' | 't'), "{}", state_of(pid));
+    std::thread::sleep(Duration::from_millis(200));
+    // Coming home does not wait for a SIGCONT: it is bounded, whatever the answer.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(c.try_migrate(pid, "home")).unwrap());
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        if got.is_err() {
+            // Let the stuck move finish so that the scope can end, then fail.
+            signal(nix::sys::signal::Signal::SIGCONT);
+        }
+        let (ok, said) = got.unwrap_or_else(|_| panic!("migrate home after {stop} hung for 20 s"));
+        assert!(ok && said.contains("is home"), "{said}");
+    });
+    let rows = c.mps(1, false);
+    let row = rows.iter().find(|r| r["pid"] == pid).unwrap();
+    assert_eq!(row["node"], 0, "{row}");
+    assert_eq!(c.guests_on(2), 0);
+    // Home, and still stopped: it does not run until it is continued.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state_of(pid),
+        'T',
+        "{stop}: stopped at home, and no longer traced"
+    );
+    signal(nix::sys::signal::Signal::SIGCONT);
+    let out = finish(child);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done 3000000\n");
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
 #[test]
 fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
     if !require_root("processes_come_home") {

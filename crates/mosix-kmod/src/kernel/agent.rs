@@ -345,8 +345,17 @@ impl Agent {
     /// Asks the agent to end and waits, as its tracer, until it has; a signal that stops it on
     /// the way is handed to `on_signal` and suppressed. The agent must be idle (no call under
     /// way, none to come).
+    ///
+    /// The agent may be in the process's job-control stop (left there with `PTRACE_LISTEN`,
+    /// the process stopped by Ctrl-Z): it would not see the request before a `SIGCONT`. So it
+    /// is interrupted too; a tracer may resume one thread of a stopped process, which then
+    /// ends while the rest of the process stays stopped. Interrupted in its wait for work, the
+    /// agent restarts the wait, which returns at once (the request changed the word it waits
+    /// on).
     pub fn end(&self, mut running: Running, mut on_signal: impl FnMut(Sig, &Stopped)) {
         self.ask_exit();
+        // Fails only if the agent is already gone, which the wait below sees.
+        let _ = running.request_interrupt();
         while let Ok(s) = running.wait() {
             if let Stop::Signal(sig) = s.stop {
                 on_signal(sig, &s);

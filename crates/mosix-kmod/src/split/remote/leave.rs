@@ -39,7 +39,22 @@ impl Supervisor {
         // into the freeze, and those home forwards until it has the process back. Home gets
         // them back once the process runs there.
         let mut undelivered: Vec<i32> = frozen.pending.iter().map(|s| s.raw()).collect();
+        // Home has every page once the image is sent; what is left is finishing its restore.
+        // Should it not answer in time, the copy here is dropped as when the connection
+        // breaks: home, if it does take the process, runs the one copy there is.
+        let deadline = Instant::now() + ship::START_ANSWER;
+        let late = || {
+            End::HomeLost(format!(
+                "home did not say within {} s whether it took it back",
+                ship::START_ANSWER.as_secs()
+            ))
+        };
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.rx.socket().set_read_timeout(Some(left)).is_err() {
+                frozen.tracee.kill();
+                return Err(late());
+            }
             match self.rx.recv() {
                 Ok(ProcMsg::Started { .. }) => {
                     info!(
@@ -55,6 +70,7 @@ impl Supervisor {
                     return Ok(true);
                 }
                 Ok(ProcMsg::Refused { failure }) => {
+                    let _ = self.rx.socket().set_read_timeout(None);
                     warn!("home did not take {} back: {failure}", self.h.comm);
                     self.env.procs.move_ended(pid, Err(failure));
                     let _ = frozen.thaw();
@@ -67,6 +83,16 @@ impl Supervisor {
                     return Err(End::HomeLost(format!(
                         "home sent {other:?} while taking it back"
                     )));
+                }
+                // The deadline passed (a frame cut by it cannot be read on: give up).
+                Err(mosix_core::proto::FrameError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    frozen.tracee.kill();
+                    return Err(late());
                 }
                 Err(e) => {
                     frozen.tracee.kill();
