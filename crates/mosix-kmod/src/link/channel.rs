@@ -226,9 +226,9 @@ impl Receiver {
         };
         let mut tag = [0u8; TAG_LEN];
         // The run's bytes are all coming: the thread need not wake for each burst of
-        // segments, only every RUN_LOWAT bytes (a fifth of the receiving side's CPU went to
-        // wake-ups here). Only for the run's own bytes: a frame after it may be the last one
-        // for a while, and a low-water mark above what is coming would wait for ever.
+        // segments, only every RUN_LOWAT bytes (waking it was a visible part of the receiving
+        // side's CPU in a profile). Only for the run's own bytes: a frame after it may be the
+        // last one for a while, and a low-water mark above what is coming would wait for ever.
         let coming = buf.len().saturating_sub(self.r.buffer().len());
         let lowat = coming >= 2 * RUN_LOWAT && set_rcvlowat(self.r.get_ref(), RUN_LOWAT);
         let read = self.r.read_exact(buf);
