@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, pseudo_random, require_root, serial, user_dir, user_tool};
+use mosix_tests::{
+    TestCluster, pseudo_random, require_root, serial, state_of, user_dir, user_tool,
+};
 
 /// The directory each node has privately in these tests.
 const DATA: &str = "/run/mosix-vc-test-data";
@@ -440,14 +442,6 @@ fn processes_that_cannot_move_say_why_and_keep_running() {
         nix::sys::signal::Signal::SIGKILL,
     );
     let _ = finish_status(child);
-}
-
-/// The state letter of process `pid` in `/proc` ('T' stopped, 't' stopped and traced).
-fn state_of(pid: u32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
-        .unwrap_or('?')
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, require_root, serial, user_dir, user_tool};
+use mosix_tests::{TestCluster, require_root, serial, state_of, user_dir, user_tool};
 
 /// The interactive program: echoes lines in upper case, reports window sizes.
 const PROGRAM: &str = r#"
@@ -70,16 +70,6 @@ impl Pty {
         let r = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
     }
-}
-
-fn state_of(pid: u32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next())
-        })
-        .unwrap_or('?')
 }
 
 #[test]

@@ -57,6 +57,15 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The state letter of process `pid` in `/proc/PID/stat` ('R', 'S', 'T' stopped, 't' stopped
+/// and traced, …), or '?' when it cannot be read.
+pub fn state_of(pid: u32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+        .unwrap_or('?')
+}
+
 /// Returns false (after printing why) when the test cannot run here; panics instead under CI.
 pub fn require_root(test: &str) -> bool {
     let problem = if !nix::unistd::geteuid().is_root() {

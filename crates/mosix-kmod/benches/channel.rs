@@ -56,6 +56,18 @@ impl What {
     }
 }
 
+/// The one area of the page path: `TOTAL` bytes of anonymous memory at `start`.
+fn area(start: u64) -> Vma {
+    Vma {
+        start,
+        end: start + TOTAL as u64,
+        read: true,
+        write: true,
+        exec: false,
+        kind: VmaKind::Anon,
+    }
+}
+
 /// The process whose memory the page path moves: `TOTAL` bytes, every page written.
 struct Holder {
     pid: i32,
@@ -84,14 +96,7 @@ impl Holder {
         let start = u64::from_le_bytes(get(&r));
         Holder {
             pid,
-            vmas: vec![Vma {
-                start,
-                end: start + TOTAL as u64,
-                read: true,
-                write: true,
-                exec: false,
-                kind: VmaKind::Anon,
-            }],
+            vmas: vec![area(start)],
         }
     }
 }
@@ -210,14 +215,7 @@ fn receive(what: What, b: TcpStream, ready: &OwnedFd, done: &OwnedFd) {
                 )
             } as u64;
             u.register(start, start + TOTAL as u64).unwrap();
-            let vmas = [Vma {
-                start,
-                end: start + TOTAL as u64,
-                read: true,
-                write: true,
-                exec: false,
-                kind: VmaKind::Anon,
-            }];
+            let vmas = [area(start)];
             let me = std::process::id() as i32;
             put(ready, &[0; 8]);
             let c0 = cpu();

@@ -21,12 +21,14 @@
 //! restart, or `EINTR`.
 //!
 //! Rooms: this file sends a process away and makes its thread the deputy; [`tracer`] is the
-//! deputy itself (signals, job control, calls run inside it, its end, coming home);
+//! deputy itself (its agent, calls run inside it, its end, coming home); [`signals`] its
+//! signals and job control;
 //! [`executor`] reads the connection and runs calls on the deputy's descriptors; [`relay`] is
 //! a direct move from one remote to another.
 
 mod executor;
 mod relay;
+mod signals;
 mod state;
 mod tracer;
 

@@ -8,10 +8,11 @@
 //! connection to home.
 //!
 //! Rooms: this file takes an arriving process (checks, restore, rejoining home after a direct
-//! move); [`supervisor`] runs it (calls, signals, stops, statistics); [`leave`] sends it home
-//! or on to another node.
+//! move); [`supervisor`] runs it (calls, signals, stops, statistics); [`mapping`] makes its
+//! mappings of home files from copies; [`leave`] sends it home or on to another node.
 
 mod leave;
+mod mapping;
 mod supervisor;
 
 use std::process::Child;

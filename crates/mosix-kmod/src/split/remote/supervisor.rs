@@ -13,6 +13,7 @@ use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::{debug, warn};
 
+use super::mapping::MapFile;
 use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
 
 /// How long a process killed at home may take to send its writes behind home.
@@ -22,14 +23,6 @@ use crate::kernel::seccomp::{Listener, Notif};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::forward::{self, Marshalled};
 use crate::split::iocache::{IoCache, ReadPlan, WritePlan};
-
-/// Why a file mapping was not made here.
-pub(super) enum MapFile {
-    /// The process must go home for it.
-    Home,
-    /// Supervision ends.
-    End(End),
-}
 
 pub(super) struct Supervisor {
     pub(super) env: GuestEnv,
@@ -56,13 +49,6 @@ pub(super) struct Supervisor {
     /// [`MAPPED_COPY_BUDGET`]).
     pub(super) mapped_copy: u64,
 }
-
-/// The most bytes of home files one guest may have copied here for its file mappings. The
-/// copies are made by the supervisor, so they are charged to the service, not to the guests'
-/// cgroup: without a bound, `mmap` of a sparse terabyte file would fill the node's memory.
-/// Past it (mappings are not counted back when unmapped), a file mapping takes the process
-/// home, where it is made natively.
-pub(super) const MAPPED_COPY_BUDGET: u64 = 1 << 30;
 
 /// How supervision ended.
 pub(super) enum End {
@@ -377,126 +363,6 @@ impl Supervisor {
         }
     }
 
-    /// A private (or read-only shared) mapping of a file at home: the file's contents come
-    /// from home into a memfd, which is installed into the process at the same descriptor
-    /// number; the kernel then runs the `mmap` as made, mapping the copy. (The dynamic loader
-    /// maps every library this way, and so does a Python `import` of a compiled module.)
-    ///
-    /// A shared mapping is made here only of a descriptor opened read-only at home, and from a
-    /// read-only descriptor of the copy: `mprotect(PROT_WRITE)` then fails as it would at home,
-    /// instead of giving writes that would never reach the file. A shared mapping of a
-    /// descriptor open for writing could be made writable later: it takes the process home.
-    /// Copies count against [`MAPPED_COPY_BUDGET`].
-    fn map_file(&mut self, n: &Notif) -> Result<(), MapFile> {
-        // MAP_SHARED (1) and MAP_SHARED_VALIDATE (3) both have bit 0; MAP_PRIVATE is 2.
-        const MAP_SHARED_BIT: u64 = 0x1;
-        let prot = n.args[2];
-        let flags = n.args[3];
-        let fd = n.args[4] as i32;
-        let off = n.args[5];
-        let shared = flags & MAP_SHARED_BIT != 0;
-        if flags & libc::MAP_ANONYMOUS as u64 != 0
-            || (shared && prot & libc::PROT_WRITE as u64 != 0)
-        {
-            return Err(MapFile::Home);
-        }
-        // What file is it, and how big?
-        let st = self.call(libc::SYS_fstat, [fd as u64, 1, 0, 0, 0, 0])?;
-        if st.ret < 0 {
-            let _ = self.listener.reply(n.id, st.ret);
-            return Ok(());
-        }
-        let Some((_, stat)) = st.outs.first() else {
-            return Err(MapFile::Home);
-        };
-        let word = |at: usize| {
-            u64::from_le_bytes(
-                stat.get(at..at + 8)
-                    .and_then(|b| b.try_into().ok())
-                    .unwrap_or([0; 8]),
-            )
-        };
-        let mode = word(24) as u32;
-        let size = word(48);
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(MapFile::Home);
-        }
-        let end = off.saturating_add(n.args[1]).min(size);
-        let copy = end.saturating_sub(off);
-        if self.mapped_copy.saturating_add(copy) > MAPPED_COPY_BUDGET {
-            debug!(
-                "{}: {} bytes of mapped files copied here; {copy} more go home",
-                self.h.comm, self.mapped_copy
-            );
-            return Err(MapFile::Home);
-        }
-        if shared {
-            let fl = self.call(
-                libc::SYS_fcntl,
-                [fd as u64, libc::F_GETFL as u64, 0, 0, 0, 0],
-            )?;
-            if fl.ret < 0 || fl.ret & i64::from(libc::O_ACCMODE) != i64::from(libc::O_RDONLY) {
-                return Err(MapFile::Home);
-            }
-        }
-        let memfd = match nix::sys::memfd::memfd_create(
-            c"mosix-map",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-        ) {
-            Ok(f) => std::fs::File::from(f),
-            Err(_) => return Err(MapFile::Home),
-        };
-        if memfd.set_len(size).is_err() {
-            return Err(MapFile::Home);
-        }
-        self.mapped_copy += copy;
-        let mut at = off;
-        while at < end {
-            let want = (end - at).min(mosix_core::syscalls::MAX_IO as u64);
-            let r = self.call(libc::SYS_pread64, [fd as u64, 1, want, at, 0, 0])?;
-            let data = r.outs.first().map(|o| o.1.as_slice()).unwrap_or(&[]);
-            if r.ret <= 0 || data.is_empty() {
-                break;
-            }
-            use std::os::unix::fs::FileExt;
-            if memfd.write_all_at(data, at).is_err() {
-                return Err(MapFile::Home);
-            }
-            at += data.len() as u64;
-        }
-        let memfd = if shared {
-            // A read-only description of the copy: the mapping can never be made writable.
-            match std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd())) {
-                Ok(ro) => ro,
-                Err(_) => return Err(MapFile::Home),
-            }
-        } else {
-            memfd
-        };
-        if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
-            debug!("installing the copy of a mapped file: {e}");
-            return Err(MapFile::Home);
-        }
-        let _ = self.listener.allow(n.id);
-        // Once the mmap has run, the copy needs no descriptor of its own in the process.
-        self.stale_map_fd = Some(fd);
-        Ok(())
-    }
-
-    /// A call home made by the supervisor itself (not by the process).
-    fn call(&mut self, nr: i64, args: [u64; 6]) -> Result<Reply, MapFile> {
-        let m = Marshalled {
-            call: mosix_core::proto::Call {
-                nr: nr as u32,
-                args,
-                bufs: Vec::new(),
-                ahead: 0,
-            },
-            outs: Vec::new(),
-        };
-        self.call_home(&m).map_err(MapFile::End)
-    }
-
     fn forward(&mut self, n: Notif) -> Option<End> {
         let mut m = match forward::marshal(n.nr as u64, n.args, &self.mem) {
             Ok(m) => m,
@@ -698,7 +564,7 @@ impl Supervisor {
     }
 
     /// Sends a call home and waits for its reply, handling signals that arrive meanwhile.
-    fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
+    pub(super) fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
         let (_, shape) = forward::shape(u64::from(m.call.nr), &m.call.args);
         for c in self.io.before_call(&m.call, &shape) {
             if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
