@@ -9,10 +9,23 @@ use tracing::{debug, warn};
 use mosix_core::proto::ProcMsg;
 
 use super::KICK_FOR_SIGNAL;
-use super::state::{Deputy, Job, TracerEnd};
-use super::tracer::forwarder;
+use super::state::{Deputy, Job, Outbox, TracerEnd};
 use crate::kernel::inject::{self, Held, Release};
 use crate::kernel::ptrace::{self, Sig, Stop, Stopped};
+use crate::split::handle::Nudge;
+
+/// What to do with a signal that stops the deputy while we wait for something else (an
+/// interrupt, an injected call): forward it, unless it is our own nudge.
+pub(super) fn forwarder<'a>(
+    out: &'a mut Outbox,
+    nudge: &'a Nudge,
+) -> impl FnMut(Sig, &Stopped) + 'a {
+    move |s, st| {
+        if !nudge.is(s, st) {
+            out.forward(s);
+        }
+    }
+}
 
 /// A `struct sigaction` (kernel layout: handler, flags, restorer, mask) with this handler and
 /// nothing else; 0 is the default action.

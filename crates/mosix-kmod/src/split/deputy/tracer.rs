@@ -17,7 +17,7 @@ use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
 use super::executor::{ExecShared, executor};
-use super::signals::sigaction_bytes;
+use super::signals::{forwarder, sigaction_bytes};
 use super::state::current;
 use super::state::{Deputy, Job, Outbox, Outcome, Req, TracerEnd};
 use super::{HomeEnv, INTERRUPTED, KICK_FOR_SIGNAL};
@@ -30,20 +30,7 @@ use crate::kernel::ptrace::{self, Running, Sig, Stop, Stopped};
 use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
-use crate::split::handle::{ComeHomeHandle, MoveDone, Nudge};
-
-/// What to do with a signal that stops the deputy while we wait for something else (an
-/// interrupt, an injected call): forward it, unless it is our own nudge.
-pub(super) fn forwarder<'a>(
-    out: &'a mut Outbox,
-    nudge: &'a Nudge,
-) -> impl FnMut(Sig, &Stopped) + 'a {
-    move |s, st| {
-        if !nudge.is(s, st) {
-            out.forward(s);
-        }
-    }
-}
+use crate::split::handle::{ComeHomeHandle, MoveDone};
 
 /// How long a deputy killed at home waits for its remote to send the writes it held behind.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);

@@ -6,17 +6,9 @@ use std::os::fd::AsRawFd;
 use mosix_core::proto::Reply;
 use tracing::debug;
 
-use super::supervisor::{End, Supervisor};
+use super::supervisor::{MapFile, Supervisor};
 use crate::kernel::seccomp::Notif;
 use crate::split::forward::Marshalled;
-
-/// Why a file mapping was not made here.
-pub(super) enum MapFile {
-    /// The process must go home for it.
-    Home,
-    /// Supervision ends.
-    End(End),
-}
 
 /// The most bytes of home files one guest may have copied here for its file mappings. The
 /// copies are made by the supervisor, so they are charged to the service, not to the guests'

@@ -13,7 +13,6 @@ use mosix_core::proto::{ProcMsg, Reply};
 use mosix_core::syscalls::Class;
 use tracing::{debug, warn};
 
-use super::mapping::MapFile;
 use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
 
 /// How long a process killed at home may take to send its writes behind home.
@@ -46,8 +45,16 @@ pub(super) struct Supervisor {
     /// Read-ahead and write-behind.
     pub(super) io: IoCache,
     /// Bytes of home files copied here for the process's mappings so far (see
-    /// [`MAPPED_COPY_BUDGET`]).
+    /// `mapping::MAPPED_COPY_BUDGET`).
     pub(super) mapped_copy: u64,
+}
+
+/// Why a file mapping was not made here.
+pub(super) enum MapFile {
+    /// The process must go home for it.
+    Home,
+    /// Supervision ends.
+    End(End),
 }
 
 /// How supervision ended.
