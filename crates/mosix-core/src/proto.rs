@@ -37,6 +37,10 @@
 //! every raw page run, is a sealed record of [`seal`]: authenticated with a key of the
 //! connection and direction derived from the handshake, counted so that a replayed, reordered,
 //! dropped or injected record fails, and encrypted when `[link] encrypt = true`.
+//!
+//! This file is long (some 870 lines before its tests) on purpose: most of it is the table of
+//! what travels — `LinkMsg`, `ProcMsg` and their parts, each with its bound and its check —
+//! which reads best as one list beside the codec that carries it.
 
 pub mod seal;
 
