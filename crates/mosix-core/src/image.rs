@@ -635,33 +635,9 @@ mod tests {
             exec: false,
             kind: VmaKind::Anon,
         };
-        let mut h = ImageHeader {
-            version: IMAGE_VERSION,
-            home: NodeId::new(1).unwrap(),
-            comm: "x".into(),
-            nmigs: 1,
-            locked: false,
-            ceiling: None,
-            regs: Regs([0; 27]),
-            xstate: vec![],
-            sigmask: 0,
-            sigactions: vec![],
-            altstack: (0, 2, 0),
-            rseq: None,
-            robust_list: (0, 0),
-            tid_address: 0,
-            mm: MmFields::default(),
-            auxv: vec![],
-            vmas: vec![vma(0x1000, 0x3000), vma(0x3000, 0x4000)],
-            special: SpecialMaps::default(),
-            cpu_flags: vec!["sse2".into(), "avx512f".into()],
-            creds: Creds::default(),
-            rlimits: vec![],
-            cached: Cached::default(),
-            total_bytes: 0,
-            rejoin: None,
-            write_errors: Vec::new(),
-        };
+        let mut h = header();
+        h.vmas = vec![vma(0x1000, 0x3000), vma(0x3000, 0x4000)];
+        h.cpu_flags = vec!["sse2".into(), "avx512f".into()];
         assert!(h.validate().is_ok());
         h.vmas.push(vma(0x2000, 0x5000));
         assert_eq!(h.validate(), Err(ImageError::Overlap(0x2000)));

@@ -343,15 +343,27 @@ fn peer_text(s: &str) -> String {
     out
 }
 
-/// The refusal that tells a peer its protection differs from ours (`me` is this node).
-fn protection_refusal(me: NodeId, ours: Protection, theirs: Protection) -> Handshake {
-    Handshake::Refuse {
-        reason: format!(
-            "node {me} has {}, the connecting node {}: set the same on every node",
-            ours.setting(),
-            theirs.setting()
-        ),
+/// Refuses a peer whose protection differs from ours (`me` is this node): the error, and the
+/// refusal that tells the peer which setting to change.
+fn same_protection(
+    me: NodeId,
+    ours: Protection,
+    peer: NodeId,
+    theirs: Protection,
+) -> Result<(), (HandshakeError, Option<Handshake>)> {
+    if theirs == ours {
+        return Ok(());
     }
+    Err((
+        HandshakeError::Protection { peer, theirs, ours },
+        Some(Handshake::Refuse {
+            reason: format!(
+                "node {me} has {}, the connecting node {}: set the same on every node",
+                ours.setting(),
+                theirs.setting()
+            ),
+        }),
+    ))
 }
 
 /// The connecting side of the handshake, as a state machine: [`ClientHandshake::hello`] gives
@@ -413,16 +425,7 @@ impl ClientHandshake {
                         Some(Handshake::Refuse { reason }),
                     ));
                 }
-                if protection != self.protection {
-                    return Err((
-                        HandshakeError::Protection {
-                            peer: node,
-                            theirs: protection,
-                            ours: self.protection,
-                        },
-                        Some(protection_refusal(self.me, self.protection, protection)),
-                    ));
-                }
+                same_protection(self.me, self.protection, node, protection)?;
                 let t = Transcript {
                     client: self.me,
                     server: self.to,
@@ -511,16 +514,7 @@ impl ServerHandshake {
                 Some(Handshake::Refuse { reason }),
             ));
         }
-        if protection != self.protection {
-            return Err((
-                HandshakeError::Protection {
-                    peer: node,
-                    theirs: protection,
-                    ours: self.protection,
-                },
-                Some(protection_refusal(self.me, self.protection, protection)),
-            ));
-        }
+        same_protection(self.me, self.protection, node, protection)?;
         self.client = Some((node, nonce));
         let t = self.transcript(node, nonce);
         Ok(Handshake::Challenge {

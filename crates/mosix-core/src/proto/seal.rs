@@ -419,15 +419,28 @@ pub fn read_sealed<M: DeserializeOwned, R: Read>(
 ) -> Result<M, FrameError> {
     let mut h = [0u8; HEADER_LEN];
     super::read_full(r, &mut h, true)?;
-    let len = super::decode_header(&h, limit)?;
+    let frame = frame_room(&h, limit, buf)?;
+    super::read_full(r, &mut frame[HEADER_LEN..], false)?;
+    super::decode_payload(opener.open_frame(frame)?)
+}
+
+/// The room for the sealed frame whose header is `h`: the header checked against `limit`
+/// before anything is allocated, then `buf` (capacity reused) grown to the whole record and
+/// the header copied in. The rest of the record is to be read into the slice after
+/// `HEADER_LEN`. Shared by the blocking and the async readers.
+pub fn frame_room<'a>(
+    h: &[u8; HEADER_LEN],
+    limit: usize,
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a mut [u8], FrameError> {
+    let len = super::decode_header(h, limit)?;
     let total = HEADER_LEN + len + TAG_LEN;
     if buf.len() < total {
         buf.resize(total, 0);
     }
     let frame = &mut buf[..total];
-    frame[..HEADER_LEN].copy_from_slice(&h);
-    super::read_full(r, &mut frame[HEADER_LEN..], false)?;
-    super::decode_payload(opener.open_frame(frame)?)
+    frame[..HEADER_LEN].copy_from_slice(h);
+    Ok(frame)
 }
 
 /// Seals `msg` into `buf` (whose capacity is reused) and writes it whole, without flushing.

@@ -2,7 +2,7 @@
 //! against the limit before the payload is allocated. Plain frames for the handshake and the
 //! control socket; sealed ones ([`mosix_core::proto::seal`]) on an authenticated connection.
 
-use mosix_core::proto::seal::{Opener, Sealer, TAG_LEN};
+use mosix_core::proto::seal::{self, Opener, Sealer};
 use mosix_core::proto::{self, FrameError, HEADER_LEN};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,13 +71,7 @@ where
     R: AsyncRead + Unpin,
 {
     let h = read_header(r).await?;
-    let len = proto::decode_header(&h, limit)?;
-    let total = HEADER_LEN + len + TAG_LEN;
-    if buf.len() < total {
-        buf.resize(total, 0);
-    }
-    let frame = &mut buf[..total];
-    frame[..HEADER_LEN].copy_from_slice(&h);
+    let frame = seal::frame_room(&h, limit, buf)?;
     read_exact(r, &mut frame[HEADER_LEN..]).await?;
     proto::decode_payload(opener.open_frame(frame)?)
 }
