@@ -812,6 +812,83 @@ fn check_bufs(what: &str, bufs: &[(u8, Vec<u8>)]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// File connections (MFS).
+
+/// `mfs_msg`: a frame of a file connection read both ways — as a request ([`MfsRequest`], as
+/// the owner reads it) and as a reply ([`MfsReply`], as the asking node reads it), limit
+/// [`MAX_MFS_FRAME`] — and as a stream of requests; what `validate` accepts is within every
+/// bound (paths, groups, data, directory batches) and survives the round trip.
+pub fn mfs_msg(data: &[u8]) {
+    use mosix_core::proto::mfs::{
+        MAX_DIR_BATCH, MAX_GROUPS, MAX_IO as MFS_IO, MAX_MFS_FRAME, MAX_NAME, MAX_PATH as MFS_PATH,
+        MfsOp, MfsReply, MfsRequest,
+    };
+    let what = "file request";
+    let req = within(
+        what,
+        MAX_MFS_FRAME,
+        alloc::measure(|| {
+            proto::decode_frame::<MfsRequest>(data, MAX_MFS_FRAME)
+                .and_then(|m| m.validate().map(|()| m))
+        }),
+    );
+    match &req {
+        Ok(r) => {
+            assert!(r.caller.groups.len() <= MAX_GROUPS);
+            match &r.op {
+                MfsOp::Write { data, .. } => assert!(data.len() <= MFS_IO),
+                MfsOp::Read { size, .. } => assert!(*size as usize <= MFS_IO),
+                MfsOp::Rename { from, to, .. } | MfsOp::Link { from, to } => {
+                    assert!(from.len() < MFS_PATH && to.len() < MFS_PATH);
+                    assert!(from.starts_with(b"/") && to.starts_with(b"/"));
+                }
+                MfsOp::Stat { path } | MfsOp::Unlink { path } | MfsOp::OpenDir { path } => {
+                    assert!(path.len() < MFS_PATH && path.starts_with(b"/") && !path.contains(&0));
+                }
+                _ => {}
+            }
+            round_trip(what, r, MAX_MFS_FRAME);
+        }
+        Err(e) => clean(what, e),
+    }
+    let what = "file reply";
+    let reply = within(
+        what,
+        MAX_MFS_FRAME,
+        alloc::measure(|| {
+            proto::decode_frame::<MfsReply>(data, MAX_MFS_FRAME)
+                .and_then(|m| m.validate().map(|()| m))
+        }),
+    );
+    match &reply {
+        Ok(r) => {
+            match r {
+                MfsReply::Data(d) => assert!(d.len() <= MFS_IO),
+                MfsReply::Target(t) => assert!(t.len() < MFS_PATH),
+                MfsReply::Entries { entries, .. } => {
+                    assert!(entries.len() <= MAX_DIR_BATCH);
+                    for e in entries {
+                        assert!(!e.name.is_empty() && e.name.len() <= MAX_NAME);
+                        assert!(!e.name.contains(&b'/') && !e.name.contains(&0));
+                    }
+                }
+                _ => {}
+            }
+            round_trip(what, r, MAX_MFS_FRAME);
+        }
+        Err(e) => clean(what, e),
+    }
+    let stream = read_stream(
+        "file requests",
+        data,
+        MAX_MFS_FRAME,
+        MfsRequest::validate,
+        |_, _| Ok(()),
+    );
+    agree("file requests", &req, &stream);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Images.
 
 /// `image`: a process image header ([`ImageHeader`] with [`ImageHeader::validate`]) decoded from

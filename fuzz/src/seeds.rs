@@ -19,7 +19,9 @@ use mosix_core::image::{
 use mosix_core::load::{Figures, NodeInfo};
 use mosix_core::moves::MoveFailure;
 use mosix_core::overheads::{BUILTIN_DEFAULT, Overhead, Overheads};
-use mosix_core::proto::{self, Call, Handshake, LinkMsg, ProcMsg, Protection, Reply, Side, Transcript};
+use mosix_core::proto::{
+    self, Call, Handshake, LinkMsg, ProcMsg, Protection, Reply, Side, Transcript,
+};
 use mosix_core::{Flag, NodeId, Status};
 
 use crate::checks::{CLIENT, SECRET, SERVER};
@@ -661,6 +663,142 @@ pub fn tunables(root: &Path) -> Vec<Seed> {
     v
 }
 
+/// Seeds of `mfs_msg`: a request of every kind and a reply of every kind, one frame each.
+pub fn mfs_msg() -> Vec<Seed> {
+    use mosix_core::proto::mfs::{
+        Attr, Caller, DirEntry, FsStats, MfsOp, MfsReply, MfsRequest, SetTime,
+    };
+    let caller = Caller {
+        uid: 1000,
+        gid: 100,
+        groups: vec![4, 24, 27],
+    };
+    let p = |s: &str| s.as_bytes().to_vec();
+    let ops = [
+        (
+            "stat",
+            MfsOp::Stat {
+                path: p("/etc/hostname"),
+            },
+        ),
+        (
+            "open",
+            MfsOp::Open {
+                path: p("/srv/data"),
+                flags: 2,
+            },
+        ),
+        (
+            "create",
+            MfsOp::Create {
+                path: p("/tmp/new"),
+                flags: 0o1101,
+                mode: 0o644,
+            },
+        ),
+        (
+            "read",
+            MfsOp::Read {
+                handle: 3,
+                offset: 4096,
+                size: 65536,
+            },
+        ),
+        (
+            "write",
+            MfsOp::Write {
+                handle: 3,
+                offset: 0,
+                data: vec![7; 300],
+            },
+        ),
+        (
+            "readdir",
+            MfsOp::ReadDir {
+                handle: 9,
+                offset: 12,
+            },
+        ),
+        (
+            "setattr",
+            MfsOp::SetAttr {
+                path: p("/tmp/new"),
+                handle: Some(3),
+                mode: Some(0o600),
+                uid: None,
+                gid: Some(100),
+                size: Some(0),
+                atime: Some(SetTime::Now),
+                mtime: Some(SetTime::At(1_700_000_000, 5)),
+            },
+        ),
+        (
+            "rename",
+            MfsOp::Rename {
+                from: p("/a/b"),
+                to: p("/a/c"),
+                flags: 1,
+            },
+        ),
+        (
+            "symlink",
+            MfsOp::Symlink {
+                target: p("../x"),
+                path: p("/tmp/l"),
+            },
+        ),
+    ];
+    let mut v: Vec<Seed> = ops
+        .into_iter()
+        .map(|(name, op)| {
+            let r = MfsRequest {
+                caller: caller.clone(),
+                op,
+            };
+            seed(&format!("request-{name}"), proto::encode(&r))
+        })
+        .collect();
+    let replies = [
+        ("err", MfsReply::Err(13)),
+        (
+            "attr",
+            MfsReply::Attr(Attr {
+                ino: 5,
+                mode: 0o100644,
+                nlink: 1,
+                size: 6,
+                ..Attr::default()
+            }),
+        ),
+        ("data", MfsReply::Data(b"node 3\n".to_vec())),
+        (
+            "entries",
+            MfsReply::Entries {
+                entries: vec![DirEntry {
+                    name: p("hostname"),
+                    ino: 77,
+                    kind: 8,
+                }],
+                end: true,
+            },
+        ),
+        (
+            "stats",
+            MfsReply::Stats(FsStats {
+                blocks: 100,
+                bsize: 4096,
+                ..FsStats::default()
+            }),
+        ),
+    ];
+    v.extend(
+        replies
+            .into_iter()
+            .map(|(name, r)| seed(&format!("reply-{name}"), proto::encode(&r))),
+    );
+    v
+}
+
 /// Every target's seeds, by target name. `root` is the project's top directory.
 pub fn all(root: &Path) -> Vec<(&'static str, Vec<Seed>)> {
     vec![
@@ -668,6 +806,7 @@ pub fn all(root: &Path) -> Vec<(&'static str, Vec<Seed>)> {
         ("handshake", handshake()),
         ("sealed", sealed()),
         ("proc_msg", proc_msg()),
+        ("mfs_msg", mfs_msg()),
         ("image", image()),
         ("control_request", control_request(root)),
         ("map", map(root)),

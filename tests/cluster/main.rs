@@ -14,6 +14,7 @@ mod flood;
 mod frames;
 mod gossip;
 mod loopback;
+mod mfs;
 mod migration;
 mod root_jobs;
 mod sandbox;

@@ -1,4 +1,4 @@
-//! Mount namespaces for nodes with private directories: in node I's namespace each private
+//! Mount namespaces: every node has one (its MFS mount is its own); in node I's namespace each private
 //! directory is a bind mount of `nodeI/files/DIR` in the state directory; the namespace is kept
 //! alive by binding its namespace file onto `ns/nodeI.mnt`, in a directory that is a private
 //! mount of its own.
@@ -16,10 +16,26 @@ use nix::sched::CloneFlags;
 
 use crate::Cluster;
 
-/// Makes the directory for the namespace files a private mount, if the nodes have private
-/// directories (namespace files can only be bound onto a mount that is not shared).
+/// Makes the machine's mounts shared if they are not, and the directory for the namespace
+/// files a private mount (namespace files can only be bound onto a mount that is not shared).
+///
+/// A node's namespace is a slave of the machine's: mounts made on the machine later (a file
+/// system a test or an administrator mounts while the cluster runs) reach the nodes only from
+/// mounts that are shared. systemd makes every mount shared at boot; a machine or container
+/// without it may have a private root, which `up` then makes shared (recursively), as systemd
+/// would have: nothing else changes for the machine's own processes.
 pub(crate) fn prepare(c: &Cluster) -> Result<()> {
-    if !c.private_dirs.is_empty() {
+    if !root_shared() {
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .context("making the machine's mounts shared (mount --make-rshared /)")?;
+    }
+    {
         let ns = c.state_dir.join("ns");
         fs::create_dir_all(&ns).with_context(|| ns.display().to_string())?;
         nix::mount::mount(Some(&ns), &ns, None::<&str>, MsFlags::MS_BIND, None::<&str>)
@@ -61,8 +77,8 @@ pub(crate) fn make_node(c: &Cluster, n: u16) -> Result<()> {
 /// closing the pipe ends the helper. Doing the work in a child keeps this process (which may have
 /// many threads, like a test harness) where it is.
 ///
-/// The new namespace is a slave of ours (mounts made here later still appear there, but its own
-/// mounts stay inside). The namespace file must be bound onto a mount that is not shared, or
+/// The new namespace is a slave of ours (mounts made here later still appear there — `prepare`
+/// made ours shared — but its own mounts stay inside). The namespace file must be bound onto a mount that is not shared, or
 /// the kernel refuses (the bind could propagate into the namespace itself); `prepare` made the
 /// directory a private mount for that reason.
 fn make_mount_ns(file: &Path, binds: &[(PathBuf, PathBuf)]) -> Result<()> {
@@ -140,6 +156,20 @@ pub(crate) fn remove(sd: &Path) -> Result<()> {
             .with_context(|| format!("unmounting {}", ns_dir.display()))?;
     }
     Ok(())
+}
+
+/// Whether this namespace's root mount is shared.
+fn root_shared() -> bool {
+    procfs::process::Process::myself()
+        .and_then(|me| me.mountinfo())
+        .is_ok_and(|m| {
+            m.into_iter().any(|x| {
+                x.mount_point == Path::new("/")
+                    && x.opt_fields
+                        .iter()
+                        .any(|f| matches!(f, procfs::process::MountOptFields::Shared(_)))
+            })
+        })
 }
 
 fn mounted(p: &Path) -> bool {

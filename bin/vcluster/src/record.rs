@@ -107,10 +107,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Node I's mount namespace file, if the nodes have private directories.
+    /// Node I's mount namespace file. Every node has a mount namespace of its own: its MFS
+    /// mount (`/mfs`) is its own, and so are its private directories if it has any.
     pub(crate) fn mntns_file(&self, node: u16) -> Option<PathBuf> {
-        (!self.private_dirs.is_empty())
-            .then(|| self.state_dir.join("ns").join(format!("node{node}.mnt")))
+        Some(self.state_dir.join("ns").join(format!("node{node}.mnt")))
     }
 
     /// Everything about node I.

@@ -104,6 +104,35 @@ pub struct Tunables {
     pub log: LogTunables,
     /// Processes of other nodes running here.
     pub guests: GuestTunables,
+    /// The MOSIX File System.
+    pub mfs: MfsTunables,
+}
+
+/// `[mfs]` of `mosix.toml`: the MOSIX File System, where `MOUNT/N/path` is node N's `/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfsTunables {
+    /// Whether this node mounts MFS and serves its files to the other nodes (default true;
+    /// `mosctl nomfs` stops serving for a while without unmounting).
+    pub enable: bool,
+    /// Where MFS is mounted (default `/mfs`; an absolute path, the same on every node).
+    pub mount: PathBuf,
+    /// Whether a request of uid 0 from another node runs as root here. Default false: it runs
+    /// as `nobody` (65534), as NFS squashes root.
+    pub trust_root: bool,
+    /// Threads serving the mount's requests (default 4, 1..=64).
+    pub threads: usize,
+}
+
+impl Default for MfsTunables {
+    fn default() -> Self {
+        MfsTunables {
+            enable: true,
+            mount: PathBuf::from("/mfs"),
+            trust_root: false,
+            threads: 4,
+        }
+    }
 }
 
 /// `[gossip]` of `mosix.toml`.
@@ -455,6 +484,22 @@ impl Tunables {
                 format!("guests.memory_max = {m} is below 16 MiB (16777216)"),
             ));
         }
+        let m = &self.mfs;
+        if !m.mount.is_absolute() || m.mount == Path::new("/") || m.mount.to_str().is_none() {
+            return Err((
+                &["mfs.mount"],
+                format!(
+                    "mfs.mount = {:?} is not an absolute path below / in UTF-8",
+                    m.mount
+                ),
+            ));
+        }
+        if !(1..=64).contains(&m.threads) {
+            return Err((
+                &["mfs.threads"],
+                format!("mfs.threads = {} is out of range 1..64", m.threads),
+            ));
+        }
         self.decay.check().map_err(|(key, message)| {
             let keys: &'static [&'static str] = match key {
                 "interval_s" => &["decay.interval_s"],
@@ -654,6 +699,17 @@ mod tests {
     #[test]
     fn link_encryption_is_on_by_default_and_can_be_turned_off() {
         assert!(Tunables::default().link.encrypt);
+        let t = Tunables::parse("t", "[mfs]\nmount = \"/cluster\"\ntrust_root = true\n").unwrap();
+        assert_eq!(t.mfs.mount, PathBuf::from("/cluster"));
+        assert!(t.mfs.trust_root && t.mfs.enable);
+        let e = Tunables::parse("/etc/mosix/mosix.toml", "\n[mfs]\nmount = \"mfs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/mosix/mosix.toml:3: mfs.mount"), "{e}");
+        let e = Tunables::parse("t", "[mfs]\nthreads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mfs.threads = 0"), "{e}");
         let t = Tunables::parse("t", "[link]\nencrypt = false\n").unwrap();
         assert!(!t.link.encrypt);
         let e = Tunables::parse("t", "[link]\nencrypt = \"no\"\n")
@@ -697,5 +753,13 @@ mod tests {
         assert_eq!(Secret::load(&p, me).unwrap().bytes(), b"0123456789abcdef");
         std::fs::write(&p, "short").unwrap();
         assert!(Secret::load(&p, me).unwrap_err().contains("at least"));
+    }
+
+    #[test]
+    fn the_example_file_parses_and_says_the_defaults() {
+        let text = include_str!("../../../etc/mosix/mosix.toml");
+        let t = Tunables::parse("etc/mosix/mosix.toml", text).unwrap();
+        assert_eq!(t.mfs, MfsTunables::default());
+        assert_eq!(t.link, LinkTunables::default());
     }
 }

@@ -42,6 +42,7 @@
 //! what travels — `LinkMsg`, `ProcMsg` and their parts, each with its bound and its check —
 //! which reads best as one list beside the codec that carries it.
 
+pub mod mfs;
 pub mod seal;
 
 use std::io::{Read, Write};
@@ -598,6 +599,14 @@ pub enum LinkMsg {
         /// Its pid on the sender.
         local_pid: u32,
     },
+    /// The connection will carry file requests of the MOSIX File System ([`mfs`]): requests
+    /// from the connecting node, answers from this one, one at a time.
+    OpenFiles {
+        /// The asking node service's session (random at its start): the files one session
+        /// opened are closed when its last connection ends, or when a new session of the same
+        /// node appears.
+        session: u64,
+    },
 }
 
 impl LinkMsg {
@@ -613,7 +622,7 @@ impl LinkMsg {
                 }
                 Ok(())
             }
-            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } => Ok(()),
+            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => Ok(()),
         }
     }
 }

@@ -37,11 +37,12 @@ use checks::alloc::measure;
 type Check = fn(&[u8]);
 
 /// Every fuzz target by name, as its corpus directory is named.
-const TARGETS: [(&str, Check); 9] = [
+const TARGETS: [(&str, Check); 10] = [
     ("link_frame", checks::link_frame),
     ("handshake", checks::handshake),
     ("sealed", checks::sealed),
     ("proc_msg", checks::proc_msg),
+    ("mfs_msg", checks::mfs_msg),
     ("image", checks::image),
     ("control_request", checks::control_request),
     ("map", checks::map),

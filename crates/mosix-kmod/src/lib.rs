@@ -13,6 +13,9 @@
 //!   control requests, move policy, balancing, the control socket.
 //! * [`split`] — a migrated process at run time: the deputy at home, the remote elsewhere, the
 //!   forwarding of calls between them, the registry of MOSIX processes and guests.
+//! * [`mfs`] — the MOSIX File System: the mount where `/mfs/N/path` is node N's `/path`, and
+//!   the owning side that runs other nodes' file requests with their callers' ids. Beside
+//!   `split`: it uses `kernel` and `link` only.
 //! * [`freezer`] — freezing a process into an image and rebuilding one.
 //! * [`kernel`] — ptrace, system-call injection, seccomp, userfaultfd, the stub: talking to the
 //!   kernel about one process.
@@ -26,6 +29,7 @@
 pub mod freezer;
 pub mod kernel;
 pub mod link;
+pub mod mfs;
 pub mod node;
 pub mod service;
 pub mod split;

@@ -5,6 +5,7 @@
 
 pub mod abi;
 pub mod agent;
+pub mod creds;
 pub mod inject;
 pub mod ptrace;
 pub mod seccomp;

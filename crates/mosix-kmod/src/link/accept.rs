@@ -226,7 +226,7 @@ async fn serve_inbound<E: From<Inbound>>(
             }
             session.opener
         }
-        LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } => {
+        LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => {
             hand_over(stream, session, node, first, &events).await;
             return;
         }
@@ -286,10 +286,10 @@ async fn serve_inbound<E: From<Inbound>>(
                     return;
                 }
             }
-            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } => {
+            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => {
                 if let Some(n) = throttle.allow(Trouble::Claim, peer.ip()) {
                     warn!(
-                        "closing link from node {node} ({peer}): a gossip connection asked to carry a process{}",
+                        "closing link from node {node} ({peer}): a gossip connection asked to carry a process or files{}",
                         held_back(n)
                     );
                 }
@@ -327,6 +327,11 @@ async fn hand_over<E: From<Inbound>>(
             pid,
             token,
             local_pid,
+            stream,
+        },
+        LinkMsg::OpenFiles { session } => Inbound::Files {
+            from: node,
+            session,
             stream,
         },
         _ => Inbound::Process { from: node, stream },

@@ -95,18 +95,24 @@ const USER_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest a vanished peer goes unnoticed (keepalive: 5 s + 3 × 2 s; data in flight: 15 s).
 pub const DEAD_PEER_BOUND: Duration = Duration::from_secs(15);
 
-/// Splits a process connection into its halves.
-pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
-    let Conn { stream, session } = conn;
+/// Sets no delay, keepalive and the user timeout of a connection that leaves the runtime, so
+/// a vanished peer is noticed within [`DEAD_PEER_BOUND`].
+fn watch(stream: &TcpStream) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let sock = socket2::SockRef::from(&stream);
+    let sock = socket2::SockRef::from(stream);
     sock.set_tcp_keepalive(
         &socket2::TcpKeepalive::new()
             .with_time(KEEPALIVE_IDLE)
             .with_interval(KEEPALIVE_INTERVAL)
             .with_retries(KEEPALIVE_PROBES),
     )?;
-    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
+
+/// Splits a process connection into its halves.
+pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
+    let Conn { stream, session } = conn;
+    watch(&stream)?;
     let w = stream.try_clone()?;
     let probe = Arc::new(stream.try_clone()?);
     Ok((
@@ -248,6 +254,57 @@ impl Receiver {
     /// The socket, for poll.
     pub fn socket(&self) -> &TcpStream {
         self.r.get_ref()
+    }
+}
+
+/// A connection that one thread uses both ways, one message after the other (a file
+/// connection: a request, then its answer).
+#[derive(Debug)]
+pub struct Duplex {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    session: Session,
+    /// The frame being sent or received (capacity reused).
+    buf: Vec<u8>,
+}
+
+impl Duplex {
+    /// Makes `conn` a duplex connection, watched like a process connection.
+    pub fn new(conn: Conn) -> std::io::Result<Duplex> {
+        let Conn { stream, session } = conn;
+        watch(&stream)?;
+        Ok(Duplex {
+            r: BufReader::with_capacity(64 * 1024, stream.try_clone()?),
+            w: stream,
+            session,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one message, sealed, in one write.
+    pub fn send<M: serde::Serialize>(&mut self, m: &M) -> Result<(), FrameError> {
+        seal::write_sealed(&mut self.w, &mut self.session.sealer, m, &mut self.buf)?;
+        self.keep_small();
+        Ok(())
+    }
+
+    /// Receives one message of at most `limit` bytes, opened (its own checks are the caller's).
+    pub fn recv<M: serde::de::DeserializeOwned>(&mut self, limit: usize) -> Result<M, FrameError> {
+        let m = seal::read_sealed(&mut self.r, &mut self.session.opener, limit, &mut self.buf)?;
+        self.keep_small();
+        Ok(m)
+    }
+
+    /// The socket (a read timeout, a shutdown).
+    pub fn socket(&self) -> &TcpStream {
+        &self.w
+    }
+
+    fn keep_small(&mut self) {
+        // Room for the largest file request is kept: they come in runs.
+        if self.buf.capacity() > 2 * KEEP_BUF {
+            self.buf = Vec::new();
+        }
     }
 }
 

@@ -288,6 +288,16 @@ pub enum Inbound {
         /// The connection, now blocking.
         stream: Conn,
     },
+    /// A connection that carries file requests of the MOSIX File System
+    /// ([`mosix_core::proto::LinkMsg::OpenFiles`]).
+    Files {
+        /// The asking node.
+        from: NodeId,
+        /// Its session.
+        session: u64,
+        /// The connection, now blocking.
+        stream: Conn,
+    },
 }
 
 /// A fresh handshake nonce from the kernel's CSPRNG. The nonces make each connection's keys its

@@ -425,6 +425,11 @@ async fn serve(
             }
         },
     ));
+    let mfs = start_mfs(&loaded, &ctx, &procs);
+    let mut flags = Status::empty();
+    if mfs.as_ref().is_none_or(|m| m.server.refusing()) {
+        flags |= Status::NOMFS;
+    }
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
@@ -456,12 +461,13 @@ async fn serve(
         },
         loaded,
         guests,
-        flags: Status::empty(),
+        flags,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         procs,
         events: tx,
         euid: nix::unistd::geteuid().as_raw(),
         paths,
+        mfs,
     };
 
     let ready = Ready {
@@ -501,8 +507,44 @@ async fn serve(
     tokio::time::sleep(Duration::from_millis(100)).await;
     node.link.accept.abort();
     control.abort();
+    if let Some(mut m) = node.mfs.take() {
+        m.stop();
+    }
     info!("MOSIX node {} stopped", node.loaded.me);
     Ok(())
+}
+
+/// Starts MFS as `[mfs]` says: the owning side always (refusing when MFS is off), the mount
+/// when this service is root and the kernel lets it mount.
+fn start_mfs(loaded: &Loaded, ctx: &SharedContext, procs: &Arc<Procs>) -> Option<crate::mfs::Mfs> {
+    let t = &loaded.tunables.mfs;
+    if !t.enable {
+        info!("MFS is off ([mfs] enable = false)");
+        return None;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        warn!("MFS is off: mounting it needs the service to run as root");
+        return None;
+    }
+    let me = loaded.me;
+    let procs = Arc::clone(procs);
+    let locate: crate::mfs::Locate = Arc::new(move |pid| match procs.guest(pid) {
+        Some(g) => crate::mfs::Whereabouts {
+            home: g.from,
+            here: me,
+        },
+        None => crate::mfs::Whereabouts {
+            home: me,
+            here: procs.home(pid).at.unwrap_or(me),
+        },
+    });
+    match crate::mfs::Mfs::start(me, t, Arc::clone(ctx), locate) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!("MFS is off: {e}");
+            None
+        }
+    }
 }
 
 fn spawn_measurement(mut m: Measurer, sample_ms: u64, tx: mpsc::Sender<Event>) {

@@ -106,6 +106,8 @@ pub(super) struct Node {
     pub events: mpsc::Sender<Event>,
     /// The service's effective uid: it may change the configuration too.
     pub euid: u32,
+    /// The MOSIX File System (`None`: it could not start; the log says why).
+    pub mfs: Option<crate::mfs::Mfs>,
 }
 
 impl Node {
@@ -216,6 +218,22 @@ impl Node {
                     warn!("cannot start a guest thread: {e}");
                 }
             }
+            Event::Link(Inbound::Files {
+                from,
+                session,
+                stream,
+            }) => match &self.mfs {
+                Some(m) => {
+                    let server = Arc::clone(&m.server);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("mosix-mfs-for-{from}"))
+                        .spawn(move || server.serve(from, session, stream));
+                    if let Err(e) = spawned {
+                        warn!("cannot start an MFS thread: {e}");
+                    }
+                }
+                None => tracing::debug!("node {from} asked for files; MFS is not running here"),
+            },
             Event::Control {
                 req,
                 uid,

@@ -113,6 +113,18 @@ impl Node {
     /// Sets or clears one of this node's flags; the cluster hears of it at the next tick, this
     /// node's own view changes at once.
     fn set_flag(&mut self, flag: Flag, on: bool, uid: u32) {
+        if flag == Flag::NoMfs {
+            match &self.mfs {
+                Some(m) => m.server.set_refusing(on),
+                None if !on => {
+                    warn!(
+                        "mfs asked by uid {uid}, but MFS did not start here (the log at start says why): it stays off"
+                    );
+                    return;
+                }
+                None => {}
+            }
+        }
         self.flags.set(flag.bit(), on);
         self.blocked.store(
             self.flags.contains(Status::BLOCK),

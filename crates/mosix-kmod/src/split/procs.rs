@@ -287,6 +287,11 @@ impl Procs {
         self.lock().guests.insert(local_pid, g);
     }
 
+    /// A guest, by its pid here.
+    pub fn guest(&self, local_pid: i32) -> Option<Guest> {
+        self.lock().guests.get(&local_pid).cloned()
+    }
+
     /// Forgets a guest.
     pub fn remove_guest(&self, local_pid: i32) {
         let mut g = self.lock();

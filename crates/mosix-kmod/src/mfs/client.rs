@@ -1,0 +1,1208 @@
+//! The mount: a FUSE file system whose `N/path` is node N's `/path`.
+//!
+//! The root lists the nodes of the map by number, and `home` and `here`, symbolic links read
+//! per caller (a link's target is asked at every walk: the kernel keeps no link targets of a
+//! FUSE file system unless told to): `home` is the caller's home node, `here` the node it runs
+//! on — for a process that runs away from home, whose path calls run at home in its deputy,
+//! `here` is where it runs. A node's address and its host name as the map writes them are links
+//! to its number too (found by lookup, not listed).
+//!
+//! Below a node, every request goes to that node's [`super::server::Server`] (this node's own
+//! in-process, the others' over a file connection), with entry and attribute times of 0 and
+//! direct I/O: the kernel here caches nothing, so what one node completed every node sees next.
+//! An inode here is a (node, path) pair; the owner resolves the path again at each request.
+//! Absolute targets of symbolic links at a node are shown below that node's directory (a
+//! link to `/usr/lib` at node 3 reads as `/mfs/3/usr/lib`).
+//!
+//! The service's own threads never enter the mount (a request from the service is refused with
+//! `ELOOP`): an owner resolving a path into its own `/mfs` would wait for itself.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+use mosix_core::NodeId;
+use mosix_core::map::Host;
+use mosix_core::proto::LinkMsg;
+use mosix_core::proto::mfs::{
+    Attr, Caller, MAX_IO, MAX_MFS_FRAME, MfsOp, MfsReply, MfsRequest, PathBytes, SetTime,
+};
+use nix::errno::Errno;
+use tracing::{debug, warn};
+
+use super::server::{Handles, REFUSED, Server};
+use crate::link::channel::Duplex;
+use crate::link::{SharedContext, snapshot};
+
+/// Where a process is, as the mount's `home` and `here` need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whereabouts {
+    /// Its home node.
+    pub home: NodeId,
+    /// The node it runs on.
+    pub here: NodeId,
+}
+
+/// Tells where the process with a pid (of this node) is.
+pub type Locate = Arc<dyn Fn(i32) -> Whereabouts + Send + Sync>;
+
+const ROOT: u64 = 1;
+const HOME: u64 = 2;
+const HERE: u64 = 3;
+/// Links named after a node's address or host name: this plus the node's number.
+const ALIAS: u64 = 1 << 32;
+/// The first inode given to a (node, path).
+const FIRST_DYNAMIC: u64 = 1 << 33;
+
+const TTL: Duration = Duration::ZERO;
+/// Idle file connections kept per peer.
+const KEEP_IDLE: usize = 8;
+
+#[derive(Debug)]
+struct Entry {
+    node: NodeId,
+    path: PathBytes,
+    lookups: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inodes {
+    next: u64,
+    by_ino: HashMap<u64, Entry>,
+    by_key: HashMap<(NodeId, PathBytes), u64>,
+}
+
+impl Inodes {
+    fn get(&self, ino: u64) -> Option<(NodeId, PathBytes)> {
+        self.by_ino.get(&ino).map(|e| (e.node, e.path.clone()))
+    }
+
+    /// The inode of (node, path), counted as one more lookup.
+    fn intern(&mut self, node: NodeId, path: PathBytes) -> u64 {
+        if let Some(&ino) = self.by_key.get(&(node, path.clone())) {
+            if let Some(e) = self.by_ino.get_mut(&ino) {
+                e.lookups += 1;
+            }
+            return ino;
+        }
+        let ino = FIRST_DYNAMIC + self.next;
+        self.next += 1;
+        self.by_key.insert((node, path.clone()), ino);
+        self.by_ino.insert(
+            ino,
+            Entry {
+                node,
+                path,
+                lookups: 1,
+            },
+        );
+        ino
+    }
+
+    fn forget(&mut self, ino: u64, n: u64) {
+        if let Some(e) = self.by_ino.get_mut(&ino) {
+            e.lookups = e.lookups.saturating_sub(n);
+            if e.lookups == 0
+                && let Some(e) = self.by_ino.remove(&ino)
+            {
+                self.by_key.remove(&(e.node, e.path));
+            }
+        }
+    }
+
+    /// A rename at `node`: every inode at or below `from` now lives below `to`.
+    fn renamed(&mut self, node: NodeId, from: &[u8], to: &[u8]) {
+        let moved: Vec<(u64, PathBytes)> = self
+            .by_ino
+            .iter()
+            .filter(|(_, e)| e.node == node && under(&e.path, from))
+            .map(|(&ino, e)| (ino, [to, &e.path[from.len()..]].concat()))
+            .collect();
+        for (ino, new) in moved {
+            if let Some(e) = self.by_ino.get_mut(&ino) {
+                self.by_key.remove(&(e.node, std::mem::take(&mut e.path)));
+                e.path.clone_from(&new);
+                // An inode already at the new path (the target replaced) loses its name.
+                if let Some(old) = self.by_key.insert((node, new), ino)
+                    && old != ino
+                    && let Some(o) = self.by_ino.get_mut(&old)
+                {
+                    o.path = b"/\0replaced".to_vec();
+                }
+            }
+        }
+    }
+}
+
+fn under(path: &[u8], dir: &[u8]) -> bool {
+    path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
+}
+
+fn child(dir: &[u8], name: &[u8]) -> PathBytes {
+    if dir == b"/" {
+        [b"/", name].concat()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+/// Counters of the mount.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Requests sent to other nodes.
+    pub remote_requests: AtomicU64,
+    /// Bytes read and written through other nodes.
+    pub remote_bytes: AtomicU64,
+}
+
+/// The FUSE file system.
+pub struct MfsClient {
+    me: NodeId,
+    mount: PathBuf,
+    link: SharedContext,
+    session: u64,
+    server: Arc<Server>,
+    own: Arc<Handles>,
+    locate: Locate,
+    my_pid: i32,
+    inodes: Mutex<Inodes>,
+    idle: Mutex<HashMap<NodeId, Vec<Duplex>>>,
+    /// The handles of open files, by inode: the kernel asks the attributes of an open file by
+    /// its inode (`fstat`), and a file unlinked since is only reached through a handle.
+    open: Mutex<HashMap<u64, Vec<u64>>>,
+    /// When each node's refusal or absence was last logged.
+    said: Mutex<HashMap<(NodeId, i32), std::time::Instant>>,
+    /// Counters.
+    pub stats: Arc<ClientStats>,
+}
+
+impl std::fmt::Debug for MfsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfsClient")
+            .field("me", &self.me)
+            .field("mount", &self.mount)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fe(e: Errno) -> FErrno {
+    FErrno::from_i32(e as i32)
+}
+
+fn time(t: (i64, u32)) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + Duration::new(t.0.unsigned_abs(), t.1)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.0.unsigned_abs()) + Duration::from_nanos(u64::from(t.1))
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn kind_of_dt(dt: u8) -> FileType {
+    match dt {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn file_attr(ino: u64, a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time(a.atime),
+        mtime: time(a.mtime),
+        ctime: time(a.ctime),
+        crtime: time(a.ctime),
+        kind: kind_of(a.mode),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+fn synthetic(ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// What `/proc/TID/status` says of a caller: its process and its groups.
+fn caller_of(req: &Request) -> (i32, Caller) {
+    let tid = req.pid();
+    let mut tgid = tid as i32;
+    let mut groups = Vec::new();
+    if tid != 0
+        && let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status"))
+    {
+        for line in s.lines() {
+            if let Some(v) = line.strip_prefix("Tgid:") {
+                tgid = v.trim().parse().unwrap_or(tgid);
+            } else if let Some(v) = line.strip_prefix("Groups:") {
+                groups = v
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect();
+            }
+        }
+    }
+    (
+        tgid,
+        Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            groups,
+        },
+    )
+}
+
+fn to_settime(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => SetTime::At(d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => {
+                let d = e.duration();
+                let (s, ns) = (d.as_secs() as i64, d.subsec_nanos());
+                if ns == 0 {
+                    SetTime::At(-s, 0)
+                } else {
+                    SetTime::At(-s - 1, 1_000_000_000 - ns)
+                }
+            }
+        },
+    })
+}
+
+/// Whether a request may be sent again on a new connection when the old one broke before
+/// the answer: it changes nothing at the owner.
+fn repeatable(op: &MfsOp) -> bool {
+    matches!(
+        op,
+        MfsOp::Stat { .. }
+            | MfsOp::ReadLink { .. }
+            | MfsOp::Access { .. }
+            | MfsOp::Statfs { .. }
+            | MfsOp::OpenDir { .. }
+    )
+}
+
+impl MfsClient {
+    /// The file system of node `me`, mounted at `mount`.
+    pub fn new(
+        me: NodeId,
+        mount: PathBuf,
+        link: SharedContext,
+        server: Arc<Server>,
+        locate: Locate,
+    ) -> MfsClient {
+        let mut session = [0u8; 8];
+        let _ = getrandom::fill(&mut session);
+        MfsClient {
+            me,
+            mount,
+            link,
+            session: u64::from_ne_bytes(session),
+            server,
+            own: Arc::default(),
+            locate,
+            my_pid: std::process::id() as i32,
+            inodes: Mutex::new(Inodes::default()),
+            idle: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            said: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+        }
+    }
+
+    fn inodes(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node a root entry names: its number, an address or a host name of the map.
+    fn node_named(&self, name: &[u8]) -> Option<NodeId> {
+        let name = std::str::from_utf8(name).ok()?;
+        let ctx = snapshot(&self.link);
+        if let Ok(n) = name.parse::<u16>() {
+            return NodeId::new(n).filter(|n| ctx.map.contains(*n));
+        }
+        None.or_else(|| {
+            let a: Ipv4Addr = name.parse().ok()?;
+            ctx.map.node_of(a)
+        })
+        .or_else(|| {
+            ctx.map.ranges().iter().find_map(|r| match &r.host {
+                Host::Name(h) if h == name && r.count == 1 => Some(r.first),
+                _ => None,
+            })
+        })
+    }
+
+    fn say_once(&self, node: NodeId, errno: i32, what: impl FnOnce() -> String) {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let last = said.get(&(node, errno));
+        if last.is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            said.insert((node, errno), now);
+            warn!("{}", what());
+        }
+    }
+
+    /// Sends one request to `node` (this node's own in-process) and returns its answer.
+    fn call(&self, node: NodeId, caller: Caller, op: MfsOp) -> Result<MfsReply, Errno> {
+        let req = MfsRequest { caller, op };
+        let reply = if node == self.me {
+            self.server.execute(&req, &self.own, None)
+        } else {
+            self.stats.remote_requests.fetch_add(1, Ordering::Relaxed);
+            if let MfsOp::Write { data, .. } = &req.op {
+                self.stats
+                    .remote_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            let r = self.remote(node, &req)?;
+            if let MfsReply::Data(d) = &r {
+                self.stats
+                    .remote_bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            r
+        };
+        match reply {
+            MfsReply::Err(e) => {
+                if e == REFUSED as i32 {
+                    self.say_once(node, e, || {
+                        format!("MFS: node {node} refuses file service (mosctl nomfs there)")
+                    });
+                }
+                Err(Errno::from_raw(e))
+            }
+            r => Ok(r),
+        }
+    }
+
+    fn take_conn(&self, node: NodeId) -> Option<Duplex> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&node)
+            .and_then(Vec::pop)
+    }
+
+    fn put_conn(&self, node: NodeId, d: Duplex) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = idle.entry(node).or_default();
+        if v.len() < KEEP_IDLE {
+            v.push(d);
+        }
+    }
+
+    fn connect(&self, node: NodeId) -> Result<Duplex, Errno> {
+        let ctx = snapshot(&self.link);
+        let conn = crate::link::connect_blocking(
+            node,
+            &ctx,
+            &LinkMsg::OpenFiles {
+                session: self.session,
+            },
+        )
+        .map_err(|e| {
+            self.say_once(node, libc::EHOSTDOWN, || {
+                format!("MFS: cannot reach node {node}: {e}")
+            });
+            Errno::EHOSTDOWN
+        })?;
+        Duplex::new(conn).map_err(|e| {
+            warn!("MFS: the connection to node {node}: {e}");
+            Errno::EIO
+        })
+    }
+
+    fn remote(&self, node: NodeId, req: &MfsRequest) -> Result<MfsReply, Errno> {
+        let mut reused = true;
+        let mut d = match self.take_conn(node) {
+            Some(d) => d,
+            None => {
+                reused = false;
+                self.connect(node)?
+            }
+        };
+        loop {
+            let answer = d.send(req).and_then(|()| d.recv::<MfsReply>(MAX_MFS_FRAME));
+            match answer.and_then(|r| r.validate().map(|()| r)) {
+                Ok(r) => {
+                    self.put_conn(node, d);
+                    return Ok(r);
+                }
+                Err(e) if reused && repeatable(&req.op) => {
+                    debug!(
+                        "MFS: an idle connection to node {node} had ended ({e}); again on a new one"
+                    );
+                    reused = false;
+                    d = self.connect(node)?;
+                }
+                Err(e) => {
+                    self.say_once(node, libc::EIO, || {
+                        format!("MFS: the file connection to node {node} failed: {e}")
+                    });
+                    return Err(Errno::EIO);
+                }
+            }
+        }
+    }
+
+    /// The node and path of an inode below a node's directory.
+    fn at(&self, ino: INodeNo) -> Result<(NodeId, PathBytes), Errno> {
+        self.inodes().get(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    /// Refuses the service's own threads (see the module's notes).
+    fn who(&self, req: &Request) -> Result<(i32, Caller), Errno> {
+        let (tgid, c) = caller_of(req);
+        if tgid == self.my_pid {
+            return Err(Errno::ELOOP);
+        }
+        Ok((tgid, c))
+    }
+
+    fn link_target(&self, ino: u64, tgid: i32) -> Option<Vec<u8>> {
+        let n = match ino {
+            HOME => (self.locate)(tgid).home,
+            HERE => (self.locate)(tgid).here,
+            _ if (ALIAS..FIRST_DYNAMIC).contains(&ino) => NodeId::new((ino - ALIAS) as u16)?,
+            _ => return None,
+        };
+        Some(n.get().to_string().into_bytes())
+    }
+
+    fn entry_at(&self, node: NodeId, path: PathBytes, a: &Attr) -> FileAttr {
+        let ino = self.inodes().intern(node, path);
+        file_attr(ino, a)
+    }
+
+    fn lookup_root(&self, name: &[u8]) -> Result<FileAttr, Errno> {
+        match name {
+            b"home" => return Ok(synthetic(HOME, FileType::Symlink, 0o777, 8)),
+            b"here" => return Ok(synthetic(HERE, FileType::Symlink, 0o777, 8)),
+            _ => {}
+        }
+        let node = self.node_named(name).ok_or(Errno::ENOENT)?;
+        if name == node.get().to_string().as_bytes() {
+            let ino = self.inodes().intern(node, b"/".to_vec());
+            Ok(synthetic(ino, FileType::Directory, 0o755, 0))
+        } else {
+            Ok(synthetic(
+                ALIAS + u64::from(node.get()),
+                FileType::Symlink,
+                0o777,
+                8,
+            ))
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<FileAttr, Errno>) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    /// A new entry (mkdir, symlink, …) from the owner's attributes.
+    fn made(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        op: impl FnOnce(PathBytes) -> MfsOp,
+    ) -> Result<FileAttr, Errno> {
+        let (_, caller) = self.who(req)?;
+        let (node, dir) = self.at(parent)?;
+        let path = child(&dir, name.as_bytes());
+        match self.call(node, caller, op(path.clone()))? {
+            MfsReply::Attr(a) => Ok(self.entry_at(node, path, &a)),
+            _ => Err(Errno::EIO),
+        }
+    }
+
+    fn done(&self, r: Result<MfsReply, Errno>, reply: ReplyEmpty) {
+        match r {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+}
+
+impl Filesystem for MfsClient {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            if parent.0 == ROOT {
+                return self.lookup_root(name.as_bytes());
+            }
+            let (node, dir) = self.at(parent)?;
+            let path = child(&dir, name.as_bytes());
+            match self.call(node, caller, MfsOp::Stat { path: path.clone() })? {
+                MfsReply::Attr(a) => Ok(self.entry_at(node, path, &a)),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes().forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = (|| {
+            match ino.0 {
+                ROOT => return Ok(synthetic(ROOT, FileType::Directory, 0o755, 0)),
+                HOME | HERE => return Ok(synthetic(ino.0, FileType::Symlink, 0o777, 8)),
+                i if (ALIAS..FIRST_DYNAMIC).contains(&i) => {
+                    return Ok(synthetic(i, FileType::Symlink, 0o777, 8));
+                }
+                _ => {}
+            }
+            let (_, caller) = self.who(req)?;
+            let (node, path) = self.at(ino)?;
+            let held = || {
+                fh.map(|h| h.0)
+                    .or_else(|| self.opened().get(&ino.0).and_then(|v| v.first().copied()))
+            };
+            let r = match fh {
+                Some(h) => self.call(node, caller, MfsOp::FStat { handle: h.0 }),
+                None => match self.call(node, caller.clone(), MfsOp::Stat { path }) {
+                    // Unlinked (or renamed by another node) while open here.
+                    Err(Errno::ENOENT) if held().is_some() => self.call(
+                        node,
+                        caller,
+                        MfsOp::FStat {
+                            handle: held().unwrap_or_default(),
+                        },
+                    ),
+                    r => r,
+                },
+            };
+            match r? {
+                MfsReply::Attr(a) => Ok(file_attr(ino.0, &a)),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, path) = self.at(ino)?;
+            let op = MfsOp::SetAttr {
+                path,
+                handle: fh.map(|h| h.0),
+                mode,
+                uid,
+                gid,
+                size,
+                atime: to_settime(atime),
+                mtime: to_settime(mtime),
+            };
+            match self.call(node, caller, op)? {
+                MfsReply::Attr(a) => Ok(file_attr(ino.0, &a)),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = (|| {
+            let (tgid, caller) = self.who(req)?;
+            if let Some(t) = self.link_target(ino.0, tgid) {
+                return Ok(t);
+            }
+            let (node, path) = self.at(ino)?;
+            match self.call(node, caller, MfsOp::ReadLink { path })? {
+                MfsReply::Target(t) if t.starts_with(b"/") => {
+                    let mut shown = self.mount.as_os_str().as_bytes().to_vec();
+                    shown.extend_from_slice(format!("/{}", node.get()).as_bytes());
+                    shown.extend_from_slice(&t);
+                    Ok(shown)
+                }
+                MfsReply::Target(t) => Ok(t),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.made(req, parent, name, |path| MfsOp::Mknod {
+            path,
+            mode: mode & !(umask & 0o777),
+        });
+        self.reply_entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.made(req, parent, name, |path| MfsOp::Mkdir {
+            path,
+            mode: mode & !umask & 0o7777,
+        });
+        self.reply_entry(reply, r);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, dir) = self.at(parent)?;
+            self.call(
+                node,
+                caller,
+                MfsOp::Unlink {
+                    path: child(&dir, name.as_bytes()),
+                },
+            )
+        })();
+        self.done(r, reply);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, dir) = self.at(parent)?;
+            self.call(
+                node,
+                caller,
+                MfsOp::Rmdir {
+                    path: child(&dir, name.as_bytes()),
+                },
+            )
+        })();
+        self.done(r, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let target = target.as_os_str().as_bytes().to_vec();
+        let r = self.made(req, parent, link_name, |path| MfsOp::Symlink {
+            target,
+            path,
+        });
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, dir) = self.at(parent)?;
+            let (node2, dir2) = self.at(newparent)?;
+            if node != node2 {
+                return Err(Errno::EXDEV);
+            }
+            let from = child(&dir, name.as_bytes());
+            let to = child(&dir2, newname.as_bytes());
+            let r = self.call(
+                node,
+                caller,
+                MfsOp::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                    flags: flags.bits(),
+                },
+            )?;
+            self.inodes().renamed(node, &from, &to);
+            Ok(r)
+        })();
+        self.done(r, reply);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            let (node, from) = self.at(ino)?;
+            let (node2, _) = self.at(newparent)?;
+            if node != node2 {
+                return Err(Errno::EXDEV);
+            }
+            self.made(req, newparent, newname, |to| MfsOp::Link { from, to })
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, path) = self.at(ino)?;
+            match self.call(
+                node,
+                caller,
+                MfsOp::Open {
+                    path,
+                    flags: flags.0,
+                },
+            )? {
+                MfsReply::Opened { handle, .. } => Ok(handle),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(h) => {
+                self.opened().entry(ino.0).or_default().push(h);
+                reply.opened(FileHandle(h), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = (|| {
+            let (node, _) = self.at(ino)?;
+            let caller = caller_of(req).1;
+            match self.call(
+                node,
+                caller,
+                MfsOp::Read {
+                    handle: fh.0,
+                    offset,
+                    size: size.min(MAX_IO as u32),
+                },
+            )? {
+                MfsReply::Data(d) => Ok(d),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let r = (|| {
+            let (node, _) = self.at(ino)?;
+            let caller = Caller {
+                uid: req.uid(),
+                gid: req.gid(),
+                groups: Vec::new(),
+            };
+            match self.call(
+                node,
+                caller,
+                MfsOp::Write {
+                    handle: fh.0,
+                    offset,
+                    data: data.to_vec(),
+                },
+            )? {
+                MfsReply::Written(n) => Ok(n),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Every write went to the owner before it returned: nothing is held here.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        {
+            let mut open = self.opened();
+            if let Some(v) = open.get_mut(&ino.0) {
+                v.retain(|&h| h != fh.0);
+                if v.is_empty() {
+                    open.remove(&ino.0);
+                }
+            }
+        }
+        self.release_handle(req, ino, fh, reply);
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            let (node, _) = self.at(ino)?;
+            self.call(
+                node,
+                caller_of(req).1,
+                MfsOp::Fsync {
+                    handle: fh.0,
+                    datasync,
+                },
+            )
+        })();
+        self.done(r, reply);
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == ROOT {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+            return;
+        }
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, path) = self.at(ino)?;
+            match self.call(node, caller, MfsOp::OpenDir { path })? {
+                MfsReply::Opened { handle, .. } => Ok(handle),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(h) => reply.opened(FileHandle(h), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 == ROOT {
+            let mut names: Vec<(u64, FileType, String)> = vec![
+                (ROOT, FileType::Directory, ".".into()),
+                (ROOT, FileType::Directory, "..".into()),
+                (HOME, FileType::Symlink, "home".into()),
+                (HERE, FileType::Symlink, "here".into()),
+            ];
+            for n in snapshot(&self.link).map.nodes() {
+                names.push((
+                    FIRST_DYNAMIC - 1 - u64::from(n.get()),
+                    FileType::Directory,
+                    n.get().to_string(),
+                ));
+            }
+            for (i, (ino, kind, name)) in names.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+            return;
+        }
+        let r = (|| {
+            let (node, _) = self.at(ino)?;
+            let caller = caller_of(req).1;
+            let mut at = offset;
+            loop {
+                let MfsReply::Entries { entries, end } = self.call(
+                    node,
+                    caller.clone(),
+                    MfsOp::ReadDir {
+                        handle: fh.0,
+                        offset: at,
+                    },
+                )?
+                else {
+                    return Err(Errno::EIO);
+                };
+                if entries.is_empty() {
+                    return Ok(());
+                }
+                for e in entries {
+                    at += 1;
+                    if reply.add(
+                        INodeNo(e.ino.max(1)),
+                        at,
+                        kind_of_dt(e.kind),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        return Ok(());
+                    }
+                }
+                if end {
+                    return Ok(());
+                }
+            }
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        if ino.0 == ROOT {
+            reply.ok();
+            return;
+        }
+        self.release_handle(req, ino, fh, reply);
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, path) = if ino.0 == ROOT {
+                (self.me, b"/".to_vec())
+            } else {
+                self.at(ino)?
+            };
+            match self.call(node, caller, MfsOp::Statfs { path })? {
+                MfsReply::Stats(s) => Ok(s),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            if ino.0 == ROOT
+                || ino.0 == HOME
+                || ino.0 == HERE
+                || ino.0 >= ALIAS && ino.0 < FIRST_DYNAMIC
+            {
+                return if mask.bits() & libc::W_OK != 0 && ino.0 == ROOT {
+                    Err(Errno::EACCES)
+                } else {
+                    Ok(MfsReply::Done)
+                };
+            }
+            let (node, path) = self.at(ino)?;
+            self.call(
+                node,
+                caller,
+                MfsOp::Access {
+                    path,
+                    mask: mask.bits(),
+                },
+            )
+        })();
+        self.done(r, reply);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = (|| {
+            let (_, caller) = self.who(req)?;
+            let (node, dir) = self.at(parent)?;
+            let path = child(&dir, name.as_bytes());
+            match self.call(
+                node,
+                caller,
+                MfsOp::Create {
+                    path: path.clone(),
+                    flags,
+                    mode: mode & !umask & 0o7777,
+                },
+            )? {
+                MfsReply::Opened { handle, attr } => Ok((self.entry_at(node, path, &attr), handle)),
+                _ => Err(Errno::EIO),
+            }
+        })();
+        match r {
+            Ok((a, h)) => {
+                self.opened().entry(a.ino.0).or_default().push(h);
+                reply.created(
+                    &TTL,
+                    &a,
+                    Generation(0),
+                    FileHandle(h),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
+            }
+            Err(e) => reply.error(fe(e)),
+        }
+    }
+}
+
+impl MfsClient {
+    fn opened(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<u64>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn release_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let r = (|| {
+            let (node, path) = self.at(ino)?;
+            let caller = caller_of(req).1;
+            self.call(node, caller, MfsOp::Release { handle: fh.0 })
+                .inspect_err(|e| {
+                    // The program closed long ago: say at least here what went wrong.
+                    warn!(
+                        "MFS: closing {} at node {node} failed: {e}",
+                        String::from_utf8_lossy(&path)
+                    );
+                })
+        })();
+        self.done(r, reply);
+    }
+}

@@ -1,0 +1,212 @@
+//! Step 7, MFS: on a 3-node cluster whose nodes each have a private directory, `/mfs/3/DIR` is
+//! node 3's `DIR` from every node, read and written with the caller's rights at node 3 (root of
+//! another node squashed to nobody), a write on one node is seen by a read on another right
+//! after it, an unlinked file stays readable through a descriptor another node holds, and
+//! `mosctl nomfs` on node 3 makes `/mfs/3` refuse with a clear error.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use mosix_tests::{NOBODY, TestCluster, require_root, serial};
+
+/// The directory each node has privately.
+const DATA: &str = "/run/mosix-vc-test-mfs";
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}stderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `sh -c SCRIPT` in node N as nobody (or root).
+fn sh(c: &TestCluster, node: u16, root: bool, script: &str) -> Output {
+    let mut cmd = if root {
+        c.command(node, "/bin/sh", &["-c", script])
+    } else {
+        c.user_command(node, "/bin/sh", &["-c", script])
+    };
+    cmd.stdin(Stdio::null())
+        .output()
+        .expect("running sh in a node")
+}
+
+fn at3(file: &str) -> String {
+    format!("/mfs/3{DATA}/{file}")
+}
+
+#[test]
+fn files_of_a_node_are_reached_from_every_node_with_the_callers_rights_there() {
+    if !require_root("mfs") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tmfs", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    for n in 1..=3u16 {
+        let d = c.private_path(n, Path::new(DATA));
+        std::fs::write(d.join("name"), format!("node {n}\n")).unwrap();
+        std::fs::set_permissions(d.join("name"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let d3 = c.private_path(3, Path::new(DATA));
+    std::fs::write(d3.join("secret"), "root's\n").unwrap();
+    std::fs::set_permissions(d3.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(d3.join("pub")).unwrap();
+    std::fs::set_permissions(d3.join("pub"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    for n in 1..=3u16 {
+        // Node 3's file, not the caller's own node's.
+        let o = sh(&c, n, false, &format!("cat {}", at3("name")));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "node 3\n",
+            "from node {n}: {}",
+            text(&o)
+        );
+        // What nobody may not read at node 3 stays unreadable through MFS.
+        let o = sh(&c, n, false, &format!("cat {}", at3("secret")));
+        assert!(!o.status.success(), "nobody read root's file from node {n}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+            "{}",
+            text(&o)
+        );
+        // Writing where nobody may: the file at node 3 is nobody's.
+        let o = sh(
+            &c,
+            n,
+            false,
+            &format!("echo from {n} > {}", at3(&format!("pub/from{n}"))),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let f = d3.join(format!("pub/from{n}"));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("from {n}\n"));
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY), "{}", f.display());
+        // Writing where nobody may not.
+        let o = sh(&c, n, false, &format!("echo x > {}", at3("secret")));
+        assert!(
+            !o.status.success(),
+            "nobody wrote root's file from node {n}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(d3.join("secret")).unwrap(),
+        "root's\n"
+    );
+
+    // Root of another node is nobody at node 3; root of node 3 is root there.
+    let o = sh(&c, 1, true, &format!("cat {}", at3("secret")));
+    assert!(
+        !o.status.success(),
+        "root of node 1 read root's file at node 3"
+    );
+    let o = sh(&c, 3, true, &format!("cat {}", at3("secret")));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "root's\n",
+        "{}",
+        text(&o)
+    );
+
+    // `home` and `here` are the caller's node; a node's address names it too.
+    let by_addr = format!("/mfs/{}{DATA}/name", c.cluster.addr(3));
+    let o = sh(
+        &c,
+        2,
+        false,
+        &format!("readlink /mfs/home /mfs/here; cat {by_addr}"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "2\n2\nnode 3\n",
+        "{}",
+        text(&o)
+    );
+
+    // A write on node 2 is read on node 1 right after it, every time.
+    for i in 0..20 {
+        let o = sh(
+            &c,
+            2,
+            false,
+            &format!("printf 'round {i}' > {}", at3("pub/shared")),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = sh(&c, 1, false, &format!("cat {}", at3("pub/shared")));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("round {i}"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    // A file unlinked by one node stays readable through a descriptor another node holds,
+    // and its attributes come from that descriptor.
+    let held = format!(
+        r#"import os, sys, time
+f = open("{path}", "w+"); f.write("still here"); f.flush()
+print("open", flush=True)
+sys.stdin.readline()
+f.seek(0); print(f.read(), os.fstat(f.fileno()).st_size, flush=True)"#,
+        path = at3("pub/doomed")
+    );
+    let mut holder = c
+        .user_command(1, "python3", &["-c", &held])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "open\n");
+    let o = sh(&c, 2, false, &format!("rm {}", at3("pub/doomed")));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!d3.join("pub/doomed").exists());
+    drop(holder.stdin.take());
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "still here 10\n");
+    assert!(holder.wait().unwrap().success());
+
+    // nomfs: node 3 refuses, and says so; mfs: it serves again.
+    let (ok, said) = c.said(3, "mosctl", &["nomfs"]);
+    assert!(ok, "{said}");
+    let o = sh(&c, 1, false, &format!("cat {}", at3("name")));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Connection refused"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        c.log(1)
+            .contains("node 3 refuses file service (mosctl nomfs there)"),
+        "{}",
+        c.log(1)
+    );
+    // The other nodes hear of it with the next gossip.
+    assert!(
+        c.eventually(Duration::from_secs(10), || c
+            .said(1, "mosctl", &["status", "3"])
+            .1
+            .contains("NOMFS")),
+        "{}",
+        c.said(1, "mosctl", &["status", "3"]).1
+    );
+    let (ok, said) = c.said(3, "mosctl", &["mfs"]);
+    assert!(ok, "{said}");
+    let o = sh(&c, 1, false, &format!("cat {}", at3("name")));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "node 3\n",
+        "{}",
+        text(&o)
+    );
+}
