@@ -349,6 +349,17 @@ pub fn proc_msg() -> Vec<Seed> {
         ),
         ("end", ProcMsg::End),
         ("started", ProcMsg::Started { pid: 77 }),
+        ("describe", ProcMsg::Describe { fd: 3 }),
+        (
+            "described",
+            ProcMsg::Described {
+                fd: 3,
+                path: Some(b"/mfs/3/srv/data".to_vec()),
+                flags: 0o100000,
+                pos: 4096,
+                shared: false,
+            },
+        ),
         ("refused", ProcMsg::Refused { failure }),
         (
             "call",
@@ -526,6 +537,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
         (
             "answer-view",
             Response::View(ClusterView {
+                files: Default::default(),
                 me: id(1),
                 interval_ms: 1000,
                 dead_after_ms: 10_000,

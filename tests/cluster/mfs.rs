@@ -210,3 +210,191 @@ f.seek(0); print(f.read(), os.fstat(f.fileno()).st_size, flush=True)"#,
         text(&o)
     );
 }
+
+/// Reads a file of node 3 through `/mfs/3` in four phases (waiting for a line between them) and
+/// copies what it reads to another file there, then prints what it read (a digest), how much,
+/// and both offsets. A third file is created in phase 1 and written in each phase after.
+const COPIER: &str = r#"
+import hashlib, os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+dst = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+h = hashlib.sha256()
+total = 0
+made = None
+for phase in range(4):
+    # A file opened while the process is at node 3 (phase 1), written on each node after.
+    if phase == 1:
+        made = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if made is not None:
+        os.write(made, b"phase %d;" % phase)
+    if phase == 3:
+        os.close(made)
+    for _ in range(64):
+        b = os.read(src, 4096)
+        if not b:
+            break
+        h.update(b)
+        total += len(b)
+        os.write(dst, b)
+    # fstat through the descriptor, as programs do (AT_EMPTY_PATH): it must not end DFSA.
+    os.fstat(src)
+    print("phase", phase, os.lseek(src, 0, os.SEEK_CUR), flush=True)
+    if phase < 3:
+        sys.stdin.readline()
+while True:
+    b = os.read(src, 65536)
+    if not b:
+        break
+    h.update(b)
+    total += len(b)
+    os.write(dst, b)
+print(h.hexdigest(), total, os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR), flush=True)
+"#;
+
+#[test]
+fn a_migrated_process_reads_and_writes_files_of_its_node_there_and_keeps_its_offsets_across_moves()
+{
+    use std::io::{BufRead, Write};
+    if !require_root("dfsa") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tdfsa", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    c.wait_all_up();
+    let d3 = c.private_path(3, Path::new(DATA));
+    let data = mosix_tests::pseudo_random(3 << 20, 7);
+    std::fs::write(d3.join("data"), &data).unwrap();
+    std::fs::set_permissions(d3.join("data"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir(d3.join("pub")).unwrap();
+    std::fs::set_permissions(d3.join("pub"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    let mut child = c
+        .job(
+            1,
+            &[
+                "/usr/bin/python3",
+                "-c",
+                COPIER,
+                &at3("data"),
+                &at3("pub/copy"),
+                &at3("pub/made"),
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut next_phase = |expect: &str, line: &mut String| {
+        line.clear();
+        out.read_line(line).unwrap();
+        assert!(line.starts_with(expect), "{line:?}");
+    };
+    let files = |n: u16| c.view(n).unwrap().files;
+    // Phase 0 at home, then to node 3, where the files are.
+    next_phase("phase 0 262144", &mut line);
+    c.migrate(pid, "3");
+    let before = files(3);
+    input.write_all(b"\n").unwrap();
+    next_phase("phase 1 524288", &mut line);
+    let after = files(3);
+    // Its reads and writes ran at node 3 (2 x 64 calls and more), not through MFS.
+    assert!(
+        after.dfsa_calls >= before.dfsa_calls + 128,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.mfs_served < before.mfs_served + 32,
+        "the reads went through MFS: {before:?} -> {after:?}"
+    );
+    // On to node 2: the same descriptors, through home and MFS, at the same offsets.
+    c.migrate(pid, "2");
+    input.write_all(b"\n").unwrap();
+    next_phase("phase 2 786432", &mut line);
+    c.migrate(pid, "home");
+    input.write_all(b"\n").unwrap();
+    next_phase("phase 3 1048576", &mut line);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    let expect = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let n = data.len();
+    assert_eq!(line.trim(), format!("{expect} {n} {n} {n}"));
+    assert_eq!(std::fs::read(d3.join("pub/copy")).unwrap(), data);
+    // Created at home's word (its owner, its mode), written at 3, at 2 through MFS, at home.
+    let made = d3.join("pub/made");
+    assert_eq!(
+        std::fs::read_to_string(&made).unwrap(),
+        "phase 1;phase 2;phase 3;"
+    );
+    let m = std::fs::metadata(&made).unwrap();
+    assert_eq!((m.uid(), m.permissions().mode() & 0o777), (NOBODY, 0o600));
+    assert!(files(3).dfsa_opens >= 2, "{:?}", files(3));
+}
+
+/// Reads a file again and again for up to `argv[2]` seconds, then says how much it read.
+const READER: &str = r#"
+import sys, time
+t = time.time()
+n = 0
+while time.time() - t < float(sys.argv[2]):
+    with open(sys.argv[1], "rb", buffering=0) as f:
+        while True:
+            b = f.read(65536)
+            if not b:
+                break
+            n += len(b)
+print(n, flush=True)
+"#;
+
+#[test]
+fn a_process_that_reads_another_nodes_file_moves_to_that_node_by_itself() {
+    if !require_root("data_move") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tdata", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    c.wait_all_up();
+    let d3 = c.private_path(3, Path::new(DATA));
+    std::fs::write(d3.join("big"), mosix_tests::pseudo_random(16 << 20, 3)).unwrap();
+    std::fs::set_permissions(d3.join("big"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let big = at3("big");
+    // One that may move, and one locked at home.
+    let free = c
+        .job(1, &["/usr/bin/python3", "-c", READER, &big, "25"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locked = c
+        .job(1, &["-L", "/usr/bin/python3", "-c", READER, &big, "25"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let moved = c.eventually(Duration::from_secs(20), || c.node_of(free.id()) == Some(3));
+    let locked_at = c.node_of(locked.id());
+    let log = c.log(1);
+    for mut ch in [free, locked] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(ch.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = ch.wait();
+    }
+    assert!(moved, "the reader of node 3's file stayed home:\n{log}");
+    assert!(
+        log.contains("balancing (data)"),
+        "the move was not for its data:\n{log}"
+    );
+    assert_eq!(locked_at, Some(0), "the locked reader moved");
+}

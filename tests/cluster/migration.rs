@@ -473,12 +473,15 @@ fn stopped_comes_home(c: &TestCluster, spin: &str, stop: nix::sys::signal::Signa
     let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
     // Stopped by job control while it is away, then asked home.
     signal(stop);
-    let t = Instant::now();
-    while !matches!(state_of(pid), 'T' | 't') && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(matches!(state_of(pid), 'T' | 't'), "{}", state_of(pid));
-    std::thread::sleep(Duration::from_millis(200));
+    // The deputy is always in a traced stop: what tells that the process stopped at node 2 is
+    // its state there, which home hears with the remote's statistics.
+    assert!(
+        c.eventually(Duration::from_secs(10), || c
+            .row(pid)
+            .is_some_and(|r| r["state"] == "T")),
+        "{:?}",
+        c.row(pid)
+    );
     // Coming home does not wait for a SIGCONT: it is bounded, whatever the answer.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {

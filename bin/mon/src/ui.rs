@@ -371,6 +371,7 @@ mod tests {
 
     fn view(loads: &[Option<u32>]) -> ClusterView {
         ClusterView {
+            files: Default::default(),
             me: NodeId::new(1).unwrap(),
             interval_ms: 1000,
             dead_after_ms: 10_000,

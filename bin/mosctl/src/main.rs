@@ -159,6 +159,9 @@ struct StatusJson {
     status: u32,
     age_ms: Option<u64>,
     is_self: bool,
+    /// This node's MFS and DFSA counters (only for this node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<mosix_core::client::FileCounters>,
 }
 
 fn yes(b: bool) -> &'static str {
@@ -182,6 +185,7 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             status: s.bits(),
             age_ms: v.age_ms,
             is_self: v.is_self,
+            files: v.is_self.then_some(k.view.files),
         })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -244,6 +248,18 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             "enabled".to_owned()
         }
     );
+    if v.is_self {
+        let f = &k.view.files;
+        println!(
+            "  files: MFS served {} requests ({} bytes) for other nodes and sent {} ({} bytes); DFSA opened {} files here for guests, {} calls ran here",
+            f.mfs_served,
+            f.mfs_served_bytes,
+            f.mfs_sent,
+            f.mfs_sent_bytes,
+            f.dfsa_opens,
+            f.dfsa_calls
+        );
+    }
     println!("  status bits: {} ({})", s.bits(), status_words(s));
     Ok(ExitCode::SUCCESS)
 }

@@ -84,6 +84,10 @@ pub struct Params {
     /// Automatic moves carry a ceiling the destination checks ([`admits`]); off in MOSIX-like
     /// mode, where the destination takes what it is sent.
     pub consent: bool,
+    /// A process that spends at least this share of its time (per-mille, decayed) on the files
+    /// of one other node moves to that node ("bring the process to its data"); one that spends
+    /// it on files of its own node stays for load. 0: never.
+    pub data_permille: u32,
 }
 
 impl Params {
@@ -101,6 +105,7 @@ impl Params {
         inflight_ms: 4_000,
         retry_ms: 10_000,
         consent: true,
+        data_permille: 250,
     };
 
     /// MOSIX as published (§1.7 of the anchors): one move per round, second-highest candidate,
@@ -193,6 +198,19 @@ pub struct ProcState {
     pub cpu_here_ms: u64,
     /// Resident memory, bytes.
     pub rss: u64,
+    /// The node whose files it spends the most time on, and how much of its time (per-mille,
+    /// decayed): measured waiting for MFS at home, estimated from its calls on files of this
+    /// node for a guest using them directly (DFSA).
+    pub data: Option<DataUse>,
+}
+
+/// Where a process's data is, as far as its file access shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataUse {
+    /// The node that holds the files.
+    pub node: NodeId,
+    /// The share of the process's time spent on them, per-mille.
+    pub permille: u32,
 }
 
 /// Why a process moves.
@@ -204,6 +222,8 @@ pub enum Reason {
     Load,
     /// Spreading the sharing (rotation of surplus processes).
     Rotate,
+    /// Its files are there (MOSIX's "bring the process to its data").
+    Data,
 }
 
 impl Reason {
@@ -213,6 +233,7 @@ impl Reason {
             Reason::Memory => "memory",
             Reason::Load => "load",
             Reason::Rotate => "rotation",
+            Reason::Data => "data",
         }
     }
 }
@@ -460,6 +481,45 @@ impl Balancer {
                     (Reason::Memory, None),
                 )];
             }
+        }
+
+        // Bring the process to its data: one that waits on the files of another node for a
+        // good part of its time goes there, if that node takes it and is not busier than this
+        // one by more than the process itself, and the time it would save pays for the move.
+        if p.data_permille > 0 {
+            let seen_here = me.seen(here);
+            let found = movable.iter().find_map(|q| {
+                let d = q
+                    .data
+                    .filter(|d| d.node != me.node && d.permille >= p.data_permille)?;
+                let k = view.iter().position(|v| v.node.node == d.node)?;
+                let v = &view[k];
+                let fits = accepts(&v.node, q) && v.free >= q.rss;
+                let not_busier = v.node.seen(v.load + v.node.one()) <= seen_here + v.node.one();
+                let cost_ms = costs.migration_us(v.node.node, q.rss) as f64 / 1000.0;
+                let saved_ms = q.age_ms as f64 * f64::from(d.permille) / 1000.0;
+                (fits && not_busier && saved_ms > cost_ms).then_some((*q, k))
+            });
+            if let Some((q, k)) = found {
+                return vec![self.record(
+                    now,
+                    me,
+                    &mut view[k],
+                    q,
+                    &mut here,
+                    costs,
+                    (Reason::Data, None),
+                )];
+            }
+        }
+
+        // With its data here, a process stays for load and rotation: its file access would
+        // cross the network.
+        if p.data_permille > 0 {
+            movable.retain(|q| {
+                !q.data
+                    .is_some_and(|d| d.node == me.node && d.permille >= p.data_permille)
+            });
         }
 
         // Load balancing.
@@ -751,6 +811,7 @@ mod tests {
             here_ms: 10_000,
             cpu_here_ms: 5_000,
             rss: 1 << 20,
+            data: None,
         }
     }
 
@@ -1141,5 +1202,53 @@ mod tests {
             z.add(if i < 50 { 1000 } else { 0 }, 1000, 1000, 1000);
         }
         assert_eq!(z.demand_permille(), 500);
+    }
+
+    #[test]
+    fn a_process_that_waits_on_another_nodes_files_goes_there_and_one_with_its_data_here_stays() {
+        let mut b = Balancer::new(Params::OURS);
+        let mut q = proc(1);
+        q.demand_permille = 200;
+        q.data = Some(DataUse {
+            node: NodeId::new(3).unwrap(),
+            permille: 600,
+        });
+        let me = node(1, 0);
+        let m = b.decide(20_000, &me, &[node(2, 0), node(3, 0)], &[q], &Flat(5_000));
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].to.get(), m[0].reason), (3, Reason::Data));
+        // Not for a little file access.
+        let mut b = Balancer::new(Params::OURS);
+        q.data = Some(DataUse {
+            node: NodeId::new(3).unwrap(),
+            permille: 100,
+        });
+        assert!(
+            b.decide(20_000, &me, &[node(3, 0)], &[q], &Flat(5_000))
+                .is_empty()
+        );
+        // Not to a node much busier than this one.
+        let mut b = Balancer::new(Params::OURS);
+        q.data = Some(DataUse {
+            node: NodeId::new(3).unwrap(),
+            permille: 600,
+        });
+        assert!(
+            b.decide(20_000, &me, &[node(3, 3)], &[q], &Flat(5_000))
+                .is_empty()
+        );
+        // With its data here, a CPU-heavy process is not moved for load.
+        let mut b = Balancer::new(Params::OURS);
+        let mut busy: Vec<ProcState> = (1..=2).map(proc).collect();
+        for p in &mut busy {
+            p.data = Some(DataUse {
+                node: NodeId::new(1).unwrap(),
+                permille: 500,
+            });
+        }
+        assert!(
+            b.decide(20_000, &node(1, 2), &[node(2, 0)], &busy, &Flat(5_000))
+                .is_empty()
+        );
     }
 }

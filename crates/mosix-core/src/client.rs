@@ -272,6 +272,26 @@ pub struct ClusterView {
     pub dead_after_ms: u64,
     /// Every node of the map, in node order.
     pub nodes: Vec<NodeView>,
+    /// This node's file counters (MFS and DFSA) since its service started.
+    #[serde(default)]
+    pub files: FileCounters,
+}
+
+/// What a node did with files for the cluster (MFS, DFSA), counted since its service started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCounters {
+    /// MFS requests this node's files served for other nodes.
+    pub mfs_served: u64,
+    /// Bytes read and written in them.
+    pub mfs_served_bytes: u64,
+    /// MFS requests this node's mount sent to other nodes.
+    pub mfs_sent: u64,
+    /// Bytes read and written in them.
+    pub mfs_sent_bytes: u64,
+    /// Files of this node opened here for guests (DFSA).
+    pub dfsa_opens: u64,
+    /// Calls of guests on such files that ran here.
+    pub dfsa_calls: u64,
 }
 
 /// One node as seen from another.

@@ -831,6 +831,44 @@ pub enum ProcMsg {
         /// How many `SIGCONT`s from home the remote had delivered.
         conts: u32,
     },
+    /// Remote to home: what is descriptor `fd` of the process? (For direct file access: a
+    /// file of the remote's node that the process opened before it came.) Home answers
+    /// [`ProcMsg::Described`].
+    Describe {
+        /// The descriptor.
+        fd: i32,
+    },
+    /// Home to remote: the answer to [`ProcMsg::Describe`].
+    Described {
+        /// The descriptor.
+        fd: i32,
+        /// Its path at home if it is a regular file (at most `MAX_PATH` bytes), else `None`.
+        #[serde(with = "opt_bytes")]
+        path: Option<Vec<u8>>,
+        /// Its `open` flags.
+        flags: i32,
+        /// Its offset.
+        pos: u64,
+        /// Whether another descriptor (of this process or any other at home) shares its open
+        /// file description, and with it the offset.
+        shared: bool,
+    },
+}
+
+/// An optional path as bytes.
+mod opt_bytes {
+    use serde::de::Deserializer;
+    use serde::ser::Serializer;
+    use serde::{Deserialize, Serialize};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(serde_bytes::Bytes::new).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let v: Option<serde_bytes::ByteBuf> = Option::deserialize(d)?;
+        Ok(v.map(serde_bytes::ByteBuf::into_vec))
+    }
 }
 
 impl ProcMsg {
@@ -845,6 +883,9 @@ impl ProcMsg {
             )),
             ProcMsg::Call(c) => check_bufs(c.bufs.len(), c.bufs.iter().map(|b| b.1.len())),
             ProcMsg::Reply(r) => check_bufs(r.outs.len(), r.outs.iter().map(|b| b.1.len())),
+            ProcMsg::Described { path: Some(p), .. } if p.len() > crate::syscalls::MAX_PATH => {
+                bad(format!("a described path of {} bytes", p.len()))
+            }
             ProcMsg::Moved { signals } if signals.len() > MAX_MOVED_SIGNALS => bad(format!(
                 "{} undelivered signals exceed {MAX_MOVED_SIGNALS}",
                 signals.len()

@@ -11,6 +11,11 @@
 //! | [`Class::Exit`] | the process ends; the deputy ends with the same status |
 //! | [`Class::HomeOnly`] | the process is brought home and the call then runs natively there |
 //!
+//! A call on a *DFSA descriptor* — a file of the node the process runs on, opened there for it
+//! (`/mfs/<that node>/…`; see `mosix_kmod::split::remote::dfsa`) — runs on that node natively if
+//! [`dfsa_native`] says so, whatever its class above; any other call naming such a descriptor
+//! first carries the descriptor's offset home, and the descriptor stops being DFSA.
+//!
 //! Anything not in the table is home-only: correctness never depends on the table being complete,
 //! only speed does. The table also says, for forwarded calls, which arguments are buffers going
 //! home (`In`), buffers coming back (`Out`, with their capacity), and paths, so the remote side
@@ -595,6 +600,82 @@ fn index() -> &'static [Option<Spec>] {
     })
 }
 
+/// The calls that run natively on a DFSA descriptor named by their first argument (the file is
+/// on this node, opened here with the owner's rights; these calls only use the open file).
+pub const DFSA_NATIVE: [Sysno; 21] = [
+    Sysno::read,
+    Sysno::write,
+    Sysno::pread64,
+    Sysno::pwrite64,
+    Sysno::readv,
+    Sysno::writev,
+    Sysno::preadv,
+    Sysno::pwritev,
+    Sysno::preadv2,
+    Sysno::pwritev2,
+    Sysno::lseek,
+    Sysno::fstat,
+    Sysno::fstatfs,
+    Sysno::fsync,
+    Sysno::fdatasync,
+    Sysno::ftruncate,
+    Sysno::fallocate,
+    Sysno::fadvise64,
+    Sysno::readahead,
+    Sysno::getdents64,
+    Sysno::flock,
+];
+
+/// Whether call `nr` with `args` runs natively on a DFSA descriptor (its first argument, or the
+/// mapping's descriptor of `mmap`): the calls of [`DFSA_NATIVE`]; `fcntl`'s flag queries and
+/// locks (the locks are the file's, and the file is here); `ioctl`s other than those that
+/// change the descriptor's flags (which home keeps); `mmap` of the file; `newfstatat` and
+/// `statx` of the descriptor itself (`AT_EMPTY_PATH` with an empty path: `empty_path` is asked
+/// only then).
+pub fn dfsa_native(nr: u64, args: &[u64; 6], empty_path: impl FnOnce() -> bool) -> bool {
+    const FCNTL: [u64; 8] = [
+        libc_consts::F_GETFL,
+        libc_consts::F_GETFD,
+        libc_consts::F_GETLK,
+        libc_consts::F_SETLK,
+        libc_consts::F_SETLKW,
+        libc_consts::F_OFD_GETLK,
+        libc_consts::F_OFD_SETLK,
+        libc_consts::F_OFD_SETLKW,
+    ];
+    const FD_FLAG_IOCTLS: [u64; 4] = [0x5451, 0x5450, 0x5421, 0x5452]; // FIOCLEX FIONCLEX FIONBIO FIOASYNC
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    match Sysno::new(nr as usize) {
+        Some(s) if DFSA_NATIVE.contains(&s) => true,
+        Some(Sysno::fcntl) => FCNTL.contains(&args[1]),
+        Some(Sysno::ioctl) => !FD_FLAG_IOCTLS.contains(&args[1]),
+        Some(Sysno::mmap) => true,
+        Some(Sysno::newfstatat) => args[3] & AT_EMPTY_PATH != 0 && empty_path(),
+        Some(Sysno::statx) => args[2] & AT_EMPTY_PATH != 0 && empty_path(),
+        _ => false,
+    }
+}
+
+/// Whether call `nr` on a descriptor the process had before it came to this node makes the
+/// remote ask home whether that descriptor is a file of this node it can adopt for DFSA: the
+/// I/O of [`DFSA_NATIVE`] (not `flock` or `fstatfs`, which say nothing of a file's use).
+pub fn dfsa_adoptable(nr: u64) -> bool {
+    Sysno::new(nr as usize)
+        .is_some_and(|s| DFSA_NATIVE.contains(&s) && s != Sysno::flock && s != Sysno::fstatfs)
+}
+
+/// The few `fcntl` commands [`dfsa_native`] names (x86_64 values).
+mod libc_consts {
+    pub const F_GETFD: u64 = 1;
+    pub const F_GETFL: u64 = 3;
+    pub const F_GETLK: u64 = 5;
+    pub const F_SETLK: u64 = 6;
+    pub const F_SETLKW: u64 = 7;
+    pub const F_OFD_GETLK: u64 = 36;
+    pub const F_OFD_SETLK: u64 = 37;
+    pub const F_OFD_SETLKW: u64 = 38;
+}
+
 /// The entry of system call `nr`; unknown calls are home-only.
 pub fn spec(nr: u64) -> Spec {
     let known = usize::try_from(nr)
@@ -781,5 +862,53 @@ mod tests {
         assert_eq!(ioctl_class(0x5401), (Class::Service, Out(Fixed(36))));
         assert_eq!(ioctl_class(0x5410).0, Class::Deputy);
         assert_eq!(ioctl_class(0xdead).0, Class::HomeOnly);
+    }
+
+    #[test]
+    fn dfsa_runs_only_calls_that_use_the_open_file_here() {
+        let a = |a1: u64, a2: u64, a3: u64| [5, a1, a2, a3, 0, 0];
+        assert!(dfsa_native(Sysno::read.id() as u64, &a(0, 0, 0), || false));
+        assert!(dfsa_native(Sysno::fcntl.id() as u64, &a(3, 0, 0), || false));
+        // F_DUPFD and F_SETFL change what home keeps.
+        assert!(!dfsa_native(Sysno::fcntl.id() as u64, &a(0, 0, 0), || {
+            false
+        }));
+        assert!(!dfsa_native(Sysno::fcntl.id() as u64, &a(4, 0, 0), || {
+            false
+        }));
+        assert!(!dfsa_native(
+            Sysno::ioctl.id() as u64,
+            &a(0x5451, 0, 0),
+            || false
+        ));
+        assert!(dfsa_native(
+            Sysno::ioctl.id() as u64,
+            &a(0x5401, 0, 0),
+            || false
+        ));
+        assert!(dfsa_native(
+            Sysno::statx.id() as u64,
+            &a(0, 0x1000, 0),
+            || true
+        ));
+        assert!(!dfsa_native(
+            Sysno::statx.id() as u64,
+            &a(0, 0x1000, 0),
+            || false
+        ));
+        assert!(!dfsa_native(
+            Sysno::newfstatat.id() as u64,
+            &a(0, 0, 0),
+            || true
+        ));
+        for s in [
+            Sysno::close,
+            Sysno::dup,
+            Sysno::fchmod,
+            Sysno::fchown,
+            Sysno::sendfile,
+        ] {
+            assert!(!dfsa_native(s.id() as u64, &a(0, 0, 0), || true), "{s}");
+        }
     }
 }

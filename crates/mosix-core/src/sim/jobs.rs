@@ -415,6 +415,7 @@ pub fn simulate(run: &Run) -> Outcome {
                         },
                         pinned: None,
                         io_bound: false,
+                        data: None,
                         demand_permille: l.usage.demand_permille(),
                         age_ms: if home {
                             t - job.release_ms

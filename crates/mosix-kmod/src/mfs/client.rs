@@ -14,8 +14,9 @@
 //! Absolute targets of symbolic links at a node are shown below that node's directory (a
 //! link to `/usr/lib` at node 3 reads as `/mfs/3/usr/lib`).
 //!
-//! The service's own threads never enter the mount (a request from the service is refused with
-//! `ELOOP`): an owner resolving a path into its own `/mfs` would wait for itself.
+//! A thread of the service doing owner-side work never enters the mount (its request is
+//! refused with `ELOOP`): an owner resolving a path into its own `/mfs` would wait for itself.
+//! Its other threads may (home describing a deputy's descriptor for DFSA looks at its file).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -145,6 +146,35 @@ impl Inodes {
     }
 }
 
+/// If the relative target `t` of the link at `link` (a path at its node) climbs above the
+/// node's root with `..`, the absolute path at the node it resolves to there.
+fn climbs_above_root(link: &[u8], t: &[u8]) -> Option<Vec<u8>> {
+    let parent = &link[..link.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    let mut parts: Vec<&[u8]> = parent
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut climbed = false;
+    for c in t.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => climbed |= parts.pop().is_none(),
+            c => parts.push(c),
+        }
+    }
+    climbed.then(|| {
+        let mut out = Vec::new();
+        for p in &parts {
+            out.push(b'/');
+            out.extend_from_slice(p);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        out
+    })
+}
+
 fn under(path: &[u8], dir: &[u8]) -> bool {
     path == dir || (path.starts_with(dir) && path.get(dir.len()) == Some(&b'/'))
 }
@@ -164,6 +194,26 @@ pub struct ClientStats {
     pub remote_requests: AtomicU64,
     /// Bytes read and written through other nodes.
     pub remote_bytes: AtomicU64,
+    /// Time each process (by pid) waited for other nodes' files since the balancer last
+    /// looked, by node, in nanoseconds: where its data is.
+    waits: Mutex<HashMap<i32, HashMap<NodeId, u64>>>,
+}
+
+impl ClientStats {
+    fn waited(&self, pid: i32, node: NodeId, ns: u64) {
+        let mut w = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        *w.entry(pid).or_default().entry(node).or_default() += ns;
+    }
+
+    /// Takes the waits recorded since the last call.
+    pub fn take_waits(&self) -> HashMap<i32, HashMap<NodeId, u64>> {
+        std::mem::take(&mut *self.waits.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+thread_local! {
+    /// The process the mount thread is serving now (set from the request), for the waits.
+    static CALLER: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
 /// The FUSE file system.
@@ -276,6 +326,7 @@ fn synthetic(ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
 fn caller_of(req: &Request) -> (i32, Caller) {
     let tid = req.pid();
     let mut tgid = tid as i32;
+    CALLER.set(tgid);
     let mut groups = Vec::new();
     if tid != 0
         && let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status"))
@@ -291,6 +342,7 @@ fn caller_of(req: &Request) -> (i32, Caller) {
             }
         }
     }
+    CALLER.set(tgid);
     (
         tgid,
         Caller {
@@ -397,6 +449,7 @@ impl MfsClient {
     fn call(&self, node: NodeId, caller: Caller, op: MfsOp) -> Result<MfsReply, Errno> {
         let req = MfsRequest { caller, op };
         let reply = if node == self.me {
+            let _working = self.server.working.enter();
             self.server.execute(&req, &self.own, None)
         } else {
             self.stats.remote_requests.fetch_add(1, Ordering::Relaxed);
@@ -405,7 +458,13 @@ impl MfsClient {
                     .remote_bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
-            let r = self.remote(node, &req)?;
+            let t = std::time::Instant::now();
+            let r = self.remote(node, &req);
+            let pid = CALLER.get();
+            if pid > 0 {
+                self.stats.waited(pid, node, t.elapsed().as_nanos() as u64);
+            }
+            let r = r?;
             if let MfsReply::Data(d) = &r {
                 self.stats
                     .remote_bytes
@@ -501,10 +560,10 @@ impl MfsClient {
         self.inodes().get(ino.0).ok_or(Errno::ENOENT)
     }
 
-    /// Refuses the service's own threads (see the module's notes).
+    /// Refuses the threads doing owner-side work (see the module's notes).
     fn who(&self, req: &Request) -> Result<(i32, Caller), Errno> {
         let (tgid, c) = caller_of(req);
-        if tgid == self.my_pid {
+        if tgid == self.my_pid && self.server.working.contains(req.pid() as i32) {
             return Err(Errno::ELOOP);
         }
         Ok((tgid, c))
@@ -688,14 +747,24 @@ impl Filesystem for MfsClient {
                 return Ok(t);
             }
             let (node, path) = self.at(ino)?;
-            match self.call(node, caller, MfsOp::ReadLink { path })? {
+            match self.call(node, caller, MfsOp::ReadLink { path: path.clone() })? {
                 MfsReply::Target(t) if t.starts_with(b"/") => {
                     let mut shown = self.mount.as_os_str().as_bytes().to_vec();
                     shown.extend_from_slice(format!("/{}", node.get()).as_bytes());
                     shown.extend_from_slice(&t);
                     Ok(shown)
                 }
-                MfsReply::Target(t) => Ok(t),
+                MfsReply::Target(t) => Ok(match climbs_above_root(&path, &t) {
+                    // At the node `..` stops at its root; below the mount it would leave the
+                    // node's directory: the link is shown as the path it means at the node.
+                    Some(meant) => [
+                        self.mount.as_os_str().as_bytes(),
+                        format!("/{}", node.get()).as_bytes(),
+                        &meant,
+                    ]
+                    .concat(),
+                    None => t,
+                }),
                 _ => Err(Errno::EIO),
             }
         })();
@@ -1204,5 +1273,36 @@ impl MfsClient {
                 })
         })();
         self.done(r, reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_link_that_climbs_above_the_nodes_root_is_shown_as_what_it_means_there() {
+        assert_eq!(climbs_above_root(b"/a/b/l", b"../x"), None);
+        assert_eq!(
+            climbs_above_root(b"/a/l", b"../../etc/passwd"),
+            Some(b"/etc/passwd".to_vec())
+        );
+        assert_eq!(climbs_above_root(b"/l", b".."), Some(b"/".to_vec()));
+        assert_eq!(climbs_above_root(b"/a/b/l", b"./c/../../d"), None);
+    }
+
+    #[test]
+    fn a_rename_moves_the_inodes_below_it() {
+        let n = NodeId::new(3).unwrap();
+        let mut i = Inodes::default();
+        let dir = i.intern(n, b"/a".to_vec());
+        let f = i.intern(n, b"/a/f".to_vec());
+        let other = i.intern(n, b"/ab".to_vec());
+        i.renamed(n, b"/a", b"/z");
+        assert_eq!(i.get(dir).unwrap().1, b"/z".to_vec());
+        assert_eq!(i.get(f).unwrap().1, b"/z/f".to_vec());
+        assert_eq!(i.get(other).unwrap().1, b"/ab".to_vec());
+        i.forget(f, 1);
+        assert!(i.get(f).is_none());
     }
 }

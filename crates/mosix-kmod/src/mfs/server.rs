@@ -97,9 +97,44 @@ struct SessionEntry {
     conns: usize,
 }
 
+/// The threads doing owner-side work now, by thread id: a file request from one of them is
+/// refused (it would wait for itself, see `client`'s notes).
+#[derive(Debug, Default)]
+pub struct Working(Mutex<std::collections::HashSet<i32>>);
+
+impl Working {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether thread `tid` is doing owner-side work.
+    pub fn contains(&self, tid: i32) -> bool {
+        self.lock().contains(&tid)
+    }
+
+    /// Marks this thread as working until the guard is dropped.
+    pub fn enter(&self) -> WorkingGuard<'_> {
+        let tid = nix::unistd::gettid().as_raw();
+        self.lock().insert(tid);
+        WorkingGuard(self, tid)
+    }
+}
+
+/// A thread doing owner-side work.
+#[derive(Debug)]
+pub struct WorkingGuard<'a>(&'a Working, i32);
+
+impl Drop for WorkingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
 /// The owning side.
 #[derive(Debug)]
 pub struct Server {
+    /// The threads serving requests now.
+    pub working: Working,
     trust_root: bool,
     refusing: AtomicBool,
     sessions: Mutex<HashMap<NodeId, SessionEntry>>,
@@ -113,6 +148,7 @@ impl Server {
     /// A server; `trust_root` keeps other nodes' root as root.
     pub fn new(trust_root: bool) -> Server {
         Server {
+            working: Working::default(),
             trust_root,
             refusing: AtomicBool::new(false),
             sessions: Mutex::new(HashMap::new()),
@@ -187,6 +223,7 @@ impl Server {
             }
         };
         let handles = self.join(from, session);
+        let _working = self.working.enter();
         loop {
             let req: MfsRequest = match d.recv(MAX_MFS_FRAME) {
                 Ok(r) => r,

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use mosix_core::NodeId;
-use mosix_core::balance::{Pinned, ProcState, Usage};
+use mosix_core::balance::{DataUse, Pinned, ProcState, Usage};
 use mosix_core::client::DecayMode;
 use mosix_core::config::DecayTunables;
 use mosix_core::gossip::Millis;
@@ -42,6 +42,38 @@ struct Tracked {
     /// When that was.
     last: Millis,
     usage: Usage,
+    /// The share of its time spent on each node's files, decayed like its CPU demand.
+    data: HashMap<NodeId, Usage>,
+}
+
+/// What the node saw of its processes' file access since the last look.
+#[derive(Debug)]
+pub struct FileUse {
+    /// This node.
+    pub me: NodeId,
+    /// Nanoseconds each process (by pid) waited for each node's files through MFS.
+    pub waits: HashMap<i32, HashMap<NodeId, u64>>,
+    /// Calls each guest made on files of this node directly (DFSA).
+    pub dfsa_calls: HashMap<i32, u64>,
+}
+
+impl FileUse {
+    /// Milliseconds `pid` spent on each node's files in the last interval.
+    fn of(&self, pid: i32) -> Vec<(NodeId, u64)> {
+        let mut v: Vec<(NodeId, u64)> = self
+            .waits
+            .get(&pid)
+            .map(|w| w.iter().map(|(n, ns)| (*n, ns / 1_000_000)).collect())
+            .unwrap_or_default();
+        if let Some(c) = self.dfsa_calls.get(&pid) {
+            let ms = c * crate::split::remote::dfsa::CALL_US / 1000;
+            match v.iter_mut().find(|(n, _)| *n == self.me) {
+                Some(x) => x.1 += ms,
+                None => v.push((self.me, ms)),
+            }
+        }
+        v
+    }
 }
 
 /// The processes followed on this node.
@@ -95,6 +127,7 @@ impl Tracker {
         procs: &Procs,
         decay: &DecayTunables,
         accept_root: bool,
+        files: &FileUse,
     ) -> Vec<Local> {
         let ticks = procfs::ticks_per_second().max(1);
         let page = procfs::page_size();
@@ -129,6 +162,7 @@ impl Tracker {
                 demand_ns,
                 last: now,
                 usage: Usage::default(),
+                data: HashMap::new(),
             });
             let elapsed = u64::try_from(now.saturating_sub(t.last)).unwrap_or(0);
             let wanted = demand_ns.saturating_sub(t.demand_ns) / 1_000_000;
@@ -138,12 +172,23 @@ impl Tracker {
                 DecayMode::None => 1000,
             };
             if elapsed > 0 {
-                t.usage.add(
-                    wanted.min(elapsed),
-                    elapsed,
-                    keep,
-                    u64::from(decay.interval_s) * 1000,
-                );
+                let interval = u64::from(decay.interval_s) * 1000;
+                t.usage.add(wanted.min(elapsed), elapsed, keep, interval);
+                let used = files.of(pid);
+                for (node, ms) in &used {
+                    t.data.entry(*node).or_default().add(
+                        (*ms).min(elapsed),
+                        elapsed,
+                        keep,
+                        interval,
+                    );
+                }
+                for (node, u) in &mut t.data {
+                    if !used.iter().any(|(n, _)| n == node) {
+                        u.add(0, elapsed, keep, interval);
+                    }
+                }
+                t.data.retain(|_, u| u.demand_permille() > 0);
             }
             t.demand_ns = demand_ns;
             t.last = now;
@@ -180,6 +225,14 @@ impl Tracker {
                     here_ms,
                     cpu_here_ms: cpu_ms.saturating_sub(t.cpu0_ms),
                     rss: stat.rss * page,
+                    data: t
+                        .data
+                        .iter()
+                        .map(|(n, u)| DataUse {
+                            node: *n,
+                            permille: u.demand_permille(),
+                        })
+                        .max_by_key(|d| (d.permille, std::cmp::Reverse(d.node))),
                 },
                 guest,
             });

@@ -433,6 +433,7 @@ async fn serve(
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
+    let trust_root = loaded.tunables.mfs.trust_root;
     let mut node = Node {
         link: node::LinkState {
             ctx,
@@ -467,6 +468,12 @@ async fn serve(
         events: tx,
         euid: nix::unistd::geteuid().as_raw(),
         paths,
+        dfsa: mfs.as_ref().map(|m| {
+            Arc::new(crate::split::remote::dfsa::DfsaNode::new(
+                m.mount().to_owned(),
+                trust_root,
+            ))
+        }),
         mfs,
     };
 

@@ -246,7 +246,22 @@ impl Node {
         }
         let b = &mut self.balancing;
         let accept_root = self.loaded.tunables.guests.accept_root;
-        let locals = b.tracker.look(now, &self.procs, &b.decay, accept_root);
+        let files = super::balancing::FileUse {
+            me: self.loaded.me,
+            waits: self
+                .mfs
+                .as_ref()
+                .map(|m| m.stats.take_waits())
+                .unwrap_or_default(),
+            dfsa_calls: self
+                .dfsa
+                .as_ref()
+                .map(|d| d.take_calls())
+                .unwrap_or_default(),
+        };
+        let locals = b
+            .tracker
+            .look(now, &self.procs, &b.decay, accept_root, &files);
         if locals.is_empty() {
             return;
         }

@@ -108,6 +108,8 @@ pub(super) struct Node {
     pub euid: u32,
     /// The MOSIX File System (`None`: it could not start; the log says why).
     pub mfs: Option<crate::mfs::Mfs>,
+    /// Direct file access of guests to this node's files (with MFS).
+    pub dfsa: Option<Arc<crate::split::remote::dfsa::DfsaNode>>,
 }
 
 impl Node {
@@ -263,6 +265,7 @@ impl Node {
             admission: Arc::clone(&self.balancing.admission),
             guests: self.loaded.tunables.guests.clone(),
             cgroup: self.guests.clone(),
+            dfsa: self.dfsa.clone(),
         }
     }
 
@@ -371,7 +374,25 @@ impl Node {
             interval_ms: cfg.interval_ms,
             dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
             nodes,
+            files: self.file_counters(),
         }
+    }
+
+    /// The MFS and DFSA counters.
+    fn file_counters(&self) -> mosix_core::client::FileCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut f = mosix_core::client::FileCounters::default();
+        if let Some(m) = &self.mfs {
+            f.mfs_served = m.server.served.load(Relaxed);
+            f.mfs_served_bytes = m.server.bytes.load(Relaxed);
+            f.mfs_sent = m.stats.remote_requests.load(Relaxed);
+            f.mfs_sent_bytes = m.stats.remote_bytes.load(Relaxed);
+        }
+        if let Some(d) = &self.dfsa {
+            f.dfsa_opens = d.opens.load(Relaxed);
+            f.dfsa_calls = d.calls.load(Relaxed);
+        }
+        f
     }
 
     /// `setpe -W`: a new map (and a fresh read of mosix.toml and the secret), applied in place.

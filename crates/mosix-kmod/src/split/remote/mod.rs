@@ -9,8 +9,10 @@
 //!
 //! Rooms: this file takes an arriving process (checks, restore, rejoining home after a direct
 //! move); [`supervisor`] runs it (calls, signals, stops, statistics); [`mapping`] makes its
-//! mappings of home files from copies; [`leave`] sends it home or on to another node.
+//! mappings of home files from copies; [`dfsa`] runs its calls on files of this node here;
+//! [`leave`] sends it home or on to another node.
 
+pub mod dfsa;
 mod leave;
 mod mapping;
 mod supervisor;
@@ -58,6 +60,8 @@ pub struct GuestEnv {
     pub guests: GuestTunables,
     /// The guests' cgroup (`None`: this node takes no guests).
     pub cgroup: Option<Arc<GuestCgroup>>,
+    /// Direct file access for files of this node (`None`: MFS is not running here).
+    pub dfsa: Option<Arc<dfsa::DfsaNode>>,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
@@ -142,7 +146,12 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 }
             };
             let io = IoCache::with_errors(&h.write_errors);
+            let dfsa = env
+                .dfsa
+                .as_ref()
+                .map(|n| dfsa::Dfsa::new(Arc::clone(n), pid, env.me, &h.creds));
             let mut s = Supervisor {
+                dfsa,
                 env: env.clone(),
                 move_to: None,
                 h,

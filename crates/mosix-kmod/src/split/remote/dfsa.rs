@@ -1,0 +1,405 @@
+//! Direct File System Access: a guest's file under `/mfs/<this node>/…` (or `/mfs/here/…`) is
+//! opened here, and the calls on it run here natively, not at home.
+//!
+//! The open itself still goes home first and runs in the deputy, through home's MFS mount: so
+//! it is checked, created, truncated and numbered exactly as it would be at home, and the
+//! deputy holds the same file (its `fstat`, `/proc/PID/fd`, coming home). Then the supervisor
+//! opens the same file here — the path without the mount's prefix, with the owner's ids
+//! ([`crate::kernel::creds::as_user`]) and without `O_CREAT`, `O_EXCL` and `O_TRUNC`, which home
+//! already did — and installs it in the guest at the number home gave (`ADDFD`). From then on
+//! the calls of [`NATIVE`] on that number are let through to the kernel here (a notification
+//! answered with `CONTINUE`: no trip home).
+//!
+//! One state with home: the offset moves here only. Before anything else uses the
+//! descriptor — a call this module does not know to be safe on it, a `dup`, the process leaving
+//! — the offset is carried home (an `lseek` forwarded to the deputy) and, unless the process is
+//! leaving, the descriptor stops being DFSA (a placeholder takes its number here; its calls go
+//! home as any other's). Correctness never depends on this list being complete: what it does
+//! not know goes home.
+//!
+//! A path is taken only if it is absolute, names this node's directory of the mount, and has no
+//! `..` component; anything else is opened at home only, as before.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mosix_core::NodeId;
+use mosix_core::image::Creds;
+use mosix_core::syscalls;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::kernel::creds::{User, as_user};
+use crate::split::forward::Marshalled;
+
+/// What the node knows of DFSA: where MFS is mounted, and its counters.
+#[derive(Debug)]
+pub struct DfsaNode {
+    /// The MFS mount (`[mfs] mount`).
+    pub mount: PathBuf,
+    /// `[mfs] trust_root`: without it a guest of root opens files here as `nobody`, as its
+    /// requests through MFS would.
+    pub trust_root: bool,
+    /// Files opened here for guests.
+    pub opens: AtomicU64,
+    /// Calls of guests let through to this node's kernel on such files.
+    pub calls: AtomicU64,
+    /// The same, by guest (its pid here), since the balancer last looked.
+    by_guest: std::sync::Mutex<std::collections::HashMap<i32, u64>>,
+}
+
+/// What one call on a DFSA descriptor is taken to cost, for the balancer (the notification
+/// and the file system's own work on a small operation).
+pub const CALL_US: u64 = 20;
+
+impl DfsaNode {
+    /// Takes the calls counted by guest since the last call.
+    pub fn take_calls(&self) -> std::collections::HashMap<i32, u64> {
+        std::mem::take(&mut *self.by_guest.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// DFSA under the MFS mount `mount`.
+    pub fn new(mount: PathBuf, trust_root: bool) -> DfsaNode {
+        DfsaNode {
+            mount,
+            trust_root,
+            opens: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            by_guest: Default::default(),
+        }
+    }
+}
+
+/// Calls that return a new descriptor number.
+fn returns_fd(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_open
+            | libc::SYS_openat
+            | libc::SYS_openat2
+            | libc::SYS_creat
+            | libc::SYS_dup
+            | libc::SYS_dup2
+            | libc::SYS_dup3
+            | libc::SYS_fcntl
+            | libc::SYS_socket
+            | libc::SYS_accept
+            | libc::SYS_accept4
+            | libc::SYS_epoll_create1
+            | libc::SYS_eventfd2
+            | libc::SYS_memfd_create
+            | libc::SYS_inotify_init1
+            | libc::SYS_signalfd4
+            | libc::SYS_timerfd_create
+            | libc::SYS_pidfd_open
+    )
+}
+
+/// The flags of an open that are kept for the second open here.
+fn here_flags(flags: i32) -> OFlag {
+    let keep = OFlag::O_ACCMODE
+        | OFlag::O_APPEND
+        | OFlag::O_NONBLOCK
+        | OFlag::O_DIRECT
+        | OFlag::O_SYNC
+        | OFlag::O_DSYNC
+        | OFlag::O_NOATIME
+        | OFlag::O_LARGEFILE
+        | OFlag::O_DIRECTORY
+        | OFlag::O_NOFOLLOW;
+    (OFlag::from_bits_truncate(flags) & keep) | OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+}
+
+/// A guest's DFSA descriptors.
+#[derive(Debug)]
+pub(super) struct Dfsa {
+    node: std::sync::Arc<DfsaNode>,
+    /// The guest's pid here.
+    pid: i32,
+    /// `MOUNT/N/` and `MOUNT/here/`.
+    prefixes: [Vec<u8>; 2],
+    user: User,
+    fds: HashSet<i32>,
+    /// Numbers where a placeholder stands for a descriptor that stopped being DFSA.
+    placeholders: HashSet<i32>,
+    /// Descriptors home already described since the process came (whether adopted or not).
+    examined: HashSet<i32>,
+}
+
+impl Dfsa {
+    pub(super) fn new(node: std::sync::Arc<DfsaNode>, pid: i32, me: NodeId, creds: &Creds) -> Dfsa {
+        let m = node.mount.as_os_str().as_bytes();
+        let prefixes = [
+            [m, format!("/{}/", me.get()).as_bytes()].concat(),
+            [m, b"/here/"].concat(),
+        ];
+        let root = creds.uid[1] == 0 || creds.gid[1] == 0 || creds.groups.contains(&0);
+        let user = if root && !node.trust_root {
+            User {
+                uid: crate::mfs::server::NOBODY,
+                gid: crate::mfs::server::NOBODY,
+                groups: Vec::new(),
+            }
+        } else {
+            User {
+                uid: creds.uid[1],
+                gid: creds.gid[1],
+                groups: creds.groups.clone(),
+            }
+        };
+        Dfsa {
+            node,
+            pid,
+            prefixes,
+            user,
+            fds: HashSet::new(),
+            placeholders: HashSet::new(),
+            examined: HashSet::new(),
+        }
+    }
+
+    /// The DFSA descriptors.
+    pub(super) fn fds(&self) -> Vec<i32> {
+        self.fds.iter().copied().collect()
+    }
+
+    /// Forgets a descriptor (closed, or no longer DFSA).
+    pub(super) fn forget(&mut self, fd: i32) {
+        self.fds.remove(&fd);
+    }
+
+    /// Whether call `nr` runs natively here: it names a DFSA descriptor first and is known to
+    /// be safe on it. `empty_path` tells whether the path argument of `newfstatat`/`statx` is
+    /// empty (asked only for those).
+    pub(super) fn native(
+        &self,
+        nr: i64,
+        args: &[u64; 6],
+        empty_path: impl FnOnce() -> bool,
+    ) -> bool {
+        let fd = if nr == libc::SYS_mmap {
+            args[4]
+        } else {
+            args[0]
+        } as i32;
+        if !self.fds.contains(&fd) {
+            return false;
+        }
+        let yes = syscalls::dfsa_native(nr as u64, args, empty_path);
+        if yes {
+            self.node.calls.fetch_add(1, Ordering::Relaxed);
+            *self
+                .node
+                .by_guest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(self.pid)
+                .or_default() += 1;
+        }
+        yes
+    }
+
+    /// The DFSA descriptors a call that does not run natively names: its descriptor arguments,
+    /// a mapping's descriptor, and the number `dup2`/`dup3` would replace.
+    pub(super) fn named_by(
+        &self,
+        nr: i64,
+        args: &[u64; 6],
+        shape: &[mosix_core::syscalls::Arg; 6],
+    ) -> Vec<i32> {
+        let mut v: Vec<i32> = shape
+            .iter()
+            .zip(args)
+            .filter(|(a, _)| matches!(a, mosix_core::syscalls::Arg::Fd))
+            .map(|(_, &x)| x as i32)
+            .filter(|fd| self.fds.contains(fd))
+            .collect();
+        let extra = match nr {
+            libc::SYS_dup2 | libc::SYS_dup3 => Some(args[1] as i32),
+            libc::SYS_mmap => Some(args[4] as i32),
+            _ => None,
+        };
+        if let Some(fd) = extra
+            && self.fds.contains(&fd)
+            && !v.contains(&fd)
+        {
+            v.push(fd);
+        }
+        v
+    }
+
+    /// A descriptor that call `nr` would run natively on if it were DFSA, and that home has
+    /// not described yet since the process came (so: one it had before).
+    pub(super) fn adoptable(&self, nr: i64, args: &[u64; 6]) -> Option<i32> {
+        let fd = args[0] as i32;
+        let io = syscalls::dfsa_adoptable(nr as u64);
+        (io && fd >= 0 && !self.fds.contains(&fd) && !self.examined.contains(&fd)).then_some(fd)
+    }
+
+    /// Records that home was asked about `fd`.
+    pub(super) fn examine(&mut self, fd: i32) {
+        self.examined.insert(fd);
+    }
+
+    /// After a call home that may have closed or replaced descriptors: their numbers may name
+    /// other files now.
+    pub(super) fn numbers_changed(&mut self, nr: i64, args: &[u64; 6], ret: i64) {
+        match nr {
+            libc::SYS_close => {
+                self.examined.remove(&(args[0] as i32));
+            }
+            libc::SYS_dup2 | libc::SYS_dup3 => {
+                self.examined.remove(&(args[1] as i32));
+            }
+            libc::SYS_close_range => self.examined.clear(),
+            _ => {}
+        }
+        if ret >= 0 && ret <= i64::from(i32::MAX) && returns_fd(nr) {
+            self.examined.remove(&(ret as i32));
+        }
+    }
+
+    /// The path here of a path at home under this node's directory of the mount.
+    pub(super) fn local_of(&self, path: &[u8]) -> Option<PathBuf> {
+        let rest = self
+            .prefixes
+            .iter()
+            .find_map(|p| path.strip_prefix(p.as_slice()))?;
+        if rest.split(|&b| b == b'/').any(|c| c == b"..") {
+            return None;
+        }
+        let mut local = b"/".to_vec();
+        local.extend_from_slice(rest);
+        Some(PathBuf::from(OsStr::from_bytes(&local)))
+    }
+
+    /// The path here of an open that home is about to make, if it is a DFSA one: `open`,
+    /// `openat` (absolute path, or relative to nothing) or `creat`, under this node's
+    /// directory of the mount, without `..`, not `O_PATH` or `O_TMPFILE`. Returns the local
+    /// path and the open flags.
+    pub(super) fn candidate(&self, m: &Marshalled) -> Option<(PathBuf, i32)> {
+        let nr = i64::from(m.call.nr);
+        let (path_arg, flags) = match nr {
+            libc::SYS_open => (0u8, m.call.args[1] as i32),
+            libc::SYS_openat => (1u8, m.call.args[2] as i32),
+            libc::SYS_creat => (0u8, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
+            _ => return None,
+        };
+        if flags & (libc::O_PATH | libc::O_TMPFILE | libc::O_DIRECTORY) != 0 {
+            return None;
+        }
+        let path = &m.call.bufs.iter().find(|(i, _)| *i == path_arg)?.1;
+        let path = path.strip_suffix(b"\0").unwrap_or(path);
+        Some((self.local_of(path)?, flags))
+    }
+
+    /// Opens `path` here as the process's owner, for the descriptor home just opened.
+    pub(super) fn open_here(&self, path: &Path, flags: i32) -> Result<OwnedFd, Errno> {
+        let fd = as_user(&self.user, || {
+            nix::fcntl::open(path, here_flags(flags), Mode::empty())
+        })?;
+        Ok(fd)
+    }
+
+    /// Records that a placeholder stands at `fd`.
+    pub(super) fn placeholder_at(&mut self, fd: i32) {
+        self.placeholders.insert(fd);
+    }
+
+    /// Home closed `fd`: whether something stands at that number here to close as well.
+    pub(super) fn closed(&mut self, fd: i32) -> bool {
+        self.fds.remove(&fd) | self.placeholders.remove(&fd)
+    }
+
+    /// Records `fd` as a DFSA descriptor.
+    pub(super) fn opened(&mut self, fd: i32) {
+        self.examined.insert(fd);
+        self.placeholders.remove(&fd);
+        self.fds.insert(fd);
+        self.node.opens.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mosix_core::proto::Call;
+
+    fn dfsa() -> Dfsa {
+        Dfsa::new(
+            std::sync::Arc::new(DfsaNode::new(PathBuf::from("/mfs"), false)),
+            1,
+            NodeId::new(3).unwrap(),
+            &Creds::default(),
+        )
+    }
+
+    fn open_call(path: &str, flags: i32) -> Marshalled {
+        Marshalled {
+            call: Call {
+                nr: libc::SYS_openat as u32,
+                args: [libc::AT_FDCWD as u64, 0, flags as u64, 0o644, 0, 0],
+                bufs: vec![(1, path.as_bytes().to_vec())],
+                ahead: 0,
+            },
+            outs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_this_nodes_files_without_dotdot_are_opened_here() {
+        let d = dfsa();
+        let c = |p: &str| d.candidate(&open_call(p, libc::O_RDONLY)).map(|x| x.0);
+        assert_eq!(c("/mfs/3/srv/data"), Some(PathBuf::from("/srv/data")));
+        assert_eq!(c("/mfs/here/srv/data"), Some(PathBuf::from("/srv/data")));
+        assert_eq!(c("/mfs/2/srv/data"), None);
+        assert_eq!(c("/mfs/33/srv/data"), None);
+        assert_eq!(c("/mfs/3/srv/../../etc/shadow"), None);
+        assert_eq!(c("srv/data"), None);
+        assert_eq!(c("/srv/data"), None);
+        assert_eq!(d.candidate(&open_call("/mfs/3/x", libc::O_PATH)), None);
+    }
+
+    #[test]
+    fn the_second_open_neither_creates_nor_truncates() {
+        let f = here_flags(
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_APPEND,
+        );
+        assert!(f.contains(OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CLOEXEC));
+        assert!(!f.intersects(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_TRUNC));
+    }
+
+    #[test]
+    fn known_calls_run_here_and_others_name_the_descriptor() {
+        let mut d = dfsa();
+        d.opened(5);
+        let args = |a0: u64, a1: u64| [a0, a1, 0, 0, 0, 0];
+        assert!(d.native(libc::SYS_read, &args(5, 0), || false));
+        assert!(!d.native(libc::SYS_read, &args(6, 0), || false));
+        assert!(d.native(libc::SYS_fcntl, &args(5, libc::F_GETFL as u64), || false));
+        assert!(!d.native(libc::SYS_fcntl, &args(5, libc::F_DUPFD as u64), || false));
+        assert!(!d.native(libc::SYS_ioctl, &args(5, libc::FIOCLEX), || false));
+        assert!(d.native(libc::SYS_ioctl, &args(5, libc::TCGETS), || false));
+        let statx = [5, 0, libc::AT_EMPTY_PATH as u64, 0, 0, 0];
+        assert!(d.native(libc::SYS_statx, &statx, || true));
+        assert!(!d.native(libc::SYS_statx, &statx, || false));
+        use mosix_core::syscalls::Arg::{Fd, Int, None as No};
+        assert_eq!(
+            d.named_by(libc::SYS_dup2, &args(1, 5), &[Fd, Int, No, No, No, No]),
+            vec![5]
+        );
+        assert_eq!(
+            d.named_by(libc::SYS_dup, &args(5, 0), &[Fd, No, No, No, No, No]),
+            vec![5]
+        );
+        assert!(
+            d.named_by(libc::SYS_dup, &args(4, 0), &[Fd, No, No, No, No, No])
+                .is_empty()
+        );
+    }
+}
