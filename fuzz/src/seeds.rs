@@ -570,6 +570,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 window: 16,
                 dead_after_ms: 10_000,
                 measuring: "machine".into(),
+                mfs_mount: "/mfs".into(),
             }),
         ),
         (

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use mosix_tests::{NOBODY, TestCluster, require_root, serial};
+use mosix_tests::{NOBODY, TestCluster, require_root, serial, user_dir};
 
 /// The directory each node has privately.
 const DATA: &str = "/run/mosix-vc-test-mfs";
@@ -260,8 +260,43 @@ fn a_migrated_process_reads_and_writes_files_of_its_node_there_and_keeps_its_off
     }
     let _g = serial();
     std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tdfsa", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    // A directory all nodes see alike (the machine's), declared as a cluster-wide file system.
+    let shared = user_dir();
+    let c = TestCluster::up("tdfsa", 3, |s| {
+        s.private_dirs = vec![PathBuf::from(DATA)];
+        s.tunables = format!("[mfs]\ndfsa_paths = [{:?}]\n", shared.path());
+    });
     c.wait_all_up();
+
+    // A process placed on node 2 writes and reads a file of the declared file system there.
+    let f = shared.path().join("f");
+    let before = c.view(2).unwrap().files;
+    let o = c
+        .job(
+            1,
+            &[
+                "-2",
+                "/usr/bin/python3",
+                "-c",
+                "import sys; open(sys.argv[1], 'w').write('declared'); print(open(sys.argv[1]).read())",
+                f.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "declared\n",
+        "{}",
+        text(&o)
+    );
+    let after = c.view(2).unwrap().files;
+    assert!(
+        after.dfsa_opens >= before.dfsa_opens + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "declared");
+
     let d3 = c.private_path(3, Path::new(DATA));
     let data = mosix_tests::pseudo_random(3 << 20, 7);
     std::fs::write(d3.join("data"), &data).unwrap();
@@ -397,4 +432,77 @@ fn a_process_that_reads_another_nodes_file_moves_to_that_node_by_itself() {
         "the move was not for its data:\n{log}"
     );
     assert_eq!(locked_at, Some(0), "the locked reader moved");
+}
+
+#[test]
+fn mtune_writes_the_file_costs_and_the_balancer_follows_them() {
+    use mosix_core::client::Client;
+    if !require_root("mtune") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tmtune", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    c.wait_all_up();
+    // mtune measures node 3 and writes node 1's file; the service uses it at once.
+    let (ok, said) = c.said(1, "mtune", &["3", "-c", "50"]);
+    assert!(ok, "{said}");
+    let file = c.paths(1).mfscosts();
+    let written =
+        mosix_core::mfscosts::MfsCosts::parse("mfscosts", &std::fs::read_to_string(&file).unwrap())
+            .unwrap();
+    let row = written.towards(mosix_core::NodeId::new(3).unwrap());
+    assert!(row.peer.is_some() && row.mfs_call_us > 0, "{written:?}");
+    // What the service uses (printed in the file's own format) is what mtune wrote.
+    let (_, shown) = c.said(1, "mosctl", &["gettune", "--files"]);
+    let shown = mosix_core::mfscosts::MfsCosts::parse("gettune", &shown).unwrap();
+    assert_eq!(shown.rows, written.rows);
+
+    // A file by hand that says running at node 3 saves nothing: the reader stays home.
+    let load = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        Client::connect(&c.paths(1)).unwrap().load_tune()
+    };
+    load("peer mfs_call_us mfs_kib_us dfsa_call_us dfsa_kib_us\n3 100 1 100 1\n").unwrap();
+    let d3 = c.private_path(3, Path::new(DATA));
+    std::fs::write(d3.join("big"), mosix_tests::pseudo_random(8 << 20, 5)).unwrap();
+    std::fs::set_permissions(d3.join("big"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let big = at3("big");
+    let reader = |secs: &str| {
+        c.job(1, &["/usr/bin/python3", "-c", READER, &big, secs])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut stays = reader("12");
+    let moved = c.eventually(Duration::from_secs(8), || c.node_of(stays.id()) == Some(3));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stays.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = stays.wait();
+    assert!(
+        !moved,
+        "the reader moved although the costs said it would save nothing"
+    );
+
+    // A wrong file is named with its line, and the costs in use are kept.
+    let e = load("peer mfs_call_us mfs_kib_us dfsa_call_us dfsa_kib_us\n3 100 1 x 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mfscosts:2:") && e.contains("dfsa_call_us"),
+        "{e}"
+    );
+
+    // With the costs mtune measured, the same reader goes to its data.
+    load(&written.to_text()).unwrap();
+    let mut goes = reader("25");
+    let moved = c.eventually(Duration::from_secs(20), || c.node_of(goes.id()) == Some(3));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(goes.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = goes.wait();
+    assert!(moved, "{}", c.log(1));
 }

@@ -87,8 +87,20 @@ pub enum Verb {
         /// Per-mille kept for fast-decaying processes (default 926).
         fast: Option<u32>,
     },
-    /// Show the migration and remote-call costs the balancer uses.
-    Gettune(Json),
+    /// Show the migration and remote-call costs the balancer uses (overheads(5)), or with
+    /// --files the costs of reaching each node's files (mfscosts(5)).
+    Gettune(Tune),
+}
+
+/// What `gettune` shows.
+#[derive(Debug, clap::Args)]
+pub struct Tune {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The file access costs (mfscosts(5), written by mtune) instead of the migration costs.
+    #[arg(long)]
+    pub files: bool,
 }
 
 /// A query about a node, this node by default.

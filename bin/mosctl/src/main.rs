@@ -88,7 +88,8 @@ fn run(verb: Verb) -> Result<ExitCode> {
             c.set_decay(d)?;
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Gettune(j) => gettune(j.json),
+        Verb::Gettune(t) if t.files => getfiletune(t.json),
+        Verb::Gettune(t) => gettune(t.json),
     }
 }
 
@@ -383,6 +384,17 @@ fn getdecay(json: bool) -> Result<ExitCode> {
             d.interval_s, d.slow, d.fast
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn getfiletune(json: bool) -> Result<ExitCode> {
+    let t = client()?.file_tune()?;
+    if json {
+        print_json(&t)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // In the file's own format: what it prints can be saved as an mfscosts file.
+    print!("{}", t.to_text());
     Ok(ExitCode::SUCCESS)
 }
 

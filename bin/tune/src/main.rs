@@ -129,7 +129,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let nodes = RunningNodes::new(&client.config()?)?;
     let me = nodes.me;
     let view = client.view()?;
-    let peers = peers(&cli.nodes, &nodes, &view)?;
+    let peers = mosix_core::cli::peers_to_measure("tune", &cli.nodes, &nodes, &view)
+        .map_err(|e| anyhow!(e))?;
 
     let speed = mosix_kmod::node::measure::calibrate_speed();
     let service_speed = view.get(me).and_then(|v| v.figures).map(|f| f.speed);
@@ -238,7 +239,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         if target == Path::new("-") {
             print!("{}", file.to_text());
         } else {
-            write_atomically(&target, &file.to_text())?;
+            mosix_core::cli::write_atomically(&target, &file.to_text())?;
             written = Some(target.display().to_string());
             if target == paths.overheads() {
                 client.load_tune()?;
@@ -267,33 +268,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     } else {
         ExitCode::from(mosix_core::cli::EXIT_FAILURE)
     })
-}
-
-/// The peers to measure: those named (never this node), or every other node that is up.
-fn peers(
-    names: &[String],
-    nodes: &RunningNodes,
-    view: &mosix_core::client::ClusterView,
-) -> Result<Vec<NodeId>> {
-    if names.is_empty() {
-        return Ok(view
-            .nodes
-            .iter()
-            .filter(|v| !v.is_self && v.up)
-            .map(|v| v.node)
-            .collect());
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let n = nodes.node(name)?;
-        if n == nodes.me {
-            bail!("node {n} is this node: tune measures the links to other nodes");
-        }
-        if !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    Ok(out)
 }
 
 /// Moves the test process and waits until it is there.
@@ -374,26 +348,6 @@ fn merge(old: Option<Overheads>, measured: &[Measured], source: String) -> Overh
     };
     rows.insert(0, default);
     Overheads { source, rows }
-}
-
-/// Writes `text` to `path` through a temporary file in the same directory, so the service
-/// never reads half a file.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tune-{}",
-        path.file_name()
-            .map_or("overheads".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow!("writing {}: {e}", path.display())
-    })
 }
 
 fn print_report(r: &Report, cli: &Cli) {

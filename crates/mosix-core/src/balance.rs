@@ -257,6 +257,31 @@ pub struct Move {
 pub trait Costs {
     /// Microseconds to move `bytes` of resident memory to `to`.
     fn migration_us(&self, to: NodeId, bytes: u64) -> u64;
+
+    /// The part of the time a process waits for `to`'s files from here that running on `to`
+    /// would save, per-mille (mfscosts(5)); all of it unless told otherwise.
+    fn data_saving_permille(&self, _to: NodeId) -> u32 {
+        1000
+    }
+}
+
+/// A node's costs: moves (overheads(5)) and file access (mfscosts(5)).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeCosts<'a> {
+    /// The migration costs.
+    pub overheads: &'a crate::overheads::Overheads,
+    /// The file access costs.
+    pub files: &'a crate::mfscosts::MfsCosts,
+}
+
+impl Costs for NodeCosts<'_> {
+    fn migration_us(&self, to: NodeId, bytes: u64) -> u64 {
+        self.overheads.migration_us(to, bytes)
+    }
+
+    fn data_saving_permille(&self, to: NodeId) -> u32 {
+        self.files.saving_permille(to)
+    }
 }
 
 impl Costs for crate::overheads::Overheads {
@@ -489,15 +514,19 @@ impl Balancer {
         if p.data_permille > 0 {
             let seen_here = me.seen(here);
             let found = movable.iter().find_map(|q| {
-                let d = q
-                    .data
-                    .filter(|d| d.node != me.node && d.permille >= p.data_permille)?;
+                let d = q.data.filter(|d| d.node != me.node)?;
+                // The part of its time the move would save (mfscosts(5)).
+                let saving = u64::from(costs.data_saving_permille(d.node).min(1000));
+                let saved = u64::from(d.permille) * saving / 1000;
+                if saved < u64::from(p.data_permille) {
+                    return None;
+                }
                 let k = view.iter().position(|v| v.node.node == d.node)?;
                 let v = &view[k];
                 let fits = accepts(&v.node, q) && v.free >= q.rss;
                 let not_busier = v.node.seen(v.load + v.node.one()) <= seen_here + v.node.one();
                 let cost_ms = costs.migration_us(v.node.node, q.rss) as f64 / 1000.0;
-                let saved_ms = q.age_ms as f64 * f64::from(d.permille) / 1000.0;
+                let saved_ms = q.age_ms as f64 * saved as f64 / 1000.0;
                 (fits && not_busier && saved_ms > cost_ms).then_some((*q, k))
             });
             if let Some((q, k)) = found {

@@ -152,6 +152,58 @@ impl RunningNodes {
     }
 }
 
+/// The peers a measuring tool (`tune`, `mtune`) works on: those `names` names (never this
+/// node: `tool` says so), or every other node `view` shows up.
+pub fn peers_to_measure(
+    tool: &str,
+    names: &[String],
+    nodes: &RunningNodes,
+    view: &crate::client::ClusterView,
+) -> Result<Vec<NodeId>, String> {
+    if names.is_empty() {
+        return Ok(view
+            .nodes
+            .iter()
+            .filter(|v| !v.is_self && v.up)
+            .map(|v| v.node)
+            .collect());
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let n = nodes.node(name).map_err(|e| e.to_string())?;
+        if n == nodes.me {
+            return Err(format!(
+                "node {n} is this node: {tool} measures the links to other nodes"
+            ));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory, so that a reader
+/// (the node service) never sees half a file.
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.new-{}",
+        path.file_name()
+            .map_or("file".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, text)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+    })
+}
+
 /// Whether a user who is neither owner nor in the group may run `p`: it is readable and
 /// executable by others, and every directory above it searchable by others.
 pub fn others_can_run(p: &std::path::Path) -> bool {
@@ -397,6 +449,7 @@ mod tests {
             window: 16,
             dead_after_ms: 5000,
             measuring: "machine".into(),
+            mfs_mount: "/mfs".into(),
         };
         let nodes = RunningNodes::new(&cfg).unwrap();
         assert_eq!(nodes.me, node(2));

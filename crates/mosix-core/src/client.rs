@@ -52,7 +52,10 @@ pub enum Request {
     GetTune,
     /// Read the overheads file again (after `tune` wrote it; root only); the answer is
     /// [`Response::Tune`] with what is now in use, or an error naming what is wrong with the file.
+    /// The file costs (mfscosts(5)) are read again too.
     LoadTune,
+    /// The file access costs in use (mfscosts(5)): [`Response::FileTune`].
+    GetFileTune,
     /// The running configuration.
     GetConfig,
     /// Replace the map of the running service (`setpe -W`; root only).
@@ -170,6 +173,8 @@ pub enum Response {
     Decay(DecayTunables),
     /// Answer to [`Request::GetTune`].
     Tune(Overheads),
+    /// Answer to [`Request::GetFileTune`].
+    FileTune(crate::mfscosts::MfsCosts),
     /// Answer to [`Request::GetConfig`].
     Config(RunningConfig),
     /// The request failed; the text says why.
@@ -259,6 +264,9 @@ pub struct RunningConfig {
     pub dead_after_ms: u64,
     /// What the node measures: "machine" or the cgroup path.
     pub measuring: String,
+    /// Where MFS is mounted (`[mfs] mount`), whether or not it runs.
+    #[serde(default)]
+    pub mfs_mount: String,
 }
 
 /// The cluster as one node sees it.
@@ -478,6 +486,14 @@ impl Client {
         self.ask(&Request::LoadTune, tune_answer)
     }
 
+    /// The file access costs the service uses ([`Request::GetFileTune`]).
+    pub fn file_tune(&mut self) -> Result<crate::mfscosts::MfsCosts, ClientError> {
+        self.ask(&Request::GetFileTune, |r| match r {
+            Response::FileTune(c) => Some(c),
+            _ => None,
+        })
+    }
+
     /// The running configuration ([`Request::GetConfig`]).
     pub fn config(&mut self) -> Result<RunningConfig, ClientError> {
         self.ask(&Request::GetConfig, |r| match r {
@@ -575,6 +591,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::SetDecay(_) => "SetDecay",
         Request::GetTune => "GetTune",
         Request::LoadTune => "LoadTune",
+        Request::GetFileTune => "GetFileTune",
         Request::GetConfig => "GetConfig",
         Request::Reconfigure { .. } => "Reconfigure",
         Request::Shutdown => "Shutdown",

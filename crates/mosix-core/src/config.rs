@@ -122,6 +122,12 @@ pub struct MfsTunables {
     pub trust_root: bool,
     /// Threads serving the mount's requests (default 4, 1..=64).
     pub threads: usize,
+    /// File systems mounted identically on every node with one consistent view (NFS, CephFS,
+    /// Lustre, a SAN file system), by their mount points: a migrated process's files there are
+    /// opened and used on the node it runs on (DFSA), as its files under `MOUNT/<that node>`
+    /// are. Default: none. Declare only what is truly the same everywhere: a path that names
+    /// different files on different nodes would be read and written on the wrong one.
+    pub dfsa_paths: Vec<PathBuf>,
 }
 
 impl Default for MfsTunables {
@@ -131,6 +137,7 @@ impl Default for MfsTunables {
             mount: PathBuf::from("/mfs"),
             trust_root: false,
             threads: 4,
+            dfsa_paths: Vec::new(),
         }
     }
 }
@@ -494,6 +501,25 @@ impl Tunables {
                 ),
             ));
         }
+        if let Some(bad) = m.dfsa_paths.iter().find(|p| {
+            !p.is_absolute()
+                || *p == Path::new("/")
+                || p.starts_with(&m.mount)
+                || p.components().any(|c| c == std::path::Component::ParentDir)
+        }) {
+            return Err((
+                &["mfs.dfsa_paths"],
+                format!(
+                    "mfs.dfsa_paths: {bad:?} is not an absolute mount point other than / and outside mfs.mount"
+                ),
+            ));
+        }
+        if m.dfsa_paths.len() > 64 {
+            return Err((
+                &["mfs.dfsa_paths"],
+                format!("mfs.dfsa_paths: {} paths (at most 64)", m.dfsa_paths.len()),
+            ));
+        }
         if !(1..=64).contains(&m.threads) {
             return Err((
                 &["mfs.threads"],
@@ -706,6 +732,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/etc/mosix/mosix.toml:3: mfs.mount"), "{e}");
+        let t = Tunables::parse("t", "[mfs]\ndfsa_paths = [\"/nfs\"]\n").unwrap();
+        assert_eq!(t.mfs.dfsa_paths, vec![PathBuf::from("/nfs")]);
+        for bad in ["\"nfs\"", "\"/\"", "\"/mfs/3\"", "\"/a/../b\""] {
+            let e = Tunables::parse("t", &format!("[mfs]\ndfsa_paths = [{bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("mfs.dfsa_paths"), "{bad}: {e}");
+        }
         let e = Tunables::parse("t", "[mfs]\nthreads = 0\n")
             .unwrap_err()
             .to_string();

@@ -25,6 +25,7 @@ pub mod gossip;
 pub mod image;
 pub mod load;
 pub mod map;
+pub mod mfscosts;
 pub mod moves;
 pub mod node;
 pub mod overheads;

@@ -83,89 +83,15 @@ impl Overheads {
 
     /// Reads overheads(5) text; `name` names the file in errors and becomes the source.
     pub fn parse(name: &str, text: &str) -> Result<Overheads, OverheadsError> {
-        let err = |line: usize, what: String| OverheadsError {
-            file: name.to_owned(),
-            line,
-            what,
-        };
-        let mut header = false;
-        let mut rows: Vec<Overhead> = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let words: Vec<&str> = raw
-                .split('#')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            if words.is_empty() {
-                continue;
-            }
-            if !header {
-                if words != COLUMNS {
-                    return Err(err(
-                        line,
-                        format!(
-                            "the first line must name the columns: {} (found: {})",
-                            COLUMNS.join(" "),
-                            words.join(" ")
-                        ),
-                    ));
-                }
-                header = true;
-                continue;
-            }
-            if words.len() != COLUMNS.len() {
-                return Err(err(
-                    line,
-                    format!(
-                        "{} columns, expected {} ({})",
-                        words.len(),
-                        COLUMNS.len(),
-                        COLUMNS.join(" ")
-                    ),
-                ));
-            }
-            let peer = if words[0] == "default" {
-                None
-            } else {
-                let n = words[0]
-                    .parse::<u16>()
-                    .ok()
-                    .and_then(NodeId::new)
-                    .ok_or_else(|| {
-                        err(
-                            line,
-                            format!(
-                                "peer {:?} is neither a node number (1-65535) nor `default`",
-                                words[0]
-                            ),
-                        )
-                    })?;
-                Some(n)
-            };
-            let num = |k: usize| {
-                words[k].parse::<u64>().map_err(|_| {
-                    err(
-                        line,
-                        format!("{} {:?} is not a whole number", COLUMNS[k], words[k]),
-                    )
-                })
-            };
-            let row = Overhead {
+        let rows = parse_rows(name, text, &COLUMNS)?
+            .into_iter()
+            .map(|(peer, v)| Overhead {
                 peer,
-                mig_fixed_us: num(1)?,
-                mig_page_ns: num(2)?,
-                call_rtt_us: num(3)?,
-            };
-            if rows.iter().any(|r| r.peer == peer) {
-                return Err(err(line, format!("a second row for {}", words[0])));
-            }
-            rows.push(row);
-        }
-        if !header {
-            return Err(err(0, "empty: no header line, no rows".to_owned()));
-        }
+                mig_fixed_us: v[0],
+                mig_page_ns: v[1],
+                call_rtt_us: v[2],
+            })
+            .collect();
         Ok(Overheads {
             source: name.to_owned(),
             rows,
@@ -198,29 +124,8 @@ impl Overheads {
     /// a file that cannot be read or parsed gives the built-in defaults and why, for the
     /// caller to log (a bad file never stops a node).
     pub fn load(path: &Path) -> (Overheads, Option<String>) {
-        use std::io::Read;
-        let name = path.display().to_string();
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (Overheads::builtin(), None);
-            }
-            Err(e) => return (Overheads::builtin(), Some(format!("{name}: {e}"))),
-        };
-        let mut text = String::new();
-        if let Err(e) = file.take(MAX_BYTES + 1).read_to_string(&mut text) {
-            return (Overheads::builtin(), Some(format!("{name}: {e}")));
-        }
-        if text.len() as u64 > MAX_BYTES {
-            return (
-                Overheads::builtin(),
-                Some(format!("{name}: larger than {MAX_BYTES} bytes")),
-            );
-        }
-        match Overheads::parse(&name, &text) {
-            Ok(o) => (o, None),
-            Err(e) => (Overheads::builtin(), Some(e.to_string())),
-        }
+        let (o, why) = load_with(path, Overheads::parse);
+        (o.unwrap_or_else(Overheads::builtin), why)
     }
 
     /// Estimated cost of moving `pages` pages to `peer`, microseconds.
@@ -228,6 +133,125 @@ impl Overheads {
         let o = self.towards(peer);
         o.mig_fixed_us
             .saturating_add(pages.saturating_mul(o.mig_page_ns) / 1000)
+    }
+}
+
+/// A row of a cost table: its peer (`None`: the default row) and its numbers.
+pub type CostRow = (Option<NodeId>, Vec<u64>);
+
+/// Reads a cost table (overheads(5), mfscosts(5)): comments from `#`, blank lines skipped, a
+/// header line naming `columns`, then rows of a peer (a node number or `default`) and whole
+/// numbers, at most one row per peer. Returns each row's peer and numbers, or the first
+/// problem with its line.
+pub fn parse_rows(
+    name: &str,
+    text: &str,
+    columns: &[&str],
+) -> Result<Vec<CostRow>, OverheadsError> {
+    let err = |line: usize, what: String| OverheadsError {
+        file: name.to_owned(),
+        line,
+        what,
+    };
+    let mut header = false;
+    let mut rows: Vec<CostRow> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let words: Vec<&str> = raw
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        if !header {
+            if words != columns {
+                return Err(err(
+                    line,
+                    format!(
+                        "the first line must name the columns: {} (found: {})",
+                        columns.join(" "),
+                        words.join(" ")
+                    ),
+                ));
+            }
+            header = true;
+            continue;
+        }
+        if words.len() != columns.len() {
+            return Err(err(
+                line,
+                format!(
+                    "{} columns, expected {} ({})",
+                    words.len(),
+                    columns.len(),
+                    columns.join(" ")
+                ),
+            ));
+        }
+        let peer = if words[0] == "default" {
+            None
+        } else {
+            let n = words[0]
+                .parse::<u16>()
+                .ok()
+                .and_then(NodeId::new)
+                .ok_or_else(|| {
+                    err(
+                        line,
+                        format!(
+                            "peer {:?} is neither a node number (1-65535) nor `default`",
+                            words[0]
+                        ),
+                    )
+                })?;
+            Some(n)
+        };
+        let mut values = Vec::with_capacity(columns.len() - 1);
+        for k in 1..columns.len() {
+            values.push(words[k].parse::<u64>().map_err(|_| {
+                err(
+                    line,
+                    format!("{} {:?} is not a whole number", columns[k], words[k]),
+                )
+            })?);
+        }
+        if rows.iter().any(|r| r.0 == peer) {
+            return Err(err(line, format!("a second row for {}", words[0])));
+        }
+        rows.push((peer, values));
+    }
+    if !header {
+        return Err(err(0, "empty: no header line, no rows".to_owned()));
+    }
+    Ok(rows)
+}
+
+/// Reads a cost file of at most [`MAX_BYTES`] with `parse`: a missing file gives `None` and no
+/// complaint; one that cannot be read or parsed gives `None` and why.
+pub fn load_with<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, &str) -> Result<T, OverheadsError>,
+) -> (Option<T>, Option<String>) {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, None),
+        Err(e) => return (None, Some(format!("{name}: {e}"))),
+    };
+    let mut text = String::new();
+    if let Err(e) = file.take(MAX_BYTES + 1).read_to_string(&mut text) {
+        return (None, Some(format!("{name}: {e}")));
+    }
+    if text.len() as u64 > MAX_BYTES {
+        return (None, Some(format!("{name}: larger than {MAX_BYTES} bytes")));
+    }
+    match parse(&name, &text) {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(e.to_string())),
     }
 }
 

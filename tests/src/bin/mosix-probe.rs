@@ -160,101 +160,93 @@ fn main() {
             println!("{}", (mib << 20) as f64 / t.elapsed().as_secs_f64() / 1e6);
         }
         Some(m @ ("notify" | "notify-sync")) => notify(n, m == "notify-sync"),
+        Some("postmark") => {
+            let arg = |i: usize| -> u64 {
+                args.get(i)
+                    .and_then(|s| s.parse().ok())
+                    .expect("postmark DIR FILES TRANSACTIONS BLOCK")
+            };
+            let dir = std::path::Path::new(args.get(2).expect("postmark DIR"));
+            let secs = postmark(dir, arg(3) as usize, arg(4), arg(5) as usize);
+            println!("{secs}");
+        }
         _ => {
             eprintln!(
-                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N"
+                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N | postmark DIR FILES TRANSACTIONS BLOCK"
             );
             std::process::exit(2);
         }
     }
 }
 
-fn notify(n: u64, sync: bool) {
-    use mosix_kmod::kernel::seccomp::{Insn, Listener, program_bytes, take_fd};
-    // A filter that sends getppid to the listener and allows everything else.
-    let prog = [
-        // Load the call number (`seccomp_data.nr`, at offset 0).
-        Insn {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: std::mem::offset_of!(libc::seccomp_data, nr) as u32,
-        },
-        Insn {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_getppid as u32,
-        },
-        Insn {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_USER_NOTIF,
-        },
-        Insn {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let bytes = program_bytes(&prog);
-    let (rd, wr) = nix::unistd::pipe().unwrap();
-    // SAFETY: the child only makes system calls and writes to a pipe before exiting; this
-    // program is single-threaded at this point.
-    match unsafe { nix::unistd::fork() }.unwrap() {
-        nix::unistd::ForkResult::Child => {
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: bytes.as_ptr() as *mut libc::sock_filter,
-            };
-            // SAFETY: plain prctl and seccomp calls with a valid filter program.
-            let fd = unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                    &raw const fprog,
-                )
-            };
-            let mut w = std::fs::File::from(wr);
-            w.write_all(&(fd as i32).to_le_bytes()).unwrap();
-            std::thread::sleep(Duration::from_millis(100));
-            for _ in 0..100 {
-                // SAFETY: getppid takes no arguments.
-                unsafe { libc::getppid() };
-            }
-            let t = Instant::now();
-            for _ in 0..n {
-                // SAFETY: as above.
-                unsafe { libc::getppid() };
-            }
-            w.write_all(&(t.elapsed().as_nanos() as u64 / n).to_le_bytes())
-                .unwrap();
-            std::process::exit(0);
+/// PostMark's workload (J. Katcher, NetApp TR3022, 1997), as its defaults describe it: a pool
+/// of `files` files of 500 B..9.77 KB is created in `dir`, then `transactions` transactions run,
+/// each a read of a whole file or an append to one (even odds), then a creation of a new file or
+/// a deletion of one (even odds); then every file left is deleted. Every read and write is done
+/// in `block`-byte calls. Returns the seconds the whole took (creation and deletion included).
+fn postmark(dir: &std::path::Path, files: usize, transactions: u64, block: usize) -> f64 {
+    const MIN: u64 = 500;
+    const MAX: u64 = 9_770;
+    let mut seed = 42u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    let buf = vec![b'p'; block.max(1)];
+    let mut rbuf = vec![0u8; block.max(1)];
+    let write_n = |f: &mut std::fs::File, mut n: u64| {
+        while n > 0 {
+            let k = (n as usize).min(buf.len());
+            f.write_all(&buf[..k]).unwrap();
+            n -= k as u64;
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(wr);
-            let mut r = std::fs::File::from(rd);
-            let mut b = [0u8; 4];
-            r.read_exact(&mut b).unwrap();
-            let l = Listener::from_fd(take_fd(child.as_raw(), i32::from_le_bytes(b)).unwrap());
-            if sync {
-                l.sync_wakeups().unwrap();
+    };
+    let mut live: Vec<u64> = Vec::new();
+    let mut next = 0u64;
+    let name = |i: u64| dir.join(format!("pm{i}"));
+    let t = Instant::now();
+    let create = |live: &mut Vec<u64>, next: &mut u64, size: u64| {
+        let mut f = std::fs::File::create(name(*next)).unwrap();
+        write_n(&mut f, size);
+        live.push(*next);
+        *next += 1;
+    };
+    for _ in 0..files {
+        let size = MIN + rnd(MAX - MIN + 1);
+        create(&mut live, &mut next, size);
+    }
+    for _ in 0..transactions {
+        if !live.is_empty() {
+            let i = live[rnd(live.len() as u64) as usize];
+            if rnd(2) == 0 {
+                let mut f = std::fs::File::open(name(i)).unwrap();
+                while f.read(&mut rbuf).unwrap() > 0 {}
+            } else {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(name(i))
+                    .unwrap();
+                write_n(&mut f, MIN + rnd(MAX - MIN + 1));
             }
-            let done = std::thread::spawn(move || {
-                let mut b = [0u8; 8];
-                r.read_exact(&mut b).unwrap();
-                u64::from_le_bytes(b)
-            });
-            for _ in 0..(n + 100) {
-                let Ok(x) = l.recv() else { break };
-                l.reply(x.id, 1).unwrap();
-            }
-            println!("{}", done.join().unwrap());
-            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        if rnd(2) == 0 || live.is_empty() {
+            let size = MIN + rnd(MAX - MIN + 1);
+            create(&mut live, &mut next, size);
+        } else {
+            let k = rnd(live.len() as u64) as usize;
+            let i = live.swap_remove(k);
+            std::fs::remove_file(name(i)).unwrap();
         }
     }
+    for i in live {
+        std::fs::remove_file(name(i)).unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn notify(n: u64, sync: bool) {
+    let ns = mosix_kmod::kernel::seccomp::notify_round_trip_ns(n, sync).unwrap();
+    println!("{ns}");
 }

@@ -330,6 +330,119 @@ pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// The mean round trip of a seccomp user notification on this machine, in nanoseconds: a
+/// child process under a filter that sends `getppid` to a listener makes `n` such calls, which
+/// this process answers (with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` if `sync`). What every call
+/// of a migrated process that its supervisor must see costs beside the call itself (mtune,
+/// the probe of the benchmarks).
+///
+/// It forks; the child only makes system calls and writes to a pipe before it exits, so the
+/// caller may have other threads.
+pub fn notify_round_trip_ns(n: u64, sync: bool) -> std::io::Result<u64> {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    // A filter that sends getppid to the listener and allows everything else.
+    let prog = [
+        // Load the call number (`seccomp_data.nr`, at offset 0).
+        Insn {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: std::mem::offset_of!(libc::seccomp_data, nr) as u32,
+        },
+        Insn {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_getppid as u32,
+        },
+        Insn {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_USER_NOTIF,
+        },
+        Insn {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let bytes = program_bytes(&prog);
+    let n = n.max(1);
+    let (rd, wr) = nix::unistd::pipe()?;
+    // SAFETY: the child only makes system calls (prctl, seccomp, write, nanosleep, getppid,
+    // exit) on values prepared before the fork, so it touches no state another thread of the
+    // parent could have held locked.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: bytes.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: plain prctl and seccomp calls with a valid filter program.
+            let fd = unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &raw const fprog,
+                )
+            };
+            let mut w = std::fs::File::from(wr);
+            let _ = w.write_all(&(fd as i32).to_le_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+            for _ in 0..100 {
+                // SAFETY: getppid takes no arguments.
+                unsafe { libc::getppid() };
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                // SAFETY: as above.
+                unsafe { libc::getppid() };
+            }
+            let _ = w.write_all(&(t.elapsed().as_nanos() as u64 / n).to_le_bytes());
+            // SAFETY: _exit ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut r = std::fs::File::from(rd);
+            let mut b = [0u8; 4];
+            let answered = (|| {
+                r.read_exact(&mut b)?;
+                let fd = i32::from_le_bytes(b);
+                if fd < 0 {
+                    return Err(std::io::Error::other(
+                        "the child could not install its filter",
+                    ));
+                }
+                let l = Listener::from_fd(take_fd(child.as_raw(), fd)?);
+                if sync {
+                    l.sync_wakeups()?;
+                }
+                let done = std::thread::spawn(move || {
+                    let mut b = [0u8; 8];
+                    r.read_exact(&mut b).map(|()| u64::from_le_bytes(b))
+                });
+                for _ in 0..(n + 100) {
+                    let Ok(x) = l.recv() else { break };
+                    let _ = l.reply(x.id, 1);
+                }
+                done.join()
+                    .map_err(|_| std::io::Error::other("the timing thread panicked"))?
+            })();
+            if answered.is_err() {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            answered
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -628,6 +628,19 @@ impl MfsClient {
         }
     }
 
+    /// An entry removed (unlink, rmdir) at its owner.
+    fn removed(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        op: impl FnOnce(PathBytes) -> MfsOp,
+    ) -> Result<MfsReply, Errno> {
+        let (_, caller) = self.who(req)?;
+        let (node, dir) = self.at(parent)?;
+        self.call(node, caller, op(child(&dir, name.as_bytes())))
+    }
+
     fn done(&self, r: Result<MfsReply, Errno>, reply: ReplyEmpty) {
         match r {
             Ok(_) => reply.ok(),
@@ -808,32 +821,12 @@ impl Filesystem for MfsClient {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            let (_, caller) = self.who(req)?;
-            let (node, dir) = self.at(parent)?;
-            self.call(
-                node,
-                caller,
-                MfsOp::Unlink {
-                    path: child(&dir, name.as_bytes()),
-                },
-            )
-        })();
+        let r = self.removed(req, parent, name, |path| MfsOp::Unlink { path });
         self.done(r, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
-            let (_, caller) = self.who(req)?;
-            let (node, dir) = self.at(parent)?;
-            self.call(
-                node,
-                caller,
-                MfsOp::Rmdir {
-                    path: child(&dir, name.as_bytes()),
-                },
-            )
-        })();
+        let r = self.removed(req, parent, name, |path| MfsOp::Rmdir { path });
         self.done(r, reply);
     }
 

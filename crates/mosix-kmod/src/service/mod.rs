@@ -222,6 +222,16 @@ pub fn check_start(opts: &StartOptions) -> Result<NodeId, ServiceError> {
     load(&opts.paths, &opts.map_name, &opts.map_text, opts.forced).map(|l| l.me)
 }
 
+/// The file access costs of `/etc/mfscosts` (mfscosts(5)); the built-in defaults, with a
+/// logged reason, when the file is wrong.
+fn load_mfscosts(paths: &Paths) -> mosix_core::mfscosts::MfsCosts {
+    let (c, why) = mosix_core::mfscosts::MfsCosts::load(&paths.mfscosts());
+    if let Some(why) = why {
+        warn!("file costs: built-in defaults used: {why}");
+    }
+    c
+}
+
 /// The migration costs of `/etc/overheads` (overheads(5)); the built-in defaults, with a
 /// warning that names the problem, when the file is wrong.
 fn load_overheads(paths: &Paths) -> Overheads {
@@ -434,6 +444,7 @@ async fn serve(
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
     let trust_root = loaded.tunables.mfs.trust_root;
+    let shared = loaded.tunables.mfs.dfsa_paths.clone();
     let mut node = Node {
         link: node::LinkState {
             ctx,
@@ -457,6 +468,7 @@ async fn serve(
             balancer: Balancer::new(Params::OURS),
             tracker: balancing::Tracker::default(),
             overheads: load_overheads(&paths),
+            mfscosts: load_mfscosts(&paths),
             decay: loaded.tunables.decay,
             admission: Arc::default(),
         },
@@ -472,6 +484,7 @@ async fn serve(
             Arc::new(crate::split::remote::dfsa::DfsaNode::new(
                 m.mount().to_owned(),
                 trust_root,
+                shared,
             ))
         }),
         mfs,

@@ -268,7 +268,11 @@ impl Node {
         let (me, peers) = self.node_states(now);
         let states: Vec<_> = locals.iter().map(|l| l.state).collect();
         let b = &mut self.balancing;
-        let moves = b.balancer.decide(now, &me, &peers, &states, &b.overheads);
+        let costs = mosix_core::balance::NodeCosts {
+            overheads: &b.overheads,
+            files: &b.mfscosts,
+        };
+        let moves = b.balancer.decide(now, &me, &peers, &states, &costs);
         for m in moves {
             let Some(l) = locals.iter().find(|l| l.state.id == m.id) else {
                 continue;

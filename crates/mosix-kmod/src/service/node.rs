@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::policy::{self, Seen};
 use super::{
     Event, Loaded, ServiceError, balancing, bind_link, gossip_config, link_context, load,
-    load_overheads,
+    load_mfscosts, load_overheads,
 };
 use crate::link::{self, Inbound, Outbound, SharedContext, Throttle};
 use crate::node::admission::Admission;
@@ -80,6 +80,8 @@ pub(super) struct Balancing {
     pub tracker: balancing::Tracker,
     /// Migration costs (`/etc/overheads`).
     pub overheads: Overheads,
+    /// File access costs (`/etc/mfscosts`).
+    pub mfscosts: mosix_core::mfscosts::MfsCosts,
     /// Decay of the processes' statistics.
     pub decay: DecayTunables,
     /// Consent to automatic moves here.
@@ -430,6 +432,7 @@ impl Node {
         self.gossip.diss.set_config(gossip_config(&new));
         self.gossip.last_up.clear();
         self.balancing.overheads = load_overheads(&self.paths);
+        self.balancing.mfscosts = load_mfscosts(&self.paths);
         info!(
             "configuration replaced: node {} at {}:{} (map {}, {} nodes)",
             new.me,

@@ -49,6 +49,7 @@ pub fn may_ask(req: &Request, uid: u32, euid: u32) -> Result<(), String> {
             | Request::View
             | Request::GetDecay
             | Request::GetTune
+            | Request::GetFileTune
             | Request::GetConfig
             | Request::Procs { .. }
             | Request::Register { .. }

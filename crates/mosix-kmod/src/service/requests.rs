@@ -59,6 +59,7 @@ impl Node {
                 Err(e) => Response::Error(e),
             },
             Request::GetTune => Response::Tune(self.balancing.overheads.clone()),
+            Request::GetFileTune => Response::FileTune(self.balancing.mfscosts.clone()),
             Request::LoadTune => self.load_tune(uid),
             Request::GetConfig => {
                 let cfg = self.gossip.diss.config();
@@ -71,6 +72,7 @@ impl Node {
                     window: cfg.window,
                     dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
                     measuring: self.load.scope.describe(),
+                    mfs_mount: self.loaded.tunables.mfs.mount.display().to_string(),
                 })
             }
             Request::Reconfigure {
@@ -143,8 +145,26 @@ impl Node {
         self.gossip.diss.set_local(info, now);
     }
 
-    /// `LoadTune`: reads the overheads file again; a wrong file keeps the costs in use.
+    /// `LoadTune`: reads the overheads and mfscosts files again; a wrong file keeps the costs
+    /// in use.
     fn load_tune(&mut self, uid: u32) -> Response {
+        let (c, why) = mosix_core::mfscosts::MfsCosts::load(&self.paths.mfscosts());
+        match why {
+            Some(why) => {
+                warn!("file costs not reloaded, the ones in use are kept: {why}");
+                return Response::Error(format!(
+                    "the mfscosts file was not loaded, the costs in use are kept: {why}"
+                ));
+            }
+            None => {
+                info!(
+                    "file costs reloaded by uid {uid} from {} ({} rows)",
+                    c.source,
+                    c.rows.len()
+                );
+                self.balancing.mfscosts = c;
+            }
+        }
         let (o, why) = Overheads::load(&self.paths.overheads());
         match why {
             Some(why) => {

@@ -45,6 +45,9 @@ pub struct DfsaNode {
     /// `[mfs] trust_root`: without it a guest of root opens files here as `nobody`, as its
     /// requests through MFS would.
     pub trust_root: bool,
+    /// `[mfs] dfsa_paths`: file systems mounted the same on every node, whose paths are the
+    /// same here as at home.
+    pub shared: Vec<PathBuf>,
     /// Files opened here for guests.
     pub opens: AtomicU64,
     /// Calls of guests let through to this node's kernel on such files.
@@ -64,10 +67,11 @@ impl DfsaNode {
     }
 
     /// DFSA under the MFS mount `mount`.
-    pub fn new(mount: PathBuf, trust_root: bool) -> DfsaNode {
+    pub fn new(mount: PathBuf, trust_root: bool, shared: Vec<PathBuf>) -> DfsaNode {
         DfsaNode {
             mount,
             trust_root,
+            shared,
             opens: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             by_guest: Default::default(),
@@ -129,6 +133,8 @@ pub(super) struct Dfsa {
     placeholders: HashSet<i32>,
     /// Descriptors home already described since the process came (whether adopted or not).
     examined: HashSet<i32>,
+    /// The DFSA descriptors on file systems that are the same everywhere (`dfsa_paths`).
+    everywhere: HashSet<i32>,
 }
 
 impl Dfsa {
@@ -160,6 +166,7 @@ impl Dfsa {
             fds: HashSet::new(),
             placeholders: HashSet::new(),
             examined: HashSet::new(),
+            everywhere: HashSet::new(),
         }
     }
 
@@ -170,6 +177,7 @@ impl Dfsa {
 
     /// Forgets a descriptor (closed, or no longer DFSA).
     pub(super) fn forget(&mut self, fd: i32) {
+        self.everywhere.remove(&fd);
         self.fds.remove(&fd);
     }
 
@@ -193,6 +201,9 @@ impl Dfsa {
         let yes = syscalls::dfsa_native(nr as u64, args, empty_path);
         if yes {
             self.node.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        // A file of a file system that is the same everywhere is no reason to stay here.
+        if yes && !self.everywhere.contains(&fd) {
             *self
                 .node
                 .by_guest
@@ -264,8 +275,15 @@ impl Dfsa {
         }
     }
 
-    /// The path here of a path at home under this node's directory of the mount.
+    /// The path here of a path at home under this node's directory of the mount, or on a file
+    /// system declared the same on every node (`[mfs] dfsa_paths`: the same path).
     pub(super) fn local_of(&self, path: &[u8]) -> Option<PathBuf> {
+        if path.starts_with(b"/") && !path.split(|&b| b == b'/').any(|c| c == b"..") {
+            let p = Path::new(OsStr::from_bytes(path));
+            if self.node.shared.iter().any(|s| p.starts_with(s)) {
+                return Some(p.to_owned());
+            }
+        }
         let rest = self
             .prefixes
             .iter()
@@ -313,11 +331,17 @@ impl Dfsa {
 
     /// Home closed `fd`: whether something stands at that number here to close as well.
     pub(super) fn closed(&mut self, fd: i32) -> bool {
+        self.everywhere.remove(&fd);
         self.fds.remove(&fd) | self.placeholders.remove(&fd)
     }
 
-    /// Records `fd` as a DFSA descriptor.
-    pub(super) fn opened(&mut self, fd: i32) {
+    /// Records `fd`, opened here at `local`, as a DFSA descriptor.
+    pub(super) fn opened(&mut self, fd: i32, local: &Path) {
+        if self.node.shared.iter().any(|s| local.starts_with(s)) {
+            self.everywhere.insert(fd);
+        } else {
+            self.everywhere.remove(&fd);
+        }
         self.examined.insert(fd);
         self.placeholders.remove(&fd);
         self.fds.insert(fd);
@@ -332,7 +356,11 @@ mod tests {
 
     fn dfsa() -> Dfsa {
         Dfsa::new(
-            std::sync::Arc::new(DfsaNode::new(PathBuf::from("/mfs"), false)),
+            std::sync::Arc::new(DfsaNode::new(
+                PathBuf::from("/mfs"),
+                false,
+                vec![PathBuf::from("/nfs")],
+            )),
             1,
             NodeId::new(3).unwrap(),
             &Creds::default(),
@@ -360,6 +388,12 @@ mod tests {
         assert_eq!(c("/mfs/2/srv/data"), None);
         assert_eq!(c("/mfs/33/srv/data"), None);
         assert_eq!(c("/mfs/3/srv/../../etc/shadow"), None);
+        assert_eq!(
+            c("/nfs/home/u/data"),
+            Some(PathBuf::from("/nfs/home/u/data"))
+        );
+        assert_eq!(c("/nfsx/data"), None);
+        assert_eq!(c("/nfs/../etc/shadow"), None);
         assert_eq!(c("srv/data"), None);
         assert_eq!(c("/srv/data"), None);
         assert_eq!(d.candidate(&open_call("/mfs/3/x", libc::O_PATH)), None);
@@ -377,7 +411,7 @@ mod tests {
     #[test]
     fn known_calls_run_here_and_others_name_the_descriptor() {
         let mut d = dfsa();
-        d.opened(5);
+        d.opened(5, Path::new("/srv/x"));
         let args = |a0: u64, a1: u64| [a0, a1, 0, 0, 0, 0];
         assert!(d.native(libc::SYS_read, &args(5, 0), || false));
         assert!(!d.native(libc::SYS_read, &args(6, 0), || false));

@@ -24,6 +24,7 @@ impl Supervisor {
     /// Returns whether home took it.
     pub(super) fn go_home(&mut self, pending: Option<Notif>) -> Result<bool, End> {
         let pid = self.pid();
+        self.stopped();
         // Writes behind go, bytes read ahead go back: home's descriptors are as the process
         // left them.
         self.settle_io()?;
@@ -146,6 +147,7 @@ impl Supervisor {
         pending: Option<Notif>,
     ) -> Result<bool, End> {
         let comm = self.h.comm.clone();
+        self.stopped();
         let ceiling = self.env.procs.take_ceiling(self.pid(), to);
         let failed = |s: &mut Self, failure: MoveFailure| {
             warn!("{comm} stays here: the move to node {to} failed: {failure}");

@@ -183,8 +183,10 @@ impl Supervisor {
     }
 
     /// Reports a job-control stop home, which stops the deputy the same way: the parent's
-    /// `wait(WUNTRACED)` (a shell's Ctrl-Z) sees it as if the process were local.
-    fn stopped(&mut self) {
+    /// `wait(WUNTRACED)` (a shell's Ctrl-Z) sees it as if the process were local. Also called
+    /// before the process leaves: a stop not reported yet would be lost on the way (the image
+    /// carries no job state; home stops the deputy on the report, before it takes the image).
+    pub(super) fn stopped(&mut self) {
         if self.watch_stop_until.is_some_and(|u| Instant::now() > u) {
             self.watch_stop_until = None;
         }
@@ -607,10 +609,16 @@ impl Supervisor {
     /// handling what else arrives meanwhile.
     pub(super) fn describe(&mut self, fd: i32) -> Result<ProcMsg, End> {
         self.send_home(&ProcMsg::Describe { fd })?;
+        self.answer_from_home(|m| matches!(m, ProcMsg::Described { .. }))
+    }
+
+    /// Waits for the message from home that `wanted` picks, handling every other one (replies
+    /// owed for writes behind, signals, requests) as it comes.
+    fn answer_from_home(&mut self, wanted: impl Fn(&ProcMsg) -> bool) -> Result<ProcMsg, End> {
         loop {
             match self.rx.recv() {
-                Ok(m @ ProcMsg::Described { .. }) => return Ok(m),
                 Ok(ProcMsg::Reply(r)) if self.io.owed() > 0 => self.io.on_owed_reply(&r),
+                Ok(m) if wanted(&m) => return Ok(m),
                 Ok(other) => {
                     if let Some(end) = self.home_msg(other) {
                         return Err(end);
@@ -636,21 +644,9 @@ impl Supervisor {
         if let Err(e) = self.tx.send(&ProcMsg::Call(m.call.clone())) {
             return Err(End::HomeLost(format!("sending a call home failed ({e})")));
         }
-        loop {
-            match self.rx.recv() {
-                Ok(ProcMsg::Reply(r)) if self.io.owed() > 0 => self.io.on_owed_reply(&r),
-                Ok(ProcMsg::Reply(r)) => return Ok(r),
-                Ok(other) => {
-                    if let Some(end) = self.home_msg(other) {
-                        return Err(end);
-                    }
-                }
-                Err(e) => {
-                    return Err(End::HomeLost(format!(
-                        "the connection to its home broke ({e})"
-                    )));
-                }
-            }
+        match self.answer_from_home(|m| matches!(m, ProcMsg::Reply(_)))? {
+            ProcMsg::Reply(r) => Ok(r),
+            other => Err(End::HomeLost(format!("home answered {other:?} to a call"))),
         }
     }
 
@@ -884,7 +880,7 @@ impl Supervisor {
                     return;
                 }
                 match self.listener.add_fd(id, local.as_raw_fd(), fd) {
-                    Ok(_) => d.opened(fd),
+                    Ok(_) => d.opened(fd, path),
                     Err(e) => debug!("DFSA: cannot install {} at {fd}: {e}", path.display()),
                 }
             }
@@ -924,7 +920,7 @@ impl Supervisor {
             Ok(f) => {
                 let at = nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet);
                 if at.is_ok() && self.listener.add_fd(id, f.as_raw_fd(), fd).is_ok() {
-                    d.opened(fd);
+                    d.opened(fd, &local);
                     debug!(
                         "DFSA: descriptor {fd} ({}) is here now, at {pos}",
                         local.display()
