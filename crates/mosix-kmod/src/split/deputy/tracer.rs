@@ -669,6 +669,15 @@ impl Deputy {
 
     fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), MoveFailure> {
         let pid = self.pid;
+        // Stopped by job control while away (or being stopped as it was asked home): it must be
+        // stopped at home too. A group stop survives the detach below; a stop signal still on
+        // its way into the deputy may not (the stop that follows takes it), so it is sent again
+        // after the detach: to a process already stopped it only waits, and the SIGCONT that
+        // wakes it discards it.
+        let job_stop = match self.job {
+            Job::Stopping(sig) | Job::Stopped(sig) => Some(sig),
+            Job::Running => None,
+        };
         // The agent goes first (its region goes with the rest of the deputy's mappings): the
         // process comes back with its own threads only.
         if let Some(r) = self.agent_run.take() {
@@ -695,6 +704,9 @@ impl Deputy {
             .map_err(|e| failure::traced(pid, "restoring", &e))?;
         t.detach(None)
             .map_err(|e| failure::traced(pid, "letting it run", &e))?;
+        if let Some(sig) = job_stop {
+            let _ = sig.send_to(self.pid);
+        }
         let _ = self.out.tx.send(&ProcMsg::Started {
             pid: self.pid as u32,
         });
