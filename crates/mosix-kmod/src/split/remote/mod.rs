@@ -9,10 +9,11 @@
 //!
 //! Rooms: this file takes an arriving process (checks, restore, rejoining home after a direct
 //! move); [`supervisor`] runs it (calls, signals, stops, statistics); [`mapping`] makes its
-//! mappings of home files from copies; [`dfsa`] runs its calls on files of this node here;
-//! [`leave`] sends it home or on to another node.
+//! mappings of home files from copies; [`dfsa`] keeps its files of this node, opened here, and
+//! [`direct`] runs its calls on them; [`leave`] sends it home or on to another node.
 
 pub mod dfsa;
+mod direct;
 mod leave;
 mod mapping;
 mod supervisor;
