@@ -350,6 +350,7 @@ pub fn proc_msg() -> Vec<Seed> {
         ("end", ProcMsg::End),
         ("started", ProcMsg::Started { pid: 77 }),
         ("describe", ProcMsg::Describe { fd: 3 }),
+        ("orphaned-stop", ProcMsg::OrphanedStop { sig: 20 }),
         (
             "described",
             ProcMsg::Described {

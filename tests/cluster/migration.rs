@@ -675,3 +675,72 @@ fn processes_come_home_on_request_and_for_calls_only_home_can_run() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "far 3000000\n");
     }
 }
+
+#[test]
+fn a_stop_signal_to_an_orphaned_group_does_away_what_it_does_at_home() {
+    if !require_root("orphaned_stop") {
+        return;
+    }
+    let _g = serial();
+    let (c, _) = cluster("torphan");
+    let mosrun = user_tool("mosrun");
+    let mosrun = mosrun.to_str().unwrap();
+    // A session of its own whose leader's parent is in another session: an orphaned group, where
+    // the kernel discards a SIGTSTP with the default action, and runs a handler that catches it.
+    let prog = r#"
+import signal, sys, time
+mode = sys.argv[1]
+if mode == "catch":
+    signal.signal(signal.SIGTSTP, lambda *a: print("caught", flush=True))
+print("ready", flush=True)
+t = time.time()
+while time.time() - t < 3:
+    pass
+print("done", flush=True)
+"#;
+    for mode in ["default", "catch"] {
+        let mut child = c
+            .user_command(1, "setsid", &[mosrun, "/usr/bin/python3", "-c", prog, mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        // setsid(1) is not a group leader here, so it does not fork: one process, one pid.
+        let pid = child.id();
+        assert!(c.migrate(pid, "2").contains("node 2"), "{mode}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTSTP,
+        )
+        .unwrap();
+        // It does not stop (no SIGCONT comes): it finishes, having run its handler if it has one.
+        let t = Instant::now();
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait();
+                panic!("{mode}: stopped away although home would have discarded the SIGTSTP");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(st.success(), "{mode}: {st:?} {rest:?}");
+        let expect = if mode == "catch" {
+            "caught\ndone\n"
+        } else {
+            "done\n"
+        };
+        assert_eq!(rest, expect, "{mode}");
+    }
+}

@@ -751,6 +751,14 @@ pub enum ProcMsg {
         /// The signal.
         sig: i32,
     },
+    /// Home to remote: a stop signal (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) for a process whose
+    /// process group at home is orphaned: the kernel discards such a signal when its action is
+    /// the default (and an ignored one is ignored anyway), so the remote delivers it only if the
+    /// process catches it — the remote's group is not orphaned, and would stop.
+    OrphanedStop {
+        /// The signal.
+        sig: i32,
+    },
     /// Home to remote: come home.
     ComeHome,
     /// Home to remote: the deputy is gone; end the process.

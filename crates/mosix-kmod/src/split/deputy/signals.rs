@@ -82,7 +82,7 @@ impl Deputy {
                     if let Stop::Signal(sig) = s.stop
                         && !self.home_req.nudge().is(sig, &s)
                     {
-                        self.out.forward(sig);
+                        self.forward_signal(sig);
                         // A forwarded call blocked at home must not hold the signal up.
                         let soon = Instant::now() + KICK_FOR_SIGNAL;
                         if self.kick_until.is_none_or(|k| k < soon) {
@@ -101,6 +101,18 @@ impl Deputy {
                     return Some(TracerEnd::Gone);
                 }
             }
+        }
+    }
+
+    /// Forwards a signal that hit the deputy to the remote. A stop signal of job control for a
+    /// process whose group is orphaned at home goes as [`ProcMsg::OrphanedStop`]: the kernel
+    /// would have discarded it here had the deputy not caught it.
+    pub(super) fn forward_signal(&mut self, sig: Sig) {
+        let stop = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig.raw());
+        if stop && group_orphaned(self.pid) {
+            self.out.forward_orphaned_stop(sig);
+        } else {
+            self.out.forward(sig);
         }
     }
 
@@ -176,4 +188,24 @@ impl Deputy {
             }
         }
     }
+}
+
+/// Whether the process group of `pid` is orphaned: no member has a parent in another group of
+/// the same session (POSIX; the kernel then discards default-action stop signals sent to it).
+/// In doubt (its `/proc` cannot be read), not orphaned: the signal is forwarded as it is.
+fn group_orphaned(pid: i32) -> bool {
+    let Ok(me) = procfs::process::Process::new(pid).and_then(|p| p.stat()) else {
+        return false;
+    };
+    let Ok(all) = procfs::process::all_processes() else {
+        return false;
+    };
+    let stats: Vec<procfs::process::Stat> = all.flatten().filter_map(|p| p.stat().ok()).collect();
+    let by_pid: std::collections::HashMap<i32, &procfs::process::Stat> =
+        stats.iter().map(|s| (s.pid, s)).collect();
+    !stats.iter().filter(|s| s.pgrp == me.pgrp).any(|s| {
+        by_pid
+            .get(&s.ppid)
+            .is_some_and(|p| p.pgrp != me.pgrp && p.session == me.session)
+    })
 }

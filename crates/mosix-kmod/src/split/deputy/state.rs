@@ -79,6 +79,16 @@ impl Outbox {
         let _ = self.tx.send(&ProcMsg::Signal { sig: sig.raw() });
     }
 
+    /// Forwards a stop signal of a process whose group at home is orphaned
+    /// ([`ProcMsg::OrphanedStop`]).
+    pub(super) fn forward_orphaned_stop(&mut self, sig: Sig) {
+        if let Some(h) = &mut self.held {
+            h.push(sig);
+            return;
+        }
+        let _ = self.tx.send(&ProcMsg::OrphanedStop { sig: sig.raw() });
+    }
+
     /// Stops holding signals and forwards those held, after `first`.
     pub(super) fn release(&mut self, first: impl IntoIterator<Item = Sig>) {
         let held = self.held.take().unwrap_or_default();

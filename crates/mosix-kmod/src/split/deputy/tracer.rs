@@ -299,7 +299,7 @@ impl Deputy {
                 Stop::Signal(sig) if self.job == Job::Stopping(sig) => s.cont(Some(sig)),
                 Stop::Signal(sig) => {
                     if !self.home_req.nudge().is(sig, &s) {
-                        self.out.forward(sig);
+                        self.forward_signal(sig);
                     }
                     let _ = inject::dont_restart(&s);
                     s.cont(None)

@@ -77,7 +77,9 @@ impl Supervisor {
                     let _ = frozen.thaw();
                     return Ok(false);
                 }
-                Ok(ProcMsg::Signal { sig }) => undelivered.push(sig),
+                Ok(ProcMsg::Signal { sig } | ProcMsg::OrphanedStop { sig }) => {
+                    undelivered.push(sig)
+                }
                 Ok(ProcMsg::ComeHome | ProcMsg::MoveTo { .. } | ProcMsg::Stats { .. }) => {}
                 Ok(other) => {
                     frozen.tracee.kill();

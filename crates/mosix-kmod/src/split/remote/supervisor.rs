@@ -285,6 +285,20 @@ impl Supervisor {
                 }
                 None
             }
+            ProcMsg::OrphanedStop { sig } => {
+                if let Some(s) = Sig::new(sig) {
+                    if catches(self.pid(), sig) {
+                        let _ = s.send_to(self.pid());
+                        self.watch_stop();
+                    } else {
+                        debug!(
+                            "{}: {s} not delivered: its process group at home is orphaned",
+                            self.h.comm
+                        );
+                    }
+                }
+                None
+            }
             ProcMsg::ComeHome => {
                 self.come_home = true;
                 None
@@ -793,4 +807,16 @@ impl Supervisor {
             _ => ENOSYS,
         }
     }
+}
+
+/// Whether process `pid` has a handler for signal `sig` (`SigCgt` of its status).
+fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| sig >= 1 && mask & (1u64 << (sig - 1)) != 0)
 }
