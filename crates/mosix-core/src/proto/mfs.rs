@@ -369,6 +369,34 @@ fn check_abs(p: &[u8], what: &str) -> Result<(), FrameError> {
     Ok(())
 }
 
+impl MfsOp {
+    /// The paths it names (none for operations on open files).
+    pub fn paths(&self) -> Vec<&[u8]> {
+        match self {
+            MfsOp::Stat { path }
+            | MfsOp::ReadLink { path }
+            | MfsOp::Access { path, .. }
+            | MfsOp::Open { path, .. }
+            | MfsOp::Create { path, .. }
+            | MfsOp::OpenDir { path }
+            | MfsOp::SetAttr { path, .. }
+            | MfsOp::Mkdir { path, .. }
+            | MfsOp::Mknod { path, .. }
+            | MfsOp::Unlink { path }
+            | MfsOp::Rmdir { path }
+            | MfsOp::Statfs { path }
+            | MfsOp::Symlink { path, .. } => vec![path],
+            MfsOp::Rename { from, to, .. } | MfsOp::Link { from, to } => vec![from, to],
+            MfsOp::Read { .. }
+            | MfsOp::Write { .. }
+            | MfsOp::FStat { .. }
+            | MfsOp::Fsync { .. }
+            | MfsOp::Release { .. }
+            | MfsOp::ReadDir { .. } => Vec::new(),
+        }
+    }
+}
+
 impl MfsRequest {
     /// Checks what a decoded request carries.
     pub fn validate(&self) -> Result<(), FrameError> {

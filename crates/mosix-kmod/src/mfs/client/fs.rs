@@ -10,12 +10,12 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use mosix_core::proto::mfs::{Caller, MAX_IO, MfsOp, MfsReply};
+use mosix_core::proto::mfs::{MAX_IO, MfsOp, MfsReply};
 use nix::errno::Errno;
 
 use super::{
-    ALIAS, FIRST_DYNAMIC, HERE, HOME, MfsClient, ROOT, TTL, caller_of, child, climbs_above_root,
-    fe, file_attr, kind_of_dt, synthetic, to_settime,
+    ALIAS, FIRST_DYNAMIC, HERE, HOME, MfsClient, ROOT, TTL, child, climbs_above_root, fe,
+    file_attr, handle_caller, kind_of_dt, synthetic, to_settime,
 };
 use crate::link::snapshot;
 
@@ -307,7 +307,7 @@ impl Filesystem for MfsClient {
     ) {
         let r = (|| {
             let (node, _) = self.at(ino)?;
-            let caller = caller_of(req).1;
+            let caller = handle_caller(req);
             match self.call(
                 node,
                 caller,
@@ -341,11 +341,7 @@ impl Filesystem for MfsClient {
     ) {
         let r = (|| {
             let (node, _) = self.at(ino)?;
-            let caller = Caller {
-                uid: req.uid(),
-                gid: req.gid(),
-                groups: Vec::new(),
-            };
+            let caller = handle_caller(req);
             match self.call(
                 node,
                 caller,
@@ -411,7 +407,7 @@ impl Filesystem for MfsClient {
             let (node, _) = self.at(ino)?;
             self.call(
                 node,
-                caller_of(req).1,
+                handle_caller(req),
                 MfsOp::Fsync {
                     handle: fh.0,
                     datasync,
@@ -472,7 +468,7 @@ impl Filesystem for MfsClient {
         }
         let r = (|| {
             let (node, _) = self.at(ino)?;
-            let caller = caller_of(req).1;
+            let caller = handle_caller(req);
             let mut at = offset;
             loop {
                 let MfsReply::Entries { entries, end } = self.call(

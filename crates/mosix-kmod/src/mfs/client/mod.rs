@@ -139,7 +139,8 @@ impl Inodes {
                     && old != ino
                     && let Some(o) = self.by_ino.get_mut(&old)
                 {
-                    o.path = b"/\0replaced".to_vec();
+                    // Its requests now fail with ESTALE (see `MfsClient::call`).
+                    o.path = Vec::new();
                 }
             }
         }
@@ -322,6 +323,45 @@ fn synthetic(ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
     }
 }
 
+thread_local! {
+    /// The process of each thread that made a request of this mount thread, for requests on
+    /// open files, which need no groups (the owner checked the access at the open): one read
+    /// of `/proc` per thread, not per read or write.
+    static TGIDS: std::cell::RefCell<HashMap<u32, i32>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// The caller of a request on an open file: its ids without groups (not used by the owner for
+/// reads, writes, syncs, listings and closes), and its process remembered for the waits.
+fn handle_caller(req: &Request) -> Caller {
+    let tid = req.pid();
+    let tgid = TGIDS.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(t) = m.get(&tid) {
+            return *t;
+        }
+        let t = std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(tid as i32);
+        // Bounded: thread ids are reused, and a stale entry only misplaces a wait.
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(tid, t);
+        t
+    });
+    CALLER.set(tgid);
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        groups: Vec::new(),
+    }
+}
+
 /// What `/proc/TID/status` says of a caller: its process and its groups.
 fn caller_of(req: &Request) -> (i32, Caller) {
     let tid = req.pid();
@@ -448,6 +488,16 @@ impl MfsClient {
     /// Sends one request to `node` (this node's own in-process) and returns its answer.
     fn call(&self, node: NodeId, caller: Caller, op: MfsOp) -> Result<MfsReply, Errno> {
         let req = MfsRequest { caller, op };
+        // A request the owner would refuse is not sent: an inode whose name another request
+        // took (a rename over it) has no path any more, and a path over `MAX_PATH` is too long.
+        if req.validate().is_err() {
+            let stale = req.op.paths().iter().any(|p| p.is_empty());
+            return Err(if stale {
+                Errno::ESTALE
+            } else {
+                Errno::ENAMETOOLONG
+            });
+        }
         let reply = if node == self.me {
             let _working = self.server.working.enter();
             self.server.execute(&req, &self.own, None)
@@ -657,7 +707,7 @@ impl MfsClient {
     fn release_handle(&self, req: &Request, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
         let r = (|| {
             let (node, path) = self.at(ino)?;
-            let caller = caller_of(req).1;
+            let caller = handle_caller(req);
             self.call(node, caller, MfsOp::Release { handle: fh.0 })
                 .inspect_err(|e| {
                     // The program closed long ago: say at least here what went wrong.
@@ -693,7 +743,12 @@ mod tests {
         let dir = i.intern(n, b"/a".to_vec());
         let f = i.intern(n, b"/a/f".to_vec());
         let other = i.intern(n, b"/ab".to_vec());
+        let replaced = i.intern(n, b"/z".to_vec());
         i.renamed(n, b"/a", b"/z");
+        // The file the rename replaced has no name any more: its path requests fail (ESTALE).
+        assert_eq!(i.get(replaced).unwrap().1, Vec::<u8>::new());
+        let op = MfsOp::Stat { path: Vec::new() };
+        assert!(op.paths().iter().any(|p| p.is_empty()));
         assert_eq!(i.get(dir).unwrap().1, b"/z".to_vec());
         assert_eq!(i.get(f).unwrap().1, b"/z/f".to_vec());
         assert_eq!(i.get(other).unwrap().1, b"/ab".to_vec());

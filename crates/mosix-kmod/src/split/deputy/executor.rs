@@ -327,7 +327,10 @@ fn interrupted_as_such(ret: i64) -> i64 {
 /// here (`kcmp`), in which case its offset must stay here.
 fn describe(pid: i32, fd: i32) -> ProcMsg {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
-    let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|m| m.is_file());
+    // A regular file that still has a name (one unlinked since its open has none to open
+    // elsewhere: its readlink would name another file, or none).
+    let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        .is_ok_and(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) > 0);
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
     let field = |name: &str| {
         info.lines()

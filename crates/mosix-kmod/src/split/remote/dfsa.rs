@@ -135,6 +135,8 @@ pub(super) struct Dfsa {
     examined: HashSet<i32>,
     /// The DFSA descriptors on file systems that are the same everywhere (`dfsa_paths`).
     everywhere: HashSet<i32>,
+    /// Calls on this node's files run here since [`Dfsa::report_calls`].
+    unreported: u64,
 }
 
 impl Dfsa {
@@ -167,6 +169,7 @@ impl Dfsa {
             placeholders: HashSet::new(),
             examined: HashSet::new(),
             everywhere: HashSet::new(),
+            unreported: 0,
         }
     }
 
@@ -185,7 +188,7 @@ impl Dfsa {
     /// be safe on it. `empty_path` tells whether the path argument of `newfstatat`/`statx` is
     /// empty (asked only for those).
     pub(super) fn native(
-        &self,
+        &mut self,
         nr: i64,
         args: &[u64; 6],
         empty_path: impl FnOnce() -> bool,
@@ -201,18 +204,26 @@ impl Dfsa {
         let yes = syscalls::dfsa_native(nr as u64, args, empty_path);
         if yes {
             self.node.calls.fetch_add(1, Ordering::Relaxed);
+            // A file of a file system that is the same everywhere is no reason to stay here.
+            if !self.everywhere.contains(&fd) {
+                self.unreported = self.unreported.saturating_add(1);
+            }
         }
-        // A file of a file system that is the same everywhere is no reason to stay here.
-        if yes && !self.everywhere.contains(&fd) {
+        yes
+    }
+
+    /// Hands the calls counted since the last time to the node's balancer (about once a
+    /// second, with the statistics: no lock on the path of every call).
+    pub(super) fn report_calls(&mut self) {
+        if self.unreported > 0 {
             *self
                 .node
                 .by_guest
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(self.pid)
-                .or_default() += 1;
+                .or_default() += std::mem::take(&mut self.unreported);
         }
-        yes
     }
 
     /// The DFSA descriptors a call that does not run natively names: its descriptor arguments,
@@ -223,6 +234,9 @@ impl Dfsa {
         args: &[u64; 6],
         shape: &[mosix_core::syscalls::Arg; 6],
     ) -> Vec<i32> {
+        if self.fds.is_empty() {
+            return Vec::new();
+        }
         let mut v: Vec<i32> = shape
             .iter()
             .zip(args)

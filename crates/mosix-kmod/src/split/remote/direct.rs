@@ -28,7 +28,7 @@ impl Supervisor {
         if let Some(fd) = d.adoptable(nr, &n.args) {
             self.adopt(n.id, fd)?;
         }
-        let Some(d) = &self.dfsa else {
+        let Some(d) = &mut self.dfsa else {
             return Ok(false);
         };
         let mem = &self.mem;
@@ -152,5 +152,18 @@ impl Supervisor {
     /// Whether descriptor `fd`, just closed at home, has something here to close too.
     pub(super) fn closes_here(&mut self, fd: i32) -> bool {
         self.dfsa.as_mut().is_some_and(|d| d.closed(fd))
+    }
+
+    /// Carries the offsets of every DFSA descriptor home before the process leaves this node.
+    pub(super) fn offsets_home(&mut self) -> Result<(), End> {
+        for fd in self
+            .dfsa
+            .as_ref()
+            .map(super::dfsa::Dfsa::fds)
+            .unwrap_or_default()
+        {
+            self.undfsa(None, fd)?;
+        }
+        Ok(())
     }
 }

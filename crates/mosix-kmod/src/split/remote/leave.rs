@@ -27,6 +27,9 @@ impl Supervisor {
         self.stopped();
         // Writes behind go, bytes read ahead go back: home's descriptors are as the process
         // left them.
+        // The offsets of its files here go home: the deputy's descriptors are the ones that
+        // stay (not on an exit, where they close).
+        self.offsets_home()?;
         self.settle_io()?;
         self.report_unheard()?;
         let frozen = self
@@ -168,6 +171,9 @@ impl Supervisor {
                 failure::refused(me, format!("node {to} is not another remote node")),
             );
         }
+        // The offsets of its files here go home: the deputy's descriptors are the ones that
+        // stay (not on an exit, where they close).
+        self.offsets_home()?;
         self.settle_io()?;
         let mut frozen = match self.freeze_to_leave(pending) {
             Ok(f) => f,

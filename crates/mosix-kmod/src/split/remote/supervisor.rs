@@ -249,7 +249,10 @@ impl Supervisor {
         }
     }
 
-    fn send_stats(&self) {
+    fn send_stats(&mut self) {
+        if let Some(d) = &mut self.dfsa {
+            d.report_calls();
+        }
         let Ok(stat) = procfs::process::Process::new(self.pid()).and_then(|p| p.stat()) else {
             return;
         };
@@ -587,16 +590,6 @@ impl Supervisor {
     }
 
     pub(super) fn settle_io(&mut self) -> Result<(), End> {
-        // The offsets of its files here go home first: the deputy's descriptors are the ones
-        // that stay.
-        for fd in self
-            .dfsa
-            .as_ref()
-            .map(super::dfsa::Dfsa::fds)
-            .unwrap_or_default()
-        {
-            self.undfsa(None, fd)?;
-        }
         for c in self.io.settle() {
             if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
                 return Err(End::HomeLost(format!("sending writes home failed ({e})")));
