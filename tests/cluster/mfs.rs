@@ -506,3 +506,175 @@ fn mtune_writes_the_file_costs_and_the_balancer_follows_them() {
     let _ = goes.wait();
     assert!(moved, "{}", c.log(1));
 }
+
+/// Path calls of a process on node 3 on node 3's files (`argv[1]` is `/mfs/3/<dir>`); it prints
+/// what it sees, one answer a line, and waits for a line (the test moves it home) before it
+/// uses, at home, a file it opened and removed at node 3.
+const PATHS: &str = r#"
+import os, sys
+d = sys.argv[1]
+def say(x): print(x, flush=True)
+os.umask(0o027)
+p = d + "/pub/new"
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+os.write(fd, b"made at 3")
+os.close(fd)
+try:
+    os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666); say("excl ignored")
+except FileExistsError:
+    say("exists")
+os.mkdir(d + "/pub/dir", 0o777)
+say(oct(os.stat(d + "/pub/dir").st_mode & 0o777))
+os.rmdir(d + "/pub/dir")
+say(os.path.exists(d + "/pub/dir"))
+os.rename(p, d + "/pub/renamed")
+say(open(d + "/pub/renamed").read())
+say(os.access(d + "/secret", os.R_OK))
+try:
+    open(d + "/secret"); say("read the secret")
+except PermissionError:
+    say("denied")
+try:
+    open(d + "/nothing"); say("found nothing")
+except FileNotFoundError:
+    say("missing")
+say(os.readlink(d + "/link"))
+say(open(d + "/link").read())
+# Numbers as home gives them, with descriptors made at home in between.
+a = os.open(d + "/pub/renamed", os.O_RDONLY)
+b = os.open(d + "/pub/renamed", os.O_RDONLY)
+os.close(a)
+r, w = os.pipe()
+c = os.open(d + "/pub/renamed", os.O_RDONLY)
+say(len({b, r, w, c}) == 4 and min(a, r, w, c) == a)
+os.write(w, b"through home"); say(os.read(r, 100))
+say(os.read(c, 4))
+for i in range(200):
+    q = d + "/pub/t%d" % i
+    with open(q, "w") as f:
+        f.write("x" * i)
+    assert os.stat(q).st_size == i
+    os.unlink(q)
+say("cycles")
+h = os.open(d + "/pub/doomed", os.O_RDWR | os.O_CREAT, 0o600)
+os.write(h, b"0123456789")
+os.lseek(h, 4, os.SEEK_SET)
+os.unlink(d + "/pub/doomed")
+say("ready")
+sys.stdin.readline()
+say(os.read(h, 100))
+say(os.lseek(h, 0, os.SEEK_CUR))
+os.write(h, b"!")
+os.lseek(h, 0, os.SEEK_SET)
+say(os.read(h, 100))
+say(os.read(c, 100))
+"#;
+
+#[test]
+fn a_migrated_process_runs_path_calls_on_its_nodes_files_there_with_homes_answers() {
+    use std::io::{BufRead, Write};
+    if !require_root("dfsa_paths") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tpaths", 3, |s| {
+        s.private_dirs = vec![PathBuf::from(DATA)];
+    });
+    c.wait_all_up();
+    let d1 = c.private_path(1, Path::new(DATA));
+    let d3 = c.private_path(3, Path::new(DATA));
+    std::fs::create_dir(d3.join("pub")).unwrap();
+    std::fs::set_permissions(d3.join("pub"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(d3.join("secret"), "root's").unwrap();
+    std::fs::set_permissions(d3.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A link at node 3 to a name both nodes have: it names node 3's file, through MFS (which
+    // shows the target under /mfs/3) as where the process runs.
+    let target = Path::new(DATA).join("which");
+    std::fs::write(d1.join("which"), "home's").unwrap();
+    std::fs::write(d3.join("which"), "node 3's").unwrap();
+    std::os::unix::fs::symlink(&target, d3.join("link")).unwrap();
+
+    let before = c.view(3).unwrap().files;
+    let mut child = c
+        .job(1, &["-3", "/usr/bin/python3", "-c", PATHS, &at3("")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = Vec::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        said.push(line.trim_end().to_owned());
+        line.clear();
+        if said.last().is_some_and(|l| l == "ready") {
+            break;
+        }
+    }
+    assert_eq!(c.node_of(pid), Some(3), "{said:?}\n{}", c.log(1));
+    let after = c.view(3).unwrap().files;
+    c.migrate(pid, "home");
+    input.write_all(b"\n").unwrap();
+    drop(input);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    said.extend(rest.lines().map(str::to_owned));
+    let o = child.wait_with_output().unwrap();
+    let expect = [
+        "exists",
+        "0o750",
+        "False",
+        "made at 3",
+        "False",
+        "denied",
+        "missing",
+        target.to_str().unwrap(),
+        "node 3's",
+        "True",
+        "b'through home'",
+        "b'made'",
+        "cycles",
+        "ready",
+        "b'456789'",
+        "10",
+        "b'0123456789!'",
+        "b' at 3'",
+    ];
+    assert_eq!(
+        said,
+        expect,
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        c.log(1),
+        c.log(3)
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sh(&c, 1, false, &format!("cat {}", at3("link")));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "node 3's",
+        "{}",
+        text(&o)
+    );
+    // The node service's own /proc entries are nobody's business.
+    let o = sh(&c, 2, false, "cat /mfs/3/proc/self/status");
+    assert!(!o.status.success(), "{}", text(&o));
+    // Made at node 3 as its owner, with its mode less its umask; gone what it removed.
+    let m = std::fs::metadata(d3.join("pub/renamed")).unwrap();
+    assert_eq!((m.uid(), m.permissions().mode() & 0o777), (NOBODY, 0o640));
+    assert!(!d3.join("pub/new").exists() && !d3.join("pub/doomed").exists());
+    assert!(!d3.join("pub/dir").exists() && !d3.join("pub/t0").exists());
+    // The 200 creations, stats and removals ran at node 3, not through MFS from home.
+    assert!(
+        after.dfsa_calls >= before.dfsa_calls + 600,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.mfs_served < before.mfs_served + 100,
+        "the path calls went through MFS: {before:?} -> {after:?}"
+    );
+}

@@ -61,7 +61,7 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 /// The frame magic.
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -861,7 +861,54 @@ pub enum ProcMsg {
         /// file description, and with it the offset.
         shared: bool,
     },
+    /// Remote to home: which descriptor numbers does the process hold at home, and what is its
+    /// umask? (For path calls that direct file access runs on the remote's node: an `open`
+    /// there must return the number home would give.) Home answers [`ProcMsg::TableIs`].
+    Table,
+    /// Home to remote: the answer to [`ProcMsg::Table`].
+    TableIs {
+        /// The numbers in use, ascending; `None` when there are more than [`MAX_TABLE_FDS`].
+        fds: Option<Vec<i32>>,
+        /// The umask.
+        umask: u32,
+    },
+    /// Remote to home: the process opened `path` (its path at home) at the remote's node, at
+    /// number `fd`, with `flags` (DFSA). Home holds a placeholder at that number, and opens the
+    /// file itself only when it needs it ([`ProcMsg::Twin`]). No answer.
+    OpenedHere {
+        /// The number.
+        fd: i32,
+        /// The path as the program named it (at most `MAX_PATH` bytes).
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        /// The `open` flags.
+        flags: i32,
+    },
+    /// Remote to home: the process closed DFSA descriptor `fd` at the remote's node; home
+    /// closes its number too. No answer.
+    ClosedHere {
+        /// The number.
+        fd: i32,
+    },
+    /// Remote to home: open the file behind DFSA descriptor `fd` at home now (if it is only a
+    /// placeholder there) and set its offset to `pos`. Home answers [`ProcMsg::TwinIs`].
+    Twin {
+        /// The number.
+        fd: i32,
+        /// The offset.
+        pos: u64,
+    },
+    /// Home to remote: the answer to [`ProcMsg::Twin`]: 0, or the errno that stopped it.
+    TwinIs {
+        /// The number.
+        fd: i32,
+        /// 0 or an errno.
+        errno: i32,
+    },
 }
+
+/// The most descriptor numbers [`ProcMsg::TableIs`] lists (the kernel's default `nr_open`).
+pub const MAX_TABLE_FDS: usize = 1 << 20;
 
 /// An optional path as bytes.
 mod opt_bytes {
@@ -893,6 +940,12 @@ impl ProcMsg {
             ProcMsg::Reply(r) => check_bufs(r.outs.len(), r.outs.iter().map(|b| b.1.len())),
             ProcMsg::Described { path: Some(p), .. } if p.len() > crate::syscalls::MAX_PATH => {
                 bad(format!("a described path of {} bytes", p.len()))
+            }
+            ProcMsg::TableIs { fds: Some(f), .. } if f.len() > MAX_TABLE_FDS => {
+                bad(format!("a table of {} descriptors", f.len()))
+            }
+            ProcMsg::OpenedHere { path, .. } if path.len() > crate::syscalls::MAX_PATH => {
+                bad(format!("an opened path of {} bytes", path.len()))
             }
             ProcMsg::Moved { signals } if signals.len() > MAX_MOVED_SIGNALS => bad(format!(
                 "{} undelivered signals exceed {MAX_MOVED_SIGNALS}",

@@ -14,7 +14,8 @@
 //! A call on a *DFSA descriptor* — a file of the node the process runs on, opened there for it
 //! (`/mfs/<that node>/…`; see `mosix_kmod::split::remote::dfsa`) — runs on that node natively if
 //! [`dfsa_native`] says so, whatever its class above; any other call naming such a descriptor
-//! first carries the descriptor's offset home, and the descriptor stops being DFSA.
+//! first carries the descriptor's offset home, and the descriptor stops being DFSA. A path
+//! call of [`DFSA_HERE`] whose paths are all files of that node runs there too.
 //!
 //! Anything not in the table is home-only: correctness never depends on the table being complete,
 //! only speed does. The table also says, for forwarded calls, which arguments are buffers going
@@ -664,6 +665,204 @@ pub fn dfsa_adoptable(nr: u64) -> bool {
         .is_some_and(|s| DFSA_NATIVE.contains(&s) && s != Sysno::flock && s != Sysno::fstatfs)
 }
 
+/// Path calls that run on the node a migrated process runs on, as its owner, when every path
+/// they name is a file of that node (`/mfs/<that node>/…`, `/mfs/here/…`, or a file system
+/// declared the same everywhere) and nothing in the way is a symbolic link (a link resolves at
+/// home through MFS; here it would resolve differently): opens (numbered as home would number
+/// them, home told after), `stat`s, `access`, `unlink`, `mkdir`, `rmdir`, `rename`, `readlink`.
+/// See `mosix_kmod::split::remote::here`. Anything else, or any doubt, goes home.
+pub const DFSA_HERE: [Sysno; 20] = [
+    Sysno::open,
+    Sysno::openat,
+    Sysno::creat,
+    Sysno::stat,
+    Sysno::lstat,
+    Sysno::newfstatat,
+    Sysno::statx,
+    Sysno::access,
+    Sysno::faccessat,
+    Sysno::faccessat2,
+    Sysno::unlink,
+    Sysno::unlinkat,
+    Sysno::mkdir,
+    Sysno::mkdirat,
+    Sysno::rmdir,
+    Sysno::rename,
+    Sysno::renameat,
+    Sysno::renameat2,
+    Sysno::readlink,
+    Sysno::readlinkat,
+];
+
+/// What a forwarded call does to the process's table of descriptors at home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdEffect {
+    /// Nothing.
+    None,
+    /// Its result, if not negative, is a new descriptor number.
+    Returns,
+    /// On success, argument 1 is the number of a descriptor (`dup2`, `dup3`).
+    Replaces,
+    /// Argument 0 is no longer a descriptor (`close`, whatever it returns).
+    Closes,
+    /// Not known: the table must be asked again.
+    Unknown,
+}
+
+/// What call `nr` with `args` does to the descriptor table. Calls not listed are
+/// [`FdEffect::Unknown`] (one that installs descriptors it received, an `ioctl` that returns
+/// one…): a remote that keeps a copy of home's numbers asks home again, never guesses.
+pub fn fd_effect(nr: u64, args: &[u64; 6]) -> FdEffect {
+    use Sysno as S;
+    const F_DUPFD: u64 = 0;
+    const F_DUPFD_CLOEXEC: u64 = 1030;
+    // ioctls that neither make nor close descriptors: the terminal's, FIONREAD, FIONBIO,
+    // FIOCLEX/FIONCLEX (a flag), FIOASYNC.
+    const IOCTLS: [u64; 16] = [
+        0x5401, 0x5402, 0x5403, 0x5404, 0x540f, 0x5410, 0x5413, 0x5414, 0x541b, 0x5421, 0x5450,
+        0x5451, 0x5452, 0x5429, 0x540e, 0x5422,
+    ];
+    let Some(s) = Sysno::new(nr as usize) else {
+        return FdEffect::Unknown;
+    };
+    match s {
+        S::open
+        | S::openat
+        | S::openat2
+        | S::creat
+        | S::dup
+        | S::socket
+        | S::accept
+        | S::accept4
+        | S::epoll_create
+        | S::epoll_create1
+        | S::eventfd
+        | S::eventfd2
+        | S::memfd_create
+        | S::inotify_init
+        | S::inotify_init1
+        | S::signalfd
+        | S::signalfd4
+        | S::timerfd_create
+        | S::pidfd_open
+        | S::pidfd_getfd
+        | S::userfaultfd
+        | S::fanotify_init
+        | S::open_by_handle_at => FdEffect::Returns,
+        S::dup2 | S::dup3 => FdEffect::Replaces,
+        S::close => FdEffect::Closes,
+        S::fcntl if args[1] == F_DUPFD || args[1] == F_DUPFD_CLOEXEC => FdEffect::Returns,
+        S::fcntl => FdEffect::None,
+        S::ioctl if IOCTLS.contains(&args[1]) => FdEffect::None,
+        S::read
+        | S::write
+        | S::pread64
+        | S::pwrite64
+        | S::readv
+        | S::writev
+        | S::preadv
+        | S::pwritev
+        | S::preadv2
+        | S::pwritev2
+        | S::lseek
+        | S::fstat
+        | S::stat
+        | S::lstat
+        | S::newfstatat
+        | S::statx
+        | S::statfs
+        | S::fstatfs
+        | S::access
+        | S::faccessat
+        | S::faccessat2
+        | S::getdents
+        | S::getdents64
+        | S::fsync
+        | S::fdatasync
+        | S::sync
+        | S::syncfs
+        | S::ftruncate
+        | S::truncate
+        | S::fallocate
+        | S::fadvise64
+        | S::readahead
+        | S::flock
+        | S::mkdir
+        | S::mkdirat
+        | S::rmdir
+        | S::unlink
+        | S::unlinkat
+        | S::rename
+        | S::renameat
+        | S::renameat2
+        | S::link
+        | S::linkat
+        | S::symlink
+        | S::symlinkat
+        | S::readlink
+        | S::readlinkat
+        | S::chmod
+        | S::fchmod
+        | S::fchmodat
+        | S::chown
+        | S::fchown
+        | S::lchown
+        | S::fchownat
+        | S::utime
+        | S::utimes
+        | S::utimensat
+        | S::futimesat
+        | S::chdir
+        | S::fchdir
+        | S::getcwd
+        | S::umask
+        | S::poll
+        | S::ppoll
+        | S::select
+        | S::pselect6
+        | S::epoll_wait
+        | S::epoll_pwait
+        | S::epoll_ctl
+        | S::sendto
+        | S::recvfrom
+        | S::sendmsg
+        | S::sendmmsg
+        | S::connect
+        | S::bind
+        | S::listen
+        | S::shutdown
+        | S::getsockname
+        | S::getpeername
+        | S::getsockopt
+        | S::setsockopt
+        | S::sendfile
+        | S::splice
+        | S::tee
+        | S::copy_file_range
+        | S::getxattr
+        | S::lgetxattr
+        | S::fgetxattr
+        | S::listxattr
+        | S::flistxattr
+        | S::setxattr
+        | S::fsetxattr
+        | S::nanosleep
+        | S::wait4
+        | S::waitid
+        | S::kill
+        | S::tgkill
+        | S::setpgid
+        | S::setsid
+        | S::getpgid
+        | S::getsid
+        | S::getrusage
+        | S::prlimit64
+        | S::setrlimit
+        | S::getrlimit => FdEffect::None,
+        _ => FdEffect::Unknown,
+    }
+}
+
 /// The few `fcntl` commands [`dfsa_native`] names (x86_64 values).
 mod libc_consts {
     pub const F_GETFD: u64 = 1;
@@ -909,6 +1108,33 @@ mod tests {
             Sysno::sendfile,
         ] {
             assert!(!dfsa_native(s.id() as u64, &a(0, 0, 0), || true), "{s}");
+        }
+    }
+
+    #[test]
+    fn what_a_call_does_to_the_descriptor_table_is_known_or_unknown() {
+        let a = |a1: u64| [3, a1, 0, 0, 0, 0];
+        assert_eq!(fd_effect(Sysno::openat as u64, &a(0)), FdEffect::Returns);
+        assert_eq!(fd_effect(Sysno::close as u64, &a(0)), FdEffect::Closes);
+        assert_eq!(fd_effect(Sysno::dup2 as u64, &a(7)), FdEffect::Replaces);
+        assert_eq!(fd_effect(Sysno::fcntl as u64, &a(0)), FdEffect::Returns);
+        assert_eq!(fd_effect(Sysno::fcntl as u64, &a(1030)), FdEffect::Returns);
+        assert_eq!(fd_effect(Sysno::fcntl as u64, &a(4)), FdEffect::None);
+        assert_eq!(fd_effect(Sysno::read as u64, &a(0)), FdEffect::None);
+        assert_eq!(fd_effect(Sysno::ioctl as u64, &a(0x5401)), FdEffect::None);
+        // TIOCGPTPEER returns a descriptor; recvmsg may install some; unknown numbers too.
+        assert_eq!(
+            fd_effect(Sysno::ioctl as u64, &a(0x5441)),
+            FdEffect::Unknown
+        );
+        assert_eq!(fd_effect(Sysno::recvmsg as u64, &a(0)), FdEffect::Unknown);
+        assert_eq!(
+            fd_effect(Sysno::close_range as u64, &a(0)),
+            FdEffect::Unknown
+        );
+        assert_eq!(fd_effect(100_000, &a(0)), FdEffect::Unknown);
+        for s in DFSA_HERE {
+            assert_eq!(spec(s as u64).nr, s, "{s:?} is in the table");
         }
     }
 }

@@ -271,12 +271,24 @@ impl Listener {
     /// there), as part of answering notification `id` (Linux 5.9, `SECCOMP_IOCTL_NOTIF_ADDFD`
     /// with `SECCOMP_ADDFD_FLAG_SETFD`).
     pub fn add_fd(&self, id: u64, src: RawFd, newfd: i32) -> std::io::Result<i32> {
+        self.add_fd_cloexec(id, src, newfd, false)
+    }
+
+    /// [`Listener::add_fd`], with the new descriptor's close-on-exec flag set as `cloexec`
+    /// says.
+    pub fn add_fd_cloexec(
+        &self,
+        id: u64,
+        src: RawFd,
+        newfd: i32,
+        cloexec: bool,
+    ) -> std::io::Result<i32> {
         let mut a = libc::seccomp_notif_addfd {
             id,
             flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
             srcfd: src as u32,
             newfd: newfd as u32,
-            newfd_flags: 0,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
         };
         // SAFETY: SECCOMP_IOCTL_NOTIF_ADDFD reads a `struct seccomp_notif_addfd`, which `a`
         // is, valid for the call; `src` is a descriptor we own.

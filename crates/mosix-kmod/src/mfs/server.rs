@@ -272,6 +272,7 @@ impl Server {
             MfsOp::Fsync { handle, datasync } => fsync(handles, *handle, *datasync),
             MfsOp::Release { handle } => release(handles, *handle),
             MfsOp::ReadDir { handle, offset } => readdir(handles, *handle, *offset),
+            op if op.paths().iter().any(|p| names_own_proc(p)) => Err(Errno::EACCES),
             op => as_user(&user, || path_op(op, handles)),
         };
         if from.is_some() {
@@ -307,6 +308,29 @@ impl Server {
             gid: c.gid,
             groups: c.groups.clone(),
         }
+    }
+}
+
+/// Whether `path` names the service's own entries in `/proc` (`self`, `thread-self`, its pid or
+/// one of its threads' ids). A thread of the service reads them whatever ids it runs with (the
+/// kernel lets a process see its own descriptors and maps), so a caller would see the
+/// service's: they are refused (`EACCES`), as other users' would be.
+pub fn names_own_proc(path: &[u8]) -> bool {
+    let mut parts = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".");
+    if parts.next() != Some(b"proc") {
+        return false;
+    }
+    match parts.next() {
+        Some(b"self" | b"thread-self") => true,
+        Some(n) if !n.is_empty() && n.iter().all(u8::is_ascii_digit) => std::str::from_utf8(n)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_some_and(|id| {
+                id == std::process::id() || Path::new(&format!("/proc/self/task/{id}")).exists()
+            }),
+        _ => false,
     }
 }
 
@@ -703,4 +727,21 @@ fn path_op(op: &MfsOp, handles: &Handles) -> Result<MfsReply, Errno> {
         | MfsOp::Release { .. }
         | MfsOp::ReadDir { .. } => return Err(Errno::EINVAL),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_own_proc_entries_are_known_however_named() {
+        let me = std::process::id();
+        assert!(names_own_proc(b"/proc/self/maps"));
+        assert!(names_own_proc(b"//proc/./thread-self/fd"));
+        assert!(names_own_proc(format!("/proc/{me}/fd").as_bytes()));
+        assert!(names_own_proc(b"/proc/self"));
+        assert!(!names_own_proc(b"/proc/1/status"));
+        assert!(!names_own_proc(b"/proc/cpuinfo"));
+        assert!(!names_own_proc(b"/srv/proc/self"));
+    }
 }

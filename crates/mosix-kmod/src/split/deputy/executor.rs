@@ -13,6 +13,7 @@ use mosix_core::syscalls::{Arg, Class};
 use tracing::{info, warn};
 
 use super::INTERRUPTED;
+use super::dfsa;
 use super::state::{AgentSlot, Req, current};
 use crate::kernel::abi::{ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTSYS};
 use crate::kernel::agent::Agent;
@@ -55,6 +56,8 @@ pub(super) fn executor(
     // Duplicates of the descriptors written behind, to finish their writes should the deputy
     // die first.
     let mut keeper = Keeper::default();
+    // Files the process opened at its node that home holds a placeholder for.
+    let mut twins = dfsa::Twins::new(pid);
     loop {
         match rx.recv() {
             Ok(ProcMsg::Call(mut c)) => {
@@ -249,7 +252,22 @@ pub(super) fn executor(
                 let _ = reqs.send(Req::Stopped(sig, conts));
             }
             Ok(ProcMsg::Describe { fd }) => {
-                if tx.send(&describe(pid, fd)).is_err() {
+                if tx.send(&dfsa::describe(pid, fd)).is_err() {
+                    return;
+                }
+            }
+            Ok(ProcMsg::Table) => {
+                if tx.send(&dfsa::table(pid)).is_err() {
+                    return;
+                }
+            }
+            Ok(ProcMsg::OpenedHere { fd, path, flags }) => {
+                twins.opened(&current(&agent), fd, path, flags);
+            }
+            Ok(ProcMsg::ClosedHere { fd }) => twins.closed(&current(&agent), fd),
+            Ok(ProcMsg::Twin { fd, pos }) => {
+                let errno = twins.twin(&current(&agent), fd, pos);
+                if tx.send(&ProcMsg::TwinIs { fd, errno }).is_err() {
                     return;
                 }
             }
@@ -319,74 +337,4 @@ fn interrupted_as_such(ret: i64) -> i64 {
     } else {
         ret
     }
-}
-
-/// What descriptor `fd` of process `pid` is, for a remote that may open it where it runs
-/// (DFSA): its path if it is a regular file, its flags and offset, and whether its open file
-/// description is shared — with another descriptor of the process or of any other process
-/// here (`kcmp`), in which case its offset must stay here.
-fn describe(pid: i32, fd: i32) -> ProcMsg {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
-    // A regular file that still has a name (one unlinked since its open has none to open
-    // elsewhere: its readlink would name another file, or none).
-    let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-        .is_ok_and(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) > 0);
-    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let pos = field("pos:").parse().unwrap_or(0);
-    let flags = i32::from_str_radix(&field("flags:"), 8).unwrap_or(0);
-    let path = link
-        .filter(|_| regular)
-        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-        .filter(|p| p.len() <= mosix_core::syscalls::MAX_PATH);
-    let shared = path.is_some() && description_shared(pid, fd);
-    ProcMsg::Described {
-        fd,
-        path,
-        flags,
-        pos,
-        shared,
-    }
-}
-
-/// Whether the open file description of `pid`'s `fd` is also another descriptor's. The
-/// service's own duplicates (of calls it makes on the deputy's descriptors, of writes it keeps)
-/// do not count: they are the process's.
-fn description_shared(pid: i32, fd: i32) -> bool {
-    let me = std::process::id() as i32;
-    let same = |other: i32, ofd: i32| {
-        // SAFETY: kcmp(2) takes integers only.
-        unsafe {
-            libc::syscall(libc::SYS_kcmp, pid, other, 0 /* KCMP_FILE */, fd, ofd) == 0
-        }
-    };
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    for p in procs.flatten() {
-        let Some(other) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if other == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
-            continue;
-        };
-        for f in fds.flatten() {
-            let Some(ofd) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if (other, ofd) != (pid, fd) && same(other, ofd) {
-                return true;
-            }
-        }
-    }
-    false
 }

@@ -26,6 +26,7 @@
 //! [`executor`] reads the connection and runs calls on the deputy's descriptors; [`relay`] is
 //! a direct move from one remote to another.
 
+mod dfsa;
 mod executor;
 mod relay;
 mod signals;

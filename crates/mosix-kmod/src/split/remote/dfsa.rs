@@ -35,7 +35,6 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use crate::kernel::creds::{User, as_user};
-use crate::split::forward::Marshalled;
 
 /// What the node knows of DFSA: where MFS is mounted, and its counters.
 #[derive(Debug)]
@@ -137,6 +136,13 @@ pub(super) struct Dfsa {
     everywhere: HashSet<i32>,
     /// Calls on this node's files run here since [`Dfsa::report_calls`].
     unreported: u64,
+    /// The copy of home's descriptor numbers and umask, for opens made here.
+    pub(super) table: super::here::HomeTable,
+    /// Descriptors opened here ([`super::here`]) that home holds only a placeholder for yet:
+    /// the device and inode of their file here.
+    pending: std::collections::HashMap<i32, (u64, u64)>,
+    /// The process's real and effective ids are the same.
+    pub(super) same_ids: bool,
 }
 
 impl Dfsa {
@@ -170,7 +176,52 @@ impl Dfsa {
             examined: HashSet::new(),
             everywhere: HashSet::new(),
             unreported: 0,
+            table: super::here::HomeTable::default(),
+            pending: std::collections::HashMap::new(),
+            same_ids: creds.uid[0] == creds.uid[1] && creds.gid[0] == creds.gid[1],
         }
+    }
+
+    /// The ids file work here runs with.
+    pub(super) fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// Counts a path call run here.
+    pub(super) fn count_here(&mut self) {
+        self.node.calls.fetch_add(1, Ordering::Relaxed);
+        self.unreported = self.unreported.saturating_add(1);
+    }
+
+    /// Records `fd`, opened here at `local` by [`super::here`], as a DFSA descriptor home holds
+    /// only a placeholder for (`id`: the device and inode of its file).
+    pub(super) fn opened_alone(&mut self, fd: i32, local: &Path, id: (u64, u64)) {
+        self.opened(fd, local);
+        self.pending.insert(fd, id);
+    }
+
+    /// Whether home holds only a placeholder for `fd`.
+    pub(super) fn is_pending(&self, fd: i32) -> bool {
+        self.pending.contains_key(&fd)
+    }
+
+    /// Home holds the file of `fd` now.
+    pub(super) fn twinned(&mut self, fd: i32) {
+        self.pending.remove(&fd);
+    }
+
+    /// The descriptors home holds only a placeholder for whose file is `id`.
+    pub(super) fn pending_on(&self, id: (u64, u64)) -> Vec<i32> {
+        self.pending
+            .iter()
+            .filter(|(_, v)| **v == id)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Whether any descriptor waits for its twin at home.
+    pub(super) fn any_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// The DFSA descriptors.
@@ -180,6 +231,7 @@ impl Dfsa {
 
     /// Forgets a descriptor (closed, or no longer DFSA).
     pub(super) fn forget(&mut self, fd: i32) {
+        self.pending.remove(&fd);
         self.everywhere.remove(&fd);
         self.fds.remove(&fd);
     }
@@ -310,26 +362,6 @@ impl Dfsa {
         Some(PathBuf::from(OsStr::from_bytes(&local)))
     }
 
-    /// The path here of an open that home is about to make, if it is a DFSA one: `open`,
-    /// `openat` (absolute path, or relative to nothing) or `creat`, under this node's
-    /// directory of the mount, without `..`, not `O_PATH` or `O_TMPFILE`. Returns the local
-    /// path and the open flags.
-    pub(super) fn candidate(&self, m: &Marshalled) -> Option<(PathBuf, i32)> {
-        let nr = i64::from(m.call.nr);
-        let (path_arg, flags) = match nr {
-            libc::SYS_open => (0u8, m.call.args[1] as i32),
-            libc::SYS_openat => (1u8, m.call.args[2] as i32),
-            libc::SYS_creat => (0u8, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC),
-            _ => return None,
-        };
-        if flags & (libc::O_PATH | libc::O_TMPFILE | libc::O_DIRECTORY) != 0 {
-            return None;
-        }
-        let path = &m.call.bufs.iter().find(|(i, _)| *i == path_arg)?.1;
-        let path = path.strip_suffix(b"\0").unwrap_or(path);
-        Some((self.local_of(path)?, flags))
-    }
-
     /// Opens `path` here as the process's owner, for the descriptor home just opened.
     pub(super) fn open_here(&self, path: &Path, flags: i32) -> Result<OwnedFd, Errno> {
         let fd = as_user(&self.user, || {
@@ -345,6 +377,7 @@ impl Dfsa {
 
     /// Home closed `fd`: whether something stands at that number here to close as well.
     pub(super) fn closed(&mut self, fd: i32) -> bool {
+        self.pending.remove(&fd);
         self.everywhere.remove(&fd);
         self.fds.remove(&fd) | self.placeholders.remove(&fd)
     }
@@ -366,7 +399,6 @@ impl Dfsa {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mosix_core::proto::Call;
 
     fn dfsa() -> Dfsa {
         Dfsa::new(
@@ -381,22 +413,10 @@ mod tests {
         )
     }
 
-    fn open_call(path: &str, flags: i32) -> Marshalled {
-        Marshalled {
-            call: Call {
-                nr: libc::SYS_openat as u32,
-                args: [libc::AT_FDCWD as u64, 0, flags as u64, 0o644, 0, 0],
-                bufs: vec![(1, path.as_bytes().to_vec())],
-                ahead: 0,
-            },
-            outs: Vec::new(),
-        }
-    }
-
     #[test]
     fn only_this_nodes_files_without_dotdot_are_opened_here() {
         let d = dfsa();
-        let c = |p: &str| d.candidate(&open_call(p, libc::O_RDONLY)).map(|x| x.0);
+        let c = |p: &str| d.local_of(p.as_bytes());
         assert_eq!(c("/mfs/3/srv/data"), Some(PathBuf::from("/srv/data")));
         assert_eq!(c("/mfs/here/srv/data"), Some(PathBuf::from("/srv/data")));
         assert_eq!(c("/mfs/2/srv/data"), None);
@@ -410,7 +430,6 @@ mod tests {
         assert_eq!(c("/nfs/../etc/shadow"), None);
         assert_eq!(c("srv/data"), None);
         assert_eq!(c("/srv/data"), None);
-        assert_eq!(d.candidate(&open_call("/mfs/3/x", libc::O_PATH)), None);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 use std::os::fd::AsRawFd;
 
 use mosix_core::proto::ProcMsg;
+use mosix_core::syscalls::MAX_PATH;
 use tracing::{debug, warn};
 
+use super::here::{self, Here};
 use super::supervisor::{End, Supervisor};
 use crate::kernel::seccomp::Notif;
 use crate::split::forward::Marshalled;
@@ -21,10 +23,16 @@ impl Supervisor {
         n: &Notif,
         shape: &[mosix_core::syscalls::Arg; 6],
     ) -> Result<bool, End> {
+        if self.dfsa.is_none() {
+            return Ok(false);
+        }
+        let nr = i64::from(n.nr);
+        if here::path_args(nr).is_some() && self.dfsa_here(n)? {
+            return Ok(true);
+        }
         let Some(d) = &self.dfsa else {
             return Ok(false);
         };
-        let nr = i64::from(n.nr);
         if let Some(fd) = d.adoptable(nr, &n.args) {
             self.adopt(n.id, fd)?;
         }
@@ -41,7 +49,16 @@ impl Supervisor {
             return Ok(true);
         }
         if nr == libc::SYS_close {
-            // Closed at home first, then here (`closes_here`).
+            let fd = n.args[0] as i32;
+            if d.fds().contains(&fd) {
+                // Closed here, where the file is; home closes its number after (no wait).
+                d.closed(fd);
+                d.table.freed(fd);
+                self.send_home(&ProcMsg::ClosedHere { fd })?;
+                let _ = self.listener.allow(n.id);
+                return Ok(true);
+            }
+            // A placeholder's number: closed at home first, then here (`closes_here`).
             return Ok(false);
         }
         for fd in d.named_by(nr, &n.args, shape) {
@@ -56,7 +73,10 @@ impl Supervisor {
         let off = crate::kernel::seccomp::take_fd(self.pid(), fd)
             .ok()
             .and_then(|c| nix::unistd::lseek(&c, 0, nix::unistd::Whence::SeekCur).ok());
-        if let Some(off) = off {
+        if self.dfsa.as_ref().is_some_and(|d| d.is_pending(fd)) {
+            // Home holds a placeholder only: it opens the file now, at this offset.
+            self.twin(fd, off.unwrap_or(0) as u64)?;
+        } else if let Some(off) = off {
             let m = Marshalled {
                 call: mosix_core::proto::Call {
                     nr: libc::SYS_lseek as u32,
@@ -82,30 +102,6 @@ impl Supervisor {
             }
         }
         Ok(())
-    }
-
-    /// After home opened `path` at number `fd` for a DFSA open: the same file opened here and
-    /// put at that number. If it cannot be, the descriptor simply stays home's.
-    pub(super) fn install_here(&mut self, id: u64, path: &std::path::Path, flags: i32, fd: i32) {
-        let Some(d) = &mut self.dfsa else { return };
-        match d.open_here(path, flags) {
-            Ok(local) => {
-                // A directory's position means different things here and at home: not DFSA.
-                let dir = nix::sys::stat::fstat(&local)
-                    .is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
-                if dir {
-                    return;
-                }
-                match self.listener.add_fd(id, local.as_raw_fd(), fd) {
-                    Ok(_) => d.opened(fd, path),
-                    Err(e) => debug!("DFSA: cannot install {} at {fd}: {e}", path.display()),
-                }
-            }
-            Err(e) => debug!(
-                "DFSA: {} not opened here ({e}); it stays at home",
-                path.display()
-            ),
-        }
     }
 
     /// A descriptor the process had before it came, on its first call here: if home says it
@@ -165,5 +161,192 @@ impl Supervisor {
             self.undfsa(None, fd)?;
         }
         Ok(())
+    }
+
+    /// A path call of [`mosix_core::syscalls::DFSA_HERE`]: if every path it names is a file of
+    /// this node, it runs here ([`here`]; returns true); otherwise, or for anything
+    /// [`here`] does not do, it goes home as before.
+    fn dfsa_here(&mut self, n: &Notif) -> Result<bool, End> {
+        let nr = i64::from(n.nr);
+        let (Some(which), Some(d)) = (here::path_args(nr), &self.dfsa) else {
+            return Ok(false);
+        };
+        let mut home_paths = Vec::with_capacity(2);
+        let mut local = Vec::with_capacity(2);
+        for &i in which {
+            let Ok(p) = self.mem.read_cstr(n.args[i], MAX_PATH) else {
+                return Ok(false);
+            };
+            let Some(l) = d.local_of(&p) else {
+                return Ok(false);
+            };
+            home_paths.push(p);
+            local.push(l);
+        }
+        if let Some((flags, mode)) = here::open_args(nr, &n.args) {
+            let home_path = home_paths.swap_remove(0);
+            return self.open_here(n, &local[0], home_path, flags, mode);
+        }
+        if here::renames(nr) && d.any_pending() {
+            // A file home may still have to open by this name: home opens it first.
+            let user = d.user().clone();
+            for l in &local {
+                let Some(id) = here::identity(&user, l) else {
+                    continue;
+                };
+                let fds = self
+                    .dfsa
+                    .as_ref()
+                    .map(|d| d.pending_on(id))
+                    .unwrap_or_default();
+                for fd in fds {
+                    let pos = crate::kernel::seccomp::take_fd(self.pid(), fd)
+                        .ok()
+                        .and_then(|c| nix::unistd::lseek(&c, 0, nix::unistd::Whence::SeekCur).ok())
+                        .unwrap_or(0);
+                    self.twin(fd, pos as u64)?;
+                }
+            }
+        }
+        if matches!(nr, libc::SYS_mkdir | libc::SYS_mkdirat) && !self.table_known()? {
+            return Ok(false);
+        }
+        let Some(d) = &mut self.dfsa else {
+            return Ok(false);
+        };
+        let paths: Vec<&std::path::Path> = local.iter().map(|p| p.as_path()).collect();
+        match here::run(d.user(), nr, &n.args, &paths, d.table.umask(), d.same_ids) {
+            Here::Home => Ok(false),
+            Here::Done(ret, out) => {
+                d.count_here();
+                let ret = match out {
+                    Some((at, bytes)) if ret >= 0 => {
+                        if self.mem.write(at, &bytes).is_ok() {
+                            ret
+                        } else {
+                            -i64::from(libc::EFAULT)
+                        }
+                    }
+                    _ => ret,
+                };
+                let _ = self.listener.reply(n.id, ret);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Whether the copy of home's numbers is there, fetching it if not ([`ProcMsg::Table`]).
+    fn table_known(&mut self) -> Result<bool, End> {
+        if self.dfsa.as_ref().is_none_or(|d| d.table.known()) {
+            return Ok(self.dfsa.is_some());
+        }
+        self.send_home(&ProcMsg::Table)?;
+        if let ProcMsg::TableIs { fds, umask } =
+            self.answer_from_home(|m| matches!(m, ProcMsg::TableIs { .. }))?
+            && let Some(d) = &mut self.dfsa
+        {
+            d.table.set(fds, umask);
+        }
+        Ok(self.dfsa.as_ref().is_some_and(|d| d.table.known()))
+    }
+
+    /// An open of a file of this node: opened here as the owner, at the number home would
+    /// give, and home told after.
+    fn open_here(
+        &mut self,
+        n: &Notif,
+        local: &std::path::Path,
+        home_path: Vec<u8>,
+        flags: i32,
+        mode: u32,
+    ) -> Result<bool, End> {
+        if flags & (libc::O_PATH | libc::O_TMPFILE | libc::O_DIRECTORY) != 0
+            || !self.table_known()?
+        {
+            return Ok(false);
+        }
+        let pid = self.pid();
+        let Some(d) = &mut self.dfsa else {
+            return Ok(false);
+        };
+        let Some(fd) = d.table.lowest_free() else {
+            return Ok(false);
+        };
+        if i64::from(fd) >= open_limit(pid) {
+            d.count_here();
+            let _ = self.listener.reply(n.id, -i64::from(libc::EMFILE));
+            return Ok(true);
+        }
+        let file = match here::open(d.user(), local, flags, mode, d.table.umask()) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                d.count_here();
+                let _ = self.listener.reply(n.id, -(e as i64));
+                return Ok(true);
+            }
+        };
+        let id = nix::sys::stat::fstat(&file).map_or((0, 0), |s| (s.st_dev, s.st_ino));
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        if let Err(e) = self
+            .listener
+            .add_fd_cloexec(n.id, file.as_raw_fd(), fd, cloexec)
+        {
+            // The process is gone, or its limit changed: it hears the kernel's reason.
+            let errno = e.raw_os_error().unwrap_or(libc::EMFILE);
+            let errno = if errno == libc::EBADF {
+                libc::EMFILE
+            } else {
+                errno
+            };
+            let _ = self.listener.reply(n.id, -i64::from(errno));
+            return Ok(true);
+        }
+        d.count_here();
+        d.table.taken(fd);
+        d.opened_alone(fd, local, id);
+        // Before the process goes on: home must hold the number before any later call.
+        self.send_home(&ProcMsg::OpenedHere {
+            fd,
+            path: home_path,
+            flags,
+        })?;
+        let _ = self.listener.reply(n.id, i64::from(fd));
+        Ok(true)
+    }
+
+    /// Asks home to open the file of DFSA descriptor `fd` itself, at offset `pos`
+    /// ([`ProcMsg::Twin`]) and waits for it to be done.
+    pub(super) fn twin(&mut self, fd: i32, pos: u64) -> Result<(), End> {
+        self.send_home(&ProcMsg::Twin { fd, pos })?;
+        if let ProcMsg::TwinIs { errno, .. } =
+            self.answer_from_home(|m| matches!(m, ProcMsg::TwinIs { fd: f, .. } if *f == fd))?
+            && errno != 0
+        {
+            warn!(
+                "{}: home could not open the file of descriptor {fd} ({}); home's log says which",
+                self.h.comm,
+                nix::errno::Errno::from_raw(errno)
+            );
+        }
+        if let Some(d) = &mut self.dfsa {
+            d.twinned(fd);
+        }
+        Ok(())
+    }
+}
+
+/// The process's limit on descriptors (`RLIMIT_NOFILE`) as this kernel enforces it.
+fn open_limit(pid: i32) -> i64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) with a null new limit only writes the old one into `old`.
+    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &raw mut old) };
+    if r < 0 {
+        i64::MAX
+    } else {
+        i64::try_from(old.rlim_cur).unwrap_or(i64::MAX)
     }
 }

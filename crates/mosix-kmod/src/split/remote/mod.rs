@@ -14,6 +14,7 @@
 
 pub mod dfsa;
 mod direct;
+mod here;
 mod leave;
 mod mapping;
 mod supervisor;

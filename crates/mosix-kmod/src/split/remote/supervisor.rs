@@ -408,7 +408,6 @@ impl Supervisor {
         };
         let nr = i64::from(m.call.nr);
         let fd = m.call.args[0] as i32;
-        let dfsa_open = self.dfsa.as_ref().and_then(|d| d.candidate(&m));
         if nr == libc::SYS_read {
             match self.io.read(fd, m.call.args[2] as usize) {
                 ReadPlan::Serve(bytes) => {
@@ -518,13 +517,9 @@ impl Supervisor {
                 // (or no one's): the supervisor sets the limit on the process's pid here.
                 self.set_limit_here(&n);
             }
-            if reply.ret >= 0
-                && let Some((path, flags)) = &dfsa_open
-            {
-                self.install_here(n.id, path, *flags, reply.ret as i32);
-            }
             if let Some(d) = &mut self.dfsa {
                 d.numbers_changed(nr, &m.call.args, reply.ret);
+                d.table.after(nr, &m.call.args, reply.ret);
             }
             if nr == libc::SYS_close && reply.ret == 0 && self.closes_here(fd) {
                 // Closed at home: the descriptor here (DFSA, or its placeholder) goes too.
@@ -583,7 +578,7 @@ impl Supervisor {
         Ok(())
     }
 
-    fn send_home(&self, m: &ProcMsg) -> Result<(), End> {
+    pub(super) fn send_home(&self, m: &ProcMsg) -> Result<(), End> {
         self.tx
             .send(m)
             .map_err(|e| End::HomeLost(format!("the connection to its home broke ({e})")))
@@ -621,7 +616,10 @@ impl Supervisor {
 
     /// Waits for the message from home that `wanted` picks, handling every other one (replies
     /// owed for writes behind, signals, requests) as it comes.
-    fn answer_from_home(&mut self, wanted: impl Fn(&ProcMsg) -> bool) -> Result<ProcMsg, End> {
+    pub(super) fn answer_from_home(
+        &mut self,
+        wanted: impl Fn(&ProcMsg) -> bool,
+    ) -> Result<ProcMsg, End> {
         loop {
             match self.rx.recv() {
                 Ok(ProcMsg::Reply(r)) if self.io.owed() > 0 => self.io.on_owed_reply(&r),
