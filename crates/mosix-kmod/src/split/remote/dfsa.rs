@@ -143,6 +143,13 @@ pub(super) struct Dfsa {
     pending: std::collections::HashMap<i32, (u64, u64)>,
     /// The process's real and effective ids are the same.
     pub(super) same_ids: bool,
+    /// Opens and closes made here that home has not been told of yet, in order: they go home
+    /// before anything else does ([`Dfsa::take_notices`]), and a close cancels the notice of
+    /// an open still waiting (a file opened and closed between two trips home costs home
+    /// nothing).
+    notices: Vec<mosix_core::proto::ProcMsg>,
+    /// The process's `RLIMIT_NOFILE` here, once read (forgotten after a call that may set it).
+    nofile: Option<i64>,
 }
 
 impl Dfsa {
@@ -179,7 +186,56 @@ impl Dfsa {
             table: super::here::HomeTable::default(),
             pending: std::collections::HashMap::new(),
             same_ids: creds.uid[0] == creds.uid[1] && creds.gid[0] == creds.gid[1],
+            notices: Vec::new(),
+            nofile: None,
         }
+    }
+
+    /// Home is to be told that `fd` was opened here at `path` (its path at home).
+    pub(super) fn notice_open(&mut self, fd: i32, path: Vec<u8>, flags: i32) {
+        self.notices
+            .push(mosix_core::proto::ProcMsg::OpenedHere { fd, path, flags });
+    }
+
+    /// Home is to be told that `fd` was closed here, unless it has not heard of its open yet.
+    pub(super) fn notice_close(&mut self, fd: i32) {
+        use mosix_core::proto::ProcMsg;
+        let last = self.notices.iter().rposition(|m| {
+            matches!(m, ProcMsg::OpenedHere { fd: f, .. } | ProcMsg::ClosedHere { fd: f } if *f == fd)
+        });
+        match last.map(|i| (i, &self.notices[i])) {
+            Some((i, ProcMsg::OpenedHere { .. })) => {
+                self.notices.remove(i);
+            }
+            _ => self.notices.push(ProcMsg::ClosedHere { fd }),
+        }
+    }
+
+    /// The notices home has not had yet, to send before anything else.
+    pub(super) fn take_notices(&mut self) -> Vec<mosix_core::proto::ProcMsg> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The process's limit on descriptors (`RLIMIT_NOFILE`, soft) as this kernel enforces it.
+    pub(super) fn open_limit(&mut self) -> i64 {
+        if let Some(n) = self.nofile {
+            return n;
+        }
+        let n = std::fs::read_to_string(format!("/proc/{}/limits", self.pid))
+            .ok()
+            .and_then(|s| {
+                let l = s.lines().find(|l| l.starts_with("Max open files"))?;
+                let soft = l.split_whitespace().nth(3)?;
+                Some(soft.parse().unwrap_or(i64::MAX))
+            })
+            .unwrap_or(i64::MAX);
+        self.nofile = Some(n);
+        n
+    }
+
+    /// A call that may have changed the process's limits ran.
+    pub(super) fn limits_changed(&mut self) {
+        self.nofile = None;
     }
 
     /// The ids file work here runs with.
@@ -467,6 +523,31 @@ mod tests {
         assert!(
             d.named_by(libc::SYS_dup, &args(4, 0), &[Fd, No, No, No, No, No])
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_close_cancels_the_notice_of_an_open_home_has_not_heard_of() {
+        use mosix_core::proto::ProcMsg;
+        let mut d = dfsa();
+        d.notice_open(3, b"/mfs/3/a".to_vec(), 0);
+        d.notice_close(3);
+        assert!(d.take_notices().is_empty());
+        d.notice_open(3, b"/mfs/3/a".to_vec(), 0);
+        let sent = d.take_notices();
+        assert_eq!(sent.len(), 1);
+        // Home heard of the open: the close must go, and a later open of the number too.
+        d.notice_close(3);
+        d.notice_open(3, b"/mfs/3/b".to_vec(), 0);
+        d.notice_open(4, b"/mfs/3/c".to_vec(), 0);
+        d.notice_close(3);
+        let sent = d.take_notices();
+        assert!(
+            matches!(
+                sent.as_slice(),
+                [ProcMsg::ClosedHere { fd: 3 }, ProcMsg::OpenedHere { fd: 4, .. }]
+            ),
+            "{sent:?}"
         );
     }
 }

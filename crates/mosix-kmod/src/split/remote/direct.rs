@@ -54,7 +54,7 @@ impl Supervisor {
                 // Closed here, where the file is; home closes its number after (no wait).
                 d.closed(fd);
                 d.table.freed(fd);
-                self.send_home(&ProcMsg::ClosedHere { fd })?;
+                d.notice_close(fd);
                 let _ = self.listener.allow(n.id);
                 return Ok(true);
             }
@@ -152,6 +152,7 @@ impl Supervisor {
 
     /// Carries the offsets of every DFSA descriptor home before the process leaves this node.
     pub(super) fn offsets_home(&mut self) -> Result<(), End> {
+        self.flush_notices()?;
         for fd in self
             .dfsa
             .as_ref()
@@ -265,19 +266,18 @@ impl Supervisor {
         {
             return Ok(false);
         }
-        let pid = self.pid();
         let Some(d) = &mut self.dfsa else {
             return Ok(false);
         };
         let Some(fd) = d.table.lowest_free() else {
             return Ok(false);
         };
-        if i64::from(fd) >= open_limit(pid) {
+        if i64::from(fd) >= d.open_limit() {
             d.count_here();
             let _ = self.listener.reply(n.id, -i64::from(libc::EMFILE));
             return Ok(true);
         }
-        let file = match here::open(d.user(), local, flags, mode, d.table.umask()) {
+        let (file, id) = match here::open(d.user(), local, flags, mode, d.table.umask()) {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(false),
             Err(e) => {
@@ -286,7 +286,6 @@ impl Supervisor {
                 return Ok(true);
             }
         };
-        let id = nix::sys::stat::fstat(&file).map_or((0, 0), |s| (s.st_dev, s.st_ino));
         let cloexec = flags & libc::O_CLOEXEC != 0;
         if let Err(e) = self
             .listener
@@ -305,12 +304,8 @@ impl Supervisor {
         d.count_here();
         d.table.taken(fd);
         d.opened_alone(fd, local, id);
-        // Before the process goes on: home must hold the number before any later call.
-        self.send_home(&ProcMsg::OpenedHere {
-            fd,
-            path: home_path,
-            flags,
-        })?;
+        // Home hears of it before anything else goes there.
+        d.notice_open(fd, home_path, flags);
         let _ = self.listener.reply(n.id, i64::from(fd));
         Ok(true)
     }
@@ -333,20 +328,5 @@ impl Supervisor {
             d.twinned(fd);
         }
         Ok(())
-    }
-}
-
-/// The process's limit on descriptors (`RLIMIT_NOFILE`) as this kernel enforces it.
-fn open_limit(pid: i32) -> i64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit(2) with a null new limit only writes the old one into `old`.
-    let r = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &raw mut old) };
-    if r < 0 {
-        i64::MAX
-    } else {
-        i64::try_from(old.rlim_cur).unwrap_or(i64::MAX)
     }
 }

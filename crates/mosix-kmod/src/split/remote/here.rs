@@ -171,6 +171,9 @@ pub(super) fn renames(nr: i64) -> bool {
     )
 }
 
+/// A file's device and inode.
+pub(super) type FileId = (u64, u64);
+
 /// How a path call ends.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Here {
@@ -285,7 +288,7 @@ fn bytes_of<T>(v: &T) -> Vec<u8> {
 
 /// The device and inode a path names here (not following a last link), for a file that home
 /// may still have to open by that name (an unlink or rename is about to change it).
-pub(super) fn identity(user: &User, path: &Path) -> Option<(u64, u64)> {
+pub(super) fn identity(user: &User, path: &Path) -> Option<FileId> {
     as_user(user, || {
         let Some((dir, name)) = parent(path)? else {
             return Err(Errno::ENOENT);
@@ -298,15 +301,15 @@ pub(super) fn identity(user: &User, path: &Path) -> Option<(u64, u64)> {
 
 /// Opens `path` here for the process as `user`: `flags` as it gave them (with `O_CLOEXEC` and
 /// `O_NOCTTY` for this copy; the number's own close-on-exec flag is set where it is
-/// installed), `mode` less `umask` for a file it creates. `Ok(None)`: not for here (a link on
-/// the way, or a directory).
+/// installed), `mode` less `umask` for a file it creates, with the device and inode of the
+/// file. `Ok(None)`: not for here (on a proc file system, a magic link, or a directory).
 pub(super) fn open(
     user: &User,
     path: &Path,
     flags: i32,
     mode: u32,
     umask: u32,
-) -> Result<Option<OwnedFd>, Errno> {
+) -> Result<Option<(OwnedFd, FileId)>, Errno> {
     let Some(p) = c_name(path.as_os_str().as_bytes()) else {
         return Ok(None);
     };
@@ -322,9 +325,12 @@ pub(super) fn open(
     if on_procfs(&fd) {
         return Ok(None);
     }
-    let dir = nix::sys::stat::fstat(&fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    let Ok(st) = nix::sys::stat::fstat(&fd) else {
+        return Ok(None);
+    };
     // A directory's position means different things here and at home.
-    Ok((!dir).then_some(fd))
+    let dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    Ok((!dir).then_some((fd, (st.st_dev, st.st_ino))))
 }
 
 /// One path call other than an open, its paths already found to be files of this node

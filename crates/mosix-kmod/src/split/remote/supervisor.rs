@@ -138,8 +138,8 @@ impl Supervisor {
                 self.stopped();
             }
             for c in self.io.due(Instant::now()) {
-                if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
-                    return End::HomeLost(format!("sending writes home failed ({e})"));
+                if let Err(end) = self.send_home(&ProcMsg::Call(c)) {
+                    return end;
                 }
             }
             if n < 0 {
@@ -433,10 +433,8 @@ impl Supervisor {
                 WritePlan::Behind => {
                     let _ = self.listener.reply(n.id, data.len() as i64);
                     for c in self.io.due(Instant::now()) {
-                        if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
-                            return Some(End::HomeLost(format!(
-                                "sending writes home failed ({e})"
-                            )));
+                        if let Err(end) = self.send_home(&ProcMsg::Call(c)) {
+                            return Some(end);
                         }
                     }
                     return None;
@@ -520,6 +518,9 @@ impl Supervisor {
             if let Some(d) = &mut self.dfsa {
                 d.numbers_changed(nr, &m.call.args, reply.ret);
                 d.table.after(nr, &m.call.args, reply.ret);
+                if matches!(nr, libc::SYS_prlimit64 | libc::SYS_setrlimit) {
+                    d.limits_changed();
+                }
             }
             if nr == libc::SYS_close && reply.ret == 0 && self.closes_here(fd) {
                 // Closed at home: the descriptor here (DFSA, or its placeholder) goes too.
@@ -578,13 +579,30 @@ impl Supervisor {
         Ok(())
     }
 
-    pub(super) fn send_home(&self, m: &ProcMsg) -> Result<(), End> {
+    /// Sends home the notices of opens and closes made here (DFSA) that it has not had yet:
+    /// before anything else goes home, so that home's descriptor numbers are the process's
+    /// whenever it runs something for it.
+    pub(super) fn flush_notices(&mut self) -> Result<(), End> {
+        let Some(d) = &mut self.dfsa else {
+            return Ok(());
+        };
+        for m in d.take_notices() {
+            self.tx
+                .send(&m)
+                .map_err(|e| End::HomeLost(format!("the connection to its home broke ({e})")))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_home(&mut self, m: &ProcMsg) -> Result<(), End> {
+        self.flush_notices()?;
         self.tx
             .send(m)
             .map_err(|e| End::HomeLost(format!("the connection to its home broke ({e})")))
     }
 
     pub(super) fn settle_io(&mut self) -> Result<(), End> {
+        self.flush_notices()?;
         for c in self.io.settle() {
             if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
                 return Err(End::HomeLost(format!("sending writes home failed ({e})")));
@@ -640,6 +658,7 @@ impl Supervisor {
 
     /// Sends a call home and waits for its reply, handling signals that arrive meanwhile.
     pub(super) fn call_home(&mut self, m: &Marshalled) -> Result<Reply, End> {
+        self.flush_notices()?;
         let (_, shape) = forward::shape(u64::from(m.call.nr), &m.call.args);
         for c in self.io.before_call(&m.call, &shape) {
             if let Err(e) = self.tx.send(&ProcMsg::Call(c)) {
