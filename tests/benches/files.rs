@@ -6,10 +6,13 @@
 //!
 //! 1. local: the program runs on node 3 on its own directory;
 //! 2. MFS with DFSA: started from node 1 and placed on node 3 (`mosrun -3`), on `/mfs/3/…`;
-//! 3. MFS from another node: the program on node 1, on `/mfs/3/…` (a remote file system, the
-//!    role NFS plays in the seed's table; the peer a user would install instead — sshfs, a
-//!    user-space NFS — is not on this machine, and no row is made up for it);
-//! 4. MFS without DFSA: started from node 1 and placed on node 2 (`mosrun -2`), on `/mfs/3/…`:
+//! 3. MFS from another node: the program on node 1, on `/mfs/3/…`;
+//! 4. sshfs from another node: the remote file system a user would install instead (the role
+//!    NFS plays in the seed's table; this kernel has no NFS client): an `sshd` in node 3's
+//!    namespaces serves the directory over SFTP, `sshfs` (default options) mounts it in node
+//!    1's mount namespace, the program runs on node 1 on that mount. Needs `sshfs` and
+//!    `openssh-server` (`apt install sshfs openssh-server`); without them the column says so;
+//! 5. MFS without DFSA: started from node 1 and placed on node 2 (`mosrun -2`), on `/mfs/3/…`:
 //!    every call is forwarded home and goes from there through MFS to node 3.
 //!
 //! Each row is printed in seconds and as a ratio to local. Run with `cargo bench -p mosix-tests
@@ -20,6 +23,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use mosix_tests::{TestCluster, user_tool};
@@ -56,6 +60,103 @@ fn postmark(c: &TestCluster, node: u16, place: Option<&str>, dir: &str, args: &[
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// The peer: an `sshd` in node 3 serving its directory, mounted with `sshfs` on node 1.
+/// Unmounted and stopped when dropped.
+struct Sshfs<'a> {
+    c: &'a TestCluster,
+    mount: PathBuf,
+    sshd: Child,
+    _keys: tempfile::TempDir,
+}
+
+impl Drop for Sshfs<'_> {
+    fn drop(&mut self) {
+        let m = self.mount.to_str().unwrap();
+        let _ = self.c.command(1, "umount", &["-l", m]).output();
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+    }
+}
+
+fn run(c: &mut Command) -> bool {
+    c.output().is_ok_and(|o| o.status.success())
+}
+
+/// Starts the peer, or says why it cannot.
+fn sshfs<'a>(c: &'a TestCluster, dir: &Path) -> Result<Sshfs<'a>, String> {
+    if !Path::new("/usr/sbin/sshd").exists() || !run(Command::new("sshfs").arg("--version")) {
+        return Err("sshfs or openssh-server not installed".into());
+    }
+    let keys = tempfile::Builder::new()
+        .prefix("mosix-bench-ssh")
+        .tempdir_in("/run")
+        .map_err(|e| e.to_string())?;
+    let k = keys.path().to_owned();
+    for name in ["host", "user"] {
+        let f = k.join(name);
+        let ok = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&f));
+        if !ok {
+            return Err("ssh-keygen failed".into());
+        }
+    }
+    std::fs::copy(k.join("user.pub"), k.join("authorized_keys")).map_err(|e| e.to_string())?;
+    let out = c
+        .command(3, "hostname", &["-I"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let ip = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .ok_or("node 3 has no address")?
+        .to_owned();
+    let conf = k.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port 2222\nListenAddress {ip}\nHostKey {host}\nAuthorizedKeysFile {keys}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\n\
+             StrictModes no\nPidFile none\nSubsystem sftp internal-sftp\n",
+            host = k.join("host").display(),
+            keys = k.join("authorized_keys").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    let sshd = c
+        .command(
+            3,
+            "/usr/sbin/sshd",
+            &["-D", "-e", "-f", conf.to_str().unwrap()],
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mount = PathBuf::from("/run/mosix-vc-bench-sshfs");
+    std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
+    let peer = Sshfs {
+        c,
+        mount,
+        sshd,
+        _keys: keys,
+    };
+    let opts = format!(
+        "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,allow_other,port=2222",
+        k.join("user").display()
+    );
+    let remote = format!("root@{ip}:{}", dir.display());
+    let m = peer.mount.to_str().unwrap().to_owned();
+    for _ in 0..20 {
+        if run(&mut c.command(1, "sshfs", &["-o", &opts, &remote, &m])) {
+            return Ok(peer);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err("sshfs could not mount node 3's directory".into())
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("the file benchmark needs root (it builds a virtual cluster)");
@@ -71,7 +172,7 @@ fn main() {
             .expect("the benchmark cluster comes up");
     }
     let d3 = c.private_path(3, Path::new(DATA));
-    for sub in ["local", "dfsa", "mfs", "nodfsa"] {
+    for sub in ["local", "dfsa", "mfs", "sshfs", "nodfsa"] {
         let d = d3.join(sub);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -85,9 +186,18 @@ fn main() {
     println!(
         "PostMark: {files} files of 500 B..9.77 KB, {tx} transactions; seconds (ratio to local)"
     );
+    let peer = sshfs(&c, &Path::new(DATA).join("sshfs"));
+    if let Err(why) = &peer {
+        println!("sshfs: {why}; its column is empty");
+    }
     println!(
-        "{:>8} {:>16} {:>16} {:>22} {:>22}",
-        "block", "local (node 3)", "MFS+DFSA", "MFS from node 1", "MFS without DFSA"
+        "{:>8} {:>16} {:>16} {:>18} {:>18} {:>18}",
+        "block",
+        "local (node 3)",
+        "MFS+DFSA",
+        "MFS from node 1",
+        "sshfs from node 1",
+        "MFS without DFSA"
     );
     let m = |sub: &str| format!("/mfs/3{DATA}/{sub}");
     for b in sizes {
@@ -95,14 +205,19 @@ fn main() {
         let local = postmark(&c, 3, None, &format!("{DATA}/local"), &args);
         let dfsa = postmark(&c, 1, Some("-3"), &m("dfsa"), &args);
         let mfs = postmark(&c, 1, None, &m("mfs"), &args);
+        let ssh = peer
+            .as_ref()
+            .ok()
+            .map(|p| postmark(&c, 1, None, p.mount.to_str().unwrap(), &args));
         let nodfsa = postmark(&c, 1, Some("-2"), &m("nodfsa"), &args);
         let cell = |s: f64| format!("{s:.3} ({:.2}x)", s / local);
         println!(
-            "{:>8} {:>16.3} {:>16} {:>22} {:>22}",
+            "{:>8} {:>16.3} {:>16} {:>18} {:>18} {:>18}",
             b,
             local,
             cell(dfsa),
             cell(mfs),
+            ssh.map_or_else(|| "-".into(), cell),
             cell(nodfsa)
         );
     }
@@ -111,5 +226,48 @@ fn main() {
         "node 3: MFS served {} requests, DFSA opened {} files and ran {} calls",
         f.mfs_served, f.dfsa_opens, f.dfsa_calls
     );
-    println!("remote file system peer (sshfs, user-space NFS): not installed here, not measured");
+    // Where the time goes: single calls, in microseconds each.
+    println!("single calls, us each: 64-byte pread | open+close | stat | create+unlink");
+    let calls = |node: u16, place: Option<&str>, dir: &str| -> String {
+        let probe = user_tool("mosix-probe");
+        let mut a: Vec<&str> = place.into_iter().collect();
+        a.extend([probe.to_str().unwrap(), "filecalls", dir, "5000"]);
+        let out = match place {
+            Some(_) => c.job(node, &a).output().unwrap(),
+            None => c.user_command(node, a[0], &a[1..]).output().unwrap(),
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        v.iter()
+            .map(|x| format!("{x:>9.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "{:>22} {}",
+        "local (node 3)",
+        calls(3, None, &format!("{DATA}/local"))
+    );
+    println!("{:>22} {}", "MFS+DFSA", calls(1, Some("-3"), &m("dfsa")));
+    println!("{:>22} {}", "MFS from node 1", calls(1, None, &m("mfs")));
+    if let Ok(p) = &peer {
+        println!(
+            "{:>22} {}",
+            "sshfs from node 1",
+            calls(1, None, p.mount.to_str().unwrap())
+        );
+    }
+    println!(
+        "{:>22} {}",
+        "MFS without DFSA",
+        calls(1, Some("-2"), &m("nodfsa"))
+    );
+    drop(peer);
 }

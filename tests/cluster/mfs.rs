@@ -678,3 +678,64 @@ fn a_migrated_process_runs_path_calls_on_its_nodes_files_there_with_homes_answer
         "the path calls went through MFS: {before:?} -> {after:?}"
     );
 }
+
+/// Reads 4 KiB at random places of a file for up to `argv[2]` seconds, then says how many.
+const RANDOM_READER: &str = r#"
+import os, random, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+t = time.time()
+n = 0
+while time.time() - t < float(sys.argv[2]):
+    os.pread(fd, 4096, random.randrange(0, size - 4096))
+    n += 1
+print(n, flush=True)
+"#;
+
+#[test]
+fn a_process_away_that_spends_its_time_on_its_homes_files_comes_home_by_itself() {
+    if !require_root("data_home") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tdhome", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    c.wait_all_up();
+    // A file of node 1 only (its private directory), read by a process of node 1 placed on
+    // node 2: every read is forwarded home.
+    let d1 = c.private_path(1, Path::new(DATA));
+    std::fs::write(d1.join("home-big"), mosix_tests::pseudo_random(16 << 20, 9)).unwrap();
+    std::fs::set_permissions(d1.join("home-big"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = Path::new(DATA).join("home-big");
+    let mut reader = c
+        .job(
+            1,
+            &[
+                "-2",
+                "-l",
+                "/usr/bin/python3",
+                "-c",
+                RANDOM_READER,
+                file.to_str().unwrap(),
+                "25",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = reader.id();
+    let placed = c.eventually(Duration::from_secs(5), || c.node_of(pid) == Some(2));
+    let home = placed && c.eventually(Duration::from_secs(20), || c.node_of(pid) == Some(0));
+    let log2 = c.log(2);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = reader.wait();
+    assert!(placed, "the reader never ran on node 2:\n{}", c.log(1));
+    assert!(home, "the reader of its home's file stayed away:\n{log2}");
+    assert!(
+        log2.contains("balancing (data)"),
+        "it came home, but not for its data:\n{log2}"
+    );
+}

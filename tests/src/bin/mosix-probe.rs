@@ -170,13 +170,61 @@ fn main() {
             let secs = postmark(dir, arg(3) as usize, arg(4), arg(5) as usize);
             println!("{secs}");
         }
+        Some("filecalls") => {
+            let dir = std::path::Path::new(args.get(2).expect("filecalls DIR N"));
+            let n: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+            let [read, open, stat, create] = filecalls(dir, n);
+            println!("{read} {open} {stat} {create}");
+        }
         _ => {
             eprintln!(
-                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N | postmark DIR FILES TRANSACTIONS BLOCK"
+                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N | postmark DIR FILES TRANSACTIONS BLOCK | filecalls DIR N"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// What single file calls cost in `dir`, in microseconds each over `n` rounds: a 64-byte
+/// `pread`, an `open` and `close`, a `stat`, a creation (`O_CREAT|O_EXCL`, close) and its
+/// `unlink`. The file `probe` is made first and removed after.
+fn filecalls(dir: &std::path::Path, n: u32) -> [f64; 4] {
+    use std::os::unix::fs::FileExt;
+    let f = dir.join("probe");
+    std::fs::write(&f, [7u8; 4096]).unwrap();
+    let us = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    let file = std::fs::File::open(&f).unwrap();
+    let mut b = [0u8; 64];
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        file.read_at(&mut b, 0).unwrap();
+    }
+    let read = us(t);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        drop(std::fs::File::open(&f).unwrap());
+    }
+    let open = us(t);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::fs::metadata(&f).unwrap();
+    }
+    let stat = us(t);
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let g = dir.join(format!("c{}", i % 8));
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&g)
+                .unwrap(),
+        );
+        std::fs::remove_file(&g).unwrap();
+    }
+    let create = us(t);
+    std::fs::remove_file(&f).unwrap();
+    [read, open, stat, create]
 }
 
 /// PostMark's workload (J. Katcher, NetApp TR3022, 1997), as its defaults describe it: a pool

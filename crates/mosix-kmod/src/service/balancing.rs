@@ -55,6 +55,8 @@ pub struct FileUse {
     pub waits: HashMap<i32, HashMap<NodeId, u64>>,
     /// Calls each guest made on files of this node directly (DFSA).
     pub dfsa_calls: HashMap<i32, u64>,
+    /// Nanoseconds each guest waited for its home (the node given) on calls on home's files.
+    pub home_waits: HashMap<i32, (NodeId, u64)>,
 }
 
 impl FileUse {
@@ -65,6 +67,13 @@ impl FileUse {
             .get(&pid)
             .map(|w| w.iter().map(|(n, ns)| (*n, ns / 1_000_000)).collect())
             .unwrap_or_default();
+        if let Some((home, ns)) = self.home_waits.get(&pid) {
+            let ms = ns / 1_000_000;
+            match v.iter_mut().find(|(n, _)| n == home) {
+                Some(x) => x.1 += ms,
+                None => v.push((*home, ms)),
+            }
+        }
         if let Some(c) = self.dfsa_calls.get(&pid) {
             let ms = c * crate::split::remote::dfsa::CALL_US / 1000;
             match v.iter_mut().find(|(n, _)| *n == self.me) {

@@ -258,6 +258,11 @@ impl Node {
                 .as_ref()
                 .map(|d| d.take_calls())
                 .unwrap_or_default(),
+            home_waits: self
+                .dfsa
+                .as_ref()
+                .map(|d| d.take_home_waits())
+                .unwrap_or_default(),
         };
         let locals = b
             .tracker

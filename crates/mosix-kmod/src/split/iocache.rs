@@ -176,6 +176,12 @@ fn reshapes_descriptors(nr: i64) -> bool {
 }
 
 impl IoCache {
+    /// Whether home said `fd` is a regular file only this process uses (its reads and writes
+    /// go ahead and behind): its calls are file access, for the balancer.
+    pub fn is_file(&self, fd: i32) -> bool {
+        self.fds.get(&fd).is_some_and(|s| s.stream == Some(true))
+    }
+
     /// Replies owed for calls sent without waiting.
     pub fn owed(&self) -> usize {
         self.owed.len()

@@ -53,6 +53,9 @@ pub struct DfsaNode {
     pub calls: AtomicU64,
     /// The same, by guest (its pid here), since the balancer last looked.
     by_guest: std::sync::Mutex<std::collections::HashMap<i32, u64>>,
+    /// Nanoseconds each guest (its pid here) waited for its home to answer its calls on home's
+    /// files, with that home, since the balancer last looked.
+    home_waits: std::sync::Mutex<std::collections::HashMap<i32, (NodeId, u64)>>,
 }
 
 /// What one call on a DFSA descriptor is taken to cost, for the balancer (the notification
@@ -65,6 +68,11 @@ impl DfsaNode {
         std::mem::take(&mut *self.by_guest.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Takes the guests' waits for their homes' files since the last call.
+    pub fn take_home_waits(&self) -> std::collections::HashMap<i32, (NodeId, u64)> {
+        std::mem::take(&mut *self.home_waits.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// DFSA under the MFS mount `mount`.
     pub fn new(mount: PathBuf, trust_root: bool, shared: Vec<PathBuf>) -> DfsaNode {
         DfsaNode {
@@ -74,6 +82,7 @@ impl DfsaNode {
             opens: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             by_guest: Default::default(),
+            home_waits: Default::default(),
         }
     }
 }
@@ -136,6 +145,10 @@ pub(super) struct Dfsa {
     everywhere: HashSet<i32>,
     /// Calls on this node's files run here since [`Dfsa::report_calls`].
     unreported: u64,
+    /// The process's home, and the nanoseconds it waited there for calls on home's files
+    /// since [`Dfsa::report_calls`].
+    home: NodeId,
+    home_wait_ns: u64,
     /// The copy of home's descriptor numbers and umask, for opens made here.
     pub(super) table: super::here::HomeTable,
     /// Descriptors opened here ([`super::here`]) that home holds only a placeholder for yet:
@@ -153,7 +166,13 @@ pub(super) struct Dfsa {
 }
 
 impl Dfsa {
-    pub(super) fn new(node: std::sync::Arc<DfsaNode>, pid: i32, me: NodeId, creds: &Creds) -> Dfsa {
+    pub(super) fn new(
+        node: std::sync::Arc<DfsaNode>,
+        pid: i32,
+        me: NodeId,
+        home: NodeId,
+        creds: &Creds,
+    ) -> Dfsa {
         let m = node.mount.as_os_str().as_bytes();
         let prefixes = [
             [m, format!("/{}/", me.get()).as_bytes()].concat(),
@@ -183,6 +202,8 @@ impl Dfsa {
             examined: HashSet::new(),
             everywhere: HashSet::new(),
             unreported: 0,
+            home,
+            home_wait_ns: 0,
             table: super::here::HomeTable::default(),
             pending: std::collections::HashMap::new(),
             same_ids: creds.uid[0] == creds.uid[1] && creds.gid[0] == creds.gid[1],
@@ -241,6 +262,13 @@ impl Dfsa {
     /// The ids file work here runs with.
     pub(super) fn user(&self) -> &User {
         &self.user
+    }
+
+    /// Counts time the process waited for home on a call on one of home's files.
+    pub(super) fn waited_home(&mut self, d: std::time::Duration) {
+        self.home_wait_ns = self
+            .home_wait_ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Counts a path call run here.
@@ -323,6 +351,15 @@ impl Dfsa {
     /// Hands the calls counted since the last time to the node's balancer (about once a
     /// second, with the statistics: no lock on the path of every call).
     pub(super) fn report_calls(&mut self) {
+        if self.home_wait_ns > 0 {
+            let mut w = self
+                .node
+                .home_waits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let e = w.entry(self.pid).or_insert((self.home, 0));
+            e.1 = e.1.saturating_add(std::mem::take(&mut self.home_wait_ns));
+        }
         if self.unreported > 0 {
             *self
                 .node
@@ -465,6 +502,7 @@ mod tests {
             )),
             1,
             NodeId::new(3).unwrap(),
+            NodeId::new(1).unwrap(),
             &Creds::default(),
         )
     }
@@ -545,7 +583,10 @@ mod tests {
         assert!(
             matches!(
                 sent.as_slice(),
-                [ProcMsg::ClosedHere { fd: 3 }, ProcMsg::OpenedHere { fd: 4, .. }]
+                [
+                    ProcMsg::ClosedHere { fd: 3 },
+                    ProcMsg::OpenedHere { fd: 4, .. }
+                ]
             ),
             "{sent:?}"
         );

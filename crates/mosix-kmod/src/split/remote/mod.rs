@@ -151,7 +151,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
             let dfsa = env
                 .dfsa
                 .as_ref()
-                .map(|n| dfsa::Dfsa::new(Arc::clone(n), pid, env.me, &h.creds));
+                .map(|n| dfsa::Dfsa::new(Arc::clone(n), pid, env.me, h.home, &h.creds));
             let mut s = Supervisor {
                 dfsa,
                 env: env.clone(),

@@ -453,11 +453,37 @@ impl Supervisor {
                 return Some(end);
             }
         }
+        // Calls on home's files (its regular files, by path or descriptor) are file access of
+        // home's data, for the balancer: a process that spends its time on them is better home.
+        let (class, shape) = forward::shape(u64::from(m.call.nr), &m.call.args);
+        // Plain reads and writes count once home said the descriptor is a regular file; the
+        // calls that only make sense on files (positioned I/O, seeks, syncs) always do.
+        let file_call = matches!(
+            nr,
+            libc::SYS_pread64
+                | libc::SYS_pwrite64
+                | libc::SYS_preadv
+                | libc::SYS_pwritev
+                | libc::SYS_preadv2
+                | libc::SYS_pwritev2
+                | libc::SYS_lseek
+                | libc::SYS_fsync
+                | libc::SYS_fdatasync
+                | libc::SYS_ftruncate
+                | libc::SYS_fallocate
+        );
+        let on_home_file = self.dfsa.is_some()
+            && (shape[0] == mosix_core::syscalls::Arg::Fd && (file_call || self.io.is_file(fd))
+                || class == Class::Deputy && shape.contains(&mosix_core::syscalls::Arg::Path));
         loop {
+            let t0 = on_home_file.then(Instant::now);
             let mut reply = match self.call_home(&m) {
                 Ok(r) => r,
                 Err(end) => return Some(end),
             };
+            if let (Some(t0), Some(d)) = (t0, &mut self.dfsa) {
+                d.waited_home(t0.elapsed());
+            }
             if nr == libc::SYS_read && m.call.ahead > 0 {
                 self.io.after_read(fd, &mut reply);
             } else if nr == libc::SYS_write && m.call.ahead > 0 {
