@@ -127,6 +127,24 @@ fn files_of_a_node_are_reached_from_every_node_with_the_callers_rights_there() {
         "{}",
         text(&o)
     );
+    // `selected` is the node the caller's environment selects (inherited by its children),
+    // and nothing without one.
+    let o = sh(
+        &c,
+        1,
+        false,
+        &format!(
+            "export MOSIX_SELECTED=3; sh -c 'cat /mfs/selected{DATA}/name'; readlink /mfs/selected"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "node 3\n3\n",
+        "{}",
+        text(&o)
+    );
+    let o = sh(&c, 1, false, "readlink /mfs/selected");
+    assert!(!o.status.success(), "{}", text(&o));
 
     // A write on node 2 is read on node 1 right after it, every time.
     for i in 0..20 {

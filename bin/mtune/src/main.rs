@@ -18,8 +18,9 @@ use serde::Serialize;
 /// the node (DFSA); write the costs to /etc/mfscosts for the balancer.
 ///
 /// For each peer — the NODEs named, or every node that is up — mtune makes a test directory in
-/// the peer's /tmp through MFS (/mfs/N/tmp), times small calls (stat) and reads of a 4 MiB file
-/// there in 64 KiB pieces, and does the same in this node's /tmp; the cost of the same work
+/// the peer's /tmp through MFS (/mfs/N/tmp), times small calls (stat) and reads of each block
+/// size from 64 B to 16 KiB there (the cost per KiB is the slope of the line through them), and
+/// does the same in this node's /tmp; the cost of the same work
 /// done on the peer by a migrated process (DFSA) is the local cost plus a seccomp notification
 /// round trip, measured here. It writes one row per peer to $MOSIX_ETC/mfscosts (or -o FILE),
 /// keeping the rows of peers it did not measure, with a `default` row (the median of the peer
@@ -29,7 +30,7 @@ use serde::Serialize;
 #[command(
     name = "mtune",
     version,
-    after_long_help = "Examples:\n  mtune                measure every node that is up, write /etc/mfscosts\n  mtune 3 -c 2000      measure node 3 with 2000 calls per timing\n  mtune -o - 2         print the file instead of writing it\n  mtune -n --json      measure and print, write nothing\n\nJSON (--json): an object with node, notify_us, local (call_us, kib_us), peers (peer, mfs_call_us, mfs_kib_us, dfsa_call_us, dfsa_kib_us), failed (peer, error) and written (the file, or null).\n\nExit status: 0 when every peer was measured, 1 when one could not be (the others are still written) or nothing could, 2 on a usage error."
+    after_long_help = "Examples:\n  mtune                measure every node that is up, write /etc/mfscosts\n  mtune 3 -c 2000      measure node 3 with 2000 calls per timing\n  mtune -o - 2         print the file instead of writing it\n  mtune -n --json      measure and print, write nothing\n\nJSON (--json): an object with node, notify_us, local (call_us, kib_us, reads: block, us), peers (peer, mfs_call_us, mfs_kib_us, dfsa_call_us, dfsa_kib_us), reads (peer, reads: block, us; through MFS), failed (peer, error) and written (the file, or null).\n\nExit status: 0 when every peer was measured, 1 when one could not be (the others are still written) or nothing could, 2 on a usage error."
 )]
 struct Cli {
     /// The peers to measure (number, address or host name); every other node that is up by
@@ -60,10 +61,26 @@ fn main() -> ExitCode {
 }
 
 /// What one place's files cost.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Place {
     call_us: f64,
     kib_us: f64,
+    /// A read of each block size (64 B .. 16 KiB), microseconds.
+    reads: Vec<BlockRead>,
+}
+
+/// The time of one read of `block` bytes.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct BlockRead {
+    block: u32,
+    us: f64,
+}
+
+/// A peer's reads by block size, through MFS.
+#[derive(Debug, Serialize)]
+struct PeerReads {
+    peer: NodeId,
+    reads: Vec<BlockRead>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,30 +95,53 @@ struct Report {
     notify_us: f64,
     local: Place,
     peers: Vec<MfsCost>,
+    /// Each measured peer's reads by block size, through MFS.
+    reads: Vec<PeerReads>,
     failed: Vec<Failed>,
     written: Option<String>,
 }
 
 /// The size of the file read in each timing.
-const FILE_KIB: u64 = 4096;
-/// The piece read at a time.
-const PIECE: usize = 64 * 1024;
+const FILE_KIB: u64 = 1024;
+/// The block sizes read (PostMark's range).
+const BLOCKS: [u32; 5] = [64, 256, 1024, 4096, 16384];
+
+/// The slope, in microseconds per KiB, of the least-squares line through the reads' times.
+fn slope(reads: &[BlockRead]) -> f64 {
+    let n = reads.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let x = |r: &BlockRead| f64::from(r.block) / 1024.0;
+    let mx = reads.iter().map(x).sum::<f64>() / n;
+    let my = reads.iter().map(|r| r.us).sum::<f64>() / n;
+    let sxy: f64 = reads.iter().map(|r| (x(r) - mx) * (r.us - my)).sum();
+    let sxx: f64 = reads.iter().map(|r| (x(r) - mx).powi(2)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// Times `calls` stats and a read of the test file in `dir` (made and removed here).
+/// Times `calls` stats of the test file in `dir` (made and removed here), and `calls` reads
+/// of it of each block size of [`BLOCKS`] (positioned, one after another, wrapping around). The
+/// cost per KiB is the slope of the straight line through the reads' times (least squares); a
+/// call is a stat.
 fn measure(dir: &Path, calls: u32) -> Result<Place> {
+    use std::os::unix::fs::FileExt;
     std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
     let done = (|| {
         let file = dir.join("data");
-        std::fs::write(&file, vec![0x5au8; (FILE_KIB * 1024) as usize])
+        let size = FILE_KIB * 1024;
+        std::fs::write(&file, vec![0x5au8; size as usize])
             .with_context(|| format!("writing {}", file.display()))?;
+        let f =
+            std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+        let mut buf = vec![0u8; *BLOCKS.iter().max().unwrap_or(&4096) as usize];
         let mut call = Vec::new();
-        let mut kib = Vec::new();
-        let mut buf = vec![0u8; PIECE];
+        let mut reads: Vec<Vec<f64>> = vec![Vec::new(); BLOCKS.len()];
         for _ in 0..3 {
             let t = Instant::now();
             for _ in 0..calls {
@@ -109,30 +149,33 @@ fn measure(dir: &Path, calls: u32) -> Result<Place> {
                     .with_context(|| format!("stat of {}", file.display()))?;
             }
             call.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(calls));
-            let t = Instant::now();
-            let mut f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let mut got = 0u64;
-            loop {
-                let n = std::io::Read::read(&mut f, &mut buf)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                if n == 0 {
-                    break;
+            for (k, &b) in BLOCKS.iter().enumerate() {
+                let b = u64::from(b);
+                let t = Instant::now();
+                for i in 0..u64::from(calls) {
+                    let at = (i * b) % size;
+                    let n = f
+                        .read_at(&mut buf[..b as usize], at)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    if n as u64 != b {
+                        bail!("{}: read {n} bytes of {b} at {at}", file.display());
+                    }
                 }
-                got += n as u64;
+                reads[k].push(t.elapsed().as_secs_f64() * 1e6 / f64::from(calls));
             }
-            if got != FILE_KIB * 1024 {
-                bail!(
-                    "{}: read {got} bytes of {}",
-                    file.display(),
-                    FILE_KIB * 1024
-                );
-            }
-            kib.push(t.elapsed().as_secs_f64() * 1e6 / FILE_KIB as f64);
         }
+        let reads: Vec<BlockRead> = BLOCKS
+            .iter()
+            .zip(reads)
+            .map(|(&block, v)| BlockRead {
+                block,
+                us: median(v),
+            })
+            .collect();
         Ok(Place {
             call_us: median(call),
-            kib_us: median(kib),
+            kib_us: slope(&reads).max(0.0),
+            reads,
         })
     })();
     let _ = std::fs::remove_dir_all(dir);
@@ -163,6 +206,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let local = measure(&std::env::temp_dir().join(&tag), cli.calls)?;
 
     let mut measured = Vec::new();
+    let mut reads = Vec::new();
     let mut failed = Vec::new();
     for p in peers {
         if view
@@ -189,10 +233,21 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     dfsa_kib_us: local.kib_us.ceil() as u64,
                 };
                 eprintln!(
-                    "mtune: node {p}: MFS {:.1} µs per call, {:.2} µs per KiB; DFSA {} µs per call",
-                    m.call_us, m.kib_us, row.dfsa_call_us
+                    "mtune: node {p}: MFS {:.1} µs per call, {:.2} µs per KiB (reads of {}); DFSA {} µs per call",
+                    m.call_us,
+                    m.kib_us,
+                    m.reads
+                        .iter()
+                        .map(|r| format!("{} B: {:.1} µs", r.block, r.us))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    row.dfsa_call_us
                 );
                 measured.push(row);
+                reads.push(PeerReads {
+                    peer: p,
+                    reads: m.reads,
+                });
             }
             Err(e) => failed.push(Failed {
                 peer: p,
@@ -225,6 +280,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         notify_us,
         local,
         peers: measured,
+        reads,
         failed,
         written,
     };

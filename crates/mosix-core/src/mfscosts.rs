@@ -191,7 +191,7 @@ pub fn man_page() -> String {
         ),
         (
             "mfs_kib_us",
-            "each KiB read from one of its files through MFS from this node, microseconds",
+            "each KiB read from one of its files through MFS from this node, microseconds: mtune(1) times reads of 64 B, 256 B, 1 KiB, 4 KiB and 16 KiB and gives the slope of the straight line through them, so a read of B bytes costs about mfs_call_us + mfs_kib_us * B / 1024",
         ),
         (
             "dfsa_call_us",

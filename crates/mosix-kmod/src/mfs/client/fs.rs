@@ -14,7 +14,7 @@ use mosix_core::proto::mfs::{MAX_IO, MfsOp, MfsReply};
 use nix::errno::Errno;
 
 use super::{
-    ALIAS, FIRST_DYNAMIC, HERE, HOME, MfsClient, ROOT, TTL, child, climbs_above_root, fe,
+    ALIAS, FIRST_DYNAMIC, HERE, HOME, MfsClient, ROOT, SELECTED, TTL, child, climbs_above_root, fe,
     file_attr, handle_caller, kind_of_dt, synthetic, to_settime,
 };
 use crate::link::snapshot;
@@ -44,7 +44,9 @@ impl Filesystem for MfsClient {
         let r = (|| {
             match ino.0 {
                 ROOT => return Ok(synthetic(ROOT, FileType::Directory, 0o755, 0)),
-                HOME | HERE => return Ok(synthetic(ino.0, FileType::Symlink, 0o777, 8)),
+                HOME | HERE | SELECTED => {
+                    return Ok(synthetic(ino.0, FileType::Symlink, 0o777, 8));
+                }
                 i if (ALIAS..FIRST_DYNAMIC).contains(&i) => {
                     return Ok(synthetic(i, FileType::Symlink, 0o777, 8));
                 }
@@ -450,6 +452,7 @@ impl Filesystem for MfsClient {
                 (ROOT, FileType::Directory, "..".into()),
                 (HOME, FileType::Symlink, "home".into()),
                 (HERE, FileType::Symlink, "here".into()),
+                (SELECTED, FileType::Symlink, "selected".into()),
             ];
             for n in snapshot(&self.link).map.nodes() {
                 names.push((

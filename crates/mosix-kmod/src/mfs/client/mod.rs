@@ -61,6 +61,7 @@ pub type Locate = Arc<dyn Fn(i32) -> Whereabouts + Send + Sync>;
 const ROOT: u64 = 1;
 const HOME: u64 = 2;
 const HERE: u64 = 3;
+const SELECTED: u64 = 4;
 /// Links named after a node's address or host name: this plus the node's number.
 const ALIAS: u64 = 1 << 32;
 /// The first inode given to a (node, path).
@@ -619,10 +620,13 @@ impl MfsClient {
         Ok((tgid, c))
     }
 
+    /// What a link of the root says for process `tgid`: `home`, `here`, `selected` (none if it
+    /// selected no node), or a node's address or name.
     fn link_target(&self, ino: u64, tgid: i32) -> Option<Vec<u8>> {
         let n = match ino {
             HOME => (self.locate)(tgid).home,
             HERE => (self.locate)(tgid).here,
+            SELECTED => self.node_named(&selected(tgid)?)?,
             _ if (ALIAS..FIRST_DYNAMIC).contains(&ino) => NodeId::new((ino - ALIAS) as u16)?,
             _ => return None,
         };
@@ -638,6 +642,7 @@ impl MfsClient {
         match name {
             b"home" => return Ok(synthetic(HOME, FileType::Symlink, 0o777, 8)),
             b"here" => return Ok(synthetic(HERE, FileType::Symlink, 0o777, 8)),
+            b"selected" => return Ok(synthetic(SELECTED, FileType::Symlink, 0o777, 8)),
             _ => {}
         }
         let node = self.node_named(name).ok_or(Errno::ENOENT)?;
@@ -719,6 +724,21 @@ impl MfsClient {
         })();
         self.done(r, reply);
     }
+}
+
+/// The node process `tgid` selected: its `MOSIX_SELECTED` environment variable as it started
+/// (children inherit it; `/proc/self/selected` of MOSIX has no place in this kernel's `/proc`).
+fn selected(tgid: i32) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut env = Vec::new();
+    std::fs::File::open(format!("/proc/{tgid}/environ"))
+        .ok()?
+        .take(256 << 10)
+        .read_to_end(&mut env)
+        .ok()?;
+    env.split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"MOSIX_SELECTED="))
+        .map(<[u8]>::to_vec)
 }
 
 #[cfg(test)]
