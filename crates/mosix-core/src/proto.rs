@@ -60,7 +60,9 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 
 /// The frame magic.
 pub const MAGIC: [u8; 2] = *b"MX";
-/// The protocol version this build speaks.
+/// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
+/// messages of path calls run at the remote's node); the frame fixtures
+/// (`tests/fixtures/frames/*.hex`) carry it in their third byte.
 pub const PROTOCOL_VERSION: u8 = 3;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
