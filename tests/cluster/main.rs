@@ -12,6 +12,7 @@ mod facts;
 mod failures;
 mod flood;
 mod frames;
+mod freeze;
 mod gossip;
 mod loopback;
 mod mfs;

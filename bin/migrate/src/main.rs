@@ -8,11 +8,15 @@ use mosix_core::cli::{NodeArg, RunningNodes};
 use mosix_core::client::{Client, ClientError, Migrated, Target};
 use mosix_core::config::Paths;
 
-/// Move a MOSIX process to another node, back home, or to the best node now.
+/// Move a MOSIX process to another node, back home, or to the best node now; freeze it.
 ///
 /// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
 /// home; `balance` asks the balancer where it would run fastest now, by the load information
-/// this node has, and leaves it where it is when no node is clearly better. The process keeps
+/// this node has, and leaves it where it is when no node is clearly better. `freeze` stops a
+/// process that runs at home and moves its memory to this node's freeze area (`[freeze] dir`
+/// of mosix.toml), out of RAM: it keeps its pid, parent, files and terminal, signals sent to it
+/// are delivered when it continues (SIGKILL ends it at once and removes its file), and `mps`
+/// shows it frozen. `continue` (or `home`) brings it back and it goes on where it stopped. The process keeps
 /// running where it is until it is ready to go; it keeps its pid, files and terminal at home.
 /// A process already on another node goes straight to the new one: its memory does not pass
 /// through home. Root may move any process; a user may move the processes they could kill.
@@ -20,12 +24,12 @@ use mosix_core::config::Paths;
 #[command(
     name = "migrate",
     version,
-    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done} when the move was accepted; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
 )]
 struct Cli {
     /// The process (a pid of this node).
     pid: u32,
-    /// Where to: NODE, home (or 0), or balance.
+    /// Where to: NODE, home (or 0), balance, freeze or continue.
     to: String,
     /// Wait until the move is done and print where the process is.
     #[arg(long)]
@@ -47,6 +51,8 @@ fn run(cli: &Cli) -> Result<()> {
     let mut client = Client::connect(&Paths::from_env())?;
     let to = match cli.to.as_str() {
         "balance" => Target::Balance,
+        "freeze" => Target::Freeze,
+        "continue" => Target::Continue,
         other => {
             let nodes = RunningNodes::new(&client.config()?)?;
             match nodes.node_or_home(other)? {
@@ -75,10 +81,22 @@ fn run(cli: &Cli) -> Result<()> {
         }
     };
     if cli.json {
+        let frozen = to == Target::Freeze;
         println!(
             "{}",
-            serde_json::json!({ "pid": cli.pid, "node": node, "done": done })
+            serde_json::json!({
+                "pid": cli.pid,
+                "node": if frozen { 0 } else { node },
+                "done": done,
+                "frozen": frozen && done,
+            })
         );
+    } else if to == Target::Freeze {
+        if done {
+            println!("process {} is frozen", cli.pid);
+        }
+    } else if to == Target::Continue && done {
+        println!("process {} continues at home", cli.pid);
     } else if done {
         match node {
             0 => println!("process {} is home", cli.pid),

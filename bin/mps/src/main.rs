@@ -22,7 +22,7 @@ use serde::Serialize;
 #[command(
     name = "mps",
     version,
-    after_long_help = "Examples:\n  mps                 your MOSIX processes and where they run\n  mps a -G            everyone's, and the guests running here\n  mps --json 1234\n\nJSON (--json): an array with one object per process: pid, node (0 = here), nmigs, lock, cantmove (null or a reason), command, tty, state, cpu_ms, user; for guests also from (their home node).\n\nExit status: 0, or 1 when this node is not configured."
+    after_long_help = "Examples:\n  mps                 your MOSIX processes and where they run\n  mps a -G            everyone's, and the guests running here\n  mps --json 1234\n\nJSON (--json): an array with one object per process: pid, node (0 = here), nmigs, lock, cantmove (null or a reason), command, tty, state (F: frozen), cpu_ms, user, frozen (null, or why it is frozen); for guests also from (their home node).\n\nExit status: 0, or 1 when this node is not configured."
 )]
 struct Cli {
     /// Also list guests: processes of other nodes running here.

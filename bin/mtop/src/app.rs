@@ -282,6 +282,7 @@ mod tests {
             lock: false,
             cantmove: None,
             remote_pid: None,
+            frozen: None,
         }
     }
 

@@ -166,6 +166,7 @@ mod tests {
                 lock: true,
                 cantmove: None,
                 remote_pid: Some(17),
+                frozen: None,
             },
             user: "root".into(),
             cpu_pct: Some(99.5),

@@ -76,5 +76,10 @@ pub fn down(name: &str) -> Result<Vec<String>> {
         fs::remove_dir_all(&sd).with_context(|| format!("removing {}", sd.display()))?;
         done.push(format!("removed {}", sd.display()));
     }
+    let dd = crate::disk_dir(name);
+    if dd.exists() {
+        fs::remove_dir_all(&dd).with_context(|| format!("removing {}", dd.display()))?;
+        done.push(format!("removed {}", dd.display()));
+    }
     Ok(done)
 }

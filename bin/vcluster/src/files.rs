@@ -51,9 +51,20 @@ pub(crate) fn write(c: &Cluster, tunables: &str, n: u16, map: &str, secret: &str
 }
 
 /// The `mosix.toml` of a node: the user's extra tunables, with the cluster's calibrated speed
-/// unless the user gave one.
+/// and the node's own freeze area on disk unless the user gave them.
 fn node_tunables(extra: &str, speed: u32, n: u16, name: &str) -> Result<String> {
     let mut t: toml::Table = toml::from_str(extra).context("the extra tunables")?;
+    let freeze = t
+        .entry("freeze")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(freeze) = freeze {
+        let dir = crate::disk_dir(name)
+            .join(format!("node{n}"))
+            .join("freeze");
+        freeze
+            .entry("dir")
+            .or_insert_with(|| toml::Value::String(dir.display().to_string()));
+    }
     let node = t
         .entry("node")
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));

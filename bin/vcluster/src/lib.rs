@@ -64,6 +64,15 @@ pub(crate) fn state_dir(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)
 }
 
+/// Where clusters keep what must be on a disk (not the memory file system of /run): the
+/// nodes' freeze areas.
+pub const DISK_ROOT: &str = "/var/lib/mosix-vc";
+
+/// Cluster `name`'s directory on disk.
+pub(crate) fn disk_dir(name: &str) -> PathBuf {
+    Path::new(DISK_ROOT).join(name)
+}
+
 /// Checks a cluster's name: it becomes part of namespace and cgroup names.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()

@@ -111,6 +111,10 @@ pub enum Target {
     Home,
     /// Where the balancer thinks best now.
     Balance,
+    /// Frozen at home: its memory to the freeze area, out of RAM (`migrate PID freeze`).
+    Freeze,
+    /// Out of the freeze: running at home again (`migrate PID continue`).
+    Continue,
 }
 
 /// How fast a process's statistics decay (`mosrun -n`, `-s`, `-f`; `-c`/`-i` hint CPU- or
@@ -158,6 +162,9 @@ pub struct ProcRow {
     pub cantmove: Option<String>,
     /// Its pid on the node it runs on (remote), or at this node (guest).
     pub remote_pid: Option<u32>,
+    /// Frozen at home (`migrate PID freeze`), and why; its state shows `F`.
+    #[serde(default)]
+    pub frozen: Option<String>,
 }
 
 /// The service's answer.
@@ -650,6 +657,7 @@ mod tests {
             lock: false,
             cantmove: None,
             remote_pid: Some(7),
+            frozen: None,
         };
         let registration = Registration {
             lock: true,

@@ -106,6 +106,29 @@ pub struct Tunables {
     pub guests: GuestTunables,
     /// The MOSIX File System.
     pub mfs: MfsTunables,
+    /// Freezing processes at home.
+    pub freeze: FreezeTunables,
+}
+
+/// `[freeze]` of `mosix.toml`: where this node keeps the memory of its frozen processes
+/// (`migrate PID freeze`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeTunables {
+    /// The freeze area: a directory on a disk (not a memory file system, or freezing frees
+    /// nothing); made by the service, root's, mode 0700. Default `/var/lib/mosix/freeze`.
+    pub dir: PathBuf,
+    /// The most MiB of frozen memory one user may have here (0: no limit; the default).
+    pub max_user_mib: u64,
+}
+
+impl Default for FreezeTunables {
+    fn default() -> Self {
+        FreezeTunables {
+            dir: PathBuf::from("/var/lib/mosix/freeze"),
+            max_user_mib: 0,
+        }
+    }
 }
 
 /// `[mfs]` of `mosix.toml`: the MOSIX File System, where `MOUNT/N/path` is node N's `/path`.
@@ -524,6 +547,16 @@ impl Tunables {
             return Err((
                 &["mfs.threads"],
                 format!("mfs.threads = {} is out of range 1..64", m.threads),
+            ));
+        }
+        let f = &self.freeze;
+        if !f.dir.is_absolute() || f.dir == Path::new("/") || f.dir.starts_with(&m.mount) {
+            return Err((
+                &["freeze.dir"],
+                format!(
+                    "freeze.dir = {:?} is not an absolute directory other than / and outside mfs.mount",
+                    f.dir
+                ),
             ));
         }
         self.decay.check().map_err(|(key, message)| {

@@ -300,6 +300,37 @@ pub enum Inbound {
     },
 }
 
+/// Two ends of a process connection inside this node, over loopback TCP, sealed (authenticated)
+/// with keys of their own (a random secret, never stored): for a process that goes to a stand-in
+/// on this very node (a frozen process's keeper) by the same protocol as to another node. The
+/// first is the sending (client) end.
+pub fn local_pair(me: NodeId) -> Result<(Conn, Conn), LinkError> {
+    use mosix_core::proto::Side;
+    use mosix_core::proto::seal::{Protection, Transcript};
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .map_err(LinkError::Connect)?;
+    let client = std::net::TcpStream::connect(listener.local_addr().map_err(LinkError::Connect)?)
+        .map_err(LinkError::Connect)?;
+    let (server, _) = listener.accept().map_err(LinkError::Connect)?;
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| LinkError::Random(e.to_string()))?;
+    let secret = mosix_core::config::Secret::new(&key)
+        .map_err(|e| LinkError::Random(format!("a local secret: {e}")))?;
+    let t = Transcript {
+        client: me,
+        server: me,
+        nonce_c: nonce()?,
+        nonce_s: nonce()?,
+        protection: Protection::Authenticated,
+    };
+    Ok((
+        Conn::new(client, t.session(&secret, Side::Client)),
+        Conn::new(server, t.session(&secret, Side::Server)),
+    ))
+}
+
 /// A fresh handshake nonce from the kernel's CSPRNG. The nonces make each connection's keys its
 /// own (a recorded connection cannot be replayed), so without one there is no connection.
 fn nonce() -> Result<[u8; NONCE_LEN], LinkError> {

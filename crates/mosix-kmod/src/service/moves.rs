@@ -106,6 +106,15 @@ impl Node {
             Ok(MovePlan::Stay { node }) => {
                 let _ = reply.send(Response::Migrated { node, done: true });
             }
+            Ok(MovePlan::Freeze) => {
+                let me = self.loaded.me;
+                crate::split::deputy::freeze(
+                    pid,
+                    self.freeze_area(),
+                    self.home_env(),
+                    answer_when(pid, me, wait, reply),
+                );
+            }
             Ok(MovePlan::SendAway { to }) => crate::split::deputy::migrate(
                 pid,
                 to,
@@ -168,6 +177,7 @@ impl Node {
             } else {
                 None
             },
+            frozen: h.frozen.is_some(),
         }
     }
 

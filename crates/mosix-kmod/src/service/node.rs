@@ -248,6 +248,14 @@ impl Node {
         false
     }
 
+    /// Where this node freezes processes (`[freeze]`).
+    pub fn freeze_area(&self) -> crate::split::frozen::FreezeArea {
+        crate::split::frozen::FreezeArea {
+            dir: self.loaded.tunables.freeze.dir.clone(),
+            max_user_mib: self.loaded.tunables.freeze.max_user_mib,
+        }
+    }
+
     /// What the home side of a migration needs from this node.
     pub fn home_env(&self) -> HomeEnv {
         HomeEnv {

@@ -79,6 +79,8 @@ pub struct ProcFacts {
     pub locked: bool,
     /// Why it cannot move, when it is here (`None`: it can, or it is away).
     pub cantmove: Option<CantMove>,
+    /// It is frozen at home.
+    pub frozen: bool,
 }
 
 /// What `migrate` makes of a request.
@@ -101,6 +103,8 @@ pub enum MovePlan {
         /// The destination.
         to: NodeId,
     },
+    /// It is here: freeze it.
+    Freeze,
 }
 
 /// Whether the local user `uid` may act on a process whose real and effective uids are
@@ -173,9 +177,38 @@ pub fn plan_move(
             )));
         }
     }
+    match (target, p.frozen, p.at) {
+        (Target::Freeze, true, _) => {
+            return Err(refuse(format!("process {pid} is frozen already")));
+        }
+        (Target::Freeze, false, Some(n)) => {
+            return Err(refuse(format!(
+                "process {pid} runs on node {n}: bring it home first (migrate {pid} home), then freeze it"
+            )));
+        }
+        (Target::Freeze, false, None) => {
+            return match p.cantmove {
+                Some(why) => Err(refuse(format!(
+                    "process {pid} cannot be frozen: {}",
+                    why.explain()
+                ))),
+                None => Ok(MovePlan::Freeze),
+            };
+        }
+        (Target::Continue, false, _) => {
+            return Err(refuse(format!("process {pid} is not frozen")));
+        }
+        (Target::Continue, true, _) => return Ok(MovePlan::BringHome),
+        (Target::Node(_) | Target::Balance, true, _) => {
+            return Err(refuse(format!(
+                "process {pid} is frozen: continue it first (migrate {pid} continue)"
+            )));
+        }
+        _ => {}
+    }
     let here = p.at.unwrap_or(me);
     let to = match target {
-        Target::Home => me,
+        Target::Home | Target::Freeze | Target::Continue => me,
         Target::Node(n) => n,
         Target::Balance => best().unwrap_or(here),
     };
@@ -243,6 +276,7 @@ mod tests {
             moving: false,
             locked: false,
             cantmove: None,
+            frozen: false,
         }
     }
 

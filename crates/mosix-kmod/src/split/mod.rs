@@ -6,6 +6,7 @@
 pub mod deputy;
 pub mod failure;
 pub mod forward;
+pub mod frozen;
 pub mod handle;
 pub mod iocache;
 pub mod keeper;

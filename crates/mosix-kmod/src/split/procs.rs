@@ -50,6 +50,8 @@ pub struct Home {
     /// Its command line, kept from before it left (the deputy's memory is released, and with it
     /// what /proc/PID/cmdline shows).
     pub command: Option<String>,
+    /// Frozen at home (its memory in the freeze area), and why.
+    pub frozen: Option<String>,
 }
 
 /// A process of another node running here.
@@ -360,22 +362,27 @@ impl Procs {
     }
 
     /// Asks every process of this node that runs elsewhere to come home; how many were asked.
+    /// Frozen processes stay frozen (`migrate PID continue` is theirs).
     pub fn bring_all(&self) -> u32 {
         let g = self.lock();
         let mut n = 0;
-        for h in g.deputies.values() {
+        for (pid, h) in &g.deputies {
+            if g.home.get(pid).is_some_and(|x| x.frozen.is_some()) {
+                continue;
+            }
             h.ask();
             n += 1;
         }
         n
     }
 
-    /// How many processes of this node run elsewhere (or are on their way).
+    /// How many processes of this node run elsewhere (or are on their way); frozen ones do not
+    /// count.
     pub fn away(&self) -> u32 {
         self.lock()
             .home
             .values()
-            .filter(|h| h.at.is_some() || h.moving)
+            .filter(|h| (h.at.is_some() && h.frozen.is_none()) || h.moving)
             .count() as u32
     }
 
@@ -409,6 +416,7 @@ impl Procs {
             let ticks = procfs::ticks_per_second().max(1);
             let local_ms = (stat.utime + stat.stime) * 1000 / ticks;
             let (state, cpu_ms, cpu_age_ms) = match h.at {
+                Some(_) if h.frozen.is_some() => ('F', local_ms + h.away_cpu_ms, 0),
                 Some(_) => (
                     h.remote_state.map_or('?', char::from),
                     local_ms + h.away_cpu_ms + h.remote_cpu_ms,
@@ -420,7 +428,11 @@ impl Procs {
             };
             rows.push(ProcRow {
                 pid: pid as u32,
-                node: h.at.map_or(0, NodeId::get),
+                node: if h.frozen.is_some() {
+                    0
+                } else {
+                    h.at.map_or(0, NodeId::get)
+                },
                 from: None,
                 tty: stat.tty_nr,
                 state,
@@ -437,7 +449,8 @@ impl Procs {
                 } else {
                     why_not(pid).map(|c| c.word().to_owned())
                 },
-                remote_pid: h.remote_pid,
+                remote_pid: h.remote_pid.filter(|_| h.frozen.is_none()),
+                frozen: h.frozen.clone(),
             });
         }
         if guests {
@@ -461,6 +474,7 @@ impl Procs {
                     lock: g.lock,
                     cantmove: None,
                     remote_pid: Some(local as u32),
+                    frozen: None,
                 });
             }
         }

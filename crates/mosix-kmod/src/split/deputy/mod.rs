@@ -93,7 +93,7 @@ pub fn migrate(pid: i32, to: NodeId, ceiling: Option<u32>, env: HomeEnv, done: M
                 Ok(t) => t,
                 Err(e) => return done(Err(failure::traced(pid, "stopping it", &e))),
             };
-            send_away(t, sigs, to, ceiling, &env, done);
+            send_away(t, sigs, Away::Node(to, ceiling), &env, done);
         });
     match spawned {
         Ok(_) => {
@@ -159,8 +159,7 @@ pub fn migrate_at_exec(
             send_away(
                 t,
                 Vec::new(),
-                to,
-                None,
+                Away::Node(to, None),
                 &env,
                 Box::new(move |res| {
                     if let Err(e) = res {
@@ -194,16 +193,51 @@ fn comm_of(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Freezes the stopped process, ships it to `to` and, once it runs there, becomes its deputy
-/// (this thread then serves it until it ends or comes home).
-fn send_away(
-    t: Stopped,
-    sigs: Vec<Sig>,
-    to: NodeId,
-    ceiling: Option<u32>,
-    env: &HomeEnv,
-    done: MoveDone,
-) {
+/// Freezes `pid` at home (`migrate PID freeze`): its memory goes to a file of `area`, and this
+/// thread becomes its deputy as for a process away (see [`crate::split::frozen`]); `done` is
+/// called when it is frozen, or with why not.
+pub fn freeze(pid: i32, area: crate::split::frozen::FreezeArea, env: HomeEnv, done: MoveDone) {
+    let (tx, rx) = mpsc::channel::<MoveDone>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("mosix-deputy-{pid}"))
+        .spawn(move || {
+            let Ok(done) = rx.recv() else { return };
+            let running = match ptrace::seize(pid, nix::sys::ptrace::Options::empty()) {
+                Ok(r) => r,
+                Err(e) => return done(Err(failure::traced(pid, "seizing it", &e))),
+            };
+            let mut sigs = Vec::new();
+            let t = match running.interrupt(|s, _| sigs.push(s)) {
+                Ok(t) => t,
+                Err(e) => return done(Err(failure::traced(pid, "stopping it", &e))),
+            };
+            send_away(t, sigs, Away::Frozen(area), &env, done);
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = tx.send(done);
+        }
+        Err(e) => done(Err(failure::kernel(format!(
+            "cannot start a deputy thread: {e}"
+        )))),
+    }
+}
+
+/// Where a process goes.
+enum Away {
+    /// To a node (with the ceiling of an automatic move).
+    Node(NodeId, Option<u32>),
+    /// Into a file of this node's freeze area.
+    Frozen(crate::split::frozen::FreezeArea),
+}
+
+/// Freezes the stopped process, ships it to where `away` says and, once it runs there (or is
+/// frozen), becomes its deputy (this thread then serves it until it ends or comes home).
+fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDone) {
+    let (to, ceiling) = match &away {
+        Away::Node(to, ceiling) => (*to, *ceiling),
+        Away::Frozen(_) => (env.me, None),
+    };
     let pid = t.pid();
     let home = env.procs.home(pid);
     let cmd = crate::split::procs::command(pid, "");
@@ -255,7 +289,11 @@ fn send_away(
         }
     };
     let started = std::time::Instant::now();
-    let shipped = match ship::ship(&frozen, to, &ctx, None) {
+    let shipped = match &away {
+        Away::Node(..) => ship::ship(&frozen, to, &ctx, None),
+        Away::Frozen(area) => crate::split::frozen::ship(&frozen, env.me, area),
+    };
+    let shipped = match shipped {
         Ok(s) => s,
         Err(e) => {
             if let Some(f) = drop_agent(frozen, &agent, agent_run) {
@@ -267,12 +305,23 @@ fn send_away(
         }
     };
     let (rpid, tx, rx) = (shipped.pid, shipped.tx, shipped.rx);
-    info!(
-        "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",
-        frozen.header.comm,
-        frozen.header.total_bytes >> 20,
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    if let Away::Frozen(_) = away {
+        info!(
+            "{} (pid {pid}) frozen: {} MiB in {:.0} ms",
+            frozen.header.comm,
+            frozen.header.total_bytes >> 20,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        env.procs
+            .update_home(pid, |h| h.frozen = Some("migrate freeze".into()));
+    } else {
+        info!(
+            "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",
+            frozen.header.comm,
+            frozen.header.total_bytes >> 20,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     debug!(
         "pid {pid}: image sent in {:.1} ms, started {:.1} ms later",
         shipped.sending.as_secs_f64() * 1e3,

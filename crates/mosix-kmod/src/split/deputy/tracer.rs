@@ -154,7 +154,9 @@ impl Deputy {
         env.procs.register_deputy(pid, self.home_req.clone());
         env.procs.update_home(pid, |h| {
             h.at = Some(node);
-            h.nmigs = header.nmigs;
+            if h.frozen.is_none() {
+                h.nmigs = header.nmigs;
+            }
             h.moving = false;
             h.remote_pid = Some(rpid);
             h.remote_cpu_ms = 0;
@@ -182,7 +184,9 @@ impl Deputy {
             TracerEnd::Home => env.procs.update_home(pid, |h| {
                 h.at = None;
                 h.remote_pid = None;
-                h.nmigs += 1;
+                if h.frozen.take().is_none() {
+                    h.nmigs += 1;
+                }
                 h.away_cpu_ms += h.remote_cpu_ms;
                 h.remote_cpu_ms = 0;
                 h.command = None;
