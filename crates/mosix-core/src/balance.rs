@@ -162,7 +162,8 @@ impl NodeState {
     }
 
     /// Processes the load stands for.
-    fn procs(&self, load: f64) -> f64 {
+    /// How many CPU-bound processes `load` is on this node.
+    pub fn procs(&self, load: f64) -> f64 {
         load / self.one()
     }
 }

@@ -112,7 +112,7 @@ pub struct Tunables {
 
 /// `[freeze]` of `mosix.toml`: where this node keeps the memory of its frozen processes
 /// (`migrate PID freeze`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FreezeTunables {
     /// The freeze area: a directory on a disk (not a memory file system, or freezing frees
@@ -120,6 +120,14 @@ pub struct FreezeTunables {
     pub dir: PathBuf,
     /// The most MiB of frozen memory one user may have here (0: no limit; the default).
     pub max_user_mib: u64,
+    /// Processes per CPU above which this node freezes processes that came home in bulk
+    /// (sent back by the nodes they ran on), the last back first (default 2.0; 0 turns
+    /// automatic freezing off). See `mosix_core::freezing`.
+    pub red_mark: f64,
+    /// Processes per CPU at or below which (with the one brought back) a process frozen that
+    /// way is brought back, one at a time; also whenever a node that takes guests has a CPU
+    /// to spare (default 1.0).
+    pub blue_mark: f64,
 }
 
 impl Default for FreezeTunables {
@@ -127,6 +135,8 @@ impl Default for FreezeTunables {
         FreezeTunables {
             dir: PathBuf::from("/var/lib/mosix/freeze"),
             max_user_mib: 0,
+            red_mark: 2.0,
+            blue_mark: 1.0,
         }
     }
 }
@@ -550,6 +560,18 @@ impl Tunables {
             ));
         }
         let f = &self.freeze;
+        if !(0.0..=1000.0).contains(&f.red_mark)
+            || !(0.0..=1000.0).contains(&f.blue_mark)
+            || (f.red_mark > 0.0 && f.blue_mark >= f.red_mark)
+        {
+            return Err((
+                &["freeze.red_mark", "freeze.blue_mark"],
+                format!(
+                    "freeze.red_mark = {} and blue_mark = {}: both 0..1000, blue below red (red 0 turns automatic freezing off)",
+                    f.red_mark, f.blue_mark
+                ),
+            ));
+        }
         if !f.dir.is_absolute() || f.dir == Path::new("/") || f.dir.starts_with(&m.mount) {
             return Err((
                 &["freeze.dir"],

@@ -21,6 +21,7 @@ mod bounded;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod freezing;
 pub mod gossip;
 pub mod image;
 pub mod load;

@@ -471,6 +471,7 @@ async fn serve(
             mfscosts: load_mfscosts(&paths),
             decay: loaded.tunables.decay,
             admission: Arc::default(),
+            last_continue: None,
         },
         loaded,
         guests,

@@ -111,6 +111,7 @@ impl Node {
                 crate::split::deputy::freeze(
                     pid,
                     self.freeze_area(),
+                    "migrate freeze".into(),
                     self.home_env(),
                     answer_when(pid, me, wait, reply),
                 );
@@ -277,11 +278,16 @@ impl Node {
         let locals = b
             .tracker
             .look(now, &self.procs, &b.decay, accept_root, &files);
+        let (me, peers) = self.node_states(now);
+        let frozen_now = self.auto_freeze(now, &me, &peers, &locals);
         if locals.is_empty() {
             return;
         }
-        let (me, peers) = self.node_states(now);
-        let states: Vec<_> = locals.iter().map(|l| l.state).collect();
+        let states: Vec<_> = locals
+            .iter()
+            .map(|l| l.state)
+            .filter(|s| !frozen_now.contains(&s.id))
+            .collect();
         let b = &mut self.balancing;
         let costs = mosix_core::balance::NodeCosts {
             overheads: &b.overheads,
@@ -317,6 +323,96 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+impl Node {
+    /// Freezes this node's processes that came home in bulk while it is overloaded, and brings
+    /// them back one at a time when there is room (`mosix_core::freezing`, `[freeze]` marks).
+    /// Returns the processes it started freezing (the balancer leaves them be).
+    fn auto_freeze(
+        &mut self,
+        now: Millis,
+        me: &mosix_core::balance::NodeState,
+        peers: &[mosix_core::balance::NodeState],
+        locals: &[super::balancing::Local],
+    ) -> Vec<u64> {
+        use mosix_core::freezing::{self, Action, Marks, Situation};
+        let t = &self.loaded.tunables.freeze;
+        let marks = Marks {
+            red: t.red_mark,
+            blue: t.blue_mark,
+        };
+        let ms_ago = |i: Instant| {
+            now.saturating_sub(Millis::try_from(i.elapsed().as_millis()).unwrap_or(Millis::MAX))
+        };
+        let here: Vec<freezing::Here> = locals
+            .iter()
+            .filter(|l| l.guest.is_none())
+            .map(|l| {
+                let h = self.procs.home(l.state.id as i32);
+                freezing::Here {
+                    id: l.state.id,
+                    demand_permille: l.state.demand_permille,
+                    returned_at: h.returned_at.map(ms_ago),
+                    movable: l.state.pinned.is_none() && !h.moving && h.frozen.is_none(),
+                }
+            })
+            .collect();
+        let frozen: Vec<freezing::Frozen> = self
+            .procs
+            .frozen_for(procs::FROZEN_OVERLOADED)
+            .into_iter()
+            .map(|(pid, at)| freezing::Frozen {
+                id: pid as u64,
+                since: ms_ago(at),
+            })
+            .collect();
+        let s = Situation {
+            me,
+            peers,
+            all_demand_permille: locals
+                .iter()
+                .map(|l| u64::from(l.state.demand_permille))
+                .sum(),
+            here: &here,
+            frozen: &frozen,
+            last_continue: self.balancing.last_continue,
+        };
+        let mut started = Vec::new();
+        for a in freezing::decide(now, &s, marks) {
+            match a {
+                Action::Freeze(id) => {
+                    let pid = id as i32;
+                    info!(
+                        "home overloaded: process {pid}, back from a node that sent it home, is frozen"
+                    );
+                    self.procs.update_home(pid, |h| h.returned_at = None);
+                    crate::split::deputy::freeze(
+                        pid,
+                        self.freeze_area(),
+                        procs::FROZEN_OVERLOADED.into(),
+                        self.home_env(),
+                        Box::new(move |r| {
+                            if let Err(e) = r {
+                                warn!("process {pid} could not be frozen: {e}");
+                            }
+                        }),
+                    );
+                    started.push(id);
+                }
+                Action::Continue(id) => {
+                    let pid = id as i32;
+                    if self.procs.ask_come_home(pid) {
+                        info!(
+                            "room again: process {pid}, frozen when home was overloaded, continues"
+                        );
+                        self.balancing.last_continue = Some(now);
+                    }
+                }
+            }
+        }
+        started
     }
 }
 

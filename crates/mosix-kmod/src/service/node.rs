@@ -86,6 +86,8 @@ pub(super) struct Balancing {
     pub decay: DecayTunables,
     /// Consent to automatic moves here.
     pub admission: Arc<Admission>,
+    /// When a process frozen because home was overloaded was last brought back.
+    pub last_continue: Option<mosix_core::gossip::Millis>,
 }
 
 /// The main loop's state.

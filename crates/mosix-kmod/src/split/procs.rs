@@ -52,7 +52,14 @@ pub struct Home {
     pub command: Option<String>,
     /// Frozen at home (its memory in the freeze area), and why.
     pub frozen: Option<String>,
+    /// When it was frozen.
+    pub frozen_at: Option<std::time::Instant>,
+    /// When the node it ran on sent it home (`mosctl expel` there), for automatic freezing.
+    pub returned_at: Option<std::time::Instant>,
 }
+
+/// Why a process frozen by its home itself is frozen (see `mosix_core::freezing`).
+pub const FROZEN_OVERLOADED: &str = "home overloaded";
 
 /// A process of another node running here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,6 +391,16 @@ impl Procs {
             .values()
             .filter(|h| (h.at.is_some() && h.frozen.is_none()) || h.moving)
             .count() as u32
+    }
+
+    /// This node's processes frozen for `why`, with when.
+    pub fn frozen_for(&self, why: &str) -> Vec<(i32, std::time::Instant)> {
+        self.lock()
+            .home
+            .iter()
+            .filter(|(_, h)| h.frozen.as_deref() == Some(why))
+            .filter_map(|(pid, h)| Some((*pid, h.frozen_at?)))
+            .collect()
     }
 
     /// The guests.

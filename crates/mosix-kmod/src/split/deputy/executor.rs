@@ -219,6 +219,7 @@ pub(super) fn executor(
             }
             Ok(ProcMsg::Expelled) => {
                 info!("process {pid}: its node sends it home (mosctl expel)");
+                procs.update_home(pid, |h| h.returned_at = Some(std::time::Instant::now()));
                 home_req.ask();
             }
             Ok(ProcMsg::Leave { to }) => {

@@ -196,7 +196,13 @@ fn comm_of(pid: i32) -> String {
 /// Freezes `pid` at home (`migrate PID freeze`): its memory goes to a file of `area`, and this
 /// thread becomes its deputy as for a process away (see [`crate::split::frozen`]); `done` is
 /// called when it is frozen, or with why not.
-pub fn freeze(pid: i32, area: crate::split::frozen::FreezeArea, env: HomeEnv, done: MoveDone) {
+pub fn freeze(
+    pid: i32,
+    area: crate::split::frozen::FreezeArea,
+    why: String,
+    env: HomeEnv,
+    done: MoveDone,
+) {
     let (tx, rx) = mpsc::channel::<MoveDone>();
     let spawned = std::thread::Builder::new()
         .name(format!("mosix-deputy-{pid}"))
@@ -211,7 +217,7 @@ pub fn freeze(pid: i32, area: crate::split::frozen::FreezeArea, env: HomeEnv, do
                 Ok(t) => t,
                 Err(e) => return done(Err(failure::traced(pid, "stopping it", &e))),
             };
-            send_away(t, sigs, Away::Frozen(area), &env, done);
+            send_away(t, sigs, Away::Frozen(area, why), &env, done);
         });
     match spawned {
         Ok(_) => {
@@ -227,8 +233,8 @@ pub fn freeze(pid: i32, area: crate::split::frozen::FreezeArea, env: HomeEnv, do
 enum Away {
     /// To a node (with the ceiling of an automatic move).
     Node(NodeId, Option<u32>),
-    /// Into a file of this node's freeze area.
-    Frozen(crate::split::frozen::FreezeArea),
+    /// Into a file of this node's freeze area, for a reason.
+    Frozen(crate::split::frozen::FreezeArea, String),
 }
 
 /// Freezes the stopped process, ships it to where `away` says and, once it runs there (or is
@@ -236,7 +242,7 @@ enum Away {
 fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDone) {
     let (to, ceiling) = match &away {
         Away::Node(to, ceiling) => (*to, *ceiling),
-        Away::Frozen(_) => (env.me, None),
+        Away::Frozen(..) => (env.me, None),
     };
     let pid = t.pid();
     let home = env.procs.home(pid);
@@ -291,7 +297,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let started = std::time::Instant::now();
     let shipped = match &away {
         Away::Node(..) => ship::ship(&frozen, to, &ctx, None),
-        Away::Frozen(area) => crate::split::frozen::ship(&frozen, env.me, area),
+        Away::Frozen(area, _) => crate::split::frozen::ship(&frozen, env.me, area),
     };
     let shipped = match shipped {
         Ok(s) => s,
@@ -305,15 +311,18 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         }
     };
     let (rpid, tx, rx) = (shipped.pid, shipped.tx, shipped.rx);
-    if let Away::Frozen(_) = away {
+    if let Away::Frozen(_, why) = away {
         info!(
             "{} (pid {pid}) frozen: {} MiB in {:.0} ms",
             frozen.header.comm,
             frozen.header.total_bytes >> 20,
             started.elapsed().as_secs_f64() * 1000.0
         );
-        env.procs
-            .update_home(pid, |h| h.frozen = Some("migrate freeze".into()));
+        env.procs.update_home(pid, |h| {
+            h.frozen = Some(why);
+            h.frozen_at = Some(std::time::Instant::now());
+            h.returned_at = None;
+        });
     } else {
         info!(
             "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",

@@ -184,6 +184,7 @@ impl Deputy {
             TracerEnd::Home => env.procs.update_home(pid, |h| {
                 h.at = None;
                 h.remote_pid = None;
+                h.frozen_at = None;
                 if h.frozen.take().is_none() {
                     h.nmigs += 1;
                 }
