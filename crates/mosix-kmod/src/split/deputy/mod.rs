@@ -77,6 +77,12 @@ pub struct HomeEnv {
 /// An automatic move carries its `ceiling` (see [`mosix_core::balance::admits`]): the
 /// destination may refuse it.
 pub fn migrate(pid: i32, to: NodeId, ceiling: Option<u32>, env: HomeEnv, done: MoveDone) {
+    go(pid, Away::Node(to, ceiling), env, done);
+}
+
+/// Stops `pid` on a new thread and sends it where `away` says; `done` is called with where it
+/// went, or why not.
+fn go(pid: i32, away: Away, env: HomeEnv, done: MoveDone) {
     // `done` reaches the thread only once it runs, so that it can still be called here if the
     // thread cannot start.
     let (tx, rx) = mpsc::channel::<MoveDone>();
@@ -93,7 +99,7 @@ pub fn migrate(pid: i32, to: NodeId, ceiling: Option<u32>, env: HomeEnv, done: M
                 Ok(t) => t,
                 Err(e) => return done(Err(failure::traced(pid, "stopping it", &e))),
             };
-            send_away(t, sigs, Away::Node(to, ceiling), &env, done);
+            send_away(t, sigs, away, &env, done);
         });
     match spawned {
         Ok(_) => {
@@ -203,30 +209,7 @@ pub fn freeze(
     env: HomeEnv,
     done: MoveDone,
 ) {
-    let (tx, rx) = mpsc::channel::<MoveDone>();
-    let spawned = std::thread::Builder::new()
-        .name(format!("mosix-deputy-{pid}"))
-        .spawn(move || {
-            let Ok(done) = rx.recv() else { return };
-            let running = match ptrace::seize(pid, nix::sys::ptrace::Options::empty()) {
-                Ok(r) => r,
-                Err(e) => return done(Err(failure::traced(pid, "seizing it", &e))),
-            };
-            let mut sigs = Vec::new();
-            let t = match running.interrupt(|s, _| sigs.push(s)) {
-                Ok(t) => t,
-                Err(e) => return done(Err(failure::traced(pid, "stopping it", &e))),
-            };
-            send_away(t, sigs, Away::Frozen(area, why), &env, done);
-        });
-    match spawned {
-        Ok(_) => {
-            let _ = tx.send(done);
-        }
-        Err(e) => done(Err(failure::kernel(format!(
-            "cannot start a deputy thread: {e}"
-        )))),
-    }
+    go(pid, Away::Frozen(area, why), env, done);
 }
 
 /// Where a process goes.
