@@ -36,12 +36,12 @@ fn a_frozen_process_leaves_ram_keeps_its_signals_and_continues_intact() {
     }
     let _g = serial();
     // A node of 2 GiB: its free memory is its cgroup's, which the service measures.
-    let c = TestCluster::up("tfrz", 1, |s| s.mem_per_node = Some(2 << 30));
+    let c = TestCluster::up("tfrz", 2, |s| s.mem_per_node = Some(2 << 30));
     c.wait_all_up();
     let area = PathBuf::from("/var/lib/mosix-vc/tfrz/node1/freeze").join(NOBODY.to_string());
 
     let mut child = c
-        .job(1, &["/usr/bin/python3", "-c", HOLDER])
+        .job(1, &["-L", "/usr/bin/python3", "-c", HOLDER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -113,9 +113,10 @@ fn a_frozen_process_leaves_ram_keeps_its_signals_and_continues_intact() {
     );
     assert!(child.wait().unwrap().success());
 
-    // kill -9 of a frozen process ends it at once, and its file goes.
+    // kill -9 of a frozen process ends it at once, and its file goes. This one runs on node 2
+    // when it is frozen: it comes home first.
     let mut child = c
-        .job(1, &["/usr/bin/python3", "-c", HOLDER])
+        .job(1, &["-L", "/usr/bin/python3", "-c", HOLDER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -124,8 +125,11 @@ fn a_frozen_process_leaves_ram_keeps_its_signals_and_continues_intact() {
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     line.clear();
     out.read_line(&mut line).unwrap();
-    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "freeze", "--wait"]);
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "2", "--wait"]);
     assert!(ok, "{said}");
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "freeze", "--wait"]);
+    assert!(ok, "{said}\n{}", c.log(1));
+    assert_eq!(c.row(pid).unwrap()["state"], "F");
     let file = area.join(format!("{pid}.frz"));
     assert!(file.exists());
     let t = Instant::now();

@@ -13,7 +13,8 @@ use mosix_core::config::Paths;
 /// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
 /// home; `balance` asks the balancer where it would run fastest now, by the load information
 /// this node has, and leaves it where it is when no node is clearly better. `freeze` stops a
-/// process that runs at home and moves its memory to this node's freeze area (`[freeze] dir`
+/// process of this node (one that runs elsewhere comes home first) and moves its memory to
+/// this node's freeze area (`[freeze] dir`
 /// of mosix.toml), out of RAM: it keeps its pid, parent, files and terminal, signals sent to it
 /// are delivered when it continues (SIGKILL ends it at once and removes its file), and `mps`
 /// shows it frozen. `continue` (or `home`) brings it back and it goes on where it stopped. The process keeps

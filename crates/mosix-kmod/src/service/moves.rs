@@ -133,6 +133,36 @@ impl Node {
                     }));
                 }
             }
+            Ok(MovePlan::HomeThenFreeze) => {
+                if !procs.ask_come_home(pid) {
+                    let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {
+                        by: self.loaded.me,
+                        reason: format!("process {pid} is between nodes; try again"),
+                    }));
+                    return false;
+                }
+                let (area, env, me) = (self.freeze_area(), self.home_env(), self.loaded.me);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("mosix-move-{pid}"))
+                    .spawn(move || {
+                        if wait_home(&procs, pid) {
+                            crate::split::deputy::freeze(
+                                pid,
+                                area,
+                                "migrate freeze".into(),
+                                env,
+                                answer_when(pid, me, wait, reply),
+                            );
+                        } else {
+                            let _ = reply.send(Response::Error(format!(
+                                "process {pid} did not come home to be frozen"
+                            )));
+                        }
+                    });
+                if let Err(e) = spawned {
+                    warn!("cannot start a thread: {e}");
+                }
+            }
             Ok(MovePlan::BringHome) => {
                 if !procs.ask_come_home(pid) {
                     let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {

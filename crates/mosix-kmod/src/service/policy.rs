@@ -105,6 +105,8 @@ pub enum MovePlan {
     },
     /// It is here: freeze it.
     Freeze,
+    /// It is away: bring it home, then freeze it.
+    HomeThenFreeze,
 }
 
 /// Whether the local user `uid` may act on a process whose real and effective uids are
@@ -181,11 +183,7 @@ pub fn plan_move(
         (Target::Freeze, true, _) => {
             return Err(refuse(format!("process {pid} is frozen already")));
         }
-        (Target::Freeze, false, Some(n)) => {
-            return Err(refuse(format!(
-                "process {pid} runs on node {n}: bring it home first (migrate {pid} home), then freeze it"
-            )));
-        }
+        (Target::Freeze, false, Some(_)) => return Ok(MovePlan::HomeThenFreeze),
         (Target::Freeze, false, None) => {
             return match p.cantmove {
                 Some(why) => Err(refuse(format!(
@@ -293,6 +291,33 @@ mod tests {
             Err(MoveFailure::Refused { reason, .. }) => reason,
             other => panic!("not a refusal: {other:?}"),
         }
+    }
+
+    #[test]
+    fn freezing_takes_a_process_here_or_away_and_continuing_only_a_frozen_one() {
+        let p = proc_here();
+        assert_eq!(plan(Target::Freeze, &p, 1000), Ok(MovePlan::Freeze));
+        let away = ProcFacts {
+            at: Some(n(2)),
+            ..proc_here()
+        };
+        assert_eq!(
+            plan(Target::Freeze, &away, 1000),
+            Ok(MovePlan::HomeThenFreeze)
+        );
+        assert!(reason(plan(Target::Continue, &p, 1000)).contains("not frozen"));
+        let frozen = ProcFacts {
+            at: Some(n(1)),
+            frozen: true,
+            ..proc_here()
+        };
+        assert_eq!(
+            plan(Target::Continue, &frozen, 1000),
+            Ok(MovePlan::BringHome)
+        );
+        assert!(reason(plan(Target::Freeze, &frozen, 1000)).contains("frozen already"));
+        assert!(reason(plan(Target::Node(n(2)), &frozen, 1000)).contains("continue it first"));
+        assert!(reason(plan(Target::Freeze, &p, 1001)).contains("belongs to uid 1000"));
     }
 
     #[test]
