@@ -10,7 +10,8 @@
 //! here for a while is home's own work, not a returnee). It brings them back one at a time
 //! ([`Action::Continue`], at most one per [`REACTIVATE_MS`], the longest frozen first) when
 //! there is room: its own demand per CPU with one more process at most the blue mark, or a
-//! node that takes guests with a CPU to spare (the balancer then sends it, or another, there). Processes
+//! node that takes guests with a CPU to spare (the balancer then sends it, or another, there),
+//! and home's free memory holds it (it comes back home first). Processes
 //! frozen by hand (`migrate PID freeze`) are never continued by this.
 //!
 //! Demand is what the balancer measures: each process's decayed share of a CPU (1000 ‰ for one
@@ -56,6 +57,8 @@ pub struct Frozen {
     pub id: u64,
     /// When it was frozen.
     pub since: Millis,
+    /// Its memory, bytes (it comes back home first: home's free memory must hold it).
+    pub bytes: u64,
 }
 
 /// What to do.
@@ -123,6 +126,9 @@ pub fn decide(now: Millis, s: &Situation<'_>, marks: Marks) -> Vec<Action> {
     let Some(oldest) = frozen.iter().min_by_key(|f| (f.since, f.id)) else {
         return Vec::new();
     };
+    if me.mem_free < oldest.bytes {
+        return Vec::new();
+    }
     if last_continue.is_some_and(|t| now.saturating_sub(t) < REACTIVATE_MS) {
         return Vec::new();
     }
@@ -229,7 +235,18 @@ mod tests {
     #[test]
     fn frozen_ones_come_back_one_at_a_time_when_there_is_room() {
         let me = node(1, 0, Status::empty());
-        let frozen = [Frozen { id: 7, since: 10 }, Frozen { id: 5, since: 20 }];
+        let frozen = [
+            Frozen {
+                id: 7,
+                since: 10,
+                bytes: 1 << 20,
+            },
+            Frozen {
+                id: 5,
+                since: 20,
+                bytes: 1 << 20,
+            },
+        ];
         let busy = node(2, 100, Status::empty());
         let idle = node(3, 0, Status::empty());
         let closed = node(3, 0, Status::BLOCK);
@@ -267,5 +284,11 @@ mod tests {
         // Room at home.
         let a = d(50_000, &me, &[busy], 0, &[], &frozen, MARKS, None);
         assert_eq!(a, vec![Action::Continue(7)]);
+        // Not while home's free memory cannot hold it.
+        let full = NodeState {
+            mem_free: 1 << 19,
+            ..me
+        };
+        assert!(d(50_000, &full, &[idle], 0, &[], &frozen, MARKS, None).is_empty());
     }
 }

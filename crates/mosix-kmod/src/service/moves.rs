@@ -393,9 +393,10 @@ impl Node {
             .procs
             .frozen_for(procs::FROZEN_OVERLOADED)
             .into_iter()
-            .map(|(pid, at)| freezing::Frozen {
+            .map(|(pid, at, bytes)| freezing::Frozen {
                 id: pid as u64,
                 since: ms_ago(at),
+                bytes,
             })
             .collect();
         let s = Situation {

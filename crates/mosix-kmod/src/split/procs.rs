@@ -52,8 +52,10 @@ pub struct Home {
     pub command: Option<String>,
     /// Frozen at home (its memory in the freeze area), and why.
     pub frozen: Option<String>,
-    /// When it was frozen.
+    /// When it was frozen, and its memory (bytes).
     pub frozen_at: Option<std::time::Instant>,
+    /// Its memory when it was frozen, bytes.
+    pub frozen_bytes: u64,
     /// When the node it ran on sent it home (`mosctl expel` there), for automatic freezing.
     pub returned_at: Option<std::time::Instant>,
 }
@@ -394,12 +396,12 @@ impl Procs {
     }
 
     /// This node's processes frozen for `why`, with when.
-    pub fn frozen_for(&self, why: &str) -> Vec<(i32, std::time::Instant)> {
+    pub fn frozen_for(&self, why: &str) -> Vec<(i32, std::time::Instant, u64)> {
         self.lock()
             .home
             .iter()
             .filter(|(_, h)| h.frozen.as_deref() == Some(why))
-            .filter_map(|(pid, h)| Some((*pid, h.frozen_at?)))
+            .filter_map(|(pid, h)| Some((*pid, h.frozen_at?, h.frozen_bytes)))
             .collect()
     }
 

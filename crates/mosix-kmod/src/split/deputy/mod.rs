@@ -301,9 +301,11 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             frozen.header.total_bytes >> 20,
             started.elapsed().as_secs_f64() * 1000.0
         );
+        let bytes = frozen.header.total_bytes;
         env.procs.update_home(pid, |h| {
             h.frozen = Some(why);
             h.frozen_at = Some(std::time::Instant::now());
+            h.frozen_bytes = bytes;
             h.returned_at = None;
         });
     } else {
