@@ -271,10 +271,13 @@ impl Dfsa {
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    /// Counts a path call run here.
-    pub(super) fn count_here(&mut self) {
+    /// Counts a path call run here on `local` (a file system declared the same everywhere is
+    /// no reason to stay here).
+    pub(super) fn count_here(&mut self, local: &Path) {
         self.node.calls.fetch_add(1, Ordering::Relaxed);
-        self.unreported = self.unreported.saturating_add(1);
+        if !self.node.shared.iter().any(|s| local.starts_with(s)) {
+            self.unreported = self.unreported.saturating_add(1);
+        }
     }
 
     /// Records `fd`, opened here at `local` by [`super::here`], as a DFSA descriptor home holds

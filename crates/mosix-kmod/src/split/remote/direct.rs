@@ -219,7 +219,7 @@ impl Supervisor {
         match here::run(d.user(), nr, &n.args, &paths, d.table.umask(), d.same_ids) {
             Here::Home => Ok(false),
             Here::Done(ret, out) => {
-                d.count_here();
+                d.count_here(&local[0]);
                 let ret = match out {
                     Some((at, bytes)) if ret >= 0 => {
                         if self.mem.write(at, &bytes).is_ok() {
@@ -273,7 +273,7 @@ impl Supervisor {
             return Ok(false);
         };
         if i64::from(fd) >= d.open_limit() {
-            d.count_here();
+            d.count_here(local);
             let _ = self.listener.reply(n.id, -i64::from(libc::EMFILE));
             return Ok(true);
         }
@@ -281,7 +281,7 @@ impl Supervisor {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(false),
             Err(e) => {
-                d.count_here();
+                d.count_here(local);
                 let _ = self.listener.reply(n.id, -(e as i64));
                 return Ok(true);
             }
@@ -301,7 +301,7 @@ impl Supervisor {
             let _ = self.listener.reply(n.id, -i64::from(errno));
             return Ok(true);
         }
-        d.count_here();
+        d.count_here(local);
         d.table.taken(fd);
         d.opened_alone(fd, local, id);
         // Home hears of it before anything else goes there.
