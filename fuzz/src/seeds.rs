@@ -51,6 +51,7 @@ fn info(load: u32) -> NodeInfo {
             mem_free: 6 << 30,
             mem_rawfree: 2 << 30,
             util: 37,
+            foreign: 0,
         }),
     }
 }
@@ -411,7 +412,12 @@ pub fn proc_msg() -> Vec<Seed> {
                 rss: 2 << 20,
             },
         ),
-        ("expelled", ProcMsg::Expelled),
+        (
+            "expelled",
+            ProcMsg::Expelled {
+                why: mosix_core::proto::Expulsion::Displaced,
+            },
+        ),
         ("leave", ProcMsg::Leave { to: id(4) }),
         (
             "move-to",
@@ -550,7 +556,20 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                     age_ms: Some(800),
                     status: Status::CONF | Status::UP,
                     figures: info(100).figures,
+                    cluster: Some("physics".into()),
                 }],
+                cluster: "chem".into(),
+                partners: vec![mosix_core::client::PartnerView {
+                    name: "physics".into(),
+                    priority: 10,
+                    go: true,
+                    take: true,
+                    idle_only: false,
+                    nodes: 1,
+                    up: 1,
+                    guests_here: 0,
+                }],
+                own_guests: 0,
             }),
         ),
         (
@@ -572,6 +591,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 dead_after_ms: 10_000,
                 measuring: "machine".into(),
                 mfs_mount: "/mfs".into(),
+                partner_map_text: "101 10.0.1.1 2\n".into(),
             }),
         ),
         (
@@ -589,6 +609,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 lock: false,
                 cantmove: None,
                 remote_pid: Some(77),
+                frozen: None,
             }]),
         ),
         (

@@ -14,6 +14,7 @@ mod flood;
 mod frames;
 mod freeze;
 mod gossip;
+mod grid;
 mod loopback;
 mod mfs;
 mod migration;

@@ -470,11 +470,21 @@ impl TestCluster {
     /// Starts the job `mosrun [mosrun_args] mosix-probe [probe_args]` on node 1 (as nobody,
     /// stdin empty, stdout piped).
     pub fn probe(&self, mosrun_args: &[&str], probe_args: &[&str]) -> std::process::Child {
+        self.probe_on(1, mosrun_args, probe_args)
+    }
+
+    /// [`probe`](Self::probe) on node I.
+    pub fn probe_on(
+        &self,
+        node: u16,
+        mosrun_args: &[&str],
+        probe_args: &[&str],
+    ) -> std::process::Child {
         let probe = user_tool("mosix-probe");
         let mut a: Vec<&str> = mosrun_args.to_vec();
         a.push(probe.to_str().expect("tool path"));
         a.extend_from_slice(probe_args);
-        self.job(1, &a)
+        self.job(node, &a)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .spawn()

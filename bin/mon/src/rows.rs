@@ -36,11 +36,13 @@ pub struct Row {
     pub util: Option<u32>,
     /// Status bitmask.
     pub status: u32,
+    /// The cluster of the node (partners(5)): this node's own, or a partner's.
+    pub cluster: String,
 }
 
 impl Row {
-    /// The row of one node.
-    pub fn of(v: &NodeView) -> Row {
+    /// The row of one node; `own` is the name of this node's cluster.
+    pub fn of(v: &NodeView, own: &str) -> Row {
         let f = v.figures.filter(|_| v.up);
         Row {
             node: v.node,
@@ -56,13 +58,17 @@ impl Row {
             mem_rawfree: f.map(|f| f.mem_rawfree),
             util: f.map(|f| f.util),
             status: v.status.bits(),
+            cluster: v.cluster.clone().unwrap_or_else(|| own.to_owned()),
         }
     }
 }
 
 /// All rows of a view.
 pub fn rows(view: &ClusterView) -> Vec<Row> {
-    view.nodes.iter().map(Row::of).collect()
+    view.nodes
+        .iter()
+        .map(|v| Row::of(v, &view.cluster))
+        .collect()
 }
 
 /// Bytes in binary units, three significant digits.
@@ -95,6 +101,7 @@ pub fn flags(status: u32) -> String {
         (Status::BLOCK, "block"),
         (Status::QUIET, "quiet"),
         (Status::NOMFS, "nomfs"),
+        (Status::CLOSED, "closed"),
     ] {
         if s.contains(b) {
             v.push(n);
@@ -115,6 +122,7 @@ pub fn print_table(view: &ClusterView, out: &mut impl Write) -> std::io::Result<
         "NODE", "ADDRESS", "STATE", "LOAD", "SPEED", "CPUS", "MEM", "FREE", "UTIL"
     )?;
     let dash = || "-".to_owned();
+    let grid = !view.partners.is_empty();
     for r in rows(view) {
         let state = if !r.up {
             "down"
@@ -136,7 +144,12 @@ pub fn print_table(view: &ClusterView, out: &mut impl Write) -> std::io::Result<
             r.mem_free.map_or_else(dash, bytes),
             r.util.map_or_else(dash, |x| format!("{x}%")),
             flags(r.status),
-            if r.is_self { "  (this node)" } else { "" }
+            match (r.is_self, grid) {
+                (true, false) => "  (this node)".to_owned(),
+                (true, true) => format!("  (this node, cluster {})", r.cluster),
+                (false, true) => format!("  (cluster {})", r.cluster),
+                (false, false) => String::new(),
+            }
         )?;
     }
     Ok(())

@@ -399,10 +399,15 @@ mod tests {
                             mem_free: 3 << 30,
                             mem_rawfree: 2 << 30,
                             util: 50,
+                            foreign: 0,
                         }),
+                        cluster: None,
                     }
                 })
                 .collect(),
+            cluster: "local".into(),
+            partners: Vec::new(),
+            own_guests: 0,
         }
     }
 

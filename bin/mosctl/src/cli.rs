@@ -43,6 +43,14 @@ pub enum Verb {
     /// Bring every process of this node home and keep them here (lstay); returns when all are
     /// home (or after a minute), saying how many came. Interrupting it only stops the waiting.
     Bring(Json),
+    /// Close this node to the grid of partner clusters (partners(5)): no process of another
+    /// cluster arrives, none of this cluster's leaves for another cluster, and every guest of
+    /// another cluster here leaves now — for a node of its own cluster that has room, or home,
+    /// where it is frozen if home has no room. Nobody is killed. Shows the guests still here
+    /// until none is left; gives up waiting after a minute (exit status 1).
+    Closegrid(Json),
+    /// Open this node to the grid again.
+    Opengrid,
     /// Stop disseminating this node's load (the node still says it is alive).
     Quiet,
     /// Disseminate this node's load again.
@@ -51,7 +59,8 @@ pub enum Verb {
     Mfs,
     /// Refuse access to this node's files through MFS.
     Nomfs,
-    /// Show a node's state: up or down, and its switches, in words.
+    /// Show a node's state: up or down, and its switches, in words; for this node also its
+    /// cluster, its partner clusters and the guests here by cluster.
     Status(NodeQuery),
     /// Print yes if a node is up, no if it is down (exit status 0 / 1).
     Isup(NodeRequired),

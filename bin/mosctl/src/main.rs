@@ -49,6 +49,8 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Noblock => set_flag(Flag::Block, false),
         Verb::Expel(j) => move_all(true, j.json),
         Verb::Bring(j) => move_all(false, j.json),
+        Verb::Closegrid(j) => closegrid(j.json),
+        Verb::Opengrid => set_flag(Flag::Closed, false),
         Verb::Quiet => set_flag(Flag::Quiet, true),
         Verb::Noquiet => set_flag(Flag::Quiet, false),
         Verb::Mfs => set_flag(Flag::NoMfs, false),
@@ -122,6 +124,45 @@ fn move_all(expel: bool, json: bool) -> Result<ExitCode> {
     })
 }
 
+/// `closegrid`: the service closes the node and asks the guests of other clusters to leave;
+/// this follows them until none is left, saying how many still are.
+fn closegrid(json: bool) -> Result<ExitCode> {
+    use std::time::{Duration, Instant};
+    let mut c = client()?;
+    let Moved { asked, .. } = c.close_grid()?;
+    if !json {
+        println!(
+            "closed to the grid; {asked} guest{} of other clusters asked to leave",
+            if asked == 1 { "" } else { "s" }
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut shown = None;
+    let left = loop {
+        let left: u32 = c.view()?.partners.iter().map(|p| p.guests_here).sum();
+        if left == 0 || Instant::now() >= deadline {
+            break left;
+        }
+        if !json && shown != Some(left) {
+            println!("  {left} still here");
+            shown = Some(left);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if json {
+        print_json(&Moved { asked, left })?;
+    } else if left == 0 {
+        println!("no guest of another cluster is left here");
+    } else {
+        println!("{left} guests of other clusters still here after a minute");
+    }
+    Ok(if left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// The running map and the view, for queries that name nodes.
 struct Known {
     nodes: RunningNodes,
@@ -157,6 +198,9 @@ struct StatusJson {
     block: bool,
     quiet: bool,
     nomfs: bool,
+    closed: bool,
+    /// The partner cluster the node is of (`null`: this node's cluster).
+    cluster: Option<String>,
     status: u32,
     age_ms: Option<u64>,
     is_self: bool,
@@ -183,6 +227,8 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             block: s.contains(Status::BLOCK),
             quiet: s.contains(Status::QUIET),
             nomfs: s.contains(Status::NOMFS),
+            closed: s.contains(Status::CLOSED),
+            cluster: v.cluster.clone().or_else(|| Some(k.view.cluster.clone())),
             status: s.bits(),
             age_ms: v.age_ms,
             is_self: v.is_self,
@@ -210,7 +256,11 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             format!("no ({off})")
         }
     };
-    println!("MOSIX node #{} ({}): {state}", v.node, v.addr);
+    let cluster = v.cluster.as_deref().unwrap_or(&k.view.cluster);
+    println!(
+        "MOSIX node #{} ({}) of cluster {cluster}: {state}",
+        v.node, v.addr
+    );
     println!(
         "  stay:  {}",
         flag(
@@ -249,7 +299,41 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             "enabled".to_owned()
         }
     );
+    println!(
+        "  grid:  {}",
+        if !known_flags {
+            "unknown".to_owned()
+        } else if s.contains(Status::CLOSED) {
+            "closed (closegrid): takes no process of another cluster, sends none there".to_owned()
+        } else {
+            "open".to_owned()
+        }
+    );
     if v.is_self {
+        for p in &k.view.partners {
+            println!(
+                "  partner {}: priority {}, {}/{} nodes up, our processes {}, theirs {}{}; {} of its processes here",
+                p.name,
+                p.priority,
+                p.up,
+                p.nodes,
+                if p.go {
+                    "may go there"
+                } else {
+                    "do not go (nogo)"
+                },
+                if p.take {
+                    "taken here"
+                } else {
+                    "not taken (notake)"
+                },
+                if p.idle_only { " only while idle" } else { "" },
+                p.guests_here
+            );
+        }
+        if !k.view.partners.is_empty() || k.view.own_guests > 0 {
+            println!("  guests of this cluster here: {}", k.view.own_guests);
+        }
         let f = &k.view.files;
         println!(
             "  files: MFS served {} requests ({} bytes) for other nodes and sent {} ({} bytes); DFSA opened {} files here for guests, {} calls ran here",
@@ -274,6 +358,7 @@ fn status_words(s: Status) -> String {
         (Status::BLOCK, "BLOCK"),
         (Status::QUIET, "QUIET"),
         (Status::NOMFS, "NOMFS"),
+        (Status::CLOSED, "CLOSED"),
     ];
     let v: Vec<&str> = names
         .iter()

@@ -23,8 +23,8 @@ use mosix_core::NodeId;
     name = "setpe",
     version,
     group(ArgGroup::new("action").required(true).args(["write", "replace", "check", "read", "off"])),
-    after_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node",
-    after_long_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node\n\nExit status: 0 on success, 1 when the map is wrong or the node cannot be configured, 2 on a usage error.\n\nFiles: ETC/mosix.map, ETC/mosix/secret, ETC/mosix/mosix.toml; RUNDIR/mosix.sock (control socket), RUNDIR/mosix.log (log of a background service), RUNDIR/mosix.pid."
+    after_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map (and the partners file) without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node",
+    after_long_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map (and the partners file) without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node\n\nExit status: 0 on success, 1 when the map is wrong or the node cannot be configured, 2 on a usage error.\n\nFiles: ETC/mosix.map, ETC/mosix/secret, ETC/mosix/mosix.toml, ETC/mosix/partners (partners(5)); RUNDIR/mosix.sock (control socket), RUNDIR/mosix.log (log of a background service), RUNDIR/mosix.pid."
 )]
 pub struct Cli {
     /// Configure this node from the map and start its service (in the background).
@@ -35,9 +35,14 @@ pub struct Cli {
     #[arg(short = 'W')]
     pub replace: bool,
 
-    /// Only check the map for consistency; change nothing.
+    /// Only check the map for consistency, and the partners file (partners(5)) against it;
+    /// change nothing.
     #[arg(short = 'c')]
     pub check: bool,
+
+    /// With -c: the partners file to check. Default: ETC/mosix/partners (if there is one).
+    #[arg(long, value_name = "FILE", requires = "check")]
+    pub partners: Option<PathBuf>,
 
     /// Print the running configuration in map format (to FILE with -f).
     #[arg(short = 'r')]

@@ -48,7 +48,8 @@ fn run(cli: &Cli) -> Result<()> {
     let checked =
         map::parse_and_resolve(&name, &text, &map::system_resolver).map_err(|e| anyhow!("{e}"))?;
     if cli.check {
-        return check(cli, &name, &checked);
+        check(cli, &name, &checked)?;
+        return check_partners(cli, &paths, &checked);
     }
     drop(checked);
     if cli.replace
@@ -143,6 +144,48 @@ fn check(cli: &Cli, name: &str, m: &map::ClusterMap) -> Result<()> {
             eprintln!("setpe: note: {e}");
         }
     }
+    Ok(())
+}
+
+/// `-c`: the partners file (partners(5)), if there is one or one was named: every partner's
+/// map and secret, and no node number or address in two clusters.
+fn check_partners(cli: &Cli, paths: &Paths, own: &map::ClusterMap) -> Result<()> {
+    let path = cli.partners.clone().unwrap_or_else(|| paths.partners());
+    if cli.partners.is_none() && !path.exists() {
+        return Ok(());
+    }
+    if !path.exists() {
+        bail!("{}: no such file", path.display());
+    }
+    let grid = mosix_core::grid::load(
+        &path,
+        own,
+        nix::unistd::geteuid().as_raw(),
+        &map::system_resolver,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let names: Vec<String> = grid
+        .partners
+        .iter()
+        .map(|p| {
+            let nodes = p.map.nodes();
+            format!(
+                "{} ({} node{}, priority {})",
+                p.name,
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" },
+                p.priority
+            )
+        })
+        .collect();
+    println!(
+        "{}: ok: {} partner{}{}{}",
+        path.display(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    );
     Ok(())
 }
 

@@ -135,6 +135,20 @@ pub struct Up {
     /// Build the nodes but do not start their services.
     #[arg(long)]
     pub no_start: bool,
+    /// Cut the nodes into a grid of MOSIX clusters named a, b, c…, partners of each other:
+    /// their sizes, e.g. 2,2 (nodes 1-2 are cluster a, 3-4 cluster b). Each has its own map,
+    /// secret and partners file (partners(5)), a secret per partnership. Sets the number of
+    /// nodes.
+    #[arg(long, value_name = "SIZES")]
+    pub grid: Option<String>,
+    /// With --grid: cluster X gives cluster Y priority P (1..65534, lower is better; default
+    /// 10). May be repeated.
+    #[arg(long, value_name = "X:Y=P", requires = "grid")]
+    pub priority: Vec<String>,
+    /// With --grid: cluster X's options for cluster Y, joined by '+': nogo, notake, idle
+    /// (partners(5)). May be repeated.
+    #[arg(long, value_name = "X:Y=OPTS", requires = "grid")]
+    pub terms: Vec<String>,
 }
 
 /// Options of `demo`.

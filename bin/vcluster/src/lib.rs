@@ -27,12 +27,13 @@
 //! namespaces and the bridge), `cgroups` (the nodes' cgroups), `mounts` (mount namespaces with
 //! private directories), `files` (a node's `MOSIX_ETC` and `MOSIX_RUNDIR`), `node` (running
 //! programs inside a node, starting and stopping its service), `user` (running jobs as an
-//! unprivileged user, with the suite's programs where that user can run them) and `down`
-//! (removing everything).
+//! unprivileged user, with the suite's programs where that user can run them), `grid` (cutting
+//! the nodes into several MOSIX clusters that are partners) and `down` (removing everything).
 
 mod cgroups;
 mod down;
 mod files;
+pub mod grid;
 mod mounts;
 mod net;
 mod node;

@@ -29,6 +29,10 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             spec.mem_per_node = u.mem;
             spec.private_dirs = u.private;
             spec.start_services = !u.no_start;
+            if let Some(g) = &u.grid {
+                spec.grid = vcluster::grid::parts(g, &u.priority, &u.terms)?;
+                spec.nodes = spec.grid.iter().map(|p| p.count).sum();
+            }
             let mut tun = String::new();
             if let Some(f) = &u.tunables {
                 tun = std::fs::read_to_string(f)
@@ -144,6 +148,7 @@ fn print_status(c: &Cluster, json: bool) -> Result<()> {
             "speed": c.speed,
             "cgroup_version": c.cgroup_version,
             "private_dirs": c.private_dirs,
+            "grid": c.grid,
         });
         println!("{v}");
         return Ok(());
@@ -168,6 +173,26 @@ fn print_status(c: &Cluster, json: bool) -> Result<()> {
             )
         }
     );
+    for p in &c.grid {
+        println!(
+            "  cluster {}: nodes {}..{}{}",
+            p.name,
+            p.first,
+            p.first + p.count - 1,
+            if p.priorities.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", priorities {}",
+                    p.priorities
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            }
+        );
+    }
     for n in nodes {
         println!(
             "  node {:<3} {:<15} netns {:<10} service {}",

@@ -36,6 +36,9 @@ pub struct Cluster {
     pub state_dir: PathBuf,
     /// Where the tools are.
     pub tools: PathBuf,
+    /// The MOSIX clusters the nodes are cut into (empty: one cluster of all the nodes).
+    #[serde(default)]
+    pub grid: Vec<crate::grid::Part>,
 }
 
 /// The files and names of one node.
@@ -126,6 +129,11 @@ impl Cluster {
             cgroups: self.node_cgroups(node),
             mntns: self.mntns_file(node),
         }
+    }
+
+    /// The MOSIX cluster of the grid node I is in (`None` when the nodes are one cluster).
+    pub fn part_of(&self, node: u16) -> Option<&crate::grid::Part> {
+        self.grid.iter().find(|p| p.has(node))
     }
 
     /// Fails unless the cluster has node I.

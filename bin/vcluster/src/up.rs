@@ -34,6 +34,9 @@ pub struct Spec {
     pub tools: PathBuf,
     /// Start the node services (otherwise only the nodes are built).
     pub start_services: bool,
+    /// Cut the nodes into several MOSIX clusters, partners of each other (their sizes must
+    /// add up to `nodes`); empty: one cluster.
+    pub grid: Vec<crate::grid::Part>,
 }
 
 impl Spec {
@@ -49,6 +52,7 @@ impl Spec {
             tunables: String::new(),
             tools,
             start_services: true,
+            grid: Vec::new(),
         }
     }
 }
@@ -136,6 +140,18 @@ pub fn up(spec: &Spec) -> Result<Cluster> {
             }
         }
     }
+    if !spec.grid.is_empty() {
+        let total: u32 = spec.grid.iter().map(|p| u32::from(p.count)).sum();
+        if total != u32::from(spec.nodes) {
+            bail!(
+                "the grid's clusters have {total} nodes in all, the virtual cluster {}",
+                spec.nodes
+            );
+        }
+        if spec.tunables.contains("[grid]") {
+            bail!("a grid names its clusters itself: leave [grid] out of the extra tunables");
+        }
+    }
     mosix_core::config::Tunables::parse("--tunables", &spec.tunables)
         .context("the extra tunables are not valid mosix.toml")?;
     fs::create_dir_all(&sd).with_context(|| sd.display().to_string())?;
@@ -153,6 +169,7 @@ pub fn up(spec: &Spec) -> Result<Cluster> {
         cgroup_bases: bases,
         state_dir: sd.clone(),
         tools: spec.tools.clone(),
+        grid: spec.grid.clone(),
     };
     // Record the plan first: if anything below fails, `down` finds everything from here.
     cluster.save()?;
@@ -179,10 +196,19 @@ fn build(c: &Cluster, spec: &Spec) -> Result<()> {
     mounts::prepare(c)?;
     let secret = files::random_secret();
     let map = files::cluster_map(c);
+    let secrets = crate::grid::Secrets::new(&c.grid);
     for n in 1..=c.nodes {
         net::plug_node(c, n)?;
         cgroups::make_node(c, n)?;
-        files::write(c, &spec.tunables, n, &map, &secret)?;
+        match c.part_of(n) {
+            None => files::write(c, &spec.tunables, n, &map, &secret)?,
+            Some(part) => {
+                let tunables = format!("{}\n[grid]\nname = \"{}\"\n", spec.tunables, part.name);
+                let map = crate::grid::part_map(c, part);
+                files::write(c, &tunables, n, &map, secrets.own(&part.name))?;
+                crate::grid::write_partners(c, part, &secrets, n)?;
+            }
+        }
         mounts::make_node(c, n)?;
     }
     Ok(())

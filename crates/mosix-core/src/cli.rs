@@ -128,27 +128,51 @@ pub struct RunningNodes {
     pub map: ClusterMap,
     /// This node.
     pub me: NodeId,
+    /// The nodes of the partner clusters (named after the map's own).
+    pub partners: Option<ClusterMap>,
 }
 
 impl RunningNodes {
     /// Reads the running map out of the service's configuration (its addresses are resolved
     /// already: a host name in it is an error).
     pub fn new(cfg: &RunningConfig) -> Result<RunningNodes, NodeArgError> {
-        let map = crate::map::parse_and_resolve("running map", &cfg.map_text, &|h| {
-            Err(format!("unexpected host name {h} in the running map"))
-        })?;
-        Ok(RunningNodes { map, me: cfg.node })
+        let no_names = |h: &str| Err(format!("unexpected host name {h} in the running map"));
+        let map = crate::map::parse_and_resolve("running map", &cfg.map_text, &no_names)?;
+        let partners = if cfg.partner_map_text.trim().is_empty() {
+            None
+        } else {
+            Some(crate::map::parse_and_resolve(
+                "partners' running map",
+                &cfg.partner_map_text,
+                &no_names,
+            )?)
+        };
+        Ok(RunningNodes {
+            map,
+            me: cfg.node,
+            partners,
+        })
     }
 
-    /// The node a NODE argument names (see [`resolve_node`]).
+    /// The node a NODE argument names (see [`resolve_node`]): of this cluster, or else of a
+    /// partner cluster.
     pub fn node(&self, arg: &str) -> Result<NodeId, NodeArgError> {
-        resolve_node(arg, &self.map, &crate::map::system_resolver)
+        let own = resolve_node(arg, &self.map, &crate::map::system_resolver);
+        match (&own, &self.partners) {
+            (Err(NodeArgError::NotInMap(_) | NodeArgError::NotInCluster { .. }), Some(p)) => {
+                resolve_node(arg, p, &crate::map::system_resolver).or(own)
+            }
+            _ => own,
+        }
     }
 
     /// The node a NODE argument names, `0` and `home` being home (see
     /// [`resolve_node_or_home`]).
     pub fn node_or_home(&self, arg: &str) -> Result<NodeArg, NodeArgError> {
-        resolve_node_or_home(arg, &self.map, &crate::map::system_resolver)
+        if arg == "home" || (!arg.is_empty() && arg.chars().all(|c| c == '0')) {
+            return Ok(NodeArg::Home);
+        }
+        self.node(arg).map(NodeArg::Node)
     }
 }
 
@@ -450,8 +474,12 @@ mod tests {
             dead_after_ms: 5000,
             measuring: "machine".into(),
             mfs_mount: "/mfs".into(),
+            partner_map_text: "101 10.0.9.1 2\n".into(),
         };
         let nodes = RunningNodes::new(&cfg).unwrap();
+        assert_eq!(nodes.node("102").unwrap(), node(102));
+        assert_eq!(nodes.node("10.0.9.1").unwrap(), node(101));
+        assert!(nodes.node("103").is_err());
         assert_eq!(nodes.me, node(2));
         assert_eq!(nodes.map.nodes(), map().nodes());
         assert_eq!(nodes.map.addrs_of(node(2)), map().addrs_of(node(2)));

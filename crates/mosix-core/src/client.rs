@@ -95,6 +95,10 @@ pub enum Request {
     /// `mosctl bring`: set lstay and bring every process of this node home; answer when all
     /// are home (root only).
     Bring,
+    /// `mosctl closegrid`: close this node to the grid and ask every guest of another
+    /// cluster to leave; answers at once with how many were asked (root only; `opengrid` is
+    /// [`Request::SetFlag`] of [`crate::Flag::Closed`]).
+    CloseGrid,
     /// `mps`: this node's MOSIX processes, and the guests if asked.
     Procs {
         /// Include guests.
@@ -274,6 +278,10 @@ pub struct RunningConfig {
     /// Where MFS is mounted (`[mfs] mount`), whether or not it runs.
     #[serde(default)]
     pub mfs_mount: String,
+    /// The nodes of the partner clusters (partners(5)), in mosix.map(5) format with
+    /// addresses resolved; empty without partners.
+    #[serde(default)]
+    pub partner_map_text: String,
 }
 
 /// The cluster as one node sees it.
@@ -290,6 +298,36 @@ pub struct ClusterView {
     /// This node's file counters (MFS and DFSA) since its service started.
     #[serde(default)]
     pub files: FileCounters,
+    /// This node's cluster (`[grid] name`).
+    #[serde(default)]
+    pub cluster: String,
+    /// Its partner clusters (partners(5)), with what this node sees of each.
+    #[serde(default)]
+    pub partners: Vec<PartnerView>,
+    /// Guests here of this node's own cluster.
+    #[serde(default)]
+    pub own_guests: u32,
+}
+
+/// A partner cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerView {
+    /// Its name.
+    pub name: String,
+    /// Its priority here (lower is better; this cluster's own processes are 0).
+    pub priority: u16,
+    /// This cluster's processes may go there.
+    pub go: bool,
+    /// This node takes its processes.
+    pub take: bool,
+    /// Its processes run here only while no process of this cluster wants the CPU.
+    pub idle_only: bool,
+    /// Its nodes, and how many of them are up.
+    pub nodes: u32,
+    /// How many of its nodes are up (heard of recently).
+    pub up: u32,
+    /// Its processes running here now.
+    pub guests_here: u32,
 }
 
 /// What a node did with files for the cluster (MFS, DFSA), counted since its service started.
@@ -326,6 +364,9 @@ pub struct NodeView {
     pub status: Status,
     /// The last known figures; `None` if never heard of or quiet.
     pub figures: Option<Figures>,
+    /// The partner cluster it belongs to; `None` for a node of the answering node's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 impl ClusterView {
@@ -563,6 +604,12 @@ impl Client {
         self.ask(&Request::Bring, moved_answer)
     }
 
+    /// Closes this node to the grid and asks the guests of other clusters to leave
+    /// ([`Request::CloseGrid`]; root only): answers at once, `asked` of them, all still here.
+    pub fn close_grid(&mut self) -> Result<Moved, ClientError> {
+        self.ask(&Request::CloseGrid, moved_answer)
+    }
+
     /// This node's MOSIX processes, and with `guests` the guests running here
     /// ([`Request::Procs`]).
     pub fn procs(&mut self, guests: bool) -> Result<Vec<ProcRow>, ClientError> {
@@ -606,6 +653,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::Migrate { .. } => "Migrate",
         Request::Expel => "Expel",
         Request::Bring => "Bring",
+        Request::CloseGrid => "CloseGrid",
         Request::Procs { .. } => "Procs",
     }
 }

@@ -57,6 +57,10 @@ impl Paths {
     pub fn secret(&self) -> PathBuf {
         self.etc.join("mosix").join("secret")
     }
+    /// `ETC/mosix/partners` (partners(5)): the partner clusters of the grid.
+    pub fn partners(&self) -> PathBuf {
+        self.etc.join("mosix").join("partners")
+    }
     /// `ETC/mosix/mosix.toml`.
     pub fn config(&self) -> PathBuf {
         self.etc.join("mosix").join("mosix.toml")
@@ -108,6 +112,34 @@ pub struct Tunables {
     pub mfs: MfsTunables,
     /// Freezing processes at home.
     pub freeze: FreezeTunables,
+    /// This cluster in a grid of clusters.
+    pub grid: GridTunables,
+}
+
+/// `[grid]` of `mosix.toml`: this cluster among its partners (the partners themselves are in
+/// `MOSIX_ETC/mosix/partners`, partners(5)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridTunables {
+    /// This cluster's name, as `mon` and `mosctl status` show it (default "local").
+    pub name: String,
+    /// One gossip message in this many goes to a node of a partner cluster (default 5): what a
+    /// node sends does not grow with the grid, and partners' information is a few intervals
+    /// older than the own cluster's.
+    pub every: u32,
+    /// Start closed to the grid (`mosctl closegrid`): take no guest of another cluster and
+    /// send no process to one (default false).
+    pub closed: bool,
+}
+
+impl Default for GridTunables {
+    fn default() -> Self {
+        GridTunables {
+            name: "local".into(),
+            every: 5,
+            closed: false,
+        }
+    }
 }
 
 /// `[freeze]` of `mosix.toml`: where this node keeps the memory of its frozen processes
@@ -461,6 +493,22 @@ impl Tunables {
                     "gossip.dead_after_ms = {d} is shorter than two intervals ({} ms)",
                     2 * g.interval_ms
                 ),
+            ));
+        }
+        if !crate::grid::valid_name(&self.grid.name) {
+            return Err((
+                &["grid.name"],
+                format!(
+                    "grid.name = '{}' is not a cluster name (1..{} letters, digits, '-', '_', '.')",
+                    self.grid.name,
+                    crate::grid::MAX_NAME
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&self.grid.every) {
+            return Err((
+                &["grid.every"],
+                format!("grid.every = {} is out of range 1..1000", self.grid.every),
             ));
         }
         if self.link.port == 0 {

@@ -81,6 +81,31 @@ pub fn default_dead_after_ms(nodes: usize, window: usize, interval_ms: u64) -> u
     }
 }
 
+/// Gossip across the clusters of a grid ([`Dissemination::set_foreign`]): one send in
+/// `every` goes to a node of another cluster, the others to the own cluster, so what a node
+/// sends stays one message per interval however large the grid; entries of other clusters
+/// count as down only after `dead_after_ms`, since they arrive less often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossConfig {
+    /// One send in this many crosses to another cluster (at least 1).
+    pub every: u32,
+    /// Information about another cluster's node older than this marks it down.
+    pub dead_after_ms: Option<u64>,
+}
+
+impl CrossConfig {
+    /// The limit for other clusters' entries: what it takes for their information to cross
+    /// (`every` intervals per partner, `partners` of them) and spread, three times over, and
+    /// never less than the own cluster's limit.
+    pub fn new(every: u32, partners: usize, own: &GossipConfig) -> CrossConfig {
+        let cross = u64::from(every.max(1)) * own.interval_ms * (partners.max(1) as u64 + 1);
+        CrossConfig {
+            every: every.max(1),
+            dead_after_ms: own.dead_after_ms.map(|d| d.max(3 * cross)),
+        }
+    }
+}
+
 /// One entry of a gossip message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry<I> {
@@ -130,6 +155,12 @@ pub struct Dissemination<I> {
     /// Foreign entries ever heard of.
     known: usize,
     next_send: Millis,
+    /// Which nodes are of other clusters (empty: none are).
+    foreign: Vec<bool>,
+    /// The other clusters' nodes, as given.
+    foreign_ids: Vec<NodeId>,
+    cross: CrossConfig,
+    sends: u64,
 }
 
 /// Why a [`Dissemination`] cannot be built.
@@ -165,7 +196,42 @@ impl<I: Clone> Dissemination<I> {
             recent: Vec::with_capacity(cfg.window),
             known: 0,
             next_send: now.saturating_add(ms(first_send_in)),
+            foreign: Vec::new(),
+            foreign_ids: Vec::new(),
+            cross: CrossConfig {
+                every: 1,
+                dead_after_ms: cfg.dead_after_ms,
+            },
+            sends: 0,
         })
+    }
+
+    /// Marks the nodes of other clusters (they must be among the nodes to count) and how
+    /// gossip crosses to them. An empty list: a cluster on its own.
+    pub fn set_foreign(&mut self, foreign: &[NodeId], cross: CrossConfig) {
+        let mut ids = foreign.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        self.foreign_ids = ids;
+        self.cross = cross;
+        self.mark_foreign();
+    }
+
+    fn mark_foreign(&mut self) {
+        self.foreign = if self.foreign_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.ids
+                .iter()
+                .map(|n| self.foreign_ids.binary_search(n).is_ok())
+                .collect()
+        };
+    }
+
+    /// Whether a node is of another cluster.
+    pub fn is_foreign(&self, node: NodeId) -> bool {
+        self.index(node)
+            .is_some_and(|i| self.foreign.get(i).copied().unwrap_or(false))
     }
 
     /// The configuration in use.
@@ -235,6 +301,7 @@ impl<I: Clone> Dissemination<I> {
         self.known = (0..self.ids.len())
             .filter(|&i| i != self.me && self.stamps[i] != NEVER)
             .count();
+        self.mark_foreign();
         self.rebuild_recent();
         Ok(())
     }
@@ -290,11 +357,12 @@ impl<I: Clone> Dissemination<I> {
             return true;
         }
         let s = self.stamps[i];
-        s != NEVER
-            && self
-                .cfg
-                .dead_after_ms
-                .is_none_or(|d| now.saturating_sub(s) <= ms(d))
+        let limit = if self.foreign.get(i).copied().unwrap_or(false) {
+            self.cross.dead_after_ms
+        } else {
+            self.cfg.dead_after_ms
+        };
+        s != NEVER && limit.is_none_or(|d| now.saturating_sub(s) <= ms(d))
     }
 
     fn age(&self, i: usize, now: Millis) -> Option<u64> {
@@ -345,7 +413,16 @@ impl<I: Clone> Dissemination<I> {
             // We fell behind (a stalled process); do not send a burst to catch up.
             self.next_send = now.saturating_add(interval);
         }
-        let target = self.pick_peer(now, rng)?;
+        let target = if self.foreign.is_empty() {
+            self.pick_peer(now, rng)?
+        } else {
+            let cross = self
+                .sends
+                .is_multiple_of(u64::from(self.cross.every.max(1)));
+            self.sends = self.sends.wrapping_add(1);
+            self.pick_in(now, rng, cross)
+                .or_else(|| self.pick_in(now, rng, !cross))?
+        };
         Some((self.ids[target], self.window(now)))
     }
 
@@ -419,6 +496,27 @@ impl<I: Clone> Dissemination<I> {
         } else {
             Some(live[rng.random_range(0..live.len())])
         }
+    }
+
+    /// A peer among the nodes of other clusters (`foreign`) or of this one, with the same
+    /// preference for live nodes and the same re-probing as [`pick_peer`](Self::pick_peer).
+    fn pick_in<R: Rng + ?Sized>(&self, now: Millis, rng: &mut R, foreign: bool) -> Option<usize> {
+        let group: Vec<usize> = (0..self.ids.len())
+            .filter(|&i| i != self.me && self.foreign[i] == foreign)
+            .collect();
+        if group.is_empty() {
+            return None;
+        }
+        let live: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| self.alive_idx(i, now))
+            .collect();
+        let reprobe = self.cfg.reprobe_cycle.max(1) as usize;
+        if live.is_empty() || rng.random_range(0..reprobe.max(live.len())) == 0 {
+            return Some(group[rng.random_range(0..group.len())]);
+        }
+        Some(live[rng.random_range(0..live.len())])
     }
 
     /// What this node knows about every node, in node order.
@@ -681,6 +779,47 @@ mod tests {
         assert!(d.get(id(2), 1000).is_none());
         assert_eq!(d.get(id(7), 1000).unwrap().info, None);
         assert!(d.set_nodes(vec![id(3)], id(1)).is_err());
+    }
+
+    #[test]
+    fn one_send_in_every_crosses_to_another_cluster_whose_entries_live_longer() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        // Nodes 1..4 are this cluster, 101..104 a partner's.
+        let mut nodes = ids(4);
+        let theirs: Vec<NodeId> = (101..=104).map(id).collect();
+        nodes.extend(&theirs);
+        let mut d = Dissemination::<u32>::new(nodes, id(1), cfg(16), 0, 0).unwrap();
+        let cross = CrossConfig::new(5, 1, d.config());
+        assert_eq!(cross.dead_after_ms, Some(30_000));
+        d.set_foreign(&theirs, cross);
+        assert!(d.is_foreign(id(102)) && !d.is_foreign(id(2)));
+        let (mut out, mut across) = (0, 0);
+        for t in 0..1000 {
+            d.set_local(1, t * 1000);
+            if let Some((to, _)) = d.send(t * 1000, &mut rng) {
+                out += 1;
+                if to.get() > 100 {
+                    across += 1;
+                }
+            }
+        }
+        assert_eq!(out, 1000, "one message per interval, grid or not");
+        assert_eq!(across, 200, "one in five crosses");
+        let heard = |node: u16, age_ms: u32| GossipMsg {
+            entries: vec![WireEntry {
+                node: id(node),
+                age_ms,
+                info: 9,
+            }],
+        };
+        let now = 2_000_000;
+        d.receive(&heard(2, 20_000), now);
+        d.receive(&heard(102, 20_000), now);
+        assert!(!d.get(id(2), now).unwrap().up);
+        assert!(d.get(id(102), now).unwrap().up);
+        // Without partners nothing crosses.
+        d.set_foreign(&[], cross);
+        assert!(!d.is_foreign(id(102)));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod freezing;
 pub mod gossip;
+pub mod grid;
 pub mod image;
 pub mod load;
 pub mod map;

@@ -46,6 +46,9 @@ pub struct Figures {
     pub mem_rawfree: u64,
     /// Percentage of the node's CPU capacity used over the last interval.
     pub util: u32,
+    /// The part of `load` that guests of other clusters make: what a process of the node's
+    /// own cluster may displace (partners(5)).
+    pub foreign: u32,
 }
 
 /// One second's raw measurement of a node, before smoothing.
@@ -111,6 +114,7 @@ impl LoadSmoother {
             mem_free: s.mem_free.min(s.mem_total),
             mem_rawfree: s.mem_rawfree.min(s.mem_total),
             util: s.util.min(100),
+            foreign: 0,
         }
     }
 

@@ -119,6 +119,9 @@ bitflags::bitflags! {
         const QUIET = 32;
         /// The node's files are not accessible through MFS.
         const NOMFS = 64;
+        /// The node is closed to the grid (`mosctl closegrid`): it takes no process of another
+        /// cluster and sends none to one.
+        const CLOSED = 128;
     }
 }
 
@@ -129,7 +132,8 @@ impl Status {
         .union(Status::LSTAY)
         .union(Status::BLOCK)
         .union(Status::QUIET)
-        .union(Status::NOMFS);
+        .union(Status::NOMFS)
+        .union(Status::CLOSED);
 }
 
 /// One of the node flags `mosctl` switches on and off.
@@ -145,6 +149,8 @@ pub enum Flag {
     Quiet,
     /// `nomfs` / `mfs` (note the inversion: the flag set means MFS is off).
     NoMfs,
+    /// `closegrid` / `opengrid`.
+    Closed,
 }
 
 impl Flag {
@@ -156,6 +162,7 @@ impl Flag {
             Flag::Block => Status::BLOCK,
             Flag::Quiet => Status::QUIET,
             Flag::NoMfs => Status::NOMFS,
+            Flag::Closed => Status::CLOSED,
         }
     }
 
@@ -167,6 +174,7 @@ impl Flag {
             Flag::Block => "block",
             Flag::Quiet => "quiet",
             Flag::NoMfs => "nomfs",
+            Flag::Closed => "closegrid",
         }
     }
 }

@@ -63,7 +63,7 @@ pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node); the frame fixtures
 /// (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -579,6 +579,27 @@ impl ServerHandshake {
     }
 }
 
+/// Why a node sends a guest home ([`ProcMsg::Expelled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expulsion {
+    /// `mosctl expel`, or the node is stopping.
+    Expel,
+    /// A process of a better priority wants the node (partners(5)).
+    Displaced,
+    /// The node was closed to the grid (`mosctl closegrid`).
+    ClosedGrid,
+}
+
+impl std::fmt::Display for Expulsion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expulsion::Expel => "mosctl expel",
+            Expulsion::Displaced => "a process of a better priority wants the node",
+            Expulsion::ClosedGrid => "the node was closed to the grid",
+        })
+    }
+}
+
 /// A message on an authenticated link connection: the first one decides what the connection is
 /// for. A gossip connection carries [`LinkMsg::Gossip`] frames from then on; after
 /// [`LinkMsg::OpenProcess`] the connection carries one migrating process: [`ProcMsg`] frames (and
@@ -788,9 +809,12 @@ pub enum ProcMsg {
         /// Resident memory, bytes.
         rss: u64,
     },
-    /// Remote to home: the node no longer keeps the process (`mosctl expel`); home takes it
-    /// back.
-    Expelled,
+    /// Remote to home: the node no longer keeps the process; home takes it back (and may
+    /// freeze it if it has no room).
+    Expelled {
+        /// Why.
+        why: Expulsion,
+    },
     /// Remote to home: the balancer of the node the process runs on wants it to run on `to`
     /// instead (home itself, or another node: a direct move). Home decides: a locked process
     /// stays.
@@ -1115,6 +1139,7 @@ mod tests {
                         mem_free,
                         mem_rawfree,
                         util,
+                        foreign: load / 2,
                     },
                 ),
             })

@@ -45,6 +45,9 @@ complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l base -d 'Node I
 complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l interval-ms -d 'Milliseconds between two gossip messages of a node' -r
 complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l dead-after-ms -d 'Information older than this marks a node down (milliseconds)' -r
 complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l tunables -d 'A mosix.toml fragment for every node' -r -F
+complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l grid -d 'Cut the nodes into a grid of MOSIX clusters named a, b, c…, partners of each other: their sizes, e.g. 2,2 (nodes 1-2 are cluster a, 3-4 cluster b). Each has its own map, secret and partners file (partners(5)), a secret per partnership. Sets the number of nodes' -r
+complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l priority -d 'With --grid: cluster X gives cluster Y priority P (1..65534, lower is better; default 10). May be repeated' -r
+complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l terms -d 'With --grid: cluster X\'s options for cluster Y, joined by \'+\': nogo, notake, idle (partners(5)). May be repeated' -r
 complete -c vcluster -n "__fish_vcluster_using_subcommand up" -l no-start -d 'Build the nodes but do not start their services'
 complete -c vcluster -n "__fish_vcluster_using_subcommand up" -s h -l help -d 'Print help'
 complete -c vcluster -n "__fish_vcluster_using_subcommand down" -l name -d 'The cluster\'s name' -r

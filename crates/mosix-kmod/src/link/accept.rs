@@ -18,7 +18,7 @@ use std::time::Duration;
 use mosix_core::NodeId;
 use mosix_core::proto::seal::Session;
 use mosix_core::proto::{
-    FrameError, LinkMsg, MAX_HANDSHAKE_FRAME, MAX_LINK_FRAME, ServerHandshake,
+    FrameError, Handshake, LinkMsg, MAX_HANDSHAKE_FRAME, MAX_LINK_FRAME, ServerHandshake,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -104,7 +104,7 @@ fn reset(stream: TcpStream) {
 /// Whether `ip` is an address the map gives some other node (aliases included).
 fn is_member(ip: IpAddr, ctx: &LinkContext) -> bool {
     match ip {
-        IpAddr::V4(a) => ctx.map.node_of(a).is_some_and(|n| n != ctx.me),
+        IpAddr::V4(a) => ctx.node_of(a).is_some_and(|n| n != ctx.me),
         IpAddr::V6(_) => false,
     }
 }
@@ -346,13 +346,15 @@ fn check_claim(node: NodeId, peer: SocketAddr, ctx: &LinkContext) -> Result<(), 
             "claims to be node {node}, which is this node (two nodes with one number?)"
         ));
     }
-    if !ctx.map.contains(node) {
-        return Err(format!("claims to be node {node}, which is not in our map"));
+    if ctx.secret_for(node).is_none() {
+        return Err(format!(
+            "claims to be node {node}, which is not in our map nor in a partner's"
+        ));
     }
     let IpAddr::V4(src) = peer.ip() else {
         return Err("connects over IPv6; the map has IPv4 addresses only".into());
     };
-    if !ctx.map.addrs_of(node).contains(&src) {
+    if !ctx.addrs_of(node).contains(&src) {
         return Err(format!(
             "claims to be node {node}, but connects from {src}, which the map does not give that node"
         ));
@@ -367,7 +369,13 @@ async fn server_handshake(
 ) -> Result<(NodeId, Session), LinkError> {
     let mut hs = ServerHandshake::new(ctx.me, nonce()?, ctx.protection);
     let hello = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
-    let challenge = match hs.on_hello(&ctx.secret, hello, |n| check_claim(n, peer, ctx)) {
+    // The claimed node says which secret keys the connection: the cluster's own, or the
+    // partnership's for a partner's node (an unknown node is refused by the claim check).
+    let secret = match &hello {
+        Handshake::Hello { node, .. } => ctx.secret_for(*node).unwrap_or(&ctx.secret),
+        _ => &ctx.secret,
+    };
+    let challenge = match hs.on_hello(secret, hello, |n| check_claim(n, peer, ctx)) {
         Ok(c) => c,
         Err((e, refusal)) => {
             if let Some(r) = refusal {
@@ -378,7 +386,7 @@ async fn server_handshake(
     };
     write_frame(stream, &challenge).await?;
     let proof = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
-    match hs.on_proof(&ctx.secret, proof) {
+    match hs.on_proof(secret, proof) {
         Ok((node, welcome, session)) => {
             write_frame(stream, &welcome).await?;
             Ok((node, session))

@@ -27,7 +27,7 @@ async fn client_handshake(
     let mut hs = ClientHandshake::new(ctx.me, to, nonce()?, ctx.protection);
     write_frame(stream, &hs.hello()).await?;
     let challenge = read_frame(stream, MAX_HANDSHAKE_FRAME).await?;
-    match hs.on_challenge(&ctx.secret, challenge) {
+    match hs.on_challenge(ctx.secret_for(to).unwrap_or(&ctx.secret), challenge) {
         Ok(proof) => write_frame(stream, &proof).await?,
         Err((e, refusal)) => {
             if let Some(r) = refusal {
@@ -42,8 +42,11 @@ async fn client_handshake(
 
 /// Opens and authenticates a link connection to `to`; returns it with its session.
 pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<(TcpStream, Session), LinkError> {
-    let Some(addr) = ctx.map.addr_of(to) else {
-        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
+    let Some(addr) = ctx.addr_of(to) else {
+        return Err(HandshakeError::Protocol(format!(
+            "node {to} is not in the map nor in a partner's"
+        ))
+        .into());
     };
     let attempt = async {
         let sock = TcpSocket::new_v4().map_err(LinkError::Connect)?;
@@ -72,8 +75,11 @@ pub fn connect_process(to: NodeId, ctx: &LinkContext) -> Result<Conn, LinkError>
 /// Opens and authenticates a blocking link connection to `to` and sends `first`, which says
 /// what the connection is for.
 pub fn connect_blocking(to: NodeId, ctx: &LinkContext, first: &LinkMsg) -> Result<Conn, LinkError> {
-    let Some(addr) = ctx.map.addr_of(to) else {
-        return Err(HandshakeError::Protocol(format!("node {to} is not in the map")).into());
+    let Some(addr) = ctx.addr_of(to) else {
+        return Err(HandshakeError::Protocol(format!(
+            "node {to} is not in the map nor in a partner's"
+        ))
+        .into());
     };
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(LinkError::Connect)?;
@@ -91,7 +97,7 @@ pub fn connect_blocking(to: NodeId, ctx: &LinkContext, first: &LinkMsg) -> Resul
     let mut hs = ClientHandshake::new(ctx.me, to, nonce()?, ctx.protection);
     proto::write_frame(&mut s, &hs.hello())?;
     let challenge = proto::read_frame(&mut s, MAX_HANDSHAKE_FRAME)?;
-    match hs.on_challenge(&ctx.secret, challenge) {
+    match hs.on_challenge(ctx.secret_for(to).unwrap_or(&ctx.secret), challenge) {
         Ok(p) => proto::write_frame(&mut s, &p)?,
         Err((e, refusal)) => {
             if let Some(r) = refusal {

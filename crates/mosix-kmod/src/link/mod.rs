@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use mosix_core::NodeId;
 use mosix_core::config::Secret;
 use mosix_core::gossip::GossipMsg;
+use mosix_core::grid::Grid;
 use mosix_core::load::NodeInfo;
 use mosix_core::map::ClusterMap;
 use mosix_core::proto::{FrameError, HandshakeError, NONCE_LEN, Protection};
@@ -81,6 +82,47 @@ pub struct LinkContext {
     pub connect_timeout: Duration,
     /// What the link does to frames after the handshake (`[link] encrypt`).
     pub protection: Protection,
+    /// The partner clusters (`MOSIX_ETC/mosix/partners`): their maps and the secrets of the
+    /// partnerships.
+    pub grid: Grid,
+}
+
+impl LinkContext {
+    /// The main address of a node of this cluster or of a partner.
+    pub fn addr_of(&self, n: NodeId) -> Option<Ipv4Addr> {
+        self.map
+            .addr_of(n)
+            .or_else(|| self.grid.partner_of(n).and_then(|p| p.map.addr_of(n)))
+    }
+
+    /// Every address of a node of this cluster or of a partner.
+    pub fn addrs_of(&self, n: NodeId) -> Vec<Ipv4Addr> {
+        if self.map.contains(n) {
+            self.map.addrs_of(n)
+        } else {
+            self.grid
+                .partner_of(n)
+                .map(|p| p.map.addrs_of(n))
+                .unwrap_or_default()
+        }
+    }
+
+    /// The node of this cluster or of a partner that has address `a`.
+    pub fn node_of(&self, a: Ipv4Addr) -> Option<NodeId> {
+        self.map
+            .node_of(a)
+            .or_else(|| self.grid.node_of(a).map(|(n, _)| n))
+    }
+
+    /// The secret a connection with node `n` is keyed by: the cluster's own within the
+    /// cluster, the partnership's with a partner's node; `None` for a node nobody named.
+    pub fn secret_for(&self, n: NodeId) -> Option<&Secret> {
+        if self.map.contains(n) {
+            Some(&self.secret)
+        } else {
+            self.grid.partner_of(n).map(|p| &p.secret)
+        }
+    }
 }
 
 /// The shared, replaceable link context.

@@ -23,6 +23,24 @@ struct AdmitState {
     /// When the last sample was taken.
     sampled: Option<Instant>,
     arrived: Vec<Instant>,
+    /// The part of the load guests of other clusters make (a process of this cluster may
+    /// displace them).
+    foreign: u32,
+    /// Whether a process of this cluster wants a CPU here (partners with `idle` terms wait).
+    own_busy: bool,
+    /// The demand here by priority (per-mille, summed over processes), best priority first.
+    levels: Vec<(u16, u64)>,
+    /// This node's CPUs.
+    cpus: u32,
+}
+
+/// Who arrives, as admission sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A process of this node's cluster: guests of other clusters make no load for it.
+    Own,
+    /// A process of a partner cluster of this priority here.
+    Partner(u16),
 }
 
 impl AdmitState {
@@ -65,16 +83,50 @@ impl Admission {
         });
     }
 
-    /// Whether a process may arrive now, its move carrying `ceiling` (`None`: not an automatic
-    /// move, always taken). Counts it as arrived when it may.
-    pub fn admit(&self, ceiling: Option<u32>) -> Result<(), String> {
-        self.admit_at(ceiling, Instant::now())
+    /// What the grid adds to a sample: the load of guests of other clusters here, whether a
+    /// process of this cluster wants a CPU, the demand here by priority, and the CPUs.
+    pub fn set_grid(&self, foreign: u32, own_busy: bool, levels: Vec<(u16, u64)>, cpus: u32) {
+        let mut s = self.state();
+        s.foreign = foreign;
+        s.own_busy = own_busy;
+        s.levels = levels;
+        s.cpus = cpus;
     }
 
-    fn admit_at(&self, ceiling: Option<u32>, now: Instant) -> Result<(), String> {
+    /// Whether a process of this node's cluster wants a CPU here.
+    pub fn own_busy(&self) -> bool {
+        self.state().own_busy
+    }
+
+    /// Whether a process may arrive now, its move carrying `ceiling` (`None`: not an automatic
+    /// move, always taken). A process of this cluster sees no load of other clusters' guests
+    /// (they would make room); a partner's is refused, automatic or not, where it would be
+    /// displaced at once (`mosix_core::grid::displace`: processes of a better priority want
+    /// the CPUs). Counts it as arrived when it may.
+    pub fn admit(&self, ceiling: Option<u32>, who: Arrival) -> Result<(), String> {
+        self.admit_at(ceiling, who, Instant::now())
+    }
+
+    fn admit_at(&self, ceiling: Option<u32>, who: Arrival, now: Instant) -> Result<(), String> {
         let mut s = self.state();
+        if let Arrival::Partner(p) = who {
+            let better: u64 = s.levels.iter().filter(|l| l.0 < p).map(|l| l.1).sum();
+            let upto: u64 = s.levels.iter().filter(|l| l.0 <= p).map(|l| l.1).sum();
+            let capacity = u64::from(s.cpus.max(1)) * 1000 + 250;
+            if better > 0 && upto + 1000 > capacity {
+                return Err(format!(
+                    "its cluster's priority here is {p}, and processes of better priorities want the CPUs ({:.1} of {})",
+                    better as f64 / 1000.0,
+                    s.cpus.max(1)
+                ));
+            }
+        }
         if let (Some(c), Some(me)) = (ceiling, s.me.as_ref()) {
-            admits(me, s.unmeasured(), c)?;
+            let mut me = *me;
+            if who == Arrival::Own {
+                me.load = me.load.saturating_sub(s.foreign);
+            }
+            admits(&me, s.unmeasured(), c)?;
         }
         s.arrived.push(now);
         Ok(())
@@ -106,23 +158,41 @@ mod tests {
         let a = Admission::default();
         let t0 = Instant::now();
         // Before the first sample, everything is taken.
-        assert_eq!(a.admit_at(Some(0), t0), Ok(()));
+        assert_eq!(a.admit_at(Some(0), Arrival::Own, t0), Ok(()));
         // A sample 100 ms later cannot show it (it was still being restored): a second process
         // would share the CPU with it, above a ceiling of 170.
         a.updated(node(0), t0 + ms(100));
-        let no = a.admit_at(Some(170), t0 + ms(200)).unwrap_err();
+        let no = a
+            .admit_at(Some(170), Arrival::Own, t0 + ms(200))
+            .unwrap_err();
         assert!(no.contains("1 more just arrived"), "{no}");
         // A sample 800 ms after it shows half of it in the load, and half is still unmeasured:
         // never counted twice.
         a.updated(node(50), t0 + ms(800));
-        assert!(a.admit_at(Some(200), t0 + ms(900)).is_ok());
+        assert!(a.admit_at(Some(200), Arrival::Own, t0 + ms(900)).is_ok());
         // Taken: it counts too. A third would see three to a CPU.
-        assert!(a.admit_at(Some(270), t0 + ms(950)).is_err());
+        assert!(a.admit_at(Some(270), Arrival::Own, t0 + ms(950)).is_err());
         // Once samples show both, only the load counts; a move nobody checks is always taken.
         a.updated(node(200), t0 + ms(2_300));
-        assert_eq!(a.admit_at(None, t0 + ms(2_400)), Ok(()));
-        assert!(a.admit_at(Some(300), t0 + ms(2_400)).is_err());
+        assert_eq!(a.admit_at(None, Arrival::Own, t0 + ms(2_400)), Ok(()));
+        assert!(a.admit_at(Some(300), Arrival::Own, t0 + ms(2_400)).is_err());
         a.updated(node(300), t0 + ms(3_800));
-        assert_eq!(a.admit_at(Some(400), t0 + ms(3_900)), Ok(()));
+        assert_eq!(a.admit_at(Some(400), Arrival::Own, t0 + ms(3_900)), Ok(()));
+    }
+
+    #[test]
+    fn guests_of_other_clusters_make_no_load_for_an_arrival_of_this_cluster() {
+        let a = Admission::default();
+        let t0 = Instant::now();
+        a.updated(node(200), t0);
+        a.set_grid(200, true, vec![(0, 1000), (10, 2000)], 2);
+        assert!(a.own_busy());
+        assert!(a.admit_at(Some(150), Arrival::Partner(5), t0).is_err());
+        assert!(a.admit_at(Some(150), Arrival::Own, t0).is_ok());
+        // A partner's process where better ones fill the CPUs is refused, even when asked for.
+        let no = a.admit_at(None, Arrival::Partner(10), t0).unwrap_err();
+        assert!(no.contains("priority here is 10"), "{no}");
+        // One of a better priority than the guests here is taken: it displaces them.
+        assert!(a.admit_at(None, Arrival::Partner(5), t0).is_ok());
     }
 }

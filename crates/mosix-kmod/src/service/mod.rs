@@ -14,6 +14,7 @@
 pub mod balancing;
 pub mod control;
 pub mod daemon;
+mod grid;
 mod moves;
 mod node;
 pub mod policy;
@@ -111,6 +112,9 @@ pub enum ServiceError {
     /// The map is wrong.
     #[error("{0}")]
     Map(#[from] MapErrors),
+    /// The partners file, or a partner's map or secret, is wrong.
+    #[error("{0}")]
+    Grid(#[from] mosix_core::grid::GridErrors),
     /// This node is not in the map.
     #[error("{map}: {source}")]
     Identity {
@@ -186,6 +190,25 @@ pub(crate) struct Loaded {
     map_name: String,
     me: NodeId,
     my_addr: Ipv4Addr,
+    grid: mosix_core::grid::Grid,
+}
+
+impl Loaded {
+    /// Every node this node gossips with: its cluster's and its partners'.
+    fn all_nodes(&self) -> Vec<NodeId> {
+        let mut v = self.map.nodes();
+        v.extend(self.grid.nodes());
+        v
+    }
+
+    /// How gossip crosses to the partners.
+    fn cross_config(&self) -> mosix_core::gossip::CrossConfig {
+        mosix_core::gossip::CrossConfig::new(
+            self.tunables.grid.every,
+            self.grid.partners.len(),
+            &gossip_config(self),
+        )
+    }
 }
 
 fn load(
@@ -205,7 +228,14 @@ fn load(
             source,
         })?;
     let my_addr = map.addr_of(me).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let grid = mosix_core::grid::load(
+        &paths.partners(),
+        &map,
+        nix::unistd::geteuid().as_raw(),
+        &map::system_resolver,
+    )?;
     Ok(Loaded {
+        grid,
         tunables,
         secret,
         map,
@@ -256,6 +286,7 @@ fn link_context(l: &Loaded) -> LinkContext {
         port: l.tunables.link.port,
         connect_timeout: Duration::from_millis(l.tunables.link.connect_timeout_ms),
         protection: Protection::from_encrypt(l.tunables.link.encrypt),
+        grid: l.grid.clone(),
     }
 }
 
@@ -417,13 +448,14 @@ async fn serve(
         SmallRng::seed_from_u64(getrandom::u64().unwrap_or(u64::from(std::process::id())));
     let gcfg = gossip_config(&loaded);
     let phase = rng.random_range(0..gcfg.interval_ms.max(1));
-    let nodes = loaded.map.nodes();
-    let diss = Dissemination::new(nodes, loaded.me, gcfg, 0, phase).map_err(|e| {
+    let nodes = loaded.all_nodes();
+    let mut diss = Dissemination::new(nodes, loaded.me, gcfg, 0, phase).map_err(|e| {
         ServiceError::Identity {
             map: loaded.map_name.clone(),
             source: IdentityError::NoAddress(e.to_string()),
         }
     })?;
+    diss.set_foreign(&loaded.grid.nodes(), loaded.cross_config());
     let procs = Arc::new(Procs::new(
         match crate::split::procs::setup(&paths.rundir) {
             Ok(d) => Some(d),
@@ -440,6 +472,8 @@ async fn serve(
     if mfs.as_ref().is_none_or(|m| m.server.refusing()) {
         flags |= Status::NOMFS;
     }
+    let closed = loaded.tunables.grid.closed;
+    flags.set(Status::CLOSED, closed);
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
@@ -472,11 +506,14 @@ async fn serve(
             decay: loaded.tunables.decay,
             admission: Arc::default(),
             last_continue: None,
+            displaced: Default::default(),
+            foreign_load: 0,
         },
         loaded,
         guests,
         flags,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        closed: Arc::new(std::sync::atomic::AtomicBool::new(closed)),
         procs,
         events: tx,
         euid: nix::unistd::geteuid().as_raw(),

@@ -309,7 +309,8 @@ impl Node {
             .tracker
             .look(now, &self.procs, &b.decay, accept_root, &files);
         let (me, peers) = self.node_states(now);
-        let frozen_now = self.auto_freeze(now, &me, &peers, &locals);
+        let mut frozen_now = self.auto_freeze(now, &me, &peers, &locals);
+        frozen_now.extend(self.grid_round(now, &locals, &me));
         if locals.is_empty() {
             return;
         }

@@ -88,6 +88,10 @@ pub(super) struct Balancing {
     pub admission: Arc<Admission>,
     /// When a process frozen because home was overloaded was last brought back.
     pub last_continue: Option<mosix_core::gossip::Millis>,
+    /// Guests of other clusters asked to leave, and when (asked again only after a while).
+    pub displaced: std::collections::HashMap<u64, Millis>,
+    /// The load guests of other clusters make here (sent with this node's figures).
+    pub foreign_load: u32,
 }
 
 /// The main loop's state.
@@ -104,6 +108,8 @@ pub(super) struct Node {
     pub flags: Status,
     /// The BLOCK flag, for the guest threads.
     pub blocked: Arc<AtomicBool>,
+    /// The CLOSED flag (closed to the grid), for the guest threads.
+    pub closed: Arc<AtomicBool>,
     /// MOSIX processes and guests.
     pub procs: Arc<Procs>,
     /// The main loop's own queue (the link's accepting task sends to it).
@@ -191,6 +197,7 @@ impl Node {
                     s.speed = sp;
                 }
                 self.load.figures = self.load.smoother.figures(&s);
+                self.load.figures.foreign = self.balancing.foreign_load;
                 // Consent is judged on the exported load, which rises at once.
                 self.balancing
                     .admission
@@ -273,6 +280,7 @@ impl Node {
             me: self.loaded.me,
             procs: Arc::clone(&self.procs),
             blocked: Arc::clone(&self.blocked),
+            closed: Arc::clone(&self.closed),
             link: Arc::clone(&self.link.ctx),
             admission: Arc::clone(&self.balancing.admission),
             guests: self.loaded.tunables.guests.clone(),
@@ -290,15 +298,56 @@ impl Node {
                 flags: k.info.map_or(Status::empty(), |i| i.flags),
             },
         };
-        policy::can_take(n, self.loaded.me, seen)
+        policy::can_take(n, self.loaded.me, seen)?;
+        let flags = self
+            .gossip
+            .diss
+            .get(n, self.now())
+            .and_then(|k| k.info)
+            .map_or(Status::empty(), |i| i.flags);
+        self.may_go(n, flags)
     }
 
     /// This node (with its local load) and the live peers that disseminate their load, as the
-    /// balancer sees them.
+    /// balancer sees them: the nodes of partners this node's processes may go to (with their
+    /// whole load), and the nodes of this cluster with the load of other clusters' guests taken
+    /// off (they would make room for a process of this cluster).
     pub fn node_states(&self, now: Millis) -> (NodeState, Vec<NodeState>) {
         let me = self.my_state(now, self.local_load());
         let peers = self
-            .gossip
+            .peer_states(now)
+            .into_iter()
+            .filter(|p| self.may_go(p.node, p.flags).is_ok())
+            .filter_map(|mut p| {
+                let foreign = self.foreign_of(p.node, now);
+                if self.loaded.map.contains(p.node) {
+                    p.load = p.load.saturating_sub(foreign);
+                } else {
+                    // A partner's node its own processes fill would displace ours at once.
+                    let own = p.procs(f64::from(p.load.saturating_sub(foreign)));
+                    if own + 1.0 > f64::from(p.cpus.max(1)) + 0.25 {
+                        return None;
+                    }
+                }
+                Some(p)
+            })
+            .collect();
+        (me, peers)
+    }
+
+    /// The load guests of other clusters make on node `n`, as it last said.
+    fn foreign_of(&self, n: NodeId, now: Millis) -> u32 {
+        self.gossip
+            .diss
+            .get(n, now)
+            .and_then(|k| k.info)
+            .and_then(|i| i.figures)
+            .map_or(0, |f| f.foreign)
+    }
+
+    /// Every live peer that disseminates its load, with the figures it sent.
+    pub fn peer_states(&self, now: Millis) -> Vec<NodeState> {
+        self.gossip
             .diss
             .known(now)
             .filter(|k| !k.is_self && k.up)
@@ -317,8 +366,7 @@ impl Node {
                     measured_at: now.saturating_sub(age),
                 })
             })
-            .collect();
-        (me, peers)
+            .collect()
     }
 
     /// This node's local load (rises slowly, falls at once): what the balancer weighs here.
@@ -345,6 +393,7 @@ impl Node {
     /// The cluster as this node sees it (`mon`, `mosctl status`).
     pub fn view(&self) -> ClusterView {
         let now = self.now();
+        let (partners, own_guests) = self.partner_views(now);
         let nodes = self
             .gossip
             .diss
@@ -354,7 +403,14 @@ impl Node {
                     .loaded
                     .map
                     .addr_of(k.node)
+                    .or_else(|| {
+                        self.loaded
+                            .grid
+                            .partner_of(k.node)
+                            .and_then(|p| p.map.addr_of(k.node))
+                    })
                     .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let cluster = self.loaded.grid.partner_of(k.node).map(|p| p.name.clone());
                 if k.is_self {
                     return NodeView {
                         node: k.node,
@@ -364,6 +420,7 @@ impl Node {
                         age_ms: Some(0),
                         status: Status::CONF | Status::UP | self.flags,
                         figures: Some(self.load.figures),
+                        cluster,
                     };
                 }
                 let flags = k.info.map_or(Status::empty(), |i| i.flags & Status::ADMIN);
@@ -377,6 +434,7 @@ impl Node {
                     age_ms: k.age_ms,
                     status,
                     figures: k.info.and_then(|i| i.figures),
+                    cluster,
                 }
             })
             .collect();
@@ -387,6 +445,9 @@ impl Node {
             dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
             nodes,
             files: self.file_counters(),
+            cluster: self.loaded.tunables.grid.name.clone(),
+            partners,
+            own_guests,
         }
     }
 
@@ -434,12 +495,15 @@ impl Node {
         self.link.outbound.reset();
         self.gossip
             .diss
-            .set_nodes(new.map.nodes(), new.me)
+            .set_nodes(new.all_nodes(), new.me)
             .map_err(|e| ServiceError::Identity {
                 map: map_name.to_owned(),
                 source: IdentityError::NoAddress(e.to_string()),
             })?;
         self.gossip.diss.set_config(gossip_config(&new));
+        self.gossip
+            .diss
+            .set_foreign(&new.grid.nodes(), new.cross_config());
         self.gossip.last_up.clear();
         self.balancing.overheads = load_overheads(&self.paths);
         self.balancing.mfscosts = load_mfscosts(&self.paths);

@@ -73,6 +73,13 @@ impl Node {
                     dead_after_ms: cfg.dead_after_ms.unwrap_or(0),
                     measuring: self.load.scope.describe(),
                     mfs_mount: self.loaded.tunables.mfs.mount.display().to_string(),
+                    partner_map_text: self
+                        .loaded
+                        .grid
+                        .partners
+                        .iter()
+                        .map(|p| p.map.to_text())
+                        .collect(),
                 })
             }
             Request::Reconfigure {
@@ -101,6 +108,11 @@ impl Node {
                 to,
                 wait,
             } => return self.migrate(uid, target, to, wait, reply),
+            Request::CloseGrid => {
+                let asked = self.close_grid(uid);
+                info!("closegrid by uid {uid}: {asked} guests of other clusters asked to leave");
+                Response::Moved { asked, left: asked }
+            }
             Request::Expel | Request::Bring => {
                 let expel = matches!(req, Request::Expel);
                 let flag = if expel { Flag::Block } else { Flag::Lstay };
@@ -114,7 +126,7 @@ impl Node {
 
     /// Sets or clears one of this node's flags; the cluster hears of it at the next tick, this
     /// node's own view changes at once.
-    fn set_flag(&mut self, flag: Flag, on: bool, uid: u32) {
+    pub(super) fn set_flag(&mut self, flag: Flag, on: bool, uid: u32) {
         if flag == Flag::NoMfs {
             match &self.mfs {
                 Some(m) => m.server.set_refusing(on),
@@ -130,6 +142,10 @@ impl Node {
         self.flags.set(flag.bit(), on);
         self.blocked.store(
             self.flags.contains(Status::BLOCK),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.closed.store(
+            self.flags.contains(Status::CLOSED),
             std::sync::atomic::Ordering::Relaxed,
         );
         info!(

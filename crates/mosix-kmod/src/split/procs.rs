@@ -363,11 +363,26 @@ impl Procs {
             self.lock().guest_links.values().cloned().collect();
         let mut n = 0;
         for tx in links {
-            if tx.send(&mosix_core::proto::ProcMsg::Expelled).is_ok() {
+            if tx
+                .send(&mosix_core::proto::ProcMsg::Expelled {
+                    why: mosix_core::proto::Expulsion::Expel,
+                })
+                .is_ok()
+            {
                 n += 1;
             }
         }
         n
+    }
+
+    /// Sends one guest home (displaced, or leaving a node closed to the grid); false when it
+    /// is not a guest here or its connection is gone.
+    pub fn expel_guest(&self, local_pid: i32, why: mosix_core::proto::Expulsion) -> bool {
+        let tx = self.lock().guest_links.get(&local_pid).cloned();
+        tx.is_some_and(|tx| {
+            tx.send(&mosix_core::proto::ProcMsg::Expelled { why })
+                .is_ok()
+        })
     }
 
     /// Asks every process of this node that runs elsewhere to come home; how many were asked.

@@ -217,8 +217,8 @@ pub(super) fn executor(
                 let _ = reqs.send(Req::Image(h, rx));
                 return;
             }
-            Ok(ProcMsg::Expelled) => {
-                info!("process {pid}: its node sends it home (mosctl expel)");
+            Ok(ProcMsg::Expelled { why }) => {
+                info!("process {pid}: its node sends it home ({why})");
                 procs.update_home(pid, |h| h.returned_at = Some(std::time::Instant::now()));
                 home_req.ask();
             }

@@ -36,7 +36,7 @@ use crate::kernel::ptrace::{self, Mem};
 use crate::kernel::seccomp::{self, Listener};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, SharedContext};
-use crate::node::admission::Admission;
+use crate::node::admission::{Admission, Arrival};
 use crate::node::guests::GuestCgroup;
 use crate::split::failure;
 use crate::split::iocache::IoCache;
@@ -53,6 +53,8 @@ pub struct GuestEnv {
     pub procs: Arc<Procs>,
     /// The node's BLOCK flag (no guests may arrive).
     pub blocked: Arc<AtomicBool>,
+    /// The node's CLOSED flag (no guests of other clusters may arrive: `mosctl closegrid`).
+    pub closed: Arc<AtomicBool>,
     /// The link context (a guest moving on connects to its next node; one arriving that way
     /// connects to its home).
     pub link: SharedContext,
@@ -206,6 +208,48 @@ fn drain(mut s: &std::net::TcpStream, limit: Duration) {
     }
 }
 
+/// Whether this node takes a process whose home is `home` under the grid's terms
+/// (partners(5)), and who it is for admission.
+fn grid_consent(me: NodeId, home: NodeId, env: &GuestEnv) -> Result<Arrival, MoveFailure> {
+    use mosix_core::grid::Whose;
+    let ctx = crate::link::snapshot(&env.link);
+    match ctx.grid.whose(&ctx.map, home) {
+        Whose::Own => Ok(Arrival::Own),
+        Whose::Unknown => Err(failure::refused(
+            me,
+            format!("node {me} knows no cluster with node {home}, the process's home"),
+        )),
+        Whose::Partner(p) => {
+            if env.closed.load(Ordering::Relaxed) {
+                Err(failure::refused(
+                    me,
+                    format!(
+                        "node {me} is closed to the grid: it takes no process of another cluster"
+                    ),
+                ))
+            } else if !p.terms.take {
+                Err(failure::refused(
+                    me,
+                    format!(
+                        "node {me} takes no process of cluster '{}' (notake)",
+                        p.name
+                    ),
+                ))
+            } else if p.terms.idle_only && env.admission.own_busy() {
+                Err(failure::refused(
+                    me,
+                    format!(
+                        "node {me} takes processes of cluster '{}' only while idle, and its own want the CPU",
+                        p.name
+                    ),
+                ))
+            } else {
+                Ok(Arrival::Partner(p.priority))
+            }
+        }
+    }
+}
+
 /// What [`take`] gives: the process's memory, its filter's listener, its stub, and — when it
 /// came from another remote — the connection to its home it rejoined with.
 type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
@@ -249,8 +293,9 @@ fn take(
             format!("node {me} is blocked: it takes no guests"),
         ));
     }
+    let who = grid_consent(me, h.home, env)?;
     env.admission
-        .admit(h.ceiling)
+        .admit(h.ceiling, who)
         .map_err(|reason| failure::refused(me, reason))?;
     let missing = h.missing_cpu_flags(&freeze::cpu_flags());
     if !missing.is_empty() {

@@ -1,0 +1,236 @@
+//! The grid as this node lives it (partners(5), [docs/grid.md](../../../../docs/grid.md)):
+//! which cluster a node or a guest is of, where this node's processes may go, the guests that
+//! make room for better priorities, and closing the node to the grid.
+//!
+//! The decisions are `mosix_core::grid` (which guests are displaced) and the balancer; this
+//! file gathers their facts and carries them out. A displaced guest goes home, which moves it
+//! on to a node of its own cluster with room or, having none itself, freezes it
+//! ([`super::moves`], `mosix_core::freezing`). Nobody is killed.
+
+use mosix_core::balance::NodeState;
+use mosix_core::client::PartnerView;
+use mosix_core::gossip::Millis;
+use mosix_core::grid::{self, Claim, OWN_PRIORITY, Whose};
+use mosix_core::proto::Expulsion;
+use mosix_core::{NodeId, Status};
+use tracing::info;
+
+use super::balancing::Local;
+use super::node::Node;
+
+/// A guest asked to leave is asked again only after this long (its move may be under way).
+const ASK_AGAIN_MS: Millis = 5_000;
+
+/// Where a guest stands here: its priority, whether its cluster's terms are `idle`, and
+/// whether it is of another cluster.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    priority: u16,
+    idle_only: bool,
+    foreign: bool,
+}
+
+impl Node {
+    /// Which cluster node `n` is in.
+    pub(super) fn whose(&self, n: NodeId) -> Whose<'_> {
+        self.loaded.grid.whose(&self.loaded.map, n)
+    }
+
+    /// Whether this node's processes may go to node `n` (whose flags are `flags`); why not.
+    pub(super) fn may_go(&self, n: NodeId, flags: Status) -> Result<(), String> {
+        match self.whose(n) {
+            Whose::Own => Ok(()),
+            Whose::Unknown => Err(format!("node {n} is in no cluster this node knows")),
+            Whose::Partner(p) => {
+                if self.flags.contains(Status::CLOSED) {
+                    Err("this node is closed to the grid (mosctl opengrid opens it)".into())
+                } else if flags.contains(Status::CLOSED) {
+                    Err(format!(
+                        "node {n} (cluster '{}') is closed to the grid",
+                        p.name
+                    ))
+                } else if !p.terms.go {
+                    Err(format!(
+                        "this cluster's processes do not go to cluster '{}' (nogo in the partners file)",
+                        p.name
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn standing(&self, home: Option<NodeId>) -> Standing {
+        let own = Standing {
+            priority: OWN_PRIORITY,
+            idle_only: false,
+            foreign: false,
+        };
+        let Some(home) = home else { return own };
+        match self.whose(home) {
+            Whose::Own => own,
+            Whose::Partner(p) => Standing {
+                priority: p.priority,
+                idle_only: p.terms.idle_only,
+                foreign: true,
+            },
+            // A partner removed from the partners file: the worst of all.
+            Whose::Unknown => Standing {
+                priority: u16::MAX,
+                idle_only: true,
+                foreign: true,
+            },
+        }
+    }
+
+    /// The grid's part of a balancing round: measures the load guests of other clusters make
+    /// here (sent with this node's figures, and discounted by admission for this cluster's
+    /// processes), and asks the guests that must make room to leave. Returns the guests asked
+    /// (the balancer leaves them alone).
+    pub(super) fn grid_round(&mut self, now: Millis, locals: &[Local], me: &NodeState) -> Vec<u64> {
+        let closed = self.flags.contains(Status::CLOSED);
+        self.balancing.displaced.retain(|id, at| {
+            now.saturating_sub(*at) < ASK_AGAIN_MS && locals.iter().any(|l| l.state.id == *id)
+        });
+        let mut claims = Vec::with_capacity(locals.len());
+        let mut foreign_milli = 0u64;
+        let mut own_busy = false;
+        let mut leave: Vec<u64> = Vec::new();
+        for l in locals {
+            let s = self.standing(l.guest.map(|g| g.0));
+            let d = l.state.demand_permille.min(1000);
+            if s.foreign {
+                foreign_milli += u64::from(d);
+            } else if d >= grid::WANTS_CPU_PERMILLE {
+                own_busy = true;
+            }
+            if self.balancing.displaced.contains_key(&l.state.id) {
+                continue;
+            }
+            if s.foreign && closed {
+                leave.push(l.state.id);
+                continue;
+            }
+            claims.push(Claim {
+                id: l.state.id,
+                priority: s.priority,
+                idle_only: s.idle_only,
+                demand_permille: d,
+                movable: s.foreign,
+            });
+        }
+        let foreign = (foreign_milli as f64 / 1000.0 * me.one()).round();
+        self.balancing.foreign_load = if foreign.is_finite() && foreign > 0.0 {
+            foreign.min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        };
+        self.load.figures.foreign = self.balancing.foreign_load;
+        let mut levels: Vec<(u16, u64)> = Vec::new();
+        for l in locals {
+            let p = self.standing(l.guest.map(|g| g.0)).priority;
+            let d = u64::from(l.state.demand_permille.min(1000));
+            match levels.iter_mut().find(|x| x.0 == p) {
+                Some(x) => x.1 += d,
+                None => levels.push((p, d)),
+            }
+        }
+        levels.sort_unstable();
+        self.balancing
+            .admission
+            .set_grid(self.balancing.foreign_load, own_busy, levels, me.cpus);
+        let displaced = grid::displace(me.cpus, &claims);
+        let why = if closed {
+            Expulsion::ClosedGrid
+        } else {
+            Expulsion::Displaced
+        };
+        let mut asked = self.send_away(now, &leave, Expulsion::ClosedGrid);
+        asked.extend(self.send_away(now, &displaced, why));
+        asked
+    }
+
+    /// Sends the guests `ids` home: home takes them back, moves them on to a node of its own
+    /// cluster that has room, or freezes them if it has none (a node of another cluster cannot
+    /// judge that: home knows its cluster best, and a process sent home is one it may freeze,
+    /// `mosix_core::freezing`). Returns those asked.
+    fn send_away(&mut self, now: Millis, ids: &[u64], why: Expulsion) -> Vec<u64> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let guests = self.procs.guests();
+        let mut asked = Vec::new();
+        for &id in ids {
+            let pid = id as i32;
+            let Some((_, g)) = guests.iter().find(|(p, _)| *p == pid) else {
+                continue;
+            };
+            info!(
+                "grid: guest {pid} (pid {} of node {}) goes home: {why}",
+                g.home_pid, g.from
+            );
+            if self.procs.expel_guest(pid, why) {
+                self.balancing.displaced.insert(id, now);
+                asked.push(id);
+            }
+        }
+        asked
+    }
+
+    /// Closes this node to the grid (`mosctl closegrid`): no guest of another cluster arrives,
+    /// none of ours leaves for another cluster, and every guest of another cluster here is
+    /// asked to leave now. Returns how many were asked; the tool follows their departure.
+    pub(super) fn close_grid(&mut self, uid: u32) -> u32 {
+        self.set_flag(mosix_core::Flag::Closed, true, uid);
+        let now = self.now();
+        let foreign: Vec<u64> = self
+            .procs
+            .guests()
+            .into_iter()
+            .filter(|(_, g)| self.standing(Some(g.from)).foreign)
+            .map(|(pid, _)| pid as u64)
+            .collect();
+        self.send_away(now, &foreign, Expulsion::ClosedGrid).len() as u32
+    }
+
+    /// The partners as this node sees them, and how many guests here are of its own cluster.
+    pub(super) fn partner_views(&self, now: Millis) -> (Vec<PartnerView>, u32) {
+        let guests = self.procs.guests();
+        let mut own_guests = 0;
+        let mut views: Vec<PartnerView> = self
+            .loaded
+            .grid
+            .partners
+            .iter()
+            .map(|p| {
+                let nodes = p.map.nodes();
+                PartnerView {
+                    name: p.name.clone(),
+                    priority: p.priority,
+                    go: p.terms.go,
+                    take: p.terms.take,
+                    idle_only: p.terms.idle_only,
+                    nodes: nodes.len() as u32,
+                    up: nodes
+                        .iter()
+                        .filter(|n| self.gossip.diss.get(**n, now).is_some_and(|k| k.up))
+                        .count() as u32,
+                    guests_here: 0,
+                }
+            })
+            .collect();
+        for (_, g) in guests {
+            match self.whose(g.from) {
+                Whose::Own => own_guests += 1,
+                Whose::Partner(p) => {
+                    if let Some(v) = views.iter_mut().find(|v| v.name == p.name) {
+                        v.guests_here += 1;
+                    }
+                }
+                Whose::Unknown => {}
+            }
+        }
+        (views, own_guests)
+    }
+}
