@@ -7,6 +7,8 @@
 mod cli;
 #[cfg(test)]
 mod mapdoc;
+#[cfg(test)]
+mod partnersdoc;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -292,6 +294,17 @@ mod tests {
             &root,
             std::path::Path::new("man/mosix.map.5"),
             mapdoc::page().as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn partners_5_is_current() {
+        let root = mosix_core::cli::docgen::workspace_root(env!("CARGO_MANIFEST_DIR"));
+        mosix_core::cli::docgen::check(
+            &root,
+            std::path::Path::new("man/partners.5"),
+            partnersdoc::page().as_bytes(),
         )
         .unwrap();
     }
