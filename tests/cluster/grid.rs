@@ -225,3 +225,83 @@ fn a_jobs_pid(c: &TestCluster) -> u64 {
         .and_then(|r| r["pid"].as_u64())
         .expect("a process at home")
 }
+
+/// Guests on node I whose home is node `home`.
+fn guests_from(c: &TestCluster, node: u16, home: u64) -> usize {
+    c.mps(node, true)
+        .iter()
+        .filter(|r| r["from"].as_u64() == Some(home))
+        .count()
+}
+
+#[test]
+fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_reverse() {
+    if !require_root("grid_priorities") {
+        return;
+    }
+    let _g = serial();
+    // a (nodes 1-2), b (3-4), c (5). b gives a the better priority; a and c take none of each
+    // other's processes, so c's can only go to b.
+    let c = TestCluster::up("tgpri", 5, |s| {
+        s.cpus_per_node = Some(0.35);
+        s.grid = vcluster::grid::parts(
+            "2,2,1",
+            &["b:a=5".into(), "b:c=10".into()],
+            &["a:c=notake".into(), "c:a=notake".into()],
+        )
+        .unwrap();
+    });
+    c.wait_all_up();
+    const WORK: u64 = 2_000_000_000;
+    let a: Vec<_> = (0..4)
+        .map(|_| c.probe(&["-c"], &["work", &WORK.to_string()]))
+        .collect();
+    let on_b = c.eventually(Duration::from_secs(40), || {
+        guests_from(&c, 3, 1) >= 1 && guests_from(&c, 4, 1) >= 1
+    });
+    assert!(on_b, "a's jobs not on b: {:?}\n{}", a_jobs(&c), c.log(1));
+    // c is crowded, but b gives a the better priority: c's jobs are refused there.
+    let cj: Vec<_> = (0..3)
+        .map(|_| c.probe_on(5, &["-c"], &["work", &WORK.to_string()]))
+        .collect();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        guests_from(&c, 3, 5) + guests_from(&c, 4, 5),
+        0,
+        "{}",
+        c.log(3)
+    );
+    assert!(
+        guests_from(&c, 3, 1) + guests_from(&c, 4, 1) >= 2,
+        "{}",
+        c.log(3)
+    );
+    let log5 = c.log(5);
+    assert!(
+        log5.contains("its cluster's priority here is 10"),
+        "c was not told why: {log5}"
+    );
+    // b now prefers c: c's jobs go there and a's make room.
+    for n in [3, 4] {
+        let (ok, said) = c.said(n, "mosctl", &["cngpri", "c", "5", "a", "10"]);
+        assert!(ok, "{said}");
+        let (_, status) = c.said(n, "mosctl", &["status"]);
+        assert!(status.contains("partner c: priority 5"), "{status}");
+    }
+    let displaced = c.eventually(Duration::from_secs(30), || {
+        guests_from(&c, 3, 5) + guests_from(&c, 4, 5) >= 2
+            && guests_from(&c, 3, 1) + guests_from(&c, 4, 1) == 0
+    });
+    assert!(
+        displaced,
+        "c's {} and a's {} guests on b\n{}\n{}",
+        guests_from(&c, 3, 5) + guests_from(&c, 4, 5),
+        guests_from(&c, 3, 1) + guests_from(&c, 4, 1),
+        c.log(3),
+        c.log(4)
+    );
+    let want = work_result(WORK).to_string();
+    for out in [outputs(a), outputs(cj)] {
+        assert!(out.iter().all(|o| *o == want), "{out:?} != {want}");
+    }
+}

@@ -51,6 +51,15 @@ pub enum Verb {
     Closegrid(Json),
     /// Open this node to the grid again.
     Opengrid,
+    /// Change the priority this node gives partner clusters (1..65534, lower is better; this
+    /// cluster's own processes are 0): `cngpri PARTNER PRI [PARTNER PRI]...`. Guests of a
+    /// partner that falls behind another make room at once. Lasts until the service restarts
+    /// or `setpe -W` reads the partners file again.
+    Cngpri {
+        /// Pairs of a partner's name and its new priority.
+        #[arg(required = true, num_args = 2.., value_name = "PARTNER PRI")]
+        pairs: Vec<String>,
+    },
     /// Stop disseminating this node's load (the node still says it is alive).
     Quiet,
     /// Disseminate this node's load again.

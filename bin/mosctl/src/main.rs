@@ -51,6 +51,7 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Bring(j) => move_all(false, j.json),
         Verb::Closegrid(j) => closegrid(j.json),
         Verb::Opengrid => set_flag(Flag::Closed, false),
+        Verb::Cngpri { pairs } => cngpri(&pairs),
         Verb::Quiet => set_flag(Flag::Quiet, true),
         Verb::Noquiet => set_flag(Flag::Quiet, false),
         Verb::Mfs => set_flag(Flag::NoMfs, false),
@@ -161,6 +162,27 @@ fn closegrid(json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `cngpri PARTNER PRI [PARTNER PRI]...`: every pair checked before any is sent.
+fn cngpri(pairs: &[String]) -> Result<ExitCode> {
+    if !pairs.len().is_multiple_of(2) {
+        bail!("give pairs of a partner and a priority (cngpri PARTNER PRI [PARTNER PRI]...)");
+    }
+    let mut todo = Vec::new();
+    for p in pairs.chunks(2) {
+        let pri: u16 = p[1]
+            .parse()
+            .ok()
+            .filter(|v| (1..=65534).contains(v))
+            .with_context(|| format!("priority '{}' for {}: expected 1..65534", p[1], p[0]))?;
+        todo.push((p[0].as_str(), pri));
+    }
+    let mut c = client()?;
+    for (name, pri) in todo {
+        c.set_priority(name, pri)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The running map and the view, for queries that name nodes.

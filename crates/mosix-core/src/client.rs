@@ -69,6 +69,14 @@ pub enum Request {
     },
     /// Stop the service (`setpe -off`; root only).
     Shutdown,
+    /// `mosctl cngpri`: change the priority this node gives a partner cluster, until the
+    /// service restarts or reads its partners file again (root only).
+    SetPriority {
+        /// The partner's name.
+        partner: String,
+        /// Its new priority, 1..65534 (lower is better).
+        priority: u16,
+    },
     /// `mosrun`: make the calling process a MOSIX process (only a process can register itself).
     Register {
         /// No automatic migration.
@@ -510,6 +518,15 @@ impl Client {
         self.change(&Request::SetSpeed { speed })
     }
 
+    /// Changes the priority this node gives partner cluster `partner`
+    /// ([`Request::SetPriority`]; root only).
+    pub fn set_priority(&mut self, partner: &str, priority: u16) -> Result<(), ClientError> {
+        self.change(&Request::SetPriority {
+            partner: partner.to_owned(),
+            priority,
+        })
+    }
+
     /// The decay parameters in use ([`Request::GetDecay`]).
     pub fn decay(&mut self) -> Result<DecayTunables, ClientError> {
         self.ask(&Request::GetDecay, |r| match r {
@@ -641,6 +658,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::View => "View",
         Request::SetFlag { .. } => "SetFlag",
         Request::SetSpeed { .. } => "SetSpeed",
+        Request::SetPriority { .. } => "SetPriority",
         Request::GetDecay => "GetDecay",
         Request::SetDecay(_) => "SetDecay",
         Request::GetTune => "GetTune",

@@ -194,6 +194,44 @@ impl Node {
         self.send_away(now, &foreign, Expulsion::ClosedGrid).len() as u32
     }
 
+    /// `mosctl cngpri`: the priority this node gives partner `name`, in the service and in the
+    /// link's context (the guests' admission reads it there), until the partners file is read
+    /// again.
+    pub(super) fn set_priority(&mut self, name: &str, priority: u16) -> Result<(), String> {
+        if !(1..=65534).contains(&priority) {
+            return Err(format!(
+                "priority {priority} is out of range 1..65534 (lower is better)"
+            ));
+        }
+        let Some(p) = self
+            .loaded
+            .grid
+            .partners
+            .iter_mut()
+            .find(|p| p.name == name)
+        else {
+            let known: Vec<&str> = self
+                .loaded
+                .grid
+                .partners
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(if known.is_empty() {
+                format!("no partner '{name}': this node has no partners (partners(5))")
+            } else {
+                format!("no partner '{name}' (partners: {})", known.join(", "))
+            });
+        };
+        p.priority = priority;
+        let ctx = std::sync::Arc::new(super::link_context(&self.loaded));
+        match self.link.ctx.write() {
+            Ok(mut g) => *g = ctx,
+            Err(poisoned) => *poisoned.into_inner() = ctx,
+        }
+        Ok(())
+    }
+
     /// The partners as this node sees them, and how many guests here are of its own cluster.
     pub(super) fn partner_views(&self, now: Millis) -> (Vec<PartnerView>, u32) {
         let guests = self.procs.guests();

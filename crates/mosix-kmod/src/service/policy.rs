@@ -353,6 +353,18 @@ mod tests {
         assert!(may_ask(&Request::View, 1000, 0).is_ok());
         assert!(may_ask(&Request::Procs { guests: true }, 1000, 0).is_ok());
         assert!(may_ask(&Request::Shutdown, 1000, 0).is_err());
+        assert!(may_ask(&Request::CloseGrid, 1000, 0).is_err());
+        assert!(
+            may_ask(
+                &Request::SetPriority {
+                    partner: "b".into(),
+                    priority: 1
+                },
+                1000,
+                0
+            )
+            .is_err()
+        );
         assert!(may_ask(&Request::Expel, 0, 0).is_ok());
         assert!(may_ask(&Request::LoadTune, 1000, 1000).is_ok());
         assert!(

@@ -46,6 +46,15 @@ impl Node {
                     Response::Done
                 }
             }
+            Request::SetPriority { partner, priority } => {
+                match self.set_priority(&partner, priority) {
+                    Ok(()) => {
+                        info!("partner {partner} now has priority {priority} here (uid {uid})");
+                        Response::Done
+                    }
+                    Err(e) => Response::Error(e),
+                }
+            }
             Request::GetDecay => Response::Decay(self.balancing.decay),
             Request::SetDecay(d) => match d.validate() {
                 Ok(()) => {
