@@ -5,12 +5,17 @@
 //! average and maximal ages of the entries beside the closed-form expectations, with their
 //! ratio. The goal is agreement within 10 % for N ≥ 64. Ages are in gossip steps (intervals).
 //!
+//! A second table simulates grids of 1 … 16 clusters of 32 nodes, every cluster a partner of
+//! every other, one send in five crossing ([grid] every = 5): what a node sends and receives
+//! per step does not grow with the grid (the goal), while the age of partners' information does,
+//! with the number of partners.
+//!
 //! Run with `cargo bench -p mosix-core --bench dissemination`; pass `--quick` to stop at N = 1024.
 
 use std::time::Instant;
 
 use mosix_core::ages::closed_form;
-use mosix_core::sim::{AgeRun, simulate_ages};
+use mosix_core::sim::{AgeRun, GridRun, simulate_ages, simulate_grid};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -109,4 +114,54 @@ fn main() {
         worst * 100.0,
         started.elapsed().as_secs_f64()
     );
+    grid_table(quick);
+}
+
+/// Grids of growing size: the cost per node against the ages.
+fn grid_table(quick: bool) {
+    let counts: &[usize] = if quick {
+        &[1, 2, 4, 8]
+    } else {
+        &[1, 2, 4, 8, 16]
+    };
+    println!();
+    println!("Gossip across a grid: clusters of 32 nodes, W = 16, one send in 5 crosses");
+    println!(
+        "{:>8} {:>6} | {:>10} {:>10} | {:>8} {:>11} {:>11} | goal",
+        "clusters", "nodes", "sent/step", "max recv", "own avg", "partner avg", "partner max"
+    );
+    for &c in counts {
+        let r = simulate_grid(&GridRun {
+            clusters: c,
+            nodes: 32,
+            window: 16,
+            every: 5,
+            warmup_steps: 200,
+            measure_steps: 400,
+            seed: 0x9e1d ^ c as u64,
+        });
+        let goal = if (r.sent_per_node_step - 1.0).abs() <= 0.02 {
+            "ok (one message a node a step)"
+        } else {
+            "MISSED"
+        };
+        let partner = |x: f64| {
+            if c > 1 {
+                format!("{x:11.2}")
+            } else {
+                format!("{:>11}", "-")
+            }
+        };
+        println!(
+            "{:>8} {:>6} | {:>10.3} {:>10.2} | {:>8.2} {} {} | {}",
+            c,
+            c * 32,
+            r.sent_per_node_step,
+            r.max_received_per_node_step,
+            r.own_avg_age,
+            partner(r.partner_avg_age),
+            partner(r.partner_max_age),
+            goal
+        );
+    }
 }

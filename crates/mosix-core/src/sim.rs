@@ -172,6 +172,139 @@ pub fn simulate_ages(run: &AgeRun) -> AgeResult {
     }
 }
 
+/// A grid to simulate: `clusters` clusters of `nodes` nodes, every cluster a partner of every
+/// other, one send in `every` crossing to a partner (`gossip::CrossConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridRun {
+    /// Clusters.
+    pub clusters: usize,
+    /// Nodes per cluster.
+    pub nodes: usize,
+    /// Entries per message.
+    pub window: usize,
+    /// One send in this many crosses.
+    pub every: u32,
+    /// Steps before measuring.
+    pub warmup_steps: u64,
+    /// Steps measured.
+    pub measure_steps: u64,
+    /// The random seed.
+    pub seed: u64,
+}
+
+/// What a grid run measured (ages in gossip steps).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridResult {
+    /// Messages a node sent per step.
+    pub sent_per_node_step: f64,
+    /// The most messages one node received in the measured steps, per step.
+    pub max_received_per_node_step: f64,
+    /// Mean age of the entries of the observer's own cluster.
+    pub own_avg_age: f64,
+    /// Mean age of the entries of other clusters.
+    pub partner_avg_age: f64,
+    /// Mean over samples of the oldest entry of another cluster.
+    pub partner_max_age: f64,
+}
+
+/// Simulates the gossip of a grid: each node is the service's `Dissemination` over every node of
+/// the grid with the other clusters' nodes marked foreign. Observers in every cluster sample
+/// the ages of their own cluster's entries and of the others'.
+pub fn simulate_grid(run: &GridRun) -> GridResult {
+    let per = run.nodes.max(1);
+    let n = (run.clusters.max(1) * per).max(2);
+    let mut rng = SmallRng::seed_from_u64(run.seed);
+    let ids: Vec<NodeId> = (1..=n)
+        .filter_map(|i| u16::try_from(i).ok().and_then(NodeId::new))
+        .collect();
+    let cluster_of = |i: usize| i / per;
+    let cfg = GossipConfig {
+        interval_ms: STEP_MS,
+        window: run.window,
+        dead_after_ms: None,
+        reprobe_cycle: 5,
+    };
+    let cross = crate::gossip::CrossConfig {
+        every: run.every.max(1),
+        dead_after_ms: None,
+    };
+    let mut nodes: Vec<Dissemination<()>> = Vec::with_capacity(n);
+    let mut next: Vec<Millis> = Vec::with_capacity(n);
+    for (i, id) in ids.iter().enumerate() {
+        let phase = rng.random_range(0..STEP_MS);
+        let Ok(mut d) = Dissemination::new(ids.clone(), *id, cfg, 0, phase) else {
+            continue;
+        };
+        let foreign: Vec<NodeId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| cluster_of(*j) != cluster_of(i))
+            .map(|(_, x)| *x)
+            .collect();
+        d.set_foreign(&foreign, cross);
+        d.assume_all_known(0, ());
+        next.push(d.next_send());
+        nodes.push(d);
+    }
+    let n = nodes.len();
+    let observers: Vec<usize> = (0..run.clusters.max(1)).map(|c| c * per).collect();
+    let start = ms(run.warmup_steps * STEP_MS);
+    let end = ms((run.warmup_steps + run.measure_steps) * STEP_MS);
+    let mut queue: BinaryHeap<Reverse<(Millis, usize)>> = next
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Reverse((*t, i)))
+        .collect();
+    let mut received = vec![0u64; n];
+    let mut sent = 0u64;
+    let (mut own_sum, mut own_n, mut far_sum, mut far_n, mut far_max, mut samples) =
+        (0f64, 0u64, 0f64, 0u64, 0f64, 0u64);
+    let mut next_sample = start;
+    while let Some(Reverse((now, i))) = queue.pop() {
+        if now > end {
+            break;
+        }
+        while next_sample <= now && next_sample <= end {
+            for &o in &observers {
+                let mut oldest = 0u64;
+                for k in nodes[o].known(next_sample).filter(|k| !k.is_self) {
+                    let Some(age) = k.age_ms else { continue };
+                    if nodes[o].is_foreign(k.node) {
+                        far_sum += age as f64;
+                        far_n += 1;
+                        oldest = oldest.max(age);
+                    } else {
+                        own_sum += age as f64;
+                        own_n += 1;
+                    }
+                }
+                far_max += oldest as f64;
+                samples += 1;
+            }
+            next_sample += ms(STEP_MS);
+        }
+        nodes[i].set_local((), now);
+        if let Some((to, msg)) = nodes[i].send(now, &mut rng) {
+            let j = usize::from(to.get()) - 1;
+            if now >= start {
+                sent += 1;
+                received[j] += 1;
+            }
+            nodes[j].receive(&msg, now);
+        }
+        queue.push(Reverse((nodes[i].next_send(), i)));
+    }
+    let steps = run.measure_steps.max(1) as f64;
+    let step = STEP_MS as f64;
+    GridResult {
+        sent_per_node_step: sent as f64 / n as f64 / steps,
+        max_received_per_node_step: received.iter().copied().max().unwrap_or(0) as f64 / steps,
+        own_avg_age: own_sum / own_n.max(1) as f64 / step,
+        partner_avg_age: far_sum / far_n.max(1) as f64 / step,
+        partner_max_age: far_max / samples.max(1) as f64 / step,
+    }
+}
+
 fn ms(v: u64) -> Millis {
     Millis::try_from(v).unwrap_or(Millis::MAX)
 }
@@ -209,5 +342,32 @@ mod tests {
     fn equal_seeds_give_equal_runs() {
         let run = AgeRun::for_size(32, 8, 3);
         assert_eq!(simulate_ages(&run), simulate_ages(&run));
+    }
+
+    #[test]
+    fn a_grid_costs_each_node_one_message_a_step_whatever_its_size() {
+        let run = |clusters| {
+            simulate_grid(&GridRun {
+                clusters,
+                nodes: 16,
+                window: 16,
+                every: 5,
+                warmup_steps: 100,
+                measure_steps: 200,
+                seed: 7,
+            })
+        };
+        let small = run(2);
+        let large = run(8);
+        for r in [small, large] {
+            assert!((r.sent_per_node_step - 1.0).abs() < 0.02, "{r:?}");
+            assert!(r.partner_avg_age > r.own_avg_age, "{r:?}");
+        }
+        // Partners' news gets older with more partners (each is visited less often), while
+        // what a node sends does not change.
+        assert!(
+            large.partner_avg_age > small.partner_avg_age,
+            "{small:?} {large:?}"
+        );
     }
 }
