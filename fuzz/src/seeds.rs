@@ -570,6 +570,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                     guests_here: 0,
                 }],
                 own_guests: 0,
+                max_grid_guests: None,
             }),
         ),
         (

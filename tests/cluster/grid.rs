@@ -203,25 +203,38 @@ fn a_node_closed_to_the_grid_sends_the_partners_guests_away_before_the_command_r
         "{}",
         a_to_b.1
     );
-    // Opened again, they come back.
-    for n in [3, 4] {
-        let (ok, said) = c.said(n, "mosctl", &["opengrid"]);
-        assert!(ok, "{said}");
-    }
+    // Opened again, they come back; node 3 takes one guest of another cluster at most.
+    let (ok, said) = c.said(3, "mosctl", &["opengrid", "1"]);
+    assert!(ok, "{said}");
+    let (ok, said) = c.said(4, "mosctl", &["opengrid"]);
+    assert!(ok, "{said}");
+    let (_, status) = c.said(3, "mosctl", &["status"]);
+    assert!(
+        status.contains("at most 1 guests of other clusters"),
+        "{status}"
+    );
     let again = c.eventually(Duration::from_secs(30), || {
-        a_guests_on(&c, 3) + a_guests_on(&c, 4) >= 1
+        a_guests_on(&c, 3) >= 1 && a_guests_on(&c, 4) >= 1
     });
     assert!(again, "not back on b: {:?}\n{}", a_jobs(&c), c.log(1));
+    for _ in 0..10 {
+        assert!(
+            a_guests_on(&c, 3) <= 1,
+            "node 3 over its limit\n{}",
+            c.log(3)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let out = outputs(jobs);
     let want = work_result(WORK).to_string();
     assert!(out.iter().all(|o| *o == want), "{out:?} != {want}");
 }
 
-/// A pid of one of node 1's processes that runs at home.
+/// A pid of one of node 1's processes that runs at home (not frozen).
 fn a_jobs_pid(c: &TestCluster) -> u64 {
     c.mps(1, false)
         .iter()
-        .find(|r| r["node"] == 0)
+        .find(|r| r["node"] == 0 && r["state"] != "F")
         .and_then(|r| r["pid"].as_u64())
         .expect("a process at home")
 }

@@ -408,6 +408,7 @@ mod tests {
             cluster: "local".into(),
             partners: Vec::new(),
             own_guests: 0,
+            max_grid_guests: None,
         }
     }
 

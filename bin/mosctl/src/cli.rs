@@ -49,8 +49,12 @@ pub enum Verb {
     /// where it is frozen if home has no room. Nobody is killed. Shows the guests still here
     /// until none is left; gives up waiting after a minute (exit status 1).
     Closegrid(Json),
-    /// Open this node to the grid again.
-    Opengrid,
+    /// Open this node to the grid again; with MAXGUESTS, run at most that many guests of
+    /// other clusters at once (those over it leave; without it, no limit).
+    Opengrid {
+        /// The most guests of other clusters at once.
+        maxguests: Option<u32>,
+    },
     /// Change the priority this node gives partner clusters (1..65534, lower is better; this
     /// cluster's own processes are 0): `cngpri PARTNER PRI [PARTNER PRI]...`. Guests of a
     /// partner that falls behind another make room at once. Lasts until the service restarts

@@ -50,7 +50,10 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Expel(j) => move_all(true, j.json),
         Verb::Bring(j) => move_all(false, j.json),
         Verb::Closegrid(j) => closegrid(j.json),
-        Verb::Opengrid => set_flag(Flag::Closed, false),
+        Verb::Opengrid { maxguests } => {
+            client()?.open_grid(maxguests)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Cngpri { pairs } => cngpri(&pairs),
         Verb::Quiet => set_flag(Flag::Quiet, true),
         Verb::Noquiet => set_flag(Flag::Quiet, false),
@@ -327,6 +330,8 @@ fn status(q: &NodeQuery) -> Result<ExitCode> {
             "unknown".to_owned()
         } else if s.contains(Status::CLOSED) {
             "closed (closegrid): takes no process of another cluster, sends none there".to_owned()
+        } else if let (true, Some(m)) = (v.is_self, k.view.max_grid_guests) {
+            format!("open, at most {m} guests of other clusters at once")
         } else {
             "open".to_owned()
         }

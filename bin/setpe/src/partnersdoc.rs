@@ -94,7 +94,9 @@ pub(crate) fn page() -> String {
         "mosctl closegrid closes a node to the grid: it takes no process of another cluster and \
          sends none there, and every guest of another cluster leaves before the command \
          returns (or it says how many are left after a minute). mosctl opengrid opens it \
-         again; [grid] closed = true in mosix.toml starts it closed.",
+         again, mosctl opengrid N for at most N guests of other clusters at once ([grid] \
+         max_guests); [grid] closed = true in mosix.toml starts it closed. mosctl cngpri \
+         PARTNER PRI changes a partner's priority on this node until the file is read again.",
     )]);
     r.control("SH", ["ERRORS"]);
     r.text([roman(

@@ -69,6 +69,12 @@ pub enum Request {
     },
     /// Stop the service (`setpe -off`; root only).
     Shutdown,
+    /// `mosctl opengrid [N]`: open this node to the grid, with at most `max_guests` guests of
+    /// other clusters at once (`None`: no limit); guests over the limit leave (root only).
+    OpenGrid {
+        /// The most guests of other clusters.
+        max_guests: Option<u32>,
+    },
     /// `mosctl cngpri`: change the priority this node gives a partner cluster, until the
     /// service restarts or reads its partners file again (root only).
     SetPriority {
@@ -315,6 +321,9 @@ pub struct ClusterView {
     /// Guests here of this node's own cluster.
     #[serde(default)]
     pub own_guests: u32,
+    /// The most guests of other clusters this node runs at once (`None`: no limit).
+    #[serde(default)]
+    pub max_grid_guests: Option<u32>,
 }
 
 /// A partner cluster as one node sees it.
@@ -518,6 +527,12 @@ impl Client {
         self.change(&Request::SetSpeed { speed })
     }
 
+    /// Opens this node to the grid with at most `max_guests` guests of other clusters
+    /// ([`Request::OpenGrid`]; root only).
+    pub fn open_grid(&mut self, max_guests: Option<u32>) -> Result<(), ClientError> {
+        self.change(&Request::OpenGrid { max_guests })
+    }
+
     /// Changes the priority this node gives partner cluster `partner`
     /// ([`Request::SetPriority`]; root only).
     pub fn set_priority(&mut self, partner: &str, priority: u16) -> Result<(), ClientError> {
@@ -659,6 +674,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::SetFlag { .. } => "SetFlag",
         Request::SetSpeed { .. } => "SetSpeed",
         Request::SetPriority { .. } => "SetPriority",
+        Request::OpenGrid { .. } => "OpenGrid",
         Request::GetDecay => "GetDecay",
         Request::SetDecay(_) => "SetDecay",
         Request::GetTune => "GetTune",

@@ -130,6 +130,9 @@ pub struct GridTunables {
     /// Start closed to the grid (`mosctl closegrid`): take no guest of another cluster and
     /// send no process to one (default false).
     pub closed: bool,
+    /// The most guests of other clusters this node runs at once (default: no limit; `mosctl
+    /// opengrid N` changes it).
+    pub max_guests: Option<u32>,
 }
 
 impl Default for GridTunables {
@@ -138,6 +141,7 @@ impl Default for GridTunables {
             name: "local".into(),
             every: 5,
             closed: false,
+            max_guests: None,
         }
     }
 }

@@ -120,6 +120,18 @@ impl Node {
                 movable: s.foreign,
             });
         }
+        // Over the limit of guests of other clusters: the worst priorities leave first.
+        let max = self.max_grid_guests().unwrap_or(u32::MAX) as usize;
+        let mut foreign_claims: Vec<Claim> = claims.iter().copied().filter(|c| c.movable).collect();
+        if foreign_claims.len() > max {
+            foreign_claims.sort_by(|a, b| b.priority.cmp(&a.priority).then(b.id.cmp(&a.id)));
+            let extra: Vec<u64> = foreign_claims[..foreign_claims.len() - max]
+                .iter()
+                .map(|c| c.id)
+                .collect();
+            claims.retain(|c| !extra.contains(&c.id));
+            leave.extend(extra);
+        }
         let foreign = (foreign_milli as f64 / 1000.0 * me.one()).round();
         self.balancing.foreign_load = if foreign.is_finite() && foreign > 0.0 {
             foreign.min(f64::from(u32::MAX)) as u32
@@ -141,13 +153,9 @@ impl Node {
             .admission
             .set_grid(self.balancing.foreign_load, own_busy, levels, me.cpus);
         let displaced = grid::displace(me.cpus, &claims);
-        let why = if closed {
-            Expulsion::ClosedGrid
-        } else {
-            Expulsion::Displaced
-        };
+        // Leaving: everyone of other clusters on a closed node, those over the limit otherwise.
         let mut asked = self.send_away(now, &leave, Expulsion::ClosedGrid);
-        asked.extend(self.send_away(now, &displaced, why));
+        asked.extend(self.send_away(now, &displaced, Expulsion::Displaced));
         asked
     }
 
@@ -192,6 +200,25 @@ impl Node {
             .map(|(pid, _)| pid as u64)
             .collect();
         self.send_away(now, &foreign, Expulsion::ClosedGrid).len() as u32
+    }
+
+    /// The most guests of other clusters at once (`None`: no limit).
+    pub(super) fn max_grid_guests(&self) -> Option<u32> {
+        let m = self.grid_guests.load(std::sync::atomic::Ordering::Relaxed);
+        (m != u32::MAX).then_some(m)
+    }
+
+    /// `mosctl opengrid [N]`: opens this node to the grid, with at most `max` guests of other
+    /// clusters (those over it leave at the next round).
+    pub(super) fn open_grid(&mut self, max: Option<u32>, uid: u32) {
+        self.grid_guests.store(
+            max.unwrap_or(u32::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.set_flag(mosix_core::Flag::Closed, false, uid);
+        if let Some(m) = max {
+            info!("opengrid by uid {uid}: at most {m} guests of other clusters");
+        }
     }
 
     /// `mosctl cngpri`: the priority this node gives partner `name`, in the service and in the

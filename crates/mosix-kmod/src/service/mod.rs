@@ -473,6 +473,7 @@ async fn serve(
         flags |= Status::NOMFS;
     }
     let closed = loaded.tunables.grid.closed;
+    let max_grid_guests = loaded.tunables.grid.max_guests.unwrap_or(u32::MAX);
     flags.set(Status::CLOSED, closed);
     let mut smoother = LoadSmoother::default();
     let figures = smoother.figures(&first);
@@ -514,6 +515,7 @@ async fn serve(
         flags,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         closed: Arc::new(std::sync::atomic::AtomicBool::new(closed)),
+        grid_guests: Arc::new(std::sync::atomic::AtomicU32::new(max_grid_guests)),
         procs,
         events: tx,
         euid: nix::unistd::geteuid().as_raw(),

@@ -110,6 +110,8 @@ pub(super) struct Node {
     pub blocked: Arc<AtomicBool>,
     /// The CLOSED flag (closed to the grid), for the guest threads.
     pub closed: Arc<AtomicBool>,
+    /// The most guests of other clusters at once (`u32::MAX`: no limit), for the guest threads.
+    pub grid_guests: Arc<std::sync::atomic::AtomicU32>,
     /// MOSIX processes and guests.
     pub procs: Arc<Procs>,
     /// The main loop's own queue (the link's accepting task sends to it).
@@ -281,6 +283,7 @@ impl Node {
             procs: Arc::clone(&self.procs),
             blocked: Arc::clone(&self.blocked),
             closed: Arc::clone(&self.closed),
+            grid_guests: Arc::clone(&self.grid_guests),
             link: Arc::clone(&self.link.ctx),
             admission: Arc::clone(&self.balancing.admission),
             guests: self.loaded.tunables.guests.clone(),
@@ -448,6 +451,7 @@ impl Node {
             cluster: self.loaded.tunables.grid.name.clone(),
             partners,
             own_guests,
+            max_grid_guests: self.max_grid_guests(),
         }
     }
 

@@ -46,6 +46,10 @@ impl Node {
                     Response::Done
                 }
             }
+            Request::OpenGrid { max_guests } => {
+                self.open_grid(max_guests, uid);
+                Response::Done
+            }
             Request::SetPriority { partner, priority } => {
                 match self.set_priority(&partner, priority) {
                     Ok(()) => {

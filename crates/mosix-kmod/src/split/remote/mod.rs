@@ -55,6 +55,8 @@ pub struct GuestEnv {
     pub blocked: Arc<AtomicBool>,
     /// The node's CLOSED flag (no guests of other clusters may arrive: `mosctl closegrid`).
     pub closed: Arc<AtomicBool>,
+    /// The most guests of other clusters at once (`u32::MAX`: no limit; `mosctl opengrid N`).
+    pub grid_guests: Arc<std::sync::atomic::AtomicU32>,
     /// The link context (a guest moving on connects to its next node; one arriving that way
     /// connects to its home).
     pub link: SharedContext,
@@ -227,6 +229,14 @@ fn grid_consent(me: NodeId, home: NodeId, env: &GuestEnv) -> Result<Arrival, Mov
                         "node {me} is closed to the grid: it takes no process of another cluster"
                     ),
                 ))
+            } else if foreign_guests(&env.procs, &ctx) >= env.grid_guests.load(Ordering::Relaxed) {
+                Err(failure::refused(
+                    me,
+                    format!(
+                        "node {me} runs as many guests of other clusters as it takes ({})",
+                        env.grid_guests.load(Ordering::Relaxed)
+                    ),
+                ))
             } else if !p.terms.take {
                 Err(failure::refused(
                     me,
@@ -248,6 +258,15 @@ fn grid_consent(me: NodeId, home: NodeId, env: &GuestEnv) -> Result<Arrival, Mov
             }
         }
     }
+}
+
+/// How many guests here are of other clusters.
+fn foreign_guests(procs: &Procs, ctx: &crate::link::LinkContext) -> u32 {
+    procs
+        .guests()
+        .iter()
+        .filter(|(_, g)| !ctx.map.contains(g.from))
+        .count() as u32
 }
 
 /// What [`take`] gives: the process's memory, its filter's listener, its stub, and — when it
