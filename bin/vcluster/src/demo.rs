@@ -4,7 +4,9 @@
 //! burners and watches another node learn of it; starts jobs at node 1 that run on the other
 //! nodes, moves them while they run (to another node, and home), and shows that a program
 //! running away still reads its input at home; crashes a node's service and watches the others
-//! mark it down and then up again when it restarts, and removes everything. Every wait is
+//! mark it down and then up again when it restarts; builds a second cluster cut into a grid of
+//! two partner clusters, where a's jobs use b's idle nodes and leave when b's own jobs start;
+//! and removes everything. Every wait is
 //! bounded, every job ends by itself, and an interrupt (Ctrl-C) still removes the cluster.
 //!
 //! The jobs run as `nobody`, as a user's jobs would: a node takes no process of root as a guest
@@ -26,6 +28,8 @@ use vcluster::{Cluster, Spec, UserTools};
 use crate::cli::Demo;
 
 const NAME: &str = "demo";
+/// The grid act's cluster.
+const GRID_NAME: &str = "demogrid";
 
 /// What to try after the tour: a command run inside node 1, and what it shows.
 const NEXT: [(&str, &str); 4] = [
@@ -57,16 +61,17 @@ struct Tour {
 impl Drop for Tour {
     fn drop(&mut self) {
         stop_all(&mut self.burners);
+        let name = self.cluster.name.clone();
         if self.keep && !self.stop.load(Ordering::Relaxed) {
             println!(
-                "\nThe cluster is still running: try `vcluster exec 1 --name {NAME} -- mon`; remove it with `vcluster down --name {NAME}`."
+                "\nThe cluster is still running: try `vcluster exec 1 --name {name} -- mon`; remove it with `vcluster down --name {name}`."
             );
         } else {
-            match vcluster::down(NAME) {
+            match vcluster::down(&name) {
                 Ok(_) => println!(
-                    "\n== Removed the cluster: no namespace, cgroup, mount or process is left."
+                    "\n== Removed the cluster '{name}': no namespace, cgroup, mount or process is left."
                 ),
-                Err(e) => eprintln!("vcluster: removing the demo cluster: {e:#}"),
+                Err(e) => eprintln!("vcluster: removing the demo cluster {name}: {e:#}"),
             }
         }
     }
@@ -150,6 +155,17 @@ impl Tour {
 
     /// Starts `mosrun [mosrun_args] sh -c script name` at node 1 as `nobody`, its output piped.
     fn start_job(&self, mosrun_args: &[&str], script: &str, name: &str) -> Result<Child> {
+        self.start_job_on(1, mosrun_args, script, name)
+    }
+
+    /// [`start_job`](Self::start_job) at node `node`.
+    fn start_job_on(
+        &self,
+        node: u16,
+        mosrun_args: &[&str],
+        script: &str,
+        name: &str,
+    ) -> Result<Child> {
         let args: Vec<OsString> = mosrun_args
             .iter()
             .chain(&["sh", "-c", script, name])
@@ -157,7 +173,11 @@ impl Tour {
             .collect();
         Ok(self
             .cluster
-            .user_command(1, &self.user_tools.path("mosrun").into_os_string(), &args)?
+            .user_command(
+                node,
+                &self.user_tools.path("mosrun").into_os_string(),
+                &args,
+            )?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?)
@@ -327,6 +347,86 @@ impl Tour {
         Ok(())
     }
 
+    /// How many guests node I runs whose home is one of `homes`.
+    fn guests_from(&self, node: u16, homes: std::ops::RangeInclusive<u64>) -> usize {
+        let rows: Vec<serde_json::Value> = self
+            .run_tool(node, "mps", &["a", "-G", "--json"])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        rows.iter()
+            .filter(|r| r["from"].as_u64().is_some_and(|f| homes.contains(&f)))
+            .count()
+    }
+
+    /// The grid act, on a cluster of its own: clusters a (nodes 1-2) and b (nodes 3-4).
+    fn grid(&mut self) -> Result<()> {
+        self.say("A grid: clusters a (nodes 1-2) and b (nodes 3-4), owned by different people, partners:");
+        self.wait_for(1, Duration::from_secs(20), |v| v.nodes.iter().all(|x| x.up))?;
+        self.show(1)?;
+        self.say("Four jobs of cluster a start at node 1; b's nodes are idle and take some...");
+        let job =
+            "i=0; while [ $i -lt 9000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
+        let mut jobs = Vec::new();
+        for k in 1..=4 {
+            jobs.push(self.start_job(&[], job, &format!("A{k}"))?);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20)
+            && self.guests_from(3, 1..=2) + self.guests_from(4, 1..=2) < 2
+        {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.note(&format!(
+            "{:.1} s: guests of cluster a on node 3: {}, on node 4: {}",
+            start.elapsed().as_secs_f64(),
+            self.guests_from(3, 1..=2),
+            self.guests_from(4, 1..=2)
+        ));
+        self.say("b's owner starts two jobs of its own at node 3: its nodes are its own first...");
+        for k in 1..=2 {
+            jobs.push(self.start_job_on(3, &[], job, &format!("B{k}"))?);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20)
+            && self.guests_from(3, 1..=2) + self.guests_from(4, 1..=2) > 0
+        {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.note(&format!(
+            "{:.1} s: guests of cluster a left on b's nodes: {}",
+            start.elapsed().as_secs_f64(),
+            self.guests_from(3, 1..=2) + self.guests_from(4, 1..=2)
+        ));
+        for k in 3..=4 {
+            let log = std::fs::read_to_string(self.cluster.paths(k).rundir.join("mosix.log"))
+                .unwrap_or_default();
+            for l in log.lines().filter(|l| l.contains("grid: guest")).take(2) {
+                if let Some((_, m)) = l.split_once(" INFO ") {
+                    self.note(&format!("  node {k}: {m}"));
+                }
+            }
+        }
+        self.say("Waiting for all six to finish (a's come back to b when b's jobs are done):");
+        for mut child in jobs {
+            let st = child.wait()?;
+            if !st.success() {
+                bail!("a job failed: {st}");
+            }
+        }
+        self.note(&format!(
+            "all done after {:.1} s, nobody's job lost",
+            self.t0.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
     fn show(&self, node: u16) -> Result<()> {
         let out = self
             .cluster
@@ -492,6 +592,21 @@ pub fn run(d: &Demo) -> Result<ExitCode> {
         took.as_secs_f64()
     ));
     tour.show(1)?;
+    let mut spec = Spec::new(GRID_NAME, 4, vcluster::tools_dir());
+    spec.grid = vcluster::grid::parts("2,2", &[], &[])?;
+    if vcluster::list().iter().any(|n| n == GRID_NAME) {
+        vcluster::down(GRID_NAME)?;
+    }
+    let mut grid = Tour {
+        user_tools: UserTools::new(&spec.tools, &["mosrun"])?,
+        cluster: vcluster::up(&spec)?,
+        burners: Vec::new(),
+        keep: false,
+        stop: Arc::clone(&stop),
+        t0,
+    };
+    grid.grid()?;
+    drop(grid);
     // The commands below name the cluster when it stays; otherwise one is built first.
     let on = if d.keep {
         println!("\nTo try next, on this cluster:");
