@@ -53,6 +53,11 @@ fn info(load: u32) -> NodeInfo {
             util: 37,
             foreign: 0,
         }),
+        queue: Some(mosix_core::queue::Head {
+            priority: 50,
+            submitted_ms: 1_764_000_000_000,
+            queued: 3,
+        }),
     }
 }
 
@@ -71,6 +76,7 @@ pub fn link_frame(root: &Path) -> Vec<Seed> {
                 info: NodeInfo {
                     flags: Status::QUIET,
                     figures: None,
+                    queue: None,
                 },
             },
             WireEntry {

@@ -24,7 +24,7 @@ use clap::Parser;
     name = "mosrun",
     version,
     disable_help_flag = true,
-    after_long_help = "Examples:\n  mosrun ./simulate input.dat        may migrate whenever the cluster decides\n  mosrun -2 gzip -9 big.tar           start it on node 2\n  mosrun -j2-4 -F sort huge.txt       on node 2, 3 or 4; at home if none can take it\n  mosrun -L ./interactive             never migrated automatically\n\nExit status: the program's own; 1 when mosrun itself fails (no MOSIX service, placement refused), 126 when the program cannot be run, 127 when it is not found."
+    after_long_help = "Examples:\n  mosrun ./simulate input.dat        may migrate whenever the cluster decides\n  mosrun -q10 -m 2000 ./big          wait for a free CPU and 2000 MiB, priority 10\n  mosrun -S4 jobs.txt                run the commands of jobs.txt, four at a time\n  mosrun -2 gzip -9 big.tar           start it on node 2\n  mosrun -j2-4 -F sort huge.txt       on node 2, 3 or 4; at home if none can take it\n  mosrun -L ./interactive             never migrated automatically\n\nExit status: the program's own; 1 when mosrun itself fails (no MOSIX service, placement refused), 126 when the program cannot be run, 127 when it is not found."
 )]
 pub struct Cli {
     /// Start the program at home.
@@ -70,6 +70,28 @@ pub struct Cli {
     /// Its statistics decay fast.
     #[arg(short = 'f', group = "decay")]
     pub fast: bool,
+
+    /// Queue the program until the cluster has room for it — a free CPU, and the memory given
+    /// with -m — in priority order (lower first; default 50) then submission order,
+    /// cluster-wide (classic: -q or -qPRI). The process exists meanwhile (its pid, its parent
+    /// waiting); `mosq` shows and changes the queue.
+    #[arg(
+        long = "queue",
+        value_name = "PRI",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "50"
+    )]
+    pub queue: Option<u16>,
+
+    /// With -q: the memory the program needs, in MiB; it starts when a node has that much free.
+    #[arg(short = 'm', value_name = "MB", requires = "queue")]
+    pub mem: Option<u64>,
+
+    /// Run the commands of a file (one shell command a line; '#' comments), at most N at a
+    /// time, as MOSIX processes; report each that fails, with its line; exit 1 if any failed.
+    #[arg(short = 'S', value_name = "N", conflicts_with_all = ["queue", "place"])]
+    pub batch: Option<usize>,
 
     /// Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay,
     /// fastdecay) as links to mosrun in this directory, and exit.
@@ -132,6 +154,22 @@ pub fn classic_args(args: Vec<OsString>) -> Vec<OsString> {
             } else if s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_digit()) {
                 out.push("--node".into());
                 out.push(s[1..].into());
+                continue;
+            } else if let Some(n) = s
+                .strip_prefix("-S")
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            {
+                out.push("-S".into());
+                out.push(n.into());
+                continue;
+            } else if s == "-q" {
+                out.push("--queue".into());
+                continue;
+            } else if let Some(p) = s
+                .strip_prefix("-q")
+                .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            {
+                out.push(format!("--queue={p}").into());
                 continue;
             } else if let Some(list) = s.strip_prefix("-j").filter(|l| !l.is_empty()) {
                 out.push("--jobs".into());

@@ -57,6 +57,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         DecayMode::Slow
     };
     let mut client = Client::connect(&Paths::from_env())?;
+    if let Some(priority) = cli.queue {
+        let line: Vec<String> = cli
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut line = line.join(" ");
+        if line.len() > 200 {
+            let mut cut = 200;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        client
+            .enqueue(priority, cli.mem.unwrap_or(0), &line)
+            .map_err(|e| anyhow!("queued {}: {e}", prog.to_string_lossy()))?;
+    }
     client.register(Registration {
         lock,
         decay,
@@ -64,6 +83,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         fallback_home: cli.force,
     })?;
     drop(client);
+    if let Some(n) = cli.batch {
+        return batch(n, prog);
+    }
     let err = std::process::Command::new(prog).args(args).exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound {
         127
@@ -72,6 +94,82 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     eprintln!("mosrun: {}: {err}", prog.to_string_lossy());
     Ok(ExitCode::from(code))
+}
+
+/// `-S N FILE`: this process is a MOSIX process now; it runs the file's commands (one a
+/// line, `sh -c`), at most `n` at a time, as its children (MOSIX processes too), and says which
+/// failed.
+fn batch(n: usize, file: &std::ffi::OsStr) -> Result<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+    if n == 0 {
+        bail!("-S0: at least one command at a time");
+    }
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow!("{}: {e}", file.to_string_lossy()))?;
+    let lines: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim().to_owned()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let name = file.to_string_lossy().into_owned();
+    let mut running: Vec<(usize, String, Child)> = Vec::new();
+    let mut failed = 0usize;
+    let mut next = lines.into_iter();
+    let mut pending = true;
+    loop {
+        while pending && running.len() < n {
+            match next.next() {
+                Some((no, cmd)) => match Command::new("/bin/sh").arg("-c").arg(&cmd).spawn() {
+                    Ok(c) => running.push((no, cmd, c)),
+                    Err(e) => {
+                        eprintln!("mosrun: {name}:{no}: {cmd}: cannot start: {e}");
+                        failed += 1;
+                    }
+                },
+                None => pending = false,
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        // Reap those that ended (a child that ends is seen within 50 ms).
+        let mut ended = false;
+        let mut i = 0;
+        while i < running.len() {
+            match running[i].2.try_wait() {
+                Ok(Some(st)) => {
+                    let (no, cmd, _) = running.remove(i);
+                    ended = true;
+                    if !st.success() {
+                        let why = match (st.code(), st.signal()) {
+                            (Some(c), _) => format!("exit status {c}"),
+                            (None, Some(s)) => format!("killed by signal {s}"),
+                            _ => st.to_string(),
+                        };
+                        eprintln!("mosrun: {name}:{no}: {cmd}: {why}");
+                        failed += 1;
+                    }
+                }
+                Ok(None) => i += 1,
+                Err(e) => {
+                    let (no, cmd, _) = running.remove(i);
+                    eprintln!("mosrun: {name}:{no}: {cmd}: cannot wait for it: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        if !ended {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    if failed > 0 {
+        eprintln!("mosrun: {name}: {failed} command(s) failed");
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn install_links(dir: &std::path::Path) -> Result<ExitCode> {
@@ -128,6 +226,28 @@ mod tests {
         assert!(cli::parse_list("4-2").is_err());
         assert!(cli::parse_list("x").is_err());
         assert!(cli::parse_list("0").is_err());
+    }
+
+    #[test]
+    fn queue_and_batch_options() {
+        let c = parse(&["mosrun", "-q", "prog", "-q3"]);
+        assert_eq!(c.queue, Some(50));
+        assert_eq!(c.command, vec!["prog", "-q3"]);
+        let c = parse(&["mosrun", "-q7", "-m", "100", "prog"]);
+        assert_eq!((c.queue, c.mem), (Some(7), Some(100)));
+        let c = parse(&["mosrun", "-S4", "jobs.txt"]);
+        assert_eq!(c.batch, Some(4));
+        assert_eq!(c.command, vec!["jobs.txt"]);
+        assert!(
+            Cli::try_parse_from(cli::classic_args(
+                ["mosrun", "-m", "5", "prog"]
+                    .iter()
+                    .map(OsString::from)
+                    .collect()
+            ))
+            .is_err(),
+            "-m needs -q"
+        );
     }
 
     #[test]

@@ -69,6 +69,25 @@ pub enum Request {
     },
     /// Stop the service (`setpe -off`; root only).
     Shutdown,
+    /// `mosrun -q`: queue the calling process; answers [`Response::Go`] when its turn comes
+    /// (the connection stays open meanwhile; closing it leaves the queue).
+    Enqueue {
+        /// Lower first.
+        priority: u16,
+        /// The memory the job needs, MiB (0: not declared).
+        mem_mb: u64,
+        /// Its command line, for `mosq`.
+        command: String,
+    },
+    /// `mosq`: this node's queue, and the heads of the others'.
+    Queue,
+    /// `mosq delete|run|pri`: change a queued job of this node (its owner or root).
+    QueueChange {
+        /// The queued process.
+        pid: u32,
+        /// What to do.
+        change: QueueChange,
+    },
     /// `mosctl opengrid [N]`: open this node to the grid, with at most `max_guests` guests of
     /// other clusters at once (`None`: no limit); guests over the limit leave (root only).
     OpenGrid {
@@ -190,6 +209,13 @@ pub struct ProcRow {
 pub enum Response {
     /// Answer to [`Request::Ping`].
     Pong(ServiceInfo),
+    /// Answer to [`Request::Enqueue`]: the job's turn came after `waited_ms`.
+    Go {
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// Answer to [`Request::Queue`].
+    Queue(QueueView),
     /// Answer to [`Request::View`].
     View(ClusterView),
     /// A change was made.
@@ -296,6 +322,47 @@ pub struct RunningConfig {
     /// addresses resolved; empty without partners.
     #[serde(default)]
     pub partner_map_text: String,
+}
+
+/// What `mosq` changes in a queued job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueChange {
+    /// Take it out of the queue: the job ends without running (mosrun exits 1, saying so).
+    Delete,
+    /// Start it now, whatever the queue and the room.
+    Run,
+    /// Give it another priority.
+    Priority(u16),
+}
+
+/// One queued job, as `mosq` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// Its pid (it exists, waiting in mosrun).
+    pub pid: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Lower first.
+    pub priority: u16,
+    /// When it was submitted, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// The memory it declared, MiB (0: none).
+    pub mem_mb: u64,
+    /// Its command line.
+    pub command: String,
+    /// Why it waits now, in words.
+    pub waits_for: String,
+}
+
+/// The queue as one node sees it: its own jobs, and the heads of every node's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// The answering node.
+    pub node: NodeId,
+    /// Its queued jobs, first first.
+    pub jobs: Vec<QueueRow>,
+    /// The other nodes that have queued jobs: how many, and their first.
+    pub others: Vec<(NodeId, crate::queue::Head)>,
 }
 
 /// The cluster as one node sees it.
@@ -527,6 +594,41 @@ impl Client {
         self.change(&Request::SetSpeed { speed })
     }
 
+    /// Queues the calling process and waits (without a time limit) until its turn comes
+    /// ([`Request::Enqueue`]); how long it waited.
+    pub fn enqueue(
+        &mut self,
+        priority: u16,
+        mem_mb: u64,
+        command: &str,
+    ) -> Result<u64, ClientError> {
+        self.set_timeout(None);
+        self.ask(
+            &Request::Enqueue {
+                priority,
+                mem_mb,
+                command: command.to_owned(),
+            },
+            |r| match r {
+                Response::Go { waited_ms } => Some(waited_ms),
+                _ => None,
+            },
+        )
+    }
+
+    /// This node's queue and the heads of the others' ([`Request::Queue`]).
+    pub fn queue(&mut self) -> Result<QueueView, ClientError> {
+        self.ask(&Request::Queue, |r| match r {
+            Response::Queue(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Deletes, starts or re-prioritises a queued job ([`Request::QueueChange`]).
+    pub fn queue_change(&mut self, pid: u32, change: QueueChange) -> Result<(), ClientError> {
+        self.change(&Request::QueueChange { pid, change })
+    }
+
     /// Opens this node to the grid with at most `max_guests` guests of other clusters
     /// ([`Request::OpenGrid`]; root only).
     pub fn open_grid(&mut self, max_guests: Option<u32>) -> Result<(), ClientError> {
@@ -675,6 +777,9 @@ fn request_name(req: &Request) -> &'static str {
         Request::SetSpeed { .. } => "SetSpeed",
         Request::SetPriority { .. } => "SetPriority",
         Request::OpenGrid { .. } => "OpenGrid",
+        Request::Enqueue { .. } => "Enqueue",
+        Request::Queue => "Queue",
+        Request::QueueChange { .. } => "QueueChange",
         Request::GetDecay => "GetDecay",
         Request::SetDecay(_) => "SetDecay",
         Request::GetTune => "GetTune",

@@ -32,6 +32,7 @@ pub mod moves;
 pub mod node;
 pub mod overheads;
 pub mod proto;
+pub mod queue;
 pub mod sim;
 pub mod syscalls;
 pub mod yardstick;

@@ -27,6 +27,8 @@ pub struct NodeInfo {
     pub flags: Status,
     /// The node's figures; `None` when the node is quiet and keeps its load to itself.
     pub figures: Option<Figures>,
+    /// The head of the node's queue of jobs (`mosrun -q`), if it has queued jobs.
+    pub queue: Option<crate::queue::Head>,
 }
 
 /// The measured figures of a node.

@@ -1142,6 +1142,11 @@ mod tests {
                         foreign: load / 2,
                     },
                 ),
+                queue: (flags & 1 == 1).then_some(crate::queue::Head {
+                    priority: (flags >> 8) as u16,
+                    submitted_ms: u64::from(flags),
+                    queued: flags >> 4,
+                }),
             })
     }
 

@@ -45,6 +45,9 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request may take to arrive once its first byte has, and an answer to be taken.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most queued jobs (`mosrun -q`) waiting on the socket at once. A queued job gives up the
+/// place it was served in (it may wait for hours) and holds one of these instead.
+pub const MAX_QUEUE_WAITERS: usize = 512;
 
 /// The places of the control socket, and who holds them.
 struct Places {
@@ -141,6 +144,7 @@ impl Places {
 /// Serves the control socket until the task is aborted.
 pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
     let places = Arc::new(Places::new());
+    let waiters = Arc::new(Semaphore::new(MAX_QUEUE_WAITERS));
     let throttle = Arc::new(Throttle::default());
     let euid = nix::unistd::geteuid().as_raw();
     loop {
@@ -156,12 +160,12 @@ pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
                 let privileged = uid == 0 || uid == euid;
                 let events = events.clone();
                 let places = Arc::clone(&places);
+                let waiters = Arc::clone(&waiters);
                 let throttle = Arc::clone(&throttle);
                 tokio::spawn(async move {
                     match places.admit(uid, privileged).await {
                         Ok(held) => {
-                            handle(stream, events, euid).await;
-                            drop(held);
+                            handle(stream, events, euid, held, waiters).await;
                         }
                         Err(why) => {
                             if let Some(n) =
@@ -265,7 +269,15 @@ impl From<std::io::Error> for Bad {
     }
 }
 
-async fn handle(mut stream: UnixStream, events: mpsc::Sender<Event>, euid: u32) {
+async fn handle(
+    mut stream: UnixStream,
+    events: mpsc::Sender<Event>,
+    euid: u32,
+    held: Held,
+    waiters: Arc<Semaphore>,
+) {
+    let mut held = Some(held);
+    let mut waiting: Option<OwnedSemaphorePermit> = None;
     let (uid, pid) = match stream.peer_cred() {
         Ok(c) => (c.uid(), c.pid().unwrap_or(0)),
         Err(e) => {
@@ -289,7 +301,24 @@ async fn handle(mut stream: UnixStream, events: mpsc::Sender<Event>, euid: u32) 
                 return;
             }
         };
-        let (tx, rx) = oneshot::channel();
+        let queued = matches!(req, Request::Enqueue { .. });
+        if queued {
+            // A queued job may wait for hours: it gives its place back and takes a waiter's.
+            match Arc::clone(&waiters).try_acquire_owned() {
+                Ok(p) => {
+                    waiting.replace(p);
+                    drop(held.take());
+                }
+                Err(_) => {
+                    let answer = proto::encode(&Response::Error(format!(
+                        "{MAX_QUEUE_WAITERS} queued jobs wait at this node already"
+                    )));
+                    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&answer)).await;
+                    return;
+                }
+            }
+        }
+        let (tx, mut rx) = oneshot::channel();
         if events
             .send(Event::Control {
                 req,
@@ -302,10 +331,19 @@ async fn handle(mut stream: UnixStream, events: mpsc::Sender<Event>, euid: u32) 
         {
             return;
         }
-        // The answer may take long (a move waited for); the main loop bounds its own waits.
-        let resp = rx
-            .await
-            .unwrap_or_else(|_| Response::Error("the service is shutting down".into()));
+        // The answer may take long (a move waited for); the main loop bounds its own waits. A
+        // queued job's caller that goes away (killed) closes the connection: dropping the
+        // answer's receiver takes the job out of the queue.
+        let resp = if queued {
+            let mut b = [0u8; 1];
+            tokio::select! {
+                r = &mut rx => r,
+                _ = stream.read(&mut b) => return,
+            }
+        } else {
+            (&mut rx).await
+        }
+        .unwrap_or_else(|_| Response::Error("the service is shutting down".into()));
         let answer = proto::encode(&resp);
         match tokio::time::timeout(IO_TIMEOUT, stream.write_all(&answer)).await {
             Ok(Ok(())) => {}

@@ -18,6 +18,7 @@ mod grid;
 mod moves;
 mod node;
 pub mod policy;
+mod queue;
 mod requests;
 
 use std::fs::{self, OpenOptions};
@@ -515,6 +516,7 @@ async fn serve(
         flags,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         closed: Arc::new(std::sync::atomic::AtomicBool::new(closed)),
+        queue: queue::Queue::default(),
         grid_guests: Arc::new(std::sync::atomic::AtomicU32::new(max_grid_guests)),
         procs,
         events: tx,

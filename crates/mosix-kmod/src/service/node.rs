@@ -110,6 +110,8 @@ pub(super) struct Node {
     pub blocked: Arc<AtomicBool>,
     /// The CLOSED flag (closed to the grid), for the guest threads.
     pub closed: Arc<AtomicBool>,
+    /// The jobs queued here (`mosrun -q`).
+    pub queue: super::queue::Queue,
     /// The most guests of other clusters at once (`u32::MAX`: no limit), for the guest threads.
     pub grid_guests: Arc<std::sync::atomic::AtomicU32>,
     /// MOSIX processes and guests.
@@ -139,6 +141,7 @@ impl Node {
             } else {
                 Some(self.load.figures)
             },
+            queue: self.queue.head(),
         }
     }
 
@@ -205,6 +208,8 @@ impl Node {
                     .admission
                     .update(self.my_state(self.now(), self.load.figures.load));
                 self.balance();
+                let now = self.now();
+                self.queue_round(now);
             }
             Event::Link(Inbound::Rejoin {
                 from,

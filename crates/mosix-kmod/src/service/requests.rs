@@ -46,6 +46,19 @@ impl Node {
                     Response::Done
                 }
             }
+            Request::Enqueue {
+                priority,
+                mem_mb,
+                command,
+            } => {
+                self.enqueue((uid, pid), priority, mem_mb, command, reply);
+                return false;
+            }
+            Request::Queue => Response::Queue(self.queue_view()),
+            Request::QueueChange {
+                pid: target,
+                change,
+            } => self.queue_change(uid, target, change),
             Request::OpenGrid { max_guests } => {
                 self.open_grid(max_guests, uid);
                 Response::Done

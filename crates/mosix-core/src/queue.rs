@@ -1,0 +1,191 @@
+//! Live queuing (`mosrun -q`, `mosq`): jobs that wait until the cluster has room for them, in
+//! priority then submission order, cluster-wide, with no master.
+//!
+//! Every node keeps its own queue of the jobs submitted there; the head of each node's queue
+//! (its priority and submission time) travels in the gossip. Each round a node starts its own
+//! head if that head is the first of every head it knows — priority (lower first), then
+//! submission time, then node number — and the cluster as it sees it has a CPU to spare and a
+//! node with the memory the job asked for. Two nodes that both believe they are first (their
+//! news of each other is a few intervals old) both start one: the conflict is bounded by the age
+//! of the information and settled by the same order at the next round. Jobs started in the last
+//! few seconds count as occupying a CPU, since the load figures show them only later.
+//!
+//! Pure: times and views are arguments.
+
+use serde::{Deserialize, Serialize};
+
+use crate::balance::NodeState;
+use crate::node::{NodeId, Status};
+
+/// The priority `mosrun -q` gives without a number (lower is better).
+pub const DEFAULT_PRIORITY: u16 = 50;
+/// How long a started job counts as occupying a CPU before the figures show it.
+pub const STARTING_MS: i64 = 3_000;
+/// The most jobs one node queues at once.
+pub const MAX_QUEUED: usize = 4096;
+
+/// The head of a node's queue, as it travels in the gossip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Its priority (lower first).
+    pub priority: u16,
+    /// When it was submitted, milliseconds since the Unix epoch (the nodes' clocks are assumed
+    /// close; a skew only reorders jobs of equal priority).
+    pub submitted_ms: u64,
+    /// How many jobs the node has queued.
+    pub queued: u32,
+}
+
+impl Head {
+    /// The order of heads: priority, then submission time, then node.
+    pub fn key(&self, node: NodeId) -> (u16, u64, NodeId) {
+        (self.priority, self.submitted_ms, node)
+    }
+}
+
+/// What a node knows when it decides whether to start its head.
+#[derive(Debug, Clone)]
+pub struct Situation<'a> {
+    /// This node.
+    pub me: &'a NodeState,
+    /// Its own head and the memory that job asked for (MiB; 0: nothing declared).
+    pub head: Head,
+    /// The memory the head job declared, bytes.
+    pub head_mem: u64,
+    /// The live peers (their figures).
+    pub peers: &'a [NodeState],
+    /// The heads of the peers' queues.
+    pub heads: &'a [(NodeId, Head)],
+    /// Jobs this node started within [`STARTING_MS`].
+    pub starting: u32,
+}
+
+/// Why the head does not start now (for `mosq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// A job of another node comes first.
+    Behind(NodeId),
+    /// No CPU to spare in the cluster.
+    NoCpu,
+    /// No node has the memory it asked for.
+    NoMemory,
+}
+
+/// CPUs to spare on a node: its CPUs less the processes its load stands for (never negative).
+pub fn spare(n: &NodeState) -> f64 {
+    (f64::from(n.cpus.max(1)) - n.procs(f64::from(n.load))).max(0.0)
+}
+
+/// Whether this node starts its head now.
+pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
+    let mine = s.head.key(s.me.node);
+    if let Some((n, _)) = s
+        .heads
+        .iter()
+        .filter(|(n, h)| h.queued > 0 && h.key(*n) < mine)
+        .min_by_key(|(n, h)| h.key(*n))
+    {
+        return Err(Wait::Behind(*n));
+    }
+    // A node takes guests unless blocked; this node always takes its own.
+    let cpus: f64 = spare(s.me)
+        + s.peers
+            .iter()
+            .filter(|p| !p.flags.intersects(Status::BLOCK))
+            .map(spare)
+            .sum::<f64>();
+    // A quarter of a CPU is the measurement's noise.
+    if cpus + 0.25 < f64::from(s.starting) + 1.0 {
+        return Err(Wait::NoCpu);
+    }
+    if s.head_mem > 0
+        && s.me.mem_free < s.head_mem
+        && !s.peers.iter().any(|p| p.mem_free >= s.head_mem)
+    {
+        return Err(Wait::NoMemory);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u16, load: u32, cpus: u32) -> NodeState {
+        NodeState {
+            node: NodeId::new(n).unwrap(),
+            load,
+            speed: 10_000,
+            cpus,
+            mem_total: 4 << 30,
+            mem_free: 2 << 30,
+            flags: Status::empty(),
+            measured_at: 0,
+        }
+    }
+
+    fn head(priority: u16, submitted_ms: u64) -> Head {
+        Head {
+            priority,
+            submitted_ms,
+            queued: 1,
+        }
+    }
+
+    #[test]
+    fn the_first_head_of_the_cluster_starts_when_a_cpu_is_free() {
+        let me = node(1, 100, 1);
+        let peers = [node(2, 0, 1), node(3, 100, 1)];
+        let s = |h: Head, heads: &[(NodeId, Head)], starting| {
+            decide(&Situation {
+                me: &me,
+                head: h,
+                head_mem: 0,
+                peers: &peers,
+                heads,
+                starting,
+            })
+        };
+        assert_eq!(s(head(50, 10), &[], 0), Ok(()));
+        // Node 2's job comes first: by priority, then by time, then by node.
+        let two = NodeId::new(2).unwrap();
+        assert_eq!(
+            s(head(50, 10), &[(two, head(40, 99))], 0),
+            Err(Wait::Behind(two))
+        );
+        assert_eq!(
+            s(head(50, 10), &[(two, head(50, 9))], 0),
+            Err(Wait::Behind(two))
+        );
+        assert_eq!(
+            s(head(50, 10), &[(two, head(50, 10))], 0),
+            Err(Wait::Behind(two))
+        );
+        assert_eq!(s(head(50, 10), &[(two, head(60, 1))], 0), Ok(()));
+        // An empty queue's head does not count.
+        let empty = Head {
+            queued: 0,
+            ..head(1, 1)
+        };
+        assert_eq!(s(head(50, 10), &[(two, empty)], 0), Ok(()));
+        // One CPU is free: one start is under way, a second waits.
+        assert_eq!(s(head(50, 10), &[], 1), Err(Wait::NoCpu));
+    }
+
+    #[test]
+    fn memory_asked_for_must_be_somewhere() {
+        let me = node(1, 0, 1);
+        let peers = [node(2, 0, 1)];
+        let mut sit = Situation {
+            me: &me,
+            head: head(50, 1),
+            head_mem: 3 << 30,
+            peers: &peers,
+            heads: &[],
+            starting: 0,
+        };
+        assert_eq!(decide(&sit), Err(Wait::NoMemory));
+        sit.head_mem = 1 << 30;
+        assert_eq!(decide(&sit), Ok(()));
+    }
+}

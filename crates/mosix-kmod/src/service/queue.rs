@@ -1,0 +1,240 @@
+//! Live queuing at this node (`mosrun -q`, `mosq`; the rule is `mosix_core::queue`): the
+//! queued processes exist — each is its `mosrun`, waiting on the control socket for its turn —
+//! and this node starts the first of them when it is the first of the cluster and there is
+//! room. A job whose `mosrun` went away (killed, its connection closed) leaves the queue.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mosix_core::client::{QueueChange, QueueRow, QueueView, Response};
+use mosix_core::gossip::Millis;
+use mosix_core::queue::{self, Head, Situation, Wait};
+use tokio::sync::oneshot;
+use tracing::info;
+
+use super::node::Node;
+use super::policy;
+
+/// One queued job.
+pub(super) struct Queued {
+    pid: u32,
+    uid: u32,
+    priority: u16,
+    submitted_ms: u64,
+    mem_mb: u64,
+    command: String,
+    since: Instant,
+    reply: oneshot::Sender<Response>,
+}
+
+/// This node's queue.
+#[derive(Default)]
+pub(super) struct Queue {
+    jobs: Vec<Queued>,
+    /// When this node last started queued jobs (kept for [`queue::STARTING_MS`]).
+    started: Vec<Instant>,
+}
+
+impl Queue {
+    /// The first job, for the gossip.
+    pub(super) fn head(&self) -> Option<Head> {
+        self.first().map(|j| Head {
+            priority: j.priority,
+            submitted_ms: j.submitted_ms,
+            queued: u32::try_from(self.jobs.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    fn first(&self) -> Option<&Queued> {
+        self.jobs
+            .iter()
+            .min_by_key(|j| (j.priority, j.submitted_ms, j.pid))
+    }
+
+    /// Drops the jobs whose `mosrun` is gone.
+    fn prune(&mut self) {
+        self.jobs.retain(|j| {
+            let gone = j.reply.is_closed();
+            if gone {
+                info!("queue: process {} left the queue (its mosrun ended)", j.pid);
+            }
+            !gone
+        });
+    }
+
+    fn take(&mut self, pid: u32) -> Option<Queued> {
+        let i = self.jobs.iter().position(|j| j.pid == pid)?;
+        Some(self.jobs.remove(i))
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn go(j: Queued) {
+    let waited_ms = u64::try_from(j.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = j.reply.send(Response::Go { waited_ms });
+}
+
+impl Node {
+    /// `mosrun -q`: queues process `pid` of `uid`; it is answered when its turn comes.
+    pub(super) fn enqueue(
+        &mut self,
+        (uid, pid): (u32, i32),
+        priority: u16,
+        mem_mb: u64,
+        command: String,
+        reply: oneshot::Sender<Response>,
+    ) {
+        self.queue.prune();
+        if self.queue.jobs.len() >= queue::MAX_QUEUED {
+            let _ = reply.send(Response::Error(format!(
+                "the queue of this node is full ({} jobs)",
+                queue::MAX_QUEUED
+            )));
+            return;
+        }
+        let pid = u32::try_from(pid).unwrap_or(0);
+        info!("queue: process {pid} of uid {uid} queued with priority {priority}: {command}");
+        self.queue.jobs.push(Queued {
+            pid,
+            uid,
+            priority,
+            submitted_ms: now_ms(),
+            mem_mb,
+            command,
+            since: Instant::now(),
+            reply,
+        });
+        let now = self.now();
+        self.queue_round(now);
+    }
+
+    /// Starts this node's first job if it is the cluster's first and there is room; called
+    /// every sample and when a job is queued.
+    pub(super) fn queue_round(&mut self, now: Millis) {
+        self.queue.prune();
+        self.queue
+            .started
+            .retain(|t| t.elapsed().as_millis() < queue::STARTING_MS as u128);
+        if self.queue_wait(now).is_ok()
+            && let Some(pid) = self.queue.first().map(|j| j.pid)
+            && let Some(j) = self.queue.take(pid)
+        {
+            info!(
+                "queue: process {} starts (priority {}, waited {:.1} s)",
+                j.pid,
+                j.priority,
+                j.since.elapsed().as_secs_f64()
+            );
+            self.queue.started.push(Instant::now());
+            go(j);
+        }
+    }
+
+    /// Why this node's first job does not start now (`Ok`: it may).
+    fn queue_wait(&self, now: Millis) -> Result<(), Wait> {
+        let Some(head) = self.queue.head() else {
+            return Ok(());
+        };
+        let mem = self.queue.first().map_or(0, |j| j.mem_mb << 20);
+        let (me, peers) = self.node_states(now);
+        let heads: Vec<_> = self
+            .gossip
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self && k.up)
+            .filter_map(|k| Some((k.node, k.info?.queue?)))
+            .collect();
+        queue::decide(&Situation {
+            me: &me,
+            head,
+            head_mem: mem,
+            peers: &peers,
+            heads: &heads,
+            starting: u32::try_from(self.queue.started.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// `mosq`: this node's queue, first first, and the other nodes' heads.
+    pub(super) fn queue_view(&mut self) -> QueueView {
+        self.queue.prune();
+        let now = self.now();
+        let why = match self.queue_wait(now) {
+            Ok(()) => "starts at the next round".to_owned(),
+            Err(Wait::Behind(n)) => format!("a job of node {n} comes first"),
+            Err(Wait::NoCpu) => "no CPU to spare in the cluster".to_owned(),
+            Err(Wait::NoMemory) => "no node has the memory it asked for".to_owned(),
+        };
+        let mut jobs: Vec<&Queued> = self.queue.jobs.iter().collect();
+        jobs.sort_by_key(|j| (j.priority, j.submitted_ms, j.pid));
+        let rows = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| QueueRow {
+                pid: j.pid,
+                uid: j.uid,
+                priority: j.priority,
+                submitted_ms: j.submitted_ms,
+                mem_mb: j.mem_mb,
+                command: j.command.clone(),
+                waits_for: if i == 0 {
+                    why.clone()
+                } else {
+                    "jobs before it in this node's queue".to_owned()
+                },
+            })
+            .collect();
+        let others = self
+            .gossip
+            .diss
+            .known(now)
+            .filter(|k| !k.is_self && k.up)
+            .filter_map(|k| Some((k.node, k.info?.queue?)))
+            .filter(|(_, h)| h.queued > 0)
+            .collect();
+        QueueView {
+            node: self.loaded.me,
+            jobs: rows,
+            others,
+        }
+    }
+
+    /// `mosq delete|run|pri PID`: by the job's owner or root.
+    pub(super) fn queue_change(&mut self, uid: u32, pid: u32, change: QueueChange) -> Response {
+        self.queue.prune();
+        let Some(j) = self.queue.jobs.iter_mut().find(|j| j.pid == pid) else {
+            return Response::Error(format!("process {pid} is not queued at this node"));
+        };
+        if !policy::owns(uid, (j.uid, j.uid)) {
+            return Response::Error(format!(
+                "permission denied: process {pid} is not yours (uid {})",
+                j.uid
+            ));
+        }
+        match change {
+            QueueChange::Priority(p) => {
+                info!("queue: process {pid} now has priority {p} (uid {uid})");
+                j.priority = p;
+            }
+            QueueChange::Run => {
+                if let Some(j) = self.queue.take(pid) {
+                    info!("queue: process {pid} started by uid {uid} ahead of its turn");
+                    self.queue.started.push(Instant::now());
+                    go(j);
+                }
+            }
+            QueueChange::Delete => {
+                if let Some(j) = self.queue.take(pid) {
+                    info!("queue: process {pid} deleted by uid {uid}");
+                    let _ = j.reply.send(Response::Error(format!(
+                        "deleted from the queue by uid {uid} (mosq delete)"
+                    )));
+                }
+            }
+        }
+        Response::Done
+    }
+}
