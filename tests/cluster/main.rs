@@ -18,6 +18,7 @@ mod grid;
 mod loopback;
 mod mfs;
 mod migration;
+mod queue;
 mod root_jobs;
 mod sandbox;
 mod setpe_check;

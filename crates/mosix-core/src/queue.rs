@@ -58,6 +58,9 @@ pub struct Situation<'a> {
     pub heads: &'a [(NodeId, Head)],
     /// Jobs this node started within [`STARTING_MS`].
     pub starting: u32,
+    /// Jobs this node started from its queue that still run, wherever they are: a floor under
+    /// what the loads say (a process on its way between nodes shows in no load).
+    pub known: u32,
 }
 
 /// Why the head does not start now (for `mosq`).
@@ -71,11 +74,6 @@ pub enum Wait {
     NoMemory,
 }
 
-/// CPUs to spare on a node: its CPUs less the processes its load stands for (never negative).
-pub fn spare(n: &NodeState) -> f64 {
-    (f64::from(n.cpus.max(1)) - n.procs(f64::from(n.load))).max(0.0)
-}
-
 /// Whether this node starts its head now.
 pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
     let mine = s.head.key(s.me.node);
@@ -87,15 +85,25 @@ pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
     {
         return Err(Wait::Behind(*n));
     }
-    // A node takes guests unless blocked; this node always takes its own.
-    let cpus: f64 = spare(s.me)
+    // Room is counted over the cluster, not node by node: a node overloaded now (jobs not yet
+    // spread by the balancer) uses the CPUs others have free. A node that takes no guests
+    // counts only for this node's own.
+    let usable = |p: &&NodeState| !p.flags.intersects(Status::BLOCK);
+    let cpus: f64 = f64::from(s.me.cpus.max(1))
         + s.peers
             .iter()
-            .filter(|p| !p.flags.intersects(Status::BLOCK))
-            .map(spare)
+            .filter(usable)
+            .map(|p| f64::from(p.cpus.max(1)))
             .sum::<f64>();
+    let busy: f64 = s.me.procs(f64::from(s.me.load))
+        + s.peers
+            .iter()
+            .filter(usable)
+            .map(|p| p.procs(f64::from(p.load)))
+            .sum::<f64>();
+    let busy = (busy + f64::from(s.starting)).max(f64::from(s.known));
     // A quarter of a CPU is the measurement's noise.
-    if cpus + 0.25 < f64::from(s.starting) + 1.0 {
+    if cpus - busy + 0.25 < 1.0 {
         return Err(Wait::NoCpu);
     }
     if s.head_mem > 0
@@ -144,6 +152,7 @@ mod tests {
                 peers: &peers,
                 heads,
                 starting,
+                known: 0,
             })
         };
         assert_eq!(s(head(50, 10), &[], 0), Ok(()));
@@ -168,6 +177,30 @@ mod tests {
         assert_eq!(s(head(50, 10), &[(two, empty)], 0), Ok(()));
         // One CPU is free: one start is under way, a second waits.
         assert_eq!(s(head(50, 10), &[], 1), Err(Wait::NoCpu));
+        // Three processes at home (not spread yet) use the CPU node 2 has free.
+        let busy_home = node(1, 300, 1);
+        let r = decide(&Situation {
+            me: &busy_home,
+            head: head(50, 10),
+            head_mem: 0,
+            peers: &peers,
+            heads: &[],
+            starting: 0,
+            known: 0,
+        });
+        assert_eq!(r, Err(Wait::NoCpu));
+        // Three jobs of this node run (one on its way, in no load): no room on three CPUs.
+        let idle = [node(2, 0, 1), node(3, 0, 1)];
+        let r = decide(&Situation {
+            me: &me,
+            head: head(50, 10),
+            head_mem: 0,
+            peers: &idle,
+            heads: &[],
+            starting: 0,
+            known: 3,
+        });
+        assert_eq!(r, Err(Wait::NoCpu));
     }
 
     #[test]
@@ -181,6 +214,7 @@ mod tests {
             peers: &peers,
             heads: &[],
             starting: 0,
+            known: 0,
         };
         assert_eq!(decide(&sit), Err(Wait::NoMemory));
         sit.head_mem = 1 << 30;

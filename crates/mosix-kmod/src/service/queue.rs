@@ -30,8 +30,8 @@ pub(super) struct Queued {
 #[derive(Default)]
 pub(super) struct Queue {
     jobs: Vec<Queued>,
-    /// When this node last started queued jobs (kept for [`queue::STARTING_MS`]).
-    started: Vec<Instant>,
+    /// The jobs this node started from its queue, and when, while they live.
+    started: Vec<(u32, Instant)>,
 }
 
 impl Queue {
@@ -71,6 +71,16 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whether process `pid` of this node still lives (a zombie does not: it ended).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
 fn go(j: Queued) {
@@ -116,9 +126,7 @@ impl Node {
     /// every sample and when a job is queued.
     pub(super) fn queue_round(&mut self, now: Millis) {
         self.queue.prune();
-        self.queue
-            .started
-            .retain(|t| t.elapsed().as_millis() < queue::STARTING_MS as u128);
+        self.queue.started.retain(|(pid, _)| alive(*pid));
         if self.queue_wait(now).is_ok()
             && let Some(pid) = self.queue.first().map(|j| j.pid)
             && let Some(j) = self.queue.take(pid)
@@ -129,7 +137,7 @@ impl Node {
                 j.priority,
                 j.since.elapsed().as_secs_f64()
             );
-            self.queue.started.push(Instant::now());
+            self.queue.started.push((j.pid, Instant::now()));
             go(j);
         }
     }
@@ -140,6 +148,8 @@ impl Node {
             return Ok(());
         };
         let mem = self.queue.first().map_or(0, |j| j.mem_mb << 20);
+        // This node's local load falls at once when a process leaves (the exported one only
+        // slowly); the jobs it started lately, which it shows only slowly, count by themselves.
         let (me, peers) = self.node_states(now);
         let heads: Vec<_> = self
             .gossip
@@ -154,7 +164,15 @@ impl Node {
             head_mem: mem,
             peers: &peers,
             heads: &heads,
-            starting: u32::try_from(self.queue.started.len()).unwrap_or(u32::MAX),
+            starting: u32::try_from(
+                self.queue
+                    .started
+                    .iter()
+                    .filter(|(_, t)| t.elapsed().as_millis() < queue::STARTING_MS as u128)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+            known: u32::try_from(self.queue.started.len()).unwrap_or(u32::MAX),
         })
     }
 
@@ -222,7 +240,7 @@ impl Node {
             QueueChange::Run => {
                 if let Some(j) = self.queue.take(pid) {
                     info!("queue: process {pid} started by uid {uid} ahead of its turn");
-                    self.queue.started.push(Instant::now());
+                    self.queue.started.push((j.pid, Instant::now()));
                     go(j);
                 }
             }
