@@ -52,7 +52,9 @@ fn info(load: u32) -> NodeInfo {
             mem_rawfree: 2 << 30,
             util: 37,
             foreign: 0,
+            foreign_guests: 0,
         }),
+        isolation: None,
         queue: Some(mosix_core::queue::Head {
             priority: 50,
             submitted_ms: 1_764_000_000_000,
@@ -77,6 +79,7 @@ pub fn link_frame(root: &Path) -> Vec<Seed> {
                     flags: Status::QUIET,
                     figures: None,
                     queue: None,
+                    isolation: Some((1_764_000_000_000, true)),
                 },
             },
             WireEntry {

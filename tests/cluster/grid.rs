@@ -174,7 +174,7 @@ fn a_node_closed_to_the_grid_sends_the_partners_guests_away_before_the_command_r
         s.grid = vcluster::grid::parts("2,2", &[], &[]).unwrap();
     });
     c.wait_all_up();
-    const WORK: u64 = 1_500_000_000;
+    const WORK: u64 = 2_500_000_000;
     let jobs: Vec<_> = (0..6)
         .map(|_| c.probe(&["-c"], &["work", &WORK.to_string()]))
         .collect();
@@ -225,6 +225,24 @@ fn a_node_closed_to_the_grid_sends_the_partners_guests_away_before_the_command_r
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // b isolates itself from node 3 alone: node 4 hears of it and closes too, and the command
+    // returns when no guest of a is left on either.
+    let (ok, said) = c.said(3, "mosctl", &["isolate"]);
+    assert!(ok, "isolate: {said}\n{}", c.log(4));
+    assert!(
+        said.contains("every node of the cluster is closed"),
+        "{said}"
+    );
+    assert_eq!(a_guests_on(&c, 3) + a_guests_on(&c, 4), 0);
+    let (_, status) = c.said(4, "mosctl", &["status"]);
+    assert!(status.contains("grid:  closed"), "{status}");
+    // rejoin from node 4 opens node 3 too.
+    let (ok, said) = c.said(4, "mosctl", &["rejoin"]);
+    assert!(ok, "{said}");
+    let open = c.eventually(Duration::from_secs(10), || {
+        c.said(3, "mosctl", &["status"]).1.contains("grid:  open")
+    });
+    assert!(open, "node 3 did not rejoin\n{}", c.log(3));
     let out = outputs(jobs);
     let want = work_result(WORK).to_string();
     assert!(out.iter().all(|o| *o == want), "{out:?} != {want}");

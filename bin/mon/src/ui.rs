@@ -400,6 +400,7 @@ mod tests {
                             mem_rawfree: 2 << 30,
                             util: 50,
                             foreign: 0,
+                            foreign_guests: 0,
                         }),
                         cluster: None,
                     }

@@ -49,6 +49,13 @@ pub enum Verb {
     /// where it is frozen if home has no room. Nobody is killed. Shows the guests still here
     /// until none is left; gives up waiting after a minute (exit status 1).
     Closegrid(Json),
+    /// Close the whole cluster to the grid (every node of it, as closegrid; the nodes hear of it
+    /// by gossip, from this node's cluster only). Shows, until none is left (or a minute has
+    /// passed: exit status 1), the nodes that are not closed yet or still run guests of other
+    /// clusters.
+    Isolate(Json),
+    /// Open the whole cluster to the grid again (every node, as opengrid).
+    Rejoin,
     /// Open this node to the grid again; with MAXGUESTS, run at most that many guests of
     /// other clusters at once (those over it leave; without it, no limit).
     Opengrid {

@@ -50,6 +50,11 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Expel(j) => move_all(true, j.json),
         Verb::Bring(j) => move_all(false, j.json),
         Verb::Closegrid(j) => closegrid(j.json),
+        Verb::Isolate(j) => isolate(j.json),
+        Verb::Rejoin => {
+            client()?.isolate(false)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Opengrid { maxguests } => {
             client()?.open_grid(maxguests)?;
             Ok(ExitCode::SUCCESS)
@@ -186,6 +191,60 @@ fn cngpri(pairs: &[String]) -> Result<ExitCode> {
         c.set_priority(name, pri)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `isolate`: the service closes this node and gossips the isolation; this follows every node of
+/// the cluster until each is closed and runs no guest of another cluster.
+fn isolate(json: bool) -> Result<ExitCode> {
+    use std::time::{Duration, Instant};
+    let mut c = client()?;
+    let Moved { asked, .. } = c.isolate(true)?;
+    if !json {
+        println!(
+            "cluster isolated from the grid; this node asked {asked} guest{} of other clusters to leave",
+            if asked == 1 { "" } else { "s" }
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut shown = String::new();
+    let pending = loop {
+        let v = c.view()?;
+        let pending: Vec<String> = v
+            .nodes
+            .iter()
+            .filter(|n| n.cluster.is_none() && n.up)
+            .filter_map(|n| {
+                let closed = n.status.contains(Status::CLOSED);
+                let guests = n.figures.map_or(0, |f| f.foreign_guests);
+                match (closed, guests) {
+                    (true, 0) => None,
+                    (false, _) => Some(format!("node {} not closed yet", n.node)),
+                    (true, g) => Some(format!("node {} runs {g} guests of other clusters", n.node)),
+                }
+            })
+            .collect();
+        if pending.is_empty() || Instant::now() >= deadline {
+            break pending;
+        }
+        let line = pending.join("; ");
+        if !json && line != shown {
+            println!("  {line}");
+            shown = line;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if json {
+        print_json(&serde_json::json!({ "asked": asked, "pending": pending }))?;
+    } else if pending.is_empty() {
+        println!("every node of the cluster is closed and runs no guest of another cluster");
+    } else {
+        println!("after a minute: {}", pending.join("; "));
+    }
+    Ok(if pending.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The running map and the view, for queries that name nodes.

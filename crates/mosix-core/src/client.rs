@@ -88,6 +88,13 @@ pub enum Request {
         /// What to do.
         change: QueueChange,
     },
+    /// `mosctl isolate` (`on`) / `rejoin`: close (open) every node of this cluster to the
+    /// grid; answers at once with how many guests of other clusters this node asked to leave
+    /// (root only).
+    Isolate {
+        /// Isolate, or rejoin.
+        on: bool,
+    },
     /// `mosctl opengrid [N]`: open this node to the grid, with at most `max_guests` guests of
     /// other clusters at once (`None`: no limit); guests over the limit leave (root only).
     OpenGrid {
@@ -594,6 +601,12 @@ impl Client {
         self.change(&Request::SetSpeed { speed })
     }
 
+    /// Isolates this node's cluster from the grid, or rejoins it ([`Request::Isolate`]; root
+    /// only): how many guests this node asked to leave.
+    pub fn isolate(&mut self, on: bool) -> Result<Moved, ClientError> {
+        self.ask(&Request::Isolate { on }, moved_answer)
+    }
+
     /// Queues the calling process and waits (without a time limit) until its turn comes
     /// ([`Request::Enqueue`]); how long it waited.
     pub fn enqueue(
@@ -778,6 +791,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::SetPriority { .. } => "SetPriority",
         Request::OpenGrid { .. } => "OpenGrid",
         Request::Enqueue { .. } => "Enqueue",
+        Request::Isolate { .. } => "Isolate",
         Request::Queue => "Queue",
         Request::QueueChange { .. } => "QueueChange",
         Request::GetDecay => "GetDecay",

@@ -29,6 +29,10 @@ pub struct NodeInfo {
     pub figures: Option<Figures>,
     /// The head of the node's queue of jobs (`mosrun -q`), if it has queued jobs.
     pub queue: Option<crate::queue::Head>,
+    /// The last `mosctl isolate` or `rejoin` of the node's cluster it knows: when (ms since
+    /// the Unix epoch, the newest wins) and whether the cluster is isolated. Only nodes of the
+    /// same cluster take it from each other.
+    pub isolation: Option<(u64, bool)>,
 }
 
 /// The measured figures of a node.
@@ -51,6 +55,8 @@ pub struct Figures {
     /// The part of `load` that guests of other clusters make: what a process of the node's
     /// own cluster may displace (partners(5)).
     pub foreign: u32,
+    /// How many guests of other clusters the node runs.
+    pub foreign_guests: u32,
 }
 
 /// One second's raw measurement of a node, before smoothing.
@@ -117,6 +123,7 @@ impl LoadSmoother {
             mem_rawfree: s.mem_rawfree.min(s.mem_total),
             util: s.util.min(100),
             foreign: 0,
+            foreign_guests: 0,
         }
     }
 

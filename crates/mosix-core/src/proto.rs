@@ -1140,6 +1140,7 @@ mod tests {
                         mem_rawfree,
                         util,
                         foreign: load / 2,
+                        foreign_guests: cpus / 2,
                     },
                 ),
                 queue: (flags & 1 == 1).then_some(crate::queue::Head {
@@ -1147,6 +1148,7 @@ mod tests {
                     submitted_ms: u64::from(flags),
                     queued: flags >> 4,
                 }),
+                isolation: (flags & 2 == 2).then_some((u64::from(flags), flags & 4 == 4)),
             })
     }
 

@@ -197,6 +197,7 @@ fn a_gossip_frame_cannot_make_the_receiver_allocate_past_the_frame_limit() {
             flags: Default::default(),
             figures: None,
             queue: None,
+            isolation: None,
         },
     };
     let f = proto::encode(&LinkMsg::Gossip(GossipMsg {

@@ -139,6 +139,13 @@ impl Node {
             0
         };
         self.load.figures.foreign = self.balancing.foreign_load;
+        self.load.figures.foreign_guests = u32::try_from(
+            locals
+                .iter()
+                .filter(|l| self.standing(l.guest.map(|g| g.0)).foreign)
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
         let mut levels: Vec<(u16, u64)> = Vec::new();
         for l in locals {
             let p = self.standing(l.guest.map(|g| g.0)).priority;
@@ -200,6 +207,57 @@ impl Node {
             .map(|(pid, _)| pid as u64)
             .collect();
         self.send_away(now, &foreign, Expulsion::ClosedGrid).len() as u32
+    }
+
+    /// `mosctl isolate` (or `rejoin`): the whole cluster closes to (opens to) the grid. This
+    /// node does so at once and says so in its gossip, with the time; every node of the
+    /// cluster follows the newest it hears of ([`follow_isolation`](Self::follow_isolation)).
+    pub(super) fn isolate(&mut self, on: bool, uid: u32) -> u32 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at = self.isolation.map_or(now_ms, |(t, _)| now_ms.max(t + 1));
+        self.isolation = Some((at, on));
+        info!(
+            "{} by uid {uid}: the cluster {} the grid",
+            if on { "isolate" } else { "rejoin" },
+            if on { "closes to" } else { "opens to" }
+        );
+        self.apply_isolation(on, uid)
+    }
+
+    fn apply_isolation(&mut self, on: bool, uid: u32) -> u32 {
+        if on {
+            self.close_grid(uid)
+        } else {
+            self.set_flag(mosix_core::Flag::Closed, false, uid);
+            0
+        }
+    }
+
+    /// Takes a newer `isolate`/`rejoin` from a node of this cluster (never from a partner's:
+    /// only the cluster's own nodes may close it).
+    pub(super) fn follow_isolation(
+        &mut self,
+        msg: &mosix_core::gossip::GossipMsg<mosix_core::load::NodeInfo>,
+    ) {
+        let newest = msg
+            .entries
+            .iter()
+            .filter(|e| self.loaded.map.contains(e.node) && e.node != self.loaded.me)
+            .filter_map(|e| e.info.isolation)
+            .max_by_key(|(t, _)| *t);
+        let Some((t, on)) = newest else { return };
+        if self.isolation.is_some_and(|(mine, _)| mine >= t) {
+            return;
+        }
+        info!(
+            "the cluster {} the grid (mosctl {} on another node)",
+            if on { "closes to" } else { "opens to" },
+            if on { "isolate" } else { "rejoin" }
+        );
+        self.isolation = Some((t, on));
+        self.apply_isolation(on, self.euid);
     }
 
     /// The most guests of other clusters at once (`None`: no limit).

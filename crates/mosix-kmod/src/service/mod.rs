@@ -517,6 +517,7 @@ async fn serve(
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         closed: Arc::new(std::sync::atomic::AtomicBool::new(closed)),
         queue: queue::Queue::default(),
+        isolation: None,
         grid_guests: Arc::new(std::sync::atomic::AtomicU32::new(max_grid_guests)),
         procs,
         events: tx,

@@ -110,6 +110,8 @@ pub(super) struct Node {
     pub blocked: Arc<AtomicBool>,
     /// The CLOSED flag (closed to the grid), for the guest threads.
     pub closed: Arc<AtomicBool>,
+    /// The last `mosctl isolate`/`rejoin` of this cluster this node knows (when, isolated).
+    pub isolation: Option<(u64, bool)>,
     /// The jobs queued here (`mosrun -q`).
     pub queue: super::queue::Queue,
     /// The most guests of other clusters at once (`u32::MAX`: no limit), for the guest threads.
@@ -142,6 +144,7 @@ impl Node {
                 Some(self.load.figures)
             },
             queue: self.queue.head(),
+            isolation: self.isolation,
         }
     }
 
@@ -196,6 +199,7 @@ impl Node {
             Event::Link(Inbound::Gossip { msg, .. }) => {
                 let now = self.now();
                 self.gossip.diss.receive(&msg, now);
+                self.follow_isolation(&msg);
             }
             Event::Sample(mut s) => {
                 if let Some(sp) = self.load.speed_override {

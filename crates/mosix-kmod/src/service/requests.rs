@@ -59,6 +59,10 @@ impl Node {
                 pid: target,
                 change,
             } => self.queue_change(uid, target, change),
+            Request::Isolate { on } => {
+                let asked = self.isolate(on, uid);
+                Response::Moved { asked, left: asked }
+            }
             Request::OpenGrid { max_guests } => {
                 self.open_grid(max_guests, uid);
                 Response::Done
