@@ -96,7 +96,10 @@ pub(crate) fn page() -> String {
          returns (or it says how many are left after a minute). mosctl opengrid opens it \
          again, mosctl opengrid N for at most N guests of other clusters at once ([grid] \
          max_guests); [grid] closed = true in mosix.toml starts it closed. mosctl cngpri \
-         PARTNER PRI changes a partner's priority on this node until the file is read again.",
+         PARTNER PRI changes a partner's priority on this node until the file is read again. \
+         mosctl isolate closes every node of the cluster (they hear of it by gossip, from the \
+         cluster's own nodes only) and follows them until none runs a guest of another \
+         cluster; mosctl rejoin opens them again.",
     )]);
     r.control("SH", ["ERRORS"]);
     r.text([roman(
