@@ -1,0 +1,117 @@
+//! Live queuing on the real virtual cluster (needs root): 4 nodes of 0.4 CPU each, K (12)
+//! identical CPU-bound jobs from node 1. Prints, in one run:
+//!
+//! * by hand: the jobs run four at a time, one on each node (`mosrun -h`, `-2`, `-3`, `-4`),
+//!   each wave started when the last one ended — what a user who knows the cluster does;
+//! * ours: all K submitted at once with `mosrun -q -c`, started by the queue as room appears
+//!   and placed by the balancer.
+//!
+//! For each: the makespan and the sum of the jobs' run times (for queued jobs, without the time
+//! they waited in the queue, from the node's log). The goal (issue 14): ours within 1.1× by
+//! hand for the sum of run times. A printed table, not a timed test.
+//!
+//! `sudo cargo bench -p mosix-tests --bench queue`; `MOSIX_BENCH_K` (12), `MOSIX_BENCH_WORK`
+//! (iterations of one job, 400000000).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::time::Instant;
+
+use mosix_tests::TestCluster;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits for the jobs; their pids and wall times in seconds.
+fn finish(jobs: Vec<(Child, Instant)>) -> Vec<(u32, f64)> {
+    jobs.into_iter()
+        .map(|(j, t)| {
+            let pid = j.id();
+            let out = j.wait_with_output().unwrap();
+            assert!(out.status.success(), "a job failed: {}", out.status);
+            (pid, t.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// How long each queued job waited, by pid, from node 1's log.
+fn waits(c: &TestCluster) -> HashMap<u32, f64> {
+    c.log(1)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("queue: process ")?.1;
+            let (pid, rest) = rest.split_once(" starts (")?;
+            let w = rest.split_once("waited ")?.1.split_once(" s)")?.0;
+            Some((pid.parse().ok()?, w.parse().ok()?))
+        })
+        .collect()
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the queue benchmark needs root (it builds a virtual cluster)");
+        std::process::exit(1);
+    }
+    let k: usize = env_or("MOSIX_BENCH_K", 12);
+    let work: u64 = env_or("MOSIX_BENCH_WORK", 400_000_000);
+    let n = work.to_string();
+    let c = TestCluster::up("tqbench", 4, |s| s.cpus_per_node = Some(0.4));
+    c.wait_all_up();
+
+    // By hand: waves of four, one job a node.
+    let start = Instant::now();
+    let mut hand = Vec::new();
+    for wave in 0..k.div_ceil(4) {
+        let jobs: Vec<(Child, Instant)> = (0..4.min(k - wave * 4))
+            .map(|i| {
+                let place = match i {
+                    0 => "-h".to_owned(),
+                    x => format!("-{}", x + 1),
+                };
+                (c.probe(&[&place], &["work", &n]), Instant::now())
+            })
+            .collect();
+        hand.extend(finish(jobs));
+    }
+    let hand_span = start.elapsed().as_secs_f64();
+    let hand_sum: f64 = hand.iter().map(|x| x.1).sum();
+
+    // Ours: all queued at once.
+    let start = Instant::now();
+    let jobs: Vec<(Child, Instant)> = (0..k)
+        .map(|_| (c.probe(&["-q", "-c"], &["work", &n]), Instant::now()))
+        .collect();
+    let ours = finish(jobs);
+    let ours_span = start.elapsed().as_secs_f64();
+    let waited = waits(&c);
+    let ours_sum: f64 = ours
+        .iter()
+        .map(|(pid, t)| t - waited.get(pid).copied().unwrap_or(0.0))
+        .sum();
+
+    println!(
+        "K = {k} identical CPU-bound jobs ({work} iterations) from node 1 of 4 nodes (0.4 CPU each)"
+    );
+    println!(
+        "{:>22} {:>10} {:>16}",
+        "", "makespan s", "sum of run times s"
+    );
+    println!(
+        "{:>22} {hand_span:>10.1} {hand_sum:>16.1}",
+        "by hand, 4 at a time"
+    );
+    println!(
+        "{:>22} {ours_span:>10.1} {ours_sum:>16.1}",
+        "mosrun -q (queue)"
+    );
+    println!(
+        "ours/by hand: makespan {:.3}, sum of run times {:.3} (goal: ≤ 1.1)",
+        ours_span / hand_span,
+        ours_sum / hand_sum
+    );
+}
