@@ -106,13 +106,7 @@ pub struct GridErrors(pub Vec<GridError>);
 
 impl fmt::Display for GridErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            e.fmt(f)?;
-        }
-        Ok(())
+        map::one_per_line(f, &self.0)
     }
 }
 

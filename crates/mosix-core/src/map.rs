@@ -199,14 +199,22 @@ pub struct MapErrors(pub Vec<MapError>);
 
 impl fmt::Display for MapErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            e.fmt(f)?;
-        }
-        Ok(())
+        one_per_line(f, &self.0)
     }
+}
+
+/// Writes `items` one per line (the problems of a file, all at once).
+pub(crate) fn one_per_line<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    items: &[T],
+) -> fmt::Result {
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        e.fmt(f)?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for MapErrors {}
