@@ -116,6 +116,17 @@ pub struct Tunables {
     pub grid: GridTunables,
 }
 
+/// The longest cluster name (`[grid] name`, partners(5)).
+pub const MAX_CLUSTER_NAME: usize = 32;
+
+/// Whether `s` is a valid cluster name: 1..32 letters, digits, '-', '_', '.'.
+pub fn valid_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_CLUSTER_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// `[grid]` of `mosix.toml`: this cluster among its partners (the partners themselves are in
 /// `MOSIX_ETC/mosix/partners`, partners(5)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -499,13 +510,12 @@ impl Tunables {
                 ),
             ));
         }
-        if !crate::grid::valid_name(&self.grid.name) {
+        if !valid_cluster_name(&self.grid.name) {
             return Err((
                 &["grid.name"],
                 format!(
                     "grid.name = '{}' is not a cluster name (1..{} letters, digits, '-', '_', '.')",
-                    self.grid.name,
-                    crate::grid::MAX_NAME
+                    self.grid.name, MAX_CLUSTER_NAME
                 ),
             ));
         }

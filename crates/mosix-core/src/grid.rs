@@ -39,8 +39,7 @@ pub const MAX_PARTNERS: usize = 64;
 pub const MAX_PARTNERS_BYTES: u64 = 1 << 20;
 /// The priority of this cluster's own processes: better than any partner's.
 pub const OWN_PRIORITY: u16 = 0;
-/// The longest cluster name.
-pub const MAX_NAME: usize = 32;
+pub use crate::config::{MAX_CLUSTER_NAME as MAX_NAME, valid_cluster_name as valid_name};
 
 /// One partner line, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +110,6 @@ impl fmt::Display for GridErrors {
 }
 
 impl std::error::Error for GridErrors {}
-
-/// Whether `s` is a valid cluster name.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
 
 /// Reads the text of a partners file, checking everything that needs no other file.
 pub fn parse(file: &str, text: &str) -> Result<Vec<PartnerLine>, GridErrors> {

@@ -63,6 +63,104 @@ pub struct Situation<'a> {
     pub known: u32,
 }
 
+/// One queued job; `R` is how its submitter is answered (the service's reply channel).
+#[derive(Debug)]
+pub struct Queued<R> {
+    /// Its pid.
+    pub pid: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Lower first.
+    pub priority: u16,
+    /// When it was submitted, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// The memory it declared, MiB.
+    pub mem_mb: u64,
+    /// Its command line.
+    pub command: String,
+    /// How its submitter is answered.
+    pub reply: R,
+}
+
+/// A node's queue: the jobs, first first by priority, submission time and pid.
+#[derive(Debug)]
+pub struct Queue<R> {
+    jobs: Vec<Queued<R>>,
+}
+
+impl<R> Default for Queue<R> {
+    fn default() -> Self {
+        Queue { jobs: Vec::new() }
+    }
+}
+
+impl<R> Queue<R> {
+    /// Adds a job; `Err` gives it back when the queue holds [`MAX_QUEUED`] already.
+    pub fn push(&mut self, job: Queued<R>) -> Result<(), Queued<R>> {
+        if self.jobs.len() >= MAX_QUEUED {
+            return Err(job);
+        }
+        self.jobs.push(job);
+        Ok(())
+    }
+
+    /// The first job.
+    pub fn first(&self) -> Option<&Queued<R>> {
+        self.jobs
+            .iter()
+            .min_by_key(|j| (j.priority, j.submitted_ms, j.pid))
+    }
+
+    /// The first job, as it travels in the gossip.
+    pub fn head(&self) -> Option<Head> {
+        self.first().map(|j| Head {
+            priority: j.priority,
+            submitted_ms: j.submitted_ms,
+            queued: u32::try_from(self.jobs.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Takes job `pid` out.
+    pub fn take(&mut self, pid: u32) -> Option<Queued<R>> {
+        let i = self.jobs.iter().position(|j| j.pid == pid)?;
+        Some(self.jobs.remove(i))
+    }
+
+    /// Job `pid`, to change it.
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Queued<R>> {
+        self.jobs.iter_mut().find(|j| j.pid == pid)
+    }
+
+    /// Drops the jobs `gone` says are gone; returns their pids.
+    pub fn prune(&mut self, gone: impl Fn(&Queued<R>) -> bool) -> Vec<u32> {
+        let out: Vec<u32> = self
+            .jobs
+            .iter()
+            .filter(|j| gone(j))
+            .map(|j| j.pid)
+            .collect();
+        self.jobs.retain(|j| !out.contains(&j.pid));
+        out
+    }
+
+    /// The jobs, first first.
+    pub fn ordered(&self) -> Vec<&Queued<R>> {
+        let mut v: Vec<&Queued<R>> = self.jobs.iter().collect();
+        v.sort_by_key(|j| (j.priority, j.submitted_ms, j.pid));
+        v
+    }
+
+    /// How many jobs wait.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
 /// Why the head does not start now (for `mosq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wait {
@@ -219,5 +317,30 @@ mod tests {
         assert_eq!(decide(&sit), Err(Wait::NoMemory));
         sit.head_mem = 1 << 30;
         assert_eq!(decide(&sit), Ok(()));
+    }
+
+    #[test]
+    fn a_queue_orders_by_priority_then_time_then_pid() {
+        let job = |pid, priority, submitted_ms| Queued {
+            pid,
+            uid: 1,
+            priority,
+            submitted_ms,
+            mem_mb: 0,
+            command: String::new(),
+            reply: (),
+        };
+        let mut q = Queue::default();
+        for j in [job(5, 50, 1), job(6, 10, 9), job(4, 10, 9), job(7, 10, 3)] {
+            assert!(q.push(j).is_ok());
+        }
+        let order: Vec<u32> = q.ordered().iter().map(|j| j.pid).collect();
+        assert_eq!(order, vec![7, 4, 6, 5]);
+        assert_eq!(q.head().map(|h| (h.priority, h.queued)), Some((10, 4)));
+        q.get_mut(5).unwrap().priority = 1;
+        assert_eq!(q.first().map(|j| j.pid), Some(5));
+        assert_eq!(q.prune(|j| j.pid == 7), vec![7]);
+        assert!(q.take(5).is_some() && q.take(5).is_none());
+        assert_eq!(q.len(), 2);
     }
 }

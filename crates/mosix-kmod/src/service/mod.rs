@@ -516,7 +516,7 @@ async fn serve(
         flags,
         blocked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         closed: Arc::new(std::sync::atomic::AtomicBool::new(closed)),
-        queue: queue::Queue::default(),
+        queue: node::Queueing::default(),
         isolation: None,
         grid_guests: Arc::new(std::sync::atomic::AtomicU32::new(max_grid_guests)),
         procs,

@@ -94,6 +94,24 @@ pub(super) struct Balancing {
     pub foreign_load: u32,
 }
 
+/// The jobs queued here (`mosrun -q`); what is done with them is `super::queue`.
+#[derive(Default)]
+pub(super) struct Queueing {
+    /// The queue.
+    pub jobs: mosix_core::queue::Queue<Waiting>,
+    /// The jobs started from it that still run, and when they started.
+    pub started: Vec<(u32, Instant)>,
+}
+
+/// What the service keeps of a queued job: how its `mosrun` is answered, and since when it
+/// waits.
+pub(super) struct Waiting {
+    /// The answer's channel (closed when `mosrun` went away).
+    pub reply: tokio::sync::oneshot::Sender<mosix_core::client::Response>,
+    /// When it was queued.
+    pub since: Instant,
+}
+
 /// The main loop's state.
 pub(super) struct Node {
     pub paths: Paths,
@@ -113,7 +131,7 @@ pub(super) struct Node {
     /// The last `mosctl isolate`/`rejoin` of this cluster this node knows (when, isolated).
     pub isolation: Option<(u64, bool)>,
     /// The jobs queued here (`mosrun -q`).
-    pub queue: super::queue::Queue,
+    pub queue: Queueing,
     /// The most guests of other clusters at once (`u32::MAX`: no limit), for the guest threads.
     pub grid_guests: Arc<std::sync::atomic::AtomicU32>,
     /// MOSIX processes and guests.
@@ -143,7 +161,7 @@ impl Node {
             } else {
                 Some(self.load.figures)
             },
-            queue: self.queue.head(),
+            queue: self.queue.jobs.head(),
             isolation: self.isolation,
         }
     }

@@ -7,63 +7,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mosix_core::client::{QueueChange, QueueRow, QueueView, Response};
 use mosix_core::gossip::Millis;
-use mosix_core::queue::{self, Head, Situation, Wait};
+use mosix_core::queue::{self, Queued, Situation, Wait};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::node::Node;
+use super::node::{Node, Queueing, Waiting};
 use super::policy;
 
-/// One queued job.
-pub(super) struct Queued {
-    pid: u32,
-    uid: u32,
-    priority: u16,
-    submitted_ms: u64,
-    mem_mb: u64,
-    command: String,
-    since: Instant,
-    reply: oneshot::Sender<Response>,
-}
-
-/// This node's queue.
-#[derive(Default)]
-pub(super) struct Queue {
-    jobs: Vec<Queued>,
-    /// The jobs this node started from its queue, and when, while they live.
-    started: Vec<(u32, Instant)>,
-}
-
-impl Queue {
-    /// The first job, for the gossip.
-    pub(super) fn head(&self) -> Option<Head> {
-        self.first().map(|j| Head {
-            priority: j.priority,
-            submitted_ms: j.submitted_ms,
-            queued: u32::try_from(self.jobs.len()).unwrap_or(u32::MAX),
-        })
-    }
-
-    fn first(&self) -> Option<&Queued> {
-        self.jobs
-            .iter()
-            .min_by_key(|j| (j.priority, j.submitted_ms, j.pid))
-    }
-
+impl Queueing {
     /// Drops the jobs whose `mosrun` is gone.
     fn prune(&mut self) {
-        self.jobs.retain(|j| {
-            let gone = j.reply.is_closed();
-            if gone {
-                info!("queue: process {} left the queue (its mosrun ended)", j.pid);
-            }
-            !gone
-        });
-    }
-
-    fn take(&mut self, pid: u32) -> Option<Queued> {
-        let i = self.jobs.iter().position(|j| j.pid == pid)?;
-        Some(self.jobs.remove(i))
+        for pid in self.jobs.prune(|j| j.reply.reply.is_closed()) {
+            info!("queue: process {pid} left the queue (its mosrun ended)");
+        }
     }
 }
 
@@ -83,9 +39,9 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
-fn go(j: Queued) {
-    let waited_ms = u64::try_from(j.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let _ = j.reply.send(Response::Go { waited_ms });
+fn go(j: Queued<Waiting>) {
+    let waited_ms = u64::try_from(j.reply.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let _ = j.reply.reply.send(Response::Go { waited_ms });
 }
 
 impl Node {
@@ -99,25 +55,31 @@ impl Node {
         reply: oneshot::Sender<Response>,
     ) {
         self.queue.prune();
-        if self.queue.jobs.len() >= queue::MAX_QUEUED {
-            let _ = reply.send(Response::Error(format!(
-                "the queue of this node is full ({} jobs)",
-                queue::MAX_QUEUED
-            )));
-            return;
-        }
         let pid = u32::try_from(pid).unwrap_or(0);
-        info!("queue: process {pid} of uid {uid} queued with priority {priority}: {command}");
-        self.queue.jobs.push(Queued {
+        let job = Queued {
             pid,
             uid,
             priority,
             submitted_ms: now_ms(),
             mem_mb,
             command,
-            since: Instant::now(),
-            reply,
-        });
+            reply: Waiting {
+                reply,
+                since: Instant::now(),
+            },
+        };
+        let line = format!(
+            "queue: process {pid} of uid {uid} queued with priority {priority}: {}",
+            job.command
+        );
+        if let Err(j) = self.queue.jobs.push(job) {
+            let _ = j.reply.reply.send(Response::Error(format!(
+                "the queue of this node is full ({} jobs)",
+                queue::MAX_QUEUED
+            )));
+            return;
+        }
+        info!("{line}");
         let now = self.now();
         self.queue_round(now);
     }
@@ -128,14 +90,14 @@ impl Node {
         self.queue.prune();
         self.queue.started.retain(|(pid, _)| alive(*pid));
         if self.queue_wait(now).is_ok()
-            && let Some(pid) = self.queue.first().map(|j| j.pid)
-            && let Some(j) = self.queue.take(pid)
+            && let Some(pid) = self.queue.jobs.first().map(|j| j.pid)
+            && let Some(j) = self.queue.jobs.take(pid)
         {
             info!(
                 "queue: process {} starts (priority {}, waited {:.1} s)",
                 j.pid,
                 j.priority,
-                j.since.elapsed().as_secs_f64()
+                j.reply.since.elapsed().as_secs_f64()
             );
             self.queue.started.push((j.pid, Instant::now()));
             go(j);
@@ -144,10 +106,10 @@ impl Node {
 
     /// Why this node's first job does not start now (`Ok`: it may).
     fn queue_wait(&self, now: Millis) -> Result<(), Wait> {
-        let Some(head) = self.queue.head() else {
+        let Some(head) = self.queue.jobs.head() else {
             return Ok(());
         };
-        let mem = self.queue.first().map_or(0, |j| j.mem_mb << 20);
+        let mem = self.queue.jobs.first().map_or(0, |j| j.mem_mb << 20);
         // This node's local load falls at once when a process leaves (the exported one only
         // slowly); the jobs it started lately, which it shows only slowly, count by themselves.
         let (me, peers) = self.node_states(now);
@@ -186,9 +148,10 @@ impl Node {
             Err(Wait::NoCpu) => "no CPU to spare in the cluster".to_owned(),
             Err(Wait::NoMemory) => "no node has the memory it asked for".to_owned(),
         };
-        let mut jobs: Vec<&Queued> = self.queue.jobs.iter().collect();
-        jobs.sort_by_key(|j| (j.priority, j.submitted_ms, j.pid));
-        let rows = jobs
+        let rows = self
+            .queue
+            .jobs
+            .ordered()
             .iter()
             .enumerate()
             .map(|(i, j)| QueueRow {
@@ -223,7 +186,7 @@ impl Node {
     /// `mosq delete|run|pri PID`: by the job's owner or root.
     pub(super) fn queue_change(&mut self, uid: u32, pid: u32, change: QueueChange) -> Response {
         self.queue.prune();
-        let Some(j) = self.queue.jobs.iter_mut().find(|j| j.pid == pid) else {
+        let Some(j) = self.queue.jobs.get_mut(pid) else {
             return Response::Error(format!("process {pid} is not queued at this node"));
         };
         if !policy::owns(uid, (j.uid, j.uid)) {
@@ -238,16 +201,16 @@ impl Node {
                 j.priority = p;
             }
             QueueChange::Run => {
-                if let Some(j) = self.queue.take(pid) {
+                if let Some(j) = self.queue.jobs.take(pid) {
                     info!("queue: process {pid} started by uid {uid} ahead of its turn");
                     self.queue.started.push((j.pid, Instant::now()));
                     go(j);
                 }
             }
             QueueChange::Delete => {
-                if let Some(j) = self.queue.take(pid) {
+                if let Some(j) = self.queue.jobs.take(pid) {
                     info!("queue: process {pid} deleted by uid {uid}");
-                    let _ = j.reply.send(Response::Error(format!(
+                    let _ = j.reply.reply.send(Response::Error(format!(
                         "deleted from the queue by uid {uid} (mosq delete)"
                     )));
                 }
