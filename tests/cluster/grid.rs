@@ -94,7 +94,7 @@ fn a_partners_own_jobs_displace_guests_which_are_frozen_at_home_and_come_back_on
         Some("b")
     );
     // Eight CPU-bound jobs of cluster a spread over all four nodes.
-    const A_WORK: u64 = 3_000_000_000;
+    const A_WORK: u64 = 2_500_000_000;
     let a: Vec<_> = (0..8)
         .map(|_| c.probe(&["-c"], &["work", &A_WORK.to_string()]))
         .collect();
@@ -283,7 +283,7 @@ fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_
         .unwrap();
     });
     c.wait_all_up();
-    const WORK: u64 = 2_000_000_000;
+    const WORK: u64 = 2_500_000_000;
     let a: Vec<_> = (0..4)
         .map(|_| c.probe(&["-c"], &["work", &WORK.to_string()]))
         .collect();
@@ -295,7 +295,7 @@ fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_
     let cj: Vec<_> = (0..3)
         .map(|_| c.probe_on(5, &["-c"], &["work", &WORK.to_string()]))
         .collect();
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(8));
     assert_eq!(
         guests_from(&c, 3, 5) + guests_from(&c, 4, 5),
         0,
@@ -319,17 +319,23 @@ fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_
         let (_, status) = c.said(n, "mosctl", &["status"]);
         assert!(status.contains("partner c: priority 5"), "{status}");
     }
+    // Where c's guests are, a's are not (a's may come back to a node c has left: the nodes'
+    // balancers keep moving processes, and a free node takes a's as long as no c wants it).
     let displaced = c.eventually(Duration::from_secs(30), || {
-        guests_from(&c, 3, 5) + guests_from(&c, 4, 5) >= 2
-            && guests_from(&c, 3, 1) + guests_from(&c, 4, 1) == 0
+        let per: Vec<(usize, usize)> = [3, 4]
+            .iter()
+            .map(|n| (guests_from(&c, *n, 5), guests_from(&c, *n, 1)))
+            .collect();
+        per.iter().map(|p| p.0).sum::<usize>() >= 1 && per.iter().all(|p| p.0 == 0 || p.1 == 0)
     });
+    let logs = c.log(3) + &c.log(4);
     assert!(
-        displaced,
-        "c's {} and a's {} guests on b\n{}\n{}",
-        guests_from(&c, 3, 5) + guests_from(&c, 4, 5),
-        guests_from(&c, 3, 1) + guests_from(&c, 4, 1),
-        c.log(3),
-        c.log(4)
+        displaced && logs.contains("goes home: a process of a better priority wants the node"),
+        "c's guests on b: {} {}, a's: {} {}\n{logs}",
+        guests_from(&c, 3, 5),
+        guests_from(&c, 4, 5),
+        guests_from(&c, 3, 1),
+        guests_from(&c, 4, 1),
     );
     let want = work_result(WORK).to_string();
     for out in [outputs(a), outputs(cj)] {

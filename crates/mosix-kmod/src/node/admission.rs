@@ -123,8 +123,19 @@ impl Admission {
         }
         if let (Some(c), Some(me)) = (ceiling, s.me.as_ref()) {
             let mut me = *me;
-            if who == Arrival::Own {
-                me.load = me.load.saturating_sub(s.foreign);
+            match who {
+                // Guests of other clusters would make room.
+                Arrival::Own => me.load = me.load.saturating_sub(s.foreign),
+                // So would guests of worse priorities than this one's.
+                Arrival::Partner(p) => {
+                    let worse: u64 = s.levels.iter().filter(|l| l.0 > p).map(|l| l.1).sum();
+                    let units = (worse as f64 / 1000.0 * me.one()).round();
+                    if units.is_finite() && units > 0.0 {
+                        me.load = me
+                            .load
+                            .saturating_sub(units.min(f64::from(u32::MAX)) as u32);
+                    }
+                }
             }
             admits(&me, s.unmeasured(), c)?;
         }
@@ -187,12 +198,18 @@ mod tests {
         a.updated(node(200), t0);
         a.set_grid(200, true, vec![(0, 1000), (10, 2000)], 2);
         assert!(a.own_busy());
-        assert!(a.admit_at(Some(150), Arrival::Partner(5), t0).is_err());
+        assert!(a.admit_at(Some(150), Arrival::Partner(15), t0).is_err());
         assert!(a.admit_at(Some(150), Arrival::Own, t0).is_ok());
         // A partner's process where better ones fill the CPUs is refused, even when asked for.
         let no = a.admit_at(None, Arrival::Partner(10), t0).unwrap_err();
         assert!(no.contains("priority here is 10"), "{no}");
-        // One of a better priority than the guests here is taken: it displaces them.
+        // One of a better priority than the guests here is taken: it displaces them, so their
+        // load does not count against it.
         assert!(a.admit_at(None, Arrival::Partner(5), t0).is_ok());
+        let b = Admission::default();
+        b.updated(node(200), t0);
+        b.set_grid(200, false, vec![(10, 2000)], 1);
+        assert!(b.admit_at(Some(150), Arrival::Partner(10), t0).is_err());
+        assert!(b.admit_at(Some(150), Arrival::Partner(5), t0).is_ok());
     }
 }
