@@ -366,7 +366,7 @@ impl Tour {
         self.show(1)?;
         self.say("Four jobs of cluster a start at node 1; b's nodes are idle and take some...");
         let job =
-            "i=0; while [ $i -lt 9000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
+            "i=0; while [ $i -lt 5000000 ]; do i=$((i+1)); done; echo \"job $0 counted to $i\"";
         let mut jobs = Vec::new();
         for k in 1..=4 {
             jobs.push(self.start_job(&[], job, &format!("A{k}"))?);
