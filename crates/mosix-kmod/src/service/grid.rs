@@ -123,6 +123,7 @@ impl Node {
         // Over the limit of guests of other clusters: the worst priorities leave first.
         let max = self.max_grid_guests().unwrap_or(u32::MAX) as usize;
         let mut foreign_claims: Vec<Claim> = claims.iter().copied().filter(|c| c.movable).collect();
+        let mut over: Vec<u64> = Vec::new();
         if foreign_claims.len() > max {
             foreign_claims.sort_by(|a, b| b.priority.cmp(&a.priority).then(b.id.cmp(&a.id)));
             let extra: Vec<u64> = foreign_claims[..foreign_claims.len() - max]
@@ -130,7 +131,7 @@ impl Node {
                 .map(|c| c.id)
                 .collect();
             claims.retain(|c| !extra.contains(&c.id));
-            leave.extend(extra);
+            over = extra;
         }
         let foreign = (foreign_milli as f64 / 1000.0 * me.one()).round();
         self.balancing.foreign_load = if foreign.is_finite() && foreign > 0.0 {
@@ -159,8 +160,10 @@ impl Node {
         self.balancing
             .admission
             .set_grid(self.balancing.foreign_load, own_busy, levels, me.cpus);
-        let displaced = grid::displace(me.cpus, &claims);
-        // Leaving: everyone of other clusters on a closed node, those over the limit otherwise.
+        let mut displaced = grid::displace(me.cpus, &claims);
+        displaced.extend(over);
+        // Leaving: everyone of other clusters on a closed node; otherwise those over the
+        // limit and those better priorities displace.
         let mut asked = self.send_away(now, &leave, Expulsion::ClosedGrid);
         asked.extend(self.send_away(now, &displaced, Expulsion::Displaced));
         asked
