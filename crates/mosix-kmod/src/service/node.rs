@@ -214,10 +214,22 @@ impl Node {
     /// Handles one event; returns true when the service should stop.
     pub async fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Link(Inbound::Gossip { msg, .. }) => {
+            Event::Link(Inbound::Gossip { from, mut msg }) => {
                 let now = self.now();
+                // A partner's node speaks only for its own cluster's nodes: it may not tell
+                // this cluster about its own nodes (their load, flags, an isolation) nor about
+                // a third cluster's.
+                let own = self.loaded.map.contains(from);
+                if !own {
+                    match self.loaded.grid.partner_of(from) {
+                        Some(p) => msg.entries.retain(|e| p.map.contains(e.node)),
+                        None => msg.entries.clear(),
+                    }
+                }
                 self.gossip.diss.receive(&msg, now);
-                self.follow_isolation(&msg);
+                if own {
+                    self.follow_isolation(&msg);
+                }
             }
             Event::Sample(mut s) => {
                 if let Some(sp) = self.load.speed_override {
