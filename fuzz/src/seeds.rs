@@ -102,6 +102,7 @@ pub fn link_frame(root: &Path) -> Vec<Seed> {
         seed("gossip", proto::encode(&gossip)),
         seed("open-process", proto::encode(&open)),
         seed("rejoin", proto::encode(&rejoin)),
+        seed("list-queue", proto::encode(&LinkMsg::ListQueue)),
         seed("stream", stream),
     ];
     v.extend(frame_fixtures(root));

@@ -61,11 +61,42 @@ fn queued_jobs_run_four_at_a_time_on_four_cpus_in_priority_order_and_mosq_change
         queued.push(job(p, "200000000"));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (ok, said) = c.said(1, "mosq", &["--json"]);
-    assert!(ok, "{said}");
-    let v: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
+    // One more from node 2, last by priority: node 1 lists it, asked over the link.
+    let other = c
+        .job(2, &["-q70", "-c", probe, "work", "200000000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let other_pid = u64::from(other.id());
+    let listed_there = |v: &serde_json::Value| {
+        v["cluster"].as_array().is_some_and(|q| {
+            q.iter().any(|n| {
+                n["node"] == 2
+                    && n["jobs"]
+                        .as_array()
+                        .is_some_and(|j| j.iter().any(|j| j["pid"] == other_pid))
+            })
+        })
+    };
+    let mut v = serde_json::Value::Null;
+    let seen = c.eventually(Duration::from_secs(10), || {
+        let (ok, said) = c.said(1, "mosq", &["--json"]);
+        v = serde_json::from_str(said.trim()).unwrap_or_default();
+        ok && listed_there(&v)
+    });
+    assert!(seen, "node 1 does not list node 2's job: {v}");
+    let (ok, text) = c.said(1, "mosq", &[]);
+    assert!(
+        ok && text.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq(["2", &other_pid.to_string()])),
+        "{text}"
+    );
     let jobs = v["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), 8, "{said}");
+    assert_eq!(jobs.len(), 8, "{v}");
     // Listed first first: priority order.
     let listed: Vec<u64> = jobs
         .iter()
@@ -99,6 +130,8 @@ fn queued_jobs_run_four_at_a_time_on_four_cpus_in_priority_order_and_mosq_change
     assert!(most <= 4, "{most} ran at once\n{}", c.log(1));
     // Every job ended right; the deleted one said why.
     let mut deleted = 0;
+    let o = other.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for j in all.into_iter().chain(queued) {
         let pid = j.id();
         let o = j.wait_with_output().unwrap();

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use mosix_core::client::{Client, QueueChange, QueueView};
+use mosix_core::client::{Client, QueueChange, QueueRow, QueueView};
 use mosix_core::config::Paths;
 
 /// Show and change the queue of MOSIX jobs.
@@ -15,14 +15,17 @@ use mosix_core::config::Paths;
 /// order, cluster-wide: every node queues its own jobs and the first of each node's queue
 /// travels in the gossip; a node starts its first job when it is the first of all it knows.
 ///
-/// Without a verb, mosq lists this node's queue (first first, with why the first waits) and,
-/// for every other node with queued jobs, how many and its first job's priority. `delete`,
-/// `run` and `pri` change a job of this node: its owner's or, for root, anyone's.
+/// Without a verb, mosq lists the queue of the whole cluster in the order the jobs will start:
+/// this node's jobs and those of every other node of the cluster that has jobs queued (asked
+/// over the link; a node that does not answer within 3 s is named with the reason), with why
+/// this node's first job waits. `--here` lists this node's queue only, and the other nodes'
+/// counts and first priorities as the gossip brings them. `delete`, `run` and `pri` change a
+/// job of this node (run them on the node that lists it): its owner's or, for root, anyone's.
 #[derive(Debug, Parser)]
 #[command(
     name = "mosq",
     version,
-    after_long_help = "Examples:\n  mosq                    this node's queue and the others' first jobs\n  mosq pri 4242 10        job 4242 now has priority 10 (lower first)\n  mosq run 4242           start it now, ahead of its turn\n  mosq delete 4242        take it out: its mosrun exits 1, saying so\n\nJSON (--json): {node, jobs: [{pid, uid, priority, submitted_ms, mem_mb, command, waits_for}], others: [[node, {priority, submitted_ms, queued}]]}.\n\nExit status: 0 on success, 1 on failure (no such queued job, not yours, no service), 2 on a usage error."
+    after_long_help = "Examples:\n  mosq                    the cluster's queue, in the order the jobs will start\n  mosq --here             this node's queue, and how many wait at the others\n  mosq pri 4242 10        job 4242 now has priority 10 (lower first)\n  mosq run 4242           start it now, ahead of its turn\n  mosq delete 4242        take it out: its mosrun exits 1, saying so\n\nJSON (--json): {node, jobs: [{pid, uid, priority, submitted_ms, mem_mb, command, waits_for}], others: [[node, {priority, submitted_ms, queued}]], cluster: [{node, jobs: [...], error}]} (cluster is empty with --here).\n\nExit status: 0 on success, 1 on failure (no such queued job, not yours, no service), 2 on a usage error."
 )]
 struct Cli {
     /// What to do (default: list).
@@ -31,11 +34,14 @@ struct Cli {
     /// Print JSON (list).
     #[arg(long)]
     json: bool,
+    /// List this node's queue only (the others' counts from the gossip).
+    #[arg(long)]
+    here: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Verb {
-    /// List this node's queue and the others' first jobs.
+    /// List the cluster's queue (with --here: this node's).
     List,
     /// Take a job out of the queue: it ends without running (its mosrun exits 1).
     Delete {
@@ -68,7 +74,7 @@ fn run(cli: &Cli) -> Result<()> {
     let mut client = Client::connect(&Paths::from_env())?;
     let change = match cli.verb {
         None | Some(Verb::List) => {
-            let v = client.queue()?;
+            let v = client.queue(!cli.here)?;
             if cli.json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
@@ -85,17 +91,23 @@ fn run(cli: &Cli) -> Result<()> {
 }
 
 fn print(v: &QueueView) {
-    if v.jobs.is_empty() {
+    // Every job listed, in the order they start: priority, submission, node.
+    let mut rows: Vec<(u16, &QueueRow)> = v.jobs.iter().map(|j| (v.node.get(), j)).collect();
+    for q in &v.cluster {
+        rows.extend(q.jobs.iter().map(|j| (q.node.get(), j)));
+    }
+    rows.sort_by_key(|(n, j)| (j.priority, j.submitted_ms, *n, j.pid));
+    if rows.is_empty() {
         println!("no job queued at node {}", v.node);
     } else {
         println!(
-            "{:>7} {:>6} {:>4} {:>8} {:>7}  COMMAND",
-            "PID", "UID", "PRI", "WAITED", "MEM"
+            "{:>5} {:>7} {:>6} {:>4} {:>8} {:>7}  COMMAND",
+            "NODE", "PID", "UID", "PRI", "WAITED", "MEM"
         );
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        for j in &v.jobs {
+        for (n, j) in &rows {
             let waited = now.saturating_sub(j.submitted_ms) / 1000;
             let mem = if j.mem_mb == 0 {
                 "-".to_owned()
@@ -103,19 +115,26 @@ fn print(v: &QueueView) {
                 format!("{}M", j.mem_mb)
             };
             println!(
-                "{:>7} {:>6} {:>4} {:>7}s {:>7}  {}",
+                "{n:>5} {:>7} {:>6} {:>4} {:>7}s {:>7}  {}",
                 j.pid, j.uid, j.priority, waited, mem, j.command
             );
         }
         if let Some(first) = v.jobs.first() {
-            println!("first: {}", first.waits_for);
+            println!("first of node {}: {}", v.node, first.waits_for);
         }
     }
-    for (n, h) in &v.others {
-        println!(
-            "node {n}: {} queued, first with priority {}",
-            h.queued, h.priority
-        );
+    for q in &v.cluster {
+        if let Some(e) = &q.error {
+            println!("node {}: its queue is not listed: {e}", q.node);
+        }
+    }
+    if v.cluster.is_empty() {
+        for (n, h) in &v.others {
+            println!(
+                "node {n}: {} queued, first with priority {}",
+                h.queued, h.priority
+            );
+        }
     }
 }
 

@@ -74,7 +74,9 @@ pub struct Cli {
     /// Queue the program until the cluster has room for it — a free CPU, and the memory given
     /// with -m — in priority order (lower first; default 50) then submission order,
     /// cluster-wide (classic: -q or -qPRI). The process exists meanwhile (its pid, its parent
-    /// waiting); `mosq` shows and changes the queue.
+    /// waiting); `mosq` shows and changes the queue. When its turn comes it starts on the node
+    /// the queue saw a CPU free on (not locked there; at home if that node cannot take it),
+    /// unless a placement (-h, -NODE, -jLIST) says where.
     #[arg(
         long = "queue",
         value_name = "PRI",

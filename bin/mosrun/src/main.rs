@@ -30,7 +30,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let Some((prog, args)) = cli.command.split_first() else {
         bail!("no program given (usage: mosrun [options] program [args...])");
     };
-    let placement = match (&cli.node, &cli.jobs) {
+    let mut placement = match (&cli.node, &cli.jobs) {
         (Some(n), _) => Some(NodeId::new(*n).ok_or_else(|| anyhow!("node 0 means home; use -h"))?),
         (None, Some(list)) => {
             let nodes = cli::parse_list(list).map_err(|e| anyhow!("-j{list}: {e}"))?;
@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         DecayMode::Slow
     };
+    let mut fallback_home = cli.force;
     let mut client = Client::connect(&Paths::from_env())?;
     if let Some(priority) = cli.queue {
         let line: Vec<String> = cli
@@ -72,20 +73,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             line.truncate(cut);
             line.push('…');
         }
-        client
+        let (_, node) = client
             .enqueue(priority, cli.mem.unwrap_or(0), &line)
             .map_err(|e| anyhow!("queued {}: {e}", prog.to_string_lossy()))?;
+        // Where the queue saw a free CPU, unless the user placed it: not locked there, and at
+        // home if that node cannot take it after all.
+        if !placed && node.is_some() {
+            placement = node;
+            fallback_home = true;
+        }
     }
     client.register(Registration {
         lock,
         decay,
         placement,
-        fallback_home: cli.force,
+        fallback_home,
     })?;
     drop(client);
     if let Some(n) = cli.batch {
         return batch(n, prog);
     }
+    exec(prog, args)
+}
+
+/// Becomes the program; returns only if it cannot (127: not found, 126: not executable).
+fn exec(prog: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Result<ExitCode> {
     let err = std::process::Command::new(prog).args(args).exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound {
         127

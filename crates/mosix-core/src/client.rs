@@ -79,8 +79,12 @@ pub enum Request {
         /// Its command line, for `mosq`.
         command: String,
     },
-    /// `mosq`: this node's queue, and the heads of the others'.
-    Queue,
+    /// `mosq`: this node's queue, and the heads of the others'; with `all`, the other nodes'
+    /// queues too (asked over the link).
+    Queue {
+        /// Ask the other nodes of the cluster for their queues.
+        all: bool,
+    },
     /// `mosq delete|run|pri`: change a queued job of this node (its owner or root).
     QueueChange {
         /// The queued process.
@@ -220,6 +224,8 @@ pub enum Response {
     Go {
         /// How long it waited.
         waited_ms: u64,
+        /// Where the queue would have it begin (a node with a CPU to spare; `None`: here).
+        node: Option<NodeId>,
     },
     /// Answer to [`Request::Queue`].
     Queue(QueueView),
@@ -370,6 +376,21 @@ pub struct QueueView {
     pub jobs: Vec<QueueRow>,
     /// The other nodes that have queued jobs: how many, and their first.
     pub others: Vec<(NodeId, crate::queue::Head)>,
+    /// The queues of the other nodes of this cluster that have jobs queued (asked over the
+    /// link when the view was asked with `all`).
+    #[serde(default)]
+    pub cluster: Vec<NodeQueue>,
+}
+
+/// Another node's queue, as it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeQueue {
+    /// The node.
+    pub node: NodeId,
+    /// Its jobs, first first.
+    pub jobs: Vec<QueueRow>,
+    /// Why its list is missing or partial (it did not answer, ...).
+    pub error: Option<String>,
 }
 
 /// The cluster as one node sees it.
@@ -608,13 +629,13 @@ impl Client {
     }
 
     /// Queues the calling process and waits (without a time limit) until its turn comes
-    /// ([`Request::Enqueue`]); how long it waited.
+    /// ([`Request::Enqueue`]); how long it waited, and where the queue would have it begin.
     pub fn enqueue(
         &mut self,
         priority: u16,
         mem_mb: u64,
         command: &str,
-    ) -> Result<u64, ClientError> {
+    ) -> Result<(u64, Option<NodeId>), ClientError> {
         self.set_timeout(None);
         self.ask(
             &Request::Enqueue {
@@ -623,15 +644,16 @@ impl Client {
                 command: command.to_owned(),
             },
             |r| match r {
-                Response::Go { waited_ms } => Some(waited_ms),
+                Response::Go { waited_ms, node } => Some((waited_ms, node)),
                 _ => None,
             },
         )
     }
 
-    /// This node's queue and the heads of the others' ([`Request::Queue`]).
-    pub fn queue(&mut self) -> Result<QueueView, ClientError> {
-        self.ask(&Request::Queue, |r| match r {
+    /// This node's queue and the heads of the others', with `all` the other nodes' queues
+    /// ([`Request::Queue`]).
+    pub fn queue(&mut self, all: bool) -> Result<QueueView, ClientError> {
+        self.ask(&Request::Queue { all }, |r| match r {
             Response::Queue(v) => Some(v),
             _ => None,
         })
@@ -792,7 +814,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::OpenGrid { .. } => "OpenGrid",
         Request::Enqueue { .. } => "Enqueue",
         Request::Isolate { .. } => "Isolate",
-        Request::Queue => "Queue",
+        Request::Queue { .. } => "Queue",
         Request::QueueChange { .. } => "QueueChange",
         Request::GetDecay => "GetDecay",
         Request::SetDecay(_) => "SetDecay",

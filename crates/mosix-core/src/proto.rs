@@ -61,9 +61,9 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 /// The frame magic.
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
-/// messages of path calls run at the remote's node); the frame fixtures
+/// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]); the frame fixtures
 /// (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -630,6 +630,47 @@ pub enum LinkMsg {
         /// node appears.
         session: u64,
     },
+    /// The sender asks for this node's queue (`mosq`, cluster-wide): one sealed
+    /// [`QueueListing`] frame answers, then the connection ends. Answered to nodes of this
+    /// node's own cluster only.
+    ListQueue,
+}
+
+/// The largest [`QueueListing`] frame.
+pub const MAX_LISTING_FRAME: usize = 8 << 20;
+/// The longest command line a queued job shows (bytes).
+pub const MAX_QUEUE_COMMAND: usize = 1024;
+
+/// A node's queue, the answer to [`LinkMsg::ListQueue`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueListing {
+    /// Its jobs, first first.
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, { crate::queue::MAX_QUEUED }>")]
+    pub jobs: Vec<crate::client::QueueRow>,
+}
+
+impl QueueListing {
+    /// Checks the counts and lengths a decoded listing may carry.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        if self.jobs.len() > crate::queue::MAX_QUEUED {
+            return Err(FrameError::Invalid(format!(
+                "a queue of {} jobs exceeds {}",
+                self.jobs.len(),
+                crate::queue::MAX_QUEUED
+            )));
+        }
+        if let Some(j) = self
+            .jobs
+            .iter()
+            .find(|j| j.command.len() > MAX_QUEUE_COMMAND || j.waits_for.len() > MAX_QUEUE_COMMAND)
+        {
+            return Err(FrameError::Invalid(format!(
+                "queued job {} is described in more than {MAX_QUEUE_COMMAND} bytes",
+                j.pid
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl LinkMsg {
@@ -645,7 +686,10 @@ impl LinkMsg {
                 }
                 Ok(())
             }
-            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => Ok(()),
+            LinkMsg::OpenProcess
+            | LinkMsg::Rejoin { .. }
+            | LinkMsg::OpenFiles { .. }
+            | LinkMsg::ListQueue => Ok(()),
         }
     }
 }
@@ -1022,6 +1066,37 @@ mod tests {
             nonce_s: ns,
             protection: p,
         }
+    }
+
+    #[test]
+    fn a_queue_listing_is_bounded_in_jobs_and_in_text() {
+        let row = |command: String| crate::client::QueueRow {
+            pid: 7,
+            uid: 1000,
+            priority: 50,
+            submitted_ms: 1,
+            mem_mb: 0,
+            command,
+            waits_for: String::new(),
+        };
+        let ok = QueueListing {
+            jobs: vec![row("sim --steps 9".into()); 3],
+        };
+        let back: QueueListing = decode_frame(&encode(&ok), MAX_LISTING_FRAME).unwrap();
+        assert_eq!(back, ok);
+        back.validate().unwrap();
+        let long = QueueListing {
+            jobs: vec![row("x".repeat(MAX_QUEUE_COMMAND + 1))],
+        };
+        let e = long.validate().unwrap_err().to_string();
+        assert!(e.contains("queued job 7"), "{e}");
+        // More jobs than a queue holds: the reader keeps one over the limit, validate refuses.
+        let many = QueueListing {
+            jobs: vec![row(String::new()); crate::queue::MAX_QUEUED + 5],
+        };
+        let back: QueueListing = decode_frame(&encode(&many), MAX_LISTING_FRAME).unwrap();
+        assert_eq!(back.jobs.len(), crate::queue::MAX_QUEUED + 1);
+        assert!(back.validate().is_err());
     }
 
     #[test]

@@ -15,12 +15,18 @@
 use serde::{Deserialize, Serialize};
 
 use crate::balance::NodeState;
+use crate::gossip::Millis;
 use crate::node::{NodeId, Status};
 
 /// The priority `mosrun -q` gives without a number (lower is better).
 pub const DEFAULT_PRIORITY: u16 = 50;
-/// How long a started job counts as occupying a CPU before the figures show it.
-pub const STARTING_MS: i64 = 3_000;
+/// How long a job started at this node counts as occupying a CPU before its local load shows
+/// it (that load rises slowly: 90 % after about 5 s).
+pub const STARTING_MS: Millis = 3_000;
+/// How long after a job starts or ends on a peer news of that peer show it: the second its
+/// load is measured over must have passed, and news are stamped when sent, up to a gossip
+/// interval after the measurement (the balancer's [`SETTLE_MS`](crate::balance::SETTLE_MS)).
+pub const SEEN_MS: Millis = crate::balance::SETTLE_MS;
 /// The most jobs one node queues at once.
 pub const MAX_QUEUED: usize = 4096;
 
@@ -56,8 +62,6 @@ pub struct Situation<'a> {
     pub peers: &'a [NodeState],
     /// The heads of the peers' queues.
     pub heads: &'a [(NodeId, Head)],
-    /// Jobs this node started within [`STARTING_MS`].
-    pub starting: u32,
     /// Jobs this node started from its queue that still run, wherever they are: a floor under
     /// what the loads say (a process on its way between nodes shows in no load).
     pub known: u32,
@@ -199,7 +203,7 @@ pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
             .filter(usable)
             .map(|p| p.procs(f64::from(p.load)))
             .sum::<f64>();
-    let busy = (busy + f64::from(s.starting)).max(f64::from(s.known));
+    let busy = busy.max(f64::from(s.known));
     // A quarter of a CPU is the measurement's noise.
     if cpus - busy + 0.25 < 1.0 {
         return Err(Wait::NoCpu);
@@ -211,6 +215,79 @@ pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
         return Err(Wait::NoMemory);
     }
     Ok(())
+}
+
+/// A peer's load as the queue counts it. Its exported load falls slowly after processes end
+/// (MOSIX's rule, so that nobody floods a node that was busy a moment ago), which would keep a
+/// queue waiting seconds for CPUs that are free; its utilisation over the last second shows an
+/// idle CPU at once. Below full use, the processes it runs are no more than the CPUs it uses.
+pub fn load_now(p: &NodeState, util: u32) -> u32 {
+    if util >= 90 {
+        return p.load;
+    }
+    let used = f64::from(p.cpus.max(1)) * f64::from(util) / 100.0;
+    let load = (used * p.one()).round().min(f64::from(u32::MAX)) as u32;
+    p.load.min(load)
+}
+
+/// A change this node knows of before the figures show it: a job it started (`started`) or
+/// one that ended (not `started`), on `node`, at `at` (the dissemination's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    /// Where the job runs or ran (this node included).
+    pub node: NodeId,
+    /// When it started or ended.
+    pub at: Millis,
+    /// Started (one more process there) or ended (one fewer).
+    pub started: bool,
+}
+
+/// Node `n`'s figures with what this node knows that they do not show yet: one process more
+/// for each job sent there, one fewer for each that ended there, when the figures were
+/// measured before a second had passed since. For this node (`is_me`), whose local load is
+/// the mean of the last second and rises slowly, a start counts for [`STARTING_MS`], an end for
+/// [`SEEN_MS`].
+pub fn adjust(n: &mut NodeState, recent: &[Recent], now: Millis, is_me: bool) {
+    let unseen = |r: &&Recent| {
+        r.node == n.node
+            && if is_me {
+                now - r.at < if r.started { STARTING_MS } else { SEEN_MS }
+            } else {
+                n.measured_at < r.at + SEEN_MS
+            }
+    };
+    let count = |started: bool| {
+        recent
+            .iter()
+            .filter(unseen)
+            .filter(|r| r.started == started)
+            .count() as f64
+    };
+    // An end takes off only a process the figures still show (they may show the end already:
+    // the end is seen here up to a second late), then the starts are added.
+    let load = (f64::from(n.load) - count(false) * n.one()).max(0.0) + count(true) * n.one();
+    n.load = load.min(f64::from(u32::MAX)).round() as u32;
+}
+
+/// Where a job the queue starts should begin: this node (`None`) when it has a CPU to spare,
+/// else the peer with the most CPU to spare and the memory the job asked for (`mem`, bytes; 0:
+/// none declared), `None` again when no peer has a whole CPU free (the balancer spreads it
+/// later). The figures are those [`adjust`] gives. Starting the job where it will run saves it
+/// the seconds it would share home's CPU before the balancer moves it.
+pub fn place(me: &NodeState, peers: &[NodeState], mem: u64) -> Option<NodeId> {
+    let spare = |n: &NodeState| f64::from(n.cpus.max(1)) - n.procs(f64::from(n.load));
+    let fits = |n: &NodeState| mem == 0 || n.mem_free >= mem;
+    // A quarter of a CPU is the measurement's noise.
+    if spare(me) + 0.25 >= 1.0 && fits(me) {
+        return None;
+    }
+    peers
+        .iter()
+        .filter(|p| !p.flags.intersects(Status::BLOCK) && fits(p))
+        .map(|p| (spare(p), p.node))
+        .filter(|(s, _)| s + 0.25 >= 1.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map(|(_, n)| n)
 }
 
 #[cfg(test)]
@@ -242,14 +319,23 @@ mod tests {
     fn the_first_head_of_the_cluster_starts_when_a_cpu_is_free() {
         let me = node(1, 100, 1);
         let peers = [node(2, 0, 1), node(3, 100, 1)];
-        let s = |h: Head, heads: &[(NodeId, Head)], starting| {
+        let s = |h: Head, heads: &[(NodeId, Head)], starting: u32| {
+            // A job starting at home: its load does not show it yet.
+            let mut me = me;
+            let recent: Vec<Recent> = (0..starting)
+                .map(|_| Recent {
+                    node: me.node,
+                    at: 1_000,
+                    started: true,
+                })
+                .collect();
+            adjust(&mut me, &recent, 2_000, true);
             decide(&Situation {
                 me: &me,
                 head: h,
                 head_mem: 0,
                 peers: &peers,
                 heads,
-                starting,
                 known: 0,
             })
         };
@@ -283,7 +369,6 @@ mod tests {
             head_mem: 0,
             peers: &peers,
             heads: &[],
-            starting: 0,
             known: 0,
         });
         assert_eq!(r, Err(Wait::NoCpu));
@@ -295,7 +380,6 @@ mod tests {
             head_mem: 0,
             peers: &idle,
             heads: &[],
-            starting: 0,
             known: 3,
         });
         assert_eq!(r, Err(Wait::NoCpu));
@@ -311,7 +395,6 @@ mod tests {
             head_mem: 3 << 30,
             peers: &peers,
             heads: &[],
-            starting: 0,
             known: 0,
         };
         assert_eq!(decide(&sit), Err(Wait::NoMemory));
@@ -342,5 +425,99 @@ mod tests {
         assert_eq!(q.prune(|j| j.pid == 7), vec![7]);
         assert!(q.take(5).is_some() && q.take(5).is_none());
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn an_idle_cpu_shows_at_once_in_the_load_the_queue_counts() {
+        // One process ended a second ago: the exported load still says one, the last second's
+        // use says nothing runs.
+        let p = node(2, 100, 1);
+        assert_eq!(load_now(&p, 0), 0);
+        assert_eq!(load_now(&p, 100), 100);
+        // Two CPUs (one process is 50 of load), one of them used: one process, not two.
+        let p = node(2, 100, 2);
+        assert_eq!(load_now(&p, 50), 50);
+        // Full use: the load (which may say more processes than CPUs) stands.
+        let p = node(2, 300, 1);
+        assert_eq!(load_now(&p, 95), 300);
+    }
+
+    #[test]
+    fn a_started_job_begins_at_home_if_home_has_room_else_where_most_is_free() {
+        let id = |n| NodeId::new(n).unwrap();
+        let me = node(1, 0, 1);
+        let peers = [node(2, 0, 2), node(3, 100, 1)];
+        assert_eq!(place(&me, &peers, 0), None);
+        let me = node(1, 100, 1);
+        assert_eq!(place(&me, &peers, 0), Some(id(2)));
+        // Node 2 got one a moment ago: it has one CPU left, still the most.
+        let sent = |k: u16| -> Vec<Recent> {
+            (0..k)
+                .map(|_| Recent {
+                    node: id(2),
+                    at: 5_000,
+                    started: true,
+                })
+                .collect()
+        };
+        let mut two = node(2, 0, 2);
+        two.measured_at = 4_000;
+        let mut p = two;
+        adjust(&mut p, &sent(1), 5_500, false);
+        assert_eq!(place(&me, &[p, node(3, 100, 1)], 0), Some(id(2)));
+        // And a second: none is free; the job starts at home and the balancer spreads it.
+        let mut p = two;
+        adjust(&mut p, &sent(2), 5_500, false);
+        assert_eq!(place(&me, &[p, node(3, 100, 1)], 0), None);
+        // News measured SEEN_MS and more after the starts show them: nothing is added.
+        let mut p = two;
+        p.measured_at = 5_000 + SEEN_MS;
+        adjust(&mut p, &sent(2), 8_000, false);
+        assert_eq!(p.load, 0);
+        // The memory asked for rules a node out.
+        let mut small = node(2, 0, 2);
+        small.mem_free = 1 << 20;
+        assert_eq!(place(&me, &[small, node(4, 0, 1)], 1 << 30), Some(id(4)));
+        // A blocked node takes nothing.
+        let mut blocked = node(2, 0, 2);
+        blocked.flags = Status::BLOCK;
+        assert_eq!(place(&me, &[blocked], 0), None);
+    }
+
+    #[test]
+    fn a_job_that_ended_frees_its_cpu_before_the_figures_say_so() {
+        let id = |n| NodeId::new(n).unwrap();
+        let mut three = node(3, 100, 1);
+        three.measured_at = 9_000;
+        let ended = [Recent {
+            node: id(3),
+            at: 9_500,
+            started: false,
+        }];
+        let mut p = three;
+        adjust(&mut p, &ended, 10_000, false);
+        assert_eq!(p.load, 0);
+        assert_eq!(place(&node(1, 100, 1), &[p], 0), Some(id(3)));
+        // Figures that show the end already, and a job started there since: one process, not
+        // none.
+        let mut p = node(3, 0, 1);
+        p.measured_at = 9_900;
+        let both = [
+            ended[0],
+            Recent {
+                node: id(3),
+                at: 10_000,
+                started: true,
+            },
+        ];
+        adjust(&mut p, &both, 10_000, false);
+        assert_eq!(p.load, 100);
+        // At home the end counts until the local load's next second shows it.
+        let mut me = node(3, 100, 1);
+        adjust(&mut me, &ended, 10_000, true);
+        assert_eq!(me.load, 0);
+        let mut me = node(3, 100, 1);
+        adjust(&mut me, &ended, 9_500 + SEEN_MS, true);
+        assert_eq!(me.load, 100);
     }
 }

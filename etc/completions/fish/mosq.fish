@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mosq_global_optspecs
-    string join \n json h/help V/version
+    string join \n json here h/help V/version
 end
 
 function __fish_mosq_needs_command
@@ -25,9 +25,10 @@ function __fish_mosq_using_subcommand
 end
 
 complete -c mosq -n "__fish_mosq_needs_command" -l json -d 'Print JSON (list)'
+complete -c mosq -n "__fish_mosq_needs_command" -l here -d 'List this node\'s queue only (the others\' counts from the gossip)'
 complete -c mosq -n "__fish_mosq_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mosq -n "__fish_mosq_needs_command" -s V -l version -d 'Print version'
-complete -c mosq -n "__fish_mosq_needs_command" -f -a "list" -d 'List this node\'s queue and the others\' first jobs'
+complete -c mosq -n "__fish_mosq_needs_command" -f -a "list" -d 'List the cluster\'s queue (with --here: this node\'s)'
 complete -c mosq -n "__fish_mosq_needs_command" -f -a "delete" -d 'Take a job out of the queue: it ends without running (its mosrun exits 1)'
 complete -c mosq -n "__fish_mosq_needs_command" -f -a "run" -d 'Start a job now, ahead of its turn'
 complete -c mosq -n "__fish_mosq_needs_command" -f -a "pri" -d 'Give a job another priority (lower first)'
@@ -36,7 +37,7 @@ complete -c mosq -n "__fish_mosq_using_subcommand list" -s h -l help -d 'Print h
 complete -c mosq -n "__fish_mosq_using_subcommand delete" -s h -l help -d 'Print help'
 complete -c mosq -n "__fish_mosq_using_subcommand run" -s h -l help -d 'Print help'
 complete -c mosq -n "__fish_mosq_using_subcommand pri" -s h -l help -d 'Print help'
-complete -c mosq -n "__fish_mosq_using_subcommand help; and not __fish_seen_subcommand_from list delete run pri help" -f -a "list" -d 'List this node\'s queue and the others\' first jobs'
+complete -c mosq -n "__fish_mosq_using_subcommand help; and not __fish_seen_subcommand_from list delete run pri help" -f -a "list" -d 'List the cluster\'s queue (with --here: this node\'s)'
 complete -c mosq -n "__fish_mosq_using_subcommand help; and not __fish_seen_subcommand_from list delete run pri help" -f -a "delete" -d 'Take a job out of the queue: it ends without running (its mosrun exits 1)'
 complete -c mosq -n "__fish_mosq_using_subcommand help; and not __fish_seen_subcommand_from list delete run pri help" -f -a "run" -d 'Start a job now, ahead of its turn'
 complete -c mosq -n "__fish_mosq_using_subcommand help; and not __fish_seen_subcommand_from list delete run pri help" -f -a "pri" -d 'Give a job another priority (lower first)'

@@ -1,6 +1,6 @@
 complete -c mosrun -l node -d 'Start the program on this node (classic: -NODE)' -r
 complete -c mosrun -s j -l jobs -d 'Start the program on a random node of this list (classic: -jLIST), e.g. 2-4,7' -r
-complete -c mosrun -l queue -d 'Queue the program until the cluster has room for it — a free CPU, and the memory given with -m — in priority order (lower first; default 50) then submission order, cluster-wide (classic: -q or -qPRI). The process exists meanwhile (its pid, its parent waiting); `mosq` shows and changes the queue' -r
+complete -c mosrun -l queue -d 'Queue the program until the cluster has room for it — a free CPU, and the memory given with -m — in priority order (lower first; default 50) then submission order, cluster-wide (classic: -q or -qPRI). The process exists meanwhile (its pid, its parent waiting); `mosq` shows and changes the queue. When its turn comes it starts on the node the queue saw a CPU free on (not locked there; at home if that node cannot take it), unless a placement (-h, -NODE, -jLIST) says where' -r
 complete -c mosrun -s m -d 'With -q: the memory the program needs, in MiB; it starts when a node has that much free' -r
 complete -c mosrun -s S -d 'Run the commands of a file (one shell command a line; \'#\' comments), at most N at a time, as MOSIX processes; report each that fails, with its line; exit 1 if any failed' -r
 complete -c mosrun -l install-links -d 'Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay, fastdecay) as links to mosrun in this directory, and exit' -r -F

@@ -226,7 +226,10 @@ async fn serve_inbound<E: From<Inbound>>(
             }
             session.opener
         }
-        LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => {
+        LinkMsg::OpenProcess
+        | LinkMsg::Rejoin { .. }
+        | LinkMsg::OpenFiles { .. }
+        | LinkMsg::ListQueue => {
             hand_over(stream, session, node, first, &events).await;
             return;
         }
@@ -286,10 +289,13 @@ async fn serve_inbound<E: From<Inbound>>(
                     return;
                 }
             }
-            LinkMsg::OpenProcess | LinkMsg::Rejoin { .. } | LinkMsg::OpenFiles { .. } => {
+            LinkMsg::OpenProcess
+            | LinkMsg::Rejoin { .. }
+            | LinkMsg::OpenFiles { .. }
+            | LinkMsg::ListQueue => {
                 if let Some(n) = throttle.allow(Trouble::Claim, peer.ip()) {
                     warn!(
-                        "closing link from node {node} ({peer}): a gossip connection asked to carry a process or files{}",
+                        "closing link from node {node} ({peer}): a gossip connection asked to carry a process, files or a queue{}",
                         held_back(n)
                     );
                 }
@@ -334,6 +340,7 @@ async fn hand_over<E: From<Inbound>>(
             session,
             stream,
         },
+        LinkMsg::ListQueue => Inbound::ListQueue { from: node, stream },
         _ => Inbound::Process { from: node, stream },
     };
     let _ = events.send(ev.into()).await;

@@ -340,6 +340,14 @@ pub enum Inbound {
         /// The connection, now blocking.
         stream: Conn,
     },
+    /// A connection that asks for this node's queue
+    /// ([`mosix_core::proto::LinkMsg::ListQueue`]).
+    ListQueue {
+        /// The asking node.
+        from: NodeId,
+        /// The connection, now blocking.
+        stream: Conn,
+    },
 }
 
 /// Two ends of a process connection inside this node, over loopback TCP, sealed (authenticated)

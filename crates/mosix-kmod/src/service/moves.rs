@@ -11,7 +11,7 @@ use mosix_core::client::{DecayMode, Response, Target};
 use mosix_core::gossip::Millis;
 use mosix_core::moves::MoveFailure;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::node::Node;
 use super::policy::{self, MovePlan, ProcFacts, StartPlan};
@@ -308,7 +308,12 @@ impl Node {
         let locals = b
             .tracker
             .look(now, &self.procs, &b.decay, accept_root, &files);
-        let (me, peers) = self.node_states(now);
+        let (me, mut peers) = self.node_states(now);
+        // The queue's starts elsewhere (and its jobs' ends) the figures do not show yet: the
+        // balancer's own moves are counted by the balancer.
+        for p in &mut peers {
+            mosix_core::queue::adjust(p, &self.queue.recent, now, false);
+        }
         let mut frozen_now = self.auto_freeze(now, &me, &peers, &locals);
         frozen_now.extend(self.grid_round(now, &locals, &me));
         if locals.is_empty() {
@@ -331,6 +336,16 @@ impl Node {
             };
             let pid = m.id as i32;
             let why = m.reason.word();
+            if let Some(d) = peers.iter().find(|p| p.node == m.to) {
+                debug!(
+                    "balancing: here load {} ({} processes here), node {} load {} in news {} ms old",
+                    me.load,
+                    states.len(),
+                    m.to,
+                    d.load,
+                    now - d.measured_at
+                );
+            }
             match l.guest {
                 Some((home, home_pid)) => {
                     info!(

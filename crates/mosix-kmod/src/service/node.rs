@@ -99,8 +99,18 @@ pub(super) struct Balancing {
 pub(super) struct Queueing {
     /// The queue.
     pub jobs: mosix_core::queue::Queue<Waiting>,
-    /// The jobs started from it that still run, and when they started.
-    pub started: Vec<(u32, Instant)>,
+    /// The jobs started from it that still run.
+    pub started: Vec<Started>,
+    /// Starts and ends of those jobs the figures may not show yet (a few seconds' worth).
+    pub recent: Vec<mosix_core::queue::Recent>,
+}
+
+/// A job the queue started, while it runs.
+pub(super) struct Started {
+    /// Its pid.
+    pub pid: u32,
+    /// Where it runs, as last seen (this node: `None`).
+    pub node: Option<mosix_core::NodeId>,
 }
 
 /// What the service keeps of a queued job: how its `mosrun` is answered, and since when it
@@ -272,6 +282,7 @@ impl Node {
                     warn!("cannot start a guest thread: {e}");
                 }
             }
+            Event::Link(Inbound::ListQueue { from, stream }) => self.list_queue_for(from, stream),
             Event::Link(Inbound::Files {
                 from,
                 session,

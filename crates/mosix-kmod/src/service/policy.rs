@@ -55,7 +55,7 @@ pub fn may_ask(req: &Request, uid: u32, euid: u32) -> Result<(), String> {
             | Request::Register { .. }
             | Request::Migrate { .. }
             | Request::Enqueue { .. }
-            | Request::Queue
+            | Request::Queue { .. }
             | Request::QueueChange { .. }
     );
     if open || uid == 0 || uid == euid {

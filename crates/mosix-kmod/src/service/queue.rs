@@ -7,11 +7,21 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mosix_core::client::{QueueChange, QueueRow, QueueView, Response};
 use mosix_core::gossip::Millis;
-use mosix_core::queue::{self, Queued, Situation, Wait};
+use mosix_core::queue::{self, Queued, Recent, Situation, Wait};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{debug, info, warn};
 
-use super::node::{Node, Queueing, Waiting};
+use mosix_core::NodeId;
+use mosix_core::balance::NodeState;
+use mosix_core::client::NodeQueue;
+use mosix_core::proto::{LinkMsg, MAX_LISTING_FRAME, MAX_QUEUE_COMMAND, QueueListing};
+
+use crate::link::channel::{Conn, Duplex};
+use crate::link::{self, LinkContext};
+
+use super::node::{Node, Queueing, Started, Waiting};
 use super::policy;
 
 impl Queueing {
@@ -39,9 +49,9 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
-fn go(j: Queued<Waiting>) {
+fn go(j: Queued<Waiting>, node: Option<NodeId>) {
     let waited_ms = u64::try_from(j.reply.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let _ = j.reply.reply.send(Response::Go { waited_ms });
+    let _ = j.reply.reply.send(Response::Go { waited_ms, node });
 }
 
 impl Node {
@@ -84,24 +94,89 @@ impl Node {
         self.queue_round(now);
     }
 
-    /// Starts this node's first job if it is the cluster's first and there is room; called
-    /// every sample and when a job is queued.
+    /// Starts this node's first jobs while each is the cluster's first and there is room, each
+    /// where it should begin; called every sample and when a job is queued.
     pub(super) fn queue_round(&mut self, now: Millis) {
         self.queue.prune();
-        self.queue.started.retain(|(pid, _)| alive(*pid));
-        if self.queue_wait(now).is_ok()
-            && let Some(pid) = self.queue.jobs.first().map(|j| j.pid)
-            && let Some(j) = self.queue.jobs.take(pid)
-        {
+        self.queue_follow(now);
+        // Each start counts as busy at once: the loop ends when the room is used up.
+        for _ in 0..queue::MAX_QUEUED {
+            if self.queue_wait(now).is_err() {
+                break;
+            }
+            let Some(pid) = self.queue.jobs.first().map(|j| j.pid) else {
+                break;
+            };
+            let Some(j) = self.queue.jobs.take(pid) else {
+                break;
+            };
+            let (me, peers) = self.queue_states(now);
+            let node = queue::place(&me, &peers, j.mem_mb << 20);
             info!(
-                "queue: process {} starts (priority {}, waited {:.1} s)",
+                "queue: process {} starts (priority {}, waited {:.1} s) on {}",
                 j.pid,
                 j.priority,
-                j.reply.since.elapsed().as_secs_f64()
+                j.reply.since.elapsed().as_secs_f64(),
+                node.map_or("this node".to_owned(), |n| format!("node {n}"))
             );
-            self.queue.started.push((j.pid, Instant::now()));
-            go(j);
+            self.queue_started(j.pid, node, now);
+            go(j, node);
         }
+    }
+
+    /// Records a start (for the figures that do not show it yet).
+    fn queue_started(&mut self, pid: u32, node: Option<NodeId>, now: Millis) {
+        self.queue.started.push(Started { pid, node });
+        self.queue.recent.push(Recent {
+            node: node.unwrap_or(self.loaded.me),
+            at: now,
+            started: true,
+        });
+    }
+
+    /// Follows the started jobs: where each runs now, and which ended (its CPU is free at once,
+    /// where it was, before that node's figures say so).
+    fn queue_follow(&mut self, now: Millis) {
+        let me = self.loaded.me;
+        let mut ended = Vec::new();
+        self.queue.started.retain_mut(|s| {
+            if alive(s.pid) {
+                s.node = i32::try_from(s.pid)
+                    .ok()
+                    .and_then(|p| self.procs.home(p).at);
+                true
+            } else {
+                ended.push(Recent {
+                    node: s.node.unwrap_or(me),
+                    at: now,
+                    started: false,
+                });
+                false
+            }
+        });
+        self.queue.recent.extend(ended);
+        // Older changes show in every figure by now.
+        let keep = queue::STARTING_MS.max(queue::SEEN_MS) * 4;
+        self.queue.recent.retain(|r| now - r.at < keep);
+    }
+
+    /// The cluster as the queue counts it: peers' loads as their last second's use shows them,
+    /// and every node's with the starts and ends the figures do not show yet.
+    fn queue_states(&self, now: Millis) -> (NodeState, Vec<NodeState>) {
+        let (mut me, mut peers) = self.node_states(now);
+        queue::adjust(&mut me, &self.queue.recent, now, true);
+        for p in &mut peers {
+            if let Some(f) = self
+                .gossip
+                .diss
+                .get(p.node, now)
+                .and_then(|k| k.info?.figures)
+            {
+                p.load = queue::load_now(p, f.util);
+            }
+            queue::adjust(p, &self.queue.recent, now, false);
+        }
+        (me, peers)
     }
 
     /// Why this node's first job does not start now (`Ok`: it may).
@@ -112,7 +187,7 @@ impl Node {
         let mem = self.queue.jobs.first().map_or(0, |j| j.mem_mb << 20);
         // This node's local load falls at once when a process leaves (the exported one only
         // slowly); the jobs it started lately, which it shows only slowly, count by themselves.
-        let (me, peers) = self.node_states(now);
+        let (me, peers) = self.queue_states(now);
         let heads: Vec<_> = self
             .gossip
             .diss
@@ -126,14 +201,6 @@ impl Node {
             head_mem: mem,
             peers: &peers,
             heads: &heads,
-            starting: u32::try_from(
-                self.queue
-                    .started
-                    .iter()
-                    .filter(|(_, t)| t.elapsed().as_millis() < queue::STARTING_MS as u128)
-                    .count(),
-            )
-            .unwrap_or(u32::MAX),
             known: u32::try_from(self.queue.started.len()).unwrap_or(u32::MAX),
         })
     }
@@ -180,6 +247,65 @@ impl Node {
             node: self.loaded.me,
             jobs: rows,
             others,
+            cluster: Vec::new(),
+        }
+    }
+
+    /// `mosq` (cluster-wide): this node's view, and the queue of every other node of the
+    /// cluster the gossip says has jobs queued, asked over the link at once; answered from a
+    /// thread when all have answered or [`LIST_TIMEOUT`] passed.
+    pub(super) fn queue_view_all(&mut self, reply: oneshot::Sender<Response>) {
+        let mut view = self.queue_view();
+        let ask: Vec<NodeId> = view
+            .others
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| self.loaded.map.contains(*n))
+            .collect();
+        let ctx = link::snapshot(&self.link.ctx);
+        let spawned = std::thread::Builder::new()
+            .name("mosix-mosq".into())
+            .spawn(move || {
+                view.cluster = ask_queues(&ask, &ctx);
+                let _ = reply.send(Response::Queue(view));
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread to ask the other nodes' queues: {e}");
+        }
+    }
+
+    /// Answers a node that asks for this node's queue: nodes of this cluster only (a
+    /// partner's owner sees nobody's command lines here).
+    pub(super) fn list_queue_for(&mut self, from: NodeId, stream: Conn) {
+        if !self.loaded.map.contains(from) {
+            info!("node {from} of another cluster asked for this node's queue: not answered");
+            return;
+        }
+        let jobs = self
+            .queue_view()
+            .jobs
+            .into_iter()
+            .map(|mut j| {
+                cut(&mut j.command);
+                cut(&mut j.waits_for);
+                j
+            })
+            .collect();
+        let spawned = std::thread::Builder::new()
+            .name(format!("mosix-mosq-for-{from}"))
+            .spawn(move || {
+                let sent = Duplex::new(stream)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut d| {
+                        let _ = d.socket().set_write_timeout(Some(LIST_TIMEOUT));
+                        d.send(&QueueListing { jobs }).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = sent {
+                    debug!("sending this node's queue to node {from}: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread to send the queue to node {from}: {e}");
         }
     }
 
@@ -203,8 +329,9 @@ impl Node {
             QueueChange::Run => {
                 if let Some(j) = self.queue.jobs.take(pid) {
                     info!("queue: process {pid} started by uid {uid} ahead of its turn");
-                    self.queue.started.push((j.pid, Instant::now()));
-                    go(j);
+                    let now = self.now();
+                    self.queue_started(j.pid, None, now);
+                    go(j, None);
                 }
             }
             QueueChange::Delete => {
@@ -218,4 +345,67 @@ impl Node {
         }
         Response::Done
     }
+}
+
+/// How long a node has to answer for its queue.
+const LIST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many nodes are asked at once.
+const LIST_AT_ONCE: usize = 16;
+
+/// Cuts a text to [`MAX_QUEUE_COMMAND`] bytes, on a character boundary.
+fn cut(s: &mut String) {
+    if s.len() > MAX_QUEUE_COMMAND {
+        let mut at = MAX_QUEUE_COMMAND;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
+
+/// Asks each of `nodes` for its queue, [`LIST_AT_ONCE`] at a time.
+fn ask_queues(nodes: &[NodeId], ctx: &Arc<LinkContext>) -> Vec<NodeQueue> {
+    let mut out = Vec::new();
+    for chunk in nodes.chunks(LIST_AT_ONCE) {
+        let asks: Vec<_> = chunk
+            .iter()
+            .map(|&n| {
+                let ctx = Arc::clone(ctx);
+                (n, std::thread::spawn(move || list_queue(n, &ctx)))
+            })
+            .collect();
+        for (node, h) in asks {
+            let answer = h
+                .join()
+                .unwrap_or_else(|_| Err("the thread that asked it failed".into()));
+            out.push(match answer {
+                Ok(jobs) => NodeQueue {
+                    node,
+                    jobs,
+                    error: None,
+                },
+                Err(e) => NodeQueue {
+                    node,
+                    jobs: Vec::new(),
+                    error: Some(e),
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Node `n`'s queue, asked over the link.
+fn list_queue(n: NodeId, ctx: &LinkContext) -> Result<Vec<QueueRow>, String> {
+    let conn = link::connect_blocking(n, ctx, &LinkMsg::ListQueue)
+        .map_err(|e| format!("cannot reach it: {e}"))?;
+    let mut d = Duplex::new(conn).map_err(|e| e.to_string())?;
+    d.socket()
+        .set_read_timeout(Some(LIST_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let l: QueueListing = d
+        .recv(MAX_LISTING_FRAME)
+        .map_err(|e| format!("no answer: {e}"))?;
+    l.validate().map_err(|e| format!("a bad answer: {e}"))?;
+    Ok(l.jobs)
 }

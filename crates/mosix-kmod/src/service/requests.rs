@@ -54,7 +54,11 @@ impl Node {
                 self.enqueue((uid, pid), priority, mem_mb, command, reply);
                 return false;
             }
-            Request::Queue => Response::Queue(self.queue_view()),
+            Request::Queue { all: false } => Response::Queue(self.queue_view()),
+            Request::Queue { all: true } => {
+                self.queue_view_all(reply);
+                return false;
+            }
             Request::QueueChange {
                 pid: target,
                 change,
