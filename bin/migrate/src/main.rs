@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use mosix_core::cli::{NodeArg, RunningNodes};
-use mosix_core::client::{Client, ClientError, Migrated, Target};
+use mosix_core::client::{CheckpointThen, Client, ClientError, Migrated, Target};
 use mosix_core::config::Paths;
 
-/// Move a MOSIX process to another node, back home, or to the best node now; freeze it.
+/// Move a MOSIX process to another node, back home, or to the best node now; freeze it;
+/// checkpoint it.
 ///
 /// NODE is a node number, an address or a host name from the map; 0 and `home` send the process
 /// home; `balance` asks the balancer where it would run fastest now, by the load information
@@ -21,16 +22,23 @@ use mosix_core::config::Paths;
 /// running where it is until it is ready to go; it keeps its pid, files and terminal at home.
 /// A process already on another node goes straight to the new one: its memory does not pass
 /// through home. Root may move any process; a user may move the processes they could kill.
+///
+/// `checkpoint` writes what is needed to resume the process later (its memory, registers,
+/// signal state, descriptors with their paths and offsets, working directory, environment) to
+/// a file, with its owner's rights, and lets it go on; `chkstop` then stops it (SIGCONT
+/// resumes it), `chkexit` ends it. The file is FILE.N for the Nth checkpoint of a process
+/// started with `mosrun -C FILE`, else ckpt.PID.N in the process's working directory. A process
+/// on another node comes home for it. `mosrun -I FILE` shows what a checkpoint holds.
 #[derive(Debug, Parser)]
 #[command(
     name = "migrate",
     version,
-    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n  migrate 1234 checkpoint write a checkpoint; it goes on\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; {pid, checkpoint, bytes, stopped_ms} for a checkpoint; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
 )]
 struct Cli {
     /// The process (a pid of this node).
     pid: u32,
-    /// Where to: NODE, home (or 0), balance, freeze or continue.
+    /// Where to: NODE, home (or 0), balance, freeze or continue; or checkpoint, chkstop, chkexit.
     to: String,
     /// Wait until the move is done and print where the process is.
     #[arg(long)]
@@ -50,6 +58,51 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<()> {
     let mut client = Client::connect(&Paths::from_env())?;
+    let then = match cli.to.as_str() {
+        "checkpoint" => Some(CheckpointThen::Continue),
+        "chkstop" => Some(CheckpointThen::Stop),
+        "chkexit" => Some(CheckpointThen::Exit),
+        _ => None,
+    };
+    if let Some(then) = then {
+        let t = match client.checkpoint(cli.pid, then) {
+            Ok(t) => t,
+            Err(e) => {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "pid": cli.pid, "error": e.to_string(), "kind": "refused" })
+                    );
+                }
+                return Err(e.into());
+            }
+        };
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "pid": cli.pid,
+                    "checkpoint": t.file,
+                    "bytes": t.bytes,
+                    "stopped_ms": t.stopped_ms,
+                })
+            );
+        } else {
+            let then = match then {
+                CheckpointThen::Continue => "it goes on",
+                CheckpointThen::Stop => "it is stopped (SIGCONT resumes it)",
+                CheckpointThen::Exit => "it has ended",
+            };
+            println!(
+                "process {} checkpointed to {} ({} MiB; stopped {} ms); {then}",
+                cli.pid,
+                t.file,
+                t.bytes >> 20,
+                t.stopped_ms
+            );
+        }
+        return Ok(());
+    }
     let to = match cli.to.as_str() {
         "balance" => Target::Balance,
         "freeze" => Target::Freeze,

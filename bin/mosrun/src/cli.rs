@@ -95,6 +95,28 @@ pub struct Cli {
     #[arg(short = 'S', value_name = "N", conflicts_with_all = ["queue", "place"])]
     pub batch: Option<usize>,
 
+    /// Where the program's checkpoints go: the Nth is FILE.N (`migrate PID checkpoint`, -A).
+    /// Without it, checkpoints go to ckpt.PID.N in the process's working directory.
+    #[arg(short = 'C', value_name = "FILE")]
+    pub checkpoint_file: Option<std::path::PathBuf>,
+
+    /// Take a checkpoint every MINUTES minutes while the program runs.
+    #[arg(short = 'A', value_name = "MINUTES")]
+    pub checkpoint_every: Option<u32>,
+
+    /// Keep only the newest MAX checkpoint files (older ones are removed).
+    #[arg(short = 'N', value_name = "MAX")]
+    pub checkpoint_max: Option<u32>,
+
+    /// Show what a checkpoint file holds and what could not be restored from it, and exit
+    /// (with --json: as JSON).
+    #[arg(short = 'I', value_name = "FILE", conflicts_with_all = ["place", "queue", "batch"])]
+    pub inspect: Option<std::path::PathBuf>,
+
+    /// With -I: print JSON.
+    #[arg(long, requires = "inspect")]
+    pub json: bool,
+
     /// Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay,
     /// fastdecay) as links to mosrun in this directory, and exit.
     #[arg(long, value_name = "DIR", exclusive = true)]

@@ -2,6 +2,7 @@
 //! program (execve), so that the program keeps mosrun's pid, parent, descriptors and all.
 
 mod cli;
+mod inspect;
 
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(dir) = &cli.install_links {
         return install_links(dir);
+    }
+    if let Some(file) = &cli.inspect {
+        return inspect::show(file, cli.json);
     }
     let Some((prog, args)) = cli.command.split_first() else {
         bail!("no program given (usage: mosrun [options] program [args...])");
@@ -83,17 +87,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fallback_home = true;
         }
     }
+    let checkpoint = checkpoint_spec(&cli)?;
     client.register(Registration {
         lock,
         decay,
         placement,
         fallback_home,
+        checkpoint,
     })?;
     drop(client);
     if let Some(n) = cli.batch {
         return batch(n, prog);
     }
     exec(prog, args)
+}
+
+/// Where the program's checkpoints go (-C, -A, -N), if any was given: the file made absolute
+/// (the service writes it, from another working directory).
+fn checkpoint_spec(cli: &Cli) -> Result<Option<mosix_core::client::CheckpointSpec>> {
+    if cli.checkpoint_file.is_none() && cli.checkpoint_every.is_none() {
+        if cli.checkpoint_max.is_some() {
+            bail!("-N: give -C FILE or -A MINUTES too");
+        }
+        return Ok(None);
+    }
+    if cli.checkpoint_every == Some(0) {
+        bail!("-A0: checkpoints at least a minute apart");
+    }
+    let file = match &cli.checkpoint_file {
+        Some(f) => std::path::absolute(f).map_err(|e| anyhow!("-C {}: {e}", f.display()))?,
+        None => std::env::current_dir()?.join(format!("ckpt.{}", std::process::id())),
+    };
+    if file.file_name().is_none() {
+        bail!("-C {}: not a file name", file.display());
+    }
+    let file = file
+        .to_str()
+        .ok_or_else(|| anyhow!("-C {}: not UTF-8", file.display()))?
+        .to_owned();
+    Ok(Some(mosix_core::client::CheckpointSpec {
+        file,
+        every_min: cli.checkpoint_every.unwrap_or(0),
+        max: cli.checkpoint_max.unwrap_or(0),
+    }))
 }
 
 /// Becomes the program; returns only if it cannot (127: not found, 126: not executable).

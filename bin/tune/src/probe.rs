@@ -44,6 +44,7 @@ fn serve(bytes: &str) -> Result<()> {
         decay: DecayMode::Slow,
         placement: None,
         fallback_home: false,
+        checkpoint: None,
     })?;
     drop(client);
     // Every page written, so every page is resident and travels with the process.

@@ -123,6 +123,17 @@ pub enum Request {
         placement: Option<NodeId>,
         /// With a placement: run at home if the node cannot take it, instead of failing.
         fallback_home: bool,
+        /// Where its checkpoints go, and how often (`mosrun -C`, `-A`, `-N`).
+        #[serde(default)]
+        checkpoint: Option<CheckpointSpec>,
+    },
+    /// `migrate PID checkpoint|chkstop|chkexit`: write a checkpoint of a process of this node
+    /// (one away comes home for it), then let it go on, stop or end.
+    Checkpoint {
+        /// The process.
+        pid: u32,
+        /// What it does once the checkpoint is written.
+        then: CheckpointThen,
     },
     /// `migrate`: move a process.
     Migrate {
@@ -248,6 +259,8 @@ pub enum Response {
     MoveFailed(MoveFailure),
     /// Answer to [`Request::Register`].
     Registered,
+    /// Answer to [`Request::Checkpoint`].
+    Checkpointed(CheckpointTaken),
     /// Answer to [`Request::Migrate`]: where the process is now (0 = home), or, without
     /// `wait`, that the move started.
     Migrated {
@@ -268,7 +281,7 @@ pub enum Response {
 }
 
 /// How a process registers with [`Client::register`] (the fields of [`Request::Register`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registration {
     /// No automatic migration.
     pub lock: bool,
@@ -278,6 +291,41 @@ pub struct Registration {
     pub placement: Option<NodeId>,
     /// With a placement: run at home if the node cannot take it, instead of failing.
     pub fallback_home: bool,
+    /// Where its checkpoints go.
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+/// Where a process's checkpoints go (`mosrun -C FILE -A MINUTES -N MAX`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSpec {
+    /// The base name (absolute): the Nth checkpoint is `FILE.N`.
+    pub file: String,
+    /// Minutes between periodic checkpoints (0: none).
+    pub every_min: u32,
+    /// How many files to keep, the newest (0: all).
+    pub max: u32,
+}
+
+/// What a process does once its checkpoint is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointThen {
+    /// Goes on (`checkpoint`).
+    Continue,
+    /// Stops, to be resumed with `SIGCONT` (`chkstop`).
+    Stop,
+    /// Ends (`chkexit`).
+    Exit,
+}
+
+/// A checkpoint written ([`Response::Checkpointed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointTaken {
+    /// The file.
+    pub file: String,
+    /// Its size.
+    pub bytes: u64,
+    /// How long the process was stopped for it, ms.
+    pub stopped_ms: u64,
 }
 
 /// Where a process is after [`Client::migrate`] (the answer [`Response::Migrated`]).
@@ -747,8 +795,23 @@ impl Client {
             decay: r.decay,
             placement: r.placement,
             fallback_home: r.fallback_home,
+            checkpoint: r.checkpoint,
         };
         self.ask(&req, |r| matches!(r, Response::Registered).then_some(()))
+    }
+
+    /// Writes a checkpoint of process `pid` ([`Request::Checkpoint`]); answers when it is
+    /// written (the client's timeout is lifted: a large process takes its time).
+    pub fn checkpoint(
+        &mut self,
+        pid: u32,
+        then: CheckpointThen,
+    ) -> Result<CheckpointTaken, ClientError> {
+        self.set_timeout(None);
+        self.ask(&Request::Checkpoint { pid, then }, |r| match r {
+            Response::Checkpointed(t) => Some(t),
+            _ => None,
+        })
     }
 
     /// Moves process `pid` of this node ([`Request::Migrate`]); with `wait`, answers when the
@@ -825,6 +888,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::Reconfigure { .. } => "Reconfigure",
         Request::Shutdown => "Shutdown",
         Request::Register { .. } => "Register",
+        Request::Checkpoint { .. } => "Checkpoint",
         Request::Migrate { .. } => "Migrate",
         Request::Expel => "Expel",
         Request::Bring => "Bring",
@@ -887,6 +951,7 @@ mod tests {
             decay: DecayMode::Fast,
             placement: Some(node(2)),
             fallback_home: true,
+            checkpoint: None,
         };
         let (mut c, service) = fake(vec![
             (
@@ -915,6 +980,7 @@ mod tests {
                     decay: DecayMode::Fast,
                     placement: Some(node(2)),
                     fallback_home: true,
+                    checkpoint: None,
                 },
                 Response::Registered,
             ),

@@ -18,6 +18,7 @@
 pub mod ages;
 pub mod balance;
 mod bounded;
+pub mod checkpoint;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -475,6 +475,11 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 ][d],
                 placement: placement.map(id),
                 fallback_home,
+                checkpoint: lock.then(|| mosix_core::client::CheckpointSpec {
+                    file: "/home/u/ckpt".into(),
+                    every_min: d as u32,
+                    max: 2,
+                }),
             }),
         (any::<u32>(), proptest::option::of(1u16..), any::<bool>()).prop_map(|(pid, to, wait)| {
             Request::Migrate {

@@ -3,6 +3,10 @@ complete -c mosrun -s j -l jobs -d 'Start the program on a random node of this l
 complete -c mosrun -l queue -d 'Queue the program until the cluster has room for it — a free CPU, and the memory given with -m — in priority order (lower first; default 50) then submission order, cluster-wide (classic: -q or -qPRI). The process exists meanwhile (its pid, its parent waiting); `mosq` shows and changes the queue. When its turn comes it starts on the node the queue saw a CPU free on (not locked there; at home if that node cannot take it), unless a placement (-h, -NODE, -jLIST) says where' -r
 complete -c mosrun -s m -d 'With -q: the memory the program needs, in MiB; it starts when a node has that much free' -r
 complete -c mosrun -s S -d 'Run the commands of a file (one shell command a line; \'#\' comments), at most N at a time, as MOSIX processes; report each that fails, with its line; exit 1 if any failed' -r
+complete -c mosrun -s C -d 'Where the program\'s checkpoints go: the Nth is FILE.N (`migrate PID checkpoint`, -A). Without it, checkpoints go to ckpt.PID.N in the process\'s working directory' -r -F
+complete -c mosrun -s A -d 'Take a checkpoint every MINUTES minutes while the program runs' -r
+complete -c mosrun -s N -d 'Keep only the newest MAX checkpoint files (older ones are removed)' -r
+complete -c mosrun -s I -d 'Show what a checkpoint file holds and what could not be restored from it, and exit (with --json: as JSON)' -r -F
 complete -c mosrun -l install-links -d 'Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay, fastdecay) as links to mosrun in this directory, and exit' -r -F
 complete -c mosrun -s h -d 'Start the program at home'
 complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it anyway (at home)'
@@ -13,5 +17,6 @@ complete -c mosrun -s i -d 'The program is I/O-bound'
 complete -c mosrun -s n -d 'Its statistics do not decay'
 complete -c mosrun -s s -d 'Its statistics decay slowly (the default)'
 complete -c mosrun -s f -d 'Its statistics decay fast'
+complete -c mosrun -l json -d 'With -I: print JSON'
 complete -c mosrun -l help -d 'Print help'
 complete -c mosrun -s V -l version -d 'Print version'

@@ -538,6 +538,28 @@ impl Frozen {
         tx.send(&ProcMsg::End)
     }
 
+    /// Reads the memory to keep, run by run (one in memory at a time), and hands each to
+    /// `write` with its area and offset (a checkpoint writes them to a file).
+    pub fn each_run(
+        &self,
+        mut write: impl FnMut(u32, u64, &[u8]) -> std::io::Result<()>,
+    ) -> std::result::Result<(), String> {
+        let mut buf = Vec::new();
+        for r in &self.runs {
+            let len = r.len as usize;
+            buf.resize(len, 0);
+            read_run(
+                &self.mem,
+                &self.header.vmas[r.vma as usize],
+                r,
+                &mut buf[..len],
+            )
+            .map_err(|e| e.to_string())?;
+            write(r.vma, r.offset, &buf[..len]).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Undoes the freeze: removes our area and lets the process continue where it was.
     pub fn thaw(self) -> Result<()> {
         let mut t = Held::new(self.tracee, Release::Keep);

@@ -31,6 +31,8 @@ impl Sig {
     pub const TRAP: Sig = Sig(libc::SIGTRAP);
     /// `SIGKILL`.
     pub const KILL: Sig = Sig(libc::SIGKILL);
+    /// `SIGSTOP`.
+    pub const STOP: Sig = Sig(libc::SIGSTOP);
 
     /// The signal numbered `n`, if there is one.
     pub fn new(n: i32) -> Option<Sig> {

@@ -12,6 +12,7 @@
 //! synchronously every 100 ms.
 
 pub mod balancing;
+mod checkpoint;
 pub mod control;
 pub mod daemon;
 mod grid;

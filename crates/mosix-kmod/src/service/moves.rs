@@ -18,6 +18,15 @@ use super::policy::{self, MovePlan, ProcFacts, StartPlan};
 use crate::split::handle::{MoveAsk, MoveDone};
 use crate::split::procs::{self, Home, Procs};
 
+/// How `mosrun` asked a process to be started ([`Request::Register`](mosix_core::client::Request::Register)).
+pub(super) struct Start {
+    pub lock: bool,
+    pub decay: DecayMode,
+    pub placement: Option<NodeId>,
+    pub fallback_home: bool,
+    pub checkpoint: Option<mosix_core::client::CheckpointSpec>,
+}
+
 impl Node {
     /// `mosrun`: makes process `pid` a MOSIX process, and with a placement, moves it there
     /// right after its `execve`. Answers when it is registered (and seized for the move).
@@ -25,10 +34,13 @@ impl Node {
     pub(super) fn register(
         &mut self,
         (uid, pid): (u32, i32),
-        lock: bool,
-        decay: DecayMode,
-        placement: Option<NodeId>,
-        fallback_home: bool,
+        Start {
+            lock,
+            decay,
+            placement,
+            fallback_home,
+            checkpoint,
+        }: Start,
         reply: oneshot::Sender<Response>,
     ) -> bool {
         let answer = |r: Result<(), MoveFailure>| match r {
@@ -50,6 +62,15 @@ impl Node {
                 "cannot make process {pid} a MOSIX process: {e}"
             )));
             return false;
+        }
+        if let Some(spec) = checkpoint {
+            self.procs.update_home(pid, |h| {
+                h.ckpt = Some(crate::split::procs::CkptPlan {
+                    spec,
+                    taken: 0,
+                    since: std::time::Instant::now(),
+                });
+            });
         }
         let plan = policy::plan_start(self.loaded.me, placement, fallback_home, |n| {
             self.can_take(n)
@@ -192,7 +213,7 @@ impl Node {
     }
 
     /// What `migrate` weighs about process `pid`.
-    fn facts(&self, pid: u32) -> ProcFacts {
+    pub(super) fn facts(&self, pid: u32) -> ProcFacts {
         let owner = owner(pid as i32);
         let h = self.procs.home(pid as i32);
         let mosix = owner.is_some() && self.procs.is_mosix(pid as i32);
@@ -464,7 +485,7 @@ impl Node {
 }
 
 /// Waits (at most a minute) until a process that was asked home is home.
-fn wait_home(procs: &Procs, pid: i32) -> bool {
+pub(super) fn wait_home(procs: &Procs, pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let h = procs.home(pid);

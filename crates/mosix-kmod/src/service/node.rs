@@ -254,6 +254,7 @@ impl Node {
                 self.balance();
                 let now = self.now();
                 self.queue_round(now);
+                self.checkpoint_round();
             }
             Event::Link(Inbound::Rejoin {
                 from,

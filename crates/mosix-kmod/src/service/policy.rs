@@ -132,6 +132,42 @@ pub fn may_register(uid: u32, pid: i32, owner: Option<(u32, u32)>) -> Result<(),
     }
 }
 
+/// Whether the local user `uid` may have a checkpoint of the process taken now: `Ok(true)` if
+/// it must come home first (a checkpoint is written at home).
+pub fn may_checkpoint(uid: u32, p: &ProcFacts) -> Result<bool, String> {
+    let pid = p.pid;
+    let Some((ruid, euid)) = p.owner else {
+        return Err(format!("no process {pid} on this node"));
+    };
+    if !owns(uid, (ruid, euid)) {
+        return Err(format!(
+            "permission denied: process {pid} belongs to uid {ruid}"
+        ));
+    }
+    if !p.mosix {
+        return Err(format!(
+            "process {pid} is not a MOSIX process (start it with mosrun)"
+        ));
+    }
+    if p.moving {
+        return Err(format!(
+            "process {pid} is moving (or a checkpoint of it is being taken); try again"
+        ));
+    }
+    if p.frozen {
+        return Err(format!(
+            "process {pid} is frozen: continue it first (migrate {pid} continue)"
+        ));
+    }
+    if let Some(why) = p.cantmove {
+        return Err(format!(
+            "process {pid} cannot be checkpointed: {}",
+            why.explain()
+        ));
+    }
+    Ok(p.at.is_some())
+}
+
 /// Decides what `migrate PID TARGET` asked by `uid` does at node `me` with `flags`. `best` is
 /// the balancer's choice for the process (asked only for [`Target::Balance`]); `can_take`
 /// says whether a destination can take it.

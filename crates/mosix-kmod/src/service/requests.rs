@@ -136,7 +136,21 @@ impl Node {
                 decay,
                 placement,
                 fallback_home,
-            } => return self.register((uid, pid), lock, decay, placement, fallback_home, reply),
+                checkpoint,
+            } => {
+                let start = super::moves::Start {
+                    lock,
+                    decay,
+                    placement,
+                    fallback_home,
+                    checkpoint,
+                };
+                return self.register((uid, pid), start, reply);
+            }
+            Request::Checkpoint { pid: target, then } => {
+                self.checkpoint(uid, target, then, "migrate checkpoint".into(), Some(reply));
+                return false;
+            }
             Request::Migrate {
                 pid: target,
                 to,

@@ -23,15 +23,15 @@
 //! cache. It is read back with the same bounds as a process arriving over the network.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mosix_core::NodeId;
-use mosix_core::image::{ImageHeader, MAX_RUN};
+use mosix_core::checkpoint::{ImageReader, ImageWriter};
 use mosix_core::moves::MoveFailure;
-use mosix_core::proto::{self, MAX_MOVED_SIGNALS, MAX_PROC_FRAME, ProcMsg};
+use mosix_core::proto::{MAX_MOVED_SIGNALS, ProcMsg};
 use tracing::{info, warn};
 
 use crate::link::channel::{self, Receiver, Sender};
@@ -45,9 +45,6 @@ pub struct FreezeArea {
     /// The most MiB one user may have frozen here (0: no limit).
     pub max_user_mib: u64,
 }
-
-/// The end of a page run in the file.
-const END: u32 = u32::MAX;
 
 impl FreezeArea {
     /// The user's directory, made if needed (root's, 0700, as is the area).
@@ -190,29 +187,22 @@ fn store(rx: &mut Receiver, path: &Path) -> Result<String, String> {
         .mode(0o600)
         .open(path)
         .map_err(|e| e.to_string())?;
-    let mut w = BufWriter::with_capacity(1 << 20, &file);
     let io = |e: std::io::Error| e.to_string();
-    w.write_all(&proto::encode(&ProcMsg::Image(Box::new(h.clone()))))
-        .map_err(io)?;
+    let mut w = ImageWriter::new(BufWriter::with_capacity(1 << 20, &file), &h).map_err(io)?;
     let mut buf = Vec::new();
     loop {
         match rx.recv() {
             Ok(ProcMsg::Pages { vma, offset, len }) => {
                 buf.resize(len as usize, 0);
                 rx.recv_raw(&mut buf).map_err(|e| e.to_string())?;
-                w.write_all(&vma.to_le_bytes()).map_err(io)?;
-                w.write_all(&offset.to_le_bytes()).map_err(io)?;
-                w.write_all(&len.to_le_bytes()).map_err(io)?;
-                w.write_all(&buf).map_err(io)?;
+                w.run(vma, offset, &buf).map_err(io)?;
             }
             Ok(ProcMsg::End) => break,
             Ok(other) => return Err(format!("the deputy sent {other:?} among the pages")),
             Err(e) => return Err(e.to_string()),
         }
     }
-    w.write_all(&END.to_le_bytes()).map_err(io)?;
-    w.flush().map_err(io)?;
-    drop(w);
+    w.end().map_err(io)?.flush().map_err(io)?;
     file.sync_data().map_err(io)?;
     // Out of the page cache too: what is frozen is not to take RAM.
     let _ = nix::fcntl::posix_fadvise(
@@ -227,41 +217,16 @@ fn store(rx: &mut Receiver, path: &Path) -> Result<String, String> {
 /// Sends the frozen image home and waits for home's answer: whether it runs the process again.
 fn thaw(tx: &Sender, rx: &mut Receiver, path: &Path) -> Result<bool, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut head = [0u8; proto::HEADER_LEN];
-    r.read_exact(&mut head).map_err(|e| e.to_string())?;
-    let len = proto::decode_header(&head, MAX_PROC_FRAME).map_err(|e| e.to_string())?;
-    let mut frame = head.to_vec();
-    frame.resize(proto::HEADER_LEN + len, 0);
-    r.read_exact(&mut frame[proto::HEADER_LEN..])
-        .map_err(|e| e.to_string())?;
-    let h: ImageHeader = match proto::decode_frame(&frame, MAX_PROC_FRAME) {
-        Ok(ProcMsg::Image(h)) => *h,
-        Ok(_) => return Err(format!("{} does not start with an image", path.display())),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    h.validate().map_err(|e| e.to_string())?;
-    let vmas = h.vmas.len();
-    tx.send(&ProcMsg::Image(Box::new(h)))
+    let mut r = ImageReader::new(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    tx.send(&ProcMsg::Image(Box::new(r.header.clone())))
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    loop {
-        let mut w = [0u8; 4];
-        r.read_exact(&mut w).map_err(|e| e.to_string())?;
-        let vma = u32::from_le_bytes(w);
-        if vma == END {
-            break;
-        }
-        let mut o = [0u8; 8];
-        r.read_exact(&mut o).map_err(|e| e.to_string())?;
-        r.read_exact(&mut w).map_err(|e| e.to_string())?;
-        let len = u32::from_le_bytes(w) as usize;
-        if vma as usize >= vmas || len > MAX_RUN {
-            return Err(format!("{}: a bad page run", path.display()));
-        }
-        buf.resize(len, 0);
-        r.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        tx.send_run(vma, u64::from_le_bytes(o), &mut buf)
+    while let Some((vma, offset)) = r
+        .next_run(&mut buf)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        tx.send_run(vma, offset, &mut buf)
             .map_err(|e| e.to_string())?;
     }
     tx.send(&ProcMsg::End).map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 //! ([`forward`], [`iocache`]) and the registry of which processes are MOSIX processes and where
 //! they are ([`procs`]).
 
+pub mod checkpoint;
 pub mod deputy;
 pub mod failure;
 pub mod forward;

@@ -58,6 +58,20 @@ pub struct Home {
     pub frozen_bytes: u64,
     /// When the node it ran on sent it home (`mosctl expel` there), for automatic freezing.
     pub returned_at: Option<std::time::Instant>,
+    /// Where its checkpoints go (`mosrun -C`, `-A`, `-N`), and how many were taken.
+    pub ckpt: Option<CkptPlan>,
+}
+
+/// A process's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CkptPlan {
+    /// Where they go and how often.
+    pub spec: mosix_core::client::CheckpointSpec,
+    /// How many were taken (the next is `FILE.taken+1`).
+    pub taken: u32,
+    /// When the last was taken (or the process registered): the next periodic one is due
+    /// `every_min` after.
+    pub since: std::time::Instant,
 }
 
 /// Why a process frozen by its home itself is frozen (see `mosix_core::freezing`).
@@ -199,6 +213,22 @@ impl Procs {
         e.lock = lock;
         e.decay = decay;
         Ok(())
+    }
+
+    /// The processes whose periodic checkpoint is due.
+    pub fn checkpoints_due(&self) -> Vec<i32> {
+        self.lock()
+            .home
+            .iter()
+            .filter(|(_, h)| !h.moving && h.frozen.is_none())
+            .filter(|(_, h)| {
+                h.ckpt.as_ref().is_some_and(|c| {
+                    c.spec.every_min > 0
+                        && c.since.elapsed().as_secs() >= u64::from(c.spec.every_min) * 60
+                })
+            })
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 
     /// Whether `pid` is one of this node's MOSIX processes.

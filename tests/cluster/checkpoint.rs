@@ -1,0 +1,191 @@
+//! Checkpoints (`migrate PID checkpoint|chkstop`, `mosrun -C FILE -N MAX`, `mosrun -I`): the
+//! file is written at home with the owner's rights, holds the memory and the descriptor table,
+//! and the process goes on (or stops) with nothing changed; a process away comes home for it.
+
+use std::io::BufRead;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use mosix_tests::{NOBODY, TestCluster, require_root, serial, user_dir};
+
+/// Copies its input to its output in upper case, a line every 20 ms, and says how many lines
+/// and their digest.
+const COPIER: &str = r#"
+import hashlib, sys, time
+src = open(sys.argv[1], "rb")
+dst = open(sys.argv[2], "ab")
+h = hashlib.sha256()
+n = 0
+print("ready", flush=True)
+for line in src:
+    h.update(line)
+    dst.write(line.upper())
+    dst.flush()
+    n += 1
+    time.sleep(0.02)
+print("done", n, h.hexdigest(), flush=True)
+"#;
+
+fn input(lines: usize) -> Vec<u8> {
+    (0..lines)
+        .map(|i| format!("line {i} of the input, some words\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Starts the copier and waits for it to say it is ready.
+fn start(c: &TestCluster, node: u16, args: &[&str], files: [&str; 2]) -> Child {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["/usr/bin/python3", "-c", COPIER]);
+    a.extend(files);
+    let mut child = c
+        .job(node, &a)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+/// `mosrun ARGS` as the jobs' user (who owns the checkpoints): whether it succeeded, and all
+/// it printed.
+fn mosrun(c: &TestCluster, args: &[&str]) -> (bool, String) {
+    let o = c.user_command(1, "mosrun", args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+fn inspect(c: &TestCluster, file: &std::path::Path) -> serde_json::Value {
+    let (ok, said) = mosrun(c, &["-I", file.to_str().unwrap(), "--json"]);
+    assert!(ok, "{said}");
+    serde_json::from_str(said.trim()).unwrap()
+}
+
+fn state(pid: u32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|x| x.1.chars().next()))
+        .unwrap_or('?')
+}
+
+#[test]
+fn a_checkpoint_holds_memory_and_descriptors_and_the_process_goes_on_or_stops() {
+    if !require_root("checkpoint") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tckpt", 2, |_| {});
+    c.wait_all_up();
+    let dir = user_dir();
+    let (src, dst) = (dir.path().join("in.txt"), dir.path().join("out.txt"));
+    let data = input(400);
+    std::fs::write(&src, &data).unwrap();
+    std::fs::write(&dst, b"").unwrap();
+    for f in [&src, &dst] {
+        std::os::unix::fs::chown(f, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let base = dir.path().join("ck");
+    let base_s = base.to_str().unwrap();
+    let files = [src.to_str().unwrap(), dst.to_str().unwrap()];
+    let job = start(&c, 1, &["-L", "-C", base_s, "-N", "1"], files);
+    let pid = job.id();
+    // Reads it a chunk at a time: let it be in the middle.
+    std::thread::sleep(Duration::from_millis(600));
+
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "checkpoint", "--json"]);
+    assert!(ok, "{said}\n{}", c.log(1));
+    let v: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
+    let first = base.with_extension("1");
+    assert_eq!(v["checkpoint"], first.to_str().unwrap(), "{said}");
+    let m = std::fs::metadata(&first).unwrap();
+    assert_eq!((m.uid(), m.permissions().mode() & 0o777), (NOBODY, 0o600));
+    assert_eq!(m.len(), v["bytes"].as_u64().unwrap());
+
+    let i = inspect(&c, &first);
+    assert_eq!(i["whole"], true, "{i}");
+    assert_eq!(i["uid"], NOBODY, "{i}");
+    assert_eq!(i["pid"], pid, "{i}");
+    assert_eq!(i["same_kernel"], true, "{i}");
+    assert!(i["command"].as_str().unwrap().contains("python3"), "{i}");
+    let fds = i["fds"].as_array().unwrap();
+    let by_path = |p: &std::path::Path| {
+        fds.iter()
+            .find(|f| f["path"] == p.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{} not among {i}", p.display()))
+    };
+    let r = by_path(&src);
+    assert_eq!(
+        (&r["kind"], &r["changed"]),
+        (&"file".into(), &serde_json::Value::Null)
+    );
+    let off = r["offset"].as_u64().unwrap();
+    assert!(off > 0 && off <= data.len() as u64, "{r}");
+    let w = by_path(&dst);
+    assert!(w["what"].as_str().unwrap().contains("append"), "{w}");
+    // stdout is a pipe to this test: it cannot be reopened, and says so.
+    let out = fds.iter().find(|f| f["fd"] == 1).unwrap();
+    assert_eq!(out["restorable"], false, "{out}");
+
+    // chkstop: the second file replaces the first (-N 1) and the process stops.
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "chkstop"]);
+    assert!(ok && said.contains("stopped"), "{said}");
+    let second = base.with_extension("2");
+    assert!(second.exists() && !first.exists(), "{said}");
+    assert!(
+        c.eventually(Duration::from_secs(5), || state(pid) == 'T'),
+        "state {}",
+        state(pid)
+    );
+    // A damaged copy is refused by name.
+    let mut bytes = std::fs::read(&second).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (ok, said) = mosrun(&c, &["-I", bad.to_str().unwrap()]);
+    assert!(!ok && said.contains("NO"), "{said}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    let o = job.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(said.trim(), format!("done 400 {}", sha256_hex(&data)));
+    assert_eq!(std::fs::read(&dst).unwrap(), data.to_ascii_uppercase());
+
+    // A process on node 2 comes home for its checkpoint, then goes on.
+    std::fs::write(&dst, b"").unwrap();
+    let job = start(&c, 1, &["-2", "-C", base_s], files);
+    let pid = job.id();
+    assert!(c.eventually(Duration::from_secs(10), || c.node_of(pid) == Some(2)));
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "checkpoint"]);
+    assert!(ok, "{said}\n{}", c.log(1));
+    let i = inspect(&c, &base.with_extension("1"));
+    assert_eq!(i["whole"], true, "{i}");
+    let o = job.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("done 400 {}", sha256_hex(&data))
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), data.to_ascii_uppercase());
+}
