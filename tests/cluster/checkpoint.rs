@@ -10,11 +10,12 @@ use std::time::Duration;
 use mosix_tests::{NOBODY, TestCluster, require_root, serial, user_dir};
 
 /// Copies its input to its output in upper case, a line every 20 ms, and says how many lines
-/// and their digest.
+/// and their digest. The output is opened for appending, or with a third argument, written
+/// from its start (a rewrite from the same offset after a restore gives the same bytes).
 const COPIER: &str = r#"
 import hashlib, sys, time
 src = open(sys.argv[1], "rb")
-dst = open(sys.argv[2], "ab")
+dst = open(sys.argv[2], "wb" if len(sys.argv) > 3 else "ab")
 h = hashlib.sha256()
 n = 0
 print("ready", flush=True)
@@ -43,7 +44,7 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Starts the copier and waits for it to say it is ready.
-fn start(c: &TestCluster, node: u16, args: &[&str], files: [&str; 2]) -> Child {
+fn start(c: &TestCluster, node: u16, args: &[&str], files: &[&str]) -> Child {
     let mut a: Vec<&str> = args.to_vec();
     a.extend(["/usr/bin/python3", "-c", COPIER]);
     a.extend(files);
@@ -63,7 +64,11 @@ fn start(c: &TestCluster, node: u16, args: &[&str], files: [&str; 2]) -> Child {
 /// `mosrun ARGS` as the jobs' user (who owns the checkpoints): whether it succeeded, and all
 /// it printed.
 fn mosrun(c: &TestCluster, args: &[&str]) -> (bool, String) {
-    let o = c.user_command(1, "mosrun", args).output().unwrap();
+    mosrun_on(c, 1, args)
+}
+
+fn mosrun_on(c: &TestCluster, node: u16, args: &[&str]) -> (bool, String) {
+    let o = c.user_command(node, "mosrun", args).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -104,7 +109,7 @@ fn a_checkpoint_holds_memory_and_descriptors_and_the_process_goes_on_or_stops() 
     let base = dir.path().join("ck");
     let base_s = base.to_str().unwrap();
     let files = [src.to_str().unwrap(), dst.to_str().unwrap()];
-    let job = start(&c, 1, &["-L", "-C", base_s, "-N", "1"], files);
+    let job = start(&c, 1, &["-L", "-C", base_s, "-N", "1"], &files);
     let pid = job.id();
     // Reads it a chunk at a time: let it be in the middle.
     std::thread::sleep(Duration::from_millis(600));
@@ -174,7 +179,7 @@ fn a_checkpoint_holds_memory_and_descriptors_and_the_process_goes_on_or_stops() 
 
     // A process on node 2 comes home for its checkpoint, then goes on.
     std::fs::write(&dst, b"").unwrap();
-    let job = start(&c, 1, &["-2", "-C", base_s], files);
+    let job = start(&c, 1, &["-2", "-C", base_s], &files);
     let pid = job.id();
     assert!(c.eventually(Duration::from_secs(10), || c.node_of(pid) == Some(2)));
     let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "checkpoint"]);
@@ -188,4 +193,61 @@ fn a_checkpoint_holds_memory_and_descriptors_and_the_process_goes_on_or_stops() 
         format!("done 400 {}", sha256_hex(&data))
     );
     assert_eq!(std::fs::read(&dst).unwrap(), data.to_ascii_uppercase());
+}
+
+#[test]
+fn a_job_checkpointed_at_home_or_away_then_killed_resumes_on_another_node_identically() {
+    if !require_root("checkpoint") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tckrs", 2, |_| {});
+    c.wait_all_up();
+    let dir = user_dir();
+    let src = dir.path().join("in.txt");
+    let data = input(300);
+    std::fs::write(&src, &data).unwrap();
+    std::os::unix::fs::chown(&src, Some(NOBODY), Some(NOBODY)).unwrap();
+    let expected = format!("done 300 {}", sha256_hex(&data));
+    // At home on node 1, resumed on node 2; then away on node 2, resumed on node 1.
+    for (start_args, resume_on, tag) in [(&["-L"][..], 2u16, "home"), (&["-2"][..], 1u16, "away")] {
+        let dst = dir.path().join(format!("out-{tag}.txt"));
+        let base = dir.path().join(format!("ck-{tag}"));
+        let files = [src.to_str().unwrap(), dst.to_str().unwrap(), "rewrite"];
+        let mut args = start_args.to_vec();
+        args.extend(["-C", base.to_str().unwrap()]);
+        let mut job = start(&c, 1, &args, &files);
+        let pid = job.id();
+        if tag == "away" {
+            assert!(c.eventually(Duration::from_secs(10), || c.node_of(pid) == Some(2)));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "checkpoint"]);
+        assert!(ok, "{tag}: {said}\n{}", c.log(1));
+        // It goes on a while, writing more, then dies.
+        std::thread::sleep(Duration::from_millis(500));
+        job.kill().unwrap();
+        let _ = job.wait();
+        let file = base.with_extension("1");
+        let (ok, said) = mosrun_on(&c, resume_on, &["-R", file.to_str().unwrap()]);
+        assert!(ok, "{tag}: {said}\n{}\n{}", c.log(resume_on), c.log(1));
+        // Its standard output was a pipe to this test: it is the resuming mosrun's.
+        assert!(said.contains(&expected), "{tag}: {said}");
+        assert!(said.contains("writes it again"), "{tag}: {said}");
+        assert_eq!(
+            std::fs::read(&dst).unwrap(),
+            data.to_ascii_uppercase(),
+            "{tag}"
+        );
+    }
+    // An input changed since: refused by name, unless --changed-ok.
+    let mut more = data.clone();
+    more.extend_from_slice(b"one more line\n");
+    std::fs::write(&src, &more).unwrap();
+    let file = dir.path().join("ck-home.1");
+    let (ok, said) = mosrun_on(&c, 2, &["-R", file.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains("in.txt") && said.contains("size"),
+        "{said}"
+    );
 }

@@ -113,6 +113,26 @@ pub struct Cli {
     #[arg(short = 'I', value_name = "FILE", conflicts_with_all = ["place", "queue", "batch"])]
     pub inspect: Option<std::path::PathBuf>,
 
+    /// Resume a checkpoint in this process (see `migrate PID checkpoint`): its descriptors
+    /// reopened at their paths, flags and offsets, its working directory and umask, then its
+    /// memory, registers and signal state; it keeps this process's pid and parent. Terminals,
+    /// and standard descriptors that were pipes or sockets, are mosrun's own; other pipes and
+    /// sockets are closed unless -O gives them a file. A file it reads that changed since the
+    /// checkpoint is refused unless --changed-ok (one it writes is written again from its
+    /// offset). Only the checkpoint's user (or root, who becomes that user)
+    /// resumes it, on a node of the same kernel build.
+    #[arg(short = 'R', value_name = "FILE", conflicts_with_all = ["place", "queue", "batch", "inspect"])]
+    pub restore: Option<std::path::PathBuf>,
+
+    /// With -R: open these files at these descriptors instead (e.g. -O 1=out.txt,3=log),
+    /// with the access mode the descriptor had.
+    #[arg(short = 'O', value_name = "FD=FILE,...", requires = "restore")]
+    pub reopen: Option<String>,
+
+    /// With -R: resume even if files it had open changed since the checkpoint.
+    #[arg(long, requires = "restore")]
+    pub changed_ok: bool,
+
     /// With -I: print JSON.
     #[arg(long, requires = "inspect")]
     pub json: bool,

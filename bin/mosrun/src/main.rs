@@ -3,6 +3,7 @@
 
 mod cli;
 mod inspect;
+mod restore;
 
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
@@ -30,6 +31,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(file) = &cli.inspect {
         return inspect::show(file, cli.json);
+    }
+    if let Some(file) = &cli.restore {
+        if !cli.command.is_empty() {
+            bail!("-R resumes a checkpoint: no program is given with it");
+        }
+        let reopen = match &cli.reopen {
+            Some(l) => restore::parse_reopen(l).map_err(|e| anyhow!("-O {l}: {e}"))?,
+            None => Vec::new(),
+        };
+        return restore::run(file, &reopen, cli.changed_ok);
     }
     let Some((prog, args)) = cli.command.split_first() else {
         bail!("no program given (usage: mosrun [options] program [args...])");

@@ -125,6 +125,8 @@ pub enum FdKind {
     Gone {
         /// What it was (`pipe:[123]`, `socket:[456]`, `/tmp/x (deleted)`).
         what: String,
+        /// The open flags (the access mode a file given with `-O` is opened with).
+        flags: i32,
     },
 }
 
@@ -161,6 +163,17 @@ impl FileSeen {
 }
 
 impl FdKind {
+    /// The open flags recorded (a directory's and a terminal's: read-write).
+    pub fn flags(&self) -> i32 {
+        match self {
+            FdKind::File { flags, .. }
+            | FdKind::Device { flags, .. }
+            | FdKind::Gone { flags, .. } => *flags,
+            FdKind::Dir { .. } => nix::libc::O_RDONLY,
+            FdKind::Tty { .. } => nix::libc::O_RDWR,
+        }
+    }
+
     /// The path it was opened at, if it has one.
     pub fn path(&self) -> Option<&str> {
         match self {
@@ -181,7 +194,7 @@ impl FdKind {
             FdKind::Dir { path } => format!("directory {path}"),
             FdKind::Device { path, flags } => format!("{path} ({})", access(*flags)),
             FdKind::Tty { path } => format!("terminal {path}"),
-            FdKind::Gone { what } => format!("{what}: cannot be reopened"),
+            FdKind::Gone { what, .. } => format!("{what}: cannot be reopened"),
         }
     }
 }
@@ -250,7 +263,7 @@ impl Meta {
                 return bad(format!("descriptor {} is negative or twice", f.fd));
             }
             let text = match &f.kind {
-                FdKind::Gone { what } => what,
+                FdKind::Gone { what, .. } => what,
                 k => k.path().unwrap_or_default(),
             };
             if text.len() > MAX_TEXT {
@@ -522,6 +535,7 @@ mod tests {
                     cloexec: true,
                     kind: FdKind::Gone {
                         what: "pipe:[7]".into(),
+                        flags: nix::libc::O_WRONLY,
                     },
                 },
             ],

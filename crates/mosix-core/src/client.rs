@@ -127,6 +127,16 @@ pub enum Request {
         #[serde(default)]
         checkpoint: Option<CheckpointSpec>,
     },
+    /// `mosrun -R FILE`: rebuild the checkpoint `file` (absolute) in the asking process, which
+    /// has set up its descriptors, working directory and umask from the checkpoint's record;
+    /// `fd` is its connection to the service, closed in the rebuilt process. Answered only if
+    /// it cannot be done (`Error`): otherwise the asking process becomes the checkpointed one.
+    Restore {
+        /// The checkpoint.
+        file: String,
+        /// The asking process's descriptor of this connection.
+        fd: i32,
+    },
     /// `migrate PID checkpoint|chkstop|chkexit`: write a checkpoint of a process of this node
     /// (one away comes home for it), then let it go on, stop or end.
     Checkpoint {
@@ -800,6 +810,39 @@ impl Client {
         self.ask(&req, |r| matches!(r, Response::Registered).then_some(()))
     }
 
+    /// The connection's socket (to move it out of the way of the descriptors a restore puts in
+    /// place, with [`Client::replace_socket`]).
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.stream.as_fd()
+    }
+
+    /// Goes on with `s`, a duplicate of the connection's socket.
+    pub fn replace_socket(&mut self, s: UnixStream) {
+        self.stream = s;
+    }
+
+    /// Asks the service to rebuild checkpoint `file` in this process ([`Request::Restore`]):
+    /// returns only if it cannot, with why (otherwise this process is the checkpointed one
+    /// from then on).
+    pub fn restore(&mut self, file: &str) -> ClientError {
+        use std::os::fd::AsRawFd;
+        self.set_timeout(None);
+        let fd = self.stream.as_raw_fd();
+        match self.ask(
+            &Request::Restore {
+                file: file.to_owned(),
+                fd,
+            },
+            |_| Some(()),
+        ) {
+            Err(e) => e,
+            Ok(()) => {
+                ClientError::Refused("the service answered a restore without doing it".into())
+            }
+        }
+    }
+
     /// Writes a checkpoint of process `pid` ([`Request::Checkpoint`]); answers when it is
     /// written (the client's timeout is lifted: a large process takes its time).
     pub fn checkpoint(
@@ -889,6 +932,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::Shutdown => "Shutdown",
         Request::Register { .. } => "Register",
         Request::Checkpoint { .. } => "Checkpoint",
+        Request::Restore { .. } => "Restore",
         Request::Migrate { .. } => "Migrate",
         Request::Expel => "Expel",
         Request::Bring => "Bring",

@@ -7,6 +7,8 @@ complete -c mosrun -s C -d 'Where the program\'s checkpoints go: the Nth is FILE
 complete -c mosrun -s A -d 'Take a checkpoint every MINUTES minutes while the program runs' -r
 complete -c mosrun -s N -d 'Keep only the newest MAX checkpoint files (older ones are removed)' -r
 complete -c mosrun -s I -d 'Show what a checkpoint file holds and what could not be restored from it, and exit (with --json: as JSON)' -r -F
+complete -c mosrun -s R -d 'Resume a checkpoint in this process (see `migrate PID checkpoint`): its descriptors reopened at their paths, flags and offsets, its working directory and umask, then its memory, registers and signal state; it keeps this process\'s pid and parent. Terminals, and standard descriptors that were pipes or sockets, are mosrun\'s own; other pipes and sockets are closed unless -O gives them a file. A file it reads that changed since the checkpoint is refused unless --changed-ok (one it writes is written again from its offset). Only the checkpoint\'s user (or root, who becomes that user) resumes it, on a node of the same kernel build' -r -F
+complete -c mosrun -s O -d 'With -R: open these files at these descriptors instead (e.g. -O 1=out.txt,3=log), with the access mode the descriptor had' -r
 complete -c mosrun -l install-links -d 'Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay, fastdecay) as links to mosrun in this directory, and exit' -r -F
 complete -c mosrun -s h -d 'Start the program at home'
 complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it anyway (at home)'
@@ -17,6 +19,7 @@ complete -c mosrun -s i -d 'The program is I/O-bound'
 complete -c mosrun -s n -d 'Its statistics do not decay'
 complete -c mosrun -s s -d 'Its statistics decay slowly (the default)'
 complete -c mosrun -s f -d 'Its statistics decay fast'
+complete -c mosrun -l changed-ok -d 'With -R: resume even if files it had open changed since the checkpoint'
 complete -c mosrun -l json -d 'With -I: print JSON'
 complete -c mosrun -l help -d 'Print help'
 complete -c mosrun -s V -l version -d 'Print version'

@@ -147,6 +147,22 @@ impl Restorer {
         self.area
     }
 
+    /// Closes descriptor `fd` of the tracee (a process resumed from a checkpoint in the
+    /// `mosrun` that asked for it: its connection to the service goes).
+    pub fn close_fd(&mut self, fd: i32) -> Result<()> {
+        self.must(
+            libc::SYS_close,
+            [u64::from(fd.unsigned_abs()), 0, 0, 0, 0, 0],
+            "closing a descriptor",
+        )
+    }
+
+    /// Writes `data` at `addr` of the rebuilt memory (after the pages: a field the image holds
+    /// that must say something else here, such as the thread id the C library keeps).
+    pub fn poke(&self, addr: u64, data: &[u8]) -> Result<()> {
+        self.mem.write(addr, data)
+    }
+
     fn unexpected(&self, what: String) -> Error {
         Error::Unexpected {
             pid: self.pid,

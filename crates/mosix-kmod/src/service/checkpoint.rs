@@ -96,6 +96,54 @@ impl Node {
         }
     }
 
+    /// `mosrun -R FILE`: rebuilds the checkpoint in the asking process `pid` of `uid`, which
+    /// then is a MOSIX process of this node. Answered only with why not.
+    pub(super) fn restore(
+        &mut self,
+        (uid, pid): (u32, i32),
+        file: String,
+        fd: i32,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let creds = crate::freezer::freeze::creds_of(pid);
+        if pid <= 0 || creds.uid[0] != uid || creds.uid[1] != uid {
+            let _ = reply.send(Response::Error(format!(
+                "process {pid} is not the asking user's (uid {uid}), or runs with other ids"
+            )));
+            return;
+        }
+        let user = User {
+            uid,
+            gid: creds.gid[0],
+            groups: creds.groups,
+        };
+        let procs = Arc::clone(&self.procs);
+        let spawned = std::thread::Builder::new()
+            .name(format!("mosix-restore-{pid}"))
+            .spawn(move || {
+                let path = PathBuf::from(&file);
+                match checkpoint::restore(pid, &path, fd, &user) {
+                    Ok(command) => {
+                        if let Err(e) =
+                            procs.register(pid, false, mosix_core::client::DecayMode::default())
+                        {
+                            warn!(
+                                "process {pid} resumed from {file} but is not a MOSIX process: {e}"
+                            );
+                        }
+                        tracing::info!("process {pid} of uid {uid} resumed from {file}: {command}");
+                    }
+                    Err(e) => {
+                        warn!("process {pid} of uid {uid}: no restore of {file}: {e}");
+                        let _ = reply.send(Response::Error(e));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a restore thread: {e}");
+        }
+    }
+
     /// Takes the periodic checkpoints that are due (`mosrun -A`).
     pub(super) fn checkpoint_round(&mut self) {
         for pid in self.procs.checkpoints_due() {

@@ -55,6 +55,8 @@ pub fn may_ask(req: &Request, uid: u32, euid: u32) -> Result<(), String> {
             | Request::Register { .. }
             | Request::Migrate { .. }
             | Request::Enqueue { .. }
+            | Request::Checkpoint { .. }
+            | Request::Restore { .. }
             | Request::Queue { .. }
             | Request::QueueChange { .. }
     );

@@ -147,6 +147,10 @@ impl Node {
                 };
                 return self.register((uid, pid), start, reply);
             }
+            Request::Restore { file, fd } => {
+                self.restore((uid, pid), file, fd, reply);
+                return false;
+            }
             Request::Checkpoint { pid: target, then } => {
                 self.checkpoint(uid, target, then, "migrate checkpoint".into(), Some(reply));
                 return false;

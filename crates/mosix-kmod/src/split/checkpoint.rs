@@ -299,7 +299,7 @@ fn describe_fd(pid: i32, fd: i32) -> Option<Fd> {
     let pos: u64 = field("pos:").parse().unwrap_or(0);
     let cloexec = flags & libc::O_CLOEXEC != 0;
     let flags = flags & !libc::O_CLOEXEC;
-    let gone = |what: String| FdKind::Gone { what };
+    let gone = |what: String| FdKind::Gone { what, flags };
     let kind = if !link.starts_with('/') || link.ends_with(" (deleted)") {
         gone(link)
     } else {
@@ -341,4 +341,78 @@ fn describe_fd(pid: i32, fd: i32) -> Option<Fd> {
 fn is_tty(rdev: u64) -> bool {
     let major = libc::major(rdev);
     matches!(major, 4 | 5 | 136..=143)
+}
+
+/// Rebuilds checkpoint `file` in process `pid` (a `mosrun -R` that set up the descriptors,
+/// working directory and umask the checkpoint records, and waits on its connection to the
+/// service, descriptor `sock_fd`, which is closed in the rebuilt process). The file is read
+/// with the rights of `user`, the asking process's owner, who must be the checkpoint's. What
+/// can be checked is checked before the process is touched; a failure after that (the
+/// memory's digest, a kernel error) ends it, since a half-rebuilt process must not run. The
+/// checkpointed command line, when done.
+pub fn restore(pid: i32, file: &Path, sock_fd: i32, user: &User) -> Result<String, String> {
+    use mosix_core::checkpoint::ImageReader;
+    use std::io::BufReader;
+    let name = file.display();
+    let f = as_user(user, || {
+        File::open(file).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })
+    .map_err(|e| format!("{name}: {}", e.desc()))?;
+    let mut r = Hashing::new(BufReader::with_capacity(1 << 20, f));
+    let meta = checkpoint::read_meta(&mut r).map_err(|e| format!("{name}: {e}"))?;
+    if meta.uid != user.uid {
+        return Err(format!(
+            "{name} is a checkpoint of uid {}, not of the asking user (uid {})",
+            meta.uid, user.uid
+        ));
+    }
+    let here = kernel_id(&freeze::uname());
+    if meta.kernel != here {
+        return Err(format!(
+            "{name} was taken on kernel {}; this node runs {here} (a process's code calls into its kernel's vDSO: it resumes only on the same kernel build)",
+            meta.kernel
+        ));
+    }
+    let mut img = ImageReader::new(&mut r).map_err(|e| format!("{name}: {e}"))?;
+    let h = img.header.clone();
+    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
+    if !missing.is_empty() {
+        return Err(format!(
+            "this node's CPU lacks features the process may use: {}",
+            missing.join(" ")
+        ));
+    }
+    let running = ptrace::seize(pid, nix::sys::ptrace::Options::empty())
+        .map_err(|e| format!("seizing the process to rebuild: {e}"))?;
+    let t = running
+        .interrupt(|_, _| {})
+        .map_err(|e| format!("stopping the process to rebuild: {e}"))?;
+    // From here on a failure ends the process (the restorer kills it when dropped).
+    let mut rs = crate::freezer::restore::prepare(t, &h, None)
+        .map_err(|e| format!("rebuilding {name}: {e}"))?;
+    let mut buf = Vec::new();
+    loop {
+        match img.next_run(&mut buf) {
+            Ok(Some((vma, offset))) => rs
+                .pages()
+                .write(&h.vmas, vma, offset, &buf)
+                .map_err(|e| format!("rebuilding {name}: {e}"))?,
+            Ok(None) => break,
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+    drop(img);
+    checkpoint::check_trailer(r).map_err(|e| format!("{name}: {e}"))?;
+    rs.close_fd(sock_fd)
+        .map_err(|e| format!("rebuilding {name}: {e}"))?;
+    // The C library keeps the thread's id where the kernel clears it at exit: the new one.
+    if h.tid_address != 0 {
+        rs.poke(h.tid_address, &pid.to_le_bytes())
+            .map_err(|e| format!("rebuilding {name}: {e}"))?;
+    }
+    let (t, _) = rs
+        .finish(&h, None)
+        .map_err(|e| format!("rebuilding {name}: {e}"))?;
+    t.detach(None).map_err(|e| format!("letting it go: {e}"))?;
+    Ok(meta.command)
 }
