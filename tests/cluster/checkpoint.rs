@@ -193,6 +193,36 @@ fn a_checkpoint_holds_memory_and_descriptors_and_the_process_goes_on_or_stops() 
         format!("done 400 {}", sha256_hex(&data))
     );
     assert_eq!(std::fs::read(&dst).unwrap(), data.to_ascii_uppercase());
+
+    // -A 10s -N 2: a checkpoint every 10 s, the two newest kept, each whole.
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, input(2000)).unwrap();
+    std::os::unix::fs::chown(&long, Some(NOBODY), Some(NOBODY)).unwrap();
+    let every = dir.path().join("every");
+    let files = [long.to_str().unwrap(), dst.to_str().unwrap()];
+    let mut job = start(
+        &c,
+        1,
+        &["-C", every.to_str().unwrap(), "-A", "10s", "-N", "2"],
+        &files,
+    );
+    let nth = |n: u32| every.with_extension(n.to_string());
+    assert!(
+        c.eventually(Duration::from_secs(40), || nth(3).exists()),
+        "{}",
+        c.log(1)
+    );
+    assert!(!nth(1).exists() && nth(2).exists());
+    let t = |n: u32| std::fs::metadata(nth(n)).unwrap().modified().unwrap();
+    let gap = t(3).duration_since(t(2)).unwrap().as_secs_f64();
+    assert!((8.0..14.0).contains(&gap), "{gap} s between two");
+    for n in [2, 3] {
+        let i = inspect(&c, &nth(n));
+        assert_eq!(i["whole"], true, "{i}");
+        assert!(i["why"].as_str().unwrap().contains("periodic"), "{i}");
+    }
+    job.kill().unwrap();
+    let _ = job.wait();
 }
 
 #[test]

@@ -100,9 +100,10 @@ pub struct Cli {
     #[arg(short = 'C', value_name = "FILE")]
     pub checkpoint_file: Option<std::path::PathBuf>,
 
-    /// Take a checkpoint every MINUTES minutes while the program runs.
+    /// Take a checkpoint every MINUTES minutes while the program runs (or, with an `s`,
+    /// seconds: -A 90s; at least 10 s).
     #[arg(short = 'A', value_name = "MINUTES")]
-    pub checkpoint_every: Option<u32>,
+    pub checkpoint_every: Option<String>,
 
     /// Keep only the newest MAX checkpoint files (older ones are removed).
     #[arg(short = 'N', value_name = "MAX")]
@@ -167,6 +168,9 @@ pub const WRAPPERS: &[(&str, &str)] = &[
     ("fastdecay", "-f"),
 ];
 
+/// The options whose value may be attached (the parser would take `-A5` for the program).
+const ATTACHED: &[&str] = &["-C", "-A", "-N", "-R", "-I", "-O", "-m"];
+
 /// Turns the classic command line (and the wrapper names) into what the parser reads:
 /// `-3` becomes `--node 3`, `-j2-4` stays `-j2-4`; `runon 3 prog` is `mosrun -3 prog`. Option
 /// rewriting stops at the program name.
@@ -219,11 +223,35 @@ pub fn classic_args(args: Vec<OsString>) -> Vec<OsString> {
                 out.push("--jobs".into());
                 out.push(list.into());
                 continue;
+            } else if let Some((opt, value)) = ATTACHED
+                .iter()
+                .find_map(|o| Some((*o, s.strip_prefix(o).filter(|v| !v.is_empty())?)))
+            {
+                // The classic spellings with the value attached: -Cfile, -A5, -N3, -Rfile.
+                out.push(opt.into());
+                out.push(value.into());
+                continue;
             }
         }
         out.push(a);
     }
     out
+}
+
+/// Parses -A: minutes, or seconds with an `s` (at least 10 s); in seconds.
+pub fn parse_every(s: &str) -> Result<u32, String> {
+    let (n, unit) = match s.strip_suffix('s') {
+        Some(n) => (n, 1),
+        None => (s.strip_suffix('m').unwrap_or(s), 60),
+    };
+    let n: u32 = n
+        .parse()
+        .map_err(|_| "not a number of minutes (or of seconds, with s)".to_owned())?;
+    let secs = n.saturating_mul(unit);
+    if secs < 10 {
+        return Err("checkpoints at least 10 s apart".into());
+    }
+    Ok(secs)
 }
 
 /// Parses a -j list such as `2-4,7,9-12` into node numbers.

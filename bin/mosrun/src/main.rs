@@ -122,9 +122,10 @@ fn checkpoint_spec(cli: &Cli) -> Result<Option<mosix_core::client::CheckpointSpe
         }
         return Ok(None);
     }
-    if cli.checkpoint_every == Some(0) {
-        bail!("-A0: checkpoints at least a minute apart");
-    }
+    let every_s = match &cli.checkpoint_every {
+        None => 0,
+        Some(a) => cli::parse_every(a).map_err(|e| anyhow!("-A {a}: {e}"))?,
+    };
     let file = match &cli.checkpoint_file {
         Some(f) => std::path::absolute(f).map_err(|e| anyhow!("-C {}: {e}", f.display()))?,
         None => std::env::current_dir()?.join(format!("ckpt.{}", std::process::id())),
@@ -138,7 +139,7 @@ fn checkpoint_spec(cli: &Cli) -> Result<Option<mosix_core::client::CheckpointSpe
         .to_owned();
     Ok(Some(mosix_core::client::CheckpointSpec {
         file,
-        every_min: cli.checkpoint_every.unwrap_or(0),
+        every_s,
         max: cli.checkpoint_max.unwrap_or(0),
     }))
 }
@@ -285,6 +286,38 @@ mod tests {
         assert!(cli::parse_list("4-2").is_err());
         assert!(cli::parse_list("x").is_err());
         assert!(cli::parse_list("0").is_err());
+    }
+
+    #[test]
+    fn checkpoint_options() {
+        let c = Cli::parse_from(cli::classic_args(
+            ["mosrun", "-C/tmp/ck", "-A5", "-N3", "prog"]
+                .map(Into::into)
+                .to_vec(),
+        ));
+        assert_eq!(
+            c.checkpoint_file.as_deref(),
+            Some(std::path::Path::new("/tmp/ck"))
+        );
+        assert_eq!(
+            cli::parse_every(c.checkpoint_every.as_deref().unwrap()),
+            Ok(300)
+        );
+        assert_eq!(c.checkpoint_max, Some(3));
+        assert_eq!(cli::parse_every("90s"), Ok(90));
+        assert!(cli::parse_every("5s").is_err());
+        assert!(cli::parse_every("x").is_err());
+        let r = Cli::parse_from(cli::classic_args(
+            ["mosrun", "-R/tmp/ck.2", "-O", "1=o,3=l"]
+                .map(Into::into)
+                .to_vec(),
+        ));
+        assert_eq!(
+            r.restore.as_deref(),
+            Some(std::path::Path::new("/tmp/ck.2"))
+        );
+        assert_eq!(r.reopen.as_deref(), Some("1=o,3=l"));
+        assert!(Cli::try_parse_from(["mosrun", "-O", "1=o", "prog"]).is_err());
     }
 
     #[test]

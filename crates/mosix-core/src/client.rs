@@ -310,8 +310,8 @@ pub struct Registration {
 pub struct CheckpointSpec {
     /// The base name (absolute): the Nth checkpoint is `FILE.N`.
     pub file: String,
-    /// Minutes between periodic checkpoints (0: none).
-    pub every_min: u32,
+    /// Seconds between periodic checkpoints (0: none).
+    pub every_s: u32,
     /// How many files to keep, the newest (0: all).
     pub max: u32,
 }

@@ -477,7 +477,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 fallback_home,
                 checkpoint: lock.then(|| mosix_core::client::CheckpointSpec {
                     file: "/home/u/ckpt".into(),
-                    every_min: d as u32,
+                    every_s: d as u32 * 60,
                     max: 2,
                 }),
             }),

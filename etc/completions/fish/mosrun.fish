@@ -4,7 +4,7 @@ complete -c mosrun -l queue -d 'Queue the program until the cluster has room for
 complete -c mosrun -s m -d 'With -q: the memory the program needs, in MiB; it starts when a node has that much free' -r
 complete -c mosrun -s S -d 'Run the commands of a file (one shell command a line; \'#\' comments), at most N at a time, as MOSIX processes; report each that fails, with its line; exit 1 if any failed' -r
 complete -c mosrun -s C -d 'Where the program\'s checkpoints go: the Nth is FILE.N (`migrate PID checkpoint`, -A). Without it, checkpoints go to ckpt.PID.N in the process\'s working directory' -r -F
-complete -c mosrun -s A -d 'Take a checkpoint every MINUTES minutes while the program runs' -r
+complete -c mosrun -s A -d 'Take a checkpoint every MINUTES minutes while the program runs (or, with an `s`, seconds: -A 90s; at least 10 s)' -r
 complete -c mosrun -s N -d 'Keep only the newest MAX checkpoint files (older ones are removed)' -r
 complete -c mosrun -s I -d 'Show what a checkpoint file holds and what could not be restored from it, and exit (with --json: as JSON)' -r -F
 complete -c mosrun -s R -d 'Resume a checkpoint in this process (see `migrate PID checkpoint`): its descriptors reopened at their paths, flags and offsets, its working directory and umask, then its memory, registers and signal state; it keeps this process\'s pid and parent. Terminals, and standard descriptors that were pipes or sockets, are mosrun\'s own; other pipes and sockets are closed unless -O gives them a file. A file it reads that changed since the checkpoint is refused unless --changed-ok (one it writes is written again from its offset). Only the checkpoint\'s user (or root, who becomes that user) resumes it, on a node of the same kernel build' -r -F

@@ -147,14 +147,14 @@ impl Node {
     /// Takes the periodic checkpoints that are due (`mosrun -A`).
     pub(super) fn checkpoint_round(&mut self) {
         for pid in self.procs.checkpoints_due() {
-            let every = self.procs.home(pid).ckpt.map_or(0, |c| c.spec.every_min);
+            let every = self.procs.home(pid).ckpt.map_or(0, |c| c.spec.every_s);
             // The next one is due a period from now, whether this one is taken or not.
             self.procs.update_home(pid, |h| {
                 if let Some(c) = &mut h.ckpt {
                     c.since = std::time::Instant::now();
                 }
             });
-            let why = format!("periodic (every {every} min)");
+            let why = format!("periodic (every {every} s)");
             self.checkpoint(0, pid.unsigned_abs(), CheckpointThen::Continue, why, None);
         }
     }

@@ -70,7 +70,7 @@ pub struct CkptPlan {
     /// How many were taken (the next is `FILE.taken+1`).
     pub taken: u32,
     /// When the last was taken (or the process registered): the next periodic one is due
-    /// `every_min` after.
+    /// `every_s` after.
     pub since: std::time::Instant,
 }
 
@@ -223,8 +223,7 @@ impl Procs {
             .filter(|(_, h)| !h.moving && h.frozen.is_none())
             .filter(|(_, h)| {
                 h.ckpt.as_ref().is_some_and(|c| {
-                    c.spec.every_min > 0
-                        && c.since.elapsed().as_secs() >= u64::from(c.spec.every_min) * 60
+                    c.spec.every_s > 0 && c.since.elapsed().as_secs() >= u64::from(c.spec.every_s)
                 })
             })
             .map(|(pid, _)| *pid)
