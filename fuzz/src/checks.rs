@@ -956,6 +956,51 @@ fn check_image(what: &str, h: &ImageHeader) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Checkpoint files.
+
+/// `checkpoint`: a checkpoint file as `mosrun -I` and a restore read it (the record, the image
+/// header, the page runs, the digest): no single allocation beyond a process frame, every
+/// record and header that passes is within its bounds, and errors are one line.
+pub fn checkpoint(data: &[u8]) {
+    use mosix_core::checkpoint::{self, Hashing, ImageReader};
+    let what = "checkpoint";
+    let read = || -> Result<_, checkpoint::CheckpointError> {
+        let mut r = Hashing::new(data);
+        let meta = checkpoint::read_meta(&mut r)?;
+        let mut img = ImageReader::new(&mut r)?;
+        let mut buf = Vec::new();
+        while let Some((vma, _)) = img.next_run(&mut buf)? {
+            assert!((vma as usize) < img.header.vmas.len());
+            assert!(buf.len() <= image::MAX_RUN);
+        }
+        let h = img.header.clone();
+        drop(img);
+        checkpoint::check_trailer(r)?;
+        Ok((meta, h))
+    };
+    let decoded = within(
+        what,
+        MAX_PROC_FRAME + proto::HEADER_LEN,
+        alloc::measure(read),
+    );
+    let (meta, h) = match decoded {
+        Ok(x) => x,
+        Err(e) => return clean(what, &e),
+    };
+    assert!(meta.validate().is_ok());
+    assert!(meta.fds.len() <= checkpoint::MAX_FDS);
+    check_image(what, &h);
+    let mut again = Vec::new();
+    if let Err(e) = checkpoint::write_meta(&mut again, &meta) {
+        panic!("{what}: a record read back does not write: {e}");
+    }
+    match checkpoint::read_meta(&mut &again[..]) {
+        Ok(m) => assert_eq!(m, meta, "{what}: the record changed on a round trip"),
+        Err(e) => panic!("{what}: a record written does not read back: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The control socket.
 
 /// `control_request`: requests on the control socket ([`Request`]) read as the service reads

@@ -507,6 +507,25 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 decay: DecayMode::CpuBound,
                 placement: Some(id(2)),
                 fallback_home: true,
+                checkpoint: Some(mosix_core::client::CheckpointSpec {
+                    file: "/home/u/ck".into(),
+                    every_s: 600,
+                    max: 3,
+                }),
+            },
+        ),
+        (
+            "checkpoint",
+            Request::Checkpoint {
+                pid: 4242,
+                then: mosix_core::client::CheckpointThen::Stop,
+            },
+        ),
+        (
+            "restore",
+            Request::Restore {
+                file: "/home/u/ck.3".into(),
+                fd: 17,
             },
         ),
         (
@@ -858,5 +877,66 @@ pub fn all(root: &Path) -> Vec<(&'static str, Vec<Seed>)> {
         ("map", map(root)),
         ("overheads", overheads()),
         ("tunables", tunables(root)),
+        ("checkpoint", checkpoint()),
     ]
+}
+
+/// Seeds of `checkpoint`: a whole checkpoint file (record, the image of [`image_header`] with
+/// one page run, digest), and the same cut short.
+pub fn checkpoint() -> Vec<Seed> {
+    use mosix_core::checkpoint::{self, Fd, FdKind, FileSeen, Hashing, ImageWriter, Meta};
+    let meta = Meta {
+        taken_ms: 1_700_000_000_000,
+        node: 1,
+        pid: 4242,
+        uid: 1000,
+        gid: 1000,
+        command: "gzip -9".into(),
+        kernel: "6.1.0 #1 SMP".into(),
+        cwd: "/home/u".into(),
+        umask: 0o022,
+        env: b"HOME=/home/u\0".to_vec(),
+        fds: vec![
+            Fd {
+                fd: 0,
+                cloexec: false,
+                kind: FdKind::File {
+                    path: "/home/u/big.tar".into(),
+                    flags: 0,
+                    pos: 65536,
+                    seen: FileSeen {
+                        size: 1 << 20,
+                        mtime_ns: 5,
+                        dev: 2049,
+                        ino: 77,
+                    },
+                },
+            },
+            Fd {
+                fd: 1,
+                cloexec: false,
+                kind: FdKind::Gone {
+                    what: "pipe:[9]".into(),
+                    flags: 1,
+                },
+            },
+        ],
+        image_bytes: 4096,
+        why: "migrate checkpoint".into(),
+    };
+    let mut w = Hashing::new(Vec::new());
+    let written = checkpoint::write_meta(&mut w, &meta).and_then(|()| {
+        let mut iw = ImageWriter::new(&mut w, &image_header())?;
+        iw.run(0, 0, &[0x90; 4096])?;
+        iw.end().map(|_| ())
+    });
+    if let Err(e) = written {
+        panic!("a checkpoint does not serialise: {e}");
+    }
+    let file = match checkpoint::write_trailer(w) {
+        Ok(f) => f,
+        Err(e) => panic!("a checkpoint does not serialise: {e}"),
+    };
+    let cut = file[..file.len() - 10].to_vec();
+    vec![seed("whole", file), seed("cut", cut)]
 }

@@ -37,7 +37,7 @@ use checks::alloc::measure;
 type Check = fn(&[u8]);
 
 /// Every fuzz target by name, as its corpus directory is named.
-const TARGETS: [(&str, Check); 10] = [
+const TARGETS: [(&str, Check); 11] = [
     ("link_frame", checks::link_frame),
     ("handshake", checks::handshake),
     ("sealed", checks::sealed),
@@ -48,6 +48,7 @@ const TARGETS: [(&str, Check); 10] = [
     ("map", checks::map),
     ("overheads", checks::overheads),
     ("tunables", checks::tunables),
+    ("checkpoint", checks::checkpoint),
 ];
 
 fn id(n: u16) -> NodeId {
