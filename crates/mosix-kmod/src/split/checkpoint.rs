@@ -24,7 +24,7 @@ use mosix_core::checkpoint::{
 use nix::errno::Errno;
 use tracing::{info, warn};
 
-use crate::freezer::freeze::{self, FreezeOptions};
+use crate::freezer::freeze;
 use crate::kernel::creds::{User, as_user};
 use crate::kernel::ptrace::{self, Sig};
 use crate::split::deputy::HomeEnv;
@@ -112,15 +112,7 @@ fn take_now(
         .interrupt(|s, _| sigs.push(s))
         .map_err(|e| format!("stopping it: {e}"))?;
     let mut meta = describe(pid, env.me.get(), why);
-    let home = env.procs.home(pid);
-    let opts = FreezeOptions {
-        home: env.me,
-        nmigs: home.nmigs,
-        locked: home.lock,
-        under_filter: false,
-        cached: None,
-        creds: None,
-    };
+    let opts = env.freeze_options(&env.procs.home(pid));
     let frozen = freeze::freeze_stopped(t, sigs, &opts).map_err(|e| format!("freezing it: {e}"))?;
     meta.image_bytes = frozen.header.total_bytes;
     meta.uid = user.uid;

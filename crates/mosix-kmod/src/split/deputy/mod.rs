@@ -73,6 +73,20 @@ pub struct HomeEnv {
     pub link: SharedContext,
 }
 
+impl HomeEnv {
+    /// How a process of this node that is here is frozen (for a move, a freeze, a checkpoint).
+    pub fn freeze_options(&self, home: &crate::split::procs::Home) -> FreezeOptions {
+        FreezeOptions {
+            home: self.me,
+            nmigs: home.nmigs,
+            locked: home.lock,
+            under_filter: false,
+            cached: None,
+            creds: None,
+        }
+    }
+}
+
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
 /// An automatic move carries its `ceiling` (see [`mosix_core::balance::admits`]): the
 /// destination may refuse it.
@@ -238,14 +252,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     });
     let stop_moving = |env: &HomeEnv| env.procs.update_home(pid, |h| h.moving = false);
     let ctx = link::snapshot(&env.link);
-    let opts = FreezeOptions {
-        home: env.me,
-        nmigs: home.nmigs,
-        locked: home.lock,
-        under_filter: false,
-        cached: None,
-        creds: None,
-    };
+    let opts = env.freeze_options(&home);
     let mut frozen = match freeze::freeze_stopped(t, sigs, &opts) {
         Ok(f) => f,
         Err(e) => {
