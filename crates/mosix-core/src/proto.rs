@@ -646,7 +646,7 @@ pub const MAX_QUEUE_COMMAND: usize = 1024;
 pub struct QueueListing {
     /// Its jobs, first first.
     #[serde(deserialize_with = "crate::bounded::seq::<_, _, { crate::queue::MAX_QUEUED }>")]
-    pub jobs: Vec<crate::client::QueueRow>,
+    pub jobs: Vec<crate::queue::QueueRow>,
 }
 
 impl QueueListing {
@@ -1070,7 +1070,7 @@ mod tests {
 
     #[test]
     fn a_queue_listing_is_bounded_in_jobs_and_in_text() {
-        let row = |command: String| crate::client::QueueRow {
+        let row = |command: String| crate::queue::QueueRow {
             pid: 7,
             uid: 1000,
             priority: 50,

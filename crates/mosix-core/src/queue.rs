@@ -67,6 +67,25 @@ pub struct Situation<'a> {
     pub known: u32,
 }
 
+/// One queued job, as `mosq` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// Its pid (it exists, waiting in mosrun).
+    pub pid: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Lower first.
+    pub priority: u16,
+    /// When it was submitted, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// The memory it declared, MiB (0: none).
+    pub mem_mb: u64,
+    /// Its command line.
+    pub command: String,
+    /// Why it waits now, in words.
+    pub waits_for: String,
+}
+
 /// One queued job; `R` is how its submitter is answered (the service's reply channel).
 #[derive(Debug)]
 pub struct Queued<R> {
