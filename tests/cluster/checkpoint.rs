@@ -28,6 +28,22 @@ for line in src:
 print("done", n, h.hexdigest(), flush=True)
 "#;
 
+/// Asks for its own checkpoint through the node's checkpoint socket, and says what it got:
+/// `ok` in the running process, `resumed` in one resumed from that checkpoint (its connection
+/// is gone there, and the read fails).
+const SELF: &str = r#"
+import os, socket
+total = sum(range(10))
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ.get("MOSIX_RUNDIR", "/run/mosix") + "/checkpoint.sock")
+s.sendall(b"checkpoint\n")
+try:
+    got = s.recv(4096).decode().split()[0]
+except OSError:
+    got = "resumed"
+print("after", got, total, flush=True)
+"#;
+
 fn input(lines: usize) -> Vec<u8> {
     (0..lines)
         .map(|i| format!("line {i} of the input, some words\n"))
@@ -270,6 +286,37 @@ fn a_job_checkpointed_at_home_or_away_then_killed_resumes_on_another_node_identi
             "{tag}"
         );
     }
+    // A process asks for its own checkpoint, goes on, and resumed from it knows it was.
+    let base = dir.path().join("self");
+    let o = c
+        .job(
+            1,
+            &[
+                "-L",
+                "-C",
+                base.to_str().unwrap(),
+                "/usr/bin/python3",
+                "-c",
+                SELF,
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && said.trim() == "after ok 45",
+        "{said}\n{}",
+        c.log(1)
+    );
+    let file = base.with_extension("1");
+    let (ok, said) = mosrun_on(&c, 2, &["-R", file.to_str().unwrap()]);
+    assert!(
+        ok && said.contains("after resumed 45"),
+        "{said}\n{}",
+        c.log(2)
+    );
+
     // An input changed since: refused by name, unless --changed-ok.
     let mut more = data.clone();
     more.extend_from_slice(b"one more line\n");

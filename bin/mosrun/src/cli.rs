@@ -96,7 +96,9 @@ pub struct Cli {
     pub batch: Option<usize>,
 
     /// Where the program's checkpoints go: the Nth is FILE.N (`migrate PID checkpoint`, -A).
-    /// Without it, checkpoints go to ckpt.PID.N in the process's working directory.
+    /// Without it, checkpoints go to ckpt.PID.N in the process's working directory. The
+    /// program itself asks for one by sending the line `checkpoint` to
+    /// $MOSIX_RUNDIR/checkpoint.sock (the answer: `ok FILE`; resumed, that read fails).
     #[arg(short = 'C', value_name = "FILE")]
     pub checkpoint_file: Option<std::path::PathBuf>,
 

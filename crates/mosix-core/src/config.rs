@@ -73,6 +73,12 @@ impl Paths {
     pub fn mfscosts(&self) -> PathBuf {
         self.etc.join("mfscosts")
     }
+    /// `RUNDIR/checkpoint.sock`: where a process asks for its own checkpoint (a line
+    /// `checkpoint`; the answer `ok FILE` or `err WHY`).
+    pub fn checkpoint_socket(&self) -> PathBuf {
+        self.rundir.join("checkpoint.sock")
+    }
+
     /// `RUNDIR/mosix.sock`: the service's control socket.
     pub fn socket(&self) -> PathBuf {
         self.rundir.join("mosix.sock")

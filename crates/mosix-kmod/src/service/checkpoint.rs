@@ -144,6 +144,27 @@ impl Node {
         }
     }
 
+    /// A process of this node asks for its own checkpoint (`RUNDIR/checkpoint.sock`). Only
+    /// at home: a process that runs on another node reaches that socket through a call
+    /// forwarded home, which would have to be cut short to bring it home.
+    pub(super) fn checkpoint_me(&mut self, uid: u32, pid: i32, reply: oneshot::Sender<Response>) {
+        let facts = self.facts(pid.unsigned_abs());
+        if let Some(n) = facts.at {
+            let _ = reply.send(Response::Error(format!(
+                "process {pid} runs on node {n}: a process asks for its own checkpoint at home (migrate {pid} checkpoint works anywhere)"
+            )));
+            return;
+        }
+        let why = "asked by the process".to_owned();
+        self.checkpoint(
+            uid,
+            pid.unsigned_abs(),
+            CheckpointThen::Continue,
+            why,
+            Some(reply),
+        );
+    }
+
     /// Takes the periodic checkpoints that are due (`mosrun -A`).
     pub(super) fn checkpoint_round(&mut self) {
         for pid in self.procs.checkpoints_due() {

@@ -356,6 +356,71 @@ async fn handle(
     }
 }
 
+/// The most processes asking for their own checkpoint at once.
+const MAX_CHECKPOINT_ASKS: usize = 64;
+/// How long a process has to say what it asks.
+const CHECKPOINT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `RUNDIR/checkpoint.sock` until the task is aborted: a process (by its socket's
+/// credentials: the asker is the process checkpointed) sends the line `checkpoint` and gets
+/// `ok FILE` once the file is written, or `err WHY` (one line). The process waits in its read
+/// while its checkpoint is taken; resumed from that checkpoint, it finds that connection gone
+/// (the read fails): that is how a program tells the two apart, as with `fork`.
+pub async fn serve_checkpoints(listener: UnixListener, events: mpsc::Sender<Event>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let asks = Arc::new(Semaphore::new(MAX_CHECKPOINT_ASKS));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&asks).try_acquire_owned() else {
+            let _ = stream
+                .write_all(b"err too many processes ask at once\n")
+                .await;
+            continue;
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(cred) = stream.peer_cred() else { return };
+            let (uid, pid) = (cred.uid(), cred.pid().unwrap_or(0));
+            let mut line = [0u8; 64];
+            let mut got = 0;
+            let read = tokio::time::timeout(CHECKPOINT_ASK_TIMEOUT, async {
+                while got < line.len() && !line[..got].contains(&b'\n') {
+                    match stream.read(&mut line[got..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+            })
+            .await;
+            let asked = String::from_utf8_lossy(&line[..got]).trim().to_owned();
+            let answer = if read.is_err() || asked != "checkpoint" {
+                "err send the line: checkpoint\n".to_owned()
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let sent = events
+                    .send(Event::CheckpointMe {
+                        uid,
+                        pid,
+                        reply: tx,
+                    })
+                    .await;
+                match (sent, rx.await) {
+                    (Ok(()), Ok(Response::Checkpointed(t))) => format!("ok {}\n", t.file),
+                    (Ok(()), Ok(Response::Error(e))) => {
+                        format!("err {}\n", e.replace('\n', " "))
+                    }
+                    _ => "err the node service did not answer\n".to_owned(),
+                }
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

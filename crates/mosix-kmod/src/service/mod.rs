@@ -68,6 +68,15 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
+    /// A process asks for its own checkpoint (`RUNDIR/checkpoint.sock`).
+    CheckpointMe {
+        /// Its uid.
+        uid: u32,
+        /// Its pid.
+        pid: i32,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
     /// One second's measurement of the node.
     Sample(Sample),
 }
@@ -439,6 +448,15 @@ async fn serve(
         Arc::clone(&throttle),
     ));
     let control = tokio::spawn(control::serve(unix, tx.clone()));
+    let ckpt_path = paths.checkpoint_socket();
+    let _ = fs::remove_file(&ckpt_path);
+    let ckpt_socket = UnixListener::bind(&ckpt_path)
+        .and_then(|l| {
+            fs::set_permissions(&ckpt_path, fs::Permissions::from_mode(0o666))?;
+            Ok(l)
+        })
+        .map_err(file_err(&ckpt_path))?;
+    let checkpoints = tokio::spawn(control::serve_checkpoints(ckpt_socket, tx.clone()));
 
     let mut measurer = Measurer::new(scope.clone(), raw_speed);
     measurer.sample();
@@ -571,6 +589,8 @@ async fn serve(
     tokio::time::sleep(Duration::from_millis(100)).await;
     node.link.accept.abort();
     control.abort();
+    checkpoints.abort();
+    let _ = fs::remove_file(&ckpt_path);
     if let Some(mut m) = node.mfs.take() {
         m.stop();
     }

@@ -306,6 +306,7 @@ impl Node {
                 pid,
                 reply,
             } => return self.request(req, uid, pid, reply).await,
+            Event::CheckpointMe { uid, pid, reply } => self.checkpoint_me(uid, pid, reply),
         }
         false
     }
