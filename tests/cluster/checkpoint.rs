@@ -286,6 +286,62 @@ fn a_job_checkpointed_at_home_or_away_then_killed_resumes_on_another_node_identi
             "{tag}"
         );
     }
+    // A compressor, checkpointed while it runs on node 2 (it comes home for it), killed, and
+    // resumed on node 2: the same bytes as gzip run straight through.
+    let raw = dir.path().join("raw.bin");
+    let mut x: u64 = 7;
+    let noise: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8 & 0x3f
+        })
+        .collect();
+    std::fs::write(&raw, &noise).unwrap();
+    let gz = dir.path().join("raw.gz");
+    std::fs::write(&gz, b"").unwrap();
+    for f in [&raw, &gz] {
+        std::os::unix::fs::chown(f, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // From standard input, as the job reads it (no name nor time in the header).
+    let straight = std::process::Command::new("gzip")
+        .arg("-9")
+        .stdin(std::fs::File::open(&raw).unwrap())
+        .output()
+        .unwrap()
+        .stdout;
+    let base = dir.path().join("gzck");
+    let line = format!("exec gzip -9 < {} > {}", raw.display(), gz.display());
+    let mut job = c
+        .job(
+            1,
+            &["-2", "-C", base.to_str().unwrap(), "/bin/sh", "-c", &line],
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = job.id();
+    assert!(c.eventually(Duration::from_secs(10), || c.node_of(pid) == Some(2)));
+    std::thread::sleep(Duration::from_millis(800));
+    let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "checkpoint"]);
+    assert!(ok, "gzip: {said}\n{}", c.log(1));
+    std::thread::sleep(Duration::from_millis(300));
+    job.kill().unwrap();
+    let _ = job.wait();
+    let file = base.with_extension("1");
+    let (ok, said) = mosrun_on(&c, 2, &["-R", file.to_str().unwrap()]);
+    assert!(ok, "gzip: {said}\n{}", c.log(2));
+    let got = std::fs::read(&gz).unwrap();
+    let first = got.iter().zip(&straight).position(|(a, b)| a != b);
+    assert!(
+        got == straight,
+        "gzip: {} bytes, {} expected, first difference at {first:?}\n{said}\n{}",
+        got.len(),
+        straight.len(),
+        c.log(1)
+    );
+
     // A process asks for its own checkpoint, goes on, and resumed from it knows it was.
     let base = dir.path().join("self");
     let o = c
