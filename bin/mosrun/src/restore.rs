@@ -3,7 +3,8 @@
 //! mosrun reads the checkpoint's record with the user's rights, puts the descriptors in place
 //! as the record says (each regular file reopened at its path, flags and offset; a file it read
 //! that changed since the checkpoint is refused unless `--changed-ok`, one it writes is said
-//! and written again from its offset; terminals, and standard descriptors
+//! and written again from its offset; a standard descriptor whose file the user cannot open is
+//! mosrun's own, said; terminals, and standard descriptors
 //! that were pipes or sockets, are mosrun's own; other pipes and sockets are closed, or opened
 //! on the file `-O` names), enters the working directory, sets the umask, and asks the node
 //! service to rebuild the memory, registers and signal state in this very process. It keeps
@@ -89,10 +90,30 @@ pub fn run(file: &Path, reopen: &[(RawFd, PathBuf)], changed_ok: bool) -> Result
             Place::Open(fd)
         } else {
             match &rec.kind {
+                FdKind::File { path, .. } | FdKind::Device { path, .. }
+                    if rec.fd <= 2 && open(Path::new(path), flags).is_err() =>
+                {
+                    // A standard descriptor the user cannot open by its path (an inherited
+                    // log of someone else's): this mosrun's own, as for a pipe.
+                    let e = open(Path::new(path), flags).err().map(|e| e.to_string());
+                    eprintln!(
+                        "mosrun: descriptor {}: {}; mosrun's own descriptor {} is used",
+                        rec.fd,
+                        e.unwrap_or_default(),
+                        rec.fd
+                    );
+                    Place::Own
+                }
                 FdKind::File {
                     path, pos, seen, ..
                 } => {
-                    let fd = open(Path::new(path), flags)?;
+                    let fd = open(Path::new(path), flags).map_err(|e| {
+                        anyhow!(
+                            "descriptor {}: {e} (-O {}=FILE gives it another file)",
+                            rec.fd,
+                            rec.fd
+                        )
+                    })?;
                     if let Some(why) = seen.changed(&seen_now(&fd)?) {
                         let note = format!("descriptor {} ({path}): {why}", rec.fd);
                         // What the process reads must be what it read; what it writes it writes

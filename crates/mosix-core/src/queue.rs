@@ -239,14 +239,18 @@ pub fn decide(s: &Situation<'_>) -> Result<(), Wait> {
 /// A peer's load as the queue counts it. Its exported load falls slowly after processes end
 /// (MOSIX's rule, so that nobody floods a node that was busy a moment ago), which would keep a
 /// queue waiting seconds for CPUs that are free; its utilisation over the last second shows an
-/// idle CPU at once. Below full use, the processes it runs are no more than the CPUs it uses.
+/// idle CPU at once: the whole processes the load counts beyond what the CPUs did in that
+/// second have ended. Only whole ones: a node whose processes get less than their CPUs (its
+/// machine is shared, or they wait for I/O) still runs them all.
 pub fn load_now(p: &NodeState, util: u32) -> u32 {
     if util >= 90 {
         return p.load;
     }
+    let procs = p.procs(f64::from(p.load));
     let used = f64::from(p.cpus.max(1)) * f64::from(util) / 100.0;
-    let load = (used * p.one()).round().min(f64::from(u32::MAX)) as u32;
-    p.load.min(load)
+    let gone = (procs - used + 0.25).max(0.0).floor();
+    let load = ((procs - gone).max(0.0) * p.one()).round();
+    load.min(f64::from(u32::MAX)) as u32
 }
 
 /// A change this node knows of before the figures show it: a job it started (`started`) or
@@ -456,6 +460,9 @@ mod tests {
         // Two CPUs (one process is 50 of load), one of them used: one process, not two.
         let p = node(2, 100, 2);
         assert_eq!(load_now(&p, 50), 50);
+        // A process that gets 70 % of its CPU (the machine is shared) still runs.
+        let p = node(2, 100, 1);
+        assert_eq!(load_now(&p, 70), 100);
         // Full use: the load (which may say more processes than CPUs) stands.
         let p = node(2, 300, 1);
         assert_eq!(load_now(&p, 95), 300);
