@@ -90,47 +90,46 @@ pub fn run(file: &Path, reopen: &[(RawFd, PathBuf)], changed_ok: bool) -> Result
             Place::Open(fd)
         } else {
             match &rec.kind {
-                FdKind::File { path, .. } | FdKind::Device { path, .. }
-                    if rec.fd <= 2 && open(Path::new(path), flags).is_err() =>
-                {
-                    // A standard descriptor the user cannot open by its path (an inherited
-                    // log of someone else's): this mosrun's own, as for a pipe.
-                    let e = open(Path::new(path), flags).err().map(|e| e.to_string());
-                    eprintln!(
-                        "mosrun: descriptor {}: {}; mosrun's own descriptor {} is used",
-                        rec.fd,
-                        e.unwrap_or_default(),
-                        rec.fd
-                    );
-                    Place::Own
-                }
-                FdKind::File {
-                    path, pos, seen, ..
-                } => {
-                    let fd = open(Path::new(path), flags).map_err(|e| {
-                        anyhow!(
+                FdKind::File { path, .. } | FdKind::Dir { path } | FdKind::Device { path, .. } => {
+                    let how = match rec.kind {
+                        FdKind::Dir { .. } => OFlag::O_DIRECTORY,
+                        _ => flags,
+                    };
+                    match open(Path::new(path), how) {
+                        // A standard descriptor the user cannot open by its path (an inherited
+                        // log of someone else's): this mosrun's own, as for a pipe.
+                        Err(e) if rec.fd <= 2 => {
+                            eprintln!(
+                                "mosrun: descriptor {}: {e}; mosrun's own descriptor {} is used",
+                                rec.fd, rec.fd
+                            );
+                            Place::Own
+                        }
+                        Err(e) => bail!(
                             "descriptor {}: {e} (-O {}=FILE gives it another file)",
                             rec.fd,
                             rec.fd
-                        )
-                    })?;
-                    if let Some(why) = seen.changed(&seen_now(&fd)?) {
-                        let note = format!("descriptor {} ({path}): {why}", rec.fd);
-                        // What the process reads must be what it read; what it writes it writes
-                        // again from its offset.
-                        if rec.kind.flags() & libc::O_ACCMODE == libc::O_RDONLY {
-                            changed.push(note);
-                        } else {
-                            eprintln!(
-                                "mosrun: {note}; the process writes it again from offset {pos}"
-                            );
+                        ),
+                        Ok(fd) => {
+                            if let FdKind::File { pos, seen, .. } = &rec.kind {
+                                if let Some(why) = seen.changed(&seen_now(&fd)?) {
+                                    let note = format!("descriptor {} ({path}): {why}", rec.fd);
+                                    // What the process reads must be what it read; what it
+                                    // writes it writes again from its offset.
+                                    if rec.kind.flags() & libc::O_ACCMODE == libc::O_RDONLY {
+                                        changed.push(note);
+                                    } else {
+                                        eprintln!(
+                                            "mosrun: {note}; the process writes it again from offset {pos}"
+                                        );
+                                    }
+                                }
+                                seek(&fd, *pos, Path::new(path))?;
+                            }
+                            Place::Open(fd)
                         }
                     }
-                    seek(&fd, *pos, Path::new(path))?;
-                    Place::Open(fd)
                 }
-                FdKind::Dir { path } => Place::Open(open(Path::new(path), OFlag::O_DIRECTORY)?),
-                FdKind::Device { path, .. } => Place::Open(open(Path::new(path), flags)?),
                 FdKind::Tty { .. } => Place::Own,
                 FdKind::Gone { .. } if rec.fd <= 2 => Place::Own,
                 FdKind::Gone { what, .. } => {
