@@ -1276,6 +1276,7 @@ pub fn tunables(data: &[u8]) {
             assert!(g.dead_after_ms.is_none_or(|d| d >= 2 * g.interval_ms));
             assert_ne!(t.link.port, 0);
             assert!((10..=60_000).contains(&t.link.connect_timeout_ms));
+            assert!(t.link.resume_grace_s <= 3600);
             assert!(t.node.speed.is_none_or(|s| (1..=100_000_000).contains(&s)));
             assert!((10..=10_000).contains(&t.node.sample_ms));
             assert!(t.decay.validate().is_ok());

@@ -103,6 +103,14 @@ pub fn link_frame(root: &Path) -> Vec<Seed> {
         seed("open-process", proto::encode(&open)),
         seed("rejoin", proto::encode(&rejoin)),
         seed("list-queue", proto::encode(&LinkMsg::ListQueue)),
+        seed(
+            "resume",
+            proto::encode(&LinkMsg::Resume {
+                pid: 4242,
+                token: [7; 16],
+                received: 1_000_000,
+            }),
+        ),
         seed("stream", stream),
     ];
     v.extend(frame_fixtures(root));
@@ -429,6 +437,15 @@ pub fn proc_msg() -> Vec<Seed> {
             },
         ),
         ("leave", ProcMsg::Leave { to: id(4) }),
+        ("ack", ProcMsg::Ack { received: 1234 }),
+        ("ack-please", ProcMsg::AckPlease),
+        ("resumed", ProcMsg::Resumed { received: 99 }),
+        (
+            "not-resumed",
+            ProcMsg::NotResumed {
+                why: "no such connection".into(),
+            },
+        ),
         (
             "move-to",
             ProcMsg::MoveTo {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod balance;
+mod blips;
 mod checkpoint;
 mod direct;
 mod expel;

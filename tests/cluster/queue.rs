@@ -80,13 +80,33 @@ fn queued_jobs_run_four_at_a_time_on_four_cpus_in_priority_order_and_mosq_change
             })
         })
     };
+    // Queued at node 2 first (its own view), then node 1 learns by the gossip that node 2
+    // has a queue and asks it.
+    let mut here = serde_json::Value::Null;
+    let queued_there = c.eventually(Duration::from_secs(15), || {
+        let (ok, said) = c.said(2, "mosq", &["--here", "--json"]);
+        here = serde_json::from_str(said.trim()).unwrap_or_default();
+        ok && here["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|j| j["pid"] == other_pid))
+    });
+    assert!(
+        queued_there,
+        "node 2 did not queue its job {other_pid}: {here}\n{}",
+        c.log(2)
+    );
     let mut v = serde_json::Value::Null;
-    let seen = c.eventually(Duration::from_secs(10), || {
+    let seen = c.eventually(Duration::from_secs(20), || {
         let (ok, said) = c.said(1, "mosq", &["--json"]);
         v = serde_json::from_str(said.trim()).unwrap_or_default();
         ok && listed_there(&v)
     });
-    assert!(seen, "node 1 does not list node 2's job: {v}");
+    assert!(
+        seen,
+        "node 1 does not list node 2's job: {v}\nnode 2: {}\n{}",
+        c.said(2, "mosq", &["--here", "--json"]).1,
+        c.said(1, "mon", &["--once"]).1
+    );
     let (ok, text) = c.said(1, "mosq", &[]);
     assert!(
         ok && text.lines().any(|l| l

@@ -264,6 +264,11 @@ pub struct LinkTunables {
     /// clear. Every node of a cluster must have the same setting: a node with the other one is
     /// refused at the handshake, with a message naming this key.
     pub encrypt: bool,
+    /// How long a cut between a migrated process's home and the node it runs on may last
+    /// before the process is given up (default 60 s; 0: it is given up as soon as the cut is
+    /// seen, 11–15 s after it). Within it nothing is lost: both halves wait, the remote
+    /// reconnects, and each side resends what the other missed.
+    pub resume_grace_s: u32,
 }
 
 impl Default for LinkTunables {
@@ -272,6 +277,7 @@ impl Default for LinkTunables {
             port: DEFAULT_PORT,
             connect_timeout_ms: 1000,
             encrypt: true,
+            resume_grace_s: 60,
         }
     }
 }
@@ -543,6 +549,15 @@ impl Tunables {
                 ),
             ));
         }
+        if self.link.resume_grace_s > 3600 {
+            return Err((
+                &["link.resume_grace_s"],
+                format!(
+                    "link.resume_grace_s = {} is out of range 0..3600",
+                    self.link.resume_grace_s
+                ),
+            ));
+        }
         if !(16..=1 << 20).contains(&self.log.max_kib) {
             return Err((
                 &["log.max_kib"],
@@ -809,7 +824,7 @@ mod tests {
         );
         assert_eq!(
             e("[link]\nprot = 1\n"),
-            "/etc/mosix/mosix.toml:2: unknown field `prot`, expected one of `port`, `connect_timeout_ms`, `encrypt`"
+            "/etc/mosix/mosix.toml:2: unknown field `prot`, expected one of `port`, `connect_timeout_ms`, `encrypt`, `resume_grace_s`"
         );
         // An error at the end of the file is on its last line, not after it.
         let eof = e("[node]\ncgroup = \"\"\"abc\n");

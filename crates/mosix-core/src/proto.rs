@@ -43,6 +43,7 @@
 //! which reads best as one list beside the codec that carries it.
 
 pub mod mfs;
+pub mod replay;
 pub mod seal;
 
 use std::io::{Read, Write};
@@ -61,9 +62,10 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 /// The frame magic.
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
-/// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]); the frame fixtures
+/// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
+/// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]); the frame fixtures
 /// (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -634,6 +636,19 @@ pub enum LinkMsg {
     /// [`QueueListing`] frame answers, then the connection ends. Answered to nodes of this
     /// node's own cluster only.
     ListQueue,
+    /// The connection replaces a process connection that was cut: the remote of process `pid`
+    /// (its home pid) reconnects to its home, naming the cut connection by its resume token
+    /// (both ends derive it from that connection's keys, [`Session::token`]). Home answers
+    /// [`ProcMsg::Resumed`] (then each end resends what the other has not received) or
+    /// [`ProcMsg::NotResumed`]; [`ProcMsg`] frames follow.
+    Resume {
+        /// The process's pid at home (for the logs; the token decides).
+        pid: u32,
+        /// The cut connection's resume token.
+        token: [u8; 16],
+        /// How many counted messages the remote received on it.
+        received: u64,
+    },
 }
 
 /// The largest [`QueueListing`] frame.
@@ -689,7 +704,8 @@ impl LinkMsg {
             LinkMsg::OpenProcess
             | LinkMsg::Rejoin { .. }
             | LinkMsg::OpenFiles { .. }
-            | LinkMsg::ListQueue => Ok(()),
+            | LinkMsg::ListQueue
+            | LinkMsg::Resume { .. } => Ok(()),
         }
     }
 }
@@ -975,6 +991,55 @@ pub enum ProcMsg {
         /// 0 or an errno.
         errno: i32,
     },
+    /// Either way, a control message of the connection itself (not counted, never resent,
+    /// never handed to the process's code): the sender has received `received` counted
+    /// messages, so the peer may forget those it keeps for resending ([`replay`]).
+    Ack {
+        /// Counted messages received so far on this connection.
+        received: u64,
+    },
+    /// Either way, control: answer with [`ProcMsg::Ack`] now (the sender's last messages must
+    /// be known to have arrived before it lets the connection go).
+    AckPlease,
+    /// Home to remote, control, the first frame of a connection opened by
+    /// [`LinkMsg::Resume`]: the cut connection goes on here; home had received `received`
+    /// counted messages, and resends those the remote had not.
+    Resumed {
+        /// Counted messages home received on the cut connection.
+        received: u64,
+    },
+    /// Home to remote, control: the cut connection cannot go on (unknown token, the process
+    /// is gone, or what the remote missed is no longer kept); the process ends.
+    NotResumed {
+        /// Why (at most [`MAX_WHY`] bytes).
+        why: String,
+    },
+}
+
+/// The longest reason a [`ProcMsg::NotResumed`] carries.
+pub const MAX_WHY: usize = 1024;
+
+impl ProcMsg {
+    /// Whether this is a control message of the connection (not counted, never resent).
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            ProcMsg::Ack { .. }
+                | ProcMsg::AckPlease
+                | ProcMsg::Resumed { .. }
+                | ProcMsg::NotResumed { .. }
+        )
+    }
+
+    /// Whether the receiver acknowledges this message at once: the last message of a
+    /// connection (the process ended, or moved on), after which its sender lets the
+    /// connection go only once it is known to have arrived.
+    pub fn wants_ack(&self) -> bool {
+        matches!(
+            self,
+            ProcMsg::Exit { .. } | ProcMsg::Died { .. } | ProcMsg::Moved { .. }
+        )
+    }
 }
 
 /// The most descriptor numbers [`ProcMsg::TableIs`] lists (the kernel's default `nr_open`).
@@ -1021,6 +1086,9 @@ impl ProcMsg {
                 "{} undelivered signals exceed {MAX_MOVED_SIGNALS}",
                 signals.len()
             )),
+            ProcMsg::NotResumed { why } if why.len() > MAX_WHY => {
+                bad(format!("a reason of {} bytes exceeds {MAX_WHY}", why.len()))
+            }
             _ => Ok(()),
         }
     }

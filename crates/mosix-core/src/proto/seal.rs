@@ -120,6 +120,9 @@ pub struct Session {
     pub sealer: Sealer,
     /// Opens what this end receives.
     pub opener: Opener,
+    /// The same at both ends, secret to them: names this connection when a process
+    /// connection cut in the middle is resumed on a new one (`LinkMsg::Resume`).
+    pub token: [u8; 16],
 }
 
 /// What both ends of a handshake know: the keys are derived from it.
@@ -158,7 +161,31 @@ impl Transcript {
                 seq: 0,
                 broken: false,
             },
+            token: self.token(secret),
         }
+    }
+
+    /// The connection's resume token: HKDF of the secret and both nonces, with a label of its
+    /// own (so it says nothing of the keys).
+    fn token(&self, secret: &Secret) -> [u8; 16] {
+        let mut salt = [0u8; 18 + 2 * NONCE_LEN];
+        salt[..18].copy_from_slice(b"mosix-link-v2 salt");
+        salt[18..18 + NONCE_LEN].copy_from_slice(&self.nonce_c);
+        salt[18 + NONCE_LEN..].copy_from_slice(&self.nonce_s);
+        let hk = Hkdf::<Sha256>::new(Some(&salt), secret.bytes());
+        let mut t = [0u8; 16];
+        // 16 bytes are far below HKDF-SHA256's limit.
+        #[allow(clippy::expect_used)]
+        hk.expand_multi_info(
+            &[
+                b"mosix-link-v2 resume token ",
+                &self.client.get().to_le_bytes(),
+                &self.server.get().to_le_bytes(),
+            ],
+            &mut t,
+        )
+        .expect("16 bytes of HKDF-SHA256 output");
+        t
     }
 
     fn key(&self, secret: &Secret, direction: &[u8]) -> LessSafeKey {
@@ -646,6 +673,21 @@ mod tests {
         for mut o in others {
             assert!(open(&mut o.opener, &f).is_err());
         }
+    }
+
+    #[test]
+    fn both_ends_share_a_resume_token_no_other_connection_has() {
+        let (c, s) = pair(Protection::Encrypted);
+        assert_eq!(c.token, s.token);
+        let other = Transcript {
+            nonce_c: [9; NONCE_LEN],
+            ..transcript(Protection::Encrypted)
+        }
+        .session(&secret(), Side::Server);
+        assert_ne!(c.token, other.token);
+        let other_secret = transcript(Protection::Encrypted)
+            .session(&Secret::new(b"0123456789abcdef0124").unwrap(), Side::Client);
+        assert_ne!(c.token, other_secret.token);
     }
 
     #[test]

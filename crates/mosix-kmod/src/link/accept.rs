@@ -229,7 +229,8 @@ async fn serve_inbound<E: From<Inbound>>(
         LinkMsg::OpenProcess
         | LinkMsg::Rejoin { .. }
         | LinkMsg::OpenFiles { .. }
-        | LinkMsg::ListQueue => {
+        | LinkMsg::ListQueue
+        | LinkMsg::Resume { .. } => {
             hand_over(stream, session, node, first, &events).await;
             return;
         }
@@ -292,7 +293,8 @@ async fn serve_inbound<E: From<Inbound>>(
             LinkMsg::OpenProcess
             | LinkMsg::Rejoin { .. }
             | LinkMsg::OpenFiles { .. }
-            | LinkMsg::ListQueue => {
+            | LinkMsg::ListQueue
+            | LinkMsg::Resume { .. } => {
                 if let Some(n) = throttle.allow(Trouble::Claim, peer.ip()) {
                     warn!(
                         "closing link from node {node} ({peer}): a gossip connection asked to carry a process, files or a queue{}",
@@ -323,6 +325,22 @@ async fn hand_over<E: From<Inbound>>(
             return;
         }
     };
+    if let LinkMsg::Resume {
+        pid,
+        token,
+        received,
+    } = first
+    {
+        // A cut process connection comes back: the link resumes it by itself (it may wait
+        // for the connection's reader to let go of the old socket: a thread of its own).
+        let spawned = std::thread::Builder::new()
+            .name("mosix-resume".into())
+            .spawn(move || super::channel::offer_resume(node, pid, token, received, stream));
+        if let Err(e) = spawned {
+            warn!("cannot start a thread to resume a connection of node {node}: {e}");
+        }
+        return;
+    }
     let ev = match first {
         LinkMsg::Rejoin {
             pid,

@@ -85,6 +85,9 @@ pub struct LinkContext {
     /// The partner clusters (`MOSIX_ETC/mosix/partners`): their maps and the secrets of the
     /// partnerships.
     pub grid: Grid,
+    /// How long a cut process connection may last before the process is given up
+    /// (`[link] resume_grace_s`; zero: at once).
+    pub resume_grace: Duration,
 }
 
 impl LinkContext {

@@ -298,6 +298,7 @@ fn link_context(l: &Loaded) -> LinkContext {
         connect_timeout: Duration::from_millis(l.tunables.link.connect_timeout_ms),
         protection: Protection::from_encrypt(l.tunables.link.encrypt),
         grid: l.grid.clone(),
+        resume_grace: Duration::from_secs(u64::from(l.tunables.link.resume_grace_s)),
     }
 }
 

@@ -167,7 +167,7 @@ impl Deputy {
         self.out.conts = 0;
         self.out.release(signals.into_iter().filter_map(Sig::new));
         self.kick_until = None;
-        if let Err(e) = self.start_executor(rx, tx, env) {
+        if let Err(e) = self.start_executor(rx, tx, node, env) {
             warn!("process {pid} lost: cannot start its executor: {e}");
             relay.finish(Err(failure::kernel(format!(
                 "process {pid} lost: cannot start its executor: {e}"

@@ -139,7 +139,7 @@ impl Deputy {
         let (req_tx, req_rx) = mpsc::channel::<Req>();
         let pid = self.pid;
         self.reqs = Some(req_tx);
-        if let Err(e) = self.start_executor(rx, tx, &env) {
+        if let Err(e) = self.start_executor(rx, tx, node, &env) {
             warn!("cannot start the executor of process {pid}: {e}");
             let _ = self.out.tx.send(&ProcMsg::Kill);
             self.kill_deputy();
@@ -196,15 +196,18 @@ impl Deputy {
         }
     }
 
-    /// Starts the thread that reads the connection to the remote (one per connection: a
-    /// direct move brings a new one).
+    /// Starts the thread that reads the connection to the remote at `node` (one per
+    /// connection: a direct move brings a new one). From now on a cut of that connection is
+    /// waited out for `[link] resume_grace_s` (the remote reconnects).
     pub(super) fn start_executor(
         &self,
         rx: Receiver,
         tx: Sender,
+        node: NodeId,
         env: &HomeEnv,
     ) -> std::io::Result<()> {
         let pid = self.pid;
+        tx.resume_by_waiting(node, crate::link::snapshot(&env.link).resume_grace);
         let reqs = self
             .reqs
             .clone()

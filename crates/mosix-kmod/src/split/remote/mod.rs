@@ -131,6 +131,23 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 h.home,
                 child.id()
             );
+            // From now on a cut of the connection to home is mended: this side dials home
+            // again, for `[link] resume_grace_s`.
+            let ctx = link::snapshot(&env.link);
+            let (home, home_pid, shared) = (h.home, h.cached.pid, env.link.clone());
+            tx.resume_by_dialing(
+                home,
+                ctx.resume_grace,
+                Box::new(move |token, received| {
+                    let first = LinkMsg::Resume {
+                        pid: home_pid,
+                        token: *token,
+                        received,
+                    };
+                    link::connect_blocking(home, &link::snapshot(&shared), &first)
+                        .map_err(|e| e.to_string())
+                }),
+            );
             env.procs.set_guest_link(child.id() as i32, tx.clone());
             env.procs.add_guest(
                 child.id() as i32,
@@ -173,6 +190,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 conts: 0,
                 io,
                 mapped_copy: 0,
+                killed_by_home: false,
             };
             s.run();
             env.procs.remove_guest(pid);

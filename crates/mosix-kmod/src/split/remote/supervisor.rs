@@ -15,6 +15,9 @@ use tracing::{debug, warn};
 
 use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
 
+/// How long, beyond the grace of a cut, a guest that ended or left waits for home to confirm
+/// its last message.
+const SETTLE_MORE: Duration = Duration::from_secs(5);
 /// How long a process killed at home may take to send its writes behind home.
 const FLUSH_AFTER_KILL: Duration = Duration::from_secs(8);
 use crate::kernel::ptrace::{Mem, Sig};
@@ -49,6 +52,8 @@ pub(super) struct Supervisor {
     pub(super) mapped_copy: u64,
     /// Its files of this node, opened here (`None`: no MFS here).
     pub(super) dfsa: Option<super::dfsa::Dfsa>,
+    /// Home ended it ([`ProcMsg::Kill`]): home expects nothing more.
+    pub(super) killed_by_home: bool,
 }
 
 /// Why a file mapping was not made here.
@@ -75,7 +80,18 @@ impl Supervisor {
     pub(super) fn run(&mut self) {
         let end = self.supervise();
         match end {
-            End::Gone => {}
+            End::Gone if self.killed_by_home => {}
+            End::Gone => {
+                // Its last message (its end, or its move) must reach home, through a cut if
+                // need be: home acknowledges it.
+                let grace = crate::link::snapshot(&self.env.link).resume_grace;
+                if !self.rx.settle(grace + SETTLE_MORE) {
+                    warn!(
+                        "guest {} from node {}: its home did not confirm its last message",
+                        self.h.comm, self.h.home
+                    );
+                }
+            }
             End::HomeLost(why) => {
                 warn!(
                     "guest {} from node {} killed: {why}",
@@ -315,6 +331,7 @@ impl Supervisor {
                 None
             }
             ProcMsg::Kill => {
+                self.killed_by_home = true;
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 self.flush_after_kill();
