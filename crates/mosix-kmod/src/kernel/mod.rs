@@ -6,6 +6,7 @@
 pub mod abi;
 pub mod agent;
 pub mod creds;
+pub mod dirty;
 pub mod inject;
 pub mod ptrace;
 pub mod seccomp;
