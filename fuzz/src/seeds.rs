@@ -551,6 +551,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 pid: 4242,
                 to: Target::Node(id(3)),
                 wait: true,
+                live: true,
             },
         ),
         (
@@ -559,6 +560,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 pid: 4242,
                 to: Target::Home,
                 wait: false,
+                live: false,
             },
         ),
         ("expel", Request::Expel),

@@ -185,7 +185,12 @@ fn set_protection(c: &TestCluster, encrypt: bool) {
         let path = c.paths(n).config();
         let text = std::fs::read_to_string(&path).unwrap();
         let kept = text.split(MARK).next().unwrap_or_default().to_owned();
-        std::fs::write(&path, format!("{kept}{MARK}[link]\nencrypt = {encrypt}\n")).unwrap();
+        // Plain moves only: the live ones have their own benchmark (`live`).
+        std::fs::write(
+            &path,
+            format!("{kept}{MARK}[link]\nencrypt = {encrypt}\n\n[moves]\nlive_above_mib = 0\n"),
+        )
+        .unwrap();
     }
     for n in 1..=2 {
         c.cluster.start_node(n).unwrap();

@@ -17,6 +17,7 @@ mod frames;
 mod freeze;
 mod gossip;
 mod grid;
+mod live;
 mod loopback;
 mod mfs;
 mod migration;

@@ -33,7 +33,7 @@ use mosix_core::config::Paths;
 #[command(
     name = "migrate",
     version,
-    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n  migrate 1234 checkpoint write a checkpoint; it goes on\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; {pid, checkpoint, bytes, stopped_ms} for a checkpoint; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 3 --live   the same, sending its memory while it runs\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n  migrate 1234 checkpoint write a checkpoint; it goes on\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; {pid, checkpoint, bytes, stopped_ms} for a checkpoint; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
 )]
 struct Cli {
     /// The process (a pid of this node).
@@ -43,6 +43,11 @@ struct Cli {
     /// Wait until the move is done and print where the process is.
     #[arg(long)]
     wait: bool,
+    /// Move it live: its memory is sent while it runs, and it stops only for what it wrote
+    /// meanwhile (a move from home to a node; processes larger than `[moves] live_above_mib`
+    /// of mosix.toml move live anyway).
+    #[arg(long)]
+    live: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -120,7 +125,7 @@ fn run(cli: &Cli) -> Result<()> {
         // takes longer than an ordinary request.
         client.set_timeout(Some(std::time::Duration::from_secs(300)));
     }
-    let Migrated { node, done } = match client.migrate(cli.pid, to, cli.wait) {
+    let Migrated { node, done } = match client.migrate_live(cli.pid, to, cli.wait, cli.live) {
         Ok(m) => m,
         Err(e) => {
             if cli.json

@@ -153,6 +153,8 @@ pub enum Request {
         to: Target,
         /// Answer when the move is done (otherwise when it has started).
         wait: bool,
+        /// Send its memory while it runs (`migrate --live`), whatever its size.
+        live: bool,
     },
     /// `mosctl expel`: block arrivals and send every guest home; answer when none is left
     /// (root only).
@@ -844,10 +846,30 @@ impl Client {
     /// move is done. A failed move is [`ClientError::Move`] (or, from an older service,
     /// [`ClientError::Refused`]).
     pub fn migrate(&mut self, pid: u32, to: Target, wait: bool) -> Result<Migrated, ClientError> {
-        self.ask(&Request::Migrate { pid, to, wait }, |r| match r {
-            Response::Migrated { node, done } => Some(Migrated { node, done }),
-            _ => None,
-        })
+        self.migrate_live(pid, to, wait, false)
+    }
+
+    /// [`Client::migrate`], sending its memory while it runs if `live` (otherwise only when
+    /// it is larger than the node's `[moves] live_above_mib`).
+    pub fn migrate_live(
+        &mut self,
+        pid: u32,
+        to: Target,
+        wait: bool,
+        live: bool,
+    ) -> Result<Migrated, ClientError> {
+        self.ask(
+            &Request::Migrate {
+                pid,
+                to,
+                wait,
+                live,
+            },
+            |r| match r {
+                Response::Migrated { node, done } => Some(Migrated { node, done }),
+                _ => None,
+            },
+        )
     }
 
     /// Blocks arrivals and sends every guest home; answers when none is left or after about a
@@ -1016,6 +1038,7 @@ mod tests {
                     pid: 42,
                     to: Target::Node(node(3)),
                     wait: true,
+                    live: false,
                 },
                 Response::Migrated {
                     node: 3,
@@ -1086,6 +1109,7 @@ mod tests {
             pid: 42,
             to: Target::Home,
             wait: true,
+            live: false,
         };
         let (mut c, service) = fake(vec![
             (migrate.clone(), Response::MoveFailed(gone.clone())),

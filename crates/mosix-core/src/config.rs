@@ -120,6 +120,26 @@ pub struct Tunables {
     pub freeze: FreezeTunables,
     /// This cluster in a grid of clusters.
     pub grid: GridTunables,
+    /// Moving processes.
+    pub moves: MoveTunables,
+}
+
+/// `[moves]` of `mosix.toml`: how processes move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoveTunables {
+    /// A process with more memory than this (MiB of resident memory) is moved live: its
+    /// memory is sent while it runs, and it stops only for what it wrote meanwhile
+    /// (`migrate --live` does it for any size). Default 256; 0: never unless asked.
+    pub live_above_mib: u64,
+}
+
+impl Default for MoveTunables {
+    fn default() -> Self {
+        MoveTunables {
+            live_above_mib: 256,
+        }
+    }
 }
 
 /// The longest cluster name (`[grid] name`, partners(5)).

@@ -190,6 +190,22 @@ impl Vma {
     }
 }
 
+/// For a process whose memory was sent while it ran (a live move): for each area of the final
+/// image `now`, the index of the area of the first image `then` it is the same as (same range,
+/// rights and kind), whose pages the destination already holds; `None` for an area that is
+/// new or changed, which is sent whole. Both lists are in address order.
+pub fn kept_areas(then: &[Vma], now: &[Vma]) -> Vec<Option<u32>> {
+    let mut out = Vec::with_capacity(now.len());
+    let mut i = 0;
+    for v in now {
+        while i < then.len() && then[i].start < v.start {
+            i += 1;
+        }
+        out.push((i < then.len() && then[i] == *v).then_some(i as u32));
+    }
+    out
+}
+
 /// The kernel's special mappings at the time of the freeze.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecialMaps {
@@ -562,6 +578,36 @@ pub fn cantmove(threads: u32, locked_kb: u64, maps: &[MapsLine]) -> Option<CantM
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kept_areas_are_the_unchanged_ones() {
+        let a = |start: u64, end: u64, write: bool| Vma {
+            start,
+            end,
+            read: true,
+            write,
+            exec: false,
+            kind: VmaKind::Anon,
+        };
+        let then = [
+            a(0x1000, 0x3000, true),
+            a(0x5000, 0x9000, true),
+            a(0xa000, 0xb000, true),
+        ];
+        let now = [
+            a(0x1000, 0x3000, true),
+            a(0x4000, 0x5000, true),
+            a(0x5000, 0xa000, true),
+            a(0xa000, 0xb000, false),
+            a(0xc000, 0xd000, true),
+        ];
+        assert_eq!(
+            kept_areas(&then, &now),
+            vec![Some(0), None, None, None, None]
+        );
+        assert_eq!(kept_areas(&then, &then), vec![Some(0), Some(1), Some(2)]);
+        assert_eq!(kept_areas(&[], &then), vec![None, None, None]);
+    }
     use super::*;
 
     fn line(perms: &str, path: &str) -> MapsLine {

@@ -812,8 +812,19 @@ pub enum ProcMsg {
         /// Bytes that follow.
         len: u32,
     },
-    /// All pages sent.
+    /// All pages sent (of the image, or of one round of a live move).
     End,
+    /// The first message of a live move: the process's image as it was when its memory
+    /// started to be sent, while it goes on running at the source. The destination prepares
+    /// the areas and takes rounds of page runs ([`ProcMsg::Round`]) into them; the final
+    /// [`ProcMsg::Image`] follows, with what changed since (areas kept by
+    /// [`crate::image::kept_areas`] keep their pages).
+    Precopy(Box<crate::image::ImageHeader>),
+    /// A round of a live move: `bytes` of page runs follow, then [`ProcMsg::End`].
+    Round {
+        /// Bytes of the runs.
+        bytes: u64,
+    },
     /// The process runs at the destination, as `pid` there.
     Started {
         /// Its pid at the destination.
@@ -1066,7 +1077,9 @@ impl ProcMsg {
     pub fn validate(&self) -> Result<(), FrameError> {
         let bad = |m: String| Err(FrameError::Invalid(m));
         match self {
-            ProcMsg::Image(h) => h.validate().map_err(|e| FrameError::Invalid(e.to_string())),
+            ProcMsg::Image(h) | ProcMsg::Precopy(h) => {
+                h.validate().map_err(|e| FrameError::Invalid(e.to_string()))
+            }
             ProcMsg::Pages { len, .. } if *len as usize > crate::image::MAX_RUN => bad(format!(
                 "page run of {len} bytes exceeds {}",
                 crate::image::MAX_RUN

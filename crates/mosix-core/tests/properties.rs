@@ -482,13 +482,18 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     max: 2,
                 }),
             }),
-        (any::<u32>(), proptest::option::of(1u16..), any::<bool>()).prop_map(|(pid, to, wait)| {
-            Request::Migrate {
+        (
+            any::<u32>(),
+            proptest::option::of(1u16..),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(pid, to, wait, live)| Request::Migrate {
                 pid,
                 to: to.map_or(Target::Home, |n| Target::Node(id(n))),
                 wait,
-            }
-        }),
+                live,
+            }),
         any::<bool>().prop_map(|guests| Request::Procs { guests }),
     ]
 }

@@ -7,6 +7,15 @@
 //! * `mosix-probe mem MIB`: fills MIB MiB of memory, prints `ready`, then waits for a line on
 //!   standard input, checks that every page still holds what it wrote, and exits (status 3
 //!   if one does not).
+//! * `mosix-probe dirty MIB MBPS SECS`: fills MIB MiB, prints `ready`, then for SECS seconds
+//!   rewrites whole pages one after the other at MBPS MB/s (busy-waiting between them), each
+//!   page holding its number and how many times it was written in every word; then checks
+//!   every page, and prints `max_gap_ms G pages_written N` — G is the longest time the loop
+//!   did not run (what a move's stop costs the process) — or exits 3 naming the first page that
+//!   does not hold what was written last. With a fifth argument `churn`, every 64th page due is
+//!   discarded instead (`MADV_DONTNEED`: it must read as zeroes from then on), and twice a
+//!   second a fresh 1 MiB area is mapped, filled and the previous one unmapped (its contents
+//!   are checked at the end too).
 //! * `mosix-probe touch MIB`: maps MIB MiB of fresh memory and writes every page once; prints
 //!   the time that took in milliseconds (the machine's cost of new memory, which every arrival
 //!   of a migrated process pays).
@@ -104,6 +113,115 @@ fn main() {
                 eprintln!("mem: {bad} pages changed");
                 std::process::exit(3);
             }
+        }
+        Some("dirty") => {
+            let mbps: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100.0);
+            let secs: f64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10.0);
+            let churn = args.get(5).is_some_and(|a| a == "churn");
+            // The area mapped afresh twice a second, and what it holds.
+            let mut scratch: Option<(*mut u64, u64)> = None;
+            let mut next_churn = 0.5;
+            let pages = (n as usize) << 8;
+            // One page more, so that the pages counted are the machine's (page-aligned).
+            let mut raw = vec![0u64; (pages + 1) * 512];
+            let off = (4096 - raw.as_ptr() as usize % 4096) % 4096 / 8;
+            let mem = &mut raw[off..off + pages * 512];
+            let mut gens = vec![0u32; pages];
+            let word = |p: usize, g: u32| ((p as u64) << 32) | u64::from(g);
+            for (p, page) in mem.chunks_mut(512).enumerate() {
+                page.fill(word(p, 0));
+            }
+            println!("ready");
+            std::io::stdout().flush().unwrap();
+            let start = Instant::now();
+            let per_page = 4096.0 / (mbps * 1e6);
+            let mut last = Instant::now();
+            let mut max_gap = Duration::ZERO;
+            let mut written = 0usize;
+            let mut p = 0usize;
+            loop {
+                let now = Instant::now();
+                max_gap = max_gap.max(now - last);
+                last = now;
+                let t = now.duration_since(start).as_secs_f64();
+                if t >= secs {
+                    break;
+                }
+                if (written as f64) * per_page > t {
+                    continue;
+                }
+                if churn && t >= next_churn {
+                    next_churn += 0.5;
+                    let len = 1 << 20;
+                    // SAFETY: a fresh private anonymous mapping of `len` bytes, written only
+                    // through the pointer kept with it; the previous one is unmapped after.
+                    let q = unsafe {
+                        libc::mmap(
+                            std::ptr::null_mut(),
+                            len,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1,
+                            0,
+                        )
+                    };
+                    assert_ne!(q, libc::MAP_FAILED);
+                    let q = q.cast::<u64>();
+                    let mark = written as u64;
+                    for i in 0..len / 8 {
+                        // SAFETY: within the mapping just made.
+                        unsafe { *q.add(i) = mark ^ i as u64 };
+                    }
+                    if let Some((old, _)) = scratch.replace((q, mark)) {
+                        // SAFETY: the previous scratch area, no longer referred to.
+                        unsafe { libc::munmap(old.cast(), len) };
+                    }
+                }
+                if churn && written % 64 == 63 {
+                    let at = mem[p * 512..].as_mut_ptr();
+                    // SAFETY: one whole page of our own vector (page-aligned, see `off`); it
+                    // reads as zeroes afterwards, which `gens` records.
+                    let r = unsafe { libc::madvise(at.cast(), 4096, libc::MADV_DONTNEED) };
+                    if r == 0 {
+                        gens[p] = u32::MAX;
+                    }
+                } else {
+                    gens[p] = gens[p].wrapping_add(1) % u32::MAX;
+                    mem[p * 512..(p + 1) * 512].fill(word(p, gens[p]));
+                }
+                written += 1;
+                p = (p + 1) % pages;
+            }
+            let expect = |p: usize| {
+                if gens[p] == u32::MAX {
+                    0
+                } else {
+                    word(p, gens[p])
+                }
+            };
+            if let Some((q, mark)) = scratch {
+                let bad = (0..(1usize << 20) / 8)
+                    // SAFETY: within the scratch mapping, still mapped.
+                    .find(|&i| unsafe { *q.add(i) } != mark ^ i as u64);
+                if let Some(i) = bad {
+                    eprintln!("dirty: word {i} of the last scratch area changed");
+                    std::process::exit(3);
+                }
+            }
+            if let Some(bad) =
+                (0..pages).find(|&p| mem[p * 512..(p + 1) * 512].iter().any(|w| *w != expect(p)))
+            {
+                eprintln!(
+                    "dirty: page {bad} holds {:#x}, not {:#x}",
+                    mem[bad * 512],
+                    expect(bad)
+                );
+                std::process::exit(3);
+            }
+            println!(
+                "max_gap_ms {:.1} pages_written {written}",
+                max_gap.as_secs_f64() * 1e3
+            );
         }
         Some("touch") => {
             let len = (n as usize) << 20;

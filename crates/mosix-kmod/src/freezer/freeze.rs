@@ -415,7 +415,13 @@ pub const SEND_RUN: u64 = (mosix_core::image::MAX_RUN / 4) as u64;
 
 /// Appends the bytes `offset..offset + len` of area `vma` to `out`, cut to [`SEND_RUN`];
 /// `exclusive(offset, len)` says whether a piece may be read with `process_vm_readv`.
-fn cut(out: &mut Vec<Run>, vma: u32, offset: u64, len: u64, exclusive: impl Fn(u64, u64) -> bool) {
+pub(crate) fn cut(
+    out: &mut Vec<Run>,
+    vma: u32,
+    offset: u64,
+    len: u64,
+    exclusive: impl Fn(u64, u64) -> bool,
+) {
     let mut off = 0;
     while off < len {
         let l = (len - off).min(SEND_RUN);
@@ -477,9 +483,22 @@ pub fn send_pages(
     vmas: &[Vma],
     runs: &[Run],
 ) -> std::result::Result<(), mosix_core::proto::FrameError> {
+    send_pages_of(tx, mem, vmas, runs, false).map(|_| ())
+}
+
+/// [`send_pages`]; with `skip_unreadable` (a process that runs meanwhile may unmap an area), a
+/// run that cannot be read is left out instead of ending the transfer. The runs sent, by
+/// index in `runs`.
+pub fn send_pages_of(
+    tx: &crate::link::channel::Sender,
+    mem: &Mem,
+    vmas: &[Vma],
+    runs: &[Run],
+    skip_unreadable: bool,
+) -> std::result::Result<Vec<usize>, mosix_core::proto::FrameError> {
     use mosix_core::proto::FrameError;
     use std::sync::mpsc;
-    let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(RUNS_IN_FLIGHT);
+    let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>, bool)>(RUNS_IN_FLIGHT);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     for _ in 0..RUNS_IN_FLIGHT {
         let _ = empty_tx.send(Vec::new());
@@ -494,20 +513,30 @@ pub fn send_pages(
                     };
                     let len = r.len as usize;
                     buf.resize(len, 0);
-                    read_run(mem, &vmas[r.vma as usize], r, &mut buf[..len])?;
-                    if full_tx.send((i, buf)).is_err() {
+                    let read = read_run(mem, &vmas[r.vma as usize], r, &mut buf[..len]);
+                    let ok = match read {
+                        Ok(()) => true,
+                        Err(_) if skip_unreadable => false,
+                        Err(e) => return Err(e),
+                    };
+                    if full_tx.send((i, buf, ok)).is_err() {
                         return Ok(());
                     }
                 }
                 Ok(())
             })
             .map_err(FrameError::Io)?;
-        let mut sent = Ok(());
-        for (i, mut buf) in full_rx.iter() {
+        let mut sent = Ok(Vec::new());
+        for (i, mut buf, ok) in full_rx.iter() {
             let r = &runs[i];
-            if let Err(e) = tx.send_run(r.vma, r.offset, &mut buf[..r.len as usize]) {
-                sent = Err(e);
-                break;
+            if ok {
+                if let Err(e) = tx.send_run(r.vma, r.offset, &mut buf[..r.len as usize]) {
+                    sent = Err(e);
+                    break;
+                }
+                if let Ok(v) = &mut sent {
+                    v.push(i);
+                }
             }
             let _ = empty_tx.send(buf);
         }
@@ -522,7 +551,7 @@ pub fn send_pages(
                 })
             })
             .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())));
-        sent.and(read)
+        read.and(sent)
     })
 }
 
@@ -558,6 +587,72 @@ impl Frozen {
             write(r.vma, r.offset, &buf[..len]).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Has the frozen process make a userfaultfd of its own address space, and takes it here
+    /// (to track its writes during a live move, [`crate::kernel::dirty`]). On an error the
+    /// process is let go as [`Frozen::thaw`] would.
+    pub fn make_uffd(self) -> Result<(Frozen, std::os::fd::OwnedFd)> {
+        let Frozen {
+            tracee,
+            mem,
+            area,
+            header,
+            runs,
+            original_regs,
+            original_mask,
+            pending,
+        } = self;
+        let pid = tracee.pid();
+        let mut t = Held::new(
+            tracee,
+            Release::Unmap {
+                area,
+                regs: original_regs,
+                mask: original_mask,
+            },
+        );
+        let fd = inject::syscall(
+            &mut t,
+            area.site(),
+            &original_regs,
+            libc::SYS_userfaultfd,
+            [crate::kernel::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
+        )?;
+        if fd < 0 {
+            return Err(Error::Unexpected {
+                pid,
+                what: format!(
+                    "no userfaultfd: {}",
+                    nix::errno::Errno::from_raw(-fd as i32)
+                ),
+            });
+        }
+        let taken = crate::kernel::seccomp::take_fd(pid, fd as i32);
+        inject::syscall(
+            &mut t,
+            area.site(),
+            &original_regs,
+            libc::SYS_close,
+            [fd as u64, 0, 0, 0, 0, 0],
+        )?;
+        let taken = taken.map_err(|e| Error::Unexpected {
+            pid,
+            what: format!("taking its userfaultfd: {e}"),
+        })?;
+        Ok((
+            Frozen {
+                tracee: t.disarm()?,
+                mem,
+                area,
+                header,
+                runs,
+                original_regs,
+                original_mask,
+                pending,
+            },
+            taken,
+        ))
     }
 
     /// Undoes the freeze: removes our area and lets the process continue where it was.

@@ -68,7 +68,7 @@ impl<'a> Pages<'a> {
         }
         let addr = v.start + offset;
         let res = match self.sink {
-            Some(u) => u.copy(addr, data),
+            Some(u) => mixed(u, self.pid, addr, data),
             None => write_vm(self.pid, addr, data),
         };
         res.map_err(|source| Error::Mem {
@@ -77,6 +77,46 @@ impl<'a> Pages<'a> {
             source,
         })
     }
+}
+
+/// Writes `data` at `addr` through the userfaultfd `u` where pages are missing, and with
+/// `process_vm_writev` where they are there already (a live move sends a page again once the
+/// process wrote it). A kernel write to a missing page of a registered area fails (the
+/// userfaultfd is for user faults only), so each kind of page goes its own way.
+fn mixed(u: &Uffd, pid: i32, addr: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let n = u.copy_missing(addr + done as u64, &data[done..])?;
+        done += n;
+        if done == data.len() {
+            break;
+        }
+        if n == 0 {
+            // At a page that is there: write pages until one is missing (the write stops
+            // short there) or all are written.
+            let w = write_vm_some(pid, addr + done as u64, &data[done..])?;
+            if w == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            done += w;
+        }
+    }
+    Ok(())
+}
+
+/// `process_vm_writev` of `data` at `addr`, as far as it goes: the bytes written (short at the
+/// first page it cannot write; an error only if it wrote nothing).
+fn write_vm_some(pid: i32, addr: u64, data: &[u8]) -> std::io::Result<usize> {
+    use nix::sys::uio::{RemoteIoVec, process_vm_writev};
+    let n = process_vm_writev(
+        nix::unistd::Pid::from_raw(pid),
+        &[std::io::IoSlice::new(data)],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len: data.len(),
+        }],
+    )?;
+    Ok(n)
 }
 
 /// Writes `data` at `addr` in process `pid` with `process_vm_writev` (the areas are writable

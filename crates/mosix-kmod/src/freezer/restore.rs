@@ -54,6 +54,18 @@ fn image_ranges(h: &ImageHeader) -> Vec<(u64, u64)> {
     v
 }
 
+/// The image's areas, adjacent ones together (as they are registered on the page sink).
+fn merged_ranges(h: &ImageHeader) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for v in &h.vmas {
+        match ranges.last_mut() {
+            Some(last) if last.1 == v.start => last.1 = v.end,
+            _ => ranges.push((v.start, v.end)),
+        }
+    }
+    ranges
+}
+
 /// The memory map of the tracee, its errors as memory errors.
 fn maps_of(pid: i32) -> Result<Vec<mosix_core::image::MapsLine>> {
     inject::read_maps(pid).map_err(|source| Error::Mem {
@@ -317,29 +329,91 @@ impl Restorer {
 
     fn map_areas(&mut self, h: &ImageHeader) -> Result<()> {
         for v in &h.vmas {
-            let mut prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-            if v.exec {
-                prot |= libc::PROT_EXEC as u64;
+            self.map_area(v)?;
+        }
+        Ok(())
+    }
+
+    /// The final image `now` of a live move replaces the first one, `then`, whose areas were
+    /// prepared and filled while the process still ran at the source: areas that changed are
+    /// unmapped, new ones mapped, and the page sink follows, so that the final runs land
+    /// where `now` says ([`mosix_core::image::kept_areas`]: kept areas keep their pages).
+    pub fn reshape(&mut self, then: &ImageHeader, now: &ImageHeader) -> Result<()> {
+        if then.special != now.special {
+            return Err(self.unexpected(
+                "the kernel's special mappings moved while the process was sent".into(),
+            ));
+        }
+        if now
+            .vmas
+            .iter()
+            .any(|v| overlaps((v.start, v.end), self.area.range()))
+        {
+            return Err(self.unexpected(
+                "the process mapped an area where the restorer works meanwhile".into(),
+            ));
+        }
+        if let Some(u) = &mut self.sink {
+            u.unregister_all().map_err(|source| Error::Mem {
+                pid: self.pid,
+                addr: 0,
+                source,
+            })?;
+        }
+        let kept = mosix_core::image::kept_areas(&then.vmas, &now.vmas);
+        let mut kept_then = vec![false; then.vmas.len()];
+        for k in kept.iter().flatten() {
+            kept_then[*k as usize] = true;
+        }
+        for (v, kept) in then.vmas.iter().zip(&kept_then) {
+            if !kept {
+                self.must(
+                    libc::SYS_munmap,
+                    [v.start, v.len(), 0, 0, 0, 0],
+                    "unmapping an area that changed",
+                )?;
             }
-            let mut flags =
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-            if v.kind == VmaKind::Stack {
-                flags |= libc::MAP_GROWSDOWN as u64;
+        }
+        for (v, k) in now.vmas.iter().zip(&kept) {
+            if k.is_none() {
+                self.map_area(v)?;
             }
-            let ret = self.call(libc::SYS_mmap, [v.start, v.len(), prot, flags, u64::MAX, 0])?;
-            if ret as u64 != v.start {
-                let what = format!(
-                    "mapping {:#x}-{:#x} returned {}",
-                    v.start,
-                    v.end,
-                    if ret < 0 {
-                        nix::errno::Errno::from_raw(-ret as i32).to_string()
-                    } else {
-                        format!("{ret:#x}")
-                    }
-                );
-                return Err(self.unexpected(what));
+        }
+        if let Some(u) = &mut self.sink {
+            for (s, e) in merged_ranges(now) {
+                u.register(s, e).map_err(|source| Error::Mem {
+                    pid: self.pid,
+                    addr: s,
+                    source,
+                })?;
             }
+        }
+        Ok(())
+    }
+
+    fn map_area(&mut self, v: &mosix_core::image::Vma) -> Result<()> {
+        let mut prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        if v.exec {
+            prot |= libc::PROT_EXEC as u64;
+        }
+        let mut flags =
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        if v.kind == VmaKind::Stack {
+            flags |= libc::MAP_GROWSDOWN as u64;
+        }
+        let ret = self.call(libc::SYS_mmap, [v.start, v.len(), prot, flags, u64::MAX, 0])?;
+        if ret as u64 != v.start {
+            let what = format!(
+                "mapping {:#x}-{:#x} returned {}",
+                v.start,
+                v.end,
+                if ret < 0 {
+                    nix::errno::Errno::from_raw(-ret as i32).to_string()
+                } else {
+                    format!("{ret:#x}")
+                }
+            );
+            return Err(self.unexpected(what));
         }
         Ok(())
     }
@@ -366,14 +440,7 @@ impl Restorer {
             [fd as u64, 0, 0, 0, 0, 0],
             "closing the tracee's userfaultfd",
         )?;
-        // Adjacent areas are registered together.
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for v in &h.vmas {
-            match ranges.last_mut() {
-                Some(last) if last.1 == v.start => last.1 = v.end,
-                _ => ranges.push((v.start, v.end)),
-            }
-        }
+        let ranges = merged_ranges(h);
         let sink = taken.and_then(Uffd::adopt).and_then(|mut u| {
             for (s, e) in ranges {
                 u.register(s, e)?;

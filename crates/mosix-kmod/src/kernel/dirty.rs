@@ -21,7 +21,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use linux_raw_sys::general::{
-    PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING, UFFD_API, UFFD_FEATURE_WP_ASYNC,
+    PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WPALLOWED,
+    PAGE_IS_WRITTEN, PM_SCAN_WP_MATCHING, UFFD_API, UFFD_FEATURE_WP_ASYNC,
     UFFD_FEATURE_WP_UNPOPULATED, UFFDIO_REGISTER_MODE_WP, page_region, pm_scan_arg, uffdio_api,
     uffdio_range, uffdio_register, uffdio_writeprotect,
 };
@@ -135,9 +136,11 @@ impl Tracker {
         for &(start, end) in &self.tracked {
             let mut from = start;
             while from < end {
+                // Only areas still registered: one the process unmapped is not scanned, and
+                // one it mapped in its place is not tracked (see [`wp_areas`]).
                 let mut a = pm_scan_arg {
                     size: std::mem::size_of::<pm_scan_arg>() as u64,
-                    flags: u64::from(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC),
+                    flags: u64::from(PM_SCAN_WP_MATCHING),
                     start: from,
                     end,
                     walk_end: 0,
@@ -145,7 +148,7 @@ impl Tracker {
                     vec_len: regions.len() as u64,
                     max_pages: 0,
                     category_inverted: 0,
-                    category_mask: u64::from(PAGE_IS_WRITTEN),
+                    category_mask: u64::from(PAGE_IS_WRITTEN | PAGE_IS_WPALLOWED),
                     category_anyof_mask: 0,
                     return_mask: u64::from(PAGE_IS_WRITTEN),
                 };
@@ -163,6 +166,121 @@ impl Tracker {
             }
         }
         Ok(out)
+    }
+}
+
+/// The areas of process `pid` that are registered for write-protection now (`uw` among their
+/// `VmFlags` in `/proc/PID/smaps`). An area the tracker registered that is not among them was
+/// unmapped — and whatever the process mapped in its place is not tracked, even at the same
+/// addresses: its pages must be sent whole.
+pub fn wp_areas(pid: i32) -> io::Result<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut out = Vec::new();
+    let mut range: Option<(u64, u64)> = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(r) = range.take()
+                && flags.split_whitespace().any(|f| f == "uw")
+            {
+                out.push(r);
+            }
+            continue;
+        }
+        let Some((span, _)) = line.split_once(' ') else {
+            continue;
+        };
+        if let Some((s, e)) = span.split_once('-')
+            && let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
+        {
+            range = Some((s, e));
+        }
+    }
+    Ok(out)
+}
+
+/// The ranges of `start..end` (through a process's `pagemap`) whose pages hold data: present
+/// or swapped, and not the shared zero page. A page sent earlier that holds none now was
+/// discarded (`MADV_DONTNEED`) and reads as zeroes: a live move sends it again.
+pub fn with_data(pagemap: &std::fs::File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    // Not the zero page, and present or swapped.
+    scan(
+        pagemap,
+        (start, end),
+        PAGE_IS_PFNZERO,
+        PAGE_IS_PFNZERO,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+    )
+}
+
+/// The ranges of `start..end` of a private file mapping whose pages are the process's own
+/// copies (written at some time: they differ from the file), present or swapped.
+pub fn private_copies(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+) -> io::Result<Vec<(u64, u64)>> {
+    scan(
+        pagemap,
+        (start, end),
+        PAGE_IS_FILE,
+        PAGE_IS_FILE,
+        PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+    )
+}
+
+/// `PAGEMAP_SCAN` without write-protection: the ranges whose pages have every category of
+/// `mask` (each flipped first where `inverted` says) and one of `anyof`.
+fn scan(
+    pagemap: &std::fs::File,
+    (start, end): (u64, u64),
+    inverted: u32,
+    mask: u32,
+    anyof: u32,
+) -> io::Result<Vec<(u64, u64)>> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut regions = vec![
+        page_region {
+            start: 0,
+            end: 0,
+            categories: 0,
+        };
+        REGIONS_PER_SCAN
+    ];
+    let mut from = start;
+    while from < end {
+        let mut a = pm_scan_arg {
+            size: std::mem::size_of::<pm_scan_arg>() as u64,
+            flags: 0,
+            start: from,
+            end,
+            walk_end: 0,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            max_pages: 0,
+            category_inverted: u64::from(inverted),
+            category_mask: u64::from(mask),
+            category_anyof_mask: u64::from(anyof),
+            return_mask: u64::from(anyof),
+        };
+        let n = ioctl(pagemap, PAGEMAP_SCAN, &mut a)? as usize;
+        for r in &regions[..n.min(regions.len())] {
+            match out.last_mut() {
+                Some(last) if last.1 == r.start => last.1 = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if a.walk_end <= from {
+            break;
+        }
+        from = a.walk_end;
+    }
+    Ok(out)
+}
+
+impl Tracker {
+    /// The process's `pagemap` (for [`with_data`]).
+    pub fn pagemap(&self) -> &std::fs::File {
+        &self.pagemap
     }
 }
 

@@ -85,6 +85,16 @@ impl Uffd {
 
     /// Places `data` at `dst` in the target's memory; the pages must be missing there.
     pub fn copy(&self, dst: u64, data: &[u8]) -> io::Result<()> {
+        let done = self.copy_missing(dst, data)?;
+        if done < data.len() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok(())
+    }
+
+    /// Places as much of `data` at `dst` as it can up to the first page the target already
+    /// has, and says how many bytes that was (all of it when every page was missing).
+    pub fn copy_missing(&self, dst: u64, data: &[u8]) -> io::Result<usize> {
         let mut done = 0usize;
         let mut idle = 0;
         while done < data.len() {
@@ -104,10 +114,12 @@ impl Uffd {
                 // The address space is changing under us (it should not: the target is
                 // stopped and we asked for no events); give up after a while.
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && idle < 1000 => idle += 1,
+                // A page that is there already (a live move sends pages again).
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(done),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Ends every registration (missing pages are ordinary zero pages again).

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::node::Node;
 use super::policy::{self, MovePlan, ProcFacts, StartPlan};
+use crate::split::deputy::Live;
 use crate::split::handle::{MoveAsk, MoveDone};
 use crate::split::procs::{self, Home, Procs};
 
@@ -28,6 +29,14 @@ pub(super) struct Start {
 }
 
 impl Node {
+    /// When a move is live by size (`[moves] live_above_mib`).
+    pub(super) fn live_above(&self) -> Live {
+        match self.loaded.tunables.moves.live_above_mib {
+            0 => Live::Never,
+            mib => Live::Above(mib << 20),
+        }
+    }
+
     /// `mosrun`: makes process `pid` a MOSIX process, and with a placement, moves it there
     /// right after its `execve`. Answers when it is registered (and seized for the move).
     /// `Register` from the local user `uid` through its process `pid` (`caller`).
@@ -105,9 +114,15 @@ impl Node {
         pid: u32,
         target: Target,
         wait: bool,
+        live: bool,
         reply: oneshot::Sender<Response>,
     ) -> bool {
         let facts = self.facts(pid);
+        let live = if live {
+            Live::Always
+        } else {
+            self.live_above()
+        };
         let home = self.procs.home(pid as i32);
         let plan = policy::plan_move(
             self.loaded.me,
@@ -141,6 +156,7 @@ impl Node {
                 pid,
                 to,
                 None,
+                live,
                 self.home_env(),
                 answer_when(pid, to, wait, reply),
             ),
@@ -384,6 +400,7 @@ impl Node {
                         pid,
                         m.to,
                         m.ceiling,
+                        self.live_above(),
                         self.home_env(),
                         Box::new(move |r| procs.move_ended(pid, r.map(|_| ()))),
                     );

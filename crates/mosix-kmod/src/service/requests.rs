@@ -159,7 +159,8 @@ impl Node {
                 pid: target,
                 to,
                 wait,
-            } => return self.migrate(uid, target, to, wait, reply),
+                live,
+            } => return self.migrate(uid, target, to, wait, live, reply),
             Request::CloseGrid => {
                 let asked = self.close_grid(uid);
                 info!("closegrid by uid {uid}: {asked} guests of other clusters asked to leave");

@@ -278,6 +278,7 @@ pub fn ship(
             rx,
             sending: sent - started,
             starting: sent.elapsed(),
+            bytes: frozen.header.total_bytes,
         }),
         Ok(ProcMsg::Refused { failure }) => Err(failure),
         Ok(other) => Err(failure::kernel(format!("the keeper answered {other:?}"))),

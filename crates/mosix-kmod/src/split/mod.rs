@@ -11,6 +11,7 @@ pub mod frozen;
 pub mod handle;
 pub mod iocache;
 pub mod keeper;
+pub mod live;
 pub mod procs;
 pub mod remote;
 pub mod ship;

@@ -25,6 +25,8 @@ pub struct Shipped {
     pub sending: Duration,
     /// How long the destination then took to start it.
     pub starting: Duration,
+    /// Bytes of memory sent (after a live move's rounds: those sent while it was stopped).
+    pub bytes: u64,
 }
 
 /// How long the destination may take, once the image is sent, to say whether it runs the
@@ -61,6 +63,7 @@ pub fn ship(
             rx,
             sending: sent - started,
             starting: sent.elapsed(),
+            bytes: frozen.header.total_bytes,
         }),
         Ok(ProcMsg::Refused { failure }) => Err(failure),
         Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),

@@ -52,7 +52,7 @@ use crate::link::{self, SharedContext};
 use crate::split::failure;
 use crate::split::handle::MoveDone;
 use crate::split::procs::Procs;
-use crate::split::ship;
+use crate::split::{live, ship};
 use state::Deputy;
 
 /// The answer to a forwarded call interrupted at home: "interrupted; restart it if the
@@ -90,8 +90,39 @@ impl HomeEnv {
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
 /// An automatic move carries its `ceiling` (see [`mosix_core::balance::admits`]): the
 /// destination may refuse it.
-pub fn migrate(pid: i32, to: NodeId, ceiling: Option<u32>, env: HomeEnv, done: MoveDone) {
-    go(pid, Away::Node(to, ceiling), env, done);
+pub fn migrate(
+    pid: i32,
+    to: NodeId,
+    ceiling: Option<u32>,
+    live: Live,
+    env: HomeEnv,
+    done: MoveDone,
+) {
+    go(pid, Away::Node(to, ceiling, live), env, done);
+}
+
+/// Whether a move sends the process's memory while it runs ([`crate::split::live`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Always (`migrate --live`).
+    Always,
+    /// When its resident memory is larger than this many bytes (`[moves] live_above_mib`).
+    Above(u64),
+    /// Never.
+    Never,
+}
+
+impl Live {
+    /// Whether process `pid` moves live.
+    fn wanted(self, pid: i32) -> bool {
+        match self {
+            Live::Always => true,
+            Live::Never => false,
+            Live::Above(bytes) => procfs::process::Process::new(pid)
+                .and_then(|p| p.statm())
+                .is_ok_and(|m| m.resident * procfs::page_size() > bytes),
+        }
+    }
 }
 
 /// Stops `pid` on a new thread and sends it where `away` says; `done` is called with where it
@@ -179,7 +210,7 @@ pub fn migrate_at_exec(
             send_away(
                 t,
                 Vec::new(),
-                Away::Node(to, None),
+                Away::Node(to, None, Live::Never),
                 &env,
                 Box::new(move |res| {
                     if let Err(e) = res {
@@ -228,8 +259,8 @@ pub fn freeze(
 
 /// Where a process goes.
 enum Away {
-    /// To a node (with the ceiling of an automatic move).
-    Node(NodeId, Option<u32>),
+    /// To a node (with the ceiling of an automatic move), live or not.
+    Node(NodeId, Option<u32>, Live),
     /// Into a file of this node's freeze area, for a reason.
     Frozen(crate::split::frozen::FreezeArea, String),
 }
@@ -237,9 +268,9 @@ enum Away {
 /// Freezes the stopped process, ships it to where `away` says and, once it runs there (or is
 /// frozen), becomes its deputy (this thread then serves it until it ends or comes home).
 fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDone) {
-    let (to, ceiling) = match &away {
-        Away::Node(to, ceiling) => (*to, *ceiling),
-        Away::Frozen(..) => (env.me, None),
+    let (to, ceiling, live) = match &away {
+        Away::Node(to, ceiling, live) => (*to, *ceiling, *live),
+        Away::Frozen(..) => (env.me, None, Live::Never),
     };
     let pid = t.pid();
     let home = env.procs.home(pid);
@@ -253,6 +284,35 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let stop_moving = |env: &HomeEnv| env.procs.update_home(pid, |h| h.moving = false);
     let ctx = link::snapshot(&env.link);
     let opts = env.freeze_options(&home);
+    // A live move sends the memory first, while the process runs, then freezes it again.
+    let (t, sigs, precopy, stopped_at) = if live.wanted(pid) {
+        let comm = comm_of(pid);
+        let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                stop_moving(env);
+                warn!("{comm} (pid {pid}) stays here: a live move failed: {e}");
+                return done(Err(e.noted(format_args!("process {pid} goes on here"))));
+            }
+        };
+        let mut pending = Vec::new();
+        let stopped_at = std::time::Instant::now();
+        let seized = ptrace::seize(pid, nix::sys::ptrace::Options::empty())
+            .and_then(|r| r.interrupt(|s, _| pending.push(s)));
+        match seized {
+            Ok(t) => (t, pending, Some(precopy), stopped_at),
+            Err(e) => {
+                stop_moving(env);
+                return done(Err(failure::traced(
+                    pid,
+                    "stopping it after its memory was sent",
+                    &e,
+                )));
+            }
+        }
+    } else {
+        (t, sigs, None, std::time::Instant::now())
+    };
     let mut frozen = match freeze::freeze_stopped(t, sigs, &opts) {
         Ok(f) => f,
         Err(e) => {
@@ -285,9 +345,11 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         }
     };
     let started = std::time::Instant::now();
-    let shipped = match &away {
-        Away::Node(..) => ship::ship(&frozen, to, &ctx, None),
-        Away::Frozen(area, _) => crate::split::frozen::ship(&frozen, env.me, area),
+    let live_rounds = precopy.as_ref().map(|p| (p.rounds, p.bytes));
+    let shipped = match (&away, precopy) {
+        (Away::Node(..), Some(p)) => p.finish(&frozen),
+        (Away::Node(..), None) => ship::ship(&frozen, to, &ctx, None),
+        (Away::Frozen(area, _), _) => crate::split::frozen::ship(&frozen, env.me, area),
     };
     let shipped = match shipped {
         Ok(s) => s,
@@ -300,7 +362,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             return done(Err(e.noted(format_args!("process {pid} goes on here"))));
         }
     };
-    let (rpid, tx, rx) = (shipped.pid, shipped.tx, shipped.rx);
+    let (rpid, tx, rx, last_bytes) = (shipped.pid, shipped.tx, shipped.rx, shipped.bytes);
     if let Away::Frozen(_, why) = away {
         info!(
             "{} (pid {pid}) frozen: {} MiB in {:.0} ms",
@@ -315,6 +377,15 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             h.frozen_bytes = bytes;
             h.returned_at = None;
         });
+    } else if let Some((rounds, bytes)) = live_rounds {
+        info!(
+            "{} (pid {pid}) migrated live to node {to} as pid {rpid}: {} MiB while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
+            frozen.header.comm,
+            bytes >> 20,
+            rounds + 1,
+            last_bytes >> 10,
+            stopped_at.elapsed().as_secs_f64() * 1000.0
+        );
     } else {
         info!(
             "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",

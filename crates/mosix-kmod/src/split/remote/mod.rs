@@ -101,8 +101,9 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
         }
     };
     let _ = rx.socket().set_read_timeout(Some(IMAGE_SILENCE));
-    let h = match rx.recv() {
-        Ok(ProcMsg::Image(h)) => *h,
+    let (mut h, live) = match rx.recv() {
+        Ok(ProcMsg::Image(h)) => (*h, false),
+        Ok(ProcMsg::Precopy(h)) => (*h, true),
         Ok(other) => {
             warn!("node {from} opened a process connection with {other:?}");
             return;
@@ -112,7 +113,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
             return;
         }
     };
-    match take(&h, from, &tx, &mut rx, &env) {
+    match take(&mut h, live, from, &tx, &mut rx, &env) {
         Ok((guest, listener, child, home_link)) => {
             let _ = rx.socket().set_read_timeout(None);
             // Arrived from another remote: from now on it talks to its home on the
@@ -291,9 +292,16 @@ fn foreign_guests(procs: &Procs, ctx: &crate::link::LinkContext) -> u32 {
 /// came from another remote — the connection to its home it rejoined with.
 type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
 
+/// The most rounds of pages a live move may send before its final image.
+const MAX_ROUNDS: u32 = 64;
+
 /// Rebuilds the process, sent by node `from`, in a stub; on success it runs under the filter.
+/// For a live move (`live`: `h` is the first image, [`ProcMsg::Precopy`]) rounds of pages
+/// come while the process still runs at the source, then its final image, which replaces
+/// `h`.
 fn take(
-    h: &ImageHeader,
+    h: &mut ImageHeader,
+    live: bool,
     from: NodeId,
     tx: &Sender,
     rx: &mut Receiver,
@@ -372,7 +380,58 @@ fn take(
         Ok(r) => r,
         Err(e) => return Err(fail(&mut child, here("preparing the stub", &e))),
     };
-    let t1 = std::time::Instant::now();
+    let mut rest = rest;
+    let mut t1 = std::time::Instant::now();
+    if live {
+        let mut rounds = 0u32;
+        loop {
+            let m = match rx.recv() {
+                Ok(m) => m,
+                Err(e) => {
+                    rest.kill();
+                    return Err(fail(
+                        &mut child,
+                        failure::pages(me, from, pages::PagesError::Link(e)),
+                    ));
+                }
+            };
+            match m {
+                ProcMsg::Round { bytes } if rounds < MAX_ROUNDS => {
+                    rounds += 1;
+                    if let Err(e) = pages::receive_runs(rx, &h.vmas, bytes, rest.pages()) {
+                        rest.kill();
+                        return Err(fail(&mut child, failure::pages(me, from, e)));
+                    }
+                }
+                ProcMsg::Image(now)
+                    if now.home == h.home
+                        && now.creds == h.creds
+                        && now.rejoin == h.rejoin
+                        && now.cached.pid == h.cached.pid =>
+                {
+                    // The process is stopped at the source from here on.
+                    t1 = std::time::Instant::now();
+                    if let Err(e) = rest.reshape(h, &now) {
+                        return Err(fail(&mut child, here("reshaping the stub", &e)));
+                    }
+                    *h = *now;
+                    break;
+                }
+                other => {
+                    rest.kill();
+                    let what = match other {
+                        ProcMsg::Round { .. } => format!("more than {MAX_ROUNDS} rounds of pages"),
+                        ProcMsg::Image(_) => "a final image of another process".into(),
+                        o => format!("{o:?} during a live move"),
+                    };
+                    return Err(fail(
+                        &mut child,
+                        failure::pages(me, from, pages::PagesError::Malformed(what)),
+                    ));
+                }
+            }
+        }
+    }
     if let Err(e) = pages::receive(rx, h, rest.pages()) {
         rest.kill();
         return Err(fail(&mut child, failure::pages(me, from, e)));

@@ -1,0 +1,349 @@
+//! Live moves: the memory of a process is sent while it goes on running (pre-copy), so the
+//! time it is stopped no longer grows with its size.
+//!
+//! 1. [`Precopy::start`]: the process is frozen for a moment — its first image (areas,
+//!    [`ProcMsg::Precopy`]) is taken, and it makes a userfaultfd that tracks its writes
+//!    ([`crate::kernel::dirty`]) — then it runs on. Its present pages go to the destination,
+//!    which prepares a stub from the first image and fills it. Then rounds
+//!    ([`ProcMsg::Round`]): the pages written since the last round, as long as each round is
+//!    smaller than the last and above [`FINAL_BELOW`].
+//! 2. The caller freezes the process as for any move (the final image) and starts its agent.
+//! 3. [`Precopy::finish`]: the final [`ProcMsg::Image`] and only what the destination does not
+//!    have: pages written since the last round in areas it kept
+//!    ([`mosix_core::image::kept_areas`]), pages sent before that hold no data any more
+//!    (discarded: they read as zeroes), and every page of areas that are new, changed, or not
+//!    tracked (writable file mappings). Then `End`, and the destination's `Started`.
+//!
+//! The failure rules are those of every move: until `Started` the process is whole at the
+//! source (running during the rounds, frozen after), and a cut anywhere leaves it there (the
+//! destination kills its stub when the connection breaks).
+
+use std::time::{Duration, Instant};
+
+use mosix_core::NodeId;
+use mosix_core::image::{ImageHeader, Vma, VmaKind, kept_areas};
+use mosix_core::moves::MoveFailure;
+use mosix_core::proto::ProcMsg;
+use tracing::debug;
+
+use crate::freezer::freeze::{self, FreezeOptions, Frozen, Run, send_pages, send_pages_of};
+use crate::kernel::dirty::{self, Tracker};
+use crate::kernel::ptrace::{Mem, Sig, Stopped};
+use crate::link::channel::{self, Receiver, Sender};
+use crate::link::{self, LinkContext};
+use crate::split::failure;
+use crate::split::ship::{START_ANSWER, Shipped};
+
+/// Below this many bytes written in a round, the process is stopped for the final one (about
+/// 4 ms on a 1 GB/s link).
+pub const FINAL_BELOW: u64 = 4 << 20;
+/// At most this many rounds after the first.
+pub const MAX_ROUNDS: u32 = 30;
+/// Rounds stop after this long in all (a process that writes faster than the link carries
+/// does not converge; it is then stopped and the rest sent at once).
+pub const MAX_PRECOPY: Duration = Duration::from_secs(120);
+
+/// A live move under way: the process runs, the destination holds its first image and the
+/// pages sent so far.
+pub struct Precopy {
+    pid: i32,
+    to: NodeId,
+    tx: Sender,
+    rx: Receiver,
+    mem: Mem,
+    first: ImageHeader,
+    tracker: Tracker,
+    /// Per area of the first image that is tracked: which of its pages were sent (a bit
+    /// each).
+    sent: Vec<Option<Vec<u64>>>,
+    /// Written, found by the last scan, not sent yet.
+    pending: Vec<(u64, u64)>,
+    /// Rounds sent after the first.
+    pub rounds: u32,
+    /// Bytes sent while the process ran.
+    pub bytes: u64,
+    started: Instant,
+}
+
+/// Whether writes to area `v` can be tracked (private anonymous memory the process may write).
+fn trackable(v: &Vma) -> bool {
+    v.write && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
+}
+
+impl Precopy {
+    /// Takes the first image of the stopped process `t` (the signals `sigs` arrived while it
+    /// was stopped), starts tracking its writes, lets it run, opens a process connection to
+    /// `to` and sends its pages, round after round, until what it writes between two rounds is
+    /// small. `Err` leaves the process running where it is.
+    pub fn start(
+        t: Stopped,
+        sigs: Vec<Sig>,
+        opts: &FreezeOptions,
+        to: NodeId,
+        ctx: &LinkContext,
+    ) -> Result<Precopy, MoveFailure> {
+        let pid = t.pid();
+        let frozen = freeze::freeze_stopped(t, sigs, opts)
+            .map_err(|e| failure::traced(pid, "freezing it", &e))?;
+        let (frozen, uffd) = frozen
+            .make_uffd()
+            .map_err(|e| failure::traced(pid, "making it a userfaultfd", &e))?;
+        let ranges: Vec<(u64, u64)> = frozen
+            .header
+            .vmas
+            .iter()
+            .filter(|v| trackable(v))
+            .map(|v| (v.start, v.end))
+            .collect();
+        let tracker = Tracker::start(pid, uffd, &ranges);
+        let first = frozen.header.clone();
+        let runs = frozen.runs.clone();
+        // It runs on from here; its memory is read while it does.
+        frozen
+            .thaw()
+            .map_err(|e| failure::traced(pid, "letting it run on", &e))?;
+        let tracker = tracker.map_err(|e| {
+            failure::kernel(format!(
+                "this kernel cannot track a process's writes (userfaultfd write-protect, PAGEMAP_SCAN): {e}"
+            ))
+        })?;
+        let mem = Mem::open(pid).map_err(|e| failure::traced(pid, "opening its memory", &e))?;
+        let stream = link::connect_process(to, ctx).map_err(|e| failure::link_lost(to, e))?;
+        let (tx, rx) = channel::split(stream).map_err(|e| failure::link_lost(to, e))?;
+        let tracked: Vec<bool> = first
+            .vmas
+            .iter()
+            .map(|v| {
+                tracker
+                    .tracked()
+                    .iter()
+                    .any(|&(s, e)| s <= v.start && v.end <= e)
+            })
+            .collect();
+        let sent = first
+            .vmas
+            .iter()
+            .zip(&tracked)
+            .map(|(v, t)| t.then(|| vec![0u64; (v.len() / 4096).div_ceil(64) as usize]))
+            .collect();
+        let mut p = Precopy {
+            pid,
+            to,
+            tx,
+            rx,
+            mem,
+            first,
+            tracker,
+            sent,
+            pending: Vec::new(),
+            rounds: 0,
+            bytes: 0,
+            started: Instant::now(),
+        };
+        let lost = |e: &dyn std::fmt::Display| {
+            failure::link_lost(to, format!("the transfer broke off ({e})"))
+        };
+        p.tx.send(&ProcMsg::Precopy(Box::new(p.first.clone())))
+            .map_err(|e| lost(&e))?;
+        p.send_round(&runs).map_err(|e| lost(&e))?;
+        let mut last = u64::MAX;
+        loop {
+            let written = p
+                .tracker
+                .written()
+                .map_err(|e| failure::kernel(format!("reading what process {pid} wrote: {e}")))?;
+            let bytes: u64 = written.iter().map(|(s, e)| e - s).sum();
+            let enough = bytes <= FINAL_BELOW
+                || bytes >= last
+                || p.rounds >= MAX_ROUNDS
+                || p.started.elapsed() >= MAX_PRECOPY;
+            if enough {
+                p.pending = written;
+                break;
+            }
+            let runs = p.runs_of(&written);
+            p.send_round(&runs).map_err(|e| lost(&e))?;
+            p.rounds += 1;
+            last = bytes;
+        }
+        debug!(
+            "process {pid}: {} MiB sent to node {to} while it ran, in {} rounds after the first, {:.0} ms",
+            p.bytes >> 20,
+            p.rounds,
+            p.started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(p)
+    }
+
+    /// Sends one round: `runs` of the first image's areas, read from the running process.
+    fn send_round(&mut self, runs: &[Run]) -> Result<(), mosix_core::proto::FrameError> {
+        let bytes: u64 = runs.iter().map(|r| r.len).sum();
+        self.tx.send(&ProcMsg::Round { bytes })?;
+        // The process may have unmapped an area meanwhile: its runs are left out (the final
+        // image says what became of it).
+        let sent = send_pages_of(&self.tx, &self.mem, &self.first.vmas, runs, true)?;
+        self.tx.send(&ProcMsg::End)?;
+        let mut bytes = 0;
+        for r in sent.into_iter().map(|i| &runs[i]) {
+            bytes += r.len;
+            if let Some(Some(bits)) = self.sent.get_mut(r.vma as usize) {
+                for p in r.offset / 4096..(r.offset + r.len).div_ceil(4096) {
+                    bits[(p / 64) as usize] |= 1 << (p % 64);
+                }
+            }
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// The runs of the first image's areas that cover `ranges` (page-aligned addresses).
+    fn runs_of(&self, ranges: &[(u64, u64)]) -> Vec<Run> {
+        runs_in(&self.first.vmas, ranges, |i| i)
+    }
+
+    /// Sends the final image of the process, frozen again by the caller as `frozen` (its agent
+    /// started), with what the destination does not have yet, and waits for the destination to
+    /// run it. `Err` leaves the process frozen here, for the caller to thaw.
+    pub fn finish(mut self, frozen: &Frozen) -> Result<Shipped, MoveFailure> {
+        let to = self.to;
+        let pid = self.pid;
+        let now = &frozen.header;
+        let kept = kept_areas(&self.first.vmas, &now.vmas);
+        let mut written = std::mem::take(&mut self.pending);
+        written.extend(
+            self.tracker
+                .written()
+                .map_err(|e| failure::kernel(format!("reading what process {pid} wrote: {e}")))?,
+        );
+        written.sort_unstable();
+        // An area is trusted to hold, at the destination, all but what the tracker reports
+        // only if it is still the registered one (not unmapped and mapped again in place).
+        let registered = dirty::wp_areas(pid)
+            .map_err(|e| failure::kernel(format!("reading the areas of process {pid}: {e}")))?;
+        let still = |v: &Vma| registered.iter().any(|&(s, e)| s <= v.start && v.end <= e);
+        let mut runs: Vec<Run> = Vec::new();
+        for (j, (v, k)) in now.vmas.iter().zip(&kept).enumerate() {
+            let j = j as u32;
+            match k {
+                Some(i) if self.sent[*i as usize].is_some() && still(v) => {
+                    // Written since, and sent before but holding no data now.
+                    let mut again: Vec<(u64, u64)> = written
+                        .iter()
+                        .filter_map(|&(s, e)| {
+                            let (s, e) = (s.max(v.start), e.min(v.end));
+                            (s < e).then_some((s, e))
+                        })
+                        .collect();
+                    again.extend(self.discarded(*i as usize, v)?);
+                    let again = merged(again);
+                    runs.extend(runs_in(std::slice::from_ref(v), &again, |_| j));
+                }
+                // A file's pages not written are the file's, which the first round carried;
+                // those the process has its own copies of are sent (written at any time).
+                Some(_) if !v.write && matches!(v.kind, VmaKind::File { .. }) => {
+                    let own = dirty::private_copies(self.tracker.pagemap(), v.start, v.end)
+                        .map_err(|e| {
+                            failure::kernel(format!("reading the page map of process {pid}: {e}"))
+                        })?;
+                    runs.extend(runs_in(std::slice::from_ref(v), &own, |_| j));
+                }
+                _ => runs.extend(frozen.runs.iter().filter(|r| r.vma == j).copied()),
+            }
+        }
+        let mut header = now.clone();
+        header.total_bytes = runs.iter().map(|r| r.len).sum();
+        let lost = |e: &dyn std::fmt::Display| {
+            failure::link_lost(to, format!("the transfer broke off ({e})"))
+        };
+        let started = Instant::now();
+        self.tx
+            .send(&ProcMsg::Image(Box::new(header)))
+            .map_err(|e| lost(&e))?;
+        send_pages(&self.tx, &frozen.mem, &now.vmas, &runs).map_err(|e| lost(&e))?;
+        self.tx.send(&ProcMsg::End).map_err(|e| lost(&e))?;
+        let sent = Instant::now();
+        let _ = self.rx.socket().set_read_timeout(Some(START_ANSWER));
+        let answer = self.rx.recv();
+        let _ = self.rx.socket().set_read_timeout(None);
+        debug!(
+            "process {pid}: the last {} KiB sent to node {to} in {:.1} ms",
+            runs.iter().map(|r| r.len).sum::<u64>() >> 10,
+            sent.duration_since(started).as_secs_f64() * 1e3
+        );
+        match answer {
+            Ok(ProcMsg::Started { pid }) => Ok(Shipped {
+                pid,
+                tx: self.tx,
+                rx: self.rx,
+                sending: sent - started,
+                starting: sent.elapsed(),
+                bytes: runs.iter().map(|r| r.len).sum(),
+            }),
+            Ok(ProcMsg::Refused { failure }) => Err(failure),
+            Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
+            Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
+        }
+    }
+
+    /// The ranges of area `v` (index `i` of the first image) sent before that hold no data now.
+    fn discarded(&self, i: usize, v: &Vma) -> Result<Vec<(u64, u64)>, MoveFailure> {
+        let Some(Some(bits)) = self.sent.get(i) else {
+            return Ok(Vec::new());
+        };
+        let data = dirty::with_data(self.tracker.pagemap(), v.start, v.end).map_err(|e| {
+            failure::kernel(format!("reading the page map of process {}: {e}", self.pid))
+        })?;
+        // Pages in address order, the data ranges too: one pass over both.
+        let mut k = 0;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (w, word) in bits.iter().enumerate() {
+            if *word == 0 {
+                continue;
+            }
+            for b in 0..64 {
+                let page = w as u64 * 64 + b;
+                let a = v.start + page * 4096;
+                while k < data.len() && data[k].1 <= a {
+                    k += 1;
+                }
+                let has = k < data.len() && data[k].0 <= a;
+                if word & (1 << b) != 0 && !has {
+                    match out.last_mut() {
+                        Some(last) if last.1 == a => last.1 = a + 4096,
+                        _ => out.push((a, a + 4096)),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `ranges` sorted, overlapping and adjacent ones joined.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// The runs covering `ranges` (sorted, page-aligned addresses) in `vmas`, each run naming its
+/// area by `index(position in vmas)`; read through `/proc/PID/mem` (the process may share
+/// them copy-on-write).
+fn runs_in(vmas: &[Vma], ranges: &[(u64, u64)], index: impl Fn(u32) -> u32) -> Vec<Run> {
+    let mut out = Vec::new();
+    for &(s, e) in ranges {
+        for (i, v) in vmas.iter().enumerate() {
+            let (a, b) = (s.max(v.start), e.min(v.end));
+            if a < b {
+                freeze::cut(&mut out, index(i as u32), a - v.start, b - a, |_, _| false);
+            }
+        }
+    }
+    out
+}
