@@ -438,6 +438,8 @@ pub fn proc_msg() -> Vec<Seed> {
         ),
         ("leave", ProcMsg::Leave { to: id(4) }),
         ("ack", ProcMsg::Ack { received: 1234 }),
+        ("precopy", ProcMsg::Precopy(Box::new(image_header()))),
+        ("round", ProcMsg::Round { bytes: 1 << 20 }),
         ("ack-please", ProcMsg::AckPlease),
         ("resumed", ProcMsg::Resumed { received: 99 }),
         (

@@ -180,11 +180,16 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         if moved {
             // It had arrived: it died with node 3, and home says so.
             after += 1;
-            let st = ends_within(
-                child,
-                Duration::from_secs(30),
-                "its node died: reported dead",
+            let mut child = child;
+            let ended = c.eventually(Duration::from_secs(30), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            assert!(
+                ended,
+                "round {round}: its node died, but it was not reported dead within 30 s\nnode 1:\n{}",
+                c.log(1)
             );
+            let st = child.wait().unwrap();
             assert_eq!(st.signal(), Some(libc::SIGKILL), "round {round}: {st:?}");
         } else {
             // Cut off on the way: it goes on at node 2, whole, and only there.

@@ -589,10 +589,13 @@ impl Frozen {
         Ok(())
     }
 
-    /// Has the frozen process make a userfaultfd of its own address space, and takes it here
-    /// (to track its writes during a live move, [`crate::kernel::dirty`]). On an error the
-    /// process is let go as [`Frozen::thaw`] would.
-    pub fn make_uffd(self) -> Result<(Frozen, std::os::fd::OwnedFd)> {
+    /// Runs `act` with the tracee held (an injection may resume it) and the area, registers
+    /// and memory it needs; gives the frozen process back unless the tracee was lost on the
+    /// way.
+    pub fn with_held<T>(
+        self,
+        act: impl FnOnce(&mut Held, &Area, &Regs, &Mem) -> T,
+    ) -> (Option<Frozen>, T) {
         let Frozen {
             tracee,
             mem,
@@ -603,56 +606,56 @@ impl Frozen {
             original_mask,
             pending,
         } = self;
-        let pid = tracee.pid();
-        let mut t = Held::new(
+        let mut held = Held::new(tracee, Release::Keep);
+        let out = act(&mut held, &area, &original_regs, &mem);
+        let f = held.disarm().ok().map(|tracee| Frozen {
             tracee,
-            Release::Unmap {
-                area,
-                regs: original_regs,
-                mask: original_mask,
-            },
-        );
-        let fd = inject::syscall(
-            &mut t,
-            area.site(),
-            &original_regs,
-            libc::SYS_userfaultfd,
-            [crate::kernel::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
-        )?;
-        if fd < 0 {
-            return Err(Error::Unexpected {
+            mem,
+            area,
+            header,
+            runs,
+            original_regs,
+            original_mask,
+            pending,
+        });
+        (f, out)
+    }
+
+    /// Has the frozen process make a userfaultfd of its own address space, and takes it here
+    /// (to track its writes during a live move, [`crate::kernel::dirty`]). The frozen process
+    /// comes back unless it was lost on the way.
+    pub fn make_uffd(self) -> (Option<Frozen>, Result<std::os::fd::OwnedFd>) {
+        let pid = self.tracee.pid();
+        self.with_held(|t, area, regs, _| {
+            let fd = inject::syscall(
+                t,
+                area.site(),
+                regs,
+                libc::SYS_userfaultfd,
+                [crate::kernel::uffd::CREATE_FLAGS, 0, 0, 0, 0, 0],
+            )?;
+            if fd < 0 {
+                return Err(Error::Unexpected {
+                    pid,
+                    what: format!(
+                        "no userfaultfd: {}",
+                        nix::errno::Errno::from_raw(-fd as i32)
+                    ),
+                });
+            }
+            let taken = crate::kernel::seccomp::take_fd(pid, fd as i32);
+            inject::syscall(
+                t,
+                area.site(),
+                regs,
+                libc::SYS_close,
+                [fd as u64, 0, 0, 0, 0, 0],
+            )?;
+            taken.map_err(|e| Error::Unexpected {
                 pid,
-                what: format!(
-                    "no userfaultfd: {}",
-                    nix::errno::Errno::from_raw(-fd as i32)
-                ),
-            });
-        }
-        let taken = crate::kernel::seccomp::take_fd(pid, fd as i32);
-        inject::syscall(
-            &mut t,
-            area.site(),
-            &original_regs,
-            libc::SYS_close,
-            [fd as u64, 0, 0, 0, 0, 0],
-        )?;
-        let taken = taken.map_err(|e| Error::Unexpected {
-            pid,
-            what: format!("taking its userfaultfd: {e}"),
-        })?;
-        Ok((
-            Frozen {
-                tracee: t.disarm()?,
-                mem,
-                area,
-                header,
-                runs,
-                original_regs,
-                original_mask,
-                pending,
-            },
-            taken,
-        ))
+                what: format!("taking its userfaultfd: {e}"),
+            })
+        })
     }
 
     /// Undoes the freeze: removes our area and lets the process continue where it was.

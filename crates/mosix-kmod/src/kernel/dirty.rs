@@ -18,7 +18,9 @@
 //! the end. Closing the tracker ends the registrations; nothing is left in the process.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+
+use crate::kernel::uffd::ioctl;
 
 use linux_raw_sys::general::{
     PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WPALLOWED,
@@ -43,25 +45,6 @@ pub struct Tracker {
     pagemap: std::fs::File,
     /// The ranges registered and protected.
     tracked: Vec<(u64, u64)>,
-}
-
-fn ioctl<T>(fd: &impl AsRawFd, req: u32, arg: &mut T) -> io::Result<i64> {
-    // SAFETY: every request used here takes a pointer to the matching structure (`uffdio_*`,
-    // `pm_scan_arg`), which `arg` is (the callers pair them); the kernel reads and writes only
-    // that structure and, for PAGEMAP_SCAN, the region array it points to, which the caller
-    // keeps alive and sized as it says.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            req as libc::c_ulong,
-            std::ptr::from_mut(arg),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(i64::from(r))
-    }
 }
 
 impl Tracker {
@@ -125,44 +108,25 @@ impl Tracker {
     /// one.
     pub fn written(&mut self) -> io::Result<Vec<(u64, u64)>> {
         let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut regions = vec![
-            page_region {
-                start: 0,
-                end: 0,
-                categories: 0,
-            };
-            REGIONS_PER_SCAN
-        ];
-        for &(start, end) in &self.tracked {
-            let mut from = start;
-            while from < end {
-                // Only areas still registered: one the process unmapped is not scanned, and
-                // one it mapped in its place is not tracked (see [`wp_areas`]).
-                let mut a = pm_scan_arg {
-                    size: std::mem::size_of::<pm_scan_arg>() as u64,
-                    flags: u64::from(PM_SCAN_WP_MATCHING),
-                    start: from,
-                    end,
-                    walk_end: 0,
-                    vec: regions.as_mut_ptr() as u64,
-                    vec_len: regions.len() as u64,
-                    max_pages: 0,
-                    category_inverted: 0,
-                    category_mask: u64::from(PAGE_IS_WRITTEN | PAGE_IS_WPALLOWED),
-                    category_anyof_mask: 0,
-                    return_mask: u64::from(PAGE_IS_WRITTEN),
-                };
-                let n = ioctl(&self.pagemap, PAGEMAP_SCAN, &mut a)? as usize;
-                for r in &regions[..n.min(regions.len())] {
-                    match out.last_mut() {
-                        Some(last) if last.1 == r.start => last.1 = r.end,
-                        _ => out.push((r.start, r.end)),
-                    }
+        for &range in &self.tracked {
+            // Only areas still registered: one the process unmapped is not scanned, and one
+            // it mapped in its place is not tracked (see [`wp_areas`]).
+            let found = scan(
+                &self.pagemap,
+                range,
+                Select {
+                    flags: PM_SCAN_WP_MATCHING,
+                    inverted: 0,
+                    mask: PAGE_IS_WRITTEN | PAGE_IS_WPALLOWED,
+                    anyof: 0,
+                    report: PAGE_IS_WRITTEN,
+                },
+            )?;
+            for r in found {
+                match out.last_mut() {
+                    Some(last) if last.1 == r.0 => last.1 = r.1,
+                    _ => out.push(r),
                 }
-                if a.walk_end <= from {
-                    break;
-                }
-                from = a.walk_end;
             }
         }
         Ok(out)
@@ -206,9 +170,13 @@ pub fn with_data(pagemap: &std::fs::File, start: u64, end: u64) -> io::Result<Ve
     scan(
         pagemap,
         (start, end),
-        PAGE_IS_PFNZERO,
-        PAGE_IS_PFNZERO,
-        PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        Select {
+            flags: 0,
+            inverted: PAGE_IS_PFNZERO,
+            mask: PAGE_IS_PFNZERO,
+            anyof: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            report: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        },
     )
 }
 
@@ -222,20 +190,31 @@ pub fn private_copies(
     scan(
         pagemap,
         (start, end),
-        PAGE_IS_FILE,
-        PAGE_IS_FILE,
-        PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        Select {
+            flags: 0,
+            inverted: PAGE_IS_FILE,
+            mask: PAGE_IS_FILE,
+            anyof: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            report: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        },
     )
 }
 
-/// `PAGEMAP_SCAN` without write-protection: the ranges whose pages have every category of
-/// `mask` (each flipped first where `inverted` says) and one of `anyof`.
-fn scan(
-    pagemap: &std::fs::File,
-    (start, end): (u64, u64),
+/// Which pages a `PAGEMAP_SCAN` reports: those with every category of `mask` (each flipped
+/// first where `inverted` says) and one of `anyof`; `flags` may protect them again.
+struct Select {
+    flags: u32,
     inverted: u32,
     mask: u32,
     anyof: u32,
+    report: u32,
+}
+
+/// The ranges of `start..end` whose pages `sel` selects, adjacent ones joined.
+fn scan(
+    pagemap: &std::fs::File,
+    (start, end): (u64, u64),
+    sel: Select,
 ) -> io::Result<Vec<(u64, u64)>> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut regions = vec![
@@ -250,17 +229,17 @@ fn scan(
     while from < end {
         let mut a = pm_scan_arg {
             size: std::mem::size_of::<pm_scan_arg>() as u64,
-            flags: 0,
+            flags: u64::from(sel.flags),
             start: from,
             end,
             walk_end: 0,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
             max_pages: 0,
-            category_inverted: u64::from(inverted),
-            category_mask: u64::from(mask),
-            category_anyof_mask: u64::from(anyof),
-            return_mask: u64::from(anyof),
+            category_inverted: u64::from(sel.inverted),
+            category_mask: u64::from(sel.mask),
+            category_anyof_mask: u64::from(sel.anyof),
+            return_mask: u64::from(sel.report),
         };
         let n = ioctl(pagemap, PAGEMAP_SCAN, &mut a)? as usize;
         for r in &regions[..n.min(regions.len())] {

@@ -36,9 +36,12 @@ pub struct Uffd {
     registered: Vec<(u64, u64)>,
 }
 
-fn ioctl<T>(fd: &OwnedFd, req: u32, arg: &mut T) -> io::Result<()> {
-    // SAFETY: every request used here takes a pointer to the matching `uffdio_*` structure,
-    // which `arg` is (the callers pair them); the kernel reads and writes only that structure.
+/// `ioctl(fd, req, arg)`: its non-negative result, or the error.
+pub(crate) fn ioctl<T>(fd: &impl AsRawFd, req: u32, arg: &mut T) -> io::Result<i64> {
+    // SAFETY: every request made with this takes a pointer to the matching structure
+    // (`uffdio_*`, `pm_scan_arg`), which `arg` is (the callers pair them); the kernel reads and
+    // writes only that structure and, for PAGEMAP_SCAN, the region array it points to, which
+    // the caller keeps alive and sized as it says.
     let r = unsafe {
         libc::ioctl(
             fd.as_raw_fd(),
@@ -49,7 +52,7 @@ fn ioctl<T>(fd: &OwnedFd, req: u32, arg: &mut T) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(i64::from(r))
     }
 }
 
@@ -106,7 +109,7 @@ impl Uffd {
                 copy: 0,
             };
             match ioctl(&self.fd, UFFDIO_COPY, &mut c) {
-                Ok(()) => done += c.copy as usize,
+                Ok(_) => done += c.copy as usize,
                 // Interrupted part way: `copy` says how far it got.
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && c.copy > 0 => {
                     done += c.copy as usize;

@@ -113,8 +113,12 @@ struct Shared {
     probe: Mutex<Arc<TcpStream>>,
     /// A cut may be resumed (the master switch; `RxState::resume` says how).
     resumable: AtomicBool,
-    /// The socket failed as a cut does (no route, timed out): seen by a writer or the reader.
+    /// The socket failed as a cut does (no route, timed out): seen by a writer, the reader or
+    /// [`Sender::peer_gone`] (whichever asked the kernel first: it reports an error once).
     cut: AtomicBool,
+    /// When the peer's kernel was first seen to reset the connection, in milliseconds since
+    /// `epoch` (0: not seen).
+    reset_ms: AtomicU64,
     /// Home is installing a resumed connection: the reader waits for it.
     installing: AtomicBool,
     /// When a frame was last received, in milliseconds since `epoch`.
@@ -140,6 +144,51 @@ impl Shared {
     fn heard(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Notes what a failed read or write of the socket says about the connection.
+    fn note(&self, e: &std::io::Error) {
+        if is_cut(e) {
+            self.cut.store(true, Ordering::SeqCst);
+        } else if is_reset(e) {
+            let _ = self.reset_ms.compare_exchange(
+                0,
+                self.now_ms(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// The connection works again (resumed): nothing is broken.
+    fn mended(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+        self.reset_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// How long (of silence) a broken connection may be waited for, `full` for a cut: `None`
+    /// when nothing says it may come back (the peer closed it). A reset is waited for only as
+    /// long as a peer that is alive and reconnecting takes ([`RESET_WAIT`]): it reset the
+    /// connection because it saw the cut first; one that closed it for good does not come
+    /// back.
+    fn may_come_back(&self, full: Duration) -> Option<Duration> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Some(full);
+        }
+        match self.reset_ms.load(Ordering::SeqCst) {
+            0 => None,
+            at => {
+                let heard = self.heard_ms.load(Ordering::Relaxed);
+                let silent_then = Duration::from_millis(at.saturating_sub(heard));
+                Some(full.min(silent_then + RESET_WAIT))
+            }
+        }
     }
 
     /// How long ago a frame was last received.
@@ -169,9 +218,8 @@ impl Shared {
             .encode(&ProcMsg::Ack { received }, &mut out.frame)
             .is_ok()
             && let Err(e) = out.w.write_all(&out.frame)
-            && is_cut(&e)
         {
-            self.cut.store(true, Ordering::SeqCst);
+            self.note(&e);
         }
     }
 }
@@ -318,6 +366,7 @@ pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
         installing: AtomicBool::new(false),
         heard_ms: AtomicU64::new(0),
         grace_ms: AtomicU64::new(0),
+        reset_ms: AtomicU64::new(0),
         epoch: Instant::now(),
     });
     Ok((
@@ -352,9 +401,15 @@ impl Sender {
         if !dead || !self.sh.resumable.load(Ordering::SeqCst) {
             return dead;
         }
-        // Cut, and may be resumed: gone once the grace is over.
+        // Which way it broke (the kernel says it once: noted for the reader too). A peer that
+        // closed it is gone now; a cut or a reset may be mended, for a while.
+        if let Ok(Some(e)) = probe.take_error() {
+            self.sh.note(&e);
+        }
         let grace = Duration::from_millis(self.sh.grace_ms.load(Ordering::Relaxed));
-        self.sh.silent_for() > grace + HOME_MARGIN
+        self.sh
+            .may_come_back(grace + HOME_MARGIN)
+            .is_none_or(|limit| self.sh.silent_for() > limit)
     }
 
     /// Home: from now on a cut of this connection to `peer` is waited out for `grace` (and a
@@ -438,9 +493,7 @@ impl Sender {
         match written {
             Ok(()) => Ok(()),
             Err(e) if resumable => {
-                if is_cut(&e) {
-                    sh.cut.store(true, Ordering::SeqCst);
-                }
+                sh.note(&e);
                 debug!("a process connection could not send now ({e}): kept for a resume");
                 Ok(())
             }
@@ -502,6 +555,8 @@ impl Sender {
 
 /// What a resume attempt of the remote came to.
 enum Attempt {
+    /// The connection goes on (what was sent again).
+    Done(String),
     /// Try again (home was not reached, or the new connection broke at once).
     Again(String),
     /// It cannot resume: the connection ends with this reason.
@@ -513,6 +568,23 @@ impl Receiver {
     /// is mended here (the remote dials home, home waits for it), within the grace: the caller
     /// only sees a delay, and every message once.
     pub fn recv(&mut self) -> Result<ProcMsg, FrameError> {
+        loop {
+            if let Some(m) = self.next(false)? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// [`Receiver::recv`] for a caller that reads when its poll says the socket is readable:
+    /// `None` when what was there was only a message of the connection itself (an
+    /// acknowledgement), so that it goes back to its poll instead of waiting here for the
+    /// next message.
+    pub fn try_recv(&mut self) -> Result<Option<ProcMsg>, FrameError> {
+        self.next(true)
+    }
+
+    /// One message; with `control_too`, `None` after a control message.
+    fn next(&mut self, control_too: bool) -> Result<Option<ProcMsg>, FrameError> {
         let sh = Arc::clone(&self.sh);
         let mut st = sh.rx();
         loop {
@@ -546,6 +618,9 @@ impl Receiver {
                                 return Err(FrameError::Invalid(format!("{other:?} out of turn")));
                             }
                         }
+                        if control_too {
+                            return Ok(None);
+                        }
                         continue;
                     }
                     m.validate()?;
@@ -560,7 +635,7 @@ impl Receiver {
                         st.window.reset();
                         sh.ack(st.received);
                     }
-                    return Ok(m);
+                    return Ok(Some(m));
                 }
                 Err(e) if is_timeout(&e) => return Err(e),
                 Err(e) => {
@@ -580,23 +655,24 @@ impl Receiver {
                     // grace; a reset, only as long as a peer that is alive and reconnecting
                     // takes (it reset the connection because it saw the cut first; one that
                     // closed it for good does not come back).
-                    let was_cut = sh.cut.load(Ordering::SeqCst);
+                    if let FrameError::Io(io) = &e {
+                        sh.note(io);
+                    }
                     let silent = sh.silent_for();
                     let full = match st.resume {
                         Resume::Wait => st.grace + HOME_MARGIN,
                         _ => st.grace,
                     };
                     let limit = match &e {
-                        FrameError::Io(io) if is_cut(io) || was_cut => Some(full),
-                        FrameError::Io(io) if is_reset(io) => Some(full.min(silent + RESET_WAIT)),
-                        FrameError::Truncated | FrameError::Closed if was_cut => Some(full),
+                        FrameError::Io(_) | FrameError::Truncated | FrameError::Closed => {
+                            sh.may_come_back(full)
+                        }
                         _ => None,
                     };
                     let Some(limit) = limit.filter(|_| sh.resumable.load(Ordering::SeqCst)) else {
                         sh.resumable.store(false, Ordering::SeqCst);
                         return Err(e);
                     };
-                    sh.cut.store(true, Ordering::SeqCst);
                     let peer = st.peer.map_or_else(|| "?".to_owned(), |n| n.to_string());
                     let grace = st.grace;
                     if matches!(st.resume, Resume::Wait) {
@@ -690,8 +766,8 @@ impl Receiver {
                 Err(e) => Attempt::Again(e),
             };
             match attempt {
-                Attempt::Again(why) if !self.sh.cut.load(Ordering::SeqCst) => {
-                    info!("the connection to home (node {peer}) resumed ({why})");
+                Attempt::Done(what) => {
+                    info!("the connection to home (node {peer}) resumed ({what})");
                     return Ok(());
                 }
                 Attempt::Again(why) => {
@@ -758,8 +834,8 @@ impl Receiver {
         *self.sh.probe.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(probe);
         self.r = r;
         self.opener = opener;
-        self.sh.cut.store(false, Ordering::SeqCst);
-        Attempt::Again(format!("{} messages sent again", frames.len()))
+        self.sh.mended();
+        Attempt::Done(format!("{} messages sent again", frames.len()))
     }
 
     /// Reads the bytes of a page run (as many as `buf` holds, which the [`ProcMsg::Pages`] frame
@@ -811,8 +887,9 @@ impl Receiver {
             if left.is_zero() || self.r.get_ref().set_read_timeout(Some(left)).is_err() {
                 return false;
             }
-            match self.recv() {
-                Ok(m) => debug!("after its last message: {m:?} dropped"),
+            match self.next(true) {
+                Ok(Some(m)) => debug!("after its last message: {m:?} dropped"),
+                Ok(None) => {}
                 Err(e) if is_timeout(&e) => return false,
                 Err(e) => {
                     debug!("settling a process connection: {e}");
@@ -949,7 +1026,10 @@ fn install(
             .and_then(|()| out.w.write_all(&out.frame).map_err(FrameError::from));
     }
     // A new connection that broke at once is a new cut: the remote tries again, naming it.
-    sh.cut.store(sent.is_err(), Ordering::SeqCst);
+    sh.mended();
+    if let Err(FrameError::Io(e)) = &sent {
+        sh.note(e);
+    }
     drop(g);
     *sh.probe.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(stream);
     st.pending = Some((reader, session.opener));

@@ -85,9 +85,20 @@ impl Precopy {
         let pid = t.pid();
         let frozen = freeze::freeze_stopped(t, sigs, opts)
             .map_err(|e| failure::traced(pid, "freezing it", &e))?;
-        let (frozen, uffd) = frozen
-            .make_uffd()
-            .map_err(|e| failure::traced(pid, "making it a userfaultfd", &e))?;
+        let (frozen, uffd) = frozen.make_uffd();
+        let Some(frozen) = frozen else {
+            return Err(MoveFailure::Gone {
+                pid: pid.unsigned_abs(),
+                detail: "it vanished while its writes were set to be tracked".into(),
+            });
+        };
+        let uffd = match uffd {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = frozen.thaw();
+                return Err(failure::traced(pid, "making it a userfaultfd", &e));
+            }
+        };
         let ranges: Vec<(u64, u64)> = frozen
             .header
             .vmas

@@ -42,12 +42,9 @@ use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
 use tracing::{debug, info, warn};
 
-use mosix_core::image::Regs;
-
 use crate::freezer::freeze::{self, FreezeOptions, Frozen};
 use crate::kernel::agent::Agent;
-use crate::kernel::inject::{Area, Held, Release};
-use crate::kernel::ptrace::{self, Mem, Running, Sig, Stop, Stopped};
+use crate::kernel::ptrace::{self, Running, Sig, Stop, Stopped};
 use crate::link::{self, SharedContext};
 use crate::split::failure;
 use crate::split::handle::MoveDone;
@@ -288,11 +285,18 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let (t, sigs, precopy, stopped_at) = if live.wanted(pid) {
         let comm = comm_of(pid);
         let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx) {
-            Ok(p) => p,
-            Err(e) => {
+            Ok(p) => Some(p),
+            // Asked for, or the link or the destination failed: the move fails.
+            Err(e) if live == Live::Always || !matches!(e, MoveFailure::Kernel { .. }) => {
                 stop_moving(env);
                 warn!("{comm} (pid {pid}) stays here: a live move failed: {e}");
                 return done(Err(e.noted(format_args!("process {pid} goes on here"))));
+            }
+            // Chosen by size, and this node could not do it (no write tracking here): it
+            // moves the plain way.
+            Err(e) => {
+                info!("{comm} (pid {pid}): no live move ({e}); it moves stopped");
+                None
             }
         };
         let mut pending = Vec::new();
@@ -300,7 +304,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         let seized = ptrace::seize(pid, nix::sys::ptrace::Options::empty())
             .and_then(|r| r.interrupt(|s, _| pending.push(s)));
         match seized {
-            Ok(t) => (t, pending, Some(precopy), stopped_at),
+            Ok(t) => (t, pending, precopy, stopped_at),
             Err(e) => {
                 stop_moving(env);
                 return done(Err(failure::traced(
@@ -415,41 +419,9 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     deputy.serve(rx, tx, env.clone(), header, (to, rpid, done));
 }
 
-/// Runs `act` with the tracee of a frozen process held (an injection may resume it) and the
-/// area, registers and memory it needs; gives the frozen process back unless the tracee was
-/// lost on the way.
-fn with_held<T>(
-    f: Frozen,
-    act: impl FnOnce(&mut Held, &Area, &Regs, &Mem) -> T,
-) -> (Option<Frozen>, T) {
-    let Frozen {
-        tracee,
-        mem,
-        area,
-        header,
-        runs,
-        original_regs,
-        original_mask,
-        pending,
-    } = f;
-    let mut held = Held::new(tracee, Release::Keep);
-    let out = act(&mut held, &area, &original_regs, &mem);
-    let f = held.disarm().ok().map(|tracee| Frozen {
-        tracee,
-        mem,
-        area,
-        header,
-        runs,
-        original_regs,
-        original_mask,
-        pending,
-    });
-    (f, out)
-}
-
 /// Starts the agent in a frozen process (its signals blocked until the deputy serves it).
 fn start_agent(f: Frozen) -> (Option<Frozen>, ptrace::Result<(Arc<Agent>, Running)>) {
-    let (f, agent) = with_held(f, Agent::spawn);
+    let (f, agent) = f.with_held(Agent::spawn);
     let started = agent.and_then(|a| {
         let running = a.trace()?;
         Ok((Arc::new(a), running))
@@ -461,7 +433,7 @@ fn start_agent(f: Frozen) -> (Option<Frozen>, ptrace::Result<(Arc<Agent>, Runnin
 /// is thawed.
 fn drop_agent(f: Frozen, agent: &Agent, running: Running) -> Option<Frozen> {
     agent.end(running, |_, _| {});
-    let (f, unmapped) = with_held(f, |t, area, regs, _| agent.unmap(t, area.site(), regs));
+    let (f, unmapped) = f.with_held(|t, area, regs, _| agent.unmap(t, area.site(), regs));
     if let Err(e) = unmapped {
         warn!("process {}: unmapping its agent's region: {e}", agent.pid());
     }

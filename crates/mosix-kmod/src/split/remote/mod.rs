@@ -396,7 +396,9 @@ fn take(
                 }
             };
             match m {
-                ProcMsg::Round { bytes } if rounds < MAX_ROUNDS => {
+                ProcMsg::Round { bytes }
+                    if rounds < MAX_ROUNDS && bytes <= h.vmas.iter().map(|v| v.len()).sum() =>
+                {
                     rounds += 1;
                     if let Err(e) = pages::receive_runs(rx, &h.vmas, bytes, rest.pages()) {
                         rest.kill();
@@ -420,7 +422,9 @@ fn take(
                 other => {
                     rest.kill();
                     let what = match other {
-                        ProcMsg::Round { .. } => format!("more than {MAX_ROUNDS} rounds of pages"),
+                        ProcMsg::Round { .. } => format!(
+                            "more than {MAX_ROUNDS} rounds of pages, or a round larger than the process"
+                        ),
                         ProcMsg::Image(_) => "a final image of another process".into(),
                         o => format!("{o:?} during a live move"),
                     };

@@ -284,8 +284,9 @@ impl Supervisor {
 
     /// Handles one message from home (not a reply). `Some` ends supervision.
     fn read_home(&mut self) -> Option<End> {
-        match self.rx.recv() {
-            Ok(m) => self.home_msg(m),
+        match self.rx.try_recv() {
+            Ok(Some(m)) => self.home_msg(m),
+            Ok(None) => None,
             Err(e) => Some(End::HomeLost(format!(
                 "the connection to its home broke ({e})"
             ))),
