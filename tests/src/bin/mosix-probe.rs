@@ -34,6 +34,24 @@
 use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};
 
+/// A fresh private anonymous mapping of `len` bytes, readable and writable.
+fn fresh_area(len: usize) -> *mut u8 {
+    // SAFETY: mmap(2) of new anonymous memory at an address the kernel chooses: nothing that
+    // exists is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -153,20 +171,9 @@ fn main() {
                 if churn && t >= next_churn {
                     next_churn += 0.5;
                     let len = 1 << 20;
-                    // SAFETY: a fresh private anonymous mapping of `len` bytes, written only
-                    // through the pointer kept with it; the previous one is unmapped after.
-                    let q = unsafe {
-                        libc::mmap(
-                            std::ptr::null_mut(),
-                            len,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                            -1,
-                            0,
-                        )
-                    };
-                    assert_ne!(q, libc::MAP_FAILED);
-                    let q = q.cast::<u64>();
+                    // Written only through the pointer kept with it; the previous one is
+                    // unmapped after.
+                    let q = fresh_area(len).cast::<u64>();
                     let mark = written as u64;
                     for i in 0..len / 8 {
                         // SAFETY: within the mapping just made.
@@ -225,19 +232,8 @@ fn main() {
         }
         Some("touch") => {
             let len = (n as usize) << 20;
-            // SAFETY: a fresh private anonymous mapping, written only through the slice made
-            // from it below and unmapped at exit.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED);
+            // Written only through the slice made from it below, unmapped at exit.
+            let p = fresh_area(len);
             // SAFETY: `p` is a readable and writable mapping of `len` bytes that nothing else
             // refers to.
             let m = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };

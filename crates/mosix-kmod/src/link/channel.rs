@@ -97,8 +97,6 @@ struct RxState {
     token: [u8; 16],
     /// The node at the other end (once resumable).
     peer: Option<NodeId>,
-    /// How long a cut may last.
-    grace: Duration,
     /// Why the connection cannot go on (a resume that failed): the reader says it.
     ended: Option<String>,
 }
@@ -189,6 +187,11 @@ impl Shared {
                 Some(full.min(silent_then + RESET_WAIT))
             }
         }
+    }
+
+    /// How long a cut may last (`[link] resume_grace_s`; zero until resumable).
+    fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
     }
 
     /// How long ago a frame was last received.
@@ -356,7 +359,6 @@ pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
             resume: Resume::Off,
             token: session.token,
             peer: None,
-            grace: Duration::ZERO,
             ended: None,
         }),
         installed: Condvar::new(),
@@ -406,7 +408,7 @@ impl Sender {
         if let Ok(Some(e)) = probe.take_error() {
             self.sh.note(&e);
         }
-        let grace = Duration::from_millis(self.sh.grace_ms.load(Ordering::Relaxed));
+        let grace = self.sh.grace();
         self.sh
             .may_come_back(grace + HOME_MARGIN)
             .is_none_or(|limit| self.sh.silent_for() > limit)
@@ -434,7 +436,6 @@ impl Sender {
         let mut out = self.sh.out();
         st.resume = how;
         st.peer = Some(peer);
-        st.grace = grace;
         self.sh.grace_ms.store(
             u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -660,8 +661,8 @@ impl Receiver {
                     }
                     let silent = sh.silent_for();
                     let full = match st.resume {
-                        Resume::Wait => st.grace + HOME_MARGIN,
-                        _ => st.grace,
+                        Resume::Wait => sh.grace() + HOME_MARGIN,
+                        _ => sh.grace(),
                     };
                     let limit = match &e {
                         FrameError::Io(_) | FrameError::Truncated | FrameError::Closed => {
@@ -674,7 +675,7 @@ impl Receiver {
                         return Err(e);
                     };
                     let peer = st.peer.map_or_else(|| "?".to_owned(), |n| n.to_string());
-                    let grace = st.grace;
+                    let grace = sh.grace();
                     if matches!(st.resume, Resume::Wait) {
                         info!(
                             "the connection to node {peer} was cut ({e}): waiting up to {}s for it to reconnect",
@@ -742,7 +743,7 @@ impl Receiver {
     /// The remote: dials home until the connection resumes or it was silent for `limit`
     /// (at most the grace, counted from the last frame received). `Err` says why it did not.
     fn redial(&mut self, st: &mut RxState, limit: Duration) -> Result<(), String> {
-        let grace = st.grace;
+        let grace = self.sh.grace();
         let peer = st.peer.map_or_else(|| "?".to_owned(), |n| n.to_string());
         let mut last = String::from("not tried");
         loop {
@@ -980,25 +981,19 @@ fn install(
     received: u64,
     mut conn: Conn,
 ) -> Result<usize, String> {
-    if st.peer != Some(from) || !matches!(st.resume, Resume::Wait) {
-        let why = format!("the process does not run at node {from}",);
+    let mut refuse = |why: String| {
         let _ = conn.send(&ProcMsg::NotResumed { why: why.clone() });
-        return Err(why);
+        Err(why)
+    };
+    if st.peer != Some(from) || !matches!(st.resume, Resume::Wait) {
+        return refuse(format!("the process does not run at node {from}"));
     }
     let mut g = sh.out();
     let out = &mut *g;
     let frames: Vec<Vec<u8>> = match out.replay.as_ref().map(|r| r.since(received, out.sent)) {
         Some(Ok(f)) => f.into_iter().map(<[u8]>::to_vec).collect(),
-        Some(Err(e)) => {
-            let why = e.to_string();
-            let _ = conn.send(&ProcMsg::NotResumed { why: why.clone() });
-            return Err(why);
-        }
-        None => {
-            let why = "what the remote missed was not kept".to_owned();
-            let _ = conn.send(&ProcMsg::NotResumed { why: why.clone() });
-            return Err(why);
-        }
+        Some(Err(e)) => return refuse(e.to_string()),
+        None => return refuse("what the remote missed was not kept".to_owned()),
     };
     let Conn { stream, session } = conn;
     let clones = watch(&stream)
