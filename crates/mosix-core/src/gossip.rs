@@ -398,6 +398,24 @@ impl<I: Clone> Dissemination<I> {
         taken
     }
 
+    /// Merges a message received from `from` ([`receive`](Self::receive)) and, when `from`
+    /// was not counted alive here before it (a node that starts, comes back, or is a partner's
+    /// node heard for the first time), returns the window to answer it with at once. A node
+    /// that joins so learns the others from the first node it reaches instead of waiting to be
+    /// picked by each of them: across clusters, where one send in `every` crosses, that wait
+    /// is many intervals. The cost stays bounded: one answer per change from down to up.
+    pub fn receive_from(
+        &mut self,
+        from: NodeId,
+        msg: &GossipMsg<I>,
+        now: Millis,
+    ) -> Option<GossipMsg<I>> {
+        let i = self.index(from).filter(|&i| i != self.me)?;
+        let was_up = self.alive_idx(i, now);
+        self.receive(msg, now);
+        (!was_up && self.alive_idx(i, now)).then(|| self.window(now))
+    }
+
     /// If a send is due at `now`, chooses a peer and builds the message for it. The caller should
     /// have refreshed the own entry with [`set_local`](Self::set_local) just before; a node
     /// without an own entry sends only what it knows of others.
@@ -730,6 +748,30 @@ mod tests {
         assert_eq!(d.window(11_001).entries.len(), 1);
         d.receive(&hello(0), 20_000);
         assert!(d.get(id(3), 20_000).unwrap().up);
+    }
+
+    #[test]
+    fn a_node_heard_again_is_answered_once() {
+        let mut d = Dissemination::<u32>::new(ids(4), id(1), cfg(16), 0, 0).unwrap();
+        d.set_local(1, 1000);
+        let hello = |age| GossipMsg {
+            entries: vec![WireEntry {
+                node: id(3),
+                age_ms: age,
+                info: 3,
+            }],
+        };
+        let answer = d.receive_from(id(3), &hello(0), 1000).expect("answered");
+        assert_eq!(answer.entries[0].node, id(1));
+        // Up now: no second answer.
+        assert!(d.receive_from(id(3), &hello(0), 2000).is_none());
+        // Silent past dead_after, then heard again: answered again.
+        assert!(d.receive_from(id(3), &hello(0), 20_000).is_some());
+        // A message that says nothing of its sender (an old entry) does not make it up.
+        assert!(d.receive_from(id(2), &hello(0), 20_001).is_none());
+        // Unknown senders and ourselves get nothing.
+        assert!(d.receive_from(id(9), &hello(0), 20_002).is_none());
+        assert!(d.receive_from(id(1), &hello(0), 20_003).is_none());
     }
 
     #[test]

@@ -129,7 +129,10 @@ pub fn simulate_ages(run: &AgeRun) -> AgeResult {
                 if let Some((to, msg)) = nodes[i].send(now, &mut rng) {
                     messages += 1;
                     let j = usize::from(to.get()) - 1;
-                    nodes[j].receive(&msg, now);
+                    if let Some(answer) = nodes[j].receive_from(ids[i], &msg, now) {
+                        messages += 1;
+                        nodes[i].receive(&answer, now);
+                    }
                 }
                 let next = nodes[i].next_send();
                 push(&mut queue, &mut events, next, Event::Send(i));
@@ -290,7 +293,13 @@ pub fn simulate_grid(run: &GridRun) -> GridResult {
                 sent += 1;
                 received[j] += 1;
             }
-            nodes[j].receive(&msg, now);
+            if let Some(answer) = nodes[j].receive_from(ids[i], &msg, now) {
+                if now >= start {
+                    sent += 1;
+                    received[i] += 1;
+                }
+                nodes[i].receive(&answer, now);
+            }
         }
         queue.push(Reverse((nodes[i].next_send(), i)));
     }

@@ -386,15 +386,20 @@ impl Node {
             match l.guest {
                 Some((home, home_pid)) => {
                     info!(
-                        "balancing ({why}): guest {pid} (pid {home_pid} of node {home}) should run on node {}",
-                        m.to
+                        "balancing ({why}): guest {pid} (pid {home_pid} of node {home}) should run on node {} ({})",
+                        m.to,
+                        counted(&m)
                     );
                     if !self.procs.ask_guest_leave(pid, m.to, m.ceiling) {
                         self.balancing.balancer.forget(m.id);
                     }
                 }
                 None => {
-                    info!("balancing ({why}): process {pid} goes to node {}", m.to);
+                    info!(
+                        "balancing ({why}): process {pid} goes to node {} ({})",
+                        m.to,
+                        counted(&m)
+                    );
                     let procs = Arc::clone(&self.procs);
                     crate::split::deputy::migrate(
                         pid,
@@ -547,4 +552,14 @@ fn owner(pid: i32) -> Option<(u32, u32)> {
         .and_then(|p| p.status())
         .ok()
         .map(|s| (s.ruid, s.euid))
+}
+
+/// What a balancing decision counted, for its log line: "4.00 processes here, 1.00 there".
+fn counted(m: &mosix_core::balance::Move) -> String {
+    let h = |x: u32| format!("{}.{:02}", x / 100, x % 100);
+    format!(
+        "{} processes here, {} there",
+        h(m.counted[0]),
+        h(m.counted[1])
+    )
 }

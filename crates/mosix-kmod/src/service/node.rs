@@ -236,7 +236,10 @@ impl Node {
                         None => msg.entries.clear(),
                     }
                 }
-                self.gossip.diss.receive(&msg, now);
+                if let Some(answer) = self.gossip.diss.receive_from(from, &msg, now) {
+                    let frame = Arc::new(proto::encode(&LinkMsg::Gossip(answer)));
+                    self.link.outbound.send(from, frame);
+                }
                 if own {
                     self.follow_isolation(&msg);
                 }
