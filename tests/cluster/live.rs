@@ -43,7 +43,9 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         let log = c.log(1);
         let moved = log
             .lines()
-            .find(|l| l.contains(&format!("(pid {pid}) migrated live to node 2")))
+            .find(|l| {
+                l.contains(&format!("(pid {pid}) migrated to node 2")) && l.contains(", live: ")
+            })
             .unwrap_or_else(|| panic!("node 1 does not say it moved live:\n{log}"));
         assert!(moved.contains("stopped"), "{moved}");
         assert_eq!(c.node_of(pid), Some(2), "{}", c.log(2));

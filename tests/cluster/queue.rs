@@ -61,7 +61,18 @@ fn queued_jobs_run_four_at_a_time_on_four_cpus_in_priority_order_and_mosq_change
         queued.push(job(p, "200000000"));
         std::thread::sleep(Duration::from_millis(100));
     }
-    // One more from node 2, last by priority: node 1 lists it, asked over the link.
+    // One more from node 2, last by priority: node 1 lists it, asked over the link. Node 2
+    // hears of node 1's queue by the gossip (a second or two): before that it may rightly
+    // start its job on a CPU it sees free, so it is submitted once node 2 knows.
+    let knows = c.eventually(Duration::from_secs(15), || {
+        let (_, said) = c.said(2, "mosq", &["--here", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(said.trim()).unwrap_or_default();
+        v["others"].as_array().is_some_and(|o| {
+            o.iter()
+                .any(|x| x[0] == 1 && x[1]["queued"].as_u64() >= Some(1))
+        })
+    });
+    assert!(knows, "node 2 did not hear of node 1's queue\n{}", c.log(2));
     let other = c
         .job(2, &["-q70", "-c", probe, "work", "200000000"])
         .stdin(std::process::Stdio::null())

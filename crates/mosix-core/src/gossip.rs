@@ -159,8 +159,10 @@ pub struct Dissemination<I> {
     next_send: Millis,
     /// Which nodes are of other clusters (empty: none are).
     foreign: Vec<bool>,
-    /// The other clusters' nodes, as given.
-    foreign_ids: Vec<NodeId>,
+    /// The other clusters' nodes, as given, one list per cluster.
+    foreign_ids: Vec<Vec<NodeId>>,
+    /// For each other cluster, the indices of its nodes here.
+    groups: Vec<Vec<usize>>,
     cross: CrossConfig,
     sends: u64,
 }
@@ -200,6 +202,7 @@ impl<I: Clone> Dissemination<I> {
             next_send: now.saturating_add(ms(first_send_in)),
             foreign: Vec::new(),
             foreign_ids: Vec::new(),
+            groups: Vec::new(),
             cross: CrossConfig {
                 every: 1,
                 dead_after_ms: cfg.dead_after_ms,
@@ -208,25 +211,44 @@ impl<I: Clone> Dissemination<I> {
         })
     }
 
-    /// Marks the nodes of other clusters (they must be among the nodes to count) and how
-    /// gossip crosses to them. An empty list: a cluster on its own.
-    pub fn set_foreign(&mut self, foreign: &[NodeId], cross: CrossConfig) {
-        let mut ids = foreign.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        self.foreign_ids = ids;
+    /// Marks the nodes of other clusters, one list per cluster (they must be among the nodes
+    /// to count), and how gossip crosses to them. An empty list: a cluster on its own.
+    ///
+    /// A send that crosses picks a cluster first, each as often, then one of its nodes: so
+    /// every partner is reached at the same pace, also one whose nodes this node has not
+    /// heard from yet (picking among all partners' nodes, those alive first, left a partner
+    /// never heard from to the occasional re-probe: a cluster saw another come up only after
+    /// tens of seconds).
+    pub fn set_foreign(&mut self, clusters: &[Vec<NodeId>], cross: CrossConfig) {
+        self.foreign_ids = clusters
+            .iter()
+            .map(|c| {
+                let mut ids = c.clone();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
         self.cross = cross;
         self.mark_foreign();
     }
 
     fn mark_foreign(&mut self) {
-        self.foreign = if self.foreign_ids.is_empty() {
+        self.groups = self
+            .foreign_ids
+            .iter()
+            .map(|c| c.iter().filter_map(|n| self.index(*n)).collect::<Vec<_>>())
+            .filter(|g: &Vec<usize>| !g.is_empty())
+            .collect();
+        self.foreign = if self.groups.is_empty() {
             Vec::new()
         } else {
-            self.ids
-                .iter()
-                .map(|n| self.foreign_ids.binary_search(n).is_ok())
-                .collect()
+            let mut f = vec![false; self.ids.len()];
+            for &i in self.groups.iter().flatten() {
+                f[i] = true;
+            }
+            f
         };
     }
 
@@ -521,9 +543,16 @@ impl<I: Clone> Dissemination<I> {
     /// A peer among the nodes of other clusters (`foreign`) or of this one, with the same
     /// preference for live nodes and the same re-probing as [`pick_peer`](Self::pick_peer).
     fn pick_in<R: Rng + ?Sized>(&self, now: Millis, rng: &mut R, foreign: bool) -> Option<usize> {
-        let group: Vec<usize> = (0..self.ids.len())
-            .filter(|&i| i != self.me && self.foreign[i] == foreign)
-            .collect();
+        let group: Vec<usize> = if foreign {
+            if self.groups.is_empty() {
+                return None;
+            }
+            self.groups[rng.random_range(0..self.groups.len())].clone()
+        } else {
+            (0..self.ids.len())
+                .filter(|&i| i != self.me && !self.foreign.get(i).copied().unwrap_or(false))
+                .collect()
+        };
         if group.is_empty() {
             return None;
         }
@@ -751,6 +780,42 @@ mod tests {
     }
 
     #[test]
+    fn each_partner_is_reached_as_often_even_one_never_heard_from() {
+        // A cluster of one (node 1; every send crosses), partners a (2, 3: heard from) and
+        // b (4, 5: never heard from). Half the sends go to b, not one in ten.
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut d = Dissemination::<u32>::new(ids(5), id(1), cfg(16), 0, 0).unwrap();
+        let cross = CrossConfig::new(5, 2, d.config());
+        d.set_foreign(&[vec![id(2), id(3)], vec![id(4), id(5)]], cross);
+        for n in [2, 3] {
+            let hello = GossipMsg {
+                entries: vec![WireEntry {
+                    node: id(n),
+                    age_ms: 0,
+                    info: 0,
+                }],
+            };
+            d.receive(&hello, 0);
+        }
+        let mut to_b = 0;
+        for k in 0..1000 {
+            let (to, _) = d.send(k * 1000, &mut rng).unwrap();
+            to_b += usize::from(to.get() >= 4);
+            for n in [2, 3] {
+                let hello = GossipMsg {
+                    entries: vec![WireEntry {
+                        node: id(n),
+                        age_ms: 0,
+                        info: 0,
+                    }],
+                };
+                d.receive(&hello, k * 1000);
+            }
+        }
+        assert!((420..=580).contains(&to_b), "{to_b} of 1000 to b");
+    }
+
+    #[test]
     fn a_node_heard_again_is_answered_once() {
         let mut d = Dissemination::<u32>::new(ids(4), id(1), cfg(16), 0, 0).unwrap();
         d.set_local(1, 1000);
@@ -835,7 +900,7 @@ mod tests {
         let mut d = Dissemination::<u32>::new(nodes, id(1), cfg(16), 0, 0).unwrap();
         let cross = CrossConfig::new(5, 1, d.config());
         assert_eq!(cross.dead_after_ms, Some(50_000));
-        d.set_foreign(&theirs, cross);
+        d.set_foreign(std::slice::from_ref(&theirs), cross);
         assert!(d.is_foreign(id(102)) && !d.is_foreign(id(2)));
         let (mut out, mut across) = (0, 0);
         for t in 0..1000 {

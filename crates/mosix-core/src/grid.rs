@@ -264,6 +264,11 @@ impl Grid {
         v
     }
 
+    /// The nodes of each partner, one list per partner (gossip crosses to each in turn).
+    pub fn clusters(&self) -> Vec<Vec<NodeId>> {
+        self.partners.iter().map(|p| p.map.nodes()).collect()
+    }
+
     /// Which cluster node `n` is in (`own`: this cluster's map).
     pub fn whose<'a>(&'a self, own: &ClusterMap, n: NodeId) -> Whose<'a> {
         if own.contains(n) {

@@ -238,12 +238,12 @@ pub fn simulate_grid(run: &GridRun) -> GridResult {
         let Ok(mut d) = Dissemination::new(ids.clone(), *id, cfg, 0, phase) else {
             continue;
         };
-        let foreign: Vec<NodeId> = ids
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| cluster_of(*j) != cluster_of(i))
-            .map(|(_, x)| *x)
-            .collect();
+        let mut foreign: Vec<Vec<NodeId>> = vec![Vec::new(); n / per.max(1) + 1];
+        for (j, x) in ids.iter().enumerate() {
+            if cluster_of(j) != cluster_of(i) {
+                foreign[cluster_of(j)].push(*x);
+            }
+        }
         d.set_foreign(&foreign, cross);
         d.assume_all_known(0, ());
         next.push(d.next_send());

@@ -476,7 +476,7 @@ async fn serve(
             source: IdentityError::NoAddress(e.to_string()),
         }
     })?;
-    diss.set_foreign(&loaded.grid.nodes(), loaded.cross_config());
+    diss.set_foreign(&loaded.grid.clusters(), loaded.cross_config());
     let procs = Arc::new(Procs::new(
         match crate::split::procs::setup(&paths.rundir) {
             Ok(d) => Some(d),

@@ -562,7 +562,7 @@ impl Node {
         self.gossip.diss.set_config(gossip_config(&new));
         self.gossip
             .diss
-            .set_foreign(&new.grid.nodes(), new.cross_config());
+            .set_foreign(&new.grid.clusters(), new.cross_config());
         self.gossip.last_up.clear();
         self.balancing.overheads = load_overheads(&self.paths);
         self.balancing.mfscosts = load_mfscosts(&self.paths);

@@ -383,7 +383,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         });
     } else if let Some((rounds, bytes)) = live_rounds {
         info!(
-            "{} (pid {pid}) migrated live to node {to} as pid {rpid}: {} MiB while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
+            "{} (pid {pid}) migrated to node {to} as pid {rpid}, live: {} MiB while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
             frozen.header.comm,
             bytes >> 20,
             rounds + 1,
