@@ -531,6 +531,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                     every_s: 600,
                     max: 3,
                 }),
+                best: false,
             },
         ),
         (

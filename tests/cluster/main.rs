@@ -8,6 +8,7 @@
 mod balance;
 mod blips;
 mod checkpoint;
+mod cli;
 mod direct;
 mod expel;
 mod facts;

@@ -57,6 +57,26 @@ fn private_directories_are_private_and_down_leaves_nothing() {
             "node 2 sees node 1's file"
         );
         assert!(!file.exists(), "the machine sees it");
+        // `exec` finds the suite's tools by name, as root and as the user, whatever the
+        // caller's PATH.
+        for nobody in [false, true] {
+            let mut args = vec!["exec", "--name", "tpriv", "2"];
+            if nobody {
+                args.push("--nobody");
+            }
+            args.extend(["--", "mosctl", "whois"]);
+            let out = std::process::Command::new(mosix_tests::tool("vcluster"))
+                .args(&args)
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("node #2"),
+                "vcluster {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         // A process left running in a node is removed with the cluster.
         left_running = c
             .cluster

@@ -18,7 +18,7 @@ use clap::Parser;
     name = "mon",
     version,
     disable_version_flag = true,
-    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes (JSON) or binary units (table); utilisation in percent of the node's CPU capacity.\n\nJSON (--once --json): an array with one object per node of the map and of the partner clusters: node, addr, up, is_self, age_ms, load, speed, cpus, mem_total, mem_free, mem_rawfree, util (null when unknown: a node that is down or quiet), status (the classic bitmask: CONF=1 UP=2 STAY=4 LSTAY=8 BLOCK=16 QUIET=32 NOMFS=64 CLOSED=128), cluster (its cluster's name).\n\nExit status: 0, or 1 when this node is not configured (no MOSIX service answers)."
+    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes (JSON) or binary units (table); utilisation in percent of the node's CPU capacity.\n\nJSON (--once --json): an array with one object per node of the map and of the partner clusters: node, addr, up, is_self, age_ms, load, speed, cpus, mem_total, mem_free, mem_rawfree, util (null when unknown: a node that is down or quiet), status (the classic bitmask: CONF=1 UP=2 STAY=4 LSTAY=8 BLOCK=16 QUIET=32 NOMFS=64 CLOSED=128), cluster (its cluster's name).\n\nExit status: 0, or 1 when this node is not configured (no MOSIX service answers).\n\nEnvironment: NO_COLOR (set and not empty) draws the screen without colours, keeping bold and reversed text."
 )]
 pub struct Cli {
     /// Print the data once as a table and exit.

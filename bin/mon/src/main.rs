@@ -90,9 +90,15 @@ fn run(cli: &Cli) -> Result<()> {
 
     // ratatui::init() installs a panic hook that restores the terminal.
     let mut terminal = ratatui::init();
+    let no_color = mosix_core::cli::no_color();
     let result = (|| -> Result<()> {
         while !app.quit {
-            terminal.draw(|f| ui::draw(&app, f))?;
+            terminal.draw(|f| {
+                ui::draw(&app, f);
+                if no_color {
+                    ui::without_colours(f.buffer_mut());
+                }
+            })?;
             if event::poll(Duration::from_millis(100))?
                 && let Event::Key(k) = event::read()?
                 && k.kind == KeyEventKind::Press

@@ -358,6 +358,14 @@ fn draw_bar(buf: &mut Buffer, x: u16, top: u16, h: u16, w: u16, bar: &Bar) {
     }
 }
 
+/// Takes the colours off a drawn screen (`NO_COLOR`), keeping bold and reversed text.
+pub fn without_colours(buf: &mut ratatui::buffer::Buffer) {
+    for cell in &mut buf.content {
+        cell.set_fg(Color::Reset);
+        cell.set_bg(Color::Reset);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +428,35 @@ mod tests {
         (0..h)
             .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_owned()).collect())
             .collect()
+    }
+
+    #[test]
+    fn no_color_keeps_the_text_and_its_emphasis_only() {
+        let mut app = App::new(Mode::Load, Layout::Wide, false, false);
+        app.update(Ok(view(&[Some(0), Some(200), Some(100), None])));
+        let mut t = Terminal::new(TestBackend::new(60, 14)).unwrap();
+        t.draw(|f| draw(&app, f)).unwrap();
+        let mut buf = t.backend().buffer().clone();
+        let coloured = |b: &ratatui::buffer::Buffer| {
+            b.content
+                .iter()
+                .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+                .count()
+        };
+        let emphasis = |b: &ratatui::buffer::Buffer| {
+            b.content.iter().filter(|c| !c.modifier.is_empty()).count()
+        };
+        let (text, bold) = (buf.clone(), emphasis(&buf));
+        assert!(coloured(&buf) > 0 && bold > 0);
+        without_colours(&mut buf);
+        assert_eq!(coloured(&buf), 0);
+        assert_eq!(emphasis(&buf), bold);
+        assert!(
+            buf.content
+                .iter()
+                .zip(&text.content)
+                .all(|(a, b)| a.symbol() == b.symbol())
+        );
     }
 
     fn column(lines: &[String], label: &str) -> usize {

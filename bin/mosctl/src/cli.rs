@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "mosctl",
     version,
-    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes; utilisation in percent of the node's CPU capacity.\n\nWith --raw, the get verbs print a negative errno instead of failing: -101 (ENETUNREACH) for a node that is down, -61 (ENODATA) for a quiet node, -22 (EINVAL) for a node not in the map.\n\nExit status: 0 on success (isup: the node is up), 1 on failure (isup: the node is down), 2 on a usage error.\n\nClassic spellings -stay, -lstay, -block, -quiet are accepted for nostay, nolstay, noblock, noquiet."
+    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes; utilisation in percent of the node's CPU capacity.\n\nWith --raw, the get verbs print a negative errno instead of failing: -101 (ENETUNREACH) for a node that is down, -61 (ENODATA) for a quiet node, -22 (EINVAL) for a node not in the map.\n\nExit status: 0 on success (isup: the node is up), 1 on failure (isup: the node is down), 2 on a usage error, 3 (isup only) when no MOSIX service answers on this node.\n\nClassic spellings -stay, -lstay, -block, -quiet are accepted for nostay, nolstay, noblock, noquiet."
 )]
 pub struct Cli {
     /// What to do.
@@ -82,7 +82,8 @@ pub enum Verb {
     /// Show a node's state: up or down, and its switches, in words; for this node also its
     /// cluster, its partner clusters and the guests here by cluster.
     Status(NodeQuery),
-    /// Print yes if a node is up, no if it is down (exit status 0 / 1).
+    /// Print yes if a node is up, no if it is down (exit status 0 / 1; 3 when no service
+    /// answers here).
     Isup(NodeRequired),
     /// Without an argument: this node's number. With a node number: its address. With an
     /// address or host name: its node number.

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use mosix_core::cli::RunningNodes;
-use mosix_core::client::{Client, ClusterView, Moved, NodeView};
+use mosix_core::client::{Client, ClientError, ClusterView, Moved, NodeView};
 use mosix_core::config::{DecayTunables, Paths};
 use mosix_core::{Flag, NodeId, Status};
 use serde::Serialize;
@@ -85,11 +85,11 @@ fn run(verb: Verb) -> Result<ExitCode> {
             slow,
             fast,
         } => {
+            if slow.is_some() != fast.is_some() {
+                return mosix_core::usage!("give both SLOW and FAST, or neither");
+            }
             let mut c = client()?;
             let cur = c.decay()?;
-            if slow.is_some() != fast.is_some() {
-                bail!("give both SLOW and FAST, or neither");
-            }
             let d = DecayTunables {
                 interval_s: interval,
                 slow: slow.unwrap_or(cur.slow),
@@ -175,7 +175,9 @@ fn closegrid(json: bool) -> Result<ExitCode> {
 /// `cngpri PARTNER PRI [PARTNER PRI]...`: every pair checked before any is sent.
 fn cngpri(pairs: &[String]) -> Result<ExitCode> {
     if !pairs.len().is_multiple_of(2) {
-        bail!("give pairs of a partner and a priority (cngpri PARTNER PRI [PARTNER PRI]...)");
+        return mosix_core::usage!(
+            "give pairs of a partner and a priority (cngpri PARTNER PRI [PARTNER PRI]...)"
+        );
     }
     let mut todo = Vec::new();
     for p in pairs.chunks(2) {
@@ -463,8 +465,19 @@ fn age(ms: Option<u64>) -> String {
     }
 }
 
+/// `isup`'s exit status when no service answers here: neither up (0) nor down (1), nor a
+/// usage error (2).
+const EXIT_NO_SERVICE: u8 = 3;
+
 fn isup(node: &str, json: bool) -> Result<ExitCode> {
-    let k = known()?;
+    let k = match known() {
+        Ok(k) => k,
+        Err(e) if matches!(e.downcast_ref(), Some(ClientError::NotConfigured { .. })) => {
+            mosix_core::cli::report("mosctl", e.as_ref());
+            return Ok(ExitCode::from(EXIT_NO_SERVICE));
+        }
+        Err(e) => return Err(e),
+    };
     let v = k.node(Some(node))?;
     if json {
         print_json(&serde_json::json!({ "node": v.node, "up": v.up }))?;

@@ -13,8 +13,9 @@ use clap::Parser;
 /// it had been run directly.
 ///
 /// Placement: -h starts it at home, -NODE (e.g. -3) on that node, -jLIST on a node chosen at
-/// random from a list such as -j2-4,7,9-12 (no space); it starts at home and moves there at
-/// once, from its first instruction. Placement fails if the node is down or blocked, unless -F.
+/// random from a list such as -j2-4,7,9-12 (no space), -b on the best node now; it starts at
+/// home and moves there at once, from its first instruction. Placement fails if the node is
+/// down or blocked, unless -F (-b never fails: at home if no node is better).
 ///
 /// Installed under other names, mosrun is a shorthand: runon NODE (= -NODE), runhome (= -h),
 /// nomig (= -L), cpujob (= -c), iojob (= -i), nodecay (= -n), slowdecay (= -s), fastdecay (= -f).
@@ -24,7 +25,7 @@ use clap::Parser;
     name = "mosrun",
     version,
     disable_help_flag = true,
-    after_long_help = "Examples:\n  mosrun ./simulate input.dat        may migrate whenever the cluster decides\n  mosrun -q10 -m 2000 ./big          wait for a free CPU and 2000 MiB, priority 10\n  mosrun -S4 jobs.txt                run the commands of jobs.txt, four at a time\n  mosrun -2 gzip -9 big.tar           start it on node 2\n  mosrun -j2-4 -F sort huge.txt       on node 2, 3 or 4; at home if none can take it\n  mosrun -L ./interactive             never migrated automatically\n\nExit status: the program's own; 1 when mosrun itself fails (no MOSIX service, placement refused), 126 when the program cannot be run, 127 when it is not found."
+    after_long_help = "Examples:\n  mosrun ./simulate input.dat        may migrate whenever the cluster decides\n  mosrun -q10 -m 2000 ./big          wait for a free CPU and 2000 MiB, priority 10\n  mosrun -S4 jobs.txt                run the commands of jobs.txt, four at a time\n  mosrun -2 gzip -9 big.tar           start it on node 2\n  mosrun -j2-4 -F sort huge.txt       on node 2, 3 or 4; at home if none can take it\n  mosrun -b ./render scene           start on the least loaded node\n  mosrun -L ./interactive             never migrated automatically\n\nExit status: the program's own; 1 when mosrun itself fails (no MOSIX service, placement refused), 126 when the program cannot be run, 127 when it is not found."
 )]
 pub struct Cli {
     /// Start the program at home.
@@ -38,6 +39,12 @@ pub struct Cli {
     /// Start the program on a random node of this list (classic: -jLIST), e.g. 2-4,7.
     #[arg(short = 'j', long = "jobs", value_name = "LIST", group = "place")]
     pub jobs: Option<String>,
+
+    /// Start the program on the node where it would run best now, as the balancer sees the
+    /// cluster (at home if that is here, or if that node cannot take it after all). It may
+    /// move on later, unless -L.
+    #[arg(short = 'b', group = "place")]
+    pub best: bool,
 
     /// If the chosen node cannot take the program, run it anyway (at home).
     #[arg(short = 'F')]
@@ -150,11 +157,7 @@ pub struct Cli {
     pub help: Option<bool>,
 
     /// The program and its arguments.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM [ARGS]"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "PROGRAM [ARGS]")]
     pub command: Vec<OsString>,
 }
 

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use clap::Parser;
 use mosix_core::NodeId;
+use mosix_core::cli::Usage;
 use mosix_core::client::{Client, DecayMode, Registration};
 use mosix_core::config::Paths;
 
@@ -34,26 +35,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(file) = &cli.restore {
         if !cli.command.is_empty() {
-            bail!("-R resumes a checkpoint: no program is given with it");
+            return mosix_core::usage!("-R resumes a checkpoint: no program is given with it");
         }
         let reopen = match &cli.reopen {
-            Some(l) => restore::parse_reopen(l).map_err(|e| anyhow!("-O {l}: {e}"))?,
+            Some(l) => restore::parse_reopen(l).map_err(|e| Usage(format!("-O {l}: {e}")))?,
             None => Vec::new(),
         };
         return restore::run(file, &reopen, cli.changed_ok);
     }
     let Some((prog, args)) = cli.command.split_first() else {
-        bail!("no program given (usage: mosrun [options] program [args...])");
+        return mosix_core::usage!("no program given (usage: mosrun [options] program [args...])");
     };
     let mut placement = match (&cli.node, &cli.jobs) {
-        (Some(n), _) => Some(NodeId::new(*n).ok_or_else(|| anyhow!("node 0 means home; use -h"))?),
+        (Some(n), _) => {
+            Some(NodeId::new(*n).ok_or_else(|| Usage("node 0 means home; use -h".into()))?)
+        }
         (None, Some(list)) => {
-            let nodes = cli::parse_list(list).map_err(|e| anyhow!("-j{list}: {e}"))?;
+            let nodes = cli::parse_list(list).map_err(|e| Usage(format!("-j{list}: {e}")))?;
             let i = (getrandom::u64().unwrap_or(0) % nodes.len() as u64) as usize;
             NodeId::new(nodes[i])
         }
         (None, None) => None,
     };
+    // -b is the balancer's own choice, made early: not locked, it may move on later.
     let placed = placement.is_some() || cli.home;
     let lock = if cli.unlock {
         false
@@ -72,6 +76,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         DecayMode::Slow
     };
     let mut fallback_home = cli.force;
+    let checkpoint = checkpoint_spec(&cli)?;
     let mut client = Client::connect(&Paths::from_env())?;
     if let Some(priority) = cli.queue {
         let line: Vec<String> = cli
@@ -98,13 +103,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fallback_home = true;
         }
     }
-    let checkpoint = checkpoint_spec(&cli)?;
     client.register(Registration {
         lock,
         decay,
         placement,
         fallback_home,
         checkpoint,
+        best: cli.best,
     })?;
     drop(client);
     if let Some(n) = cli.batch {
@@ -118,20 +123,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn checkpoint_spec(cli: &Cli) -> Result<Option<mosix_core::client::CheckpointSpec>> {
     if cli.checkpoint_file.is_none() && cli.checkpoint_every.is_none() {
         if cli.checkpoint_max.is_some() {
-            bail!("-N: give -C FILE or -A MINUTES too");
+            return mosix_core::usage!("-N: give -C FILE or -A MINUTES too");
         }
         return Ok(None);
     }
     let every_s = match &cli.checkpoint_every {
         None => 0,
-        Some(a) => cli::parse_every(a).map_err(|e| anyhow!("-A {a}: {e}"))?,
+        Some(a) => cli::parse_every(a).map_err(|e| Usage(format!("-A {a}: {e}")))?,
     };
     let file = match &cli.checkpoint_file {
         Some(f) => std::path::absolute(f).map_err(|e| anyhow!("-C {}: {e}", f.display()))?,
         None => std::env::current_dir()?.join(format!("ckpt.{}", std::process::id())),
     };
     if file.file_name().is_none() {
-        bail!("-C {}: not a file name", file.display());
+        return mosix_core::usage!("-C {}: not a file name", file.display());
     }
     let file = file
         .to_str()
@@ -277,6 +282,25 @@ mod tests {
                 "x".into()
             ]))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_options_are_usage_errors_not_programs() {
+        let e = Cli::try_parse_from(cli::classic_args(
+            ["mosrun", "-Z", "prog"].map(OsString::from).to_vec(),
+        ))
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let c = parse(&["mosrun", "-b", "prog", "-Z"]);
+        assert!(c.best && !c.lock);
+        assert_eq!(c.command, vec!["prog", "-Z"]);
+        assert!(
+            Cli::try_parse_from(cli::classic_args(
+                ["mosrun", "-b", "-3", "prog"].map(OsString::from).to_vec()
+            ))
+            .is_err(),
+            "-b is a placement: not with another"
         );
     }
 

@@ -66,7 +66,11 @@ fn run(cli: &Cli) -> Result<()> {
                 'a' => all = true,
                 'u' => user_cols = true,
                 'x' => {}
-                other => anyhow::bail!("unknown selector '{other}' (mps takes a, u, x and PIDs)"),
+                other => {
+                    return mosix_core::usage!(
+                        "unknown selector '{other}' (mps takes a, u, x and PIDs)"
+                    );
+                }
             }
         }
     }

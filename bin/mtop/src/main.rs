@@ -42,7 +42,7 @@ use app::{App, Key, Snapshot};
 #[command(
     name = "mtop",
     version,
-    after_long_help = "Examples:\n  mtop                 watch this node's MOSIX processes\n  mtop -G -d 3         with the guests, every 3 seconds\n  mtop --once --json   one sample for scripts\n\nJSON (--once --json): an array with one object per process: pid, node (0 = here), from (the home of a guest, else null), nmigs, lock, cantmove (null or a reason), command, user, state (F: frozen), tty, cpu_ms, cpu_pct (null for a process that appeared during the sample), remote_pid, frozen (null, or why it is frozen).\n\nExit status: 0, or 1 when this node is not configured."
+    after_long_help = "Examples:\n  mtop                 watch this node's MOSIX processes\n  mtop -G -d 3         with the guests, every 3 seconds\n  mtop --once --json   one sample for scripts\n\nJSON (--once --json): an array with one object per process: pid, node (0 = here), from (the home of a guest, else null), nmigs, lock, cantmove (null or a reason), command, user, state (F: frozen), tty, cpu_ms, cpu_pct (null for a process that appeared during the sample), remote_pid, frozen (null, or why it is frozen).\n\nExit status: 0, or 1 when this node is not configured.\n\nEnvironment: NO_COLOR (set and not empty) draws the screen without colours, keeping bold and reversed text."
 )]
 struct Cli {
     /// Seconds between refreshes; with --once, the interval over which %CPU is measured.
@@ -170,10 +170,16 @@ fn run(cli: &Cli) -> Result<()> {
     });
 
     let mut terminal = ratatui::init();
+    let no_color = mosix_core::cli::no_color();
     let result = (|| -> Result<()> {
         while !app.quit {
             app.page = usize::from(terminal.size()?.height.saturating_sub(ui::CHROME_ROWS));
-            terminal.draw(|f| ui::draw(&app, f))?;
+            terminal.draw(|f| {
+                ui::draw(&app, f);
+                if no_color {
+                    ui::without_colours(f.buffer_mut());
+                }
+            })?;
             if event::poll(Duration::from_millis(100))?
                 && let Event::Key(k) = event::read()?
                 && k.kind == KeyEventKind::Press

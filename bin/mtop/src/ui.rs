@@ -145,6 +145,14 @@ pub fn draw(app: &App, f: &mut Frame) {
     );
 }
 
+/// Takes the colours off a drawn screen (`NO_COLOR`), keeping bold and reversed text.
+pub fn without_colours(buf: &mut ratatui::buffer::Buffer) {
+    for cell in &mut buf.content {
+        cell.set_fg(Color::Reset);
+        cell.set_bg(Color::Reset);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,7 +184,7 @@ fn measure(dir: &Path, calls: u32) -> Result<Place> {
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     if cli.json && cli.output.as_deref() == Some(Path::new("-")) {
-        bail!("--json and -o - both print to standard output: choose one");
+        return mosix_core::usage!("--json and -o - both print to standard output: choose one");
     }
     let paths = Paths::from_env();
     let mut client = Client::connect(&paths)?;

@@ -115,14 +115,14 @@ const PAGE: u64 = 4096;
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     if cli.large <= cli.small {
-        bail!(
+        return mosix_core::usage!(
             "--large ({} MiB) must be more than --small ({} MiB): the per-page cost is their difference",
             cli.large,
             cli.small
         );
     }
     if cli.json && cli.output.as_deref() == Some(Path::new("-")) {
-        bail!("--json and -o - both print to standard output: choose one");
+        return mosix_core::usage!("--json and -o - both print to standard output: choose one");
     }
     let paths = Paths::from_env();
     let mut client = Client::connect(&paths)?;

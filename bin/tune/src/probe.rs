@@ -45,6 +45,7 @@ fn serve(bytes: &str) -> Result<()> {
         placement: None,
         fallback_home: false,
         checkpoint: None,
+        best: false,
     })?;
     drop(client);
     // Every page written, so every page is resident and travels with the process.

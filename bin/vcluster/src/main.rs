@@ -40,7 +40,9 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             if u.interval_ms.is_some() || u.dead_after_ms.is_some() {
                 if tun.contains("[gossip]") {
-                    bail!("give the gossip settings either in --tunables or as options, not both");
+                    return mosix_core::usage!(
+                        "give the gossip settings either in --tunables or as options, not both"
+                    );
                 }
                 tun.push_str("\n[gossip]\n");
                 if let Some(i) = u.interval_ms {

@@ -87,13 +87,23 @@ impl Cluster {
         Ok(cmd)
     }
 
-    /// Replaces this process with `program args` run inside node I.
+    /// Replaces this process with `program args` run inside node I, with the suite's
+    /// directory first on its `PATH` (`vcluster exec 1 -- mon` runs this suite's `mon`).
     pub fn exec(&self, node: u16, program: &OsString, args: &[OsString]) -> anyhow::Error {
         match self.command(node, program, args) {
-            Ok(mut c) => anyhow::Error::new(c.exec())
+            Ok(mut c) => anyhow::Error::new(c.env("PATH", self.path_with_tools()).exec())
                 .context(format!("cannot run {}", program.to_string_lossy())),
             Err(e) => e,
         }
+    }
+
+    /// This process's `PATH` (the user's default without one) with the suite's directory
+    /// first.
+    pub fn path_with_tools(&self) -> OsString {
+        let mut p = self.tools.clone().into_os_string();
+        p.push(":");
+        p.push(std::env::var_os("PATH").unwrap_or_else(|| crate::USER_PATH.into()));
+        p
     }
 
     fn tool(&self, name: &str) -> OsString {

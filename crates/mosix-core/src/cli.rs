@@ -14,15 +14,35 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit status for a usage error (as clap uses).
 pub const EXIT_USAGE: u8 = 2;
 
-/// Prints an error chain to stderr as `tool: message: cause: cause` and returns exit status 1,
-/// except that a broken pipe (`mps | head`) is a quiet success, as Unix tools do.
+/// A command line the tool cannot use (an unknown selector, a missing program, options that
+/// contradict each other): [`report`] exits with [`EXIT_USAGE`] for it, as clap does for what
+/// it finds itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Returns `Err(Usage(..))`, formatted: `return usage!("no program given")`.
+#[macro_export]
+macro_rules! usage {
+    ($($t:tt)*) => {
+        Err($crate::cli::Usage(format!($($t)*)).into())
+    };
+}
+
+/// Prints an error chain to stderr as `tool: message: cause: cause` and returns exit status 1
+/// ([`EXIT_USAGE`] when the chain holds a [`Usage`] error), except that a broken pipe
+/// (`mps | head`) is a quiet success, as Unix tools do.
 pub fn report(tool: &str, err: &(dyn Error + 'static)) -> ExitCode {
     let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    let mut code = EXIT_FAILURE;
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::BrokenPipe
         {
             return ExitCode::SUCCESS;
+        }
+        if e.downcast_ref::<Usage>().is_some() {
+            code = EXIT_USAGE;
         }
         cur = e.source();
     }
@@ -37,7 +57,13 @@ pub fn report(tool: &str, err: &(dyn Error + 'static)) -> ExitCode {
         cur = e.source();
     }
     eprintln!("{tool}: {msg}");
-    ExitCode::from(EXIT_FAILURE)
+    ExitCode::from(code)
+}
+
+/// Whether the user asked for no colour (`NO_COLOR` set and not empty, as no-color.org
+/// says): the screens of `mon` and `mtop` then keep their bold and reversed text only.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 /// What a NODE argument names where home makes sense (`migrate PID 0`).

@@ -126,6 +126,10 @@ pub enum Request {
         /// Where its checkpoints go, and how often (`mosrun -C`, `-A`, `-N`).
         #[serde(default)]
         checkpoint: Option<CheckpointSpec>,
+        /// Without a placement: start it on the node the balancer finds best now (`mosrun -b`;
+        /// at home if that is here or the node cannot take it).
+        #[serde(default)]
+        best: bool,
     },
     /// `mosrun -R FILE`: rebuild the checkpoint `file` (absolute) in the asking process, which
     /// has set up its descriptors, working directory and umask from the checkpoint's record;
@@ -305,6 +309,8 @@ pub struct Registration {
     pub fallback_home: bool,
     /// Where its checkpoints go.
     pub checkpoint: Option<CheckpointSpec>,
+    /// Without a placement: start on the node the balancer finds best now (`mosrun -b`).
+    pub best: bool,
 }
 
 /// Where a process's checkpoints go (`mosrun -C FILE -A MINUTES -N MAX`).
@@ -791,6 +797,7 @@ impl Client {
             placement: r.placement,
             fallback_home: r.fallback_home,
             checkpoint: r.checkpoint,
+            best: r.best,
         };
         self.ask(&req, |r| matches!(r, Response::Registered).then_some(()))
     }
@@ -1001,6 +1008,7 @@ mod tests {
             placement: Some(node(2)),
             fallback_home: true,
             checkpoint: None,
+            best: false,
         };
         let (mut c, service) = fake(vec![
             (
@@ -1030,6 +1038,7 @@ mod tests {
                     placement: Some(node(2)),
                     fallback_home: true,
                     checkpoint: None,
+                    best: false,
                 },
                 Response::Registered,
             ),

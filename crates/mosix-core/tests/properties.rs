@@ -481,6 +481,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     every_s: d as u32 * 60,
                     max: 2,
                 }),
+                best: fallback_home && placement.is_none(),
             }),
         (
             any::<u32>(),

@@ -11,6 +11,7 @@ complete -c mosrun -s R -d 'Resume a checkpoint in this process (see `migrate PI
 complete -c mosrun -s O -d 'With -R: open these files at these descriptors instead (e.g. -O 1=out.txt,3=log), with the access mode the descriptor had' -r
 complete -c mosrun -l install-links -d 'Make the classic wrapper names (runon, runhome, nomig, cpujob, iojob, nodecay, slowdecay, fastdecay) as links to mosrun in this directory, and exit' -r -F
 complete -c mosrun -s h -d 'Start the program at home'
+complete -c mosrun -s b -d 'Start the program on the node where it would run best now, as the balancer sees the cluster (at home if that is here, or if that node cannot take it after all). It may move on later, unless -L'
 complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it anyway (at home)'
 complete -c mosrun -s l -d 'Allow automatic migration (the default unless a placement is given)'
 complete -c mosrun -s L -d 'No automatic migration (the default when a placement is given)'

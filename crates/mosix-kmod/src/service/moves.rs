@@ -26,6 +26,7 @@ pub(super) struct Start {
     pub placement: Option<NodeId>,
     pub fallback_home: bool,
     pub checkpoint: Option<mosix_core::client::CheckpointSpec>,
+    pub best: bool,
 }
 
 impl Node {
@@ -46,9 +47,10 @@ impl Node {
         Start {
             lock,
             decay,
-            placement,
-            fallback_home,
+            mut placement,
+            mut fallback_home,
             checkpoint,
+            best,
         }: Start,
         reply: oneshot::Sender<Response>,
     ) -> bool {
@@ -80,6 +82,15 @@ impl Node {
                     since: std::time::Instant::now(),
                 });
             });
+        }
+        if best && placement.is_none() {
+            // The balancer's choice for a new process now; at home if none is better, or if
+            // the node cannot take it after all (`-b` never fails for want of a node).
+            placement = self.start_target(pid);
+            fallback_home = true;
+            if let Some(n) = placement {
+                info!("process {pid} starts on node {n}, the best now (mosrun -b)");
+            }
         }
         let plan = policy::plan_start(self.loaded.me, placement, fallback_home, |n| {
             self.can_take(n)
@@ -267,6 +278,18 @@ impl Node {
                 mosix_core::balance::best_place(&there, &nodes, Some(me.node), home.remote_rss)
             }
         }
+    }
+
+    /// Where a process about to start (`mosrun -b`) runs best now: as for `migrate PID
+    /// balance`, with the process counted here too (it is not running yet, so this node's
+    /// load does not show it).
+    fn start_target(&self, pid: i32) -> Option<NodeId> {
+        let (mut me, nodes) = self.node_states(self.now());
+        me.load = me.load.saturating_add(me.one().round() as u32);
+        let rss = procfs::process::Process::new(pid)
+            .and_then(|p| p.stat())
+            .map_or(0, |s| s.rss * procfs::page_size());
+        mosix_core::balance::best_place(&me, &nodes, None, rss)
     }
 
     /// `mosctl expel` (every guest goes home) or `bring` (every process of ours comes home):

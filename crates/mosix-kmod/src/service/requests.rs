@@ -137,6 +137,7 @@ impl Node {
                 placement,
                 fallback_home,
                 checkpoint,
+                best,
             } => {
                 let start = super::moves::Start {
                     lock,
@@ -144,6 +145,7 @@ impl Node {
                     placement,
                     fallback_home,
                     checkpoint,
+                    best,
                 };
                 return self.register((uid, pid), start, reply);
             }

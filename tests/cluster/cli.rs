@@ -1,0 +1,114 @@
+//! The command-line conventions every tool keeps, checked on the built tools without a
+//! service: usage errors exit 2 and say what is wrong, an unknown option is never taken for a
+//! program, `mosctl isup` tells "no service here" (3) from "down" (1), and the example map
+//! shipped in `etc/` passes `setpe -c`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mosix_tests::tool;
+
+/// Runs a tool with run and configuration directories of its own (no service answers there).
+fn run(dir: &Path, t: &str, args: &[&str]) -> Output {
+    Command::new(tool(t))
+        .args(args)
+        .env("MOSIX_RUNDIR", dir)
+        .env("MOSIX_ETC", dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    for (t, args, says) in [
+        ("mps", &["zz"][..], "unknown selector 'z'"),
+        ("mosrun", &[][..], "no program given"),
+        // An unknown option is an error, not the program to run.
+        ("mosrun", &["-Z", "true"][..], "-Z"),
+        ("mosrun", &["-N", "3", "true"][..], "-N"),
+        ("mosrun", &["-A", "x", "true"][..], "-A x"),
+        ("mosrun", &["-j4-2", "true"][..], "-j4-2"),
+        ("mosrun", &["-0", "true"][..], "node 0 means home"),
+        (
+            "tune",
+            &["--large", "32", "--small", "64"][..],
+            "must be more than",
+        ),
+        ("mtune", &["--json", "-o", "-"][..], "choose one"),
+        (
+            "mosctl",
+            &["setdecay", "5", "1"][..],
+            "give both SLOW and FAST",
+        ),
+        ("mosctl", &["nosuchverb"][..], "nosuchverb"),
+        ("migrate", &[][..], ""),
+    ] {
+        let out = run(dir.path(), t, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{t} {args:?}: {err}");
+        assert!(err.contains(says), "{t} {args:?}: {err}");
+    }
+}
+
+#[test]
+fn isup_tells_no_service_from_a_node_that_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), "mosctl", &["isup", "1"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no MOSIX service answers"), "{err}");
+}
+
+#[test]
+fn the_example_map_passes_setpe_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/mosix.map");
+    let out = run(dir.path(), "setpe", &["-c", "-f", map.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `mosrun -b` starts a program on the node where it runs best now: with nodes 1 and 2 busy,
+/// on node 3, from its first instruction (not after a balancing round), and not locked there.
+#[test]
+fn mosrun_b_starts_on_the_least_loaded_node() {
+    if !mosix_tests::require_root("mosrun_b") {
+        return;
+    }
+    let _g = mosix_tests::serial();
+    let c = mosix_tests::TestCluster::up("tbest", 3, |s| s.cpus_per_node = Some(0.4));
+    c.wait_all_up();
+    let mut busy = vec![
+        c.probe(&["-L"], &["spin", "60"]),
+        c.probe_on(2, &["-L"], &["spin", "60"]),
+    ];
+    let two = mosix_core::NodeId::new(2).unwrap();
+    c.wait_view(1, std::time::Duration::from_secs(15), |v| {
+        v.get(two)
+            .and_then(|n| n.figures)
+            .is_some_and(|f| f.load >= 50)
+    })
+    .expect("node 1 hears that node 2 is busy");
+    let best = c.probe(&["-b"], &["spin", "60"]);
+    let pid = best.id();
+    let there = c.eventually(std::time::Duration::from_secs(5), || {
+        c.node_of(pid) == Some(3)
+    });
+    let log = c.log(1);
+    let row = c.row(pid);
+    busy.push(best);
+    for j in &mut busy {
+        let _ = j.kill();
+        let _ = j.wait();
+    }
+    assert!(there, "not started on node 3: {row:?}\n{log}");
+    assert!(row.is_some_and(|r| r["lock"] == false), "-b does not lock");
+    assert!(
+        log.contains(&format!("process {pid} starts on node 3, the best now")),
+        "{log}"
+    );
+}
