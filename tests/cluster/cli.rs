@@ -86,13 +86,19 @@ fn mosrun_b_starts_on_the_least_loaded_node() {
         c.probe(&["-L"], &["spin", "60"]),
         c.probe_on(2, &["-L"], &["spin", "60"]),
     ];
-    let two = mosix_core::NodeId::new(2).unwrap();
-    c.wait_view(1, std::time::Duration::from_secs(15), |v| {
-        v.get(two)
-            .and_then(|n| n.figures)
-            .is_some_and(|f| f.load >= 50)
-    })
-    .expect("node 1 hears that node 2 is busy");
+    // Node 1 measures its own busy job, and hears of node 2's.
+    let busy_at = |n: u16| {
+        let id = mosix_core::NodeId::new(n).unwrap();
+        move |v: &mosix_core::client::ClusterView| {
+            v.get(id)
+                .and_then(|n| n.figures)
+                .is_some_and(|f| f.load >= 50)
+        }
+    };
+    for n in [1, 2] {
+        c.wait_view(1, std::time::Duration::from_secs(15), busy_at(n))
+            .expect("node 1 sees nodes 1 and 2 busy");
+    }
     let best = c.probe(&["-b"], &["spin", "60"]);
     let pid = best.id();
     let there = c.eventually(std::time::Duration::from_secs(5), || {
@@ -111,4 +117,20 @@ fn mosrun_b_starts_on_the_least_loaded_node() {
         log.contains(&format!("process {pid} starts on node 3, the best now")),
         "{log}"
     );
+}
+
+#[test]
+fn setpe_new_secret_makes_a_private_secret_once() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), "setpe", &["--new-secret"]);
+    assert!(out.status.success(), "{out:?}");
+    let secret = dir.path().join("mosix/secret");
+    let md = std::fs::metadata(&secret).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o600);
+    let first = std::fs::read(&secret).unwrap();
+    let again = run(dir.path(), "setpe", &["--new-secret"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kept"));
+    assert_eq!(std::fs::read(&secret).unwrap(), first);
 }

@@ -22,9 +22,9 @@ use mosix_core::NodeId;
 #[command(
     name = "setpe",
     version,
-    group(ArgGroup::new("action").required(true).args(["write", "replace", "check", "read", "off"])),
+    group(ArgGroup::new("action").required(true).args(["write", "replace", "check", "read", "off", "new_secret"])),
     after_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map (and the partners file) without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node",
-    after_long_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map (and the partners file) without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node\n\nExit status: 0 on success, 1 when the map is wrong or the node cannot be configured, 2 on a usage error.\n\nFiles: ETC/mosix.map, ETC/mosix/secret, ETC/mosix/mosix.toml, ETC/mosix/partners (partners(5)); RUNDIR/mosix.sock (control socket), RUNDIR/checkpoint.sock (a process asks for its own checkpoint), RUNDIR/mosix.log (log of a background service), RUNDIR/mosix.pid."
+    after_long_help = "Examples:\n  setpe -w -f /etc/mosix.map      start this node\n  setpe -c -f new.map             check a map (and the partners file) without changing anything\n  setpe -W -f new.map             give the running node a new map\n  setpe -r                        print the running configuration\n  setpe -off                      stop this node\n  setpe --new-secret              make the cluster secret (then copy it to the other nodes)\n\nExit status: 0 on success, 1 when the map is wrong or the node cannot be configured, 2 on a usage error.\n\nFiles: ETC/mosix.map, ETC/mosix/secret, ETC/mosix/mosix.toml, ETC/mosix/partners (partners(5)); RUNDIR/mosix.sock (control socket), RUNDIR/checkpoint.sock (a process asks for its own checkpoint), RUNDIR/mosix.log (log of a background service), RUNDIR/mosix.pid."
 )]
 pub struct Cli {
     /// Configure this node from the map and start its service (in the background).
@@ -53,6 +53,12 @@ pub struct Cli {
     /// with the node.
     #[arg(long = "off")]
     pub off: bool,
+
+    /// Make the cluster secret, ETC/mosix/secret: 32 random bytes, mode 0600 from its
+    /// creation (and ETC/mosix if there is none). Run it on one node and copy the file to the
+    /// others (scp -p keeps the mode); an existing secret is never replaced.
+    #[arg(long = "new-secret")]
+    pub new_secret: bool,
 
     /// The map file; '-' reads standard input. Default: ETC/mosix.map.
     #[arg(short = 'f', value_name = "FILE")]

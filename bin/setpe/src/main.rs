@@ -43,6 +43,15 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.off {
         return off(&paths);
     }
+    if cli.new_secret {
+        let path = paths.secret();
+        mosix_core::config::Secret::create(&path).map_err(|e| anyhow!("{e}"))?;
+        println!(
+            "{}: a new cluster secret (mode 0600); copy it to every node, e.g. scp -p {0} NODE:{0}",
+            path.display()
+        );
+        return Ok(());
+    }
     if cli.read {
         return read(cli, &paths);
     }

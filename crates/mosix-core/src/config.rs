@@ -770,6 +770,41 @@ impl Secret {
         &self.0
     }
 
+    /// Makes a new secret file at `path` (its directory too, mode 0755): 32 random bytes as 64
+    /// hex digits, mode 0600 from its creation (never readable by others, not even for a
+    /// moment), written and synced. An existing file is never replaced: every node must keep
+    /// the same secret, and the file is copied to the others (`scp -p`).
+    pub fn create(path: &Path) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let shown = path.display();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("no random numbers for the secret: {e}"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => format!(
+                    "{shown}: a secret is there already; it is kept (every node needs the same \
+                     one: copy it to the others, or remove it first to make a new one)"
+                ),
+                _ => format!("{shown}: cannot create: {e}"),
+            })?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        f.write_all(format!("{hex}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{shown}: cannot write: {e}"))
+    }
+
     /// Reads the secret file. It must be a regular file owned by `owner_uid` (the user running
     /// the service: root on a real cluster) and readable by no one else (mode 0600 or stricter).
     pub fn load(path: &Path, owner_uid: u32) -> Result<Secret, String> {
@@ -809,6 +844,25 @@ impl Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_secret_is_private_from_the_start_and_never_replaced() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mosix/secret");
+        Secret::create(&path).unwrap();
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let first = Secret::load(&path, md.uid()).unwrap();
+        assert_eq!(first.bytes().len(), 64);
+        let e = Secret::create(&path).unwrap_err();
+        assert!(e.contains("kept"), "{e}");
+        assert_eq!(Secret::load(&path, md.uid()).unwrap(), first);
+        // Two secrets differ.
+        let other = dir.path().join("other");
+        Secret::create(&other).unwrap();
+        assert_ne!(Secret::load(&other, md.uid()).unwrap(), first);
+    }
 
     #[test]
     fn empty_config_is_all_defaults() {

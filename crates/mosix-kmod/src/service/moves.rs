@@ -283,13 +283,31 @@ impl Node {
     /// Where a process about to start (`mosrun -b`) runs best now: as for `migrate PID
     /// balance`, with the process counted here too (it is not running yet, so this node's
     /// load does not show it).
-    fn start_target(&self, pid: i32) -> Option<NodeId> {
-        let (mut me, nodes) = self.node_states(self.now());
+    /// Starts decided in the last second (the queue's and earlier `-b`s) count where they go,
+    /// and this one is recorded so that the next counts it: ten `mosrun -b` in a row spread.
+    fn start_target(&mut self, pid: i32) -> Option<NodeId> {
+        use mosix_core::queue::{Recent, adjust};
+        let now = self.now();
+        let (mut me, mut nodes) = self.node_states(now);
+        // The exported load (it rises at once, as the peers see it) rather than the local one
+        // (slow to believe this node busy: right for moving processes away, late for a start
+        // a second after another).
+        me.load = me.load.max(self.load.figures.load);
+        adjust(&mut me, &self.queue.recent, now, true);
+        for n in &mut nodes {
+            adjust(n, &self.queue.recent, now, false);
+        }
         me.load = me.load.saturating_add(me.one().round() as u32);
         let rss = procfs::process::Process::new(pid)
             .and_then(|p| p.stat())
             .map_or(0, |s| s.rss * procfs::page_size());
-        mosix_core::balance::best_place(&me, &nodes, None, rss)
+        let best = mosix_core::balance::best_place(&me, &nodes, None, rss);
+        self.queue.recent.push(Recent {
+            node: best.unwrap_or(me.node),
+            at: now,
+            started: true,
+        });
+        best
     }
 
     /// `mosctl expel` (every guest goes home) or `bring` (every process of ours comes home):
