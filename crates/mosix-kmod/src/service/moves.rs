@@ -265,12 +265,7 @@ impl Node {
     fn balance_target(&self, pid: i32, home: &Home) -> Option<NodeId> {
         let (me, mut nodes) = self.node_states(self.now());
         match home.at {
-            None => {
-                let rss = procfs::process::Process::new(pid)
-                    .and_then(|p| p.stat())
-                    .map_or(0, |s| s.rss * procfs::page_size());
-                mosix_core::balance::best_place(&me, &nodes, None, rss)
-            }
+            None => mosix_core::balance::best_place(&me, &nodes, None, rss_of(pid)),
             Some(at) => {
                 let k = nodes.iter().position(|n| n.node == at)?;
                 let there = nodes.swap_remove(k);
@@ -283,6 +278,7 @@ impl Node {
     /// Where a process about to start (`mosrun -b`) runs best now: as for `migrate PID
     /// balance`, with the process counted here too (it is not running yet, so this node's
     /// load does not show it).
+    ///
     /// Starts decided in the last second (the queue's and earlier `-b`s) count where they go,
     /// and this one is recorded so that the next counts it: ten `mosrun -b` in a row spread.
     fn start_target(&mut self, pid: i32) -> Option<NodeId> {
@@ -298,10 +294,7 @@ impl Node {
             adjust(n, &self.queue.recent, now, false);
         }
         me.load = me.load.saturating_add(me.one().round() as u32);
-        let rss = procfs::process::Process::new(pid)
-            .and_then(|p| p.stat())
-            .map_or(0, |s| s.rss * procfs::page_size());
-        let best = mosix_core::balance::best_place(&me, &nodes, None, rss);
+        let best = mosix_core::balance::best_place(&me, &nodes, None, rss_of(pid));
         self.queue.recent.push(Recent {
             node: best.unwrap_or(me.node),
             at: now,
@@ -603,4 +596,11 @@ fn counted(m: &mosix_core::balance::Move) -> String {
         h(m.counted[0]),
         h(m.counted[1])
     )
+}
+
+/// The resident memory of process `pid`, in bytes (0 if it cannot be read).
+fn rss_of(pid: i32) -> u64 {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_or(0, |s| s.rss * procfs::page_size())
 }
