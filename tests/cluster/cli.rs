@@ -134,3 +134,63 @@ fn setpe_new_secret_makes_a_private_secret_once() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("kept"));
     assert_eq!(std::fs::read(&secret).unwrap(), first);
 }
+
+/// Every page a man page refers to, `name(N)`, is one of the suite's (`man/name.N`) or a
+/// system page named here on purpose.
+#[test]
+fn no_man_page_refers_to_a_page_that_does_not_exist() {
+    const SYSTEM: &[&str] = &[
+        "ps(1)",
+        "top(1)",
+        "kill(1)",
+        "systemd.service(5)",
+        "proc(5)",
+    ];
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+    let mut pages = std::collections::BTreeSet::new();
+    let mut texts = Vec::new();
+    for e in std::fs::read_dir(&man).unwrap() {
+        let e = e.unwrap();
+        let file = e.file_name().into_string().unwrap();
+        let (name, section) = file.rsplit_once('.').unwrap();
+        pages.insert(format!("{name}({section})"));
+        texts.push((file, std::fs::read_to_string(e.path()).unwrap()));
+    }
+    let mut missing = Vec::new();
+    for (file, text) in &texts {
+        // Plain text: roff's font changes and escaped hyphens gone, `.BR name (N)` joined.
+        let plain = text
+            .replace("\\fB", "")
+            .replace("\\fI", "")
+            .replace("\\fR", "")
+            .replace("\\fP", "")
+            .replace("\\-", "-")
+            .replace(".BR ", "")
+            .replace(".IR ", "")
+            .replace(" (", "(");
+        let b = plain.as_bytes();
+        for (i, _) in plain.match_indices('(') {
+            let Some(close) = plain[i..].find(')') else {
+                continue;
+            };
+            let section = &plain[i + 1..i + close];
+            if !matches!(section, "1" | "5" | "7" | "8") {
+                continue;
+            }
+            let start = plain[..i]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+                .map_or(0, |s| s + 1);
+            if start == i || !b[start].is_ascii_alphabetic() {
+                continue;
+            }
+            let page = format!("{}({section})", &plain[start..i]);
+            if !pages.contains(&page) && !SYSTEM.contains(&page.as_str()) {
+                missing.push(format!("{file}: {page}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "pages referred to but missing: {missing:#?}"
+    );
+}

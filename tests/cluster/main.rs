@@ -18,6 +18,7 @@ mod frames;
 mod freeze;
 mod gossip;
 mod grid;
+mod install;
 mod live;
 mod loopback;
 mod mfs;

@@ -190,7 +190,11 @@ pub fn classic_args(args: Vec<OsString>) -> Vec<OsString> {
     let mut out: Vec<OsString> = vec!["mosrun".into()];
     if let Some((_, flag)) = WRAPPERS.iter().find(|(w, _)| *w == name) {
         if name == "runon" {
-            if !rest.is_empty() {
+            // `runon NODE prog`; an option first (`runon --help`) is mosrun's own.
+            if rest
+                .first()
+                .is_some_and(|a| !a.to_string_lossy().starts_with('-'))
+            {
                 out.push("--node".into());
                 out.push(rest.remove(0));
             }

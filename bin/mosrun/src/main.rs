@@ -237,13 +237,28 @@ fn batch(n: usize, file: &std::ffi::OsStr) -> Result<ExitCode> {
     }
 }
 
+/// Links each wrapper name in `dir` to this program: by its bare name when `dir` is the
+/// directory it is in (so a tree staged under a DESTDIR or packaged still works once moved),
+/// else by its absolute path.
 fn install_links(dir: &std::path::Path) -> Result<ExitCode> {
     let me = std::env::current_exe()?;
+    let beside = match (
+        me.parent().map(std::fs::canonicalize),
+        std::fs::canonicalize(dir),
+    ) {
+        (Some(Ok(a)), Ok(b)) => a == b,
+        _ => false,
+    };
+    let target = match me.file_name() {
+        Some(name) if beside => std::path::PathBuf::from(name),
+        _ => me.clone(),
+    };
     for (name, _) in cli::WRAPPERS {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&me, &link).map_err(|e| anyhow!("{}: {e}", link.display()))?;
-        println!("{} -> {}", link.display(), me.display());
+        std::os::unix::fs::symlink(&target, &link)
+            .map_err(|e| anyhow!("{}: {e}", link.display()))?;
+        println!("{} -> {}", link.display(), target.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -270,6 +285,10 @@ mod tests {
         let c = parse(&["/usr/bin/runon", "2", "prog", "-1"]);
         assert_eq!(c.node, Some(2));
         assert_eq!(c.command, vec!["prog", "-1"]);
+        assert!(
+            Cli::try_parse_from(cli::classic_args(vec!["runon".into(), "--help".into()]))
+                .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayHelp)
+        );
         let c = parse(&["cpujob", "prog"]);
         assert!(c.cpu);
         let c = parse(&["mosrun", "--", "-weird-name"]);
@@ -283,6 +302,31 @@ mod tests {
             ]))
             .is_err()
         );
+    }
+
+    /// `make install` and the Debian package install the wrappers from `etc/wrappers`: links
+    /// named as [`cli::WRAPPERS`], each to `mosrun` beside it.
+    #[test]
+    fn the_installed_wrapper_links_are_the_wrappers() {
+        let dir = mosix_core::cli::docgen::workspace_root(env!("CARGO_MANIFEST_DIR"))
+            .join("etc/wrappers");
+        let mut found: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                assert_eq!(
+                    std::fs::read_link(e.path()).unwrap(),
+                    std::path::Path::new("mosrun"),
+                    "{}",
+                    e.path().display()
+                );
+                e.file_name().into_string().unwrap()
+            })
+            .collect();
+        found.sort();
+        let mut want: Vec<String> = cli::WRAPPERS.iter().map(|(w, _)| (*w).to_owned()).collect();
+        want.sort();
+        assert_eq!(found, want, "etc/wrappers must hold one link per wrapper");
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod cli;
 mod mapdoc;
 #[cfg(test)]
 mod partnersdoc;
+#[cfg(test)]
+mod tomldoc;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -89,7 +91,20 @@ fn run(cli: &Cli) -> Result<()> {
     };
     if cli.foreground {
         init_logging();
-        service::run(opts, |_| {})?;
+        service::run(opts, |ready| {
+            // Under systemd (Type=notify) the unit is started once the node answers; elsewhere
+            // NOTIFY_SOCKET is unset and this does nothing.
+            let status = format!(
+                "MOSIX node #{} at {}:{}",
+                ready.node, ready.addr, ready.port
+            );
+            if let Err(e) = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ]) {
+                tracing::warn!("telling systemd the node is ready: {e}");
+            }
+        })?;
         return Ok(());
     }
     // Report a wrong secret, mosix.toml or identity here, before going to the background.
@@ -316,6 +331,35 @@ mod tests {
             partnersdoc::page().as_bytes(),
         )
         .unwrap();
+    }
+
+    /// mosix.toml(5) is rendered from the example file, and the example names every key the
+    /// service reads (set to its default, or commented out when it has none).
+    #[test]
+    fn mosix_toml_5_is_current_and_names_every_key() {
+        let root = mosix_core::cli::docgen::workspace_root(env!("CARGO_MANIFEST_DIR"));
+        let example = std::fs::read_to_string(root.join("etc/mosix/mosix.toml")).unwrap();
+        mosix_core::cli::docgen::check(
+            &root,
+            std::path::Path::new("man/mosix.toml.5"),
+            tomldoc::page(&example).as_bytes(),
+        )
+        .unwrap();
+        let defaults = toml::Value::try_from(mosix_core::config::Tunables::default()).unwrap();
+        for (section, keys) in defaults.as_table().unwrap() {
+            let at = example
+                .find(&format!("[{section}]\n"))
+                .unwrap_or_else(|| panic!("etc/mosix/mosix.toml has no [{section}]"));
+            let body = &example[at..];
+            let body = &body[..body[1..].find("\n[").map_or(body.len(), |e| e + 1)];
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    body.contains(&format!("\n{key} = "))
+                        || body.contains(&format!("\n# {key} = ")),
+                    "etc/mosix/mosix.toml does not document [{section}] {key}"
+                );
+            }
+        }
     }
 
     #[test]

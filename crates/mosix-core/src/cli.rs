@@ -379,6 +379,52 @@ pub mod docgen {
         ) {
             problems.push(e);
         }
+        // One page per subcommand, `TOOL-SUB(N)`, as the tool's page refers to them; a page
+        // left from a subcommand that is gone is stale too.
+        let mut built = cmd.clone();
+        built.build();
+        let mut pages = Vec::new();
+        for sub in built.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let page = format!("{name}-{}", sub.get_name());
+            let shown: &'static str = Box::leak(page.clone().into_boxed_str());
+            let bin: &'static str =
+                Box::leak(format!("{name} {}", sub.get_name()).into_boxed_str());
+            let rel = PathBuf::from("man").join(format!("{page}.{section}"));
+            // clap's own `help` lists every subcommand again as one of its own: its page names
+            // them as an argument instead of as pages of their own.
+            let sub = if sub.get_name() == "help" {
+                clap::Command::new(shown)
+                    .about(sub.get_about().cloned().unwrap_or_default())
+                    .disable_help_flag(true)
+                    .arg(
+                        clap::Arg::new("COMMAND")
+                            .num_args(0..)
+                            .help(format!("The subcommand of {name} to show the help of")),
+                    )
+            } else {
+                sub.clone()
+            };
+            if let Err(e) = check(&root, &rel, &man_page(sub.name(shown).bin_name(bin))) {
+                problems.push(e);
+            }
+            pages.push(format!("{page}.{section}"));
+        }
+        let prefix = format!("{name}-");
+        let suffix = format!(".{section}");
+        for e in std::fs::read_dir(root.join("man"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&prefix) && file.ends_with(&suffix) && !pages.contains(&file) {
+                if std::env::var_os("MOSIX_BLESS").is_some_and(|v| v == "1") {
+                    let _ = std::fs::remove_file(e.path());
+                } else {
+                    problems.push(format!("man/{file} documents no subcommand of {name}"));
+                }
+            }
+        }
         for shell in [
             clap_complete::Shell::Bash,
             clap_complete::Shell::Zsh,
