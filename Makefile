@@ -31,7 +31,7 @@ BUILT       := $(CARGO_TARGET_DIR)/$(PROFILE)
 CARGO_PROFILE := $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
 
 # The suite's programs (setpe also starts the stubs guests are rebuilt in).
-TOOLS := setpe mosctl mon mosrun migrate mps mtop mosq tune mtune vcluster
+TOOLS := setpe mosctl mon mosrun migrate mps mtop mosq moskillall mostimeof tune mtune vcluster
 MAN   := $(wildcard man/*.[1-8])
 
 .PHONY: all build install uninstall deb
@@ -58,6 +58,7 @@ install:
 	install -d $(DESTDIR)$(DOCDIR)
 	install -m 0644 etc/mosix.map $(DESTDIR)$(DOCDIR)/mosix.map.example
 	install -m 0644 etc/mosix/mosix.toml $(DESTDIR)$(DOCDIR)/mosix.toml.example
+	install -m 0644 etc/grafana/mosix-dashboard.json $(DESTDIR)$(DOCDIR)/grafana-dashboard.json
 	# /etc/mosix: the node's configuration; an existing mosix.toml is never replaced.
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/mosix
 	test -e $(DESTDIR)$(SYSCONFDIR)/mosix/mosix.toml || \

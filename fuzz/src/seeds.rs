@@ -662,6 +662,7 @@ pub fn control_request(root: &Path) -> Vec<Seed> {
                 cantmove: None,
                 remote_pid: Some(77),
                 frozen: None,
+                uid: None,
             }]),
         ),
         (

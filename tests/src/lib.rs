@@ -131,7 +131,13 @@ pub fn tool(name: &str) -> PathBuf {
 pub const NOBODY: u32 = vcluster::USER_UID;
 
 /// The suite's programs that jobs run.
-const JOB_TOOLS: &[&str] = &["mosrun", "mosix-probe", "mosix-diff-probe"];
+const JOB_TOOLS: &[&str] = &[
+    "mosrun",
+    "mosix-probe",
+    "mosix-diff-probe",
+    "moskillall",
+    "mps",
+];
 
 /// `mosrun` and the names of its classic wrappers (`mosrun --install-links`).
 const MOSRUN_NAMES: &[&str] = &[
@@ -343,6 +349,28 @@ impl TestCluster {
             .state_dir
             .join(format!("node{node}/files"))
             .join(dir.strip_prefix("/").unwrap_or(dir))
+    }
+
+    /// Node I's metrics, as a scraper on the node gets them: `GET /metrics` from the default
+    /// `[metrics] listen` (its loopback), the body of a 200 answer.
+    pub fn metrics(&self, node: u16) -> String {
+        use std::io::{Read, Write};
+        in_netns(&self.cluster, node, || {
+            let addr: std::net::SocketAddr = mosix_core::metrics::DEFAULT_LISTEN
+                .parse()
+                .expect("an address");
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .expect("connecting to the metrics endpoint");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("a timeout");
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .expect("sending the request");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("reading the answer");
+            let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+            assert!(head.contains(" 200 "), "metrics endpoint answered: {head}");
+            body.to_owned()
+        })
     }
 
     /// Node I's service log.
@@ -559,6 +587,57 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .expect("netns thread")
+}
+
+/// The value of one series (`name{labels}` exactly as the text format writes it) in metrics
+/// text; 0 when the series is absent (a counter never bumped).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Checks metrics text with `promtool check metrics` (Debian's `prometheus` package); returns
+/// false, after saying why, when promtool is missing (a failure under CI).
+pub fn promtool_accepts(text: &str, what: &str) -> bool {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                !in_ci(),
+                "promtool: {e}, and under CI=true a skip is a failure"
+            );
+            eprintln!("SKIP promtool check of {what}: {e} (apt install prometheus)");
+            return false;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("waiting for promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused {what}: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
 }
 
 /// Removes leftovers and checks that nothing of cluster `name` remains.

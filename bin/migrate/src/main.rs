@@ -29,16 +29,20 @@ use mosix_core::config::Paths;
 /// resumes it), `chkexit` ends it. The file is FILE.N for the Nth checkpoint of a process
 /// started with `mosrun -C FILE`, else ckpt.PID.N in the process's working directory. A process
 /// on another node comes home for it. `mosrun -I FILE` shows what a checkpoint holds.
+///
+/// `lock` keeps a running process where it is: no automatic move (as if started with
+/// `mosrun -L`; moves asked for by name still happen); `unlock` lets the balancer move it again.
 #[derive(Debug, Parser)]
 #[command(
     name = "migrate",
     version,
-    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 3 --live   the same, sending its memory while it runs\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n  migrate 1234 checkpoint write a checkpoint; it goes on\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; {pid, checkpoint, bytes, stopped_ms} for a checkpoint; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
+    after_long_help = "Examples:\n  migrate 1234 3          move process 1234 to node 3\n  migrate 1234 3 --live   the same, sending its memory while it runs\n  migrate 1234 home       bring it back\n  migrate 1234 balance --wait\n  migrate 1234 freeze     free its memory until `migrate 1234 continue`\n  migrate 1234 checkpoint write a checkpoint; it goes on\n  migrate 1234 lock       no automatic moves of it from now on\n\nErrors say why a process cannot move: no such process, not a MOSIX process (start it with mosrun), it has threads or shared memory, the node is down or blocked.\n\nJSON (--json): {pid, node, done, frozen} when the move was accepted; {pid, checkpoint, bytes, stopped_ms} for a checkpoint; {pid, lock} for lock and unlock; when it failed, {pid, error, kind} with kind one of refused, gone, link-lost, kernel (the message also goes to standard error).\n\nExit status: 0 when the move was accepted (with --wait: done), 1 otherwise, 2 on a usage error."
 )]
 struct Cli {
     /// The process (a pid of this node).
     pid: u32,
-    /// Where to: NODE, home (or 0), balance, freeze or continue; or checkpoint, chkstop, chkexit.
+    /// Where to: NODE, home (or 0), balance, freeze or continue; or checkpoint, chkstop,
+    /// chkexit; or lock, unlock.
     to: String,
     /// Wait until the move is done and print where the process is.
     #[arg(long)]
@@ -69,6 +73,18 @@ fn run(cli: &Cli) -> Result<()> {
         "chkexit" => Some(CheckpointThen::Exit),
         _ => None,
     };
+    if let lock @ ("lock" | "unlock") = cli.to.as_str() {
+        let on = lock == "lock";
+        client.lock(cli.pid, on)?;
+        if cli.json {
+            println!("{}", serde_json::json!({ "pid": cli.pid, "lock": on }));
+        } else if on {
+            println!("process {} locked: no automatic moves", cli.pid);
+        } else {
+            println!("process {} unlocked: the balancer may move it", cli.pid);
+        }
+        return Ok(());
+    }
     if let Some(then) = then {
         let t = match client.checkpoint(cli.pid, then) {
             Ok(t) => t,

@@ -18,7 +18,7 @@ use clap::Parser;
     name = "mon",
     version,
     disable_version_flag = true,
-    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes (JSON) or binary units (table); utilisation in percent of the node's CPU capacity.\n\nJSON (--once --json): an array with one object per node of the map and of the partner clusters: node, addr, up, is_self, age_ms, load, speed, cpus, mem_total, mem_free, mem_rawfree, util (null when unknown: a node that is down or quiet), status (the classic bitmask: CONF=1 UP=2 STAY=4 LSTAY=8 BLOCK=16 QUIET=32 NOMFS=64 CLOSED=128), cluster (its cluster's name).\n\nExit status: 0, or 1 when this node is not configured (no MOSIX service answers).\n\nEnvironment: NO_COLOR (set and not empty) draws the screen without colours, keeping bold and reversed text."
+    after_long_help = "Units: load 100 = one standard CPU fully busy; speed 10000 = the standard CPU; memory in bytes (JSON) or binary units (table); utilisation in percent of the node's CPU capacity.\n\nPrometheus (--once --prometheus): write to a file the textfile collector reads, e.g. mon --once --prometheus > /var/lib/prometheus/node-exporter/mosix.prom.$$ && mv -f /var/lib/prometheus/node-exporter/mosix.prom.$$ /var/lib/prometheus/node-exporter/mosix.prom (from cron or a timer).\n\nJSON (--once --json): an array with one object per node of the map and of the partner clusters: node, addr, up, is_self, age_ms, load, speed, cpus, mem_total, mem_free, mem_rawfree, util (null when unknown: a node that is down or quiet), status (the classic bitmask: CONF=1 UP=2 STAY=4 LSTAY=8 BLOCK=16 QUIET=32 NOMFS=64 CLOSED=128), cluster (its cluster's name).\n\nExit status: 0, or 1 when this node is not configured (no MOSIX service answers).\n\nEnvironment: NO_COLOR (set and not empty) draws the screen without colours, keeping bold and reversed text."
 )]
 pub struct Cli {
     /// Print the data once as a table and exit.
@@ -26,8 +26,14 @@ pub struct Cli {
     pub once: bool,
 
     /// With --once: print JSON.
-    #[arg(long, requires = "once")]
+    #[arg(long, requires = "once", conflicts_with = "prometheus")]
     pub json: bool,
+
+    /// With --once: print the Prometheus text format (every node of the view labelled by
+    /// number: mosix_node_up, mosix_node_age_seconds, mosix_node_load, ...), for node_exporter's
+    /// textfile collector. The node service serves its own counters on [metrics] listen.
+    #[arg(long, requires = "once")]
+    pub prometheus: bool,
 
     /// Start showing the load (default).
     #[arg(short = 'l', group = "mode")]

@@ -41,7 +41,10 @@ fn run(cli: &Cli) -> Result<()> {
     let first = fetch(&paths)?;
     if cli.once {
         let mut out = std::io::stdout().lock();
-        if cli.json {
+        if cli.prometheus {
+            use std::io::Write;
+            out.write_all(mosix_core::metrics::cluster_text(&first).as_bytes())?;
+        } else if cli.json {
             rows::print_json(&first, &mut out)?;
         } else {
             rows::print_table(&first, &mut out)?;

@@ -18,16 +18,23 @@ use serde::Serialize;
 /// listed too, with their home node in FROM. The usual selectors work: `a` every user's
 /// processes (the default is your own), `u` user-oriented columns, `x` (accepted; processes
 /// without a terminal are always listed), PIDs.
+///
+/// With -A, the MOSIX processes of the whole cluster: every node that is up is asked for its
+/// own (the processes whose home it is, wherever they run); HOME is their home node and NODE
+/// the node they run on. A node that did not answer is named on standard error.
 #[derive(Debug, Parser)]
 #[command(
     name = "mps",
     version,
-    after_long_help = "Examples:\n  mps                 your MOSIX processes and where they run\n  mps a -G            everyone's, and the guests running here\n  mps --json 1234\n\nJSON (--json): an array with one object per process: pid, node (0 = here), nmigs, lock, cantmove (null or a reason), command, tty, state (F: frozen), cpu_ms, user, frozen (null, or why it is frozen); for guests also from (their home node).\n\nExit status: 0, or 1 when this node is not configured."
+    after_long_help = "Examples:\n  mps                 your MOSIX processes and where they run\n  mps a -G            everyone's, and the guests running here\n  mps -A a            every MOSIX process of the cluster\n  mps --json 1234\n\nJSON (--json): an array with one object per process: pid, node (0 = here), nmigs, lock, cantmove (null or a reason), command, tty, state (F: frozen), cpu_ms, user, uid, frozen (null, or why it is frozen); for guests also from (their home node); with -A also home (its home node; node is then where it runs, never 0).\n\nExit status: 0, or 1 when this node is not configured; with -A, 1 also when a node that is up did not answer (the others are listed)."
 )]
 struct Cli {
     /// Also list guests: processes of other nodes running here.
-    #[arg(short = 'G')]
+    #[arg(short = 'G', conflicts_with = "all_nodes")]
     guests: bool,
+    /// The MOSIX processes of every node of the cluster that is up.
+    #[arg(short = 'A')]
+    all_nodes: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -37,22 +44,23 @@ struct Cli {
 }
 
 #[derive(Debug, Serialize)]
-struct Row<'a> {
+struct Row {
     #[serde(flatten)]
-    row: &'a ProcRow,
+    row: ProcRow,
     user: String,
-    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    home: Option<u16>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => mosix_core::cli::report("mps", e.as_ref()),
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+fn run(cli: &Cli) -> Result<ExitCode> {
     let mut all = false;
     let mut user_cols = false;
     let mut pids = Vec::new();
@@ -75,36 +83,71 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     let mut client = Client::connect(&Paths::from_env())?;
-    let rows = client.procs(cli.guests)?;
+    // (home node with -A, row)
+    let mut missing = false;
+    let found: Vec<(Option<u16>, ProcRow)> = if cli.all_nodes {
+        let mut v = Vec::new();
+        for n in client.procs_all()? {
+            if let Some(e) = &n.error {
+                eprintln!("mps: node {} did not answer: {e}", n.node);
+                missing = true;
+            }
+            let home = n.node.get();
+            v.extend(n.rows.into_iter().map(|mut r| {
+                if r.node == 0 {
+                    r.node = home;
+                }
+                (Some(home), r)
+            }));
+        }
+        v
+    } else {
+        client
+            .procs(cli.guests)?
+            .into_iter()
+            .map(|r| (None, r))
+            .collect()
+    };
     let me = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
         .ok();
-    let rows: Vec<Row> = rows
-        .iter()
-        .map(|r| {
-            let uid = if r.from.is_some() {
-                r.remote_pid.and_then(cli::uid_of)
-            } else {
-                cli::uid_of(r.pid)
-            };
+    let rows: Vec<Row> = found
+        .into_iter()
+        .map(|(home, mut r)| {
+            if r.uid.is_none() && home.is_none() {
+                r.uid = if r.from.is_some() {
+                    r.remote_pid.and_then(cli::uid_of)
+                } else {
+                    cli::uid_of(r.pid)
+                };
+            }
             Row {
+                user: r.uid.map_or_else(|| "?".into(), cli::user_name),
                 row: r,
-                user: uid.map_or_else(|| "?".into(), cli::user_name),
-                uid,
+                home,
             }
         })
         .filter(|r| pids.is_empty() || pids.contains(&r.row.pid))
-        .filter(|r| all || !pids.is_empty() || r.row.from.is_some() || r.uid == me || me == Some(0))
+        .filter(|r| {
+            all || !pids.is_empty() || r.row.from.is_some() || r.row.uid == me || me == Some(0)
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     if cli.json {
         serde_json::to_writer(&mut out, &rows)?;
         writeln!(out)?;
-        return Ok(());
+        return Ok(if missing {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let mut header = String::new();
     if user_cols {
         header.push_str(&format!("{:<10} ", "USER"));
+    }
+    if cli.all_nodes {
+        header.push_str(&format!("{:>4} ", "HOME"));
     }
     header.push_str(&format!("{:>7} {:<8} {:>4} ", "PID", "TTY", "NODE"));
     if cli.guests {
@@ -117,10 +160,13 @@ fn run(cli: &Cli) -> Result<()> {
     header.push_str("COMMAND");
     writeln!(out, "{header}")?;
     for r in &rows {
-        let p = r.row;
+        let p = &r.row;
         let mut line = String::new();
         if user_cols {
             line.push_str(&format!("{:<10} ", r.user));
+        }
+        if let Some(h) = r.home {
+            line.push_str(&format!("{h:>4} "));
         }
         line.push_str(&format!(
             "{:>7} {:<8} {:>4} ",
@@ -149,7 +195,11 @@ fn run(cli: &Cli) -> Result<()> {
         line.push_str(&p.command);
         writeln!(out, "{line}")?;
     }
-    Ok(())
+    Ok(if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

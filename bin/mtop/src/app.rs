@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub figures: Option<Figures>,
     /// This node's MOSIX processes and the guests running here, each with its user's name.
     pub procs: Vec<(ProcRow, String)>,
+    /// Nodes that did not answer (`-A`), with why.
+    pub missing: Vec<String>,
 }
 
 /// One process as mtop shows it.
@@ -151,6 +153,9 @@ impl App {
             }
         };
         self.error = None;
+        if !snap.missing.is_empty() {
+            self.message = Some(snap.missing.join("; "));
+        }
         self.me = Some(snap.me);
         self.figures = snap.figures;
         let mut next = HashMap::new();
@@ -283,6 +288,7 @@ mod tests {
             cantmove: None,
             remote_pid: None,
             frozen: None,
+            uid: None,
         }
     }
 
@@ -292,6 +298,7 @@ mod tests {
             me: NodeId::new(1).unwrap(),
             figures: None,
             procs: procs.into_iter().map(|r| (r, "root".into())).collect(),
+            missing: Vec::new(),
         })
     }
 

@@ -36,6 +36,10 @@ use app::{App, Key, Snapshot};
 /// processes that used no CPU in the last interval, G shows or hides guests, the arrows and
 /// PgUp/PgDn scroll.
 ///
+/// With -A, the MOSIX processes of the whole cluster: every node that is up is asked for its
+/// own, and FROM is the home of each process of another node (N# where it runs). A node that
+/// did not answer is named on the message line.
+///
 /// With --once, mtop takes two samples a delay apart and prints them once, as a table or as
 /// JSON with --json.
 #[derive(Debug, Parser)]
@@ -49,8 +53,11 @@ struct Cli {
     #[arg(short = 'd', long, value_name = "SECS", default_value_t = 1.0, value_parser = delay)]
     delay: f64,
     /// Also show guests: processes of other nodes running here.
-    #[arg(short = 'G', long)]
+    #[arg(short = 'G', long, conflicts_with = "all_nodes")]
     guests: bool,
+    /// Every MOSIX process of the cluster, asked of every node that is up.
+    #[arg(short = 'A')]
+    all_nodes: bool,
     /// Hide processes that used no CPU in the last interval.
     #[arg(short = 'i', long)]
     idle: bool,
@@ -86,13 +93,38 @@ struct Collector {
     paths: Paths,
     start: Instant,
     names: HashMap<u32, String>,
+    /// Every node's processes (`-A`).
+    all: bool,
 }
 
 impl Collector {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let mut c = Client::connect(&self.paths)?;
         let view = c.view()?;
-        let rows = c.procs(true)?;
+        let mut missing = Vec::new();
+        let rows = if self.all {
+            // The processes of other nodes show their home in FROM, and where they run in N#.
+            let mut rows = Vec::new();
+            for n in c.procs_all()? {
+                if let Some(e) = n.error {
+                    missing.push(format!("node {} did not answer: {e}", n.node));
+                }
+                let home = n.node.get();
+                rows.extend(n.rows.into_iter().map(|mut r| {
+                    if n.node != view.me {
+                        if r.node == 0 {
+                            r.node = home;
+                        }
+                        r.from = Some(home);
+                        r.remote_pid = None;
+                    }
+                    r
+                }));
+            }
+            rows
+        } else {
+            c.procs(true)?
+        };
         let at_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let procs = rows
             .into_iter()
@@ -103,7 +135,11 @@ impl Collector {
                 } else {
                     Some(r.pid)
                 };
-                let user = match local.and_then(uid_of) {
+                let uid = r
+                    .uid
+                    .filter(|_| self.all)
+                    .or_else(|| local.and_then(uid_of));
+                let user = match uid {
                     Some(uid) => self
                         .names
                         .entry(uid)
@@ -119,6 +155,7 @@ impl Collector {
             me: view.me,
             figures: view.get(view.me).and_then(|v| v.figures),
             procs,
+            missing,
         })
     }
 }
@@ -128,9 +165,15 @@ fn run(cli: &Cli) -> Result<()> {
         paths: Paths::from_env(),
         start: Instant::now(),
         names: HashMap::new(),
+        all: cli.all_nodes,
     };
     let delay = Duration::from_secs_f64(cli.delay);
-    let mut app = App::new(delay, cli.command_line, cli.idle, cli.guests);
+    let mut app = App::new(
+        delay,
+        cli.command_line,
+        cli.idle,
+        cli.guests || cli.all_nodes,
+    );
     // Fail at once, and plainly, on a node that is not configured.
     app.update(Ok(collector.snapshot()?));
     if cli.once {

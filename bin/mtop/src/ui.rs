@@ -175,6 +175,7 @@ mod tests {
                 cantmove: None,
                 remote_pid: Some(17),
                 frozen: None,
+                uid: None,
             },
             user: "root".into(),
             cpu_pct: Some(99.5),

@@ -175,6 +175,25 @@ pub enum Request {
         /// Include guests.
         guests: bool,
     },
+    /// `mps -A`: the MOSIX processes of every node of this cluster that is up, each node's
+    /// asked over the link (its own processes, wherever they run).
+    ProcsAll,
+    /// `moskillall`: send `sig` to every MOSIX process of user `uid` on every node of this
+    /// cluster that is up (the caller must be root or `uid`).
+    SignalAll {
+        /// The owner of the processes.
+        uid: u32,
+        /// The signal (1..=64).
+        sig: i32,
+    },
+    /// `migrate PID lock|unlock`: allow or forbid automatic moves of a running process (its
+    /// owner or root).
+    Lock {
+        /// The process (a pid of this node).
+        pid: u32,
+        /// Locked (no automatic moves) or not.
+        on: bool,
+    },
 }
 
 /// Where `migrate` sends a process.
@@ -240,6 +259,10 @@ pub struct ProcRow {
     /// Frozen at home (`migrate PID freeze`), and why; its state shows `F`.
     #[serde(default)]
     pub frozen: Option<String>,
+    /// Its owner's uid at home (`None` for a guest, which runs here as an id of its own):
+    /// what `mps -A` shows for a process of another node.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// The service's answer.
@@ -287,6 +310,10 @@ pub enum Response {
     },
     /// Answer to [`Request::Procs`].
     Procs(Vec<ProcRow>),
+    /// Answer to [`Request::ProcsAll`]: each node's processes (this node first), or why not.
+    ProcsAll(Vec<NodeProcs>),
+    /// Answer to [`Request::SignalAll`]: how many processes each node signalled, or why not.
+    Signalled(Vec<NodeSignalled>),
     /// Answer to [`Request::Expel`] and [`Request::Bring`].
     Moved {
         /// Processes asked to move.
@@ -439,6 +466,28 @@ pub struct NodeQueue {
     /// Its jobs, first first.
     pub jobs: Vec<QueueRow>,
     /// Why its list is missing or partial (it did not answer, ...).
+    pub error: Option<String>,
+}
+
+/// One node's MOSIX processes, as it answered `mps -A`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeProcs {
+    /// The node (their home).
+    pub node: NodeId,
+    /// Its processes.
+    pub rows: Vec<ProcRow>,
+    /// Why the list is missing (it did not answer, ...).
+    pub error: Option<String>,
+}
+
+/// What one node did with `moskillall`'s signal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSignalled {
+    /// The node.
+    pub node: NodeId,
+    /// How many of its processes were signalled.
+    pub count: u32,
+    /// Why it did not answer, if it did not.
     pub error: Option<String>,
 }
 
@@ -905,6 +954,30 @@ impl Client {
             _ => None,
         })
     }
+
+    /// Every node's MOSIX processes ([`Request::ProcsAll`]).
+    pub fn procs_all(&mut self) -> Result<Vec<NodeProcs>, ClientError> {
+        self.ask(&Request::ProcsAll, |r| match r {
+            Response::ProcsAll(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Sends `sig` to every MOSIX process of `uid` in the cluster ([`Request::SignalAll`]).
+    pub fn signal_all(&mut self, uid: u32, sig: i32) -> Result<Vec<NodeSignalled>, ClientError> {
+        self.ask(&Request::SignalAll { uid, sig }, |r| match r {
+            Response::Signalled(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    /// Locks or unlocks a running process against automatic moves ([`Request::Lock`]).
+    pub fn lock(&mut self, pid: u32, on: bool) -> Result<(), ClientError> {
+        self.ask(&Request::Lock { pid, on }, |r| match r {
+            Response::Done => Some(()),
+            _ => None,
+        })
+    }
 }
 
 fn tune_answer(r: Response) -> Option<Overheads> {
@@ -950,6 +1023,9 @@ fn request_name(req: &Request) -> &'static str {
         Request::Bring => "Bring",
         Request::CloseGrid => "CloseGrid",
         Request::Procs { .. } => "Procs",
+        Request::ProcsAll => "ProcsAll",
+        Request::SignalAll { .. } => "SignalAll",
+        Request::Lock { .. } => "Lock",
     }
 }
 
@@ -1001,6 +1077,7 @@ mod tests {
             cantmove: None,
             remote_pid: Some(7),
             frozen: None,
+            uid: None,
         };
         let registration = Registration {
             lock: true,

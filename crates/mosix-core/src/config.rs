@@ -122,6 +122,33 @@ pub struct Tunables {
     pub grid: GridTunables,
     /// Moving processes.
     pub moves: MoveTunables,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsTunables,
+}
+
+/// `[metrics]` of `mosix.toml`: where the service serves its Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTunables {
+    /// The address and port of the HTTP endpoint (`GET /metrics`), in the node's network
+    /// namespace; `""` serves none. Default `127.0.0.1:9249`: loopback only, since a scraper
+    /// on another host is the administrator's choice to open.
+    pub listen: String,
+}
+
+impl Default for MetricsTunables {
+    fn default() -> Self {
+        MetricsTunables {
+            listen: crate::metrics::DEFAULT_LISTEN.to_owned(),
+        }
+    }
+}
+
+impl MetricsTunables {
+    /// The address to serve on, `None` when off.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 /// `[moves]` of `mosix.toml`: how processes move.
@@ -560,6 +587,15 @@ impl Tunables {
         if self.link.port == 0 {
             return Err((&["link.port"], "link.port = 0 is not a port".into()));
         }
+        if !self.metrics.listen.is_empty() && self.metrics.addr().is_none() {
+            return Err((
+                &["metrics.listen"],
+                format!(
+                    "metrics.listen = '{}' is not an address and port such as 127.0.0.1:9249 (or \"\" for none)",
+                    self.metrics.listen
+                ),
+            ));
+        }
         if !(10..=60_000).contains(&self.link.connect_timeout_ms) {
             return Err((
                 &["link.connect_timeout_ms"],
@@ -977,6 +1013,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_metrics_address_is_an_address_or_nothing() {
+        let t = Tunables::parse("t", "[metrics]\nlisten = \"\"\n").unwrap();
+        assert_eq!(t.metrics.addr(), None);
+        let t = Tunables::parse("t", "[metrics]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(t.metrics.addr(), Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(
+            Tunables::default().metrics.addr(),
+            Some("127.0.0.1:9249".parse().unwrap())
+        );
+        let e = Tunables::parse(
+            "/etc/mosix/mosix.toml",
+            "\n[metrics]\nlisten = \"localhost\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("/etc/mosix/mosix.toml:3: metrics.listen = 'localhost'"),
+            "{e}"
+        );
     }
 
     #[test]

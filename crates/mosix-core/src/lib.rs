@@ -28,6 +28,7 @@ pub mod grid;
 pub mod image;
 pub mod load;
 pub mod map;
+pub mod metrics;
 pub mod mfscosts;
 pub mod moves;
 pub mod node;

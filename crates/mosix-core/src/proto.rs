@@ -63,9 +63,9 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
-/// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]); the frame fixtures
-/// (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 6;
+/// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`]);
+/// the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
+pub const PROTOCOL_VERSION: u8 = 7;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -636,6 +636,10 @@ pub enum LinkMsg {
     /// [`QueueListing`] frame answers, then the connection ends. Answered to nodes of this
     /// node's own cluster only.
     ListQueue,
+    /// The sender asks something of this node's own processes (`mps -A`, `moskillall`): one
+    /// sealed [`Answer`] frame answers, then the connection ends. Answered to nodes of this
+    /// node's own cluster only.
+    Ask(Ask),
     /// The connection replaces a process connection that was cut: the remote of process `pid`
     /// (its home pid) reconnects to its home, naming the cut connection by its resume token
     /// (both ends derive it from that connection's keys, [`Session::token`]). Home answers
@@ -651,8 +655,67 @@ pub enum LinkMsg {
     },
 }
 
-/// The largest [`QueueListing`] frame.
+/// The largest [`QueueListing`] or [`Answer`] frame.
 pub const MAX_LISTING_FRAME: usize = 8 << 20;
+
+/// The most processes an [`Answer::Procs`] lists (a node's share of a cluster-wide `mps`).
+pub const MAX_LISTED_PROCS: usize = 16_384;
+
+/// What one node asks another of the processes whose home the other is ([`LinkMsg::Ask`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// Its MOSIX processes, wherever they run (`mps -A`).
+    Procs,
+    /// Send signal `sig` to each of its MOSIX processes owned by user `uid` (`moskillall`).
+    /// The asking node has checked that its caller is root or `uid`.
+    Signal {
+        /// The owner.
+        uid: u32,
+        /// The signal (1..=64).
+        sig: i32,
+    },
+}
+
+/// The answer to an [`Ask`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// Its processes, their commands cut to [`MAX_QUEUE_COMMAND`] bytes.
+    Procs(
+        #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_LISTED_PROCS>")]
+        Vec<crate::client::ProcRow>,
+    ),
+    /// How many processes the signal was sent to.
+    Signalled(u32),
+    /// Not answered, and why.
+    Refused(String),
+}
+
+impl Answer {
+    /// Checks the counts and lengths a decoded answer may carry.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        let long = |s: &str| s.len() > MAX_QUEUE_COMMAND;
+        match self {
+            Answer::Procs(rows) if rows.len() > MAX_LISTED_PROCS => Err(FrameError::Invalid(
+                format!("{} processes exceed {MAX_LISTED_PROCS}", rows.len()),
+            )),
+            Answer::Procs(rows) => match rows.iter().find(|r| {
+                long(&r.command)
+                    || r.cantmove.as_deref().is_some_and(long)
+                    || r.frozen.as_deref().is_some_and(long)
+            }) {
+                Some(r) => Err(FrameError::Invalid(format!(
+                    "process {} is described in more than {MAX_QUEUE_COMMAND} bytes",
+                    r.pid
+                ))),
+                None => Ok(()),
+            },
+            Answer::Refused(why) if long(why) => Err(FrameError::Invalid(
+                "a refusal longer than its limit".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
 /// The longest command line a queued job shows (bytes).
 pub const MAX_QUEUE_COMMAND: usize = 1024;
 
@@ -701,10 +764,14 @@ impl LinkMsg {
                 }
                 Ok(())
             }
+            LinkMsg::Ask(Ask::Signal { sig, .. }) if !(1..=64).contains(sig) => {
+                Err(FrameError::Invalid(format!("signal {sig} is not a signal")))
+            }
             LinkMsg::OpenProcess
             | LinkMsg::Rejoin { .. }
             | LinkMsg::OpenFiles { .. }
             | LinkMsg::ListQueue
+            | LinkMsg::Ask(_)
             | LinkMsg::Resume { .. } => Ok(()),
         }
     }

@@ -212,6 +212,42 @@ fn a_gossip_frame_cannot_make_the_receiver_allocate_past_the_frame_limit() {
     );
 }
 
+/// A node's answer to `mps -A` keeps at most its limit of rows while it is decoded, and
+/// validation refuses one past it; a command past its length is refused too.
+#[test]
+fn an_answer_cannot_list_past_its_limits() {
+    use mosix_core::client::ProcRow;
+    use mosix_core::proto::{Answer, MAX_LISTED_PROCS, MAX_LISTING_FRAME, MAX_QUEUE_COMMAND};
+    let row = ProcRow {
+        pid: 1,
+        node: 0,
+        from: None,
+        tty: 0,
+        state: 'R',
+        cpu_ms: 0,
+        cpu_age_ms: 0,
+        command: String::new(),
+        nmigs: 0,
+        lock: false,
+        cantmove: None,
+        remote_pid: None,
+        frozen: None,
+        uid: None,
+    };
+    let f = proto::encode(&Answer::Procs(vec![row.clone(); MAX_LISTED_PROCS + 100]));
+    let (back, peak) = measure(|| proto::decode_frame::<Answer>(&f, MAX_LISTING_FRAME));
+    let back = back.unwrap();
+    assert!(back.validate().is_err());
+    assert!(peak <= MAX_LISTING_FRAME, "{peak} bytes at once");
+    let long = ProcRow {
+        command: "x".repeat(MAX_QUEUE_COMMAND + 1),
+        ..row
+    };
+    let f = proto::encode(&Answer::Procs(vec![long]));
+    let back = proto::decode_frame::<Answer>(&f, MAX_LISTING_FRAME).unwrap();
+    assert!(back.validate().is_err());
+}
+
 /// Found by fuzzing: an empty call buffer is 2 bytes on the wire and 32 in memory; the buffers
 /// are now counted while they are decoded.
 #[test]
@@ -288,6 +324,9 @@ proptest! {
             check(&f);
         }
         checks::image(&payload);
+        if let Ok(a) = proto::decode_frame::<mosix_core::proto::Answer>(&f, proto::MAX_LISTING_FRAME) {
+            let _ = a.validate();
+        }
     }
 
     #[test]

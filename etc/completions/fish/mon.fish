@@ -2,6 +2,7 @@ complete -c mon -l start -d 'Start the display at this node (classic: +NODE)' -r
 complete -c mon -l interval -d 'Milliseconds between refreshes' -r
 complete -c mon -l once -d 'Print the data once as a table and exit'
 complete -c mon -l json -d 'With --once: print JSON'
+complete -c mon -l prometheus -d 'With --once: print the Prometheus text format (every node of the view labelled by number: mosix_node_up, mosix_node_age_seconds, mosix_node_load, ...), for node_exporter\'s textfile collector. The node service serves its own counters on [metrics] listen'
 complete -c mon -s l -d 'Start showing the load (default)'
 complete -c mon -s L -d 'Start showing the load on a logarithmic scale'
 complete -c mon -s s -d 'Start showing speed and CPUs'

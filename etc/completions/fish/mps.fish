@@ -1,4 +1,5 @@
 complete -c mps -s G -d 'Also list guests: processes of other nodes running here'
+complete -c mps -s A -d 'The MOSIX processes of every node of the cluster that is up'
 complete -c mps -l json -d 'Print JSON'
 complete -c mps -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mps -s V -l version -d 'Print version'

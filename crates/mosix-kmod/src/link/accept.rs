@@ -230,6 +230,7 @@ async fn serve_inbound<E: From<Inbound>>(
         | LinkMsg::Rejoin { .. }
         | LinkMsg::OpenFiles { .. }
         | LinkMsg::ListQueue
+        | LinkMsg::Ask(_)
         | LinkMsg::Resume { .. } => {
             hand_over(stream, session, node, first, &events).await;
             return;
@@ -294,6 +295,7 @@ async fn serve_inbound<E: From<Inbound>>(
             | LinkMsg::Rejoin { .. }
             | LinkMsg::OpenFiles { .. }
             | LinkMsg::ListQueue
+            | LinkMsg::Ask(_)
             | LinkMsg::Resume { .. } => {
                 if let Some(n) = throttle.allow(Trouble::Claim, peer.ip()) {
                     warn!(
@@ -359,6 +361,11 @@ async fn hand_over<E: From<Inbound>>(
             stream,
         },
         LinkMsg::ListQueue => Inbound::ListQueue { from: node, stream },
+        LinkMsg::Ask(ask) => Inbound::Ask {
+            from: node,
+            ask,
+            stream,
+        },
         _ => Inbound::Process { from: node, stream },
     };
     let _ = events.send(ev.into()).await;

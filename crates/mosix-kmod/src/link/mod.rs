@@ -201,6 +201,38 @@ impl Trouble {
         }
     }
 
+    /// Its name in the metrics (`mosix_link_troubles_total{trouble}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Trouble::NotMember => "not-member",
+            Trouble::SourceBusy => "source-busy",
+            Trouble::Busy => "busy",
+            Trouble::HandshakeTimeout => "handshake-timeout",
+            Trouble::Idle => "idle",
+            Trouble::BadMagic => "bad-magic",
+            Trouble::BadVersion => "bad-version",
+            Trouble::BadHeader => "bad-header",
+            Trouble::TooLong => "too-long",
+            Trouble::Truncated => "truncated",
+            Trouble::Malformed => "malformed",
+            Trouble::Unauthentic => "unauthentic",
+            Trouble::WrongSecret => "wrong-secret",
+            Trouble::Protection => "protection",
+            Trouble::Claim => "claim",
+            Trouble::Refused => "refused",
+            Trouble::Other => "other",
+            Trouble::Control => "control",
+        }
+    }
+
+    /// Whether it is an authentication failure: no secret, a forged frame, a false claim.
+    pub fn is_auth(self) -> bool {
+        matches!(
+            self,
+            Trouble::Unauthentic | Trouble::WrongSecret | Trouble::Claim
+        )
+    }
+
     /// The kind of a link error.
     pub fn of_link(e: &LinkError) -> Trouble {
         match e {
@@ -236,7 +268,9 @@ pub struct Throttle {
 impl Throttle {
     /// Whether a line about `trouble` from `peer` should be logged now: `Some(n)` with the
     /// number of such lines held back since the last one, or `None` to hold this one back.
+    /// Every call is counted in the metrics, held back or not.
     pub fn allow(&self, trouble: Trouble, peer: IpAddr) -> Option<u64> {
+        mosix_core::metrics::global().link_trouble(trouble.label(), trouble.is_auth());
         self.allow_at(trouble, peer, Instant::now())
     }
 
@@ -348,6 +382,16 @@ pub enum Inbound {
     ListQueue {
         /// The asking node.
         from: NodeId,
+        /// The connection, now blocking.
+        stream: Conn,
+    },
+    /// A connection that asks something of this node's processes
+    /// ([`mosix_core::proto::LinkMsg::Ask`]).
+    Ask {
+        /// The asking node.
+        from: NodeId,
+        /// What it asks.
+        ask: mosix_core::proto::Ask,
         /// The connection, now blocking.
         stream: Conn,
     },

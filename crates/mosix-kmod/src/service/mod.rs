@@ -11,11 +11,13 @@
 //! [`link::LinkContext`]. Measurement runs on its own OS thread because it reads `/proc`
 //! synchronously every 100 ms.
 
+mod ask;
 pub mod balancing;
 mod checkpoint;
 pub mod control;
 pub mod daemon;
 mod grid;
+mod metrics;
 mod moves;
 mod node;
 pub mod policy;
@@ -458,6 +460,11 @@ async fn serve(
         })
         .map_err(file_err(&ckpt_path))?;
     let checkpoints = tokio::spawn(control::serve_checkpoints(ckpt_socket, tx.clone()));
+    let metrics = loaded
+        .tunables
+        .metrics
+        .addr()
+        .map(|a| tokio::spawn(metrics::serve(a)));
 
     let mut measurer = Measurer::new(scope.clone(), raw_speed);
     measurer.sample();
@@ -591,6 +598,9 @@ async fn serve(
     node.link.accept.abort();
     control.abort();
     checkpoints.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = fs::remove_file(&ckpt_path);
     if let Some(mut m) = node.mfs.take() {
         m.stop();

@@ -581,7 +581,7 @@ fn answer_when(pid: i32, to: NodeId, wait: bool, reply: oneshot::Sender<Response
 }
 
 /// The real and effective uids of local process `pid`, if there is one.
-fn owner(pid: i32) -> Option<(u32, u32)> {
+pub(super) fn owner(pid: i32) -> Option<(u32, u32)> {
     procfs::process::Process::new(pid)
         .and_then(|p| p.status())
         .ok()

@@ -258,6 +258,7 @@ impl Node {
                 let now = self.now();
                 self.queue_round(now);
                 self.checkpoint_round();
+                self.export_metrics(now);
             }
             Event::Link(Inbound::Rejoin {
                 from,
@@ -287,6 +288,7 @@ impl Node {
                 }
             }
             Event::Link(Inbound::ListQueue { from, stream }) => self.list_queue_for(from, stream),
+            Event::Link(Inbound::Ask { from, ask, stream }) => self.answer_ask(from, ask, stream),
             Event::Link(Inbound::Files {
                 from,
                 session,
@@ -508,6 +510,37 @@ impl Node {
             own_guests,
             max_grid_guests: self.max_grid_guests(),
         }
+    }
+
+    /// Sets the metrics' gauges: this node's figures, how it sees each peer, its processes,
+    /// guests and queue (once a second, after the new sample).
+    fn export_metrics(&self, now: Millis) {
+        let m = mosix_core::metrics::global();
+        m.set_node(
+            self.loaded.me,
+            &self.loaded.tunables.grid.name,
+            &self.load.figures,
+        );
+        for k in self.gossip.diss.known(now).filter(|k| !k.is_self) {
+            m.set_peer(k.node, k.up, k.age_ms);
+        }
+        let (away, frozen, guests) = self.procs.counts();
+        let members = self.procs.members().len() as i64;
+        let home = (members - i64::from(away) - i64::from(frozen)).max(0);
+        for (state, n) in [
+            ("home", home),
+            ("away", away.into()),
+            ("frozen", frozen.into()),
+        ] {
+            m.processes.with_label_values(&[state]).set(n);
+        }
+        m.guests.set(guests.into());
+        m.queue
+            .with_label_values(&["waiting"])
+            .set(self.queue.jobs.len() as i64);
+        m.queue
+            .with_label_values(&["started"])
+            .set(self.queue.started.len() as i64);
     }
 
     /// The MFS and DFSA counters.

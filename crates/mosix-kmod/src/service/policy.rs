@@ -52,6 +52,9 @@ pub fn may_ask(req: &Request, uid: u32, euid: u32) -> Result<(), String> {
             | Request::GetFileTune
             | Request::GetConfig
             | Request::Procs { .. }
+            | Request::ProcsAll
+            | Request::SignalAll { .. }
+            | Request::Lock { .. }
             | Request::Register { .. }
             | Request::Migrate { .. }
             | Request::Enqueue { .. }

@@ -130,6 +130,15 @@ impl Node {
                 return true;
             }
             Request::Procs { guests } => Response::Procs(self.procs.rows(guests)),
+            Request::ProcsAll => {
+                self.procs_all(reply);
+                return false;
+            }
+            Request::SignalAll { uid: owner, sig } => {
+                self.signal_all((uid, pid), owner, sig, reply);
+                return false;
+            }
+            Request::Lock { pid: target, on } => self.lock(uid, target, on),
             // These answer when their moves are done (or could not start).
             Request::Register {
                 lock,

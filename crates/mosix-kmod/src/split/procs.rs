@@ -439,6 +439,21 @@ impl Procs {
             .count() as u32
     }
 
+    /// How many of this node's processes are away (or moving) and frozen, and how many guests
+    /// run here: one lock, for the metrics.
+    pub fn counts(&self) -> (u32, u32, u32) {
+        let g = self.lock();
+        let (mut away, mut frozen) = (0, 0);
+        for h in g.home.values() {
+            if h.frozen.is_some() {
+                frozen += 1;
+            } else if h.at.is_some() || h.moving {
+                away += 1;
+            }
+        }
+        (away, frozen, g.guests.len() as u32)
+    }
+
     /// This node's processes frozen for `why`, with when.
     pub fn frozen_for(&self, why: &str) -> Vec<(i32, std::time::Instant, u64)> {
         self.lock()
@@ -514,6 +529,9 @@ impl Procs {
                 },
                 remote_pid: h.remote_pid.filter(|_| h.frozen.is_none()),
                 frozen: h.frozen.clone(),
+                uid: procfs::process::Process::new(pid)
+                    .and_then(|p| p.uid())
+                    .ok(),
             });
         }
         if guests {
@@ -538,6 +556,7 @@ impl Procs {
                     cantmove: None,
                     remote_pid: Some(local as u32),
                     frozen: None,
+                    uid: None,
                 });
             }
         }

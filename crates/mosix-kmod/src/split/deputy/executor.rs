@@ -2,6 +2,7 @@
 //! on descriptors run right here, on duplicates of the deputy's descriptors; calls that must
 //! run inside the deputy, the process's end, its stops and its coming home go to the tracer.
 
+use mosix_core::metrics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -61,6 +62,8 @@ pub(super) fn executor(
     loop {
         match rx.recv() {
             Ok(ProcMsg::Call(mut c)) => {
+                let arrived = std::time::Instant::now();
+                let written_behind = c.ahead == WRITTEN_BEHIND;
                 let (mut class, shape) = forward::shape(u64::from(c.nr), &c.args);
                 if class == Class::Service
                     && shape[0] == Arg::Fd
@@ -193,6 +196,12 @@ pub(super) fn executor(
                     let _ = reqs.send(Req::Lost("the connection to the remote broke".into()));
                     return;
                 }
+                let answered_by = match class {
+                    _ if written_behind => metrics::CallClass::WriteBehind,
+                    Class::Deputy => metrics::CallClass::Deputy,
+                    _ => metrics::CallClass::Service,
+                };
+                metrics::global().call_answered(answered_by, arrived.elapsed().as_secs_f64());
             }
             Ok(ProcMsg::Exit { status }) => {
                 let _ = reqs.send(Req::Exit(status));

@@ -33,6 +33,7 @@ mod signals;
 mod state;
 mod tracer;
 
+use mosix_core::metrics;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -214,6 +215,7 @@ pub fn migrate_at_exec(
                         if fallback_home {
                             warn!("{comm} (pid {pid}) runs at home: {e}");
                         } else {
+                            metrics::global().lost(metrics::Lost::Start);
                             warn!(
                                 "{comm} (pid {pid}) killed: it could not start on node {to}: {e}"
                             );
@@ -268,6 +270,17 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let (to, ceiling, live) = match &away {
         Away::Node(to, ceiling, live) => (*to, *ceiling, *live),
         Away::Frozen(..) => (env.me, None, Live::Never),
+    };
+    let begun = std::time::Instant::now();
+    let done: MoveDone = if matches!(away, Away::Node(..)) {
+        Box::new(move |r| {
+            if let Err(f) = &r {
+                metrics::global().move_failed(metrics::Move::Out, f.kind());
+            }
+            done(r)
+        })
+    } else {
+        done
     };
     let pid = t.pid();
     let home = env.procs.home(pid);
@@ -382,6 +395,13 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             h.returned_at = None;
         });
     } else if let Some((rounds, bytes)) = live_rounds {
+        let m = metrics::global();
+        m.moved(
+            metrics::Move::Out,
+            bytes + last_bytes,
+            begun.elapsed().as_secs_f64(),
+        );
+        m.live_migrations.inc();
         info!(
             "{} (pid {pid}) migrated to node {to} as pid {rpid}, live: {} MiB while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
             frozen.header.comm,
@@ -391,6 +411,11 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             stopped_at.elapsed().as_secs_f64() * 1000.0
         );
     } else {
+        metrics::global().moved(
+            metrics::Move::Out,
+            last_bytes,
+            begun.elapsed().as_secs_f64(),
+        );
         info!(
             "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",
             frozen.header.comm,

@@ -123,6 +123,7 @@ impl Deputy {
             return None;
         }
         let node = r.node;
+        mosix_core::metrics::global().lost(mosix_core::metrics::Lost::DirectMove);
         warn!(
             "process {} ({}) lost: its node went away during its move to node {node}, which never rejoined; it is killed at home",
             self.pid, header.comm
@@ -148,6 +149,7 @@ impl Deputy {
         };
         let node = relay.node;
         let Some((tx, rx, rpid)) = relay.pending.take() else {
+            mosix_core::metrics::global().lost(mosix_core::metrics::Lost::DirectMove);
             warn!(
                 "process {pid} ({}) lost: it left for node {node}, which never rejoined; it is killed at home",
                 header.comm

@@ -4,6 +4,7 @@
 //! must execute inside the deputy, ends the deputy the way the process ended, and rebuilds the
 //! process in it when it comes home.
 
+use mosix_core::metrics;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -526,6 +527,7 @@ impl Deputy {
                 }
                 Ok(Req::MoveFailed(reason)) => self.relay_failed(reason, env),
                 Ok(Req::Lost(why)) => {
+                    metrics::global().lost(metrics::Lost::Link);
                     warn!(
                         "process {pid} ({}) on node {} lost: {why}; it is killed at home",
                         header.comm,
@@ -539,9 +541,23 @@ impl Deputy {
                     if self.relay.is_some() {
                         self.relay_failed(failure::refused(env.me, "it came home first"), env);
                     }
+                    let begun = std::time::Instant::now();
                     return match self.come_home(&h, rx) {
-                        Ok(()) => TracerEnd::Home,
+                        Ok(()) => {
+                            // A frozen process continuing is no move between nodes.
+                            if self.at != env.me {
+                                metrics::global().moved(
+                                    metrics::Move::Home,
+                                    h.total_bytes,
+                                    begun.elapsed().as_secs_f64(),
+                                );
+                            }
+                            TracerEnd::Home
+                        }
                         Err(failure) => {
+                            let m = metrics::global();
+                            m.move_failed(metrics::Move::Home, failure.kind());
+                            m.lost(metrics::Lost::ComingHome);
                             warn!("process {pid} could not come home: {failure}; it is lost");
                             let _ = self.out.tx.send(&ProcMsg::Refused { failure });
                             self.kill_deputy();

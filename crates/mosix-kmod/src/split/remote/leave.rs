@@ -2,6 +2,7 @@
 //! sent home over its connection to home, or shipped on to another node directly, reporting
 //! `Moved` (or `MoveFailed`, thawing it here) to home.
 
+use mosix_core::metrics;
 use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
@@ -32,6 +33,7 @@ impl Supervisor {
         self.offsets_home()?;
         self.settle_io()?;
         self.report_unheard()?;
+        let begun = Instant::now();
         let frozen = self
             .freeze_to_leave(pending)
             .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
@@ -61,6 +63,11 @@ impl Supervisor {
             }
             match self.rx.recv() {
                 Ok(ProcMsg::Started { .. }) => {
+                    metrics::global().moved(
+                        metrics::Move::GuestOut,
+                        frozen.header.total_bytes,
+                        begun.elapsed().as_secs_f64(),
+                    );
                     info!(
                         "{} (pid {pid}) went home to node {}",
                         self.h.comm, self.h.home
@@ -76,6 +83,7 @@ impl Supervisor {
                 Ok(ProcMsg::Refused { failure }) => {
                     let _ = self.rx.socket().set_read_timeout(None);
                     warn!("home did not take {} back: {failure}", self.h.comm);
+                    metrics::global().move_failed(metrics::Move::GuestOut, failure.kind());
                     self.env.procs.move_ended(pid, Err(failure));
                     let _ = frozen.thaw();
                     return Ok(false);
@@ -156,6 +164,7 @@ impl Supervisor {
         let ceiling = self.env.procs.take_ceiling(self.pid(), to);
         let failed = |s: &mut Self, failure: MoveFailure| {
             warn!("{comm} stays here: the move to node {to} failed: {failure}");
+            metrics::global().move_failed(metrics::Move::GuestOut, failure.kind());
             s.env.procs.move_ended(s.pid(), Err(failure.clone()));
             match s.tx.send(&ProcMsg::MoveFailed { failure }) {
                 Ok(()) => Ok(false),
@@ -187,6 +196,11 @@ impl Supervisor {
         let ctx = link::snapshot(&self.env.link);
         match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER)) {
             Ok(shipped) => {
+                metrics::global().moved(
+                    metrics::Move::GuestOut,
+                    shipped.bytes,
+                    started.elapsed().as_secs_f64(),
+                );
                 let rpid = shipped.pid;
                 self.env.procs.move_ended(self.pid(), Ok(()));
                 frozen.tracee.kill();

@@ -197,6 +197,8 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
             env.procs.remove_guest(pid);
         }
         Err(failure) => {
+            mosix_core::metrics::global()
+                .move_failed(mosix_core::metrics::Move::GuestIn, failure.kind());
             warn!(
                 "did not take process {} from node {from}: {failure}",
                 h.comm
@@ -308,50 +310,11 @@ fn take(
     env: &GuestEnv,
 ) -> Result<Taken, MoveFailure> {
     let me = env.me;
-    // The image is checked before anything is built from it.
-    if h.rejoin.is_none() && h.home != from {
-        return Err(failure::refused(
-            me,
-            format!(
-                "node {from} sent a process whose home it says is node {}: only a process's home, or a node it runs on moving it on, may send it",
-                h.home
-            ),
-        ));
-    }
-    if !env.guests.accept_root && h.creds.root_or_setid() {
-        return Err(failure::refused(
-            me,
-            format!(
-                "node {me} takes no processes of root or in a set-id state (guests.accept_root in its mosix.toml)"
-            ),
-        ));
-    }
-    let Some(cgroup) = env.cgroup.as_ref() else {
-        return Err(failure::refused(
-            me,
-            format!("node {me} cannot contain guests (no cgroup of their own: see its log)"),
-        ));
-    };
-    if env.blocked.load(Ordering::Relaxed) {
-        return Err(failure::refused(
-            me,
-            format!("node {me} is blocked: it takes no guests"),
-        ));
-    }
-    let who = grid_consent(me, h.home, env)?;
-    env.admission
-        .admit(h.ceiling, who)
-        .map_err(|reason| failure::refused(me, reason))?;
-    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
-    if !missing.is_empty() {
-        return Err(failure::refused(
-            me,
-            format!(
-                "node {me}'s CPU lacks features the process may use: {}",
-                missing.join(" ")
-            ),
-        ));
-    }
+    let cgroup = consent(h, from, env).map_err(|(why, f)| {
+        mosix_core::metrics::global().refused(why);
+        f
+    })?;
+    let cgroup = &cgroup;
     // Everything below is this node's own doing: its failures are kernel errors here.
     let here =
         |what: &str, e: &dyn std::fmt::Display| failure::kernel(format!("node {me}: {what}: {e}"));
@@ -382,6 +345,8 @@ fn take(
     };
     let mut rest = rest;
     let mut t1 = std::time::Instant::now();
+    // Bytes of the rounds sent while it ran at the source (a live move).
+    let mut received = 0u64;
     if live {
         let mut rounds = 0u32;
         loop {
@@ -400,6 +365,7 @@ fn take(
                     if rounds < MAX_ROUNDS && bytes <= h.vmas.iter().map(|v| v.len()).sum() =>
                 {
                     rounds += 1;
+                    received += bytes;
                     if let Err(e) = pages::receive_runs(rx, &h.vmas, bytes, rest.pages()) {
                         rest.kill();
                         return Err(fail(&mut child, failure::pages(me, from, e)));
@@ -510,6 +476,11 @@ fn take(
             ));
         }
     }
+    mosix_core::metrics::global().moved(
+        mosix_core::metrics::Move::GuestIn,
+        received + h.total_bytes,
+        t0.elapsed().as_secs_f64(),
+    );
     info!(
         "{} (pid {} at node {}) arrived as pid {pid}: {} MiB; stub ready in {:.1} ms, pages in {:.1} ms, started in {:.1} ms",
         h.comm,
@@ -521,6 +492,74 @@ fn take(
         t2.elapsed().as_secs_f64() * 1e3
     );
     Ok((mem, listener, child, home_link))
+}
+
+/// Whether this node takes the process `h` from node `from`: the image's claims, root, the
+/// guests' cgroup, block, the grid, the load, the CPU. A refusal carries a short word for the
+/// metrics (`mosix_refused_moves_total{reason}`) and the failure told to the source.
+fn consent(
+    h: &ImageHeader,
+    from: NodeId,
+    env: &GuestEnv,
+) -> Result<Arc<GuestCgroup>, (&'static str, MoveFailure)> {
+    let me = env.me;
+    // The image is checked before anything is built from it.
+    if h.rejoin.is_none() && h.home != from {
+        return Err((
+            "not-home",
+            failure::refused(
+                me,
+                format!(
+                    "node {from} sent a process whose home it says is node {}: only a process's home, or a node it runs on moving it on, may send it",
+                    h.home
+                ),
+            ),
+        ));
+    }
+    if !env.guests.accept_root && h.creds.root_or_setid() {
+        return Err((
+            "root",
+            failure::refused(
+                me,
+                format!(
+                    "node {me} takes no processes of root or in a set-id state (guests.accept_root in its mosix.toml)"
+                ),
+            ),
+        ));
+    }
+    let Some(cgroup) = env.cgroup.as_ref() else {
+        return Err((
+            "no-cgroup",
+            failure::refused(
+                me,
+                format!("node {me} cannot contain guests (no cgroup of their own: see its log)"),
+            ),
+        ));
+    };
+    if env.blocked.load(Ordering::Relaxed) {
+        return Err((
+            "blocked",
+            failure::refused(me, format!("node {me} is blocked: it takes no guests")),
+        ));
+    }
+    let who = grid_consent(me, h.home, env).map_err(|f| ("grid", f))?;
+    env.admission
+        .admit(h.ceiling, who)
+        .map_err(|reason| ("load", failure::refused(me, reason)))?;
+    let missing = h.missing_cpu_flags(&freeze::cpu_flags());
+    if !missing.is_empty() {
+        return Err((
+            "cpu-features",
+            failure::refused(
+                me,
+                format!(
+                    "node {me}'s CPU lacks features the process may use: {}",
+                    missing.join(" ")
+                ),
+            ),
+        ));
+    }
+    Ok(Arc::clone(cgroup))
 }
 
 /// Checks, from `/proc`, what the lock-down of stub `pid` must have left: every id `id`, no

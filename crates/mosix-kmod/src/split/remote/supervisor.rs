@@ -709,11 +709,17 @@ impl Supervisor {
                 return Err(End::HomeLost(format!("sending a call home failed ({e})")));
             }
         }
+        let sent = Instant::now();
         if let Err(e) = self.tx.send(&ProcMsg::Call(m.call.clone())) {
             return Err(End::HomeLost(format!("sending a call home failed ({e})")));
         }
         match self.answer_from_home(|m| matches!(m, ProcMsg::Reply(_)))? {
-            ProcMsg::Reply(r) => Ok(r),
+            ProcMsg::Reply(r) => {
+                mosix_core::metrics::global()
+                    .call_round_trip
+                    .observe(sent.elapsed().as_secs_f64());
+                Ok(r)
+            }
             other => Err(End::HomeLost(format!("home answered {other:?} to a call"))),
         }
     }

@@ -1,0 +1,156 @@
+//! The tools that see the whole cluster or one process through time, on 4 nodes: `mps -A`
+//! lists every MOSIX process of the cluster with its home and where it runs, `mostimeof` tells
+//! the CPU time a process used wherever it ran, `migrate PID lock|unlock` changes a running
+//! process's lock, and `moskillall` signals a user's processes on every node — and no one
+//! else's.
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use mosix_tests::{TestCluster, require_root, serial, user_tool};
+
+/// `mosix-probe mem 8` started as nobody at node `home` with `mosrun ARGS`; returns once it
+/// says it is ready.
+fn holder(c: &TestCluster, home: u16, args: &[&str]) -> Child {
+    let probe = user_tool("mosix-probe");
+    let mut all = args.to_vec();
+    all.extend([probe.to_str().unwrap(), "mem", "8"]);
+    let mut child = c
+        .job(home, &all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn mps_a_mostimeof_lock_and_moskillall_across_the_cluster() {
+    if !require_root("tools::mps_a_mostimeof_lock_and_moskillall") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("tools", 4, |_| {});
+    c.wait_all_up();
+    // A: home 1, runs on node 3. B: home 2, stays there (locked at its start).
+    let mut a = holder(&c, 1, &["-3"]);
+    let mut b = holder(&c, 2, &["-L"]);
+    let (pa, pb) = (a.id(), b.id());
+    assert!(c.eventually(Duration::from_secs(10), || c.node_of(pa) == Some(3)));
+
+    // mps -A from node 4, which is home to neither.
+    let rows = json(
+        &c.user_command(4, "mps", &["-A", "a", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let find = |pid: u32, home: u64| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pid"] == pid && r["home"] == home)
+            .unwrap_or_else(|| panic!("pid {pid} of node {home} not in {rows}"))
+            .clone()
+    };
+    let ra = find(pa, 1);
+    assert_eq!(ra["node"], 3, "{ra}");
+    assert_eq!(ra["user"], "nobody", "{ra}");
+    let rb = find(pb, 2);
+    assert_eq!(rb["node"], 2, "{rb}");
+    assert_eq!(rb["lock"], true, "{rb}");
+    let text = c.user_command(4, "mps", &["-A", "a"]).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("HOME"), "{text}");
+    // mtop -A: the same, FROM being the home of the processes of other nodes.
+    let out = c
+        .user_command(4, "mtop", &["-A", "--once", "--json", "-d", "0.3"])
+        .output()
+        .unwrap();
+    let top = json(&out);
+    let ta = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == pa && r["from"] == 1)
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(ta["node"], 3, "{ta}");
+    assert_eq!(ta["user"], "nobody", "{ta}");
+
+    // A node that does not answer (its service just died; the others do not count it down
+    // yet) is named, and the others are still listed.
+    c.cluster.stop_node(4, true).unwrap();
+    let out = c.user_command(1, "mps", &["-A", "a"]).output().unwrap();
+    let (said, listed) = (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("node 4 did not answer"), "{said}");
+    assert!(
+        listed.contains(&format!(" {pa} ")) && listed.contains(&format!(" {pb} ")),
+        "{listed}"
+    );
+    c.restart(4);
+
+    // mostimeof: A's time, measured where it runs; an unknown pid is named.
+    let t = json(&c.run(1, "mostimeof", &["--json", &pa.to_string()]));
+    assert_eq!(t[0]["pid"], pa);
+    assert!(t[0]["cpu_s"].as_f64().unwrap() >= 0.0, "{t}");
+    let bad = c.run(1, "mostimeof", &["999999"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("999999 is not a MOSIX process"));
+
+    // lock / unlock of a running process, as mps shows it.
+    let locked = |pid: u32| c.row(pid).unwrap()["lock"].as_bool().unwrap();
+    // Placed by `mosrun -3`, it starts locked there.
+    assert!(locked(pa));
+    let out = c.run(1, "migrate", &[&pa.to_string(), "unlock"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!locked(pa));
+    let out = c.run(1, "migrate", &[&pa.to_string(), "lock"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(locked(pa));
+    let out = c.run(1, "migrate", &["1", "lock"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // moskillall: nobody may not signal root's processes; its own go, on every node.
+    let out = c
+        .user_command(3, "moskillall", &["-u", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    let out = c
+        .user_command(3, "moskillall", &["-9", "--json"])
+        .output()
+        .unwrap();
+    let sent = json(&out);
+    let total: u64 = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{sent}");
+    for (child, what) in [(&mut a, "A"), (&mut b, "B")] {
+        let st = mosix_tests::ends_within(
+            std::mem::replace(child, std::process::Command::new("true").spawn().unwrap()),
+            Duration::from_secs(10),
+            what,
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(9), "{what}: {st:?}");
+    }
+    let _ = (a.wait(), b.wait());
+}
