@@ -33,4 +33,5 @@ mod tools;
 mod tour;
 mod trust;
 mod vcluster;
+mod web;
 mod writes;

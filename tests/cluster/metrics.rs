@@ -81,7 +81,9 @@ fn counters_move_with_migrations_and_calls_and_promtool_accepts_them() {
         metric(&home, "mosix_node_speed{node=\"1\"}") > 0.0,
         "{home}"
     );
-    assert_eq!(metric(&home, "mosix_peer_up{peer=\"3\"}"), 1.0);
+    assert!(c.eventually(Duration::from_secs(10), || {
+        metric(&c.metrics(1), "mosix_peer_up{peer=\"3\"}") == 1.0
+    }));
     assert!(home.contains("mosix_node_info{cluster=\""), "{home}");
     promtool_accepts(&home, "node 1's metrics");
 

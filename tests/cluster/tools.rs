@@ -154,3 +154,73 @@ fn mps_a_mostimeof_lock_and_moskillall_across_the_cluster() {
     }
     let _ = (a.wait(), b.wait());
 }
+
+/// The `/proc`-style tree at RUNDIR/hpc: `echo 3 > PID/goto` moves a process there and
+/// `PID/where` says so; `lock` as `migrate lock`; node files as `mon` shows them; `admin/`
+/// writable by root only, with the effect of mosctl.
+#[test]
+fn the_hpc_tree_moves_processes_and_shows_nodes() {
+    if !require_root("tools::the_hpc_tree_moves_processes_and_shows_nodes") {
+        return;
+    }
+    let _g = serial();
+    let c = TestCluster::up("hpc", 3, |_| {});
+    c.wait_all_up();
+    let hpc = c.paths(1).hpc();
+    let hpc = hpc.to_str().unwrap().to_owned();
+    let sh = |user: bool, script: String| {
+        let out = if user {
+            c.user_command(1, "sh", &["-c", &script]).output().unwrap()
+        } else {
+            c.command(1, "sh", &["-c", &script]).output().unwrap()
+        };
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut a = holder(&c, 1, &["-l"]);
+    let pa = a.id();
+    let (ok, listed, err) = sh(true, format!("ls {hpc}"));
+    assert!(ok, "{err}");
+    for want in ["admin", "nodes", &pa.to_string()] {
+        assert!(listed.lines().any(|l| l == want), "{listed}");
+    }
+    assert_eq!(sh(true, format!("cat {hpc}/{pa}/where")).1, "0");
+    // The owner moves it by writing a node number.
+    let (ok, _, err) = sh(true, format!("echo 3 > {hpc}/{pa}/goto"));
+    assert!(ok, "{err}\n{}", c.log(1));
+    assert!(c.eventually(Duration::from_secs(10), || {
+        sh(true, format!("cat {hpc}/{pa}/where")).1 == "3"
+    }));
+    assert_eq!(c.node_of(pa), Some(3));
+    assert_eq!(sh(true, format!("cat {hpc}/{pa}/nmigs")).1, "1");
+    // lock, as migrate PID lock.
+    assert_eq!(sh(true, format!("cat {hpc}/{pa}/lock")).1, "0");
+    let (ok, _, err) = sh(true, format!("echo 1 > {hpc}/{pa}/lock"));
+    assert!(ok, "{err}");
+    assert_eq!(c.row(pa).unwrap()["lock"], true);
+    // A node number that is not a node is refused; -1 balances, 0 brings it home.
+    assert!(!sh(true, format!("echo x > {hpc}/{pa}/goto")).0);
+    let (ok, _, err) = sh(true, format!("echo 0 > {hpc}/{pa}/goto"));
+    assert!(ok, "{err}");
+    assert!(c.eventually(Duration::from_secs(10), || c.node_of(pa) == Some(0)));
+    // Node files.
+    let cpus = sh(true, format!("cat {hpc}/nodes/2/cpus")).1;
+    assert!(cpus.parse::<u32>().unwrap() >= 1, "{cpus}");
+    let status = sh(true, format!("cat {hpc}/nodes/2/status")).1;
+    assert_eq!(status.parse::<u32>().unwrap() & 2, 2, "node 2 up: {status}");
+    // admin: read by anyone, written by root only.
+    assert_eq!(sh(true, format!("cat {hpc}/admin/block")).1, "0");
+    // (coreutils' echo names the error; the shell's says "I/O error" for any)
+    let (ok, _, err) = sh(true, format!("/bin/echo 1 > {hpc}/admin/block"));
+    assert!(!ok && err.contains("Operation not permitted"), "{err}");
+    let (ok, _, err) = sh(false, format!("echo 1 > {hpc}/admin/block"));
+    assert!(ok, "{err}");
+    assert_eq!(sh(true, format!("cat {hpc}/admin/block")).1, "1");
+    let (ok, said) = c.said(1, "mosctl", &["status"]);
+    assert!(ok && said.contains("block: yes"), "{said}");
+    let _ = a.kill();
+    let _ = a.wait();
+}

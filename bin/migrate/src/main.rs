@@ -44,9 +44,13 @@ struct Cli {
     /// Where to: NODE, home (or 0), balance, freeze or continue; or checkpoint, chkstop,
     /// chkexit; or lock, unlock.
     to: String,
-    /// Wait until the move is done and print where the process is.
+    /// Wait until the move is done and print where the process is (on a terminal, with the
+    /// time so far and where it is).
     #[arg(long)]
     wait: bool,
+    /// With --wait: give up waiting after SECS seconds (0: no limit); the move goes on.
+    #[arg(long, value_name = "SECS", default_value_t = 300, requires = "wait")]
+    timeout: u64,
     /// Move it live: its memory is sent while it runs, and it stops only for what it wrote
     /// meanwhile (a move from home to a node; processes larger than `[moves] live_above_mib`
     /// of mosix.toml move live anyway).
@@ -139,9 +143,25 @@ fn run(cli: &Cli) -> Result<()> {
     if cli.wait {
         // Moving a large process over a slow link, or waiting for one to come home first,
         // takes longer than an ordinary request.
-        client.set_timeout(Some(std::time::Duration::from_secs(300)));
+        client.set_timeout((cli.timeout > 0).then(|| std::time::Duration::from_secs(cli.timeout)));
     }
-    let Migrated { node, done } = match client.migrate_live(cli.pid, to, cli.wait, cli.live) {
+    let pid = cli.pid;
+    let watch = move || {
+        let rows = Client::connect(&Paths::from_env())
+            .ok()?
+            .procs(false)
+            .ok()?;
+        let r = rows.iter().find(|r| r.pid == pid)?;
+        Some(match (r.frozen.is_some(), r.node) {
+            (true, _) => "frozen".to_owned(),
+            (false, 0) => "at home".to_owned(),
+            (false, n) => format!("on node {n}"),
+        })
+    };
+    let moved = mosix_core::cli::with_progress(&format!("process {pid}"), watch, || {
+        client.migrate_live(cli.pid, to, cli.wait, cli.live)
+    });
+    let Migrated { node, done } = match moved {
         Ok(m) => m,
         Err(e) => {
             if cli.json

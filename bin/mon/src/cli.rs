@@ -29,6 +29,12 @@ pub struct Cli {
     #[arg(long, requires = "once", conflicts_with = "prometheus")]
     pub json: bool,
 
+    /// Serve the cluster as a web page at ADDR (e.g. 127.0.0.1:8249) instead of drawing it
+    /// here: the nodes as mon shows them and every MOSIX process of the cluster, updated every
+    /// second; read-only. Runs until interrupted.
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    pub web: Option<std::net::SocketAddr>,
+
     /// With --once: print the Prometheus text format (every node of the view labelled by
     /// number: mosix_node_up, mosix_node_age_seconds, mosix_node_load, ...), for node_exporter's
     /// textfile collector. The node service serves its own counters on [metrics] listen.

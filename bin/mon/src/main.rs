@@ -9,6 +9,7 @@ mod app;
 mod cli;
 mod rows;
 mod ui;
+mod web;
 
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -39,6 +40,9 @@ fn run(cli: &Cli) -> Result<()> {
     let paths = Paths::from_env();
     // Fail at once, and plainly, on a node that is not configured.
     let first = fetch(&paths)?;
+    if let Some(addr) = cli.web {
+        return web::serve(addr, paths);
+    }
     if cli.once {
         let mut out = std::io::stdout().lock();
         if cli.prometheus {

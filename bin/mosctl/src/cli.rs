@@ -38,11 +38,13 @@ pub enum Verb {
     /// Accept guest processes again.
     Noblock,
     /// Send every guest process home and block new ones; returns when none is left (or after
-    /// a minute), saying how many were sent. Interrupting it only stops the waiting.
-    Expel(Json),
+    /// a minute), saying how many were sent; on a terminal it shows how many are still here.
+    /// Interrupting it only stops the waiting.
+    Expel(Waiting),
     /// Bring every process of this node home and keep them here (lstay); returns when all are
-    /// home (or after a minute), saying how many came. Interrupting it only stops the waiting.
-    Bring(Json),
+    /// home (or after a minute), saying how many came; on a terminal it shows how many are
+    /// still away. Interrupting it only stops the waiting.
+    Bring(Waiting),
     /// Close this node to the grid of partner clusters (partners(5)): no process of another
     /// cluster arrives, none of this cluster's leaves for another cluster, and every guest of
     /// another cluster here leaves now — for a node of its own cluster that has room, or home,
@@ -172,6 +174,17 @@ pub struct Json {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--json` and how long to wait.
+#[derive(Debug, clap::Args)]
+pub struct Waiting {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up waiting after SECS seconds (0: no limit); the moves go on.
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    pub timeout: u64,
 }
 
 /// Rewrites the classic `-stay`, `-lstay`, `-block`, `-quiet` into their `no` verbs.

@@ -47,8 +47,8 @@ fn run(verb: Verb) -> Result<ExitCode> {
         Verb::Nolstay => set_flag(Flag::Lstay, false),
         Verb::Block => set_flag(Flag::Block, true),
         Verb::Noblock => set_flag(Flag::Block, false),
-        Verb::Expel(j) => move_all(true, j.json),
-        Verb::Bring(j) => move_all(false, j.json),
+        Verb::Expel(w) => move_all(true, w.json, w.timeout),
+        Verb::Bring(w) => move_all(false, w.json, w.timeout),
         Verb::Closegrid(j) => closegrid(j.json),
         Verb::Isolate(j) => isolate(j.json),
         Verb::Rejoin => {
@@ -106,11 +106,29 @@ fn run(verb: Verb) -> Result<ExitCode> {
 
 /// `expel` (or else `bring`): the service asks every process to move and answers when it is
 /// done.
-fn move_all(expel: bool, json: bool) -> Result<ExitCode> {
+fn move_all(expel: bool, json: bool, timeout: u64) -> Result<ExitCode> {
     let mut c = client()?;
     // The service answers within a minute and some.
-    c.set_timeout(Some(std::time::Duration::from_secs(90)));
-    let moved = if expel { c.expel()? } else { c.bring()? };
+    c.set_timeout((timeout > 0).then(|| std::time::Duration::from_secs(timeout)));
+    let status = move || {
+        let rows = client().ok()?.procs(expel).ok()?;
+        let n = rows
+            .iter()
+            .filter(|r| if expel { r.from.is_some() } else { r.node != 0 })
+            .count();
+        Some(if expel {
+            format!("{n} guest{} still here", if n == 1 { "" } else { "s" })
+        } else {
+            format!("{n} process{} still away", if n == 1 { "" } else { "es" })
+        })
+    };
+    let what = if expel {
+        "sending guests home"
+    } else {
+        "bringing processes home"
+    };
+    let moved =
+        mosix_core::cli::with_progress(what, status, || if expel { c.expel() } else { c.bring() })?;
     let Moved { asked, left } = moved;
     if json {
         print_json(&moved)?;

@@ -197,12 +197,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let mount = PathBuf::from(&config.mfs_mount);
     let tag = format!("mtune.{}", std::process::id());
 
-    eprintln!("mtune: timing a seccomp notification round trip");
+    progress("timing a seccomp notification round trip");
     let notify_us =
         mosix_kmod::kernel::seccomp::notify_round_trip_ns(u64::from(cli.calls) * 4, true)
             .context("timing a seccomp notification")? as f64
             / 1000.0;
-    eprintln!("mtune: timing this node's own files (/tmp)");
+    progress("timing this node's own files (/tmp)");
     let local = measure(&std::env::temp_dir().join(&tag), cli.calls)?;
 
     let mut measured = Vec::new();
@@ -219,10 +219,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             });
             continue;
         }
-        eprintln!(
-            "mtune: timing node {p}'s files through MFS ({}/{p}/tmp)",
+        progress(&format!(
+            "timing node {p}'s files through MFS ({}/{p}/tmp)",
             mount.display()
-        );
+        ));
         match measure(&mount.join(p.to_string()).join("tmp").join(&tag), cli.calls) {
             Ok(m) => {
                 let row = MfsCost {
@@ -232,8 +232,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                     dfsa_call_us: (local.call_us + notify_us).ceil() as u64,
                     dfsa_kib_us: local.kib_us.ceil() as u64,
                 };
-                eprintln!(
-                    "mtune: node {p}: MFS {:.1} µs per call, {:.2} µs per KiB (reads of {}); DFSA {} µs per call",
+                progress(&format!(
+                    "node {p}: MFS {:.1} µs per call, {:.2} µs per KiB (reads of {}); DFSA {} µs per call",
                     m.call_us,
                     m.kib_us,
                     m.reads
@@ -242,7 +242,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     row.dfsa_call_us
-                );
+                ));
                 measured.push(row);
                 reads.push(PeerReads {
                     peer: p,
@@ -301,6 +301,15 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 
 /// The rows of the file there now: none if there is no file; an error naming the file and
 /// the line if it is wrong (its rows are not kept blindly, nor thrown away silently).
+/// A line of progress on standard error, when it is a terminal (a pipe or a log gets only
+/// the results and the errors).
+fn progress(what: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!("mtune: {what}");
+    }
+}
+
 fn previous(path: &Path) -> Result<Option<MfsCosts>> {
     match std::fs::read_to_string(path) {
         Ok(text) => MfsCosts::parse(&path.display().to_string(), &text)

@@ -245,7 +245,21 @@ fn off(paths: &Paths) -> Result<()> {
     ] {
         let mut c = Client::connect(paths)?;
         c.set_timeout(Some(Duration::from_secs(90)));
-        let moved = if expel { c.expel() } else { c.bring() };
+        let watched = paths.clone();
+        let status = move || {
+            let rows = Client::connect(&watched).ok()?.procs(expel).ok()?;
+            let n = rows
+                .iter()
+                .filter(|r| if expel { r.from.is_some() } else { r.node != 0 })
+                .count();
+            Some(format!("{n} left"))
+        };
+        let moved =
+            mosix_core::cli::with_progress(
+                what,
+                status,
+                || if expel { c.expel() } else { c.bring() },
+            );
         match moved {
             Ok(Moved { asked, left: 0 }) if asked > 0 => {
                 eprintln!("setpe: {what}: {asked} moved");
@@ -287,15 +301,46 @@ fn zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// The service's log: to the journal when systemd started it with its output there
+/// (`JOURNAL_STREAM` names our standard error), each event's fields (node, pid, peer, …) as
+/// journal fields; otherwise lines on standard error (a service started with `setpe -w` has it
+/// in `RUNDIR/mosix.log`, rotated at `[log] max_kib`). `MOSIX_LOG` filters either.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("MOSIX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if stderr_is_journal()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        let journal = journal.with_syslog_identifier("mosix".into());
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .try_init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// Whether standard error is the journal's stream (`JOURNAL_STREAM` is `DEVICE:INODE` of it).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
 #[cfg(test)]

@@ -132,7 +132,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let peers = mosix_core::cli::peers_to_measure("tune", &cli.nodes, &nodes, &view)
         .map_err(|e| anyhow!(e))?;
 
-    let speed = mosix_kmod::node::measure::calibrate_speed();
+    let speed = mosix_core::cli::with_progress(
+        "tune",
+        || Some("measuring this node's speed (yardstick)".into()),
+        mosix_kmod::node::measure::calibrate_speed,
+    );
     let service_speed = view.get(me).and_then(|v| v.figures).map(|f| f.speed);
 
     let mut failed: Vec<Failed> = Vec::new();
@@ -170,6 +174,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     } else {
         vec![small, large]
     };
+    let bar = mosix_core::cli::progress_bar(
+        (sizes.len() * samples.len()) as u64 * u64::from(cli.repeat),
+        "tune: moves",
+    );
     for (size_i, bytes) in sizes.into_iter().enumerate() {
         let mut probe = Probe::start(bytes)?;
         for entry in samples.iter_mut() {
@@ -179,6 +187,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             }
             let r = (|| -> Result<()> {
                 for i in 0..cli.repeat {
+                    bar.set_message(format!("{} MiB to node {peer} and back", bytes >> 20));
+                    bar.inc(1);
                     let t = Instant::now();
                     move_to(&mut client, probe.pid(), Target::Node(peer))?;
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -205,6 +215,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
 
+    bar.finish_and_clear();
     let measured: Vec<Measured> = samples
         .into_iter()
         .filter(|x| !failed.iter().any(|f| f.peer == x.peer))

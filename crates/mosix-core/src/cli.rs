@@ -292,6 +292,68 @@ pub fn tty_name(tty_nr: i32) -> String {
     }
 }
 
+/// Runs `work` with a spinner on standard error when it is a terminal (nothing when it is
+/// not: a pipe or a log stays clean): `what` and the elapsed time, and what `status` says,
+/// asked every half second on a thread of its own (it may open its own connection to the
+/// service; `None` keeps the last word).
+pub fn with_progress<T>(
+    what: &str,
+    status: impl Fn() -> Option<String> + Send + 'static,
+    work: impl FnOnce() -> T,
+) -> T {
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !std::io::stderr().is_terminal() {
+        return work();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed}: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (bar, done) = (bar.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(s) = status() {
+                    bar.set_message(s);
+                }
+                for _ in 0..5 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    let out = work();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    bar.finish_and_clear();
+    out
+}
+
+/// A progress bar of `len` steps on standard error, drawn only when it is a terminal (hidden
+/// otherwise: every call on it does nothing).
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
 /// CPU time as ps writes it: minutes:seconds.
 pub fn cpu_time(ms: u64) -> String {
     let s = ms / 1000;

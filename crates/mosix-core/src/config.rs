@@ -87,6 +87,11 @@ impl Paths {
     pub fn log(&self) -> PathBuf {
         self.rundir.join("mosix.log")
     }
+
+    /// Where the service mounts its `/proc`-style tree (`RUNDIR/hpc`).
+    pub fn hpc(&self) -> PathBuf {
+        self.rundir.join("hpc")
+    }
     /// `RUNDIR/mosix.pid`: the pid of the running service.
     pub fn pidfile(&self) -> PathBuf {
         self.rundir.join("mosix.pid")

@@ -1,3 +1,4 @@
+complete -c mon -l web -d 'Serve the cluster as a web page at ADDR (e.g. 127.0.0.1:8249) instead of drawing it here: the nodes as mon shows them and every MOSIX process of the cluster, updated every second; read-only. Runs until interrupted' -r
 complete -c mon -l start -d 'Start the display at this node (classic: +NODE)' -r
 complete -c mon -l interval -d 'Milliseconds between refreshes' -r
 complete -c mon -l once -d 'Print the data once as a table and exit'

@@ -52,7 +52,7 @@ pub enum MfsError {
 }
 
 /// Whether a FUSE file system is mounted at `p` (one a service before us left behind).
-fn fuse_mounted_at(p: &Path) -> bool {
+pub(crate) fn fuse_mounted_at(p: &Path) -> bool {
     procfs::process::Process::myself()
         .and_then(|me| me.mountinfo())
         .is_ok_and(|m| {

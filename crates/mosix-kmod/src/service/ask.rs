@@ -91,7 +91,9 @@ impl Node {
         let ctx = link::snapshot(&self.link.ctx);
         spawn("mosix-mps-all", move || {
             let mut all = vec![mine];
-            for (node, answer) in ask_each(&others, Ask::Procs, &ctx) {
+            for (node, answer) in
+                ask_each(&others, &LinkMsg::Ask(Ask::Procs), &ctx, Answer::validate)
+            {
                 all.push(match answer {
                     Ok(Answer::Procs(rows)) => NodeProcs {
                         node,
@@ -147,7 +149,12 @@ impl Node {
         let ctx = link::snapshot(&self.link.ctx);
         spawn("mosix-killall", move || {
             let mut all = vec![mine];
-            for (node, answer) in ask_each(&others, Ask::Signal { uid, sig }, &ctx) {
+            for (node, answer) in ask_each(
+                &others,
+                &LinkMsg::Ask(Ask::Signal { uid, sig }),
+                &ctx,
+                Answer::validate,
+            ) {
                 all.push(match answer {
                     Ok(Answer::Signalled(count)) => NodeSignalled {
                         node,
@@ -235,19 +242,27 @@ impl Node {
     }
 }
 
-/// Asks each of `nodes` the same question, [`ASK_AT_ONCE`] at a time.
-fn ask_each(
+/// Asks each of `nodes` the same question `msg`, [`ASK_AT_ONCE`] at a time, each answer one
+/// sealed frame of `T` checked by `validate`, or why there is none.
+pub(super) fn ask_each<T>(
     nodes: &[NodeId],
-    ask: Ask,
+    msg: &LinkMsg,
     ctx: &Arc<LinkContext>,
-) -> Vec<(NodeId, Result<Answer, String>)> {
+    validate: fn(&T) -> Result<(), mosix_core::proto::FrameError>,
+) -> Vec<(NodeId, Result<T, String>)>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
     let mut out = Vec::new();
     for chunk in nodes.chunks(ASK_AT_ONCE) {
         let asks: Vec<_> = chunk
             .iter()
             .map(|&n| {
-                let ctx = Arc::clone(ctx);
-                (n, std::thread::spawn(move || ask_one(n, ask, &ctx)))
+                let (ctx, msg) = (Arc::clone(ctx), msg.clone());
+                (
+                    n,
+                    std::thread::spawn(move || ask_one(n, &msg, &ctx, validate)),
+                )
             })
             .collect();
         for (node, h) in asks {
@@ -260,18 +275,22 @@ fn ask_each(
     out
 }
 
-/// Node `n`'s answer to `ask`.
-fn ask_one(n: NodeId, ask: Ask, ctx: &LinkContext) -> Result<Answer, String> {
-    let conn = link::connect_blocking(n, ctx, &LinkMsg::Ask(ask))
-        .map_err(|e| format!("cannot reach it: {e}"))?;
+/// Node `n`'s answer to `msg`.
+fn ask_one<T: serde::de::DeserializeOwned>(
+    n: NodeId,
+    msg: &LinkMsg,
+    ctx: &LinkContext,
+    validate: fn(&T) -> Result<(), mosix_core::proto::FrameError>,
+) -> Result<T, String> {
+    let conn = link::connect_blocking(n, ctx, msg).map_err(|e| format!("cannot reach it: {e}"))?;
     let mut d = Duplex::new(conn).map_err(|e| e.to_string())?;
     d.socket()
         .set_read_timeout(Some(ASK_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let a: Answer = d
+    let a: T = d
         .recv(MAX_LISTING_FRAME)
         .map_err(|e| format!("no answer: {e}"))?;
-    a.validate().map_err(|e| format!("a bad answer: {e}"))?;
+    validate(&a).map_err(|e| format!("a bad answer: {e}"))?;
     Ok(a)
 }
 
@@ -289,7 +308,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Cuts `s` to [`MAX_QUEUE_COMMAND`] bytes at a character boundary.
-fn cut(s: &mut String) {
+pub(super) fn cut(s: &mut String) {
     if s.len() > MAX_QUEUE_COMMAND {
         let mut at = MAX_QUEUE_COMMAND;
         while !s.is_char_boundary(at) {

@@ -17,6 +17,7 @@ mod checkpoint;
 pub mod control;
 pub mod daemon;
 mod grid;
+mod hpc;
 mod metrics;
 mod moves;
 mod node;
@@ -465,6 +466,18 @@ async fn serve(
         .metrics
         .addr()
         .map(|a| tokio::spawn(metrics::serve(a)));
+    // The /proc-style tree; a node without FUSE goes on without it.
+    let hpc_mount = paths.hpc();
+    let mut hpc = match hpc::Hpc::start(&hpc_mount, tx.clone()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!(
+                "cannot mount the hpc tree at {}: {e}; serving none",
+                hpc_mount.display()
+            );
+            None
+        }
+    };
 
     let mut measurer = Measurer::new(scope.clone(), raw_speed);
     measurer.sample();
@@ -600,6 +613,9 @@ async fn serve(
     checkpoints.abort();
     if let Some(m) = metrics {
         m.abort();
+    }
+    if let Some(h) = hpc.as_mut() {
+        h.stop();
     }
     let _ = fs::remove_file(&ckpt_path);
     if let Some(mut m) = node.mfs.take() {

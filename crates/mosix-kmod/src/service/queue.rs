@@ -16,11 +16,12 @@ use tracing::{debug, info, warn};
 use mosix_core::NodeId;
 use mosix_core::balance::NodeState;
 use mosix_core::client::NodeQueue;
-use mosix_core::proto::{LinkMsg, MAX_LISTING_FRAME, MAX_QUEUE_COMMAND, QueueListing};
+use mosix_core::proto::{LinkMsg, QueueListing};
 
 use crate::link::channel::{Conn, Duplex};
 use crate::link::{self, LinkContext};
 
+use super::ask::cut;
 use super::node::{Node, Queueing, Started, Waiting};
 use super::policy;
 
@@ -349,63 +350,22 @@ impl Node {
 
 /// How long a node has to answer for its queue.
 const LIST_TIMEOUT: Duration = Duration::from_secs(3);
-/// How many nodes are asked at once.
-const LIST_AT_ONCE: usize = 16;
 
-/// Cuts a text to [`MAX_QUEUE_COMMAND`] bytes, on a character boundary.
-fn cut(s: &mut String) {
-    if s.len() > MAX_QUEUE_COMMAND {
-        let mut at = MAX_QUEUE_COMMAND;
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
-    }
-}
-
-/// Asks each of `nodes` for its queue, [`LIST_AT_ONCE`] at a time.
+/// Asks each of `nodes` for its queue.
 fn ask_queues(nodes: &[NodeId], ctx: &Arc<LinkContext>) -> Vec<NodeQueue> {
-    let mut out = Vec::new();
-    for chunk in nodes.chunks(LIST_AT_ONCE) {
-        let asks: Vec<_> = chunk
-            .iter()
-            .map(|&n| {
-                let ctx = Arc::clone(ctx);
-                (n, std::thread::spawn(move || list_queue(n, &ctx)))
-            })
-            .collect();
-        for (node, h) in asks {
-            let answer = h
-                .join()
-                .unwrap_or_else(|_| Err("the thread that asked it failed".into()));
-            out.push(match answer {
-                Ok(jobs) => NodeQueue {
-                    node,
-                    jobs,
-                    error: None,
-                },
-                Err(e) => NodeQueue {
-                    node,
-                    jobs: Vec::new(),
-                    error: Some(e),
-                },
-            });
-        }
-    }
-    out
-}
-
-/// Node `n`'s queue, asked over the link.
-fn list_queue(n: NodeId, ctx: &LinkContext) -> Result<Vec<QueueRow>, String> {
-    let conn = link::connect_blocking(n, ctx, &LinkMsg::ListQueue)
-        .map_err(|e| format!("cannot reach it: {e}"))?;
-    let mut d = Duplex::new(conn).map_err(|e| e.to_string())?;
-    d.socket()
-        .set_read_timeout(Some(LIST_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let l: QueueListing = d
-        .recv(MAX_LISTING_FRAME)
-        .map_err(|e| format!("no answer: {e}"))?;
-    l.validate().map_err(|e| format!("a bad answer: {e}"))?;
-    Ok(l.jobs)
+    super::ask::ask_each(nodes, &LinkMsg::ListQueue, ctx, QueueListing::validate)
+        .into_iter()
+        .map(|(node, answer)| match answer {
+            Ok(l) => NodeQueue {
+                node,
+                jobs: l.jobs,
+                error: None,
+            },
+            Err(e) => NodeQueue {
+                node,
+                jobs: Vec::new(),
+                error: Some(e),
+            },
+        })
+        .collect()
 }

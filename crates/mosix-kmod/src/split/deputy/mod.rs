@@ -403,6 +403,8 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         );
         m.live_migrations.inc();
         info!(
+            pid,
+            peer = to.get(),
             "{} (pid {pid}) migrated to node {to} as pid {rpid}, live: {} MiB while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
             frozen.header.comm,
             bytes >> 20,
@@ -417,6 +419,8 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             begun.elapsed().as_secs_f64(),
         );
         info!(
+            pid,
+            peer = to.get(),
             "{} (pid {pid}) migrated to node {to} as pid {rpid}: {} MiB in {:.0} ms",
             frozen.header.comm,
             frozen.header.total_bytes >> 20,

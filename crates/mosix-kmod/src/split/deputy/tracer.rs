@@ -529,6 +529,8 @@ impl Deputy {
                 Ok(Req::Lost(why)) => {
                     metrics::global().lost(metrics::Lost::Link);
                     warn!(
+                        pid,
+                        reason = "link-lost",
                         "process {pid} ({}) on node {} lost: {why}; it is killed at home",
                         header.comm,
                         env.procs.home(pid).at.map_or(0, NodeId::get)

@@ -200,6 +200,8 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
             mosix_core::metrics::global()
                 .move_failed(mosix_core::metrics::Move::GuestIn, failure.kind());
             warn!(
+                peer = from.get(),
+                reason = failure.kind(),
                 "did not take process {} from node {from}: {failure}",
                 h.comm
             );
