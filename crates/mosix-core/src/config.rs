@@ -131,6 +131,11 @@ pub struct Tunables {
     pub metrics: MetricsTunables,
 }
 
+/// Where the service serves its metrics unless `[metrics] listen` says otherwise: loopback
+/// only (the figures are what `mosctl status` tells any local user; a scraper on another host
+/// needs the administrator to open it).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9249";
+
 /// `[metrics]` of `mosix.toml`: where the service serves its Prometheus metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,7 +149,7 @@ pub struct MetricsTunables {
 impl Default for MetricsTunables {
     fn default() -> Self {
         MetricsTunables {
-            listen: crate::metrics::DEFAULT_LISTEN.to_owned(),
+            listen: DEFAULT_METRICS_LISTEN.to_owned(),
         }
     }
 }

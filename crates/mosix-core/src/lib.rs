@@ -33,6 +33,7 @@ pub mod mfscosts;
 pub mod moves;
 pub mod node;
 pub mod overheads;
+pub mod procs;
 pub mod proto;
 pub mod queue;
 pub mod sim;

@@ -25,10 +25,8 @@ use crate::node::NodeId;
 /// The content type of the text format served.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Where the service serves its metrics unless `[metrics] listen` says otherwise: loopback
-/// only (the figures are what `mosctl status` tells any local user; a scraper on another host
-/// needs the administrator to open it).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9249";
+/// Where the service serves its metrics by default ([`crate::config::DEFAULT_METRICS_LISTEN`]).
+pub const DEFAULT_LISTEN: &str = crate::config::DEFAULT_METRICS_LISTEN;
 
 /// Why a migrated process was lost at home (the label of `mosix_processes_lost_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

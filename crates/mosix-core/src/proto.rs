@@ -682,7 +682,7 @@ pub enum Answer {
     /// Its processes, their commands cut to [`MAX_QUEUE_COMMAND`] bytes.
     Procs(
         #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_LISTED_PROCS>")]
-        Vec<crate::client::ProcRow>,
+        Vec<crate::procs::ProcRow>,
     ),
     /// How many processes the signal was sent to.
     Signalled(u32),
