@@ -13,9 +13,15 @@ use mosix_tests::{TestCluster, require_root, serial, user_tool};
 /// `mosix-probe mem 8` started as nobody at node `home` with `mosrun ARGS`; returns once it
 /// says it is ready.
 fn holder(c: &TestCluster, home: u16, args: &[&str]) -> Child {
+    holder_of(c, home, args, 8)
+}
+
+/// [`holder`] of `mib` MiB.
+fn holder_of(c: &TestCluster, home: u16, args: &[&str], mib: u32) -> Child {
     let probe = user_tool("mosix-probe");
     let mut all = args.to_vec();
-    all.extend([probe.to_str().unwrap(), "mem", "8"]);
+    let mib = mib.to_string();
+    all.extend([probe.to_str().unwrap(), "mem", &mib]);
     let mut child = c
         .job(home, &all)
         .stdin(Stdio::piped())
@@ -164,7 +170,10 @@ fn the_hpc_tree_moves_processes_and_shows_nodes() {
         return;
     }
     let _g = serial();
-    let c = TestCluster::up("hpc", 3, |_| {});
+    // Moves are plain (memory sent while stopped), as below 256 MiB by default.
+    let c = TestCluster::up("hpc", 3, |s| {
+        s.tunables = "[moves]\nlive_above_mib = 0\n".into()
+    });
     c.wait_all_up();
     let hpc = c.paths(1).hpc();
     let hpc = hpc.to_str().unwrap().to_owned();
@@ -221,6 +230,42 @@ fn the_hpc_tree_moves_processes_and_shows_nodes() {
     assert_eq!(sh(true, format!("cat {hpc}/admin/block")).1, "1");
     let (ok, said) = c.said(1, "mosctl", &["status"]);
     assert!(ok && said.contains("block: yes"), "{said}");
+    let (ok, _, err) = sh(false, format!("echo 0 > {hpc}/admin/block"));
+    assert!(ok, "{err}");
     let _ = a.kill();
     let _ = a.wait();
+
+    // migrate --wait on a terminal shows how much of the memory is sent; piped, nothing.
+    let mut big = holder_of(&c, 1, &["-l"], 1536);
+    let pb = big.id();
+    let line = format!("migrate {pb} 2 --wait");
+    let (ok, shown, err) = sh(true, format!("script -qec '{line}' /dev/null"));
+    assert!(ok, "{shown}\n{err}\n{}", c.log(1));
+    assert!(shown.contains("is on node 2"), "{shown}");
+    // "to node 2: SENT/TOTAL MiB sent (P %)", redrawn as it goes.
+    let counts: Vec<(u64, u64)> = shown
+        .split("to node 2: ")
+        .skip(1)
+        .filter_map(|rest| {
+            let (counts, _) = rest.split_once(" MiB sent")?;
+            let (s, t) = counts.split_once('/')?;
+            Some((s.parse().ok()?, t.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        !counts.is_empty(),
+        "no bytes shown while it moved:\n{shown}"
+    );
+    assert!(
+        counts.iter().all(|&(s, t)| s <= t && t >= 1536),
+        "{counts:?}"
+    );
+    let out = c
+        .user_command(1, "migrate", &[&pb.to_string(), "home", "--wait"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let _ = big.kill();
+    let _ = big.wait();
 }

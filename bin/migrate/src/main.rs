@@ -7,6 +7,7 @@ use clap::Parser;
 use mosix_core::cli::{NodeArg, RunningNodes};
 use mosix_core::client::{CheckpointThen, Client, ClientError, Migrated, Target};
 use mosix_core::config::Paths;
+use mosix_core::procs::MoveProgress;
 
 /// Move a MOSIX process to another node, back home, or to the best node now; freeze it;
 /// checkpoint it.
@@ -147,10 +148,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let pid = cli.pid;
     let watch = move || {
-        let rows = Client::connect(&Paths::from_env())
-            .ok()?
-            .procs(false)
-            .ok()?;
+        let mut client = Client::connect(&Paths::from_env()).ok()?;
+        if let Ok(Some(m)) = client.moving(pid) {
+            return Some(sending(&m));
+        }
+        let rows = client.procs(false).ok()?;
         let r = rows.iter().find(|r| r.pid == pid)?;
         Some(match (r.frozen.is_some(), r.node) {
             (true, _) => "frozen".to_owned(),
@@ -213,10 +215,51 @@ fn failure_kind(e: &ClientError) -> Option<&'static str> {
     }
 }
 
+/// What a move being sent shows on a terminal (short: one line of a narrow terminal).
+fn sending(m: &MoveProgress) -> String {
+    let mib = |b: u64| b >> 20;
+    match (m.total, m.live) {
+        (0, _) => format!("to node {}: making its image", m.to),
+        (t, false) => format!(
+            "to node {}: {}/{} MiB sent ({} %)",
+            m.to,
+            mib(m.sent),
+            mib(t),
+            100 * m.sent.min(t) / t
+        ),
+        (t, true) => format!(
+            "to node {}, live: {} MiB sent, {} MiB in all",
+            m.to,
+            mib(m.sent),
+            mib(t)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_move_being_sent_shows_how_much_of_its_memory_went() {
+        let m = |sent, total, live| MoveProgress {
+            to: 3,
+            live,
+            sent,
+            total,
+        };
+        assert_eq!(sending(&m(0, 0, false)), "to node 3: making its image");
+        assert_eq!(
+            sending(&m(256 << 20, 1 << 30, false)),
+            "to node 3: 256/1024 MiB sent (25 %)"
+        );
+        // A live move's rounds send again what the process wrote: more than its memory.
+        assert_eq!(
+            sending(&m(1536 << 20, 1 << 30, true)),
+            "to node 3, live: 1536 MiB sent, 1024 MiB in all"
+        );
+    }
 
     #[test]
     fn cli_man_page_and_completions_are_current() {

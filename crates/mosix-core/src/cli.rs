@@ -322,7 +322,7 @@ pub fn with_progress<T>(
                 if let Some(s) = status() {
                     bar.set_message(s);
                 }
-                for _ in 0..5 {
+                for _ in 0..3 {
                     if done.load(Ordering::Relaxed) {
                         break;
                     }

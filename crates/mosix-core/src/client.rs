@@ -194,6 +194,12 @@ pub enum Request {
         /// Locked (no automatic moves) or not.
         on: bool,
     },
+    /// How far the move of one of this node's processes has come (`migrate --wait` on a
+    /// terminal); open to everyone, like the process list.
+    Moving {
+        /// The process (a pid of this node).
+        pid: u32,
+    },
 }
 
 /// Where `migrate` sends a process.
@@ -286,6 +292,8 @@ pub enum Response {
         /// Processes still not moved when the answer was given.
         left: u32,
     },
+    /// Answer to [`Request::Moving`]: `None` when it is not being sent from here now.
+    Moving(Option<crate::procs::MoveProgress>),
 }
 
 /// How a process registers with [`Client::register`] (the fields of [`Request::Register`]).
@@ -920,6 +928,15 @@ impl Client {
         })
     }
 
+    /// How far the move of `pid` has come, if it is being sent from here now
+    /// ([`Request::Moving`]).
+    pub fn moving(&mut self, pid: u32) -> Result<Option<crate::procs::MoveProgress>, ClientError> {
+        self.ask(&Request::Moving { pid }, |r| match r {
+            Response::Moving(m) => Some(m),
+            _ => None,
+        })
+    }
+
     /// Every node's MOSIX processes ([`Request::ProcsAll`]).
     pub fn procs_all(&mut self) -> Result<Vec<NodeProcs>, ClientError> {
         self.ask(&Request::ProcsAll, |r| match r {
@@ -991,6 +1008,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::ProcsAll => "ProcsAll",
         Request::SignalAll { .. } => "SignalAll",
         Request::Lock { .. } => "Lock",
+        Request::Moving { .. } => "Moving",
     }
 }
 

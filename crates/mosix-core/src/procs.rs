@@ -39,3 +39,18 @@ pub struct ProcRow {
     #[serde(default)]
     pub uid: Option<u32>,
 }
+
+/// How far a move of one of this node's processes has come ([`crate::client::Request::Moving`]):
+/// what `migrate --wait` shows on a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveProgress {
+    /// The node it goes to.
+    pub to: u16,
+    /// Sent while it runs (`migrate --live`): `sent` may pass `total`, rounds sending again
+    /// what it wrote meanwhile.
+    pub live: bool,
+    /// Bytes of its memory sent so far.
+    pub sent: u64,
+    /// Bytes of its memory in the image (0 until the image is made).
+    pub total: u64,
+}

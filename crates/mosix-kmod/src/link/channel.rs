@@ -70,6 +70,8 @@ struct Out {
     /// The counted messages sent and not acknowledged, plain (`None`: a cut ends the
     /// connection).
     replay: Option<Replay>,
+    /// Where the bytes of page runs sent are added up (a move's progress), if anywhere.
+    runs_into: Option<Arc<AtomicU64>>,
 }
 
 /// How a cut connection goes on.
@@ -351,6 +353,7 @@ pub fn split(conn: Conn) -> std::io::Result<(Sender, Receiver)> {
             frame: Vec::new(),
             sent: 0,
             replay: None,
+            runs_into: None,
         }),
         rx: Mutex::new(RxState {
             received: 0,
@@ -518,6 +521,7 @@ impl Sender {
             sealer,
             frame,
             sent,
+            runs_into,
             ..
         } = &mut *g;
         *sent += 1;
@@ -537,7 +541,16 @@ impl Sender {
                 Err(e) => return Err(e.into()),
             }
         }
+        if let Some(c) = runs_into {
+            c.fetch_add(u64::from(len), Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// From now on, adds the bytes of every page run sent ([`Sender::send_run`], once written)
+    /// to `counter`: how far a move has come, read by whoever asks while it goes on.
+    pub fn count_runs_into(&self, counter: Arc<AtomicU64>) {
+        self.sh.out().runs_into = Some(counter);
     }
 
     /// Says this side will send no more (the peer reads an end of stream after what was sent).

@@ -55,6 +55,7 @@ pub fn may_ask(req: &Request, uid: u32, euid: u32) -> Result<(), String> {
             | Request::ProcsAll
             | Request::SignalAll { .. }
             | Request::Lock { .. }
+            | Request::Moving { .. }
             | Request::Register { .. }
             | Request::Migrate { .. }
             | Request::Enqueue { .. }

@@ -139,6 +139,13 @@ impl Node {
                 return false;
             }
             Request::Lock { pid: target, on } => self.lock(uid, target, on),
+            Request::Moving { pid: target } => Response::Moving(
+                i32::try_from(target)
+                    .ok()
+                    .map(|p| self.procs.home(p))
+                    .filter(|h| h.moving)
+                    .and_then(|h| h.sending.map(|s| s.report())),
+            ),
             // These answer when their moves are done (or could not start).
             Request::Register {
                 lock,

@@ -74,13 +74,15 @@ impl Precopy {
     /// Takes the first image of the stopped process `t` (the signals `sigs` arrived while it
     /// was stopped), starts tracking its writes, lets it run, opens a process connection to
     /// `to` and sends its pages, round after round, until what it writes between two rounds is
-    /// small. `Err` leaves the process running where it is.
+    /// small. `Err` leaves the process running where it is. What is sent, here and in
+    /// [`Precopy::finish`], is counted into `progress`, if given.
     pub fn start(
         t: Stopped,
         sigs: Vec<Sig>,
         opts: &FreezeOptions,
         to: NodeId,
         ctx: &LinkContext,
+        progress: Option<&crate::split::ship::Progress>,
     ) -> Result<Precopy, MoveFailure> {
         let pid = t.pid();
         let frozen = freeze::freeze_stopped(t, sigs, opts)
@@ -121,6 +123,9 @@ impl Precopy {
         let mem = Mem::open(pid).map_err(|e| failure::traced(pid, "opening its memory", &e))?;
         let stream = link::connect_process(to, ctx).map_err(|e| failure::link_lost(to, e))?;
         let (tx, rx) = channel::split(stream).map_err(|e| failure::link_lost(to, e))?;
+        if let Some(p) = progress {
+            p.follow(&tx, runs.iter().map(|r| r.len).sum());
+        }
         let tracked: Vec<bool> = first
             .vmas
             .iter()

@@ -35,6 +35,8 @@ pub struct Home {
     pub decay: DecayMode,
     /// A move is under way.
     pub moving: bool,
+    /// How far the move under way has come, for a move from here (what it has sent).
+    pub sending: Option<crate::split::ship::Progress>,
     /// Its pid on the remote node.
     pub remote_pid: Option<u32>,
     /// CPU time on the remote, ms (user + system).

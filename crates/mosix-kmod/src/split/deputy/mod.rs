@@ -285,19 +285,27 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let pid = t.pid();
     let home = env.procs.home(pid);
     let cmd = crate::split::procs::command(pid, "");
+    let live_wanted = live.wanted(pid);
+    let progress = ship::Progress::new(to, live_wanted);
     env.procs.update_home(pid, |h| {
         h.moving = true;
+        h.sending = Some(progress.clone());
         if h.command.is_none() {
             h.command = Some(cmd);
         }
     });
-    let stop_moving = |env: &HomeEnv| env.procs.update_home(pid, |h| h.moving = false);
+    let stop_moving = |env: &HomeEnv| {
+        env.procs.update_home(pid, |h| {
+            h.moving = false;
+            h.sending = None;
+        })
+    };
     let ctx = link::snapshot(&env.link);
     let opts = env.freeze_options(&home);
     // A live move sends the memory first, while the process runs, then freezes it again.
-    let (t, sigs, precopy, stopped_at) = if live.wanted(pid) {
+    let (t, sigs, precopy, stopped_at) = if live_wanted {
         let comm = comm_of(pid);
-        let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx) {
+        let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx, Some(&progress)) {
             Ok(p) => Some(p),
             // Asked for, or the link or the destination failed: the move fails.
             Err(e) if live == Live::Always || !matches!(e, MoveFailure::Kernel { .. }) => {
@@ -365,7 +373,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let live_rounds = precopy.as_ref().map(|p| (p.rounds, p.bytes));
     let shipped = match (&away, precopy) {
         (Away::Node(..), Some(p)) => p.finish(&frozen),
-        (Away::Node(..), None) => ship::ship(&frozen, to, &ctx, None),
+        (Away::Node(..), None) => ship::ship(&frozen, to, &ctx, None, Some(&progress)),
         (Away::Frozen(area, _), _) => crate::split::frozen::ship(&frozen, env.me, area),
     };
     let shipped = match shipped {

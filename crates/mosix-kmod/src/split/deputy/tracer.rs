@@ -159,6 +159,7 @@ impl Deputy {
                 h.nmigs = header.nmigs;
             }
             h.moving = false;
+            h.sending = None;
             h.remote_pid = Some(rpid);
             h.remote_cpu_ms = 0;
         });

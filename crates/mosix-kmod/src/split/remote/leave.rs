@@ -194,7 +194,7 @@ impl Supervisor {
         frozen.header.ceiling = ceiling;
         let started = Instant::now();
         let ctx = link::snapshot(&self.env.link);
-        match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER)) {
+        match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER), None) {
             Ok(shipped) => {
                 metrics::global().moved(
                     metrics::Move::GuestOut,
