@@ -32,6 +32,48 @@ fn readme_install_lines() -> String {
     rest[start..start + len].to_owned()
 }
 
+/// A stand-in for systemd's two sockets: journald's (`/run/systemd/journal/socket`, the native
+/// protocol: `KEY=value` lines, or a name, a little-endian 64-bit length and the bytes) and the
+/// unit's notification socket. Prints each journal entry as a JSON object and each notification
+/// as `NOTIFY …`; ends with 0 once the service said `READY=1` and the journal has its "serving
+/// at" line, or with 1 after 30 s.
+const SYSTEMD_STANDIN: &str = r#"
+import json, os, select, socket, sys, time
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind(sys.argv[1])
+notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+notify.bind(sys.argv[2] + ".tmp")
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+def fields(d):
+    out, i = {}, 0
+    while i < len(d):
+        j = d.index(b"\n", i)
+        line = d[i:j]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = j + 1
+        else:
+            k, n = line, int.from_bytes(d[j + 1:j + 9], "little")
+            v = d[j + 9:j + 9 + n]
+            i = j + 9 + n + 1
+        out[k.decode()] = v.decode(errors="replace")
+    return out
+ready = started = False
+deadline = time.time() + 30
+while not (ready and started) and time.time() < deadline:
+    r, _, _ = select.select([journal, notify], [], [], 1)
+    for s in r:
+        d = s.recv(65536)
+        if s is notify:
+            print("NOTIFY", d.decode(errors="replace").replace("\n", " "), flush=True)
+            ready = ready or b"READY=1" in d.split(b"\n")
+        elif d:
+            e = fields(d)
+            print(json.dumps(e), flush=True)
+            started = started or " serving at " in e.get("MESSAGE", "")
+sys.exit(0 if ready and started else 1)
+"#;
+
 /// `PROFILE` and `CARGO_TARGET_DIR` for make: the test's own build.
 fn build_env(cmd: &mut Command) {
     let built = tools();
@@ -55,6 +97,7 @@ fn the_readme_install_lines_give_a_running_node_with_man_pages_and_completions()
     );
     let scratch = tempfile::tempdir().unwrap();
     let t = scratch.path().display().to_string();
+    std::fs::write(scratch.path().join("systemd.py"), SYSTEMD_STANDIN).unwrap();
     // The scaffolding: fresh /etc and /usr/local (overlays whose upper layers show exactly what
     // the install wrote), an empty /run, the example map's node 1 address on the loopback. A
     // trap stops the node whatever happens; the pid namespace ends anything left with it.
@@ -91,6 +134,20 @@ fi
 mosctl isup 1
 setpe -off
 mosctl isup 1 || test $? = 3
+echo '--- as systemd starts the unit: its readiness, and its log in the journal'
+mkdir -p /run/systemd/journal
+python3 {t}/systemd.py /run/systemd/journal/socket /run/mosix-notify > {t}/journal.out &
+standin=$!
+for i in $(seq 100); do test -S /run/mosix-notify && break; sleep 0.1; done
+start=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/mosix.service)
+: > {t}/service.err
+JOURNAL_STREAM=$(stat -c %d:%i {t}/service.err) NOTIFY_SOCKET=/run/mosix-notify $start 2>> {t}/service.err &
+wait $standin || {{ cat {t}/journal.out {t}/service.err; exit 1; }}
+setpe -off
+echo '--- journal'
+cat {t}/journal.out
+echo '--- standard error'
+cat {t}/service.err
 echo '--- installed'
 cd {t}/usr-local/up && find . | sort
 cd {t}/etc/up && find . | sort
@@ -144,6 +201,41 @@ cd {t}/etc/up && find . | sort
         );
     }
     assert!(said.contains("MOSIX node #1 started"), "{said}");
+    // Started as the unit says, the service told its readiness and logged to the journal,
+    // with its identifier and node, and nothing of it on standard error.
+    let section = |name: &str| {
+        let from = said.find(&format!("--- {name}\n")).expect(name) + name.len() + 5;
+        let len = said[from..].find("\n---").unwrap_or(said.len() - from);
+        said[from..from + len].to_owned()
+    };
+    let journal = section("journal");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.starts_with("NOTIFY") && l.contains("READY=1")),
+        "{journal}"
+    );
+    let entries: Vec<serde_json::Value> = journal
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let started = entries
+        .iter()
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains(" serving at "))
+        })
+        .unwrap_or_else(|| panic!("no 'serving at' in the journal:\n{journal}"));
+    assert_eq!(started["SYSLOG_IDENTIFIER"], "mosix", "{started}");
+    assert_eq!(started["MOSIX_NODE"], "1", "{started}");
+    assert!(started["PRIORITY"].is_string(), "{started}");
+    let stderr = section("standard error");
+    assert!(
+        !stderr.contains("started"),
+        "the log went to stderr too:\n{stderr}"
+    );
 }
 
 #[test]

@@ -90,7 +90,8 @@ fn run(cli: &Cli) -> Result<()> {
         forced: cli.node,
     };
     if cli.foreground {
-        init_logging();
+        // Which node this is, for the journal's MOSIX_NODE (a wrong start says why below).
+        init_logging(service::check_start(&opts).ok());
         service::run(opts, |ready| {
             // Under systemd (Type=notify) the unit is started once the node answers; elsewhere
             // NOTIFY_SOCKET is unset and this does nothing.
@@ -302,10 +303,12 @@ fn zombie(pid: u32) -> bool {
 }
 
 /// The service's log: to the journal when systemd started it with its output there
-/// (`JOURNAL_STREAM` names our standard error), each event's fields (node, pid, peer, …) as
-/// journal fields; otherwise lines on standard error (a service started with `setpe -w` has it
-/// in `RUNDIR/mosix.log`, rotated at `[log] max_kib`). `MOSIX_LOG` filters either.
-fn init_logging() {
+/// (`JOURNAL_STREAM` names our standard error), as `SYSLOG_IDENTIFIER=mosix` with the node as
+/// `MOSIX_NODE` and each event's fields as `MOSIX_PID`, `MOSIX_PEER`, `MOSIX_REASON`, …
+/// (`journalctl -t mosix MOSIX_PID=1234`); otherwise lines on standard error (a service
+/// started with `setpe -w` has it in `RUNDIR/mosix.log`, rotated at `[log] max_kib`).
+/// `MOSIX_LOG` filters either.
+fn init_logging(node: Option<mosix_core::NodeId>) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -313,7 +316,10 @@ fn init_logging() {
     if stderr_is_journal()
         && let Ok(journal) = tracing_journald::layer()
     {
-        let journal = journal.with_syslog_identifier("mosix".into());
+        let journal = journal
+            .with_syslog_identifier("mosix".into())
+            .with_field_prefix(Some("MOSIX".into()))
+            .with_custom_fields(node.map(|n| ("MOSIX_NODE", n.get().to_string())));
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(journal)
