@@ -157,7 +157,12 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         return;
     }
     let _g = serial();
-    let c = cluster("tdircut");
+    // Its 256 MiB holders move live (memory sent while they run), from home and on from node
+    // 2: the cuts fall in the rounds as well as in the final image.
+    let c = TestCluster::up("tdircut", 3, |s| {
+        s.tunables = "[moves]\nlive_above_mib = 128\n".into()
+    });
+    c.wait_all_up();
     let (mut before, mut after) = (0, 0);
     for (round, cut) in [0u64, 30, 60, 100, 150, 200, 300, 450, 700, 1000, 1500, 2500]
         .into_iter()
@@ -205,6 +210,13 @@ fn a_destination_killed_during_a_direct_move_leaves_exactly_one_live_copy() {
         c.restart(3);
     }
     eprintln!("{before} direct moves cut off on the way, {after} after arriving");
+    if after > 0 {
+        let log = c.log(2);
+        assert!(
+            log.contains("sent to node 3 while it ran"),
+            "the direct moves were not live:\n{log}"
+        );
+    }
 
     // The source dies during the move: the process lived there, so unless the destination
     // already holds all of it (it then rejoined home, and home takes that copy) it is lost

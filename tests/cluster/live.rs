@@ -1,8 +1,9 @@
 //! Step 9, moves that barely pause: `migrate --live` sends a process's memory while it runs
 //! and stops it only for what it wrote meanwhile; nothing it wrote is lost or mixed up — pages
 //! rewritten during the rounds, pages it discarded (`MADV_DONTNEED`: zeroes again), areas it
-//! mapped and unmapped meanwhile. (How long it stops is measured by the `live` benchmark, not
-//! asserted here.)
+//! mapped and unmapped meanwhile; then it moves on from that node to a third directly, live
+//! by its size, with the same care. (How long it stops is measured by the `live` benchmark,
+//! not asserted here.)
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -15,7 +16,10 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         return;
     }
     let _g = serial();
-    let c = TestCluster::up("tlive", 2, |_| {});
+    // Processes of more than 64 MiB move live by themselves (the direct moves below).
+    let c = TestCluster::up("tlive", 3, |s| {
+        s.tunables = "[moves]\nlive_above_mib = 64\n".into()
+    });
     c.wait_all_up();
     let probe = user_tool("mosix-probe");
     for churn in [false, true] {
@@ -49,6 +53,16 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             .unwrap_or_else(|| panic!("node 1 does not say it moved live:\n{log}"));
         assert!(moved.contains("stopped"), "{moved}");
         assert_eq!(c.node_of(pid), Some(2), "{}", c.log(2));
+        // On from node 2 to node 3 directly: node 2 sends it while it runs there.
+        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "3", "--wait"]);
+        assert!(ok && said.contains("node 3"), "{said}\n{}", c.log(2));
+        let log = c.log(2);
+        let on = log
+            .lines()
+            .find(|l| l.contains(&format!("(pid {pid} at node 1)")) && l.contains("while it ran"))
+            .unwrap_or_else(|| panic!("node 2 does not say it moved it on live:\n{log}"));
+        assert!(on.contains("sent to node 3"), "{on}");
+        assert_eq!(c.node_of(pid), Some(3), "{}", c.log(3));
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
         let mut err = String::new();
@@ -61,10 +75,13 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         let st = child.wait().unwrap();
         assert!(
             st.success(),
-            "churn {churn}: the process found its memory wrong after a live move: {err}{rest}\n{moved}\nnode 2:\n{}",
-            c.log(2)
+            "churn {churn}: the process found its memory wrong after a live move: {err}{rest}\n{moved}\n{on}\nnode 3:\n{}",
+            c.log(3)
         );
         assert!(rest.contains("max_gap_ms"), "{rest}");
-        eprintln!("churn {churn}: {moved}\n  the process: {}", rest.trim());
+        eprintln!(
+            "churn {churn}: {moved}\n  {on}\n  the process: {}",
+            rest.trim()
+        );
     }
 }

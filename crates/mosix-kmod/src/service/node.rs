@@ -346,6 +346,7 @@ impl Node {
             guests: self.loaded.tunables.guests.clone(),
             cgroup: self.guests.clone(),
             dfsa: self.dfsa.clone(),
+            live: self.live_above(),
         }
     }
 

@@ -43,6 +43,30 @@ pub const MAX_ROUNDS: u32 = 30;
 /// does not converge; it is then stopped and the rest sent at once).
 pub const MAX_PRECOPY: Duration = Duration::from_secs(120);
 
+/// Whether a move sends the process's memory while it runs ([`crate::split::live`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Always (`migrate --live`).
+    Always,
+    /// When its resident memory is larger than this many bytes (`[moves] live_above_mib`).
+    Above(u64),
+    /// Never.
+    Never,
+}
+
+impl Live {
+    /// Whether process `pid` moves live.
+    pub fn wanted(self, pid: i32) -> bool {
+        match self {
+            Live::Always => true,
+            Live::Never => false,
+            Live::Above(bytes) => procfs::process::Process::new(pid)
+                .and_then(|p| p.statm())
+                .is_ok_and(|m| m.resident * procfs::page_size() > bytes),
+        }
+    }
+}
+
 /// A live move under way: the process runs, the destination holds its first image and the
 /// pages sent so far.
 pub struct Precopy {
@@ -75,7 +99,8 @@ impl Precopy {
     /// was stopped), starts tracking its writes, lets it run, opens a process connection to
     /// `to` and sends its pages, round after round, until what it writes between two rounds is
     /// small. `Err` leaves the process running where it is. What is sent, here and in
-    /// [`Precopy::finish`], is counted into `progress`, if given.
+    /// [`Precopy::finish`], is counted into `progress`, if given. `rejoin` is a direct move's
+    /// token (from a remote node to another), which the final image carries too.
     pub fn start(
         t: Stopped,
         sigs: Vec<Sig>,
@@ -83,10 +108,13 @@ impl Precopy {
         to: NodeId,
         ctx: &LinkContext,
         progress: Option<&crate::split::ship::Progress>,
+        rejoin: Option<u64>,
     ) -> Result<Precopy, MoveFailure> {
         let pid = t.pid();
-        let frozen = freeze::freeze_stopped(t, sigs, opts)
+        let mut frozen = freeze::freeze_stopped(t, sigs, opts)
             .map_err(|e| failure::traced(pid, "freezing it", &e))?;
+        // A direct move: the destination checks that the final image names the same one.
+        frozen.header.rejoin = rejoin;
         let (frozen, uffd) = frozen.make_uffd();
         let Some(frozen) = frozen else {
             return Err(MoveFailure::Gone {

@@ -99,29 +99,7 @@ pub fn migrate(
     go(pid, Away::Node(to, ceiling, live), env, done);
 }
 
-/// Whether a move sends the process's memory while it runs ([`crate::split::live`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Live {
-    /// Always (`migrate --live`).
-    Always,
-    /// When its resident memory is larger than this many bytes (`[moves] live_above_mib`).
-    Above(u64),
-    /// Never.
-    Never,
-}
-
-impl Live {
-    /// Whether process `pid` moves live.
-    fn wanted(self, pid: i32) -> bool {
-        match self {
-            Live::Always => true,
-            Live::Never => false,
-            Live::Above(bytes) => procfs::process::Process::new(pid)
-                .and_then(|p| p.statm())
-                .is_ok_and(|m| m.resident * procfs::page_size() > bytes),
-        }
-    }
-}
+pub use crate::split::live::Live;
 
 /// Stops `pid` on a new thread and sends it where `away` says; `done` is called with where it
 /// went, or why not.
@@ -305,7 +283,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     // A live move sends the memory first, while the process runs, then freezes it again.
     let (t, sigs, precopy, stopped_at) = if live_wanted {
         let comm = comm_of(pid);
-        let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx, Some(&progress)) {
+        let precopy = match live::Precopy::start(t, sigs, &opts, to, &ctx, Some(&progress), None) {
             Ok(p) => Some(p),
             // Asked for, or the link or the destination failed: the move fails.
             Err(e) if live == Live::Always || !matches!(e, MoveFailure::Kernel { .. }) => {

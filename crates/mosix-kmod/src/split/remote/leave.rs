@@ -17,6 +17,7 @@ use crate::kernel::ptrace;
 use crate::kernel::seccomp::Notif;
 use crate::link;
 use crate::split::failure;
+use crate::split::live::Precopy;
 use crate::split::ship;
 
 impl Supervisor {
@@ -126,6 +127,18 @@ impl Supervisor {
         pending: Option<Notif>,
     ) -> Result<freeze::Frozen, MoveFailure> {
         let pid = self.pid();
+        let (t, sigs) = self.stop_to_leave(pending)?;
+        freeze::freeze_stopped(t, sigs, &self.leave_options())
+            .map_err(|e| failure::traced(pid, "freezing it", &e))
+    }
+
+    /// Stops the process (traced with its filter suspended, so that calls made in it do not
+    /// come to us), with `pending` answered "restart"; the signals that arrived meanwhile.
+    fn stop_to_leave(
+        &mut self,
+        pending: Option<Notif>,
+    ) -> Result<(ptrace::Stopped, Vec<ptrace::Sig>), MoveFailure> {
+        let pid = self.pid();
         let running = ptrace::seize(pid, ptrace::SUSPEND_SECCOMP)
             .map_err(|e| failure::traced(pid, "seizing it", &e))?;
         running
@@ -138,15 +151,47 @@ impl Supervisor {
         let t = running
             .wait_interrupt(|s, _| sigs.push(s))
             .map_err(|e| failure::traced(pid, "stopping it", &e))?;
-        let opts = FreezeOptions {
+        Ok((t, sigs))
+    }
+
+    /// How its image is made here.
+    fn leave_options(&self) -> FreezeOptions {
+        FreezeOptions {
             home: self.h.home,
             nmigs: self.h.nmigs,
             locked: self.h.locked,
             under_filter: true,
             cached: Some(self.h.cached.clone()),
             creds: Some(self.h.creds.clone()),
-        };
-        freeze::freeze_stopped(t, sigs, &opts).map_err(|e| failure::traced(pid, "freezing it", &e))
+        }
+    }
+
+    /// A direct move to `to` that sends the memory while the process runs (as from home, see
+    /// [`crate::split::live`]), when it is large enough (`[moves] live_above_mib`): the first
+    /// image and rounds of what it writes go to `to` now; `None` when it moves the plain way
+    /// (small, or this node cannot track writes). While the rounds go, this thread serves no
+    /// call: the process computes on, and waits at its first call that needs us until the
+    /// final image is sent (no longer than a plain move stops it). `Err`: the move failed,
+    /// the process runs on here.
+    fn precopy_to(
+        &mut self,
+        to: NodeId,
+        token: u64,
+        pending: &mut Option<Notif>,
+    ) -> Result<Option<Precopy>, MoveFailure> {
+        if !self.env.live.wanted(self.pid()) {
+            return Ok(None);
+        }
+        let (t, sigs) = self.stop_to_leave(pending.take())?;
+        let ctx = link::snapshot(&self.env.link);
+        match Precopy::start(t, sigs, &self.leave_options(), to, &ctx, None, Some(token)) {
+            Ok(p) => Ok(Some(p)),
+            Err(e @ MoveFailure::Kernel { .. }) => {
+                info!("{}: no live move ({e}); it moves stopped", self.h.comm);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Home asked it to move on to node `to` directly (see `Deputy::start_relay` at home):
@@ -184,6 +229,14 @@ impl Supervisor {
         // stay (not on an exit, where they close).
         self.offsets_home()?;
         self.settle_io()?;
+        let started = Instant::now();
+        let mut pending = pending;
+        let precopy = match self.precopy_to(to, token, &mut pending) {
+            Ok(p) => p,
+            Err(e) => return failed(self, e),
+        };
+        let live = precopy.as_ref().map(|p| (p.rounds, p.bytes));
+        let stopped_at = Instant::now();
         let mut frozen = match self.freeze_to_leave(pending) {
             Ok(f) => f,
             Err(e) => return failed(self, e),
@@ -192,15 +245,31 @@ impl Supervisor {
         // Errors of writes behind the program has not heard go with it.
         frozen.header.write_errors = self.io.take_errors();
         frozen.header.ceiling = ceiling;
-        let started = Instant::now();
         let ctx = link::snapshot(&self.env.link);
-        match ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER), None) {
+        let shipped = match precopy {
+            Some(p) => p.finish(&frozen),
+            None => ship::ship(&frozen, to, &ctx, Some(MOVE_ON_ANSWER), None),
+        };
+        match shipped {
             Ok(shipped) => {
-                metrics::global().moved(
+                let m = metrics::global();
+                m.moved(
                     metrics::Move::GuestOut,
-                    shipped.bytes,
+                    shipped.bytes + live.map_or(0, |(_, b)| b),
                     started.elapsed().as_secs_f64(),
                 );
+                if let Some((rounds, bytes)) = live {
+                    m.live_migrations.inc();
+                    info!(
+                        "{comm} (pid {} at node {}): {} MiB sent to node {to} while it ran ({} rounds), {} KiB while stopped; stopped {:.1} ms",
+                        self.h.cached.pid,
+                        self.h.home,
+                        bytes >> 20,
+                        rounds + 1,
+                        shipped.bytes >> 10,
+                        stopped_at.elapsed().as_secs_f64() * 1e3
+                    );
+                }
                 let rpid = shipped.pid;
                 self.env.procs.move_ended(self.pid(), Ok(()));
                 frozen.tracee.kill();

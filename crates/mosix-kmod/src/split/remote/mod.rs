@@ -68,6 +68,8 @@ pub struct GuestEnv {
     pub cgroup: Option<Arc<GuestCgroup>>,
     /// Direct file access for files of this node (`None`: MFS is not running here).
     pub dfsa: Option<Arc<dfsa::DfsaNode>>,
+    /// Which direct moves on to another node send the memory while the process runs.
+    pub live: crate::split::live::Live,
 }
 
 /// How long the source of a direct move waits for the destination's answer once the image is
