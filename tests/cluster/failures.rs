@@ -299,3 +299,67 @@ fn an_interrupted_migration_leaves_exactly_one_live_copy() {
         "only {interrupted} of 20 cuts landed during a transfer: the test did not test"
     );
 }
+
+#[test]
+fn a_process_cut_off_while_it_comes_home_live_is_home_whole_or_reported_lost() {
+    if !require_root("a_process_cut_off_while_it_comes_home_live") {
+        return;
+    }
+    let _g = serial();
+    // Holders of 256 MiB come home live (memory sent while they run at node 2).
+    let c = TestCluster::up("tcuthome", 2, |s| {
+        s.tunables = format!("{GRACE}[moves]\nlive_above_mib = 128\n")
+    });
+    c.wait_all_up();
+    let (mut home, mut lost, mut live) = (0, 0, false);
+    for (round, cut) in [0u64, 50, 120, 200, 300, 450, 700, 1200]
+        .into_iter()
+        .enumerate()
+    {
+        let mut child = c.memory_holder(256, &[]);
+        let pid = child.id();
+        assert!(c.migrate(pid, "2").contains("node 2"), "round {round}");
+        // Node 2 dies at `cut` into the move home: nothing of it is left there.
+        c.cut_move(
+            pid,
+            "home",
+            2,
+            Duration::from_millis(cut),
+            &format!("round {round}"),
+        );
+        live |= c.log(2).lines().any(|l| {
+            l.contains(&format!("(pid {pid} at node 1)")) && l.contains("sent home while it ran")
+        });
+        let came = c.log(1).contains(&format!("(pid {pid}) is home again"));
+        if came {
+            // Home had all of it: it runs on at home, every page as it was.
+            home += 1;
+            let rows = c.mps(1, false);
+            assert!(
+                rows.iter().any(|r| r["pid"] == pid && r["node"] == 0),
+                "round {round} (cut at {cut} ms): {rows:?}"
+            );
+            child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+            let st = ends_within(child, Duration::from_secs(10), "the process at home");
+            assert!(st.success(), "round {round} (cut at {cut} ms): {st:?}");
+        } else {
+            // It was at node 2 when node 2 died: home reports it dead, with the reason.
+            lost += 1;
+            let st = ends_within(child, REPORT_BOUND, "its node died as it came home");
+            assert_eq!(st.signal(), Some(libc::SIGKILL), "round {round}: {st:?}");
+            let log = c.log(1);
+            assert!(
+                log.lines()
+                    .any(|l| l.contains(&format!("process {pid} ")) && l.contains("lost")),
+                "round {round}: node 1 does not say why {pid} ended:\n{log}"
+            );
+        }
+        c.restart(2);
+    }
+    eprintln!("{home} came home before the cut, {lost} were lost with their node");
+    assert!(live, "no move home was live");
+    assert!(
+        lost >= 2,
+        "only {lost} of 8 cuts landed before the process was home: the test did not test"
+    );
+}

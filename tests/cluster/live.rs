@@ -1,8 +1,8 @@
 //! Step 9, moves that barely pause: `migrate --live` sends a process's memory while it runs
 //! and stops it only for what it wrote meanwhile; nothing it wrote is lost or mixed up — pages
 //! rewritten during the rounds, pages it discarded (`MADV_DONTNEED`: zeroes again), areas it
-//! mapped and unmapped meanwhile; then it moves on from that node to a third directly, live
-//! by its size, with the same care. (How long it stops is measured by the `live` benchmark,
+//! mapped and unmapped meanwhile; then it moves on from that node to a third directly, and
+//! comes home, live by its size, with the same care. (How long it stops is measured by the `live` benchmark,
 //! not asserted here.)
 
 use std::io::{BufRead, BufReader, Read};
@@ -63,6 +63,15 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             .unwrap_or_else(|| panic!("node 2 does not say it moved it on live:\n{log}"));
         assert!(on.contains("sent to node 3"), "{on}");
         assert_eq!(c.node_of(pid), Some(3), "{}", c.log(3));
+        // And home, live too: node 3 sends it over its own connection while it runs.
+        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "home", "--wait"]);
+        assert!(ok && said.contains("is home"), "{said}\n{}", c.log(3));
+        let log = c.log(3);
+        let back = log
+            .lines()
+            .find(|l| l.contains(&format!("(pid {pid} at node 1)")) && l.contains("sent home"))
+            .unwrap_or_else(|| panic!("node 3 does not say it sent it home live:\n{log}"));
+        assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
         let mut err = String::new();
@@ -75,12 +84,12 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         let st = child.wait().unwrap();
         assert!(
             st.success(),
-            "churn {churn}: the process found its memory wrong after a live move: {err}{rest}\n{moved}\n{on}\nnode 3:\n{}",
-            c.log(3)
+            "churn {churn}: the process found its memory wrong after a live move: {err}{rest}\n{moved}\n{on}\n{back}\nnode 1:\n{}",
+            c.log(1)
         );
         assert!(rest.contains("max_gap_ms"), "{rest}");
         eprintln!(
-            "churn {churn}: {moved}\n  {on}\n  the process: {}",
+            "churn {churn}: {moved}\n  {on}\n  {back}\n  the process: {}",
             rest.trim()
         );
     }

@@ -461,7 +461,7 @@ impl Sender {
         let control = m.is_control();
         if !control {
             out.sent += 1;
-            if matches!(m, ProcMsg::Image(_)) {
+            if matches!(m, ProcMsg::Image(_) | ProcMsg::Precopy(_)) {
                 // The process leaves this connection: a cut of what follows (its pages) ends
                 // it, as a cut move does.
                 sh.resumable.store(false, Ordering::SeqCst);
@@ -639,7 +639,7 @@ impl Receiver {
                     }
                     m.validate()?;
                     st.received += 1;
-                    if matches!(m, ProcMsg::Image(_)) {
+                    if matches!(m, ProcMsg::Image(_) | ProcMsg::Precopy(_)) {
                         // The process comes over this connection: a cut of its pages ends it.
                         let mut out = sh.out();
                         sh.stop_resuming(&mut st, &mut out);

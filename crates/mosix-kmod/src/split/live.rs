@@ -27,6 +27,8 @@ use mosix_core::proto::ProcMsg;
 use tracing::debug;
 
 use crate::freezer::freeze::{self, FreezeOptions, Frozen, Run, send_pages, send_pages_of};
+use crate::freezer::pages::{self, PagesError};
+use crate::freezer::restore::Restorer;
 use crate::kernel::dirty::{self, Tracker};
 use crate::kernel::ptrace::{Mem, Sig, Stopped};
 use crate::link::channel::{self, Receiver, Sender};
@@ -73,7 +75,9 @@ pub struct Precopy {
     pid: i32,
     to: NodeId,
     tx: Sender,
-    rx: Receiver,
+    /// Where the destination's answer comes (`None`: the caller reads it, as a process going
+    /// home over its own connection does).
+    rx: Option<Receiver>,
     mem: Mem,
     first: ImageHeader,
     tracker: Tracker,
@@ -109,6 +113,42 @@ impl Precopy {
         ctx: &LinkContext,
         progress: Option<&crate::split::ship::Progress>,
         rejoin: Option<u64>,
+    ) -> Result<Precopy, MoveFailure> {
+        let connect = || {
+            let stream = link::connect_process(to, ctx).map_err(|e| failure::link_lost(to, e))?;
+            let (tx, rx) = channel::split(stream).map_err(|e| failure::link_lost(to, e))?;
+            Ok((tx, Some(rx)))
+        };
+        Self::begin(t, sigs, opts, to, connect, progress, rejoin, &mut false)
+    }
+
+    /// [`Precopy::start`] over a connection the process already has to `to` (a guest going
+    /// home over its own connection): `tx` sends; the caller reads the answer after
+    /// [`Precopy::finish_sending`]. On `Err`, `sent` says whether anything went on the
+    /// connection (it then carries half a move and cannot go on).
+    pub fn start_over(
+        t: Stopped,
+        sigs: Vec<Sig>,
+        opts: &FreezeOptions,
+        to: NodeId,
+        tx: Sender,
+        sent: &mut bool,
+    ) -> Result<Precopy, MoveFailure> {
+        Self::begin(t, sigs, opts, to, || Ok((tx, None)), None, None, sent)
+    }
+
+    /// The first image, the tracker, the connection (`connect`, after which `connected` is
+    /// set), the rounds.
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        t: Stopped,
+        sigs: Vec<Sig>,
+        opts: &FreezeOptions,
+        to: NodeId,
+        connect: impl FnOnce() -> Result<(Sender, Option<Receiver>), MoveFailure>,
+        progress: Option<&crate::split::ship::Progress>,
+        rejoin: Option<u64>,
+        connected: &mut bool,
     ) -> Result<Precopy, MoveFailure> {
         let pid = t.pid();
         let mut frozen = freeze::freeze_stopped(t, sigs, opts)
@@ -149,8 +189,8 @@ impl Precopy {
             ))
         })?;
         let mem = Mem::open(pid).map_err(|e| failure::traced(pid, "opening its memory", &e))?;
-        let stream = link::connect_process(to, ctx).map_err(|e| failure::link_lost(to, e))?;
-        let (tx, rx) = channel::split(stream).map_err(|e| failure::link_lost(to, e))?;
+        let (tx, rx) = connect()?;
+        *connected = true;
         if let Some(p) = progress {
             p.follow(&tx, runs.iter().map(|r| r.len).sum());
         }
@@ -250,6 +290,37 @@ impl Precopy {
     /// run it. `Err` leaves the process frozen here, for the caller to thaw.
     pub fn finish(mut self, frozen: &Frozen) -> Result<Shipped, MoveFailure> {
         let to = self.to;
+        let started = Instant::now();
+        let bytes = self.finish_sending(frozen)?;
+        let sent = Instant::now();
+        let Some(mut rx) = self.rx.take() else {
+            return Err(failure::kernel(
+                "a live move without a connection to answer it",
+            ));
+        };
+        let _ = rx.socket().set_read_timeout(Some(START_ANSWER));
+        let answer = rx.recv();
+        let _ = rx.socket().set_read_timeout(None);
+        match answer {
+            Ok(ProcMsg::Started { pid }) => Ok(Shipped {
+                pid,
+                tx: self.tx,
+                rx,
+                sending: sent - started,
+                starting: sent.elapsed(),
+                bytes,
+            }),
+            Ok(ProcMsg::Refused { failure }) => Err(failure),
+            Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
+            Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
+        }
+    }
+
+    /// Sends the final image of the process (frozen again as `frozen`) and what the
+    /// destination does not have yet, then `End`; the bytes sent. The answer is the caller's
+    /// to read ([`Precopy::finish`] does).
+    pub fn finish_sending(&mut self, frozen: &Frozen) -> Result<u64, MoveFailure> {
+        let to = self.to;
         let pid = self.pid;
         let now = &frozen.header;
         let kept = kept_areas(&self.first.vmas, &now.vmas);
@@ -296,6 +367,7 @@ impl Precopy {
         }
         let mut header = now.clone();
         header.total_bytes = runs.iter().map(|r| r.len).sum();
+        let header_bytes = header.total_bytes;
         let lost = |e: &dyn std::fmt::Display| {
             failure::link_lost(to, format!("the transfer broke off ({e})"))
         };
@@ -305,28 +377,12 @@ impl Precopy {
             .map_err(|e| lost(&e))?;
         send_pages(&self.tx, &frozen.mem, &now.vmas, &runs).map_err(|e| lost(&e))?;
         self.tx.send(&ProcMsg::End).map_err(|e| lost(&e))?;
-        let sent = Instant::now();
-        let _ = self.rx.socket().set_read_timeout(Some(START_ANSWER));
-        let answer = self.rx.recv();
-        let _ = self.rx.socket().set_read_timeout(None);
         debug!(
             "process {pid}: the last {} KiB sent to node {to} in {:.1} ms",
-            runs.iter().map(|r| r.len).sum::<u64>() >> 10,
-            sent.duration_since(started).as_secs_f64() * 1e3
+            header_bytes >> 10,
+            started.elapsed().as_secs_f64() * 1e3
         );
-        match answer {
-            Ok(ProcMsg::Started { pid }) => Ok(Shipped {
-                pid,
-                tx: self.tx,
-                rx: self.rx,
-                sending: sent - started,
-                starting: sent.elapsed(),
-                bytes: runs.iter().map(|r| r.len).sum(),
-            }),
-            Ok(ProcMsg::Refused { failure }) => Err(failure),
-            Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
-            Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
-        }
+        Ok(header_bytes)
     }
 
     /// The ranges of area `v` (index `i` of the first image) sent before that hold no data now.
@@ -360,6 +416,63 @@ impl Precopy {
             }
         }
         Ok(out)
+    }
+}
+
+/// The most rounds of pages a receiver takes before the final image (the sender stops at
+/// [`MAX_ROUNDS`]).
+pub const MAX_ROUNDS_TAKEN: u32 = 64;
+
+/// Why the rounds of a live move could not be taken.
+#[derive(Debug)]
+pub enum TakeError {
+    /// The link, the pages or the order of the messages.
+    Pages(PagesError),
+    /// Changing the areas to the final image's.
+    Reshape(crate::kernel::ptrace::Error),
+}
+
+/// The receiving side of a live move, after the first image `first` ([`ProcMsg::Precopy`])
+/// was prepared in `rest`: takes the rounds of pages written into it until the final image,
+/// which must name the same process (home, owner, pid, the move's token), reshapes `rest` to
+/// it and returns it with the bytes the rounds carried. At most [`MAX_ROUNDS_TAKEN`] rounds,
+/// none larger than the first image's areas. The same at a remote node and at home.
+pub fn take_rounds(
+    rx: &mut Receiver,
+    first: &ImageHeader,
+    rest: &mut Restorer,
+) -> Result<(Box<ImageHeader>, u64), TakeError> {
+    let malformed = |what: String| TakeError::Pages(PagesError::Malformed(what));
+    let size: u64 = first.vmas.iter().map(|v| v.len()).sum();
+    let (mut rounds, mut received) = (0u32, 0u64);
+    loop {
+        match rx
+            .recv()
+            .map_err(|e| TakeError::Pages(PagesError::Link(e)))?
+        {
+            ProcMsg::Round { bytes } if rounds < MAX_ROUNDS_TAKEN && bytes <= size => {
+                rounds += 1;
+                received += bytes;
+                pages::receive_runs(rx, &first.vmas, bytes, rest.pages())
+                    .map_err(TakeError::Pages)?;
+            }
+            ProcMsg::Image(now)
+                if now.home == first.home
+                    && now.creds == first.creds
+                    && now.rejoin == first.rejoin
+                    && now.cached.pid == first.cached.pid =>
+            {
+                rest.reshape(first, &now).map_err(TakeError::Reshape)?;
+                return Ok((now, received));
+            }
+            ProcMsg::Round { .. } => {
+                return Err(malformed(format!(
+                    "more than {MAX_ROUNDS_TAKEN} rounds of pages, or a round larger than the process"
+                )));
+            }
+            ProcMsg::Image(_) => return Err(malformed("a final image of another process".into())),
+            other => return Err(malformed(format!("{other:?} during a live move"))),
+        }
     }
 }
 

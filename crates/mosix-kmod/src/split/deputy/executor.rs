@@ -223,7 +223,11 @@ pub(super) fn executor(
                 h.remote_rss = rss;
             }),
             Ok(ProcMsg::Image(h)) => {
-                let _ = reqs.send(Req::Image(h, rx));
+                let _ = reqs.send(Req::Image(h, rx, false));
+                return;
+            }
+            Ok(ProcMsg::Precopy(h)) => {
+                let _ = reqs.send(Req::Image(h, rx, true));
                 return;
             }
             Ok(ProcMsg::Expelled { why }) => {

@@ -31,8 +31,10 @@ pub(super) enum Req {
     Exit(i32),
     /// The process was killed by this signal.
     Died(i32),
-    /// The process comes home: its image, and the connection to read its pages from.
-    Image(Box<ImageHeader>, Receiver),
+    /// The process comes home: its image, the connection to read its pages from, and whether
+    /// the image is the first of a live move ([`ProcMsg::Precopy`]: rounds of pages and the
+    /// final image follow).
+    Image(Box<ImageHeader>, Receiver, bool),
     /// The connection to the remote broke.
     Lost(String),
     /// The process stopped (job control): the signal, and the `SIGCONT`s it had seen.

@@ -32,6 +32,7 @@ use crate::link::channel::{Receiver, Sender};
 use crate::split::failure;
 use crate::split::forward::{self, Plan};
 use crate::split::handle::{ComeHomeHandle, MoveDone};
+use crate::split::live::{self, TakeError};
 
 /// How long a deputy killed at home waits for its remote to send the writes it held behind.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -539,13 +540,13 @@ impl Deputy {
                     self.kill_deputy();
                     return TracerEnd::Gone;
                 }
-                Ok(Req::Image(h, rx)) => {
+                Ok(Req::Image(h, rx, live)) => {
                     // It left for home on its own before it saw the move.
                     if self.relay.is_some() {
                         self.relay_failed(failure::refused(env.me, "it came home first"), env);
                     }
                     let begun = std::time::Instant::now();
-                    return match self.come_home(&h, rx) {
+                    return match self.come_home(&h, rx, live) {
                         Ok(()) => {
                             // A frozen process continuing is no move between nodes.
                             if self.at != env.me {
@@ -694,7 +695,15 @@ impl Deputy {
         }
     }
 
-    fn come_home(&mut self, h: &ImageHeader, mut rx: Receiver) -> Result<(), MoveFailure> {
+    /// Takes the process back into the deputy: its image `h` and its pages from `rx`. A live
+    /// move (`live`: `h` is the first image) sends rounds of pages and then the final image
+    /// meanwhile; the deputy is stopped all along (the remote serves no call while it sends).
+    fn come_home(
+        &mut self,
+        h: &ImageHeader,
+        mut rx: Receiver,
+        live: bool,
+    ) -> Result<(), MoveFailure> {
         let pid = self.pid;
         // Stopped by job control while away (or being stopped as it was asked home): it must be
         // stopped at home too. A group stop survives the detach below; a stop signal still on
@@ -720,8 +729,27 @@ impl Deputy {
             .stop()
             .map_err(|e| failure::kernel(format!("stopping the deputy: {e}")))?;
         // On a failure the deputy is killed (see `Restorer`).
-        let rest = restore::prepare(t, h, Some(self.area))
+        let mut rest = restore::prepare(t, h, Some(self.area))
             .map_err(|e| failure::traced(pid, "preparing the deputy", &e))?;
+        let last;
+        let h = if live {
+            match live::take_rounds(&mut rx, h, &mut rest) {
+                Ok((now, _)) => {
+                    last = now;
+                    &*last
+                }
+                Err(TakeError::Reshape(e)) => {
+                    rest.kill();
+                    return Err(failure::traced(pid, "reshaping the deputy", &e));
+                }
+                Err(TakeError::Pages(e)) => {
+                    rest.kill();
+                    return Err(failure::pages(self.me, self.at, e));
+                }
+            }
+        } else {
+            h
+        };
         if let Err(e) = pages::receive(&mut rx, h, rest.pages()) {
             rest.kill();
             return Err(failure::pages(self.me, self.at, e));

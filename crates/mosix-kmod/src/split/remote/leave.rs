@@ -35,12 +35,33 @@ impl Supervisor {
         self.settle_io()?;
         self.report_unheard()?;
         let begun = Instant::now();
+        let mut pending = pending;
+        let mut precopy = self.precopy_home(&mut pending)?;
+        let stopped_at = Instant::now();
         let frozen = self
             .freeze_to_leave(pending)
             .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
-        if let Err(e) = frozen.send(&self.tx) {
+        let sent = match &mut precopy {
+            Some(p) => p
+                .finish_sending(&frozen)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => frozen.send(&self.tx).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = sent {
             let _ = frozen.thaw();
             return Err(End::HomeLost(format!("sending it home failed: {e}")));
+        }
+        if let Some(p) = &precopy {
+            info!(
+                "{} (pid {} at node {}): {} MiB sent home while it ran ({} rounds), the rest while stopped for {:.1} ms",
+                self.h.comm,
+                self.h.cached.pid,
+                self.h.home,
+                p.bytes >> 20,
+                p.rounds + 1,
+                stopped_at.elapsed().as_secs_f64() * 1e3
+            );
         }
         // Signals that can no longer be delivered here: those that stopped it on the way
         // into the freeze, and those home forwards until it has the process back. Home gets
@@ -163,6 +184,33 @@ impl Supervisor {
             under_filter: true,
             cached: Some(self.h.cached.clone()),
             creds: Some(self.h.creds.clone()),
+        }
+    }
+
+    /// Going home live, when the process is large enough (`[moves] live_above_mib`): its first
+    /// image and rounds of what it writes go home over its own connection while it runs (as
+    /// [`Supervisor::precopy_to`]; home keeps the deputy stopped meanwhile). `None`: it goes
+    /// the plain way (small, or this node cannot track writes). A failure once something was
+    /// sent ends the connection, as a plain move home cut in the middle does.
+    fn precopy_home(&mut self, pending: &mut Option<Notif>) -> Result<Option<Precopy>, End> {
+        if !self.env.live.wanted(self.pid()) {
+            return Ok(None);
+        }
+        let home = self.h.home;
+        let (t, sigs) = self
+            .stop_to_leave(pending.take())
+            .map_err(|e| End::HomeLost(format!("stopping it to go home failed: {e}")))?;
+        let mut sent = false;
+        let opts = self.leave_options();
+        match Precopy::start_over(t, sigs, &opts, home, self.tx.clone(), &mut sent) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if !sent && matches!(e, MoveFailure::Kernel { .. }) => {
+                info!("{}: no live move home ({e}); it goes stopped", self.h.comm);
+                Ok(None)
+            }
+            Err(e) => Err(End::HomeLost(format!(
+                "sending it home while it ran failed: {e}"
+            ))),
         }
     }
 

@@ -40,6 +40,7 @@ use crate::node::admission::{Admission, Arrival};
 use crate::node::guests::GuestCgroup;
 use crate::split::failure;
 use crate::split::iocache::IoCache;
+use crate::split::live::TakeError;
 use crate::split::procs::{Guest, Procs};
 use mosix_core::config::GuestTunables;
 use supervisor::Supervisor;
@@ -298,9 +299,6 @@ fn foreign_guests(procs: &Procs, ctx: &crate::link::LinkContext) -> u32 {
 /// came from another remote — the connection to its home it rejoined with.
 type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
 
-/// The most rounds of pages a live move may send before its final image.
-const MAX_ROUNDS: u32 = 64;
-
 /// Rebuilds the process, sent by node `from`, in a stub; on success it runs under the filter.
 /// For a live move (`live`: `h` is the first image, [`ProcMsg::Precopy`]) rounds of pages
 /// come while the process still runs at the source, then its final image, which replaces
@@ -352,57 +350,19 @@ fn take(
     // Bytes of the rounds sent while it ran at the source (a live move).
     let mut received = 0u64;
     if live {
-        let mut rounds = 0u32;
-        loop {
-            let m = match rx.recv() {
-                Ok(m) => m,
-                Err(e) => {
-                    rest.kill();
-                    return Err(fail(
-                        &mut child,
-                        failure::pages(me, from, pages::PagesError::Link(e)),
-                    ));
-                }
-            };
-            match m {
-                ProcMsg::Round { bytes }
-                    if rounds < MAX_ROUNDS && bytes <= h.vmas.iter().map(|v| v.len()).sum() =>
-                {
-                    rounds += 1;
-                    received += bytes;
-                    if let Err(e) = pages::receive_runs(rx, &h.vmas, bytes, rest.pages()) {
-                        rest.kill();
-                        return Err(fail(&mut child, failure::pages(me, from, e)));
-                    }
-                }
-                ProcMsg::Image(now)
-                    if now.home == h.home
-                        && now.creds == h.creds
-                        && now.rejoin == h.rejoin
-                        && now.cached.pid == h.cached.pid =>
-                {
-                    // The process is stopped at the source from here on.
-                    t1 = std::time::Instant::now();
-                    if let Err(e) = rest.reshape(h, &now) {
-                        return Err(fail(&mut child, here("reshaping the stub", &e)));
-                    }
-                    *h = *now;
-                    break;
-                }
-                other => {
-                    rest.kill();
-                    let what = match other {
-                        ProcMsg::Round { .. } => format!(
-                            "more than {MAX_ROUNDS} rounds of pages, or a round larger than the process"
-                        ),
-                        ProcMsg::Image(_) => "a final image of another process".into(),
-                        o => format!("{o:?} during a live move"),
-                    };
-                    return Err(fail(
-                        &mut child,
-                        failure::pages(me, from, pages::PagesError::Malformed(what)),
-                    ));
-                }
+        match crate::split::live::take_rounds(rx, h, &mut rest) {
+            Ok((now, bytes)) => {
+                // The process is stopped at the source from the final image on.
+                t1 = std::time::Instant::now();
+                received = bytes;
+                *h = *now;
+            }
+            Err(TakeError::Reshape(e)) => {
+                return Err(fail(&mut child, here("reshaping the stub", &e)));
+            }
+            Err(TakeError::Pages(e)) => {
+                rest.kill();
+                return Err(fail(&mut child, failure::pages(me, from, e)));
             }
         }
     }
