@@ -82,6 +82,8 @@ pub enum Event {
     },
     /// One second's measurement of the node.
     Sample(Sample),
+    /// A job the queue started ended: its CPU is free now, not at the next sample.
+    QueuedJobEnded,
 }
 
 impl From<Inbound> for Event {

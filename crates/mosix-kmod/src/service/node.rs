@@ -244,6 +244,10 @@ impl Node {
                     self.follow_isolation(&msg);
                 }
             }
+            Event::QueuedJobEnded => {
+                let now = self.now();
+                self.queue_round(now);
+            }
             Event::Sample(mut s) => {
                 if let Some(sp) = self.load.speed_override {
                     s.speed = sp;

@@ -21,6 +21,7 @@ use mosix_core::proto::{LinkMsg, QueueListing};
 use crate::link::channel::{Conn, Duplex};
 use crate::link::{self, LinkContext};
 
+use super::Event;
 use super::ask::cut;
 use super::node::{Node, Queueing, Started, Waiting};
 use super::policy;
@@ -48,6 +49,33 @@ fn alive(pid: u32) -> bool {
     procfs::process::Process::new(pid)
         .and_then(|p| p.stat())
         .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Sends [`Event::QueuedJobEnded`] once process `pid` has ended (its pidfd becomes readable;
+/// a process that runs elsewhere is its deputy here, which ends with it). Nothing when no
+/// pidfd can be had: the next sample notices the end.
+fn watch_end(pid: u32, events: tokio::sync::mpsc::Sender<Event>) {
+    let Ok(pidfd) = i32::try_from(pid)
+        .map_err(|_| ())
+        .and_then(|p| crate::kernel::seccomp::pidfd_open(p).map_err(|_| ()))
+    else {
+        return;
+    };
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        // SAFETY: the pidfd is an open descriptor owned by the AsyncFd, which closes it only
+        // when it is dropped; nothing else closes or replaces it.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(fd) = registered
+            && fd.readable().await.is_ok()
+        {
+            let _ = events.send(Event::QueuedJobEnded).await;
+        }
+    });
 }
 
 fn go(j: Queued<Waiting>, node: Option<NodeId>) {
@@ -102,7 +130,10 @@ impl Node {
         self.queue_follow(now);
         // Each start counts as busy at once: the loop ends when the room is used up.
         for _ in 0..queue::MAX_QUEUED {
-            if self.queue_wait(now).is_err() {
+            if let Err(w) = self.queue_wait(now) {
+                if !self.queue.jobs.is_empty() {
+                    debug!("queue: {} waiting: {w:?}", self.queue.jobs.len());
+                }
                 break;
             }
             let Some(pid) = self.queue.jobs.first().map(|j| j.pid) else {
@@ -125,8 +156,11 @@ impl Node {
         }
     }
 
-    /// Records a start (for the figures that do not show it yet).
+    /// Records a start (for the figures that do not show it yet), and watches the job's end:
+    /// the next job starts as soon as it ends rather than at the next sample (up to a second
+    /// later, for each wave of jobs).
     fn queue_started(&mut self, pid: u32, node: Option<NodeId>, now: Millis) {
+        watch_end(pid, self.events.clone());
         self.queue.started.push(Started { pid, node });
         self.queue.recent.push(Recent {
             node: node.unwrap_or(self.loaded.me),
