@@ -10,6 +10,18 @@ use std::process::Stdio;
 
 use mosix_tests::{TestCluster, require_root, serial, user_tool};
 
+/// `migrate ARGS` at node 1, which must succeed; the line of node `node`'s log that has all of
+/// `says` (that node sent the process live).
+fn move_live(c: &TestCluster, args: &[&str], node: u16, says: &[&str]) -> String {
+    let (ok, said) = c.said(1, "migrate", args);
+    assert!(ok, "migrate {args:?}: {said}\n{}", c.log(node));
+    let log = c.log(node);
+    log.lines()
+        .find(|l| says.iter().all(|s| l.contains(s)))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("node {node} does not say {says:?}:\n{log}"))
+}
+
 #[test]
 fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
     if !require_root("a_live_move_loses_no_write") {
@@ -42,35 +54,32 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
         std::thread::sleep(std::time::Duration::from_secs(1));
-        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "2", "--wait", "--live"]);
-        assert!(ok && said.contains("node 2"), "{said}\n{}", c.log(1));
-        let log = c.log(1);
-        let moved = log
-            .lines()
-            .find(|l| {
-                l.contains(&format!("(pid {pid}) migrated to node 2")) && l.contains(", live: ")
-            })
-            .unwrap_or_else(|| panic!("node 1 does not say it moved live:\n{log}"));
+        let pid_s = pid.to_string();
+        let here = format!("(pid {pid}) migrated to node 2");
+        let away = format!("(pid {pid} at node 1)");
+        // Home to node 2 (asked live), on to node 3 directly (node 2 sends it while it runs
+        // there), and home (node 3 sends it over its own connection while it runs).
+        let moved = move_live(
+            &c,
+            &[&pid_s, "2", "--wait", "--live"],
+            1,
+            &[&here, ", live: "],
+        );
         assert!(moved.contains("stopped"), "{moved}");
         assert_eq!(c.node_of(pid), Some(2), "{}", c.log(2));
-        // On from node 2 to node 3 directly: node 2 sends it while it runs there.
-        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "3", "--wait"]);
-        assert!(ok && said.contains("node 3"), "{said}\n{}", c.log(2));
-        let log = c.log(2);
-        let on = log
-            .lines()
-            .find(|l| l.contains(&format!("(pid {pid} at node 1)")) && l.contains("while it ran"))
-            .unwrap_or_else(|| panic!("node 2 does not say it moved it on live:\n{log}"));
-        assert!(on.contains("sent to node 3"), "{on}");
+        let on = move_live(
+            &c,
+            &[&pid_s, "3", "--wait"],
+            2,
+            &[&away, "sent to node 3 while it ran"],
+        );
         assert_eq!(c.node_of(pid), Some(3), "{}", c.log(3));
-        // And home, live too: node 3 sends it over its own connection while it runs.
-        let (ok, said) = c.said(1, "migrate", &[&pid.to_string(), "home", "--wait"]);
-        assert!(ok && said.contains("is home"), "{said}\n{}", c.log(3));
-        let log = c.log(3);
-        let back = log
-            .lines()
-            .find(|l| l.contains(&format!("(pid {pid} at node 1)")) && l.contains("sent home"))
-            .unwrap_or_else(|| panic!("node 3 does not say it sent it home live:\n{log}"));
+        let back = move_live(
+            &c,
+            &[&pid_s, "home", "--wait"],
+            3,
+            &[&away, "sent home while it ran"],
+        );
         assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
