@@ -34,7 +34,7 @@ use crate::kernel::ptrace::{Mem, Sig, Stopped};
 use crate::link::channel::{self, Receiver, Sender};
 use crate::link::{self, LinkContext};
 use crate::split::failure;
-use crate::split::ship::{START_ANSWER, Shipped};
+use crate::split::ship::{START_ANSWER, Shipped, await_start};
 
 /// Below this many bytes written in a round, the process is stopped for the final one (about
 /// 4 ms on a 1 GB/s link).
@@ -298,22 +298,15 @@ impl Precopy {
                 "a live move without a connection to answer it",
             ));
         };
-        let _ = rx.socket().set_read_timeout(Some(START_ANSWER));
-        let answer = rx.recv();
-        let _ = rx.socket().set_read_timeout(None);
-        match answer {
-            Ok(ProcMsg::Started { pid }) => Ok(Shipped {
-                pid,
-                tx: self.tx,
-                rx,
-                sending: sent - started,
-                starting: sent.elapsed(),
-                bytes,
-            }),
-            Ok(ProcMsg::Refused { failure }) => Err(failure),
-            Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
-            Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),
-        }
+        let pid = await_start(&mut rx, to, START_ANSWER)?;
+        Ok(Shipped {
+            pid,
+            tx: self.tx,
+            rx,
+            sending: sent - started,
+            starting: sent.elapsed(),
+            bytes,
+        })
     }
 
     /// Sends the final image of the process (frozen again as `frozen`) and what the

@@ -106,20 +106,26 @@ pub fn ship(
         .send(&tx)
         .map_err(|e| failure::link_lost(to, format!("the transfer broke off ({e})")))?;
     let sent = Instant::now();
-    let _ = rx
-        .socket()
-        .set_read_timeout(Some(answer_within.unwrap_or(START_ANSWER)));
+    let pid = await_start(&mut rx, to, answer_within.unwrap_or(START_ANSWER))?;
+    Ok(Shipped {
+        pid,
+        tx,
+        rx,
+        sending: sent - started,
+        starting: sent.elapsed(),
+        bytes: frozen.header.total_bytes,
+    })
+}
+
+/// Waits at most `within` for node `to`, which has the whole image, to say it runs the
+/// process: its pid there. A refusal keeps the destination's reason; anything else, or no
+/// answer in time, is a lost link to `to`.
+pub fn await_start(rx: &mut Receiver, to: NodeId, within: Duration) -> Result<u32, MoveFailure> {
+    let _ = rx.socket().set_read_timeout(Some(within));
     let answer = rx.recv();
     let _ = rx.socket().set_read_timeout(None);
     match answer {
-        Ok(ProcMsg::Started { pid }) => Ok(Shipped {
-            pid,
-            tx,
-            rx,
-            sending: sent - started,
-            starting: sent.elapsed(),
-            bytes: frozen.header.total_bytes,
-        }),
+        Ok(ProcMsg::Started { pid }) => Ok(pid),
         Ok(ProcMsg::Refused { failure }) => Err(failure),
         Ok(other) => Err(failure::link_lost(to, format!("it answered {other:?}"))),
         Err(e) => Err(failure::link_lost(to, format!("no answer ({e})"))),

@@ -267,7 +267,8 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
     let progress = ship::Progress::new(to, live_wanted);
     env.procs.update_home(pid, |h| {
         h.moving = true;
-        h.sending = Some(progress.clone());
+        // Into the freeze area nothing is counted: only moves to a node show their bytes.
+        h.sending = matches!(away, Away::Node(..)).then(|| progress.clone());
         if h.command.is_none() {
             h.command = Some(cmd);
         }
