@@ -53,6 +53,7 @@ fn info(load: u32) -> NodeInfo {
             util: 37,
             foreign: 0,
             foreign_guests: 0,
+            own: 0,
         }),
         isolation: None,
         queue: Some(mosix_core::queue::Head {

@@ -331,11 +331,12 @@ fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_
     let logs = c.log(3) + &c.log(4);
     assert!(
         displaced && logs.contains("goes home: a process of a better priority wants the node"),
-        "c's guests on b: {} {}, a's: {} {}\n{logs}",
+        "c's guests on b: {} {}, a's: {} {}\n{logs}\nnode 5:\n{}",
         guests_from(&c, 3, 5),
         guests_from(&c, 4, 5),
         guests_from(&c, 3, 1),
         guests_from(&c, 4, 1),
+        c.log(5),
     );
     let want = work_result(WORK).to_string();
     for out in [outputs(a), outputs(cj)] {

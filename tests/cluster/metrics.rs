@@ -123,6 +123,7 @@ fn the_grafana_dashboard_asks_for_metrics_that_exist() {
         util: 1,
         foreign: 0,
         foreign_guests: 0,
+        own: 0,
     };
     m.set_node(one, "c", &figures);
     m.set_peer(one, true, Some(1));

@@ -409,6 +409,7 @@ mod tests {
                             util: 50,
                             foreign: 0,
                             foreign_guests: 0,
+                            own: 0,
                         }),
                         cluster: None,
                     }

@@ -175,6 +175,10 @@ pub enum Pinned {
     Locked,
     /// It cannot move at all (threads, shared memory, ...).
     CantMove,
+    /// The queue started it here moments ago, choosing this node with fresher knowledge than
+    /// the figures show yet (`queue::STARTING_MS`): the load its start and the `mosrun`s
+    /// queued beside it add for a second or two is no reason to move it.
+    Placed,
 }
 
 /// What the balancer knows of a process that runs on this node.

@@ -57,6 +57,11 @@ pub struct Figures {
     pub foreign: u32,
     /// How many guests of other clusters the node runs.
     pub foreign_guests: u32,
+    /// The load the node's own cluster's processes make by what they want of the CPUs (their
+    /// demand, as the node's admission counts them against partners' guests): what a partner's
+    /// process sent here would have to give way to. Measured the same way as `foreign`, not
+    /// derived from `load`, which is smoothed and lags for seconds after a guest leaves.
+    pub own: u32,
 }
 
 /// One second's raw measurement of a node, before smoothing.
@@ -124,6 +129,7 @@ impl LoadSmoother {
             util: s.util.min(100),
             foreign: 0,
             foreign_guests: 0,
+            own: 0,
         }
     }
 

@@ -617,6 +617,7 @@ mod tests {
             util: 75,
             foreign: 0,
             foreign_guests: 0,
+            own: 0,
         }
     }
 

@@ -63,9 +63,10 @@ pub use seal::{Protection, Session, TAG_LEN, Transcript};
 pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
-/// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`]);
-/// the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 7;
+/// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`];
+/// 8: [`crate::load::Figures::own`]); the frame fixtures (`tests/fixtures/frames/*.hex`) carry
+/// it in their third byte.
+pub const PROTOCOL_VERSION: u8 = 8;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -1364,6 +1365,7 @@ mod tests {
                         util,
                         foreign: load / 2,
                         foreign_guests: cpus / 2,
+                        own: load / 3,
                     },
                 ),
                 queue: (flags & 1 == 1).then_some(crate::queue::Head {

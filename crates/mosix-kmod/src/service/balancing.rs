@@ -85,6 +85,16 @@ impl FileUse {
     }
 }
 
+/// What the queue knows of this node's processes that their measurements do not show.
+#[derive(Debug, Default)]
+pub struct QueueFacts {
+    /// Queued processes: each is its `mosrun`, waiting for its turn. Not followed: a job
+    /// starts its life here when it starts (its age and time here count from then).
+    pub waiting: HashSet<i32>,
+    /// Jobs the queue started here moments ago ([`Pinned::Placed`]).
+    pub placed: HashSet<i32>,
+}
+
 /// The processes followed on this node.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -137,12 +147,17 @@ impl Tracker {
         decay: &DecayTunables,
         accept_root: bool,
         files: &FileUse,
+        queue: &QueueFacts,
     ) -> Vec<Local> {
         let ticks = procfs::ticks_per_second().max(1);
         let page = procfs::page_size();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
-        let members: HashSet<i32> = procs.members().into_iter().collect();
+        let members: HashSet<i32> = procs
+            .members()
+            .into_iter()
+            .filter(|p| !queue.waiting.contains(p))
+            .collect();
         self.born.retain(|pid, _| members.contains(pid));
         // (pid, home of a guest and its pid there, locked, decay)
         type Candidate = (i32, Option<(NodeId, u32)>, bool, DecayMode);
@@ -211,6 +226,8 @@ impl Tracker {
             };
             let pinned = if lock {
                 Some(Pinned::Locked)
+            } else if guest.is_none() && queue.placed.contains(&pid) {
+                Some(Pinned::Placed)
             } else if guest.is_none()
                 && (crate::split::procs::why_not(pid).is_some()
                     || (!accept_root && root_or_setid(pid)))

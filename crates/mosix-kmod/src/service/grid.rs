@@ -95,6 +95,7 @@ impl Node {
         });
         let mut claims = Vec::with_capacity(locals.len());
         let mut foreign_milli = 0u64;
+        let mut own_milli = 0u64;
         let mut own_busy = false;
         let mut leave: Vec<u64> = Vec::new();
         for l in locals {
@@ -102,8 +103,9 @@ impl Node {
             let d = l.state.demand_permille.min(1000);
             if s.foreign {
                 foreign_milli += u64::from(d);
-            } else if d >= grid::WANTS_CPU_PERMILLE {
-                own_busy = true;
+            } else {
+                own_milli += u64::from(d);
+                own_busy |= d >= grid::WANTS_CPU_PERMILLE;
             }
             if self.balancing.displaced.contains_key(&l.state.id) {
                 continue;
@@ -133,13 +135,18 @@ impl Node {
             claims.retain(|c| !extra.contains(&c.id));
             over = extra;
         }
-        let foreign = (foreign_milli as f64 / 1000.0 * me.one()).round();
-        self.balancing.foreign_load = if foreign.is_finite() && foreign > 0.0 {
-            foreign.min(f64::from(u32::MAX)) as u32
-        } else {
-            0
+        let as_load = |milli: u64| {
+            let l = (milli as f64 / 1000.0 * me.one()).round();
+            if l.is_finite() && l > 0.0 {
+                l.min(f64::from(u32::MAX)) as u32
+            } else {
+                0
+            }
         };
+        self.balancing.foreign_load = as_load(foreign_milli);
+        self.balancing.own_load = as_load(own_milli);
         self.load.figures.foreign = self.balancing.foreign_load;
+        self.load.figures.own = self.balancing.own_load;
         self.load.figures.foreign_guests = u32::try_from(
             locals
                 .iter()

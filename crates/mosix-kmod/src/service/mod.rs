@@ -552,6 +552,7 @@ async fn serve(
             last_continue: None,
             displaced: Default::default(),
             foreign_load: 0,
+            own_load: 0,
         },
         loaded,
         guests,

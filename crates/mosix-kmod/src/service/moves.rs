@@ -356,7 +356,6 @@ impl Node {
                 now.saturating_sub(ago),
             );
         }
-        let b = &mut self.balancing;
         let accept_root = self.loaded.tunables.guests.accept_root;
         let files = super::balancing::FileUse {
             me: self.loaded.me,
@@ -376,9 +375,26 @@ impl Node {
                 .map(|d| d.take_home_waits())
                 .unwrap_or_default(),
         };
+        let queue = super::balancing::QueueFacts {
+            waiting: self
+                .queue
+                .jobs
+                .ordered()
+                .iter()
+                .filter_map(|j| i32::try_from(j.pid).ok())
+                .collect(),
+            placed: self
+                .queue
+                .started
+                .iter()
+                .filter(|s| s.node.is_none() && now - s.at < mosix_core::queue::STARTING_MS)
+                .filter_map(|s| i32::try_from(s.pid).ok())
+                .collect(),
+        };
+        let b = &mut self.balancing;
         let locals = b
             .tracker
-            .look(now, &self.procs, &b.decay, accept_root, &files);
+            .look(now, &self.procs, &b.decay, accept_root, &files, &queue);
         let (me, mut peers) = self.node_states(now);
         // The queue's starts elsewhere (and its jobs' ends) the figures do not show yet: the
         // balancer's own moves are counted by the balancer.

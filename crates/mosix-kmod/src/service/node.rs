@@ -92,6 +92,8 @@ pub(super) struct Balancing {
     pub displaced: std::collections::HashMap<u64, Millis>,
     /// The load guests of other clusters make here (sent with this node's figures).
     pub foreign_load: u32,
+    /// The load this cluster's processes here make by their demand (sent with the figures).
+    pub own_load: u32,
 }
 
 /// The jobs queued here (`mosrun -q`); what is done with them is `super::queue`.
@@ -111,6 +113,8 @@ pub(super) struct Started {
     pub pid: u32,
     /// Where it runs, as last seen (this node: `None`).
     pub node: Option<mosix_core::NodeId>,
+    /// When it started (the dissemination's clock).
+    pub at: Millis,
 }
 
 /// What the service keeps of a queued job: how its `mosrun` is answered, and since when it
@@ -254,6 +258,7 @@ impl Node {
                 }
                 self.load.figures = self.load.smoother.figures(&s);
                 self.load.figures.foreign = self.balancing.foreign_load;
+                self.load.figures.own = self.balancing.own_load;
                 // Consent is judged on the exported load, which rises at once.
                 self.balancing
                     .admission
@@ -384,13 +389,15 @@ impl Node {
             .into_iter()
             .filter(|p| self.may_go(p.node, p.flags).is_ok())
             .filter_map(|mut p| {
-                let foreign = self.foreign_of(p.node, now);
+                let f = self.figures_of(p.node, now)?;
                 if self.loaded.map.contains(p.node) {
-                    p.load = p.load.saturating_sub(foreign);
+                    p.load = p.load.saturating_sub(f.foreign);
                 } else {
-                    // A partner's node its own processes fill would displace ours at once.
-                    let own = p.procs(f64::from(p.load.saturating_sub(foreign)));
-                    if own + 1.0 > f64::from(p.cpus.max(1)) + 0.25 {
+                    // A partner's node its own processes fill would displace ours at once (its
+                    // own figure, measured as its admission counts: `load - foreign` would
+                    // count a guest that just left as its own for the seconds its smoothed load
+                    // takes to fall, and keep a partner's free node out of reach).
+                    if p.procs(f64::from(f.own)) + 1.0 > f64::from(p.cpus.max(1)) + 0.25 {
                         return None;
                     }
                 }
@@ -400,14 +407,9 @@ impl Node {
         (me, peers)
     }
 
-    /// The load guests of other clusters make on node `n`, as it last said.
-    fn foreign_of(&self, n: NodeId, now: Millis) -> u32 {
-        self.gossip
-            .diss
-            .get(n, now)
-            .and_then(|k| k.info)
-            .and_then(|i| i.figures)
-            .map_or(0, |f| f.foreign)
+    /// The figures node `n` last sent.
+    fn figures_of(&self, n: NodeId, now: Millis) -> Option<Figures> {
+        self.gossip.diss.get(n, now).and_then(|k| k.info?.figures)
     }
 
     /// Every live peer that disseminates its load, with the figures it sent.

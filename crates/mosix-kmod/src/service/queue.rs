@@ -161,7 +161,7 @@ impl Node {
     /// later, for each wave of jobs).
     fn queue_started(&mut self, pid: u32, node: Option<NodeId>, now: Millis) {
         watch_end(pid, self.events.clone());
-        self.queue.started.push(Started { pid, node });
+        self.queue.started.push(Started { pid, node, at: now });
         self.queue.recent.push(Recent {
             node: node.unwrap_or(self.loaded.me),
             at: now,
