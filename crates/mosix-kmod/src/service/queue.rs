@@ -131,8 +131,18 @@ impl Node {
         // Each start counts as busy at once: the loop ends when the room is used up.
         for _ in 0..queue::MAX_QUEUED {
             if let Err(w) = self.queue_wait(now) {
-                if !self.queue.jobs.is_empty() {
-                    debug!("queue: {} waiting: {w:?}", self.queue.jobs.len());
+                if !self.queue.jobs.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+                    let (me, peers) = self.queue_states(now);
+                    let counted: Vec<String> = std::iter::once(&me)
+                        .chain(&peers)
+                        .map(|n| format!("{} {:.2}", n.node, n.procs(f64::from(n.load))))
+                        .collect();
+                    debug!(
+                        "queue: {} waiting: {w:?} (processes counted by node: {}; {} started and running)",
+                        self.queue.jobs.len(),
+                        counted.join(", "),
+                        self.queue.started.len()
+                    );
                 }
                 break;
             }
