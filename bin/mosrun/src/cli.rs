@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(short = 'L', group = "locking")]
     pub lock: bool,
 
-    /// The program is CPU-bound.
+    /// The program is CPU-bound: the balancer places it by its CPU alone, never toward the
+    /// files it uses.
     #[arg(short = 'c', group = "kind")]
     pub cpu: bool,
 

@@ -304,6 +304,14 @@ impl Costs for crate::overheads::Overheads {
 /// later). News stamped two seconds after the arrival cover a whole second after it.
 pub const SETTLE_MS: Millis = 2_000;
 
+/// How long a process must have run on a node before the time it spends on other nodes' files
+/// moves it there. A process that arrives at its start (the queue or `mosrun` placed it)
+/// loads its libraries through home, which fills its first second with waits on home's files;
+/// judged on that second, CPU-bound jobs placed by the queue were sent home onto a CPU already
+/// taken (`docs/grid.md`). Five seconds dilute such a start below the threshold, and a process
+/// that keeps using its data shows it as well then.
+pub const DATA_EVIDENCE_MS: u64 = 5_000;
+
 /// How long after a destination's consent the process it took starts running there (its
 /// restore), as far as [`unmeasured_part`] is concerned.
 pub const RESTORE_MS: i64 = 300;
@@ -525,6 +533,9 @@ impl Balancer {
         if p.data_permille > 0 {
             let seen_here = me.seen(here);
             let found = movable.iter().find_map(|q| {
+                if q.here_ms < DATA_EVIDENCE_MS {
+                    return None;
+                }
                 let d = q.data.filter(|d| d.node != me.node)?;
                 // The part of its time the move would save (mfscosts(5)).
                 let saving = u64::from(costs.data_saving_permille(d.node).min(1000));
@@ -1287,6 +1298,20 @@ mod tests {
         let m = b.decide(20_000, &me, &[node(2, 0), node(3, 0)], &[q], &Flat(5_000));
         assert_eq!(m.len(), 1);
         assert_eq!((m[0].to.get(), m[0].reason), (3, Reason::Data));
+        // Not on the evidence of its first seconds here (a start that loaded its libraries
+        // through home looks like that), however heavy: it goes for load, if at all.
+        let mut b = Balancer::new(Params::OURS);
+        let mut young = q;
+        young.here_ms = DATA_EVIDENCE_MS - 1;
+        young.data = Some(DataUse {
+            node: NodeId::new(3).unwrap(),
+            permille: 900,
+        });
+        assert!(
+            b.decide(20_000, &me, &[node(3, 0)], &[young], &Flat(5_000))
+                .iter()
+                .all(|m| m.reason != Reason::Data)
+        );
         // Not for a little file access.
         let mut b = Balancer::new(Params::OURS);
         q.data = Some(DataUse {

@@ -15,7 +15,7 @@ complete -c mosrun -s b -d 'Start the program on the node where it would run bes
 complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it anyway (at home)'
 complete -c mosrun -s l -d 'Allow automatic migration (the default unless a placement is given)'
 complete -c mosrun -s L -d 'No automatic migration (the default when a placement is given)'
-complete -c mosrun -s c -d 'The program is CPU-bound'
+complete -c mosrun -s c -d 'The program is CPU-bound: the balancer places it by its CPU alone, never toward the files it uses'
 complete -c mosrun -s i -d 'The program is I/O-bound'
 complete -c mosrun -s n -d 'Its statistics do not decay'
 complete -c mosrun -s s -d 'Its statistics decay slowly (the default)'

@@ -251,9 +251,11 @@ impl Tracker {
                     here_ms,
                     cpu_here_ms: cpu_ms.saturating_sub(t.cpu0_ms),
                     rss: stat.rss * page,
+                    // A job declared CPU-bound (`mosrun -c`) is placed by its CPU alone.
                     data: t
                         .data
                         .iter()
+                        .filter(|_| mode != DecayMode::CpuBound)
                         .map(|(n, u)| DataUse {
                             node: *n,
                             permille: u.demand_permille(),

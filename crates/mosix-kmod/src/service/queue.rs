@@ -186,11 +186,22 @@ impl Node {
         let mut ended = Vec::new();
         self.queue.started.retain_mut(|s| {
             if alive(s.pid) {
-                s.node = i32::try_from(s.pid)
+                // A process that ended away is forgotten before its deputy is gone: it ended
+                // where it was last seen, not here (counted here, the end left its node
+                // looking busy until its next figures, a second's wait for every wave).
+                if let Some(at) = i32::try_from(s.pid)
                     .ok()
-                    .and_then(|p| self.procs.home(p).at);
+                    .and_then(|p| self.procs.home_at(p))
+                {
+                    s.node = at;
+                }
                 true
             } else {
+                debug!(
+                    "queue: job {} ended on node {}",
+                    s.pid,
+                    s.node.unwrap_or(me)
+                );
                 ended.push(Recent {
                     node: s.node.unwrap_or(me),
                     at: now,

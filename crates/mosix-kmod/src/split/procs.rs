@@ -252,6 +252,12 @@ impl Procs {
         self.lock().home.get(&pid).cloned().unwrap_or_default()
     }
 
+    /// Where a home process runs, if it is known here (`Some(None)`: here); `None` once it
+    /// has ended (its record is forgotten before its deputy is reaped).
+    pub fn home_at(&self, pid: i32) -> Option<Option<NodeId>> {
+        self.lock().home.get(&pid).map(|h| h.at)
+    }
+
     /// Changes what we know of a home process.
     pub fn update_home(&self, pid: i32, f: impl FnOnce(&mut Home)) {
         let mut g = self.lock();
