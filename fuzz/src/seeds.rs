@@ -412,7 +412,7 @@ pub fn proc_msg() -> Vec<Seed> {
         ),
         ("signal", ProcMsg::Signal { sig: 15 }),
         ("write-failed", ProcMsg::WriteFailed { fd: 3, errno: 28 }),
-        ("come-home", ProcMsg::ComeHome),
+        ("come-home", ProcMsg::ComeHome { live: true }),
         ("kill", ProcMsg::Kill),
         ("exit", ProcMsg::Exit { status: 3 }),
         (
@@ -454,6 +454,7 @@ pub fn proc_msg() -> Vec<Seed> {
             ProcMsg::MoveTo {
                 node: id(5),
                 token: 0xdead_beef,
+                live: false,
             },
         ),
         (

@@ -102,4 +102,54 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             rest.trim()
         );
     }
+    // Below the threshold a move is plain unless asked live, and asked live it is, whichever
+    // node sends it: `--live` goes with the request to the node the process runs on.
+    let mut child = c
+        .job(1, &[probe.to_str().unwrap(), "dirty", "32", "20", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid_s = pid.to_string();
+    let away = format!("(pid {pid} at node 1)");
+    let (ok, said) = c.said(1, "migrate", &[&pid_s, "2", "--wait"]);
+    assert!(ok, "{said}");
+    let plain = c
+        .log(1)
+        .lines()
+        .find(|l| l.contains(&format!("(pid {pid}) migrated to node 2")))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(!plain.is_empty() && !plain.contains("live"), "{plain}");
+    move_live(
+        &c,
+        &[&pid_s, "3", "--wait", "--live"],
+        2,
+        &[&away, "sent to node 3 while it ran"],
+    );
+    move_live(
+        &c,
+        &[&pid_s, "home", "--wait", "--live"],
+        3,
+        &[&away, "sent home while it ran"],
+    );
+    assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
+    let st = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        st.success(),
+        "the small process after asked live moves: {err}"
+    );
 }

@@ -53,8 +53,9 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 300, requires = "wait")]
     timeout: u64,
     /// Move it live: its memory is sent while it runs, and it stops only for what it wrote
-    /// meanwhile (a move from home to a node; processes larger than `[moves] live_above_mib`
-    /// of mosix.toml move live anyway).
+    /// meanwhile: from home to a node, from the node it runs on to another, or home (the node
+    /// it leaves sends it). Processes larger than `[moves] live_above_mib` of the mosix.toml of
+    /// the node they leave move live anyway.
     #[arg(long)]
     live: bool,
     /// Print JSON.

@@ -64,7 +64,7 @@ pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
 /// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`];
-/// 8: [`crate::load::Figures::own`]); the frame fixtures (`tests/fixtures/frames/*.hex`) carry
+/// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]); the frame fixtures (`tests/fixtures/frames/*.hex`) carry
 /// it in their third byte.
 pub const PROTOCOL_VERSION: u8 = 8;
 /// The size of a frame header.
@@ -921,8 +921,12 @@ pub enum ProcMsg {
         /// The signal.
         sig: i32,
     },
-    /// Home to remote: come home.
-    ComeHome,
+    /// Home to remote: come home; `live`: sending its memory while it runs whatever its size
+    /// (`migrate PID home --live`).
+    ComeHome {
+        /// Asked live.
+        live: bool,
+    },
     /// Home to remote: the deputy is gone; end the process.
     Kill,
     /// Remote to home: the process exits with `status`.
@@ -969,6 +973,8 @@ pub enum ProcMsg {
         node: NodeId,
         /// What the destination shows home ([`LinkMsg::Rejoin`]).
         token: u64,
+        /// Sending its memory while it runs whatever its size (`migrate PID NODE --live`).
+        live: bool,
     },
     /// Remote to home: the process runs at the destination of [`ProcMsg::MoveTo`]; this
     /// connection ends. The signals are those it could no longer take here.

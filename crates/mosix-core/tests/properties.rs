@@ -460,7 +460,11 @@ fn arb_proc() -> impl Strategy<Value = ProcMsg> {
                 rss
             }
         ),
-        (1u16.., any::<u64>()).prop_map(|(n, token)| ProcMsg::MoveTo { node: id(n), token }),
+        (1u16.., any::<u64>(), any::<bool>()).prop_map(|(n, token, live)| ProcMsg::MoveTo {
+            node: id(n),
+            token,
+            live
+        }),
         (any::<i32>(), any::<u32>()).prop_map(|(sig, conts)| ProcMsg::Stopped { sig, conts }),
         (any::<i32>(), any::<bool>()).prop_map(|(sig, core)| ProcMsg::Died { sig, core }),
         any::<i32>().prop_map(|status| ProcMsg::Exit { status }),

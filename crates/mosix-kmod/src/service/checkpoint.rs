@@ -51,7 +51,7 @@ impl Node {
             CheckpointThen::Stop => After::Stop,
             CheckpointThen::Exit => After::Exit,
         };
-        if away && !self.procs.ask_come_home(pid) {
+        if away && !self.procs.ask_come_home(pid, false) {
             return answer(Err(format!("process {pid} is between nodes; try again")));
         }
         let (procs, env) = (Arc::clone(&self.procs), self.home_env());

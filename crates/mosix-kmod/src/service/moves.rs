@@ -129,6 +129,7 @@ impl Node {
         reply: oneshot::Sender<Response>,
     ) -> bool {
         let facts = self.facts(pid);
+        let asked_live = live;
         let live = if live {
             Live::Always
         } else {
@@ -173,7 +174,14 @@ impl Node {
             ),
             Ok(MovePlan::MoveOn { to }) => {
                 let done = answer_when(pid, to, wait, reply);
-                if let Err(ask) = procs.ask_move(pid, MoveAsk { node: to, done }) {
+                if let Err(ask) = procs.ask_move(
+                    pid,
+                    MoveAsk {
+                        node: to,
+                        live: asked_live,
+                        done,
+                    },
+                ) {
                     let me = self.loaded.me;
                     (ask.done)(Err(MoveFailure::Refused {
                         by: me,
@@ -182,7 +190,7 @@ impl Node {
                 }
             }
             Ok(MovePlan::HomeThenFreeze) => {
-                if !procs.ask_come_home(pid) {
+                if !procs.ask_come_home(pid, false) {
                     let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {
                         by: self.loaded.me,
                         reason: format!("process {pid} is between nodes; try again"),
@@ -212,7 +220,7 @@ impl Node {
                 }
             }
             Ok(MovePlan::BringHome) => {
-                if !procs.ask_come_home(pid) {
+                if !procs.ask_come_home(pid, asked_live) {
                     let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {
                         by: self.loaded.me,
                         reason: format!("process {pid} is between nodes; try again"),
@@ -543,7 +551,7 @@ impl Node {
                 }
                 Action::Continue(id) => {
                     let pid = id as i32;
-                    if self.procs.ask_come_home(pid) {
+                    if self.procs.ask_come_home(pid, false) {
                         info!(
                             "room again: process {pid}, frozen when home was overloaded, continues"
                         );

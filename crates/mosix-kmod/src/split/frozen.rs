@@ -138,7 +138,7 @@ pub fn keep(conn: crate::link::Conn, path: PathBuf, me: NodeId) {
                     held.push(sig);
                 }
             }
-            Ok(ProcMsg::ComeHome) => match thaw(&tx, &mut rx, &path) {
+            Ok(ProcMsg::ComeHome { .. }) => match thaw(&tx, &mut rx, &path) {
                 Ok(true) => {
                     for sig in held {
                         let _ = tx.send(&ProcMsg::Signal { sig });

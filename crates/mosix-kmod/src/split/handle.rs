@@ -20,6 +20,8 @@ pub type MoveDone = Box<dyn FnOnce(Result<NodeId, MoveFailure>) + Send>;
 pub struct MoveAsk {
     /// The destination.
     pub node: NodeId,
+    /// Sent while it runs whatever its size (`migrate --live`).
+    pub live: bool,
     /// Called with where it went, or why not.
     pub done: MoveDone,
 }
@@ -69,6 +71,8 @@ struct HomeRequest {
     /// This node (the process's home), which refuses a move replaced by another.
     home: NodeId,
     wanted: AtomicBool,
+    /// The move home was asked live.
+    live: AtomicBool,
     in_deputy_call: AtomicBool,
     nudge: Nudge,
     /// A direct move asked for.
@@ -83,6 +87,7 @@ impl ComeHomeHandle {
         Self(Arc::new(HomeRequest {
             home,
             wanted: AtomicBool::new(false),
+            live: AtomicBool::new(false),
             in_deputy_call: AtomicBool::new(false),
             nudge: Nudge::new(pid),
             move_to: std::sync::Mutex::new(None),
@@ -126,15 +131,21 @@ impl ComeHomeHandle {
         std::mem::take(&mut *self.0.offers.lock().unwrap_or_else(|p| p.into_inner()))
     }
     /// Asks for the process.
-    pub fn ask(&self) {
+    pub fn ask(&self, live: bool) {
+        if live {
+            self.0.live.store(true, Ordering::SeqCst);
+        }
         self.0.wanted.store(true, Ordering::SeqCst);
         if self.0.in_deputy_call.load(Ordering::SeqCst) {
             self.0.nudge.send();
         }
     }
-    /// Takes the request, if any.
-    pub fn take(&self) -> bool {
-        self.0.wanted.swap(false, Ordering::SeqCst)
+    /// Takes the request, if any: whether it was asked, and live.
+    pub fn take(&self) -> Option<bool> {
+        self.0
+            .wanted
+            .swap(false, Ordering::SeqCst)
+            .then(|| self.0.live.swap(false, Ordering::SeqCst))
     }
     pub(crate) fn set_in_deputy_call(&self, v: bool) {
         self.0.in_deputy_call.store(v, Ordering::SeqCst);

@@ -280,10 +280,10 @@ impl Procs {
     }
 
     /// Asks a migrated process to come home; false if it is not away.
-    pub fn ask_come_home(&self, pid: i32) -> bool {
+    pub fn ask_come_home(&self, pid: i32, live: bool) -> bool {
         match self.lock().deputies.get(&pid) {
             Some(h) => {
-                h.ask();
+                h.ask(live);
                 true
             }
             None => false,
@@ -320,14 +320,6 @@ impl Procs {
             }
             None => Err(o),
         }
-    }
-
-    /// Takes a come-home request for `pid`.
-    pub fn take_come_home(&self, pid: i32) -> bool {
-        self.lock()
-            .deputies
-            .get(&pid)
-            .is_some_and(crate::split::handle::ComeHomeHandle::take)
     }
 
     /// Records a guest.
@@ -431,7 +423,7 @@ impl Procs {
             if g.home.get(pid).is_some_and(|x| x.frozen.is_some()) {
                 continue;
             }
-            h.ask();
+            h.ask(false);
             n += 1;
         }
         n

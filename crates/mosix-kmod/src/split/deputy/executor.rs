@@ -233,7 +233,7 @@ pub(super) fn executor(
             Ok(ProcMsg::Expelled { why }) => {
                 info!("process {pid}: its node sends it home ({why})");
                 procs.update_home(pid, |h| h.returned_at = Some(std::time::Instant::now()));
-                home_req.ask();
+                home_req.ask(false);
             }
             Ok(ProcMsg::Leave { to }) => {
                 let h = procs.home(pid);
@@ -241,11 +241,12 @@ pub(super) fn executor(
                     info!("process {pid}: its node would move it to node {to}, but it is locked");
                 } else if to == me {
                     info!("process {pid}: the balancer brings it home");
-                    home_req.ask();
+                    home_req.ask(false);
                 } else if !h.moving {
                     info!("process {pid}: the balancer moves it on to node {to}");
                     home_req.ask_move(MoveAsk {
                         node: to,
+                        live: false,
                         done: Box::new(move |r| {
                             if let Err(e) = r {
                                 info!("process {pid}: balancing move to node {to}: {e}");

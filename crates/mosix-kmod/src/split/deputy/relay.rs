@@ -59,6 +59,7 @@ impl Deputy {
         if let Err(e) = self.out.tx.send(&ProcMsg::MoveTo {
             node: ask.node,
             token,
+            live: ask.live,
         }) {
             return (ask.done)(Err(failure::link_lost(at, e)));
         }

@@ -417,8 +417,10 @@ impl Deputy {
         let pid = self.pid;
         loop {
             // A move under way finishes before the process is asked home.
-            if self.relay.is_none() && self.home_req.take() {
-                self.start_homing();
+            if self.relay.is_none()
+                && let Some(live) = self.home_req.take()
+            {
+                self.start_homing(live);
             }
             if let Some(ask) = self.home_req.take_move() {
                 self.start_relay(ask, env);
@@ -439,8 +441,10 @@ impl Deputy {
                 Ok(Req::Call(plan, reply)) => {
                     // Home wants the process back: the call runs again at home after the move.
                     self.home_req.set_in_deputy_call(true);
-                    if self.relay.is_none() && self.home_req.take() {
-                        self.start_homing();
+                    if self.relay.is_none()
+                        && let Some(live) = self.home_req.take()
+                    {
+                        self.start_homing(live);
                     }
                     if self.homing || self.relay.is_some() {
                         self.home_req.set_in_deputy_call(false);
@@ -482,8 +486,10 @@ impl Deputy {
                     self.home_req.set_in_deputy_call(false);
                     // ComeHome (or MoveTo) goes out before the reply, so the remote knows why
                     // a call was interrupted.
-                    if self.relay.is_none() && self.home_req.take() {
-                        self.start_homing();
+                    if self.relay.is_none()
+                        && let Some(live) = self.home_req.take()
+                    {
+                        self.start_homing(live);
                     }
                     if let Some(ask) = self.home_req.take_move() {
                         self.start_relay(ask, env);
@@ -588,8 +594,8 @@ impl Deputy {
     /// Tells the remote to come home. Until the image arrives (or the process dies), forwarded
     /// calls are interrupted or refused with `-ERESTARTSYS`: one blocked here would hold the
     /// move up for as long as it blocks.
-    pub(super) fn start_homing(&mut self) {
-        let _ = self.out.tx.send(&ProcMsg::ComeHome);
+    pub(super) fn start_homing(&mut self, live: bool) {
+        let _ = self.out.tx.send(&ProcMsg::ComeHome { live });
         self.homing = true;
         self.kick_until = Some(Instant::now() + Duration::from_secs(3600));
     }

@@ -113,7 +113,7 @@ impl Supervisor {
                 Ok(ProcMsg::Signal { sig } | ProcMsg::OrphanedStop { sig }) => {
                     undelivered.push(sig)
                 }
-                Ok(ProcMsg::ComeHome | ProcMsg::MoveTo { .. } | ProcMsg::Stats { .. }) => {}
+                Ok(ProcMsg::ComeHome { .. } | ProcMsg::MoveTo { .. } | ProcMsg::Stats { .. }) => {}
                 Ok(other) => {
                     frozen.tracee.kill();
                     return Err(End::HomeLost(format!(
@@ -193,7 +193,7 @@ impl Supervisor {
     /// the plain way (small, or this node cannot track writes). A failure once something was
     /// sent ends the connection, as a plain move home cut in the middle does.
     fn precopy_home(&mut self, pending: &mut Option<Notif>) -> Result<Option<Precopy>, End> {
-        if !self.env.live.wanted(self.pid()) {
+        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid()) {
             return Ok(None);
         }
         let home = self.h.home;
@@ -227,7 +227,7 @@ impl Supervisor {
         token: u64,
         pending: &mut Option<Notif>,
     ) -> Result<Option<Precopy>, MoveFailure> {
-        if !self.env.live.wanted(self.pid()) {
+        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid()) {
             return Ok(None);
         }
         let (t, sigs) = self.stop_to_leave(pending.take())?;

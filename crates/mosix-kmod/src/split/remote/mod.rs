@@ -190,6 +190,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 child,
                 mem: guest,
                 come_home: false,
+                live_asked: false,
                 watch_stop_until: None,
                 conts: 0,
                 io,

@@ -41,6 +41,9 @@ pub(super) struct Supervisor {
     pub(super) child: Child,
     pub(super) mem: Mem,
     pub(super) come_home: bool,
+    /// The move home asked for (come home or move on) was asked live (`migrate --live`): the
+    /// memory goes while the process runs whatever its size.
+    pub(super) live_asked: bool,
     /// After a signal, until when to look for a job-control stop (see [`Supervisor::stopped`]).
     pub(super) watch_stop_until: Option<Instant>,
     /// `SIGCONT`s from home delivered so far.
@@ -319,12 +322,14 @@ impl Supervisor {
                 }
                 None
             }
-            ProcMsg::ComeHome => {
+            ProcMsg::ComeHome { live } => {
                 self.come_home = true;
+                self.live_asked = live;
                 None
             }
-            ProcMsg::MoveTo { node, token } => {
+            ProcMsg::MoveTo { node, token, live } => {
                 self.move_to = Some((node, token));
+                self.live_asked = live;
                 None
             }
             ProcMsg::Reply(r) if self.io.owed() > 0 => {
