@@ -1,11 +1,12 @@
-//! Live-move benchmark (needs root): on a 2-node virtual cluster with one CPU per node, a
+//! Live-move benchmark (needs root): on a 3-node virtual cluster with one CPU per node, a
 //! process of 64 MiB … 1 GiB that rewrites its memory at 100 MB/s (`mosix-probe dirty`) is
-//! moved from node 1 to node 2, once as a plain move and once with `migrate --live`. For each,
-//! the table gives the longest time the process's own loop did not run (it measures it
-//! itself: what the move's stop cost it), the wall time of `migrate --wait` (the whole move),
-//! and the service's figures (rounds, MiB sent while it ran, KiB sent while it was stopped).
-//! Bulk TCP over the link is measured in the same run as the floor of a plain move. The
-//! process checks every page at the end: a move that lost or mixed up a write fails the run.
+//! moved from node 1 to node 2, on to node 3 directly and home, once with plain moves and once
+//! with `migrate --live` (which goes with the request to the node the process runs on). For
+//! each move, the table gives the longest time the process's own loop did not run while the
+//! move went on (it notes every pause with the monotonic clock, which the nodes of a virtual
+//! cluster share: what the move's stop cost it), the wall time of `migrate --wait` (the whole
+//! move), and the service's line about it (rounds, MiB sent while it ran). The process checks
+//! every page at the end: a move that lost or mixed up a write fails the run.
 //!
 //! Goal (issue 15): stopped ≤ 50 ms for 1 GiB written at ~100 MB/s, whatever the size.
 //!
@@ -20,31 +21,48 @@ use std::time::{Duration, Instant};
 
 use mosix_tests::TestCluster;
 
-/// Both nodes restarted with `[moves] live_above_mib = 0`: a move is live only when asked.
+const NODES: u16 = 3;
+
+/// Every node restarted with `[moves] live_above_mib = 0`: a move is live only when asked.
 fn only_when_asked(c: &TestCluster) {
     const MARK: &str = "# live bench\n";
-    for n in 1..=2 {
+    for n in 1..=NODES {
         c.cluster.stop_node(n, false).unwrap();
         let path = c.paths(n).config();
         let text = std::fs::read_to_string(&path).unwrap();
         let kept = text.split(MARK).next().unwrap_or_default().to_owned();
         std::fs::write(&path, format!("{kept}{MARK}[moves]\nlive_above_mib = 0\n")).unwrap();
     }
-    for n in 1..=2 {
+    for n in 1..=NODES {
         c.cluster.start_node(n).unwrap();
     }
-    for n in 1..=2 {
+    for n in 1..=NODES {
         c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
             .expect("the benchmark cluster comes back up");
     }
 }
 
-/// One move of a process of `mib` MiB writing at `rate` MB/s: (the process's longest pause
-/// in ms, the wall time of `migrate --wait` in ms, the service's line about the move).
-fn one_move(c: &TestCluster, mib: u64, rate: u64, live: bool) -> (f64, f64, String) {
+/// `CLOCK_MONOTONIC` in ns (the probe's clock for its pauses).
+fn mono_ns() -> u128 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+}
+
+/// One move as measured: where to, the window it ran in (monotonic ns), its wall time in
+/// ms, and the line the node it left wrote about it.
+struct Moved {
+    path: &'static str,
+    window: (u128, u128),
+    wall_ms: f64,
+    said: String,
+}
+
+/// The moves of one process of `mib` MiB writing at `rate` MB/s, 1 → 2 → 3 → home, each
+/// with its longest pause (ms).
+fn moves(c: &TestCluster, mib: u64, rate: u64, live: bool) -> Vec<(Moved, f64)> {
     let probe = mosix_tests::user_tool("mosix-probe");
-    // Long enough for the move and a few seconds after it.
-    let secs = 8 + mib / 64;
+    // Long enough for three moves and a few seconds after them.
+    let secs = 12 + 3 * mib / 40;
     let mut child = c
         .job(
             1,
@@ -67,19 +85,42 @@ fn one_move(c: &TestCluster, mib: u64, rate: u64, live: bool) -> (f64, f64, Stri
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "mosix-probe dirty {mib}");
     std::thread::sleep(Duration::from_secs(1));
-    let mut args = vec![pid.to_string(), "2".into(), "--wait".into()];
-    if live {
-        args.push("--live".into());
+    let mut done = Vec::new();
+    for (to, leaves, path) in [
+        ("2", 1, "1 -> 2"),
+        ("3", 2, "2 -> 3"),
+        ("home", 3, "3 -> home"),
+    ] {
+        let mut args = vec![pid.to_string(), to.into(), "--wait".into()];
+        if live {
+            args.push("--live".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let before = c.log(leaves).len();
+        let (t, t0) = (Instant::now(), mono_ns());
+        let moved = c.run(1, "migrate", &args);
+        let (wall_ms, t1) = (t.elapsed().as_secs_f64() * 1e3, mono_ns());
+        assert!(
+            moved.status.success(),
+            "migrate {path}: {}",
+            String::from_utf8_lossy(&moved.stderr)
+        );
+        let said = c
+            .log(leaves)
+            .get(before..)
+            .unwrap_or_default()
+            .lines()
+            .rfind(|l| l.contains("mosix-probe"))
+            .map(|l| l.split_once("Z ").map_or(l, |x| x.1).trim().to_owned())
+            .unwrap_or_default();
+        done.push(Moved {
+            path,
+            window: (t0, t1),
+            wall_ms,
+            said,
+        });
+        std::thread::sleep(Duration::from_secs(1));
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let t = Instant::now();
-    let moved = c.run(1, "migrate", &args);
-    let wall = t.elapsed().as_secs_f64() * 1e3;
-    assert!(
-        moved.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&moved.stderr)
-    );
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     let mut err = String::new();
@@ -91,25 +132,27 @@ fn one_move(c: &TestCluster, mib: u64, rate: u64, live: bool) -> (f64, f64, Stri
         .unwrap();
     let st = child.wait().unwrap();
     assert!(st.success(), "the process failed its check: {err}\n{rest}");
-    let gap: f64 = rest
-        .split_whitespace()
-        .skip_while(|w| *w != "max_gap_ms")
-        .nth(1)
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(f64::NAN);
-    let said = c
-        .log(1)
+    // Every pause: (began, ms).
+    let gaps: Vec<(u128, f64)> = rest
         .lines()
-        .rev()
-        .find(|l| l.contains(&format!("(pid {pid}) migrated")))
-        .map(|l| {
-            l.split_once(") migrated")
-                .map_or(l, |x| x.1)
-                .trim()
-                .to_owned()
+        .find_map(|l| l.strip_prefix("gaps"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|g| {
+            let (at, ms) = g.split_once(':')?;
+            Some((at.parse().ok()?, ms.parse().ok()?))
         })
-        .unwrap_or_default();
-    (gap, wall, said)
+        .collect();
+    done.into_iter()
+        .map(|m| {
+            let longest = gaps
+                .iter()
+                .filter(|(at, _)| (m.window.0..m.window.1).contains(at))
+                .map(|g| g.1)
+                .fold(0.0, f64::max);
+            (m, longest)
+        })
+        .collect()
 }
 
 fn main() {
@@ -126,24 +169,28 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let name = std::env::var("MOSIX_BENCH_CLUSTER").unwrap_or_else(|_| "tlive".into());
-    let c = mosix_tests::bench_cluster(&name);
+    let c = mosix_tests::bench_cluster_of(&name, NODES);
     only_when_asked(&c);
-    println!("== Moves of a process rewriting its memory at {rate} MB/s, node 1 to node 2 ==");
+    println!("== Moves of a process rewriting its memory at {rate} MB/s: 1 -> 2 -> 3 -> home ==");
     println!(
-        "{:>6} {:>6} {:>12} {:>12}  service",
-        "MiB", "move", "stopped ms", "total ms"
+        "{:>6} {:>6} {:>10} {:>12} {:>10}  service (the node it left)",
+        "MiB", "move", "path", "stopped ms", "total ms"
     );
     let mut worst_live: f64 = 0.0;
     for &mib in &sizes {
         for live in [false, true] {
-            let (gap, wall, said) = one_move(&c, mib, rate, live);
-            if live {
-                worst_live = worst_live.max(gap);
+            for (m, stopped) in moves(&c, mib, rate, live) {
+                if live {
+                    worst_live = worst_live.max(stopped);
+                }
+                println!(
+                    "{mib:>6} {:>6} {:>10} {stopped:>12.1} {:>10.0}  {}",
+                    if live { "live" } else { "plain" },
+                    m.path,
+                    m.wall_ms,
+                    m.said
+                );
             }
-            println!(
-                "{mib:>6} {:>6} {gap:>12.1} {wall:>12.0}  {said}",
-                if live { "live" } else { "plain" }
-            );
         }
     }
     println!(

@@ -58,11 +58,21 @@ fn a_guests_on(c: &TestCluster, node: u16) -> usize {
         .count()
 }
 
-fn outputs(jobs: Vec<std::process::Child>) -> Vec<String> {
+/// The jobs' outputs; a job that failed fails the test with every node's log.
+fn outputs(c: &TestCluster, jobs: Vec<std::process::Child>) -> Vec<String> {
     jobs.into_iter()
         .map(|j| {
+            let pid = j.id();
             let o = j.wait_with_output().unwrap();
-            assert!(o.status.success(), "a job failed: {:?}", o.status);
+            assert!(
+                o.status.success(),
+                "job {pid} failed: {:?} {}\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr),
+                (1..=5)
+                    .map(|n| format!("node {n}:\n{}", c.log(n)))
+                    .collect::<String>()
+            );
             String::from_utf8(o.stdout).unwrap().trim().to_owned()
         })
         .collect()
@@ -141,7 +151,7 @@ fn a_partners_own_jobs_displace_guests_which_are_frozen_at_home_and_come_back_on
         "{log3}"
     );
     // b's jobs end, all right.
-    let b_out = outputs(b);
+    let b_out = outputs(&c, b);
     let want_b = work_result(B_WORK).to_string();
     assert!(b_out.iter().all(|o| *o == want_b), "{b_out:?} != {want_b}");
     // Then a's frozen jobs come back one at a time and spread over b again.
@@ -158,7 +168,7 @@ fn a_partners_own_jobs_displace_guests_which_are_frozen_at_home_and_come_back_on
     let log = c.log(1);
     assert!(log.contains("room again: process"), "{log}");
     // Nobody's job was lost or changed.
-    let a_out = outputs(a);
+    let a_out = outputs(&c, a);
     let want_a = work_result(A_WORK).to_string();
     assert!(a_out.iter().all(|o| *o == want_a), "{a_out:?} != {want_a}");
 }
@@ -243,7 +253,7 @@ fn a_node_closed_to_the_grid_sends_the_partners_guests_away_before_the_command_r
         c.said(3, "mosctl", &["status"]).1.contains("grid:  open")
     });
     assert!(open, "node 3 did not rejoin\n{}", c.log(3));
-    let out = outputs(jobs);
+    let out = outputs(&c, jobs);
     let want = work_result(WORK).to_string();
     assert!(out.iter().all(|o| *o == want), "{out:?} != {want}");
 }
@@ -339,7 +349,7 @@ fn the_partner_a_node_gives_the_better_priority_displaces_the_other_and_not_the_
         c.log(5),
     );
     let want = work_result(WORK).to_string();
-    for out in [outputs(a), outputs(cj)] {
+    for out in [outputs(&c, a), outputs(&c, cj)] {
         assert!(out.iter().all(|o| *o == want), "{out:?} != {want}");
     }
 }

@@ -6,9 +6,43 @@
 //! not asserted here.)
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
+use std::process::{Child, ChildStdout, Stdio};
 
 use mosix_tests::{TestCluster, require_root, serial, user_tool};
+
+/// Starts `mosix-probe dirty ARGS` at node 1 and waits until it has written its memory once.
+fn dirty(c: &TestCluster, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let probe = user_tool("mosix-probe");
+    let mut argv = vec![probe.to_str().unwrap(), "dirty"];
+    argv.extend_from_slice(args);
+    let mut child = c
+        .job(1, &argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    (child, out)
+}
+
+/// Waits for the probe: whether it found every page right, and all it printed after `ready`
+/// (standard error, then standard output).
+fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> (bool, String) {
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().success(), err + &rest)
+}
 
 /// `migrate ARGS` at node 1, which must succeed; the line of node `node`'s log that has all of
 /// `says` (that node sent the process live).
@@ -33,26 +67,15 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         s.tunables = "[moves]\nlive_above_mib = 64\n".into()
     });
     c.wait_all_up();
-    let probe = user_tool("mosix-probe");
     for churn in [false, true] {
         // 192 MiB rewritten at 50 MB/s for 14 s; with churn, pages discarded and areas
         // replaced meanwhile.
-        let mut args = vec![probe.to_str().unwrap(), "dirty", "192", "50", "14"];
+        let mut args = vec!["192", "50", "14"];
         if churn {
             args.push("churn");
         }
-        let mut child = c
-            .job(1, &args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (child, out) = dirty(&c, &args);
         let pid = child.id();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
         std::thread::sleep(std::time::Duration::from_secs(1));
         let pid_s = pid.to_string();
         let here = format!("(pid {pid}) migrated to node 2");
@@ -81,19 +104,10 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             &[&away, "sent home while it ran"],
         );
         assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
-        let mut rest = String::new();
-        out.read_to_string(&mut rest).unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let st = child.wait().unwrap();
+        let (ok, rest) = finish(child, out);
         assert!(
-            st.success(),
-            "churn {churn}: the process found its memory wrong after a live move: {err}{rest}\n{moved}\n{on}\n{back}\nnode 1:\n{}",
+            ok,
+            "churn {churn}: the process found its memory wrong after a live move: {rest}\n{moved}\n{on}\n{back}\nnode 1:\n{}",
             c.log(1)
         );
         assert!(rest.contains("max_gap_ms"), "{rest}");
@@ -104,18 +118,8 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
     }
     // Below the threshold a move is plain unless asked live, and asked live it is, whichever
     // node sends it: `--live` goes with the request to the node the process runs on.
-    let mut child = c
-        .job(1, &[probe.to_str().unwrap(), "dirty", "32", "20", "10"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, out) = dirty(&c, &["32", "20", "10"]);
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
     let pid_s = pid.to_string();
     let away = format!("(pid {pid} at node 1)");
     let (ok, said) = c.said(1, "migrate", &[&pid_s, "2", "--wait"]);
@@ -140,16 +144,6 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         &[&away, "sent home while it ran"],
     );
     assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
-    let st = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        st.success(),
-        "the small process after asked live moves: {err}"
-    );
+    let (ok, said) = finish(child, out);
+    assert!(ok, "the small process after moves asked live: {said}");
 }

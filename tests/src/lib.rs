@@ -36,7 +36,12 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// The cluster the benchmarks run on: two nodes of `MOSIX_BENCH_CPUS` CPUs (default 1) and
 /// 6 GiB each, up and seeing each other.
 pub fn bench_cluster(name: &str) -> TestCluster {
-    let c = TestCluster::up(name, 2, |s| {
+    bench_cluster_of(name, 2)
+}
+
+/// [`bench_cluster`] with `nodes` nodes.
+pub fn bench_cluster_of(name: &str, nodes: u16) -> TestCluster {
+    let c = TestCluster::up(name, nodes, |s| {
         s.cpus_per_node = Some(
             std::env::var("MOSIX_BENCH_CPUS")
                 .ok()
@@ -45,7 +50,7 @@ pub fn bench_cluster(name: &str) -> TestCluster {
         );
         s.mem_per_node = Some(6 << 30);
     });
-    for n in 1..=2 {
+    for n in 1..=nodes {
         c.wait_view(n, Duration::from_secs(15), |v| v.nodes.iter().all(|x| x.up))
             .expect("the benchmark cluster comes up");
     }

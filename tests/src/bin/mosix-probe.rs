@@ -11,7 +11,10 @@
 //!   rewrites whole pages one after the other at MBPS MB/s (busy-waiting between them), each
 //!   page holding its number and how many times it was written in every word; then checks
 //!   every page, and prints `max_gap_ms G pages_written N` — G is the longest time the loop
-//!   did not run (what a move's stop costs the process) — or exits 3 naming the first page that
+//!   did not run (what a move's stop costs the process) — then `gaps AT:MS …`, every pause of
+//!   5 ms or more with when it began (`CLOCK_MONOTONIC`, ns: one clock for every node of a
+//!   virtual cluster, so a caller can tell which pause a move of its own caused) — or exits 3
+//!   naming the first page that
 //!   does not hold what was written last. With a fifth argument `churn`, every 64th page due is
 //!   discarded instead (`MADV_DONTNEED`: it must read as zeroes from then on), and twice a
 //!   second a fresh 1 MiB area is mapped, filled and the previous one unmapped (its contents
@@ -155,11 +158,22 @@ fn main() {
             let per_page = 4096.0 / (mbps * 1e6);
             let mut last = Instant::now();
             let mut max_gap = Duration::ZERO;
+            // Pauses of 5 ms or more: when each began (monotonic ns) and how long it was.
+            let mut gaps: Vec<(u128, Duration)> = Vec::new();
+            let mono_ns = || {
+                nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+                    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+                })
+            };
             let mut written = 0usize;
             let mut p = 0usize;
             loop {
                 let now = Instant::now();
-                max_gap = max_gap.max(now - last);
+                let gap = now - last;
+                max_gap = max_gap.max(gap);
+                if gap >= Duration::from_millis(5) && gaps.len() < 10_000 {
+                    gaps.push((mono_ns().saturating_sub(gap.as_nanos()), gap));
+                }
                 last = now;
                 let t = now.duration_since(start).as_secs_f64();
                 if t >= secs {
@@ -229,6 +243,11 @@ fn main() {
                 "max_gap_ms {:.1} pages_written {written}",
                 max_gap.as_secs_f64() * 1e3
             );
+            let listed: Vec<String> = gaps
+                .iter()
+                .map(|(at, g)| format!("{at}:{:.1}", g.as_secs_f64() * 1e3))
+                .collect();
+            println!("gaps {}", listed.join(" "));
         }
         Some("touch") => {
             let len = (n as usize) << 20;
