@@ -15,8 +15,6 @@
 //! the virtual cluster's name (default `tlive`).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mosix_tests::TestCluster;
@@ -60,30 +58,11 @@ struct Moved {
 /// The moves of one process of `mib` MiB writing at `rate` MB/s, 1 → 2 → 3 → home, each
 /// with its longest pause (ms).
 fn moves(c: &TestCluster, mib: u64, rate: u64, live: bool) -> Vec<(Moved, f64)> {
-    let probe = mosix_tests::user_tool("mosix-probe");
     // Long enough for three moves and a few seconds after them.
     let secs = 12 + 3 * mib / 40;
-    let mut child = c
-        .job(
-            1,
-            &[
-                probe.to_str().unwrap(),
-                "dirty",
-                &mib.to_string(),
-                &rate.to_string(),
-                &secs.to_string(),
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mib_s, rate_s, secs_s) = (mib.to_string(), rate.to_string(), secs.to_string());
+    let (child, out) = mosix_tests::dirty(c, &[&mib_s, &rate_s, &secs_s]);
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "mosix-probe dirty {mib}");
     std::thread::sleep(Duration::from_secs(1));
     let mut done = Vec::new();
     for (to, leaves, path) in [
@@ -121,17 +100,8 @@ fn moves(c: &TestCluster, mib: u64, rate: u64, live: bool) -> Vec<(Moved, f64)> 
         });
         std::thread::sleep(Duration::from_secs(1));
     }
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let st = child.wait().unwrap();
-    assert!(st.success(), "the process failed its check: {err}\n{rest}");
+    let (ok, rest) = mosix_tests::finish(child, out);
+    assert!(ok, "the process failed its check: {rest}");
     // Every pause: (began, ms).
     let gaps: Vec<(u128, f64)> = rest
         .lines()

@@ -2,47 +2,10 @@
 //! and stops it only for what it wrote meanwhile; nothing it wrote is lost or mixed up — pages
 //! rewritten during the rounds, pages it discarded (`MADV_DONTNEED`: zeroes again), areas it
 //! mapped and unmapped meanwhile; then it moves on from that node to a third directly, and
-//! comes home, live by its size, with the same care. (How long it stops is measured by the `live` benchmark,
-//! not asserted here.)
+//! comes home, live by its size, with the same care; a small process moves live on and home
+//! when asked. (How long it stops is measured by the `live` benchmark, not asserted here.)
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Stdio};
-
-use mosix_tests::{TestCluster, require_root, serial, user_tool};
-
-/// Starts `mosix-probe dirty ARGS` at node 1 and waits until it has written its memory once.
-fn dirty(c: &TestCluster, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
-    let probe = user_tool("mosix-probe");
-    let mut argv = vec![probe.to_str().unwrap(), "dirty"];
-    argv.extend_from_slice(args);
-    let mut child = c
-        .job(1, &argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    (child, out)
-}
-
-/// Waits for the probe: whether it found every page right, and all it printed after `ready`
-/// (standard error, then standard output).
-fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> (bool, String) {
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (child.wait().unwrap().success(), err + &rest)
-}
+use mosix_tests::{TestCluster, require_root, serial};
 
 /// `migrate ARGS` at node 1, which must succeed; the line of node `node`'s log that has all of
 /// `says` (that node sent the process live).
@@ -74,7 +37,7 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         if churn {
             args.push("churn");
         }
-        let (child, out) = dirty(&c, &args);
+        let (child, out) = mosix_tests::dirty(&c, &args);
         let pid = child.id();
         std::thread::sleep(std::time::Duration::from_secs(1));
         let pid_s = pid.to_string();
@@ -104,7 +67,7 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             &[&away, "sent home while it ran"],
         );
         assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
-        let (ok, rest) = finish(child, out);
+        let (ok, rest) = mosix_tests::finish(child, out);
         assert!(
             ok,
             "churn {churn}: the process found its memory wrong after a live move: {rest}\n{moved}\n{on}\n{back}\nnode 1:\n{}",
@@ -118,7 +81,7 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
     }
     // Below the threshold a move is plain unless asked live, and asked live it is, whichever
     // node sends it: `--live` goes with the request to the node the process runs on.
-    let (child, out) = dirty(&c, &["32", "20", "10"]);
+    let (child, out) = mosix_tests::dirty(&c, &["32", "20", "10"]);
     let pid = child.id();
     let pid_s = pid.to_string();
     let away = format!("(pid {pid} at node 1)");
@@ -144,6 +107,6 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
         &[&away, "sent home while it ran"],
     );
     assert_eq!(c.node_of(pid), Some(0), "{}", c.log(1));
-    let (ok, said) = finish(child, out);
+    let (ok, said) = mosix_tests::finish(child, out);
     assert!(ok, "the small process after moves asked live: {said}");
 }

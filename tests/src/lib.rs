@@ -15,9 +15,10 @@
 //! a job of root is started only with [`TestCluster::root_job`], by the tests of its refusal.
 
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -722,4 +723,39 @@ pub fn ends_within(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts `mosix-probe dirty ARGS` (MiB, MB/s, seconds, …) at node 1 of `c` and waits until
+/// it has written its memory once.
+pub fn dirty(c: &TestCluster, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let probe = user_tool("mosix-probe");
+    let mut argv = vec![probe.to_str().expect("a UTF-8 path"), "dirty"];
+    argv.extend_from_slice(args);
+    let mut child = c
+        .job(1, &argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosix-probe dirty starts");
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the probe speaks");
+    assert_eq!(line.trim(), "ready");
+    (child, out)
+}
+
+/// Waits for the probe: whether it found every page right, and all it printed after `ready`
+/// (standard error, then standard output).
+pub fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> (bool, String) {
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("the probe's output");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .expect("the probe's errors");
+    (child.wait().expect("the probe ends").success(), err + &rest)
 }

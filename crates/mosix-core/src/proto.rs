@@ -64,8 +64,8 @@ pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
 /// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`];
-/// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]); the frame fixtures (`tests/fixtures/frames/*.hex`) carry
-/// it in their third byte.
+/// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]);
+/// the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
 pub const PROTOCOL_VERSION: u8 = 8;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;

@@ -129,8 +129,9 @@ impl Node {
         reply: oneshot::Sender<Response>,
     ) -> bool {
         let facts = self.facts(pid);
-        let asked_live = live;
-        let live = if live {
+        // From here: asked, or by this node's size rule. A process away goes by the size rule
+        // of the node it runs on, or live if asked (`live` goes with the request).
+        let from_here = if live {
             Live::Always
         } else {
             self.live_above()
@@ -168,7 +169,7 @@ impl Node {
                 pid,
                 to,
                 None,
-                live,
+                from_here,
                 self.home_env(),
                 answer_when(pid, to, wait, reply),
             ),
@@ -178,7 +179,7 @@ impl Node {
                     pid,
                     MoveAsk {
                         node: to,
-                        live: asked_live,
+                        live,
                         done,
                     },
                 ) {
@@ -220,7 +221,7 @@ impl Node {
                 }
             }
             Ok(MovePlan::BringHome) => {
-                if !procs.ask_come_home(pid, asked_live) {
+                if !procs.ask_come_home(pid, live) {
                     let _ = reply.send(Response::MoveFailed(MoveFailure::Refused {
                         by: self.loaded.me,
                         reason: format!("process {pid} is between nodes; try again"),
