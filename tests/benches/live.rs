@@ -1,12 +1,14 @@
-//! Live-move benchmark (needs root): on a 3-node virtual cluster with one CPU per node, a
-//! process of 64 MiB … 1 GiB that rewrites its memory at 100 MB/s (`mosix-probe dirty`) is
-//! moved from node 1 to node 2, on to node 3 directly and home, once with plain moves and once
-//! with `migrate --live` (which goes with the request to the node the process runs on). For
-//! each move, the table gives the longest time the process's own loop did not run while the
-//! move went on (it notes every pause with the monotonic clock, which the nodes of a virtual
-//! cluster share: what the move's stop cost it), the wall time of `migrate --wait` (the whole
-//! move), and the service's line about it (rounds, MiB sent while it ran). The process checks
-//! every page at the end: a move that lost or mixed up a write fails the run.
+//! Live-move benchmark (needs root): on a 3-node virtual cluster whose nodes may each use all
+//! of the machine's CPUs (`MOSIX_BENCH_CPUS` limits them), a process of 64 MiB … 1 GiB that
+//! rewrites its memory at 100 MB/s (`mosix-probe dirty`) is moved from node 1 to node 2, on
+//! to node 3 directly and home, once with plain moves and once with `migrate --live` (which
+//! goes with the request to the node the process runs on). For each move, the table gives
+//! the longest time the process's own loop did not run while the move went on (it notes every
+//! pause with the monotonic clock, which the nodes of a virtual cluster share: what the move's
+//! stop cost it), the wall time of `migrate --wait` (the whole move), and the service's line
+//! about it (rounds, MiB sent while it ran). The process checks every page at the end: a move
+//! that lost or mixed up a write fails the run. A stop over a second prints every node's log
+//! from the move's start.
 //!
 //! Goal (issue 15): stopped ≤ 50 ms for 1 GiB written at ~100 MB/s, whatever the size.
 //!
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 use mosix_tests::TestCluster;
 
 const NODES: u16 = 3;
+/// A stop this long (ms) prints every node's log from the move's start.
+const LONG_STOP_MS: f64 = 1000.0;
 
 /// Every node restarted with `[moves] live_above_mib = 0`: a move is live only when asked.
 fn only_when_asked(c: &TestCluster) {
@@ -53,6 +57,9 @@ struct Moved {
     window: (u128, u128),
     wall_ms: f64,
     said: String,
+    /// Every node's log, as long as it was before the move (to show what it did, should its
+    /// stop be long).
+    logs_before: Vec<usize>,
 }
 
 /// The moves of one process of `mib` MiB writing at `rate` MB/s, 1 → 2 → 3 → home, each
@@ -76,6 +83,7 @@ fn moves(c: &TestCluster, mib: u64, rate: u64, live: bool) -> Vec<(Moved, f64)> 
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let before = c.log(leaves).len();
+        let logs_before = (1..=NODES).map(|n| c.log(n).len()).collect();
         let (t, t0) = (Instant::now(), mono_ns());
         let moved = c.run(1, "migrate", &args);
         let (wall_ms, t1) = (t.elapsed().as_secs_f64() * 1e3, mono_ns());
@@ -97,6 +105,7 @@ fn moves(c: &TestCluster, mib: u64, rate: u64, live: bool) -> Vec<(Moved, f64)> 
             window: (t0, t1),
             wall_ms,
             said,
+            logs_before,
         });
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -139,7 +148,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let name = std::env::var("MOSIX_BENCH_CLUSTER").unwrap_or_else(|_| "tlive".into());
-    let c = mosix_tests::bench_cluster_of(&name, NODES);
+    // Each node may use every CPU of the machine: a node limited to a share of them (a CFS
+    // quota) has its service throttled for up to a period (100 ms) whenever the probe, which
+    // never sleeps, has used the node's share, and the stops measured would be the quota's.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let c = mosix_tests::bench_cluster_with(&name, NODES, cpus);
     only_when_asked(&c);
     println!("== Moves of a process rewriting its memory at {rate} MB/s: 1 -> 2 -> 3 -> home ==");
     println!(
@@ -160,6 +173,16 @@ fn main() {
                     m.wall_ms,
                     m.said
                 );
+                if stopped > LONG_STOP_MS {
+                    // What every node did from the move's start: the cause is in there.
+                    for (n, before) in (1..=NODES).zip(&m.logs_before) {
+                        let log = c.log(n);
+                        println!("  node {n} since the move:");
+                        for l in log.get(*before..).unwrap_or_default().lines().take(200) {
+                            println!("    {l}");
+                        }
+                    }
+                }
             }
         }
     }

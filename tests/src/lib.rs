@@ -42,12 +42,17 @@ pub fn bench_cluster(name: &str) -> TestCluster {
 
 /// [`bench_cluster`] with `nodes` nodes.
 pub fn bench_cluster_of(name: &str, nodes: u16) -> TestCluster {
+    bench_cluster_with(name, nodes, 1.0)
+}
+
+/// [`bench_cluster_of`] whose nodes have `cpus` CPUs each unless `MOSIX_BENCH_CPUS` says.
+pub fn bench_cluster_with(name: &str, nodes: u16, cpus: f64) -> TestCluster {
     let c = TestCluster::up(name, nodes, |s| {
         s.cpus_per_node = Some(
             std::env::var("MOSIX_BENCH_CPUS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(1.0),
+                .unwrap_or(cpus),
         );
         s.mem_per_node = Some(6 << 30);
     });

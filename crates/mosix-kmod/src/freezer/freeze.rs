@@ -466,6 +466,29 @@ fn read_run(mem: &Mem, vma: &Vma, r: &Run, buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// A page run that took longer than this to read out of a process or to send is logged: the
+/// process is stopped meanwhile.
+const SLOW_RUN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Logs a run of process `pid` whose `what` (reading, sending) took longer than [`SLOW_RUN`].
+fn slow(what: &str, pid: i32, r: &Run, begun: std::time::Instant) {
+    let took = begun.elapsed();
+    if took >= SLOW_RUN {
+        tracing::warn!(
+            "process {pid}: {what} {} KiB of its memory (area {}, offset {:#x}, {}) took {:.1} s",
+            r.len >> 10,
+            r.vma,
+            r.offset,
+            if r.exclusive {
+                "pinned"
+            } else {
+                "through /proc"
+            },
+            took.as_secs_f64()
+        );
+    }
+}
+
 /// How many page runs may be in flight between the thread that reads them out of the process
 /// and the one that sends them.
 const RUNS_IN_FLIGHT: usize = 4;
@@ -513,7 +536,9 @@ pub fn send_pages_of(
                     };
                     let len = r.len as usize;
                     buf.resize(len, 0);
+                    let begun = std::time::Instant::now();
                     let read = read_run(mem, &vmas[r.vma as usize], r, &mut buf[..len]);
+                    slow("reading", mem.pid(), r, begun);
                     let ok = match read {
                         Ok(()) => true,
                         Err(_) if skip_unreadable => false,
@@ -530,10 +555,12 @@ pub fn send_pages_of(
         for (i, mut buf, ok) in full_rx.iter() {
             let r = &runs[i];
             if ok {
+                let begun = std::time::Instant::now();
                 if let Err(e) = tx.send_run(r.vma, r.offset, &mut buf[..r.len as usize]) {
                     sent = Err(e);
                     break;
                 }
+                slow("sending", mem.pid(), r, begun);
                 if let Ok(v) = &mut sent {
                     v.push(i);
                 }

@@ -165,7 +165,16 @@ pub fn receive_runs(
             .name("mosix-pages-in".into())
             .spawn_scoped(s, move || -> Result<(), PagesError> {
                 for (vma, offset, len, buf) in full_rx {
+                    let begun = std::time::Instant::now();
                     pages.write(vmas, vma, offset, &buf[..len])?;
+                    if begun.elapsed() >= std::time::Duration::from_secs(1) {
+                        // The process is stopped at its source meanwhile.
+                        tracing::warn!(
+                            "writing {} KiB of an arriving process's memory (area {vma}, offset {offset:#x}) took {:.1} s",
+                            len >> 10,
+                            begun.elapsed().as_secs_f64()
+                        );
+                    }
                     let _ = empty_tx.send(buf);
                 }
                 Ok(())
@@ -173,11 +182,22 @@ pub fn receive_runs(
             .map_err(|e| PagesError::Writer(format!("cannot start it: {e}")))?;
         let mut total = 0u64;
         // `Err(None)`: the writer stopped (its own error says why).
+        // A wait this long for the next frame is logged: the process is stopped meanwhile.
+        let waited = |what: &str, begun: std::time::Instant| {
+            if begun.elapsed() >= std::time::Duration::from_secs(1) {
+                tracing::warn!(
+                    "an arriving process's memory: {what} took {:.1} s",
+                    begun.elapsed().as_secs_f64()
+                );
+            }
+        };
         let received = loop {
+            let begun = std::time::Instant::now();
             let m = match rx.recv() {
                 Ok(m) => m,
                 Err(e) => break Err(Some(PagesError::Link(e))),
             };
+            waited("waiting for the next frame", begun);
             match m {
                 ProcMsg::Pages { vma, offset, len } => {
                     total += u64::from(len);
@@ -186,14 +206,18 @@ pub fn receive_runs(
                             "it sends more than the {announced} bytes it announced"
                         ))));
                     }
+                    let begun = std::time::Instant::now();
                     let Ok(mut buf) = empty_rx.recv() else {
                         break Err(None);
                     };
+                    waited("waiting for a free buffer", begun);
                     let len = len as usize;
                     buf.resize(len, 0);
+                    let begun = std::time::Instant::now();
                     if let Err(e) = rx.recv_raw(&mut buf[..len]) {
                         break Err(Some(PagesError::Link(e)));
                     }
+                    waited("receiving a run", begun);
                     if full_tx.send((vma, offset, len, buf)).is_err() {
                         break Err(None);
                     }
@@ -208,9 +232,11 @@ pub fn receive_runs(
         };
         drop(full_tx);
         drop(empty_rx);
+        let begun = std::time::Instant::now();
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(PagesError::Writer("it panicked".into())));
+        waited("waiting for the last writes", begun);
         match (received, written) {
             (Ok(()), w) => w,
             (Err(Some(e)), _) | (Err(None), Err(e)) => Err(e),

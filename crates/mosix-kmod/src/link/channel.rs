@@ -865,15 +865,26 @@ impl Receiver {
         let mut tag = [0u8; TAG_LEN];
         // The run's bytes are all coming: the thread need not wake for each burst of
         // segments, only every RUN_LOWAT bytes (waking it was a visible part of the receiving
-        // side's CPU in a profile). Only for the run's own bytes: a frame after it may be the
-        // last one for a while, and a low-water mark above what is coming would wait for ever.
+        // side's CPU in a profile). The kernel wakes a sleeping reader only once SO_RCVLOWAT
+        // bytes are queued, however few the read asks for (`tcp_data_ready`), so the mark holds
+        // only while at least that many bytes of the run are still to come: up to the run's
+        // last RUN_LOWAT bytes. Beyond, a reader waiting for the run's tail, which arrives with
+        // the frames after it in less than the mark (the last run of a move, then `End`, then
+        // nothing until the answer), slept until its read timeout: the 10 s stops seen in live
+        // moves (docs/migration.md).
         let coming = buf.len().saturating_sub(self.r.buffer().len());
-        let lowat = coming >= 2 * RUN_LOWAT && set_rcvlowat(self.r.get_ref(), RUN_LOWAT);
-        let read = self.r.read_exact(buf);
-        if lowat {
-            set_rcvlowat(self.r.get_ref(), 1);
+        if coming >= 2 * RUN_LOWAT && set_rcvlowat(self.r.get_ref(), RUN_LOWAT) {
+            let (head, tail) = buf.split_at_mut(buf.len() - RUN_LOWAT);
+            let read = self.r.read_exact(head);
+            let unset = set_rcvlowat(self.r.get_ref(), 1);
+            read.map_err(eof)?;
+            if !unset {
+                return Err(FrameError::Io(std::io::Error::last_os_error()));
+            }
+            self.r.read_exact(tail).map_err(eof)?;
+        } else {
+            self.r.read_exact(buf).map_err(eof)?;
         }
-        read.map_err(eof)?;
         self.r.read_exact(&mut tag).map_err(eof)?;
         self.opener.open_run(buf, &tag)
     }
@@ -1103,8 +1114,10 @@ impl Duplex {
 /// How many bytes of a page run may gather before the receiving thread is woken.
 const RUN_LOWAT: usize = 256 * 1024;
 
-/// Sets `SO_RCVLOWAT` on `s` (which neither nix nor socket2 carries): a read waits until
-/// `min(bytes, what it asks for)` bytes are there. Returns whether it was set.
+/// Sets `SO_RCVLOWAT` on `s` (which neither nix nor socket2 carries): a read returns once
+/// `min(bytes, what it asks for)` bytes are there, but a reader that sleeps is woken only when
+/// `bytes` are queued (whatever it asked for): set it only while that many are sure to come.
+/// Returns whether it was set.
 fn set_rcvlowat(s: &TcpStream, bytes: usize) -> bool {
     use std::os::fd::AsRawFd;
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);

@@ -515,6 +515,99 @@ mod tests {
         );
     }
 
+    /// A sealed pair of process connection ends whose bytes pass through a relay that holds
+    /// them back for `pause` after the first `first` bytes.
+    fn held_back_pair(first: usize, pause: Duration) -> (Conn, Conn) {
+        use mosix_core::proto::Side;
+        use mosix_core::proto::seal::{Protection, Transcript};
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let near = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let far = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let client = TcpStream::connect(near.local_addr().unwrap()).unwrap();
+        let (mut inbound, _) = near.accept().unwrap();
+        let mut outbound = TcpStream::connect(far.local_addr().unwrap()).unwrap();
+        let (server, _) = far.accept().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut passed = 0;
+            let mut paused = false;
+            loop {
+                let want = if paused {
+                    buf.len()
+                } else {
+                    buf.len().min(first - passed)
+                };
+                let n = match inbound.read(&mut buf[..want]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if outbound.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                passed += n;
+                if !paused && passed == first {
+                    std::thread::sleep(pause);
+                    paused = true;
+                }
+            }
+        });
+        let secret = mosix_core::config::Secret::new(&[7u8; 32]).unwrap();
+        let me = mosix_core::NodeId::new(1).unwrap();
+        let t = Transcript {
+            client: me,
+            server: me,
+            nonce_c: nonce().unwrap(),
+            nonce_s: nonce().unwrap(),
+            protection: Protection::Authenticated,
+        };
+        (
+            Conn::new(client, t.session(&secret, Side::Client)),
+            Conn::new(server, t.session(&secret, Side::Server)),
+        )
+    }
+
+    /// A page run whose last bytes arrive after the reader went to sleep, with less than the
+    /// receive low-water mark after them (the last run of a move, then `End`): the reader is
+    /// woken when they arrive. It used to sleep until its read timeout (the 10 s stops of live
+    /// moves). The bound is the timeout, far above the pause.
+    #[test]
+    fn the_tail_of_a_page_run_wakes_its_reader() {
+        const RUN: usize = 1 << 20;
+        let pause = Duration::from_millis(300);
+        // All but the last 100 KiB of the run get through at once.
+        let (a, b) = held_back_pair(RUN - 100 * 1024, pause);
+        let (tx, _arx) = channel::split(a).unwrap();
+        let (_btx, mut rx) = channel::split(b).unwrap();
+        let timeout = Duration::from_secs(20);
+        rx.socket().set_read_timeout(Some(timeout)).unwrap();
+        let mut run: Vec<u8> = (0..RUN).map(|i| (i % 251) as u8).collect();
+        let sent = run.clone();
+        let sender = std::thread::spawn(move || {
+            tx.send_run(3, 8192, &mut run).unwrap();
+            tx.send(&mosix_core::proto::ProcMsg::End).unwrap();
+            tx
+        });
+        let begun = Instant::now();
+        let Ok(mosix_core::proto::ProcMsg::Pages { vma, offset, len }) = rx.recv() else {
+            panic!("no run");
+        };
+        assert_eq!((vma, offset, len as usize), (3, 8192, RUN));
+        let mut got = vec![0u8; RUN];
+        rx.recv_raw(&mut got).unwrap();
+        let took = begun.elapsed();
+        assert!(got == sent, "the run arrived changed");
+        assert!(
+            matches!(rx.recv(), Ok(mosix_core::proto::ProcMsg::End)),
+            "no End after the run"
+        );
+        assert!(
+            took < timeout / 2,
+            "the reader slept until its read timeout: {took:?}"
+        );
+        drop(sender.join().unwrap());
+    }
+
     #[test]
     fn peer_text_is_one_bounded_line() {
         assert_eq!(peer_text("wrong\nsecret"), "wrong?secret");

@@ -24,7 +24,7 @@ use mosix_core::NodeId;
 use mosix_core::image::{ImageHeader, Vma, VmaKind, kept_areas};
 use mosix_core::moves::MoveFailure;
 use mosix_core::proto::ProcMsg;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::freezer::freeze::{self, FreezeOptions, Frozen, Run, send_pages, send_pages_of};
 use crate::freezer::pages::{self, PagesError};
@@ -316,6 +316,7 @@ impl Precopy {
         let to = self.to;
         let pid = self.pid;
         let now = &frozen.header;
+        let prep = Instant::now();
         let kept = kept_areas(&self.first.vmas, &now.vmas);
         let mut written = std::mem::take(&mut self.pending);
         written.extend(
@@ -358,6 +359,7 @@ impl Precopy {
                 _ => runs.extend(frozen.runs.iter().filter(|r| r.vma == j).copied()),
             }
         }
+        let computed = prep.elapsed();
         let mut header = now.clone();
         header.total_bytes = runs.iter().map(|r| r.len).sum();
         let header_bytes = header.total_bytes;
@@ -370,10 +372,19 @@ impl Precopy {
             .map_err(|e| lost(&e))?;
         send_pages(&self.tx, &frozen.mem, &now.vmas, &runs).map_err(|e| lost(&e))?;
         self.tx.send(&ProcMsg::End).map_err(|e| lost(&e))?;
+        let (computed_ms, sent_ms) = (
+            computed.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3,
+        );
+        if computed_ms + sent_ms >= 1000.0 {
+            warn!(
+                "process {pid}: its last pages took long while it was stopped: {computed_ms:.0} ms to find them, {sent_ms:.0} ms to send {} KiB to node {to}",
+                header_bytes >> 10
+            );
+        }
         debug!(
-            "process {pid}: the last {} KiB sent to node {to} in {:.1} ms",
-            header_bytes >> 10,
-            started.elapsed().as_secs_f64() * 1e3
+            "process {pid}: the last {} KiB found in {computed_ms:.1} ms, sent to node {to} in {sent_ms:.1} ms",
+            header_bytes >> 10
         );
         Ok(header_bytes)
     }

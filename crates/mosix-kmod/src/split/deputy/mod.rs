@@ -349,6 +349,9 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         }
     };
     let started = std::time::Instant::now();
+    // Stopped, frozen and given its agent: the part of a live move's stop before its last
+    // pages, logged should the stop be long.
+    let before_ship = started - stopped_at;
     let live_rounds = precopy.as_ref().map(|p| (p.rounds, p.bytes));
     let shipped = match (&away, precopy) {
         (Away::Node(..), Some(p)) => p.finish(&frozen),
@@ -382,6 +385,23 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             h.returned_at = None;
         });
     } else if let Some((rounds, bytes)) = live_rounds {
+        let parts = format!(
+            "{:.1} ms to stop, freeze it and start its agent, {:.1} ms to send the rest, {:.1} ms for node {to} to start it",
+            before_ship.as_secs_f64() * 1e3,
+            shipped.sending.as_secs_f64() * 1e3,
+            shipped.starting.as_secs_f64() * 1e3
+        );
+        if stopped_at.elapsed() >= std::time::Duration::from_secs(1) {
+            warn!(
+                "{} (pid {pid}): a long stop in its live move: {parts}",
+                frozen.header.comm
+            );
+        } else {
+            debug!(
+                "{} (pid {pid}): its live move's stop: {parts}",
+                frozen.header.comm
+            );
+        }
         let m = metrics::global();
         m.moved(
             metrics::Move::Out,
