@@ -31,8 +31,8 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
     });
     c.wait_all_up();
     for churn in [false, true] {
-        // 192 MiB rewritten at 50 MB/s for 14 s; with churn, pages discarded and areas
-        // replaced meanwhile.
+        // 192 MiB rewritten at 50 MB/s for 14 s; with churn, pages discarded, areas replaced
+        // and one grown and shrunk in place meanwhile.
         let mut args = vec!["192", "50", "14"];
         if churn {
             args.push("churn");
@@ -78,6 +78,13 @@ fn a_live_move_loses_no_write_and_the_process_goes_on_there() {
             "churn {churn}: {moved}\n  {on}\n  {back}\n  the process: {}",
             rest.trim()
         );
+        // With MOSIX_LOG=…,mosix_kmod::split::live=debug: how many kept areas had grown or
+        // shrunk in place by each final image.
+        for n in 1..=3 {
+            for l in c.log(n).lines().filter(|l| l.contains("resized")) {
+                eprintln!("  node {n}: {l}");
+            }
+        }
     }
     // Below the threshold a move is plain unless asked live, and asked live it is, whichever
     // node sends it: `--live` goes with the request to the node the process runs on.

@@ -191,9 +191,12 @@ impl Vma {
 }
 
 /// For a process whose memory was sent while it ran (a live move): for each area of the final
-/// image `now`, the index of the area of the first image `then` it is the same as (same range,
-/// rights and kind), whose pages the destination already holds; `None` for an area that is
-/// new or changed, which is sent whole. Both lists are in address order.
+/// image `now`, the index of the area of the first image `then` it is the same as, whose pages
+/// the destination already holds; `None` for an area that is new or changed, which is sent
+/// whole. The same means the same range, rights and kind, except that an area of private
+/// memory or the heap may have grown or shrunk at its end in place (`mremap`, a heap trimmed
+/// by `brk`, a tail unmapped): the part both have keeps its pages, a part it grew by is new.
+/// Both lists are in address order.
 pub fn kept_areas(then: &[Vma], now: &[Vma]) -> Vec<Option<u32>> {
     let mut out = Vec::with_capacity(now.len());
     let mut i = 0;
@@ -201,9 +204,18 @@ pub fn kept_areas(then: &[Vma], now: &[Vma]) -> Vec<Option<u32>> {
         while i < then.len() && then[i].start < v.start {
             i += 1;
         }
-        out.push((i < then.len() && then[i] == *v).then_some(i as u32));
+        out.push((i < then.len() && same_area(&then[i], v)).then_some(i as u32));
     }
     out
+}
+
+/// Whether `now` is the area `then` (see [`kept_areas`]).
+fn same_area(then: &Vma, now: &Vma) -> bool {
+    then == now
+        || (matches!(now.kind, VmaKind::Anon | VmaKind::Heap)
+            && then.kind == now.kind
+            && (then.start, then.read, then.write, then.exec)
+                == (now.start, now.read, now.write, now.exec))
 }
 
 /// The kernel's special mappings at the time of the freeze.
@@ -597,14 +609,28 @@ mod tests {
         let now = [
             a(0x1000, 0x3000, true),
             a(0x4000, 0x5000, true),
+            // Grown in place: kept (its first part's pages are there).
             a(0x5000, 0xa000, true),
             a(0xa000, 0xb000, false),
             a(0xc000, 0xd000, true),
         ];
         assert_eq!(
             kept_areas(&then, &now),
-            vec![Some(0), None, None, None, None]
+            vec![Some(0), None, Some(1), None, None]
         );
+        // Shrunk: kept; a file's area that changed its size is not (its pages are the file's
+        // at an offset), nor one that starts elsewhere.
+        let file = |start: u64, end: u64| Vma {
+            kind: VmaKind::File {
+                path: "/lib/x".into(),
+                offset: 0,
+            },
+            ..a(start, end, false)
+        };
+        let before = [a(0x1000, 0x4000, true), file(0x5000, 0x8000)];
+        let after = [a(0x1000, 0x2000, true), file(0x5000, 0x6000)];
+        assert_eq!(kept_areas(&before, &after), vec![Some(0), None]);
+        assert_eq!(kept_areas(&before, &[a(0x2000, 0x4000, true)]), vec![None]);
         assert_eq!(kept_areas(&then, &then), vec![Some(0), Some(1), Some(2)]);
         assert_eq!(kept_areas(&[], &then), vec![None, None, None]);
     }

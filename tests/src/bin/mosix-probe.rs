@@ -38,6 +38,78 @@ use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant};
 
 /// A fresh private anonymous mapping of `len` bytes, readable and writable.
+/// An area that grows in place (`mremap` without moving) and shrinks (its tail unmapped) by
+/// 1 MiB at a time, placed away from where the kernel puts other mappings so that the room it
+/// gives up stays free for it; each word holds [`Resizing::word`] of its index.
+struct Resizing {
+    at: *mut u64,
+    len: usize,
+    steps: u32,
+}
+
+impl Resizing {
+    const MAX: usize = 16 << 20;
+    const STEP: usize = 1 << 20;
+
+    fn word(i: usize) -> u64 {
+        (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn new() -> Resizing {
+        let len = Self::MAX / 2;
+        // SAFETY: mmap(2) of new anonymous memory, at the hint only if nothing is there.
+        let p = unsafe {
+            libc::mmap(
+                0x5000_0000_0000usize as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        let at = if p == libc::MAP_FAILED {
+            fresh_area(len)
+        } else {
+            p.cast()
+        }
+        .cast::<u64>();
+        let r = Resizing { at, len, steps: 0 };
+        r.fill(0, len);
+        r
+    }
+
+    fn fill(&self, from: usize, to: usize) {
+        for i in from / 8..to / 8 {
+            // SAFETY: inside the area's current length.
+            unsafe { *self.at.add(i) = Self::word(i) };
+        }
+    }
+
+    /// Grows it twice, then shrinks it once (within 1 and 16 MiB).
+    fn step(&mut self) {
+        self.steps += 1;
+        if !self.steps.is_multiple_of(3) && self.len < Self::MAX {
+            // SAFETY: mremap(2) of our own area, in place or not at all.
+            let p = unsafe { libc::mremap(self.at.cast(), self.len, self.len + Self::STEP, 0) };
+            if p != libc::MAP_FAILED {
+                self.len += Self::STEP;
+                self.fill(self.len - Self::STEP, self.len);
+            }
+        } else if self.len > Self::STEP {
+            self.len -= Self::STEP;
+            // SAFETY: the area's last MiB, no longer referred to.
+            unsafe { libc::munmap(self.at.cast::<u8>().add(self.len).cast(), Self::STEP) };
+        }
+    }
+
+    /// The first word that does not hold what was written, if any.
+    fn bad(&self) -> Option<usize> {
+        // SAFETY: inside the area's current length.
+        (0..self.len / 8).find(|&i| unsafe { *self.at.add(i) } != Self::word(i))
+    }
+}
+
 fn fresh_area(len: usize) -> *mut u8 {
     // SAFETY: mmap(2) of new anonymous memory at an address the kernel chooses: nothing that
     // exists is touched.
@@ -141,6 +213,8 @@ fn main() {
             let churn = args.get(5).is_some_and(|a| a == "churn");
             // The area mapped afresh twice a second, and what it holds.
             let mut scratch: Option<(*mut u64, u64)> = None;
+            // With churn: an area that grows and shrinks in place.
+            let mut resizing = churn.then(Resizing::new);
             let mut next_churn = 0.5;
             let pages = (n as usize) << 8;
             // One page more, so that the pages counted are the machine's (page-aligned).
@@ -184,6 +258,9 @@ fn main() {
                 }
                 if churn && t >= next_churn {
                     next_churn += 0.5;
+                    if let Some(r) = &mut resizing {
+                        r.step();
+                    }
                     let len = 1 << 20;
                     // Written only through the pointer kept with it; the previous one is
                     // unmapped after.
@@ -220,6 +297,10 @@ fn main() {
                     word(p, gens[p])
                 }
             };
+            if let Some(i) = resizing.as_ref().and_then(Resizing::bad) {
+                eprintln!("dirty: word {i} of the area that grows and shrinks changed");
+                std::process::exit(3);
+            }
             if let Some((q, mark)) = scratch {
                 let bad = (0..(1usize << 20) / 8)
                     // SAFETY: within the scratch mapping, still mapped.

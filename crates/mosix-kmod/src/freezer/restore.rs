@@ -336,8 +336,9 @@ impl Restorer {
 
     /// The final image `now` of a live move replaces the first one, `then`, whose areas were
     /// prepared and filled while the process still ran at the source: areas that changed are
-    /// unmapped, new ones mapped, and the page sink follows, so that the final runs land
-    /// where `now` says ([`mosix_core::image::kept_areas`]: kept areas keep their pages).
+    /// unmapped, new ones mapped, kept ones that grew or shrank in place are extended or cut,
+    /// and the page sink follows, so that the final runs land where `now` says
+    /// ([`mosix_core::image::kept_areas`]: kept areas keep their pages).
     pub fn reshape(&mut self, then: &ImageHeader, now: &ImageHeader) -> Result<()> {
         if then.special != now.special {
             return Err(self.unexpected(
@@ -374,9 +375,27 @@ impl Restorer {
                 )?;
             }
         }
+        // A kept area that shrank loses its tail, before anything new is mapped there.
         for (v, k) in now.vmas.iter().zip(&kept) {
-            if k.is_none() {
-                self.map_area(v)?;
+            if let Some(t) = k.map(|i| &then.vmas[i as usize])
+                && v.end < t.end
+            {
+                self.must(
+                    libc::SYS_munmap,
+                    [v.end, t.end - v.end, 0, 0, 0, 0],
+                    "unmapping what an area shrank by",
+                )?;
+            }
+        }
+        for (v, k) in now.vmas.iter().zip(&kept) {
+            match k.map(|i| &then.vmas[i as usize]) {
+                None => self.map_area(v)?,
+                // What a kept area grew by, mapped as the area is (its pages come whole).
+                Some(t) if v.end > t.end => self.map_area(&mosix_core::image::Vma {
+                    start: t.end,
+                    ..v.clone()
+                })?,
+                Some(_) => {}
             }
         }
         if let Some(u) = &mut self.sink {

@@ -12,7 +12,9 @@
 //!    have: pages written since the last round in areas it kept
 //!    ([`mosix_core::image::kept_areas`]), pages sent before that hold no data any more
 //!    (discarded: they read as zeroes), and every page of areas that are new, changed, or not
-//!    tracked (writable file mappings). Then `End`, and the destination's `Started`.
+//!    tracked (writable file mappings), and of the part a kept area grew by in place (a
+//!    `mremap`; one that shrank, a heap trimmed by `brk`, keeps the rest). Then `End`, and the
+//!    destination's `Started`.
 //!
 //! The failure rules are those of every move: until `Started` the process is whole at the
 //! source (running during the rounds, frozen after), and a cut anywhere leaves it there (the
@@ -329,23 +331,48 @@ impl Precopy {
         // only if it is still the registered one (not unmapped and mapped again in place).
         let registered = dirty::wp_areas(pid)
             .map_err(|e| failure::kernel(format!("reading the areas of process {pid}: {e}")))?;
-        let still = |v: &Vma| registered.iter().any(|&(s, e)| s <= v.start && v.end <= e);
+        let still = |s: u64, e: u64| registered.iter().any(|&(a, b)| a <= s && e <= b);
+        // The part of area `v` that area `i` of the first image had too (all of it unless it
+        // grew or shrank in place, `kept_areas`).
+        let both = |i: u32, v: &Vma| v.end.min(self.first.vmas[i as usize].end);
         let mut runs: Vec<Run> = Vec::new();
+        let mut resized = 0;
         for (j, (v, k)) in now.vmas.iter().zip(&kept).enumerate() {
             let j = j as u32;
             match k {
-                Some(i) if self.sent[*i as usize].is_some() && still(v) => {
-                    // Written since, and sent before but holding no data now.
+                Some(i) if self.sent[*i as usize].is_some() && still(v.start, both(*i, v)) => {
+                    let had = both(*i, v);
+                    if v.end != self.first.vmas[*i as usize].end {
+                        resized += 1;
+                    }
+                    // Written since, and sent before but holding no data now, in the part
+                    // both images have.
                     let mut again: Vec<(u64, u64)> = written
                         .iter()
                         .filter_map(|&(s, e)| {
-                            let (s, e) = (s.max(v.start), e.min(v.end));
+                            let (s, e) = (s.max(v.start), e.min(had));
                             (s < e).then_some((s, e))
                         })
                         .collect();
                     again.extend(self.discarded(*i as usize, v)?);
                     let again = merged(again);
                     runs.extend(runs_in(std::slice::from_ref(v), &again, |_| j));
+                    // What it grew by is new: its pages as the final image found them.
+                    let from = had - v.start;
+                    runs.extend(
+                        frozen
+                            .runs
+                            .iter()
+                            .filter(|r| r.vma == j && r.offset + r.len > from)
+                            .map(|r| {
+                                let start = r.offset.max(from);
+                                Run {
+                                    offset: start,
+                                    len: r.offset + r.len - start,
+                                    ..*r
+                                }
+                            }),
+                    );
                 }
                 // A file's pages not written are the file's, which the first round carried;
                 // those the process has its own copies of are sent (written at any time).
@@ -383,7 +410,7 @@ impl Precopy {
             );
         }
         debug!(
-            "process {pid}: the last {} KiB found in {computed_ms:.1} ms, sent to node {to} in {sent_ms:.1} ms",
+            "process {pid}: the last {} KiB found in {computed_ms:.1} ms ({resized} areas kept though resized), sent to node {to} in {sent_ms:.1} ms",
             header_bytes >> 10
         );
         Ok(header_bytes)
