@@ -181,8 +181,7 @@ pub fn receive_runs(
             })
             .map_err(|e| PagesError::Writer(format!("cannot start it: {e}")))?;
         let mut total = 0u64;
-        // `Err(None)`: the writer stopped (its own error says why).
-        // A wait this long for the next frame is logged: the process is stopped meanwhile.
+        // A wait of a second or more is logged: the process is stopped meanwhile.
         let waited = |what: &str, begun: std::time::Instant| {
             if begun.elapsed() >= std::time::Duration::from_secs(1) {
                 tracing::warn!(
@@ -191,6 +190,7 @@ pub fn receive_runs(
                 );
             }
         };
+        // `Err(None)`: the writer stopped (its own error says why).
         let received = loop {
             let begun = std::time::Instant::now();
             let m = match rx.recv() {
