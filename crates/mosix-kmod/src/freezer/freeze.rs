@@ -466,14 +466,11 @@ fn read_run(mem: &Mem, vma: &Vma, r: &Run, buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// A page run that took longer than this to read out of a process or to send is logged: the
-/// process is stopped meanwhile.
-const SLOW_RUN: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Logs a run of process `pid` whose `what` (reading, sending) took longer than [`SLOW_RUN`].
+/// Logs a run of process `pid` whose `what` (reading, sending) took [`super::SLOW_STEP`] or
+/// longer.
 fn slow(what: &str, pid: i32, r: &Run, begun: std::time::Instant) {
     let took = begun.elapsed();
-    if took >= SLOW_RUN {
+    if took >= super::SLOW_STEP {
         tracing::warn!(
             "process {pid}: {what} {} KiB of its memory (area {}, offset {:#x}, {}) took {:.1} s",
             r.len >> 10,

@@ -160,6 +160,15 @@ pub fn receive_runs(
     for _ in 0..RUNS_IN_FLIGHT {
         let _ = empty_tx.send(Vec::new());
     }
+    // A step this slow is logged: the process is stopped at its source meanwhile.
+    let waited = |what: &str, begun: std::time::Instant| {
+        if begun.elapsed() >= super::SLOW_STEP {
+            tracing::warn!(
+                "an arriving process's memory: {what} took {:.1} s",
+                begun.elapsed().as_secs_f64()
+            );
+        }
+    };
     std::thread::scope(|s| {
         let writer = std::thread::Builder::new()
             .name("mosix-pages-in".into())
@@ -167,29 +176,13 @@ pub fn receive_runs(
                 for (vma, offset, len, buf) in full_rx {
                     let begun = std::time::Instant::now();
                     pages.write(vmas, vma, offset, &buf[..len])?;
-                    if begun.elapsed() >= std::time::Duration::from_secs(1) {
-                        // The process is stopped at its source meanwhile.
-                        tracing::warn!(
-                            "writing {} KiB of an arriving process's memory (area {vma}, offset {offset:#x}) took {:.1} s",
-                            len >> 10,
-                            begun.elapsed().as_secs_f64()
-                        );
-                    }
+                    waited("writing a run into it", begun);
                     let _ = empty_tx.send(buf);
                 }
                 Ok(())
             })
             .map_err(|e| PagesError::Writer(format!("cannot start it: {e}")))?;
         let mut total = 0u64;
-        // A wait of a second or more is logged: the process is stopped meanwhile.
-        let waited = |what: &str, begun: std::time::Instant| {
-            if begun.elapsed() >= std::time::Duration::from_secs(1) {
-                tracing::warn!(
-                    "an arriving process's memory: {what} took {:.1} s",
-                    begun.elapsed().as_secs_f64()
-                );
-            }
-        };
         // `Err(None)`: the writer stopped (its own error says why).
         let received = loop {
             let begun = std::time::Instant::now();

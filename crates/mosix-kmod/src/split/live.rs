@@ -403,7 +403,7 @@ impl Precopy {
             computed.as_secs_f64() * 1e3,
             started.elapsed().as_secs_f64() * 1e3,
         );
-        if computed_ms + sent_ms >= 1000.0 {
+        if computed + started.elapsed() >= crate::freezer::SLOW_STEP {
             warn!(
                 "process {pid}: its last pages took long while it was stopped: {computed_ms:.0} ms to find them, {sent_ms:.0} ms to send {} KiB to node {to}",
                 header_bytes >> 10

@@ -391,7 +391,7 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
             shipped.sending.as_secs_f64() * 1e3,
             shipped.starting.as_secs_f64() * 1e3
         );
-        if stopped_at.elapsed() >= std::time::Duration::from_secs(1) {
+        if stopped_at.elapsed() >= crate::freezer::SLOW_STEP {
             warn!(
                 "{} (pid {pid}): a long stop in its live move: {parts}",
                 frozen.header.comm
