@@ -329,6 +329,10 @@ pub fn image_header() -> ImageHeader {
         total_bytes: 0x2_6000,
         rejoin: None,
         write_errors: Vec::new(),
+        native_io: Some(mosix_core::image::NativeIo {
+            from: 3,
+            except: vec![250, 251],
+        }),
     }
 }
 
@@ -369,7 +373,13 @@ pub fn proc_msg() -> Vec<Seed> {
         ),
         ("end", ProcMsg::End),
         ("started", ProcMsg::Started { pid: 77 }),
-        ("describe", ProcMsg::Describe { fd: 3 }),
+        (
+            "describe",
+            ProcMsg::Describe {
+                fd: 3,
+                fresh: false,
+            },
+        ),
         ("orphaned-stop", ProcMsg::OrphanedStop { sig: 20 }),
         (
             "described",
@@ -379,6 +389,7 @@ pub fn proc_msg() -> Vec<Seed> {
                 flags: 0o100000,
                 pos: 4096,
                 shared: false,
+                mode: 0o100644,
             },
         ),
         ("refused", ProcMsg::Refused { failure }),

@@ -5,7 +5,9 @@
 //! the seed's rows, all measured in this run:
 //!
 //! 1. local: the program runs on node 3 on its own directory;
-//! 2. MFS with DFSA: started from node 1 and placed on node 3 (`mosrun -3`), on `/mfs/3/…`;
+//! 2. MFS with DFSA: started from node 1 and placed on node 3, on `/mfs/3/…`: declared
+//!    I/O-bound (`mosrun -3 -i`: its reads and writes run natively there, no notification),
+//!    and not (`mosrun -3`: every call on its files there is a notification);
 //! 3. MFS from another node: the program on node 1, on `/mfs/3/…`;
 //! 4. sshfs from another node: the remote file system a user would install instead (the role
 //!    NFS plays in the seed's table; this kernel has no NFS client): an `sshd` in node 3's
@@ -39,18 +41,16 @@ fn env(name: &str, default: u64) -> u64 {
 
 /// Runs `mosix-probe postmark DIR …` as nobody on node `node` (with `mosrun PLACE` if given);
 /// the seconds it reports.
-fn postmark(c: &TestCluster, node: u16, place: Option<&str>, dir: &str, args: &[String]) -> f64 {
+fn postmark(c: &TestCluster, node: u16, place: &[&str], dir: &str, args: &[String]) -> f64 {
     let probe = user_tool("mosix-probe");
     let probe = probe.to_str().unwrap();
-    let mut a: Vec<&str> = Vec::new();
-    if let Some(p) = place {
-        a.push(p);
-    }
+    let mut a: Vec<&str> = place.to_vec();
     a.extend([probe, "postmark", dir]);
     a.extend(args.iter().map(String::as_str));
-    let out = match place {
-        Some(_) => c.job(node, &a).output().unwrap(),
-        None => c.user_command(node, a[0], &a[1..]).output().unwrap(),
+    let out = if place.is_empty() {
+        c.user_command(node, a[0], &a[1..]).output().unwrap()
+    } else {
+        c.job(node, &a).output().unwrap()
     };
     assert!(
         out.status.success(),
@@ -172,7 +172,7 @@ fn main() {
             .expect("the benchmark cluster comes up");
     }
     let d3 = c.private_path(3, Path::new(DATA));
-    for sub in ["local", "dfsa", "mfs", "sshfs", "nodfsa"] {
+    for sub in ["local", "native", "dfsa", "mfs", "sshfs", "nodfsa"] {
         let d = d3.join(sub);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -191,9 +191,10 @@ fn main() {
         println!("sshfs: {why}; its column is empty");
     }
     println!(
-        "{:>8} {:>16} {:>16} {:>18} {:>18} {:>18}",
+        "{:>8} {:>16} {:>16} {:>16} {:>18} {:>18} {:>18}",
         "block",
         "local (node 3)",
+        "MFS+DFSA -i",
         "MFS+DFSA",
         "MFS from node 1",
         "sshfs from node 1",
@@ -202,19 +203,21 @@ fn main() {
     let m = |sub: &str| format!("/mfs/3{DATA}/{sub}");
     for b in sizes {
         let args = [files.to_string(), tx.to_string(), b.to_string()];
-        let local = postmark(&c, 3, None, &format!("{DATA}/local"), &args);
-        let dfsa = postmark(&c, 1, Some("-3"), &m("dfsa"), &args);
-        let mfs = postmark(&c, 1, None, &m("mfs"), &args);
+        let local = postmark(&c, 3, &[], &format!("{DATA}/local"), &args);
+        let native = postmark(&c, 1, &["-3", "-i"], &m("native"), &args);
+        let dfsa = postmark(&c, 1, &["-3"], &m("dfsa"), &args);
+        let mfs = postmark(&c, 1, &[], &m("mfs"), &args);
         let ssh = peer
             .as_ref()
             .ok()
-            .map(|p| postmark(&c, 1, None, p.mount.to_str().unwrap(), &args));
-        let nodfsa = postmark(&c, 1, Some("-2"), &m("nodfsa"), &args);
+            .map(|p| postmark(&c, 1, &[], p.mount.to_str().unwrap(), &args));
+        let nodfsa = postmark(&c, 1, &["-2"], &m("nodfsa"), &args);
         let cell = |s: f64| format!("{s:.3} ({:.2}x)", s / local);
         println!(
-            "{:>8} {:>16.3} {:>16} {:>18} {:>18} {:>18}",
+            "{:>8} {:>16.3} {:>16} {:>16} {:>18} {:>18} {:>18}",
             b,
             local,
+            cell(native),
             cell(dfsa),
             cell(mfs),
             ssh.map_or_else(|| "-".into(), cell),
@@ -228,13 +231,14 @@ fn main() {
     );
     // Where the time goes: single calls, in microseconds each.
     println!("single calls, us each: 64-byte pread | open+close | stat | create+unlink");
-    let calls = |node: u16, place: Option<&str>, dir: &str| -> String {
+    let calls = |node: u16, place: &[&str], dir: &str| -> String {
         let probe = user_tool("mosix-probe");
-        let mut a: Vec<&str> = place.into_iter().collect();
+        let mut a: Vec<&str> = place.to_vec();
         a.extend([probe.to_str().unwrap(), "filecalls", dir, "5000"]);
-        let out = match place {
-            Some(_) => c.job(node, &a).output().unwrap(),
-            None => c.user_command(node, a[0], &a[1..]).output().unwrap(),
+        let out = if place.is_empty() {
+            c.user_command(node, a[0], &a[1..]).output().unwrap()
+        } else {
+            c.job(node, &a).output().unwrap()
         };
         assert!(
             out.status.success(),
@@ -253,21 +257,26 @@ fn main() {
     println!(
         "{:>22} {}",
         "local (node 3)",
-        calls(3, None, &format!("{DATA}/local"))
+        calls(3, &[], &format!("{DATA}/local"))
     );
-    println!("{:>22} {}", "MFS+DFSA", calls(1, Some("-3"), &m("dfsa")));
-    println!("{:>22} {}", "MFS from node 1", calls(1, None, &m("mfs")));
+    println!(
+        "{:>22} {}",
+        "MFS+DFSA -i",
+        calls(1, &["-3", "-i"], &m("native"))
+    );
+    println!("{:>22} {}", "MFS+DFSA", calls(1, &["-3"], &m("dfsa")));
+    println!("{:>22} {}", "MFS from node 1", calls(1, &[], &m("mfs")));
     if let Ok(p) = &peer {
         println!(
             "{:>22} {}",
             "sshfs from node 1",
-            calls(1, None, p.mount.to_str().unwrap())
+            calls(1, &[], p.mount.to_str().unwrap())
         );
     }
     println!(
         "{:>22} {}",
         "MFS without DFSA",
-        calls(1, Some("-2"), &m("nodfsa"))
+        calls(1, &["-2"], &m("nodfsa"))
     );
     drop(peer);
 }

@@ -757,3 +757,165 @@ fn a_process_away_that_spends_its_time_on_its_homes_files_comes_home_by_itself()
         "it came home, but not for its data:\n{log2}"
     );
 }
+
+/// Works through phases on the files it is given (see the test below), waiting for a line on
+/// its input after each and printing what it saw.
+const NATIVE: &str = r#"
+import hashlib, os, sys
+data, out, homefile = sys.argv[1:4]
+def step(*vals):
+    print(*vals, flush=True)
+    sys.stdin.readline()
+# A: files of node 3, opened and used where the process runs.
+src = os.open(data, os.O_RDONLY)
+dst = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+h = hashlib.sha256()
+n = 0
+while n < 512 * 1024:
+    b = os.read(src, 4096)
+    h.update(b)
+    n += len(b)
+    os.write(dst, b)
+p = os.pread(src, 100, 12345)
+os.pwrite(dst, p, 7)
+os.lseek(src, -4096, os.SEEK_CUR)
+os.writev(dst, [b"ab", b"cd"])
+step("A", h.hexdigest(), n, os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR),
+     hashlib.sha256(p).hexdigest(), os.fstat(src).st_size, src, dst)
+# B: a file of home opened while away: read, appended to, sought, stat'ed.
+hf = os.open(homefile, os.O_RDWR | os.O_APPEND)
+first = os.read(hf, 5)
+os.write(hf, b"written away\n")
+os.lseek(hf, 0, os.SEEK_SET)
+whole = os.read(hf, 4096)
+st = os.fstat(hf)
+step("B", first, whole, st.st_size, os.lseek(hf, 0, os.SEEK_CUR), hf)
+# C: a second number for a file of node 3 (one offset for two numbers).
+d = os.dup(src)
+b = os.read(d, 4096)
+step("C", d, hashlib.sha256(b).hexdigest(), os.lseek(src, 0, os.SEEK_CUR))
+# D: the rest, and a pipe.
+while True:
+    b = os.read(src, 65536)
+    if not b:
+        break
+    h.update(b)
+    os.write(dst, b)
+r, w = os.pipe()
+os.write(w, b"pipe")
+print("D", h.hexdigest(), os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR),
+      os.read(r, 4), r, w, flush=True)
+"#;
+
+#[test]
+fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_at_home() {
+    use std::io::{BufRead, Write};
+    if !require_root("native file I/O") {
+        return;
+    }
+    let _g = serial();
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up("tnative", 3, |s| {
+        s.private_dirs = vec![PathBuf::from(DATA)];
+    });
+    c.wait_all_up();
+    let d3 = c.private_path(3, Path::new(DATA));
+    let data = mosix_tests::pseudo_random(1 << 20, 11);
+    std::fs::write(d3.join("data"), &data).unwrap();
+    std::fs::set_permissions(d3.join("data"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir(d3.join("pub")).unwrap();
+    std::fs::set_permissions(d3.join("pub"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let home_file = c.private_path(1, Path::new(DATA)).join("home.txt");
+    let reset_home_file = || {
+        std::fs::write(&home_file, b"home's line\n").unwrap();
+        std::fs::set_permissions(&home_file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    };
+    let home_path = format!("{DATA}/home.txt");
+    // Runs the phases with `mosrun ARGS`, checking where the process is after each with
+    // `at(phase, node)`; what it printed.
+    let run = |mosrun: &[&str], out: &str, at: &dyn Fn(&str, u32)| -> Vec<String> {
+        let mut args: Vec<&str> = mosrun.to_vec();
+        let (data, out) = (at3("data"), at3(out));
+        args.extend(["/usr/bin/python3", "-c", NATIVE, &data, &out, &home_path]);
+        let mut child = c
+            .job(1, &args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut input = child.stdin.take().unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for phase in ["A", "B", "C", "D"] {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(
+                line.starts_with(phase),
+                "phase {phase}: {line:?}\n{}",
+                c.log(3)
+            );
+            lines.push(line);
+            at(phase, pid);
+            if phase != "D" {
+                input.write_all(b"\n").unwrap();
+            }
+        }
+        assert!(child.wait().unwrap().success());
+        lines
+    };
+
+    // At home, locked there: what the program sees.
+    reset_home_file();
+    let reference = run(&["-L"], "pub/ref", &|_, _| {});
+    let home_after = std::fs::read(&home_file).unwrap();
+
+    // Declared I/O-bound and placed on node 3 at its start.
+    reset_home_file();
+    let before = c.view(3).unwrap().files;
+    let counted = std::cell::RefCell::new(None);
+    let native = run(&["-3", "-i"], "pub/native", &|phase, pid| {
+        let node = c.node_of(pid);
+        match phase {
+            // Its own files, and a file of home opened while away: it stays.
+            "A" => assert_eq!(node, Some(3), "phase A\n{}", c.log(3)),
+            "B" => {
+                assert_eq!(node, Some(3), "phase B\n{}", c.log(3));
+                // Phase A's calls, counted from the kernel's count of its calls about once a
+                // second while it runs (not while it waits for its input at home).
+                c.eventually(Duration::from_secs(5), || {
+                    c.view(3).unwrap().files.dfsa_calls >= before.dfsa_calls + 256
+                });
+                *counted.borrow_mut() = Some(c.view(3).unwrap().files);
+            }
+            // A second number for a native descriptor: it went home.
+            "C" => assert_eq!(node, Some(0), "phase {phase}\n{}", c.log(3)),
+            // (It may have ended already.)
+            _ => {}
+        }
+    });
+    assert_eq!(native, reference, "node 3's log:\n{}", c.log(3));
+    assert_eq!(std::fs::read(&home_file).unwrap(), home_after);
+    assert_eq!(
+        std::fs::read(d3.join("pub/native")).unwrap(),
+        std::fs::read(d3.join("pub/ref")).unwrap()
+    );
+    // Its 128 reads and 128 writes of phase A ran at node 3 without MFS (counted from the
+    // kernel's count of its calls: no notification). (Node 3 asks node 1 for python's own
+    // files as it starts: its `mfs_sent`, not `mfs_served`.)
+    let at_a = counted.borrow().unwrap();
+    assert!(
+        at_a.dfsa_calls >= before.dfsa_calls + 256,
+        "{before:?} -> {at_a:?}\nnode 3's log:\n{}",
+        c.log(3)
+    );
+    assert!(
+        at_a.mfs_served < before.mfs_served + 32,
+        "the reads went through MFS: {before:?} -> {at_a:?}"
+    );
+    assert!(
+        c.log(3).contains("runs natively"),
+        "node 3 did not let its file I/O run natively:\n{}",
+        c.log(3)
+    );
+}

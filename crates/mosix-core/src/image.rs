@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 6;
+pub const IMAGE_VERSION: u32 = 7;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -406,10 +406,59 @@ pub struct ImageHeader {
     /// reports them.
     #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_WRITE_ERRORS>")]
     pub write_errors: Vec<(i32, i32)>,
+    /// The descriptor numbers on which the destination may let the process's reads, writes
+    /// and seeks run without a notification: those free at home when it left. `None`: not
+    /// asked for (the process is not declared I/O-bound and has no file of the destination
+    /// open); its file calls there are notified as before.
+    pub native_io: Option<NativeIo>,
 }
 
 /// The most write errors an image carries (one per descriptor).
 pub const MAX_WRITE_ERRORS: usize = 1024;
+
+/// The most numbers a [`NativeIo`] leaves out (beyond, it starts past the highest).
+pub const MAX_NATIVE_EXCEPT: usize = 32;
+
+/// The descriptor numbers of a migrated process whose reads, writes and seeks its node's
+/// kernel runs with no notification: from `from` up, but for `except` — numbers home had in
+/// use when the process left. The remote keeps each of them free or one of the process's
+/// files opened there, and sends the process home before anything else would stand there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeIo {
+    /// The lowest number of the range.
+    pub from: u32,
+    /// Numbers above `from` that are not in it (at most [`MAX_NATIVE_EXCEPT`]).
+    #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_NATIVE_EXCEPT>")]
+    pub except: Vec<u32>,
+}
+
+impl NativeIo {
+    /// The range for a process whose descriptors at home are `fds`: from the lowest free
+    /// number (at least `min`), leaving out the numbers in use above it — or, if there are more
+    /// than [`MAX_NATIVE_EXCEPT`] of those, from one past the highest.
+    pub fn of_table(fds: &[i32], min: u32) -> NativeIo {
+        let used: std::collections::BTreeSet<u32> =
+            fds.iter().filter_map(|&f| u32::try_from(f).ok()).collect();
+        let mut from = min;
+        while used.contains(&from) {
+            from += 1;
+        }
+        let except: Vec<u32> = used.range(from..).copied().collect();
+        if except.len() > MAX_NATIVE_EXCEPT {
+            let past = used.last().map_or(min, |&h| h.saturating_add(1).max(min));
+            return NativeIo {
+                from: past,
+                except: Vec::new(),
+            };
+        }
+        NativeIo { from, except }
+    }
+
+    /// Whether descriptor number `fd` is in the range.
+    pub fn covers(&self, fd: i64) -> bool {
+        u32::try_from(fd).is_ok_and(|f| f >= self.from && !self.except.contains(&f))
+    }
+}
 
 /// Why an image is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -461,6 +510,9 @@ impl ImageHeader {
         bound("CPU flags", self.cpu_flags.len(), MAX_CPU_FLAGS)?;
         bound("resource limits", self.rlimits.len(), MAX_RLIMITS)?;
         bound("write errors", self.write_errors.len(), MAX_WRITE_ERRORS)?;
+        if let Some(n) = &self.native_io {
+            bound("native numbers left out", n.except.len(), MAX_NATIVE_EXCEPT)?;
+        }
         let mut last_end = 0u64;
         for v in &self.vmas {
             if v.is_empty() || v.start % 4096 != 0 || v.end % 4096 != 0 {
@@ -775,6 +827,23 @@ mod tests {
             total_bytes: 0,
             rejoin: None,
             write_errors: Vec::new(),
+            native_io: None,
         }
+    }
+
+    #[test]
+    fn the_native_range_leaves_out_what_home_has() {
+        let n = NativeIo::of_table(&[0, 1, 2, 250, 251], 1);
+        assert_eq!((n.from, n.except.clone()), (3, vec![250, 251]));
+        assert!(n.covers(3) && n.covers(249) && n.covers(252) && n.covers(i64::from(u32::MAX)));
+        assert!(!n.covers(2) && !n.covers(250) && !n.covers(251) && !n.covers(-1));
+        // No descriptor 0 at home: the range still starts at `min`.
+        let n = NativeIo::of_table(&[1, 2], 1);
+        assert_eq!((n.from, n.except.clone()), (3, vec![]));
+        let n = NativeIo::of_table(&[], 1);
+        assert_eq!((n.from, n.except.clone()), (1, vec![]));
+        let many: Vec<i32> = (0..3).chain((10..10 + 40).map(|x| x * 2)).collect();
+        let n = NativeIo::of_table(&many, 1);
+        assert_eq!((n.from, n.except.len()), (99, 0));
     }
 }

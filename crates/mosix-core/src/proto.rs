@@ -64,9 +64,10 @@ pub const MAGIC: [u8; 2] = *b"MX";
 /// The protocol version this build speaks. Raise it when a message changes (3: the DFSA
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
 /// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`];
-/// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]);
+/// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]; 9:
+/// [`crate::image::ImageHeader::native_io`]);
 /// the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 8;
+pub const PROTOCOL_VERSION: u8 = 9;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -1016,6 +1017,9 @@ pub enum ProcMsg {
     Describe {
         /// The descriptor.
         fd: i32,
+        /// Just made by an `open` the remote forwarded: no other descriptor can share its
+        /// open file description yet, and home does not look for one.
+        fresh: bool,
     },
     /// Home to remote: the answer to [`ProcMsg::Describe`].
     Described {
@@ -1031,6 +1035,8 @@ pub enum ProcMsg {
         /// Whether another descriptor (of this process or any other at home) shares its open
         /// file description, and with it the offset.
         shared: bool,
+        /// The file's type and mode (`st_mode`; 0 if home could not tell).
+        mode: u32,
     },
     /// Remote to home: which descriptor numbers does the process hold at home, and what is its
     /// umask? (For path calls that direct file access runs on the remote's node: an `open`

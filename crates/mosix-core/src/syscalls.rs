@@ -627,6 +627,25 @@ pub const DFSA_NATIVE: [Sysno; 21] = [
     Sysno::flock,
 ];
 
+/// The calls a guest's filter lets run with no notification at all on the descriptor numbers of
+/// its native range (see `ImageHeader::native_io`): reads and writes, which use only the open
+/// file description and behave alike on a file of the node opened there (DFSA), on a home file
+/// opened there through MFS, and — failing alike — on a stand-in for a home directory or
+/// `O_PATH` descriptor. The supervisor keeps every number of the range one of those or free;
+/// other calls on them (seeks included: a directory's position is home's) are notified.
+pub const NATIVE_IO: [Sysno; 10] = [
+    Sysno::read,
+    Sysno::write,
+    Sysno::pread64,
+    Sysno::pwrite64,
+    Sysno::readv,
+    Sysno::writev,
+    Sysno::preadv,
+    Sysno::pwritev,
+    Sysno::preadv2,
+    Sysno::pwritev2,
+];
+
 /// Whether call `nr` with `args` runs natively on a DFSA descriptor (its first argument, or the
 /// mapping's descriptor of `mmap`): the calls of [`DFSA_NATIVE`]; `fcntl`'s flag queries and
 /// locks (the locks are the file's, and the file is here); `ioctl`s other than those that
@@ -1133,6 +1152,10 @@ mod tests {
             FdEffect::Unknown
         );
         assert_eq!(fd_effect(100_000, &a(0)), FdEffect::Unknown);
+        for s in NATIVE_IO {
+            assert!(DFSA_NATIVE.contains(&s), "{s:?}");
+            assert_eq!(fd_effect(s as u64, &a(0)), FdEffect::None, "{s:?}");
+        }
         for s in DFSA_HERE {
             assert_eq!(spec(s as u64).nr, s, "{s:?} is in the table");
         }

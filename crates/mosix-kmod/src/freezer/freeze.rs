@@ -268,6 +268,7 @@ impl Parts {
             total_bytes: runs.iter().map(|r| r.len).sum(),
             rejoin: None,
             write_errors: Vec::new(),
+            native_io: None,
         };
         Ok((header, runs))
     }

@@ -13,6 +13,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use mosix_core::image::{MAX_NATIVE_EXCEPT, NativeIo};
 use mosix_core::syscalls;
 
 use linux_raw_sys::ptrace::{AUDIT_ARCH_X86_64, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP};
@@ -45,6 +46,8 @@ const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 /// `BPF_JMP | BPF_JSET | BPF_K`.
 const BPF_JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+/// `BPF_JMP | BPF_JA`: jump `k` instructions ahead.
+const BPF_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 /// `BPF_RET | BPF_K`.
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
@@ -81,7 +84,14 @@ const OFF_ARG3_LO: u32 =
 /// and layouts are another ABI, which we cannot forward), answer x32 calls `ENOSYS` (as a kernel
 /// without x32 support does), allow the local calls, allow `mmap` of private anonymous memory,
 /// send everything else to the supervisor.
-pub fn program() -> Vec<Insn> {
+///
+/// With `native`, the file I/O of [`syscalls::NATIVE_IO`] on a descriptor number of its range
+/// is allowed too: it runs in this kernel with no notification. The supervisor keeps every
+/// such number either free or one of the process's files opened here, and takes the process
+/// home before anything else would stand there (`split::remote`). The number is compared as
+/// the kernel reads it, its low 32 bits (`unsigned int fd`): a negative one is in the range
+/// and fails here with `EBADF`, as it would at home.
+pub fn program(native: Option<&NativeIo>) -> Vec<Insn> {
     let prctl = libc::SYS_prctl as u32;
     // prctl is local but for a few options ([`syscalls::prctl_class`]): it has a test of its
     // own below, and is not in the chain of calls allowed whatever their arguments.
@@ -99,6 +109,41 @@ pub fn program() -> Vec<Insn> {
         jmp(BPF_JGE_K, 0x4000_0000, 0, 1),
         ret(RET_ENOSYS),
     ];
+    if let Some(range) = native {
+        // A chain of tests of the native calls, each jumping to the descriptor test after
+        // it; no match jumps over that test to the rest of the program.
+        let calls: Vec<u32> = syscalls::NATIVE_IO
+            .iter()
+            .filter_map(|s| u32::try_from(s.id()).ok())
+            .collect();
+        let m = calls.len();
+        for (i, nr) in calls.iter().enumerate() {
+            let to_test = (m - i - 1) + 1;
+            p.push(jmp(BPF_JEQ_K, *nr, u8::try_from(to_test).unwrap_or(0), 0));
+        }
+        // Bounded by MAX_NATIVE_EXCEPT when it came; a longer list is cut to an empty range.
+        let except: &[u32] = if range.except.len() <= MAX_NATIVE_EXCEPT {
+            &range.except
+        } else {
+            &[]
+        };
+        let from = if except.len() == range.except.len() {
+            range.from
+        } else {
+            u32::MAX
+        };
+        let e = except.len();
+        // Over: the descriptor's load, its two tests, the left-out numbers, the allow.
+        p.push(jmp(BPF_JA, (e + 3) as u32, 0, 0));
+        p.push(ld(OFF_ARG0_LO));
+        p.push(jmp(BPF_JGE_K, from, 0, (e + 1) as u8));
+        for (j, x) in except.iter().enumerate() {
+            p.push(jmp(BPF_JEQ_K, *x, (e - j) as u8, 0));
+        }
+        p.push(ret(RET_ALLOW));
+        // Not in the range: the call number again, for the rest of the program.
+        p.push(ld(OFF_NR));
+    }
     // A linear chain of "allow" tests. `local` is short (about fifty calls), and allowed calls
     // never reach this program once the kernel has cached them.
     let n = local.len();
@@ -306,6 +351,39 @@ impl Listener {
         }
     }
 
+    /// Installs `src` in the process at `newfd` and answers call `id` with `newfd`, in one
+    /// step (`SECCOMP_ADDFD_FLAG_SEND`, Linux 5.14): the process wakes once, not once for the
+    /// install and once for the answer.
+    pub fn add_fd_and_answer(
+        &self,
+        id: u64,
+        src: RawFd,
+        newfd: i32,
+        cloexec: bool,
+    ) -> std::io::Result<i32> {
+        let mut a = libc::seccomp_notif_addfd {
+            id,
+            flags: (libc::SECCOMP_ADDFD_FLAG_SETFD | libc::SECCOMP_ADDFD_FLAG_SEND) as u32,
+            srcfd: src as u32,
+            newfd: newfd as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: SECCOMP_IOCTL_NOTIF_ADDFD reads a `struct seccomp_notif_addfd`, which `a`
+        // is, valid for the call; `src` is a descriptor we own.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+                &raw mut a,
+            )
+        };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+
     /// Lets the kernel run the call as the process made it.
     pub fn allow(&self, id: u64) -> std::io::Result<()> {
         self.send_raw(id, 0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
@@ -461,7 +539,7 @@ mod tests {
 
     #[test]
     fn jumps_land_on_allow() {
-        let p = program();
+        let p = program(None);
         let allow = p.len() - 1;
         let fields = |i: &Insn| (i.code, i.jt, i.jf, i.k);
         assert_eq!(fields(&p[allow]), fields(&ret(RET_ALLOW)));
@@ -504,6 +582,7 @@ mod tests {
                     acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
                 }
                 BPF_RET_K => return k,
+                BPF_JA => pc += k as usize,
                 BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
                     let taken = match i.code {
                         BPF_JEQ_K => acc == k,
@@ -519,7 +598,7 @@ mod tests {
 
     #[test]
     fn every_call_gets_what_the_table_says() {
-        let p = program();
+        let p = program(None);
         let local = syscalls::local_calls();
         for nr in 0..500u32 {
             let got = run(&p, AUDIT_ARCH_X86_64, nr, 0);
@@ -563,5 +642,46 @@ mod tests {
         // x32 calls: ENOSYS, as on a kernel without x32; a 32-bit int 0x80: killed.
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 0x4000_0000 | 39, 0), RET_ENOSYS);
         assert_eq!(run(&p, 0x4000_0003, 20, 0), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn file_io_on_numbers_of_the_range_runs_natively_and_the_rest_is_as_without() {
+        let range = NativeIo {
+            from: 7,
+            except: vec![8, 1000],
+        };
+        let fast = program(Some(&range));
+        let slow = program(None);
+        let native: Vec<u32> = syscalls::NATIVE_IO.iter().map(|s| s.id() as u32).collect();
+        for nr in 0..500u32 {
+            for fd in [
+                0u64,
+                3,
+                6,
+                7,
+                8,
+                9,
+                999,
+                1000,
+                1001,
+                0xffff_ffff,
+                0x1_0000_0003,
+                0x1_0000_0009,
+                0x1_0000_0008,
+            ] {
+                let args = [fd, 0, 0, 0x22];
+                let got = run_args(&fast, AUDIT_ARCH_X86_64, nr, args);
+                let low = fd as u32;
+                let want = if native.contains(&nr) && low >= 7 && low != 8 && low != 1000 {
+                    RET_ALLOW
+                } else {
+                    run_args(&slow, AUDIT_ARCH_X86_64, nr, args)
+                };
+                assert_eq!(got, want, "call {nr} on {fd:#x}");
+            }
+        }
+        // Still killed, still ENOSYS.
+        assert_eq!(run(&fast, 0x4000_0003, 0, 9), RET_KILL_PROCESS);
+        assert_eq!(run(&fast, AUDIT_ARCH_X86_64, 0x4000_0000, 0), RET_ENOSYS);
     }
 }

@@ -339,6 +339,10 @@ impl Node {
             me: self.loaded.me,
             procs: Arc::clone(&self.procs),
             link: Arc::clone(&self.link.ctx),
+            files: (
+                self.loaded.tunables.mfs.mount.clone(),
+                self.loaded.tunables.mfs.dfsa_paths.clone(),
+            ),
         }
     }
 

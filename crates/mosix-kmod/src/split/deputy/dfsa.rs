@@ -176,12 +176,15 @@ impl Twins {
 /// (DFSA): its path if it is a regular file, its flags and offset, and whether its open file
 /// description is shared — with another descriptor of the process or of any other process
 /// here (`kcmp`), in which case its offset must stay here.
-pub(super) fn describe(pid: i32, fd: i32) -> ProcMsg {
+pub(super) fn describe(pid: i32, fd: i32, fresh: bool) -> ProcMsg {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
     // A regular file that still has a name (one unlinked since its open has none to open
     // elsewhere: its readlink would name another file, or none).
-    let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-        .is_ok_and(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) > 0);
+    let meta = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok();
+    let regular = meta
+        .as_ref()
+        .is_some_and(|m| m.is_file() && std::os::unix::fs::MetadataExt::nlink(m) > 0);
+    let mode = meta.map_or(0, |m| std::os::unix::fs::MetadataExt::mode(&m));
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
     let field = |name: &str| {
         info.lines()
@@ -196,13 +199,14 @@ pub(super) fn describe(pid: i32, fd: i32) -> ProcMsg {
         .filter(|_| regular)
         .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
         .filter(|p| p.len() <= mosix_core::syscalls::MAX_PATH);
-    let shared = path.is_some() && description_shared(pid, fd);
+    let shared = path.is_some() && !fresh && description_shared(pid, fd);
     ProcMsg::Described {
         fd,
         path,
         flags,
         pos,
         shared,
+        mode,
     }
 }
 

@@ -266,8 +266,8 @@ pub(super) fn executor(
             Ok(ProcMsg::Stopped { sig, conts }) => {
                 let _ = reqs.send(Req::Stopped(sig, conts));
             }
-            Ok(ProcMsg::Describe { fd }) => {
-                if tx.send(&dfsa::describe(pid, fd)).is_err() {
+            Ok(ProcMsg::Describe { fd, fresh }) => {
+                if tx.send(&dfsa::describe(pid, fd, fresh)).is_err() {
                     return;
                 }
             }

@@ -69,6 +69,10 @@ pub struct HomeEnv {
     pub procs: Arc<Procs>,
     /// The link context (for connecting to the destination).
     pub link: SharedContext,
+    /// Where MFS is mounted (`[mfs] mount`) and the file systems declared the same on every
+    /// node (`[mfs] dfsa_paths`): a process with a file of its destination open (or its
+    /// working directory there) is let do its file I/O there natively.
+    pub files: (std::path::PathBuf, Vec<std::path::PathBuf>),
 }
 
 impl HomeEnv {
@@ -83,6 +87,39 @@ impl HomeEnv {
             creds: None,
         }
     }
+}
+
+/// Whether process `pid`, leaving for node `to`, may do its file I/O there natively, and on
+/// which descriptor numbers: those it does not use now (see
+/// [`mosix_core::image::ImageHeader::native_io`]). Asked for by a process declared I/O-bound
+/// (`mosrun -i`), or one with a file of `to` open (`MOUNT/to/…` or a file system declared the
+/// same everywhere) or its working directory there: a process going to its data. Any other
+/// has its calls on files there notified as before, and never comes home for a descriptor it
+/// opens at home later.
+pub fn native_io(
+    pid: i32,
+    to: NodeId,
+    home: &crate::split::procs::Home,
+    (mount, shared): &(std::path::PathBuf, Vec<std::path::PathBuf>),
+) -> Option<mosix_core::image::NativeIo> {
+    use std::path::Path;
+    let there = mount.join(to.get().to_string());
+    let of_there = |p: &Path| p.starts_with(&there) || shared.iter().any(|s| p.starts_with(s));
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut fds = Vec::new();
+    let mut wants = home.decay == mosix_core::client::DecayMode::IoBound
+        || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|p| of_there(&p));
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        fds.push(fd);
+        if !wants {
+            wants = std::fs::read_link(e.path()).is_ok_and(|p| of_there(&p));
+        }
+    }
+    // The remote's filter listener takes number 0 in the stub: the range starts at 1 or above.
+    wants.then(|| mosix_core::image::NativeIo::of_table(&fds, 1))
 }
 
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.
@@ -325,6 +362,9 @@ fn send_away(t: Stopped, sigs: Vec<Sig>, away: Away, env: &HomeEnv, done: MoveDo
         }
     };
     frozen.header.ceiling = ceiling;
+    if let Away::Node(to, ..) = &away {
+        frozen.header.native_io = native_io(pid, *to, &home, &env.files);
+    }
     // The agent that will make the process's forwarded calls with its rights: started before
     // the move, so that a process that cannot have one stays here.
     let (agent, agent_run) = match start_agent(frozen) {

@@ -112,6 +112,34 @@ fn returns_fd(nr: i64) -> bool {
     )
 }
 
+/// `syscr + syscw` of process `pid` (`/proc/PID/io`): the read and write calls it ran.
+fn rw_calls(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(field("syscr:")?.saturating_add(field("syscw:")?))
+}
+
+/// Whether the kernel counts call `nr` in `syscr`/`syscw` (the read and write calls).
+fn counted_by_kernel(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_read
+            | libc::SYS_write
+            | libc::SYS_pread64
+            | libc::SYS_pwrite64
+            | libc::SYS_readv
+            | libc::SYS_writev
+            | libc::SYS_preadv
+            | libc::SYS_pwritev
+            | libc::SYS_preadv2
+            | libc::SYS_pwritev2
+    )
+}
+
 /// The flags of an open that are kept for the second open here.
 fn here_flags(flags: i32) -> OFlag {
     let keep = OFlag::O_ACCMODE
@@ -143,6 +171,10 @@ pub(super) struct Dfsa {
     examined: HashSet<i32>,
     /// The DFSA descriptors on file systems that are the same everywhere (`dfsa_paths`).
     everywhere: HashSet<i32>,
+    /// Home files opened here through MFS at a number of the native range (see
+    /// [`Dfsa::through_mfs`]): only their reads, writes, seeks and private mappings run
+    /// here; home answers the questions about them on its own descriptor of the file.
+    through: HashSet<i32>,
     /// Calls on this node's files run here since [`Dfsa::report_calls`].
     unreported: u64,
     /// The process's home, and the nanoseconds it waited there for calls on home's files
@@ -163,6 +195,10 @@ pub(super) struct Dfsa {
     notices: Vec<mosix_core::proto::ProcMsg>,
     /// The process's `RLIMIT_NOFILE` here, once read (forgotten after a call that may set it).
     nofile: Option<i64>,
+    /// With native file I/O (the filter lets it run without a notification): the process's
+    /// read and write calls (`syscr + syscw` of `/proc/PID/io`) when last counted, and those of
+    /// them the supervisor let through itself since.
+    native_io: Option<(u64, u64)>,
 }
 
 impl Dfsa {
@@ -201,6 +237,7 @@ impl Dfsa {
             placeholders: HashSet::new(),
             examined: HashSet::new(),
             everywhere: HashSet::new(),
+            through: HashSet::new(),
             unreported: 0,
             home,
             home_wait_ns: 0,
@@ -209,6 +246,38 @@ impl Dfsa {
             same_ids: creds.uid[0] == creds.uid[1] && creds.gid[0] == creds.gid[1],
             notices: Vec::new(),
             nofile: None,
+            native_io: None,
+        }
+    }
+
+    /// The filter lets the process's file I/O run natively from here on: its calls are counted
+    /// from `/proc/PID/io` ([`Dfsa::count_native`]).
+    pub(super) fn native_io(&mut self) {
+        self.native_io = Some((rw_calls(self.pid).unwrap_or(0), 0));
+    }
+
+    /// Counts the read and write calls the process made natively on its files here since the
+    /// last time (the kernel counts every read and write call it runs; those the supervisor
+    /// let through itself are counted already). Files of file systems declared the same
+    /// everywhere cannot be told apart here: they count as this node's.
+    pub(super) fn count_native(&mut self) {
+        let Some((base, seen)) = self.native_io else {
+            return;
+        };
+        let Some(now) = rw_calls(self.pid) else {
+            return;
+        };
+        let native = now.saturating_sub(base).saturating_sub(seen);
+        self.native_io = Some((now, 0));
+        tracing::trace!(
+            "DFSA: {native} native read and write calls ({} through MFS open)",
+            self.through.len()
+        );
+        // With home files open through MFS the kernel's count mixes their calls with those on
+        // this node's files: none is counted for this node then.
+        if native > 0 && self.through.is_empty() {
+            self.node.calls.fetch_add(native, Ordering::Relaxed);
+            self.unreported = self.unreported.saturating_add(native);
         }
     }
 
@@ -320,7 +389,83 @@ impl Dfsa {
     pub(super) fn forget(&mut self, fd: i32) {
         self.pending.remove(&fd);
         self.everywhere.remove(&fd);
+        self.no_longer_through(fd);
         self.fds.remove(&fd);
+    }
+
+    /// Where a home file named `path` at home is opened here: its own path if it is a file of
+    /// this node or of a file system the same everywhere ([`Dfsa::local_of`]), the same path if
+    /// it is under the MFS mount (MFS names are the same on every node), else the path through
+    /// MFS to home (`MOUNT/HOME/path`). The second member tells whether it is through MFS.
+    pub(super) fn here_path_of(&self, path: &[u8]) -> Option<(PathBuf, bool)> {
+        if let Some(local) = self.local_of(path) {
+            return Some((local, false));
+        }
+        if !path.starts_with(b"/") || path.split(|&b| b == b'/').any(|c| c == b"..") {
+            return None;
+        }
+        let p = Path::new(OsStr::from_bytes(path));
+        if p.starts_with(&self.node.mount) {
+            return Some((p.to_owned(), true));
+        }
+        let home = self.node.mount.join(self.home.get().to_string());
+        Some((home.join(p.strip_prefix("/").ok()?), true))
+    }
+
+    /// Records `fd` as a home file opened here through MFS (`local`).
+    pub(super) fn opened_through(&mut self, fd: i32, local: &Path) {
+        // The calls so far were on this node's files only: counted before this one opens.
+        self.count_native();
+        self.examined.insert(fd);
+        self.placeholders.remove(&fd);
+        self.fds.insert(fd);
+        self.everywhere.insert(fd);
+        self.through.insert(fd);
+        tracing::debug!("DFSA: descriptor {fd} is home's {} here", local.display());
+    }
+
+    /// `fd` is no home file through MFS any more: the calls made while it was are not
+    /// counted for this node (the kernel's count cannot tell them apart).
+    fn no_longer_through(&mut self, fd: i32) {
+        if self.through.contains(&fd) {
+            if let Some((_, seen)) = &mut self.native_io {
+                *seen = 0;
+            }
+            if let Some(now) = rw_calls(self.pid) {
+                self.native_io = self.native_io.map(|_| (now, 0));
+            }
+            self.through.remove(&fd);
+        }
+    }
+
+    /// Whether `fd` is a home file opened here through MFS.
+    pub(super) fn is_through(&self, fd: i32) -> bool {
+        self.through.contains(&fd)
+    }
+
+    /// Whether a call on a home file opened here through MFS can go home as it is, to home's own
+    /// descriptor of the same file: it asks about the file or acts on the file itself, never on
+    /// this description's offset or flags.
+    pub(super) fn asks_home(nr: i64, args: &[u64; 6]) -> bool {
+        match nr {
+            libc::SYS_fstat
+            | libc::SYS_newfstatat
+            | libc::SYS_statx
+            | libc::SYS_fstatfs
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+            | libc::SYS_ftruncate
+            | libc::SYS_fallocate
+            | libc::SYS_fadvise64
+            | libc::SYS_readahead
+            | libc::SYS_flock => true,
+            libc::SYS_fcntl => matches!(
+                args[1] as i32,
+                libc::F_GETFD | libc::F_GETFL | libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW
+            ),
+            libc::SYS_ioctl => args[1] == libc::TCGETS,
+            _ => false,
+        }
     }
 
     /// Whether call `nr` runs natively here: it names a DFSA descriptor first and is known to
@@ -340,7 +485,21 @@ impl Dfsa {
         if !self.fds.contains(&fd) {
             return false;
         }
+        if self.through.contains(&fd) {
+            // A home file through MFS: its data and offset here, anything else at home.
+            const MAP_SHARED_BIT: u64 = 0x1;
+            let io = syscalls::NATIVE_IO.iter().any(|s| s.id() as i64 == nr)
+                || nr == libc::SYS_lseek
+                || (nr == libc::SYS_mmap && args[3] & MAP_SHARED_BIT == 0);
+            return io;
+        }
         let yes = syscalls::dfsa_native(nr as u64, args, empty_path);
+        if yes
+            && let Some((_, seen)) = &mut self.native_io
+            && counted_by_kernel(nr)
+        {
+            *seen += 1;
+        }
         if yes {
             self.node.calls.fetch_add(1, Ordering::Relaxed);
             // A file of a file system that is the same everywhere is no reason to stay here.
@@ -475,7 +634,24 @@ impl Dfsa {
     pub(super) fn closed(&mut self, fd: i32) -> bool {
         self.pending.remove(&fd);
         self.everywhere.remove(&fd);
+        self.no_longer_through(fd);
         self.fds.remove(&fd) | self.placeholders.remove(&fd)
+    }
+
+    /// `close_range(first, last, flags)` ran at home: unless it only set close-on-exec
+    /// (`CLOSE_RANGE_CLOEXEC`), the numbers in the range are free here too.
+    pub(super) fn closed_range(&mut self, first: u64, last: u64, flags: u64) {
+        const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+        if flags & CLOSE_RANGE_CLOEXEC != 0 {
+            return;
+        }
+        let (first, last) = (first as u32, last as u32);
+        let inside = |fd: &i32| (first..=last).contains(&(*fd as u32));
+        for fd in self.fds().into_iter().filter(inside) {
+            self.closed(fd);
+        }
+        self.placeholders.retain(|fd| !inside(fd));
+        self.examined.retain(|fd| !inside(fd));
     }
 
     /// Records `fd`, opened here at `local`, as a DFSA descriptor.

@@ -6,6 +6,8 @@ use std::os::fd::AsRawFd;
 
 use mosix_core::proto::ProcMsg;
 use mosix_core::syscalls::MAX_PATH;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use tracing::{debug, warn};
 
 use super::here::{self, Here};
@@ -30,6 +32,8 @@ impl Supervisor {
         if here::path_args(nr).is_some() && self.dfsa_here(n)? {
             return Ok(true);
         }
+        // Not run here as the owner: root again for the rest (see `Supervisor::on_call`).
+        crate::kernel::creds::root_again();
         let Some(d) = &self.dfsa else {
             return Ok(false);
         };
@@ -61,14 +65,39 @@ impl Supervisor {
             // A placeholder's number: closed at home first, then here (`closes_here`).
             return Ok(false);
         }
-        for fd in d.named_by(nr, &n.args, shape) {
+        let named = d.named_by(nr, &n.args, shape);
+        if !named.is_empty()
+            && named.iter().all(|&fd| d.is_through(fd))
+            && (super::dfsa::Dfsa::asks_home(nr, &n.args) || nr == libc::SYS_mmap)
+        {
+            // (A shared mapping of one is made from a copy, as of any home file: see
+            // `mapping`; the file goes back to its number at the next call.)
+            // Home files read here through MFS: home answers on its own descriptor of the
+            // file (its status as home sees it, its locks, its syncs).
+            return Ok(false);
+        }
+        if let Some(range) = &self.native_from
+            && named.iter().any(|&fd| range.covers(i64::from(fd)))
+        {
+            // Its number is native here: it cannot stand for home's twin. The call runs at
+            // home, and the process with it.
+            debug!(
+                "DFSA: {} names descriptor(s) {named:?} of the native range: going home",
+                mosix_core::syscalls::name(nr as u64)
+            );
+            return match self.home_only(*n) {
+                Some(end) => Err(end),
+                None => Ok(true),
+            };
+        }
+        for fd in named {
             self.undfsa(Some(n.id), fd)?;
         }
         Ok(false)
     }
 
-    /// Carries a DFSA descriptor's offset home and ends its DFSA; with a notification's `id`,
-    /// a placeholder takes its number here (the process goes on; without one it is leaving).
+    /// Carries a DFSA descriptor's offset home; with a notification's `id` its DFSA ends and a
+    /// placeholder takes its number here (the process goes on; without one it is leaving).
     pub(super) fn undfsa(&mut self, id: Option<u64>, fd: i32) -> Result<(), End> {
         let off = crate::kernel::seccomp::take_fd(self.pid(), fd)
             .ok()
@@ -94,12 +123,14 @@ impl Supervisor {
                 );
             }
         }
-        if let Some(d) = &mut self.dfsa {
+        // Leaving (no `id`), it stays DFSA here: should the move fail, the process goes on
+        // with its file here and carries the offset home again at its next try.
+        if let Some(d) = &mut self.dfsa
+            && let Some(id) = id
+        {
             d.forget(fd);
-            if let Some(id) = id {
-                let _ = self.listener.add_fd(id, self.placeholder.as_raw_fd(), fd);
-                d.placeholder_at(fd);
-            }
+            let _ = self.listener.add_fd(id, self.placeholder.as_raw_fd(), fd);
+            d.placeholder_at(fd);
         }
         Ok(())
     }
@@ -111,7 +142,7 @@ impl Supervisor {
         if let Some(d) = &mut self.dfsa {
             d.examine(fd);
         }
-        let described = self.describe(fd)?;
+        let described = self.describe(fd, false)?;
         debug!("DFSA: home describes descriptor {fd}: {described:?}");
         let ProcMsg::Described {
             path: Some(path),
@@ -143,6 +174,81 @@ impl Supervisor {
             Err(e) => debug!("DFSA: {} not opened here ({e})", local.display()),
         }
         Ok(())
+    }
+
+    /// A file the process just opened at home at `fd`, a number of the native range: opened
+    /// here too, as the owner — directly if it is a file of this node, else through MFS — at
+    /// the same offset with the same flags, and installed at `fd` (the call `id` is still
+    /// waiting). From then on its reads, writes and seeks run here; home keeps its own
+    /// descriptor of the file, which answers everything else and takes the offset when the
+    /// process leaves. A directory or an `O_PATH` descriptor gets a stand-in of the same kind
+    /// here, on which the native calls fail as on home's (`EISDIR`, `EBADF`); every other
+    /// call on it goes home. `false`: it cannot be (a device, a pipe, refused here…): the
+    /// process must go home.
+    pub(super) fn represent(&mut self, id: u64, fd: i32) -> Result<bool, End> {
+        let described = self.describe(fd, true)?;
+        if let ProcMsg::Described { flags, mode, .. } = described
+            && (flags & libc::O_PATH != 0 || mode & libc::S_IFMT == libc::S_IFDIR)
+        {
+            let kind = if flags & libc::O_PATH != 0 {
+                OFlag::O_PATH
+            } else {
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY
+            };
+            let Ok(stand_in) = nix::fcntl::open("/", kind | OFlag::O_CLOEXEC, Mode::empty()) else {
+                return Ok(false);
+            };
+            let cloexec = flags & libc::O_CLOEXEC != 0;
+            if self
+                .listener
+                .add_fd_cloexec(id, stand_in.as_raw_fd(), fd, cloexec)
+                .is_err()
+            {
+                return Ok(false);
+            }
+            if let Some(d) = &mut self.dfsa {
+                d.placeholder_at(fd);
+            }
+            return Ok(true);
+        }
+        let ProcMsg::Described {
+            path: Some(path),
+            flags,
+            pos,
+            shared: false,
+            ..
+        } = described
+        else {
+            debug!("DFSA: descriptor {fd} of home is not a file to open here: {described:?}");
+            return Ok(false);
+        };
+        let Some(d) = &mut self.dfsa else {
+            return Ok(false);
+        };
+        let Some((here, through)) = d.here_path_of(&path) else {
+            return Ok(false);
+        };
+        let f = match d.open_here(&here, flags) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!("DFSA: {} not opened here ({e})", here.display());
+                return Ok(false);
+            }
+        };
+        if nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet).is_err() {
+            return Ok(false);
+        }
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        if let Err(e) = self.listener.add_fd_cloexec(id, f.as_raw_fd(), fd, cloexec) {
+            debug!("DFSA: installing {} at {fd}: {e}", here.display());
+            return Ok(false);
+        }
+        if through {
+            d.opened_through(fd, &here);
+        } else {
+            d.opened(fd, &here);
+        }
+        Ok(true)
     }
 
     /// Whether descriptor `fd`, just closed at home, has something here to close too.
@@ -190,6 +296,7 @@ impl Supervisor {
         }
         if here::renames(nr) && d.any_pending() {
             // A file home may still have to open by this name: home opens it first.
+            crate::kernel::creds::root_again();
             let user = d.user().clone();
             for l in &local {
                 let Some(id) = here::identity(&user, l) else {
@@ -237,7 +344,7 @@ impl Supervisor {
     }
 
     /// Whether the copy of home's numbers is there, fetching it if not ([`ProcMsg::Table`]).
-    fn table_known(&mut self) -> Result<bool, End> {
+    pub(super) fn table_known(&mut self) -> Result<bool, End> {
         if self.dfsa.as_ref().is_none_or(|d| d.table.known()) {
             return Ok(self.dfsa.is_some());
         }
@@ -287,10 +394,21 @@ impl Supervisor {
             }
         };
         let cloexec = flags & libc::O_CLOEXEC != 0;
+        // Home hears of it before anything else goes there.
+        d.count_here(local);
+        d.table.taken(fd);
+        d.opened_alone(fd, local, id);
+        d.notice_open(fd, home_path, flags);
+        // Installed and answered in one step.
         if let Err(e) = self
             .listener
-            .add_fd_cloexec(n.id, file.as_raw_fd(), fd, cloexec)
+            .add_fd_and_answer(n.id, file.as_raw_fd(), fd, cloexec)
         {
+            if let Some(d) = &mut self.dfsa {
+                d.closed(fd);
+                d.table.freed(fd);
+                d.notice_close(fd);
+            }
             // The process is gone, or its limit changed: it hears the kernel's reason.
             let errno = e.raw_os_error().unwrap_or(libc::EMFILE);
             let errno = if errno == libc::EBADF {
@@ -301,12 +419,6 @@ impl Supervisor {
             let _ = self.listener.reply(n.id, -i64::from(errno));
             return Ok(true);
         }
-        d.count_here(local);
-        d.table.taken(fd);
-        d.opened_alone(fd, local, id);
-        // Home hears of it before anything else goes there.
-        d.notice_open(fd, home_path, flags);
-        let _ = self.listener.reply(n.id, i64::from(fd));
         Ok(true)
     }
 

@@ -30,7 +30,7 @@ use std::path::Path;
 use mosix_core::syscalls::{FdEffect, fd_effect};
 use nix::errno::Errno;
 
-use crate::kernel::creds::{User, as_user};
+use crate::kernel::creds::{User, as_user, as_user_staying};
 
 /// The remote's copy of home's descriptor numbers, and the process's umask.
 #[derive(Debug, Default)]
@@ -70,6 +70,14 @@ impl HomeTable {
             want += 1;
         }
         Some(want)
+    }
+
+    /// The numbers in use at home from `k` up (empty if the copy is not there).
+    pub(super) fn from(&self, k: i32) -> Vec<i32> {
+        self.fds
+            .as_ref()
+            .map(|f| f.range(k..).copied().collect())
+            .unwrap_or_default()
     }
 
     /// Records a number now in use (an open here).
@@ -315,7 +323,7 @@ pub(super) fn open(
     };
     let creates = flags & libc::O_CREAT != 0;
     let mode = if creates { mode & 0o7777 & !umask } else { 0 };
-    let fd = match as_user(user, || {
+    let fd = match as_user_staying(user, || {
         open2(&p, flags | libc::O_CLOEXEC | libc::O_NOCTTY, mode)
     }) {
         Ok(fd) => fd,
@@ -344,7 +352,7 @@ pub(super) fn run(
     umask: u32,
     same_ids: bool,
 ) -> Here {
-    let r = as_user(user, || Ok(run_as_user(nr, args, local, umask, same_ids)));
+    let r = as_user_staying(user, || Ok(run_as_user(nr, args, local, umask, same_ids)));
     match r {
         Ok(h) => h,
         Err(e) => Here::Done(errno_of(e), None),

@@ -26,7 +26,14 @@ impl Supervisor {
     /// Returns whether home took it.
     pub(super) fn go_home(&mut self, pending: Option<Notif>) -> Result<bool, End> {
         let pid = self.pid();
+        if let Some(d) = &mut self.dfsa {
+            d.count_native();
+        }
         self.stopped();
+        let mut pending = pending;
+        let early = self
+            .stop_early(&mut pending)
+            .map_err(|e| End::HomeLost(format!("stopping it to go home failed: {e}")))?;
         // Writes behind go, bytes read ahead go back: home's descriptors are as the process
         // left them.
         // The offsets of its files here go home: the deputy's descriptors are the ones that
@@ -35,11 +42,14 @@ impl Supervisor {
         self.settle_io()?;
         self.report_unheard()?;
         let begun = Instant::now();
-        let mut pending = pending;
-        let mut precopy = self.precopy_home(&mut pending)?;
+        let mut precopy = if early.is_some() {
+            None
+        } else {
+            self.precopy_home(&mut pending)?
+        };
         let stopped_at = Instant::now();
         let frozen = self
-            .freeze_to_leave(pending)
+            .freeze_after(early, pending)
             .map_err(|e| End::HomeLost(format!("freezing it to go home failed: {e}")))?;
         let sent = match &mut precopy {
             Some(p) => p
@@ -153,6 +163,34 @@ impl Supervisor {
             .map_err(|e| failure::traced(pid, "freezing it", &e))
     }
 
+    /// Stops the process now if it may not run on while it leaves ([`Self::may_run_while_sent`]):
+    /// the offsets of its native files are carried home after this, and then cannot move.
+    fn stop_early(
+        &mut self,
+        pending: &mut Option<Notif>,
+    ) -> Result<Option<(ptrace::Stopped, Vec<ptrace::Sig>)>, MoveFailure> {
+        if self.may_run_while_sent() {
+            return Ok(None);
+        }
+        self.stop_to_leave(pending.take()).map(Some)
+    }
+
+    /// Freezes the process to leave: stopped already by [`Self::stop_early`], or now.
+    fn freeze_after(
+        &mut self,
+        early: Option<(ptrace::Stopped, Vec<ptrace::Sig>)>,
+        pending: Option<Notif>,
+    ) -> Result<freeze::Frozen, MoveFailure> {
+        match early {
+            Some((t, sigs)) => {
+                let pid = self.pid();
+                freeze::freeze_stopped(t, sigs, &self.leave_options())
+                    .map_err(|e| failure::traced(pid, "freezing it", &e))
+            }
+            None => self.freeze_to_leave(pending),
+        }
+    }
+
     /// Stops the process (traced with its filter suspended, so that calls made in it do not
     /// come to us), with `pending` answered "restart"; the signals that arrived meanwhile.
     fn stop_to_leave(
@@ -166,7 +204,11 @@ impl Supervisor {
             .request_interrupt()
             .map_err(|e| failure::traced(pid, "stopping it", &e))?;
         if let Some(n) = pending {
-            let _ = self.listener.reply(n.id, ERESTARTNOINTR);
+            // "Restart": the call runs again where the process goes; or the result of a call
+            // that already ran at home, which the process takes with it (the interrupt asked
+            // for above stops it before its next instruction).
+            let answer = self.leave_answer.take().unwrap_or(ERESTARTNOINTR);
+            let _ = self.listener.reply(n.id, answer);
         }
         let mut sigs = Vec::new();
         let t = running
@@ -187,13 +229,24 @@ impl Supervisor {
         }
     }
 
+    /// Whether the process may run on here while its memory is sent (a live move). Not with
+    /// files whose I/O runs natively (their offsets went home before the move began, and would
+    /// move on here), nor with the result of a call home that made a descriptor at K or above
+    /// (a native call on it here would not reach it): it leaves stopped.
+    fn may_run_while_sent(&self) -> bool {
+        self.leave_answer.is_none()
+            && (self.native_from.is_none() || self.dfsa.as_ref().is_none_or(|d| d.fds().is_empty()))
+    }
+
     /// Going home live, when the process is large enough (`[moves] live_above_mib`): its first
     /// image and rounds of what it writes go home over its own connection while it runs (as
     /// [`Supervisor::precopy_to`]; home keeps the deputy stopped meanwhile). `None`: it goes
     /// the plain way (small, or this node cannot track writes). A failure once something was
     /// sent ends the connection, as a plain move home cut in the middle does.
     fn precopy_home(&mut self, pending: &mut Option<Notif>) -> Result<Option<Precopy>, End> {
-        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid()) {
+        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid())
+            || !self.may_run_while_sent()
+        {
             return Ok(None);
         }
         let home = self.h.home;
@@ -227,7 +280,9 @@ impl Supervisor {
         token: u64,
         pending: &mut Option<Notif>,
     ) -> Result<Option<Precopy>, MoveFailure> {
-        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid()) {
+        if !std::mem::take(&mut self.live_asked) && !self.env.live.wanted(self.pid())
+            || !self.may_run_while_sent()
+        {
             return Ok(None);
         }
         let (t, sigs) = self.stop_to_leave(pending.take())?;
@@ -273,19 +328,27 @@ impl Supervisor {
                 failure::refused(me, format!("node {to} is not another remote node")),
             );
         }
+        let mut pending = pending;
+        let early = match self.stop_early(&mut pending) {
+            Ok(e) => e,
+            Err(e) => return failed(self, e),
+        };
         // The offsets of its files here go home: the deputy's descriptors are the ones that
         // stay (not on an exit, where they close).
         self.offsets_home()?;
         self.settle_io()?;
         let started = Instant::now();
-        let mut pending = pending;
-        let precopy = match self.precopy_to(to, token, &mut pending) {
-            Ok(p) => p,
-            Err(e) => return failed(self, e),
+        let precopy = if early.is_some() {
+            None
+        } else {
+            match self.precopy_to(to, token, &mut pending) {
+                Ok(p) => p,
+                Err(e) => return failed(self, e),
+            }
         };
         let live = precopy.as_ref().map(|p| (p.rounds, p.bytes));
         let stopped_at = Instant::now();
-        let mut frozen = match self.freeze_to_leave(pending) {
+        let mut frozen = match self.freeze_after(early, pending) {
             Ok(f) => f,
             Err(e) => return failed(self, e),
         };
@@ -293,6 +356,15 @@ impl Supervisor {
         // Errors of writes behind the program has not heard go with it.
         frozen.header.write_errors = self.io.take_errors();
         frozen.header.ceiling = ceiling;
+        // A process that did its file I/O natively here may do so at the next node too, on
+        // the numbers home does not use now.
+        frozen.header.native_io = None;
+        if self.native_from.is_some() && matches!(self.table_known(), Ok(true)) {
+            frozen.header.native_io = self
+                .dfsa
+                .as_ref()
+                .map(|d| mosix_core::image::NativeIo::of_table(&d.table.from(0), 1));
+        }
         let ctx = link::snapshot(&self.env.link);
         let shipped = match precopy {
             Some(p) => p.finish(&frozen),

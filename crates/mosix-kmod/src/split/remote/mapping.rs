@@ -114,13 +114,30 @@ impl Supervisor {
         } else {
             memfd
         };
+        // A home file opened here through MFS stands at the number: it is kept, and the copy
+        // takes its offset, so that a read before the file is put back reads what it would.
+        let through = self.dfsa.as_ref().is_some_and(|d| d.is_through(fd));
+        let back = if through {
+            let Ok(file) = crate::kernel::seccomp::take_fd(self.pid(), fd) else {
+                return Err(MapFile::Home);
+            };
+            let Ok(pos) = nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekCur) else {
+                return Err(MapFile::Home);
+            };
+            if nix::unistd::lseek(&memfd, pos, nix::unistd::Whence::SeekSet).is_err() {
+                return Err(MapFile::Home);
+            }
+            Some(file)
+        } else {
+            None
+        };
         if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
             debug!("installing the copy of a mapped file: {e}");
             return Err(MapFile::Home);
         }
         let _ = self.listener.allow(n.id);
         // Once the mmap has run, the copy needs no descriptor of its own in the process.
-        self.stale_map_fd = Some(fd);
+        self.stale_map_fd = Some((fd, back));
         Ok(())
     }
 

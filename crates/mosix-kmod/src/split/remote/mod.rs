@@ -117,7 +117,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
         }
     };
     match take(&mut h, live, from, &tx, &mut rx, &env) {
-        Ok((guest, listener, child, home_link)) => {
+        Ok((guest, listener, child, home_link, native_from)) => {
             let _ = rx.socket().set_read_timeout(None);
             // Arrived from another remote: from now on it talks to its home on the
             // connection it rejoined with; the one it came on has done its job.
@@ -196,7 +196,24 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 io,
                 mapped_copy: 0,
                 killed_by_home: false,
+                native_from,
+                leave_answer: None,
             };
+            if let Some(n) = &s.native_from {
+                info!(
+                    "{} (pid {pid}): file I/O on descriptors from {}{} runs natively",
+                    s.h.comm,
+                    n.from,
+                    if n.except.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" but {:?}", n.except)
+                    }
+                );
+                if let Some(d) = &mut s.dfsa {
+                    d.native_io();
+                }
+            }
             s.run();
             env.procs.remove_guest(pid);
         }
@@ -296,9 +313,16 @@ fn foreign_guests(procs: &Procs, ctx: &crate::link::LinkContext) -> u32 {
         .count() as u32
 }
 
-/// What [`take`] gives: the process's memory, its filter's listener, its stub, and — when it
-/// came from another remote — the connection to its home it rejoined with.
-type Taken = (Mem, Listener, Child, Option<(Sender, Receiver)>);
+/// What [`take`] gives: the process's memory, its filter's listener, its stub, — when it
+/// came from another remote — the connection to its home it rejoined with, and the numbers
+/// on which its file I/O runs natively.
+type Taken = (
+    Mem,
+    Listener,
+    Child,
+    Option<(Sender, Receiver)>,
+    Option<mosix_core::image::NativeIo>,
+);
 
 /// Rebuilds the process, sent by node `from`, in a stub; on success it runs under the filter.
 /// For a live move (`live`: `h` is the first image, [`ProcMsg::Precopy`]) rounds of pages
@@ -372,7 +396,18 @@ fn take(
         return Err(fail(&mut child, failure::pages(me, from, e)));
     }
     let t2 = std::time::Instant::now();
-    let filter = seccomp::program_bytes(&seccomp::program());
+    // Native file I/O on the numbers home does not use, if the process wants it and DFSA runs
+    // here. The stub's own descriptors are all closed before the filter comes; the filter's
+    // listener then takes number 0 in the process (checked below): the range starts at 1.
+    let native_from = h
+        .native_io
+        .clone()
+        .filter(|_| env.dfsa.is_some())
+        .map(|mut n| {
+            n.from = n.from.max(1);
+            n
+        });
+    let filter = seccomp::program_bytes(&seccomp::program(native_from.as_ref()));
     // The guest's own host ids: no account has them, so no local user can touch it.
     let id = env.guests.id_base.saturating_add(pid.unsigned_abs());
     let setup = restore::StubSetup {
@@ -387,6 +422,18 @@ fn take(
     if let Err(why) = locked_down(pid, id) {
         t.kill();
         return Err(fail(&mut child, here("locking the guest down", &why)));
+    }
+    if let (Some(n), Some(fd)) = (&native_from, lfd)
+        && n.covers(i64::from(fd))
+    {
+        t.kill();
+        return Err(fail(
+            &mut child,
+            here(
+                "installing the filter",
+                &format!("its listener is descriptor {fd}, a number of the native range {n:?}"),
+            ),
+        ));
     }
     let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
         Some(Ok(fd)) => Listener::from_fd(fd),
@@ -456,7 +503,7 @@ fn take(
         (t2 - t1).as_secs_f64() * 1e3,
         t2.elapsed().as_secs_f64() * 1e3
     );
-    Ok((mem, listener, child, home_link))
+    Ok((mem, listener, child, home_link, native_from))
 }
 
 /// Whether this node takes the process `h` from node `from`: the image's claims, root, the

@@ -31,8 +31,9 @@ pub(super) struct Supervisor {
     /// Home asked it to move on to this node, with this token.
     pub(super) move_to: Option<(NodeId, u64)>,
     pub(super) h: ImageHeader,
-    /// A descriptor number that holds the memfd of the last file mapping.
-    pub(super) stale_map_fd: Option<i32>,
+    /// A descriptor number that holds the memfd of the last file mapping, and — for a home
+    /// file opened here through MFS — that file, to put back at the number.
+    pub(super) stale_map_fd: Option<(i32, Option<std::os::fd::OwnedFd>)>,
     /// What replaces it.
     pub(super) placeholder: std::fs::File,
     pub(super) tx: Sender,
@@ -57,6 +58,14 @@ pub(super) struct Supervisor {
     pub(super) dfsa: Option<super::dfsa::Dfsa>,
     /// Home ended it ([`ProcMsg::Kill`]): home expects nothing more.
     pub(super) killed_by_home: bool,
+    /// The filter lets reads, writes and seeks run natively on these descriptor numbers (from
+    /// [`ImageHeader::native_io`]): every such number here is free or a file opened here, and
+    /// a call that would put anything else there takes the process home.
+    pub(super) native_from: Option<mosix_core::image::NativeIo>,
+    /// The answer the call it leaves in gets when the process is stopped to leave (`None`:
+    /// "restart", the call runs again where it goes). Set for a call that ran at home and
+    /// whose result the process must have, but only at home.
+    pub(super) leave_answer: Option<i64>,
 }
 
 /// Why a file mapping was not made here.
@@ -112,6 +121,11 @@ impl Supervisor {
         self.send_stats();
         let mut last_stats = Instant::now();
         loop {
+            // The thread may have been left as the process's owner by its last path calls
+            // (`creds::as_user_staying`): root again for anything but the next call.
+            if self.come_home || self.move_to.is_some() || self.rx.has_buffered() {
+                crate::kernel::creds::root_again();
+            }
             if self.come_home {
                 match self.go_home(None) {
                     Ok(true) => return End::Gone,
@@ -153,6 +167,14 @@ impl Supervisor {
             };
             // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            let call_only = n == 1
+                && fds[0].revents == libc::POLLIN
+                && self.watch_stop_until.is_none()
+                && !self.io.has_behind()
+                && last_stats.elapsed() < Duration::from_secs(1);
+            if !call_only {
+                crate::kernel::creds::root_again();
+            }
             if self.watch_stop_until.is_some() {
                 self.stopped();
             }
@@ -236,6 +258,10 @@ impl Supervisor {
 
     /// Has the process ended? If so, tell home how.
     fn check_end(&mut self) -> Option<End> {
+        // Its last native file calls count for this node (readable until it is reaped).
+        if let Some(d) = &mut self.dfsa {
+            d.count_native();
+        }
         let deadline = Instant::now() + Duration::from_millis(500);
         loop {
             match self.child.try_wait() {
@@ -268,8 +294,9 @@ impl Supervisor {
         }
     }
 
-    fn send_stats(&mut self) {
+    pub(super) fn send_stats(&mut self) {
         if let Some(d) = &mut self.dfsa {
+            d.count_native();
             d.report_calls();
         }
         let Ok(stat) = procfs::process::Process::new(self.pid()).and_then(|p| p.stat()) else {
@@ -297,6 +324,9 @@ impl Supervisor {
     }
 
     fn home_msg(&mut self, m: ProcMsg) -> Option<End> {
+        // (It may come while a path call run as the owner waits for home: signals and kills
+        // are sent as root.)
+        crate::kernel::creds::root_again();
         match m {
             ProcMsg::Signal { sig } => {
                 if let Some(s) = Sig::new(sig) {
@@ -349,10 +379,31 @@ impl Supervisor {
 
     fn on_call(&mut self, n: Notif) -> Option<End> {
         let nr = n.nr as u64;
-        if let Some(fd) = self.stale_map_fd.take() {
+        // Only a path call run here, or a close, may find the thread still as the process's
+        // owner (see `supervise`): everything else is done as root.
+        let path_or_close =
+            i64::from(n.nr) == libc::SYS_close || super::here::path_args(i64::from(n.nr)).is_some();
+        if !path_or_close || self.stale_map_fd.is_some() {
+            crate::kernel::creds::root_again();
+        }
+        if let Some((fd, back)) = self.stale_map_fd.take() {
             // The memfd of the last file mapping: replace it with a cheap placeholder, so that
-            // an unmapped copy is freed.
-            let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
+            // an unmapped copy is freed — or with the file it stood for, at the offset the
+            // copy has now (reads may have moved it).
+            match back {
+                Some(file) => {
+                    if let Some(pos) = crate::kernel::seccomp::take_fd(self.pid(), fd)
+                        .ok()
+                        .and_then(|c| nix::unistd::lseek(&c, 0, nix::unistd::Whence::SeekCur).ok())
+                    {
+                        let _ = nix::unistd::lseek(&file, pos, nix::unistd::Whence::SeekSet);
+                    }
+                    let _ = self.listener.add_fd(n.id, file.as_raw_fd(), fd);
+                }
+                None => {
+                    let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
+                }
+            }
         }
         if let Some(r) = self.signal_to_self(&n) {
             let _ = self.listener.reply(n.id, r);
@@ -365,6 +416,7 @@ impl Supervisor {
                 Ok(false) => {}
                 Err(end) => return Some(end),
             }
+            crate::kernel::creds::root_again();
         }
         match class {
             Class::Cached => {
@@ -398,7 +450,7 @@ impl Supervisor {
         }
     }
 
-    fn home_only(&mut self, n: Notif) -> Option<End> {
+    pub(super) fn home_only(&mut self, n: Notif) -> Option<End> {
         debug!(
             "{} ({}) calls {}: going home",
             self.h.comm,
@@ -571,6 +623,47 @@ impl Supervisor {
                     d.limits_changed();
                 }
             }
+            if let Some(range) = self.native_from.clone()
+                && reply.ret >= 0
+            {
+                match self.made_in(&range, nr, &m.call.args, reply.ret) {
+                    Ok(false) => {}
+                    Ok(true)
+                        if matches!(
+                            nr,
+                            libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 | libc::SYS_creat
+                        ) && self.represent(n.id, reply.ret as i32).unwrap_or(false) =>
+                    {
+                        // A home file, opened here too at that number.
+                        let _ = self.listener.reply(n.id, reply.ret);
+                        return None;
+                    }
+                    Ok(true) => {
+                        // Home made a descriptor at a number of the native range, where
+                        // native calls here would not reach it: the process takes the result
+                        // home and goes on there.
+                        debug!(
+                            "{} ({}): {} made a descriptor of home in the native range: going home",
+                            self.h.comm,
+                            self.pid(),
+                            mosix_core::syscalls::name(nr as u64)
+                        );
+                        self.leave_answer = Some(reply.ret);
+                        return self.home_only(n);
+                    }
+                    Err(end) => return Some(end),
+                }
+            }
+            if nr == libc::SYS_close_range
+                && reply.ret == 0
+                && let Some(d) = &mut self.dfsa
+            {
+                // Closed at home: what stands at those numbers here goes too (DFSA files,
+                // placeholders), by the same call.
+                d.closed_range(m.call.args[0], m.call.args[1], m.call.args[2]);
+                let _ = self.listener.allow(n.id);
+                return None;
+            }
             if nr == libc::SYS_close && reply.ret == 0 && self.closes_here(fd) {
                 // Closed at home: the descriptor here (DFSA, or its placeholder) goes too.
                 let _ = self.listener.allow(n.id);
@@ -578,6 +671,38 @@ impl Supervisor {
             }
             let _ = self.listener.reply(n.id, reply.ret);
             return None;
+        }
+    }
+
+    /// Whether a call that ran at home and returned `ret` made a descriptor of home at a
+    /// number of the native `range`. A call whose effect on the table is not known is judged
+    /// from home's table, fetched again (a number there in the range that is not a file
+    /// opened here).
+    fn made_in(
+        &mut self,
+        range: &mosix_core::image::NativeIo,
+        nr: i64,
+        args: &[u64; 6],
+        ret: i64,
+    ) -> Result<bool, End> {
+        use mosix_core::syscalls::{FdEffect, fd_effect};
+        match fd_effect(nr as u64, args) {
+            FdEffect::None | FdEffect::Closes => Ok(false),
+            FdEffect::Returns | FdEffect::Replaces => Ok(range.covers(ret)),
+            FdEffect::Unknown if nr == libc::SYS_close_range => Ok(false),
+            FdEffect::Unknown => {
+                if !self.table_known()? {
+                    // Home could not say: in doubt, home.
+                    return Ok(true);
+                }
+                Ok(self.dfsa.as_ref().is_some_and(|d| {
+                    let here = d.fds();
+                    d.table
+                        .from(0)
+                        .into_iter()
+                        .any(|fd| range.covers(i64::from(fd)) && !here.contains(&fd))
+                }))
+            }
         }
     }
 
@@ -676,8 +801,8 @@ impl Supervisor {
 
     /// Asks home what descriptor `fd` is ([`ProcMsg::Describe`]) and waits for the answer,
     /// handling what else arrives meanwhile.
-    pub(super) fn describe(&mut self, fd: i32) -> Result<ProcMsg, End> {
-        self.send_home(&ProcMsg::Describe { fd })?;
+    pub(super) fn describe(&mut self, fd: i32, fresh: bool) -> Result<ProcMsg, End> {
+        self.send_home(&ProcMsg::Describe { fd, fresh })?;
         self.answer_from_home(|m| matches!(m, ProcMsg::Described { .. }))
     }
 
