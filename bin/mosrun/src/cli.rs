@@ -63,7 +63,9 @@ pub struct Cli {
     #[arg(short = 'c', group = "kind")]
     pub cpu: bool,
 
-    /// The program is I/O-bound.
+    /// The program is I/O-bound: never moved for load; where it runs, its reads and writes of
+    /// that node's files (and of home files it opens there) run without a trap, as do those of
+    /// any process that leaves home with a file of its destination open (docs/mfs.md).
     #[arg(short = 'i', group = "kind")]
     pub io: bool,
 

@@ -16,7 +16,7 @@ complete -c mosrun -s F -d 'If the chosen node cannot take the program, run it a
 complete -c mosrun -s l -d 'Allow automatic migration (the default unless a placement is given)'
 complete -c mosrun -s L -d 'No automatic migration (the default when a placement is given)'
 complete -c mosrun -s c -d 'The program is CPU-bound: the balancer places it by its CPU alone, never toward the files it uses'
-complete -c mosrun -s i -d 'The program is I/O-bound'
+complete -c mosrun -s i -d 'The program is I/O-bound: never moved for load; where it runs, its reads and writes of that node\'s files (and of home files it opens there) run without a trap, as do those of any process that leaves home with a file of its destination open (docs/mfs.md)'
 complete -c mosrun -s n -d 'Its statistics do not decay'
 complete -c mosrun -s s -d 'Its statistics decay slowly (the default)'
 complete -c mosrun -s f -d 'Its statistics decay fast'

@@ -143,6 +143,11 @@ pub fn as_user_staying<T>(
     work()
 }
 
+/// Whether this thread was left as a user by [`as_user_staying`].
+pub fn staying() -> bool {
+    STAYING.with(|s| s.borrow().is_some())
+}
+
 /// Makes a thread left as a user by [`as_user_staying`] root again (nothing if it is root).
 pub fn root_again() {
     if STAYING.with(|s| s.borrow_mut().take()).is_some() {
@@ -198,8 +203,12 @@ pub fn as_user<T>(user: &User, work: impl FnOnce() -> Result<T, Errno>) -> Resul
 mod tests {
     use super::*;
 
+    /// The tests change the process's dumpable flag: one at a time.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn work_runs_with_the_users_rights_and_the_thread_is_root_again_after() {
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;
@@ -239,6 +248,7 @@ mod tests {
 
     #[test]
     fn a_thread_left_as_a_user_has_the_users_rights_until_it_is_root_again() {
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root");
             return;

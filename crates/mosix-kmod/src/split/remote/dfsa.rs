@@ -438,6 +438,16 @@ impl Dfsa {
         }
     }
 
+    /// Whether any home file is open here through MFS.
+    pub(super) fn any_through(&self) -> bool {
+        !self.through.is_empty()
+    }
+
+    /// Whether a placeholder or a stand-in stands at `fd` (home holds the real descriptor).
+    pub(super) fn stands_in(&self, fd: i32) -> bool {
+        self.placeholders.contains(&fd)
+    }
+
     /// Whether `fd` is a home file opened here through MFS.
     pub(super) fn is_through(&self, fd: i32) -> bool {
         self.through.contains(&fd)
@@ -625,9 +635,11 @@ impl Dfsa {
         Ok(fd)
     }
 
-    /// Records that a placeholder stands at `fd`.
+    /// Records that a placeholder (or a stand-in) stands at `fd`: home holds the descriptor,
+    /// which is never adopted here.
     pub(super) fn placeholder_at(&mut self, fd: i32) {
         self.placeholders.insert(fd);
+        self.examined.insert(fd);
     }
 
     /// Home closed `fd`: whether something stands at that number here to close as well.

@@ -154,6 +154,10 @@ impl Supervisor {
         else {
             return Ok(());
         };
+        if flags & libc::O_PATH != 0 {
+            // Opened here it would read and write; home's reads nothing.
+            return Ok(());
+        }
         let Some(d) = &mut self.dfsa else {
             return Ok(());
         };
@@ -186,6 +190,9 @@ impl Supervisor {
     /// call on it goes home. `false`: it cannot be (a device, a pipe, refused here…): the
     /// process must go home.
     pub(super) fn represent(&mut self, id: u64, fd: i32) -> Result<bool, End> {
+        // What waits to be written home, or was read ahead from it, is settled first: the
+        // file may be one of those, and its bytes must be there for native calls.
+        self.settle_io()?;
         let described = self.describe(fd, true)?;
         if let ProcMsg::Described { flags, mode, .. } = described
             && (flags & libc::O_PATH != 0 || mode & libc::S_IFMT == libc::S_IFDIR)

@@ -62,7 +62,14 @@ impl Supervisor {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(MapFile::Home);
         }
-        let end = off.saturating_add(n.args[1]).min(size);
+        // A home file opened here through MFS is read natively through the copy until it is
+        // put back (see below): the whole file is copied.
+        let through = self.dfsa.as_ref().is_some_and(|d| d.is_through(fd));
+        let (off, end) = if through {
+            (0, size)
+        } else {
+            (off, off.saturating_add(n.args[1]).min(size))
+        };
         let copy = end.saturating_sub(off);
         if self.mapped_copy.saturating_add(copy) > MAPPED_COPY_BUDGET {
             debug!(
@@ -116,7 +123,6 @@ impl Supervisor {
         };
         // A home file opened here through MFS stands at the number: it is kept, and the copy
         // takes its offset, so that a read before the file is put back reads what it would.
-        let through = self.dfsa.as_ref().is_some_and(|d| d.is_through(fd));
         let back = if through {
             let Ok(file) = crate::kernel::seccomp::take_fd(self.pid(), fd) else {
                 return Err(MapFile::Home);

@@ -91,6 +91,8 @@ impl Supervisor {
 
     pub(super) fn run(&mut self) {
         let end = self.supervise();
+        // Whatever ended it, the end is handled as root (killing the guest needs it).
+        crate::kernel::creds::root_again();
         match end {
             End::Gone if self.killed_by_home => {}
             End::Gone => {
@@ -165,8 +167,21 @@ impl Supervisor {
             } else {
                 1000
             };
-            // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            // The owner's ids stay on this thread only within a burst of calls: before it
+            // waits, it is root again (while it is another user, that user may see its /proc
+            // entries).
+            let mut n = 0;
+            if crate::kernel::creds::staying() {
+                // SAFETY: as below, without waiting.
+                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 0) };
+                if n == 0 {
+                    crate::kernel::creds::root_again();
+                }
+            }
+            if n == 0 {
+                // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
+                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            }
             let call_only = n == 1
                 && fds[0].revents == libc::POLLIN
                 && self.watch_stop_until.is_none()
@@ -295,6 +310,7 @@ impl Supervisor {
     }
 
     pub(super) fn send_stats(&mut self) {
+        crate::kernel::creds::root_again();
         if let Some(d) = &mut self.dfsa {
             d.count_native();
             d.report_calls();
@@ -483,7 +499,10 @@ impl Supervisor {
         };
         let nr = i64::from(m.call.nr);
         let fd = m.call.args[0] as i32;
-        if nr == libc::SYS_read {
+        // While a home file is also open here through MFS, nothing is read ahead or written
+        // behind: the same file's bytes must not wait here while native calls reach it.
+        let cached_io = self.dfsa.as_ref().is_none_or(|d| !d.any_through());
+        if nr == libc::SYS_read && cached_io {
             match self.io.read(fd, m.call.args[2] as usize) {
                 ReadPlan::Serve(bytes) => {
                     let r = Reply {
@@ -502,7 +521,7 @@ impl Supervisor {
                 }
                 ReadPlan::Forward(ahead) => m.call.ahead = ahead,
             }
-        } else if nr == libc::SYS_write {
+        } else if nr == libc::SYS_write && cached_io {
             let data = m.call.bufs.first().map_or(&[][..], |b| &b.1[..]);
             match self.io.write(fd, data, Instant::now()) {
                 WritePlan::Behind => {
@@ -601,8 +620,24 @@ impl Supervisor {
                 // Interrupted at home for a signal this process will not take: run it again.
                 continue;
             }
+            // What the call did to home's descriptor numbers, whatever becomes of its answer.
+            if let Some(d) = &mut self.dfsa {
+                d.numbers_changed(nr, &m.call.args, reply.ret);
+                d.table.after(nr, &m.call.args, reply.ret);
+                if matches!(nr, libc::SYS_prlimit64 | libc::SYS_setrlimit) {
+                    d.limits_changed();
+                }
+            }
             if let Err(e) = forward::write_back(&m, &reply, &self.mem) {
                 warn!("{}: bad reply from home: {e}", self.h.comm);
+                if let Some(range) = self.native_from.clone()
+                    && reply.ret >= 0
+                    && !matches!(self.made_in(&range, nr, &m.call.args, reply.ret), Ok(false))
+                {
+                    // It made a descriptor of home in the native range all the same.
+                    self.leave_answer = Some(EFAULT);
+                    return self.home_only(n);
+                }
                 let _ = self.listener.reply(n.id, EFAULT);
                 return None;
             }
@@ -615,13 +650,6 @@ impl Supervisor {
                 // prlimit64 naming the process by its home pid, which here is someone else's
                 // (or no one's): the supervisor sets the limit on the process's pid here.
                 self.set_limit_here(&n);
-            }
-            if let Some(d) = &mut self.dfsa {
-                d.numbers_changed(nr, &m.call.args, reply.ret);
-                d.table.after(nr, &m.call.args, reply.ret);
-                if matches!(nr, libc::SYS_prlimit64 | libc::SYS_setrlimit) {
-                    d.limits_changed();
-                }
             }
             if let Some(range) = self.native_from.clone()
                 && reply.ret >= 0
@@ -697,10 +725,9 @@ impl Supervisor {
                 }
                 Ok(self.dfsa.as_ref().is_some_and(|d| {
                     let here = d.fds();
-                    d.table
-                        .from(0)
-                        .into_iter()
-                        .any(|fd| range.covers(i64::from(fd)) && !here.contains(&fd))
+                    d.table.from(0).into_iter().any(|fd| {
+                        range.covers(i64::from(fd)) && !here.contains(&fd) && !d.stands_in(fd)
+                    })
                 }))
             }
         }
@@ -822,6 +849,7 @@ impl Supervisor {
                     }
                 }
                 Err(e) => {
+                    crate::kernel::creds::root_again();
                     return Err(End::HomeLost(format!(
                         "the connection to its home broke ({e})"
                     )));
