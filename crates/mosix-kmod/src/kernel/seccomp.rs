@@ -328,27 +328,13 @@ impl Listener {
         newfd: i32,
         cloexec: bool,
     ) -> std::io::Result<i32> {
-        let mut a = libc::seccomp_notif_addfd {
+        self.addfd(
             id,
-            flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
-            srcfd: src as u32,
-            newfd: newfd as u32,
-            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
-        };
-        // SAFETY: SECCOMP_IOCTL_NOTIF_ADDFD reads a `struct seccomp_notif_addfd`, which `a`
-        // is, valid for the call; `src` is a descriptor we own.
-        let r = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ADDFD,
-                &raw mut a,
-            )
-        };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
+            src,
+            newfd,
+            cloexec,
+            libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+        )
     }
 
     /// Installs `src` in the process at `newfd` and answers call `id` with `newfd`, in one
@@ -361,9 +347,21 @@ impl Listener {
         newfd: i32,
         cloexec: bool,
     ) -> std::io::Result<i32> {
+        let flags = libc::SECCOMP_ADDFD_FLAG_SETFD | libc::SECCOMP_ADDFD_FLAG_SEND;
+        self.addfd(id, src, newfd, cloexec, flags as u32)
+    }
+
+    fn addfd(
+        &self,
+        id: u64,
+        src: RawFd,
+        newfd: i32,
+        cloexec: bool,
+        flags: u32,
+    ) -> std::io::Result<i32> {
         let mut a = libc::seccomp_notif_addfd {
             id,
-            flags: (libc::SECCOMP_ADDFD_FLAG_SETFD | libc::SECCOMP_ADDFD_FLAG_SEND) as u32,
+            flags,
             srcfd: src as u32,
             newfd: newfd as u32,
             newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
