@@ -72,11 +72,11 @@ impl HomeTable {
         Some(want)
     }
 
-    /// The numbers in use at home from `k` up (empty if the copy is not there).
-    pub(super) fn from(&self, k: i32) -> Vec<i32> {
+    /// The numbers in use at home, in order (empty if the copy is not there).
+    pub(super) fn numbers(&self) -> Vec<i32> {
         self.fds
             .as_ref()
-            .map(|f| f.range(k..).copied().collect())
+            .map(|f| f.iter().copied().collect())
             .unwrap_or_default()
     }
 

@@ -363,7 +363,7 @@ impl Supervisor {
             frozen.header.native_io = self
                 .dfsa
                 .as_ref()
-                .map(|d| mosix_core::image::NativeIo::of_table(&d.table.from(0), 1));
+                .map(|d| mosix_core::image::NativeIo::of_table(&d.table.numbers(), 1));
         }
         let ctx = link::snapshot(&self.env.link);
         let shipped = match precopy {

@@ -725,7 +725,7 @@ impl Supervisor {
                 }
                 Ok(self.dfsa.as_ref().is_some_and(|d| {
                     let here = d.fds();
-                    d.table.from(0).into_iter().any(|fd| {
+                    d.table.numbers().into_iter().any(|fd| {
                         range.covers(i64::from(fd)) && !here.contains(&fd) && !d.stands_in(fd)
                     })
                 }))
