@@ -97,25 +97,19 @@ fn become_root() {
     }
 }
 
-/// The process's dumpable flag before any thread changed ids (-1: not read yet). A change of
-/// effective uid makes the whole process non-dumpable (`suid_dumpable`), which would change
-/// who may read its `/proc` files and trace it; the flag is put back after each piece of work.
-static DUMPABLE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-fn dumpable() -> i32 {
-    let d = DUMPABLE.load(std::sync::atomic::Ordering::Relaxed);
-    if d >= 0 {
-        return d;
-    }
-    // SAFETY: prctl(2) PR_GET_DUMPABLE takes no pointer.
-    let now = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
-    let _ = DUMPABLE.compare_exchange(
-        -1,
-        now.max(0),
-        std::sync::atomic::Ordering::Relaxed,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    DUMPABLE.load(std::sync::atomic::Ordering::Relaxed)
+/// Makes the process non-dumpable, once and for good, before any of its threads takes a
+/// user's ids. While a thread's effective uid is a user's, a dumpable process's `/proc` entries
+/// would belong to that user (the kernel's `task_dump_owner`), who could then raise the
+/// service's `oom_score_adj` or its autogroup's nice value through them; non-dumpable, they stay
+/// root's whatever ids a thread has. (The kernel clears the flag at the first change of
+/// effective uid anyway; putting it back after each switch cost two `prctl`s and left the
+/// window open while the work ran.)
+fn undumpable() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: prctl(2) PR_SET_DUMPABLE takes an integer.
+    ONCE.call_once(|| unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong);
+    });
 }
 
 /// Runs `work` on this thread as `user` and leaves the thread so, until [`root_again`]: a run
@@ -131,14 +125,12 @@ pub fn as_user_staying<T>(
     if !already {
         root_again();
         own_fs()?;
-        let was = dumpable();
+        undumpable();
         if let Err(e) = set_groups(&user.groups).and_then(|()| set_ids(user.uid, user.gid)) {
             become_root();
-            restore_dumpable(was);
             return Err(e);
         }
         STAYING.with(|s| *s.borrow_mut() = Some(user.clone()));
-        restore_dumpable(was);
     }
     work()
 }
@@ -151,9 +143,7 @@ pub fn staying() -> bool {
 /// Makes a thread left as a user by [`as_user_staying`] root again (nothing if it is root).
 pub fn root_again() {
     if STAYING.with(|s| s.borrow_mut().take()).is_some() {
-        let was = dumpable();
         become_root();
-        restore_dumpable(was);
     }
 }
 
@@ -173,29 +163,15 @@ fn own_fs() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Gives the process back the dumpable flag `was` (a change of effective ids clears it).
-fn restore_dumpable(was: i32) {
-    // SAFETY: prctl(2) with integer arguments only.
-    unsafe {
-        if libc::prctl(libc::PR_GET_DUMPABLE) != was {
-            libc::prctl(
-                libc::PR_SET_DUMPABLE,
-                libc::c_ulong::try_from(was).unwrap_or(1),
-            );
-        }
-    }
-}
-
 /// Runs `work` on this thread as `user`, then makes the thread root again. An error of
 /// switching is returned as the work's errno would be (`EPERM` when the service is not root).
 pub fn as_user<T>(user: &User, work: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
     root_again();
     own_fs()?;
-    let was = dumpable();
+    undumpable();
     let switched = set_groups(&user.groups).and_then(|()| set_ids(user.uid, user.gid));
     let out = switched.and_then(|()| work());
     become_root();
-    restore_dumpable(was);
     out
 }
 
@@ -203,7 +179,7 @@ pub fn as_user<T>(user: &User, work: impl FnOnce() -> Result<T, Errno>) -> Resul
 mod tests {
     use super::*;
 
-    /// The tests change the process's dumpable flag: one at a time.
+    /// The tests change the process's credentials and dumpable flag: one at a time.
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
@@ -240,7 +216,7 @@ mod tests {
             assert!(std::fs::read(&secret).is_ok());
             assert!(nix::unistd::geteuid().is_root());
             // SAFETY: prctl(2) PR_GET_DUMPABLE takes no pointer.
-            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE) }, dumpable());
+            assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE) }, 0);
         })
         .join()
         .unwrap();
@@ -268,6 +244,10 @@ mod tests {
             assert_eq!(as_user_staying(&nobody, read), Err(Errno::EACCES));
             // Still nobody between calls: even root's own work fails now.
             assert_eq!(nix::unistd::geteuid().as_raw(), 65534);
+            // Its /proc entries stay root's, not nobody's (the process is not dumpable).
+            let tid = nix::unistd::gettid();
+            let me = std::fs::metadata(format!("/proc/self/task/{tid}/oom_score_adj")).unwrap();
+            assert_eq!(std::os::unix::fs::MetadataExt::uid(&me), 0);
             assert!(read().is_err());
             assert_eq!(as_user_staying(&nobody, read), Err(Errno::EACCES));
             root_again();

@@ -385,6 +385,11 @@ impl Dfsa {
         self.fds.iter().copied().collect()
     }
 
+    /// Whether `fd` is a DFSA descriptor.
+    pub(super) fn holds(&self, fd: i32) -> bool {
+        self.fds.contains(&fd)
+    }
+
     /// Forgets a descriptor (closed, or no longer DFSA).
     pub(super) fn forget(&mut self, fd: i32) {
         self.pending.remove(&fd);

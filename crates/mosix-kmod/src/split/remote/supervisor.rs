@@ -20,6 +20,9 @@ use super::{EFAULT, EINVAL, ENOSYS, ERESTARTSYS, GuestEnv, STOP_WATCH};
 const SETTLE_MORE: Duration = Duration::from_secs(5);
 /// How long a process killed at home may take to send its writes behind home.
 const FLUSH_AFTER_KILL: Duration = Duration::from_secs(8);
+/// How long (ms) the supervisor's thread waits for the next call as the process's owner after
+/// path calls, before it is root again (see `supervise`).
+const STAY_MS: i32 = 1;
 use crate::kernel::ptrace::{Mem, Sig};
 use crate::kernel::seccomp::{Listener, Notif};
 use crate::link::channel::{Receiver, Sender};
@@ -167,13 +170,17 @@ impl Supervisor {
             } else {
                 1000
             };
-            // The owner's ids stay on this thread only within a burst of calls: before it
-            // waits, it is root again (while it is another user, that user may see its /proc
-            // entries).
+            // The owner's ids stay on this thread only within a burst of calls: a call that
+            // comes within `STAY_MS` finds them still there (a program that opens, reads and
+            // closes a file runs that fast between its calls; switching back and forth cost
+            // it six credential calls a file); after that the thread is root again before it
+            // waits longer. (While it is the user, that user may renice this thread or set its
+            // CPUs, as for any thread of theirs: it serves their process only. Its /proc
+            // entries stay root's: the service is not dumpable, `creds`.)
             let mut n = 0;
             if crate::kernel::creds::staying() {
-                // SAFETY: as below, without waiting.
-                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 0) };
+                // SAFETY: as below, with a short wait.
+                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, STAY_MS.min(timeout)) };
                 if n == 0 {
                     crate::kernel::creds::root_again();
                 }
