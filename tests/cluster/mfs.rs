@@ -780,8 +780,21 @@ p = os.pread(src, 100, 12345)
 os.pwrite(dst, p, 7)
 os.lseek(src, -4096, os.SEEK_CUR)
 os.writev(dst, [b"ab", b"cd"])
+# A file of node 3 closed where it runs, once home knew of it (a call home between): the
+# number is free again for the next open, a second close fails.
+t = os.open(data, os.O_RDONLY)
+os.stat("/")
+os.close(t)
+try:
+    os.close(t)
+    again = 0
+except OSError as e:
+    again = e.errno
+t2 = os.open(data, os.O_RDONLY)
+os.close(t2)
+os.stat("/")
 step("A", h.hexdigest(), n, os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR),
-     hashlib.sha256(p).hexdigest(), os.fstat(src).st_size, src, dst)
+     hashlib.sha256(p).hexdigest(), os.fstat(src).st_size, src, dst, t, again, t2)
 # B: a file of home opened while away: read, appended to, sought, stat'ed.
 hf = os.open(homefile, os.O_RDWR | os.O_APPEND)
 first = os.read(hf, 5)
@@ -833,7 +846,7 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
     let home_path = format!("{DATA}/home.txt");
     // Runs the phases with `mosrun ARGS`, checking where the process is after each with
     // `at(phase, node)`; what it printed.
-    let run = |mosrun: &[&str], out: &str, at: &dyn Fn(&str, u32)| -> Vec<String> {
+    let run = |mosrun: &[&str], out: &str, at: &dyn Fn(&str, u32, &str)| -> Vec<String> {
         let mut args: Vec<&str> = mosrun.to_vec();
         let (data, out) = (at3("data"), at3(out));
         args.extend(["/usr/bin/python3", "-c", NATIVE, &data, &out, &home_path]);
@@ -855,8 +868,8 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
                 "phase {phase}: {line:?}\n{}",
                 c.log(3)
             );
+            at(phase, pid, &line);
             lines.push(line);
-            at(phase, pid);
             if phase != "D" {
                 input.write_all(b"\n").unwrap();
             }
@@ -867,18 +880,33 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
 
     // At home, locked there: what the program sees.
     reset_home_file();
-    let reference = run(&["-L"], "pub/ref", &|_, _| {});
+    let reference = run(&["-L"], "pub/ref", &|_, _, _| {});
     let home_after = std::fs::read(&home_file).unwrap();
 
     // Declared I/O-bound and placed on node 3 at its start.
     reset_home_file();
     let before = c.view(3).unwrap().files;
     let counted = std::cell::RefCell::new(None);
-    let native = run(&["-3", "-i"], "pub/native", &|phase, pid| {
+    let native = run(&["-3", "-i"], "pub/native", &|phase, pid, line| {
         let node = c.node_of(pid);
         match phase {
             // Its own files, and a file of home opened while away: it stays.
-            "A" => assert_eq!(node, Some(3), "phase A\n{}", c.log(3)),
+            "A" => {
+                assert_eq!(node, Some(3), "phase A\n{}", c.log(3));
+                // The file it closed at node 3 is closed at home too (its number is the third
+                // last it printed).
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let t: i32 = words[words.len() - 3].parse().unwrap();
+                let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect();
+                assert!(
+                    !fds.contains(&t),
+                    "descriptor {t}, closed at node 3, is open at home: {fds:?}\n{}",
+                    c.log(3)
+                );
+            }
             "B" => {
                 assert_eq!(node, Some(3), "phase B\n{}", c.log(3));
                 // Phase A's calls, counted from the kernel's count of its calls about once a
