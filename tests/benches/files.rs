@@ -278,5 +278,14 @@ fn main() {
         "MFS without DFSA",
         calls(1, &["-2"], &m("nodfsa"))
     );
+    // The least any path call of a migrated process costs while it is a notification: one
+    // round trip of one (measured as mtune does, outside the cluster's cgroups).
+    match mosix_kmod::kernel::seccomp::notify_round_trip_ns(20_000, true) {
+        Ok(ns) => println!(
+            "one seccomp notification here, the least a path call of a guest costs: {:.1} us",
+            ns as f64 / 1e3
+        ),
+        Err(e) => println!("one seccomp notification: not measured ({e})"),
+    }
     drop(peer);
 }
