@@ -416,9 +416,7 @@ fn a_process_that_reads_another_nodes_file_moves_to_that_node_by_itself() {
         return;
     }
     let _g = serial();
-    std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tdata", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    c.wait_all_up();
+    let c = data_cluster("tdata");
     let d3 = c.private_path(3, Path::new(DATA));
     std::fs::write(d3.join("big"), mosix_tests::pseudo_random(16 << 20, 3)).unwrap();
     std::fs::set_permissions(d3.join("big"), std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -459,9 +457,7 @@ fn mtune_writes_the_file_costs_and_the_balancer_follows_them() {
         return;
     }
     let _g = serial();
-    std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tmtune", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    c.wait_all_up();
+    let c = data_cluster("tmtune");
     // mtune measures node 3 and writes node 1's file; the service uses it at once.
     let (ok, said) = c.said(1, "mtune", &["3", "-c", "50"]);
     assert!(ok, "{said}");
@@ -588,6 +584,14 @@ say(os.read(h, 100))
 say(os.read(c, 100))
 "#;
 
+/// A 3-node cluster named `name` whose nodes each have a private `DATA`, every node up.
+fn data_cluster(name: &str) -> TestCluster {
+    std::fs::create_dir_all(DATA).unwrap();
+    let c = TestCluster::up(name, 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
+    c.wait_all_up();
+    c
+}
+
 #[test]
 fn a_migrated_process_runs_path_calls_on_its_nodes_files_there_with_homes_answers() {
     use std::io::{BufRead, Write};
@@ -595,11 +599,7 @@ fn a_migrated_process_runs_path_calls_on_its_nodes_files_there_with_homes_answer
         return;
     }
     let _g = serial();
-    std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tpaths", 3, |s| {
-        s.private_dirs = vec![PathBuf::from(DATA)];
-    });
-    c.wait_all_up();
+    let c = data_cluster("tpaths");
     let d1 = c.private_path(1, Path::new(DATA));
     let d3 = c.private_path(3, Path::new(DATA));
     std::fs::create_dir(d3.join("pub")).unwrap();
@@ -716,9 +716,7 @@ fn a_process_away_that_spends_its_time_on_its_homes_files_comes_home_by_itself()
         return;
     }
     let _g = serial();
-    std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tdhome", 3, |s| s.private_dirs = vec![PathBuf::from(DATA)]);
-    c.wait_all_up();
+    let c = data_cluster("tdhome");
     // A file of node 1 only (its private directory), read by a process of node 1 placed on
     // node 2: every read is forwarded home.
     let d1 = c.private_path(1, Path::new(DATA));
@@ -827,11 +825,7 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
         return;
     }
     let _g = serial();
-    std::fs::create_dir_all(DATA).unwrap();
-    let c = TestCluster::up("tnative", 3, |s| {
-        s.private_dirs = vec![PathBuf::from(DATA)];
-    });
-    c.wait_all_up();
+    let c = data_cluster("tnative");
     let d3 = c.private_path(3, Path::new(DATA));
     let data = mosix_tests::pseudo_random(1 << 20, 11);
     std::fs::write(d3.join("data"), &data).unwrap();

@@ -646,6 +646,12 @@ pub const NATIVE_IO: [Sysno; 10] = [
     Sysno::pwritev2,
 ];
 
+/// Whether call `nr` is one of [`NATIVE_IO`] (the calls the kernel counts in `syscr` and
+/// `syscw` of `/proc/PID/io`, one each).
+pub fn is_native_io(nr: i64) -> bool {
+    NATIVE_IO.iter().any(|s| s.id() as i64 == nr)
+}
+
 /// Whether call `nr` with `args` runs natively on a DFSA descriptor (its first argument, or the
 /// mapping's descriptor of `mmap`): the calls of [`DFSA_NATIVE`]; `fcntl`'s flag queries and
 /// locks (the locks are the file's, and the file is here); `ioctl`s other than those that

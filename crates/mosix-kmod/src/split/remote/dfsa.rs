@@ -123,23 +123,6 @@ fn rw_calls(pid: i32) -> Option<u64> {
     Some(field("syscr:")?.saturating_add(field("syscw:")?))
 }
 
-/// Whether the kernel counts call `nr` in `syscr`/`syscw` (the read and write calls).
-fn counted_by_kernel(nr: i64) -> bool {
-    matches!(
-        nr,
-        libc::SYS_read
-            | libc::SYS_write
-            | libc::SYS_pread64
-            | libc::SYS_pwrite64
-            | libc::SYS_readv
-            | libc::SYS_writev
-            | libc::SYS_preadv
-            | libc::SYS_pwritev
-            | libc::SYS_preadv2
-            | libc::SYS_pwritev2
-    )
-}
-
 /// The flags of an open that are kept for the second open here.
 fn here_flags(flags: i32) -> OFlag {
     let keep = OFlag::O_ACCMODE
@@ -251,7 +234,8 @@ impl Dfsa {
     }
 
     /// The filter lets the process's file I/O run natively from here on: its calls are counted
-    /// from `/proc/PID/io` ([`Dfsa::count_native`]).
+    /// from `/proc/PID/io` ([`Dfsa::count_native`]), from now (also to start again, leaving out
+    /// what the kernel counted meanwhile).
     pub(super) fn native_io(&mut self) {
         self.native_io = Some((rw_calls(self.pid).unwrap_or(0), 0));
     }
@@ -432,14 +416,8 @@ impl Dfsa {
     /// `fd` is no home file through MFS any more: the calls made while it was are not
     /// counted for this node (the kernel's count cannot tell them apart).
     fn no_longer_through(&mut self, fd: i32) {
-        if self.through.contains(&fd) {
-            if let Some((_, seen)) = &mut self.native_io {
-                *seen = 0;
-            }
-            if let Some(now) = rw_calls(self.pid) {
-                self.native_io = self.native_io.map(|_| (now, 0));
-            }
-            self.through.remove(&fd);
+        if self.through.remove(&fd) && self.native_io.is_some() {
+            self.native_io();
         }
     }
 
@@ -503,7 +481,7 @@ impl Dfsa {
         if self.through.contains(&fd) {
             // A home file through MFS: its data and offset here, anything else at home.
             const MAP_SHARED_BIT: u64 = 0x1;
-            let io = syscalls::NATIVE_IO.iter().any(|s| s.id() as i64 == nr)
+            let io = syscalls::is_native_io(nr)
                 || nr == libc::SYS_lseek
                 || (nr == libc::SYS_mmap && args[3] & MAP_SHARED_BIT == 0);
             return io;
@@ -511,7 +489,7 @@ impl Dfsa {
         let yes = syscalls::dfsa_native(nr as u64, args, empty_path);
         if yes
             && let Some((_, seen)) = &mut self.native_io
-            && counted_by_kernel(nr)
+            && syscalls::is_native_io(nr)
         {
             *seen += 1;
         }

@@ -3,6 +3,7 @@
 //! files home opened, and carrying offsets home.
 
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use mosix_core::proto::ProcMsg;
 use mosix_core::syscalls::MAX_PATH;
@@ -32,19 +33,22 @@ impl Supervisor {
         if here::path_args(nr).is_some() && self.dfsa_here(n)? {
             return Ok(true);
         }
+        let fd = n.args[0] as i32;
         if nr == libc::SYS_close
             && let Some(d) = &mut self.dfsa
+            && d.holds(fd)
         {
-            let fd = n.args[0] as i32;
-            if d.holds(fd) && !d.is_through(fd) {
-                // A file of this node: closed here by the kernel, home closes its number
-                // after (no wait). Nothing of it needs root: the thread may stay the owner.
-                d.closed(fd);
-                d.table.freed(fd);
-                d.notice_close(fd);
-                let _ = self.listener.allow(n.id);
-                return Ok(true);
+            // Closed here, where the file is; home closes its number after (no wait). Only a
+            // home file through MFS needs root (its count reads the process's /proc/PID/io);
+            // for the rest the thread may stay the owner.
+            if d.is_through(fd) {
+                crate::kernel::creds::root_again();
             }
+            d.closed(fd);
+            d.table.freed(fd);
+            d.notice_close(fd);
+            let _ = self.listener.allow(n.id);
+            return Ok(true);
         }
         // Not run here as the owner: root again for the rest (see `Supervisor::on_call`).
         crate::kernel::creds::root_again();
@@ -67,15 +71,6 @@ impl Supervisor {
             return Ok(true);
         }
         if nr == libc::SYS_close {
-            let fd = n.args[0] as i32;
-            if d.holds(fd) {
-                // Closed here, where the file is; home closes its number after (no wait).
-                d.closed(fd);
-                d.table.freed(fd);
-                d.notice_close(fd);
-                let _ = self.listener.allow(n.id);
-                return Ok(true);
-            }
             // A placeholder's number: closed at home first, then here (`closes_here`).
             return Ok(false);
         }
@@ -178,20 +173,41 @@ impl Supervisor {
         let Some(local) = d.local_of(&path) else {
             return Ok(());
         };
-        match d.open_here(&local, flags) {
-            Ok(f) => {
-                let at = nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet);
-                if at.is_ok() && self.listener.add_fd(id, f.as_raw_fd(), fd).is_ok() {
-                    d.opened(fd, &local);
-                    debug!(
-                        "DFSA: descriptor {fd} ({}) is here now, at {pos}",
-                        local.display()
-                    );
-                }
-            }
-            Err(e) => debug!("DFSA: {} not opened here ({e})", local.display()),
+        if self.install_here(id, fd, &local, flags, pos)
+            && let Some(d) = &mut self.dfsa
+        {
+            d.opened(fd, &local);
+            debug!(
+                "DFSA: descriptor {fd} ({}) is here now, at {pos}",
+                local.display()
+            );
         }
         Ok(())
+    }
+
+    /// Opens `here` as the process's owner with home's `flags`, sets it at offset `pos` and
+    /// installs it at `fd` (close-on-exec as home has it) for the waiting call `id`. Whether it
+    /// is there now.
+    fn install_here(&mut self, id: u64, fd: i32, here: &Path, flags: i32, pos: u64) -> bool {
+        let Some(d) = &self.dfsa else {
+            return false;
+        };
+        let f = match d.open_here(here, flags) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!("DFSA: {} not opened here ({e})", here.display());
+                return false;
+            }
+        };
+        if nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet).is_err() {
+            return false;
+        }
+        let cloexec = flags & libc::O_CLOEXEC != 0;
+        if let Err(e) = self.listener.add_fd_cloexec(id, f.as_raw_fd(), fd, cloexec) {
+            debug!("DFSA: installing {} at {fd}: {e}", here.display());
+            return false;
+        }
+        true
     }
 
     /// A file the process just opened at home at `fd`, a number of the native range: opened
@@ -243,27 +259,15 @@ impl Supervisor {
             debug!("DFSA: descriptor {fd} of home is not a file to open here: {described:?}");
             return Ok(false);
         };
+        let Some((here, through)) = self.dfsa.as_ref().and_then(|d| d.here_path_of(&path)) else {
+            return Ok(false);
+        };
+        if !self.install_here(id, fd, &here, flags, pos) {
+            return Ok(false);
+        }
         let Some(d) = &mut self.dfsa else {
             return Ok(false);
         };
-        let Some((here, through)) = d.here_path_of(&path) else {
-            return Ok(false);
-        };
-        let f = match d.open_here(&here, flags) {
-            Ok(f) => f,
-            Err(e) => {
-                debug!("DFSA: {} not opened here ({e})", here.display());
-                return Ok(false);
-            }
-        };
-        if nix::unistd::lseek(&f, pos as i64, nix::unistd::Whence::SeekSet).is_err() {
-            return Ok(false);
-        }
-        let cloexec = flags & libc::O_CLOEXEC != 0;
-        if let Err(e) = self.listener.add_fd_cloexec(id, f.as_raw_fd(), fd, cloexec) {
-            debug!("DFSA: installing {} at {fd}: {e}", here.display());
-            return Ok(false);
-        }
         if through {
             d.opened_through(fd, &here);
         } else {
@@ -420,7 +424,6 @@ impl Supervisor {
         d.table.taken(fd);
         d.opened_alone(fd, local, id);
         d.notice_open(fd, home_path, flags);
-        // Installed and answered in one step.
         if let Err(e) = self
             .listener
             .add_fd_and_answer(n.id, file.as_raw_fd(), fd, cloexec)

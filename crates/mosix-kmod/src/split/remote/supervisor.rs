@@ -637,9 +637,7 @@ impl Supervisor {
             }
             if let Err(e) = forward::write_back(&m, &reply, &self.mem) {
                 warn!("{}: bad reply from home: {e}", self.h.comm);
-                if let Some(range) = self.native_from.clone()
-                    && reply.ret >= 0
-                    && !matches!(self.made_in(&range, nr, &m.call.args, reply.ret), Ok(false))
+                if reply.ret >= 0 && !matches!(self.made_in(nr, &m.call.args, reply.ret), Ok(false))
                 {
                     // It made a descriptor of home in the native range all the same.
                     self.leave_answer = Some(EFAULT);
@@ -658,10 +656,8 @@ impl Supervisor {
                 // (or no one's): the supervisor sets the limit on the process's pid here.
                 self.set_limit_here(&n);
             }
-            if let Some(range) = self.native_from.clone()
-                && reply.ret >= 0
-            {
-                match self.made_in(&range, nr, &m.call.args, reply.ret) {
+            if reply.ret >= 0 {
+                match self.made_in(nr, &m.call.args, reply.ret) {
                     Ok(false) => {}
                     Ok(true)
                         if matches!(
@@ -710,17 +706,14 @@ impl Supervisor {
     }
 
     /// Whether a call that ran at home and returned `ret` made a descriptor of home at a
-    /// number of the native `range`. A call whose effect on the table is not known is judged
-    /// from home's table, fetched again (a number there in the range that is not a file
-    /// opened here).
-    fn made_in(
-        &mut self,
-        range: &mosix_core::image::NativeIo,
-        nr: i64,
-        args: &[u64; 6],
-        ret: i64,
-    ) -> Result<bool, End> {
+    /// number of the native range (never without one). A call whose effect on the table is
+    /// not known is judged from home's table, fetched again (a number there in the range that
+    /// is not a file opened here).
+    fn made_in(&mut self, nr: i64, args: &[u64; 6], ret: i64) -> Result<bool, End> {
         use mosix_core::syscalls::{FdEffect, fd_effect};
+        let Some(range) = &self.native_from else {
+            return Ok(false);
+        };
         match fd_effect(nr as u64, args) {
             FdEffect::None | FdEffect::Closes => Ok(false),
             FdEffect::Returns | FdEffect::Replaces => Ok(range.covers(ret)),
@@ -730,12 +723,13 @@ impl Supervisor {
                     // Home could not say: in doubt, home.
                     return Ok(true);
                 }
-                Ok(self.dfsa.as_ref().is_some_and(|d| {
-                    let here = d.fds();
-                    d.table.numbers().into_iter().any(|fd| {
-                        range.covers(i64::from(fd)) && !here.contains(&fd) && !d.stands_in(fd)
-                    })
-                }))
+                let (Some(range), Some(d)) = (&self.native_from, &self.dfsa) else {
+                    return Ok(false);
+                };
+                Ok(d.table
+                    .numbers()
+                    .into_iter()
+                    .any(|fd| range.covers(i64::from(fd)) && !d.holds(fd) && !d.stands_in(fd)))
             }
         }
     }
