@@ -135,7 +135,7 @@ fn under_the_filter_writes_come_to_the_listener() {
     for (vma, off, data) in &pages {
         rest.pages().write(&h.vmas, *vma, *off, data).unwrap();
     }
-    let filter = seccomp::program_bytes(&seccomp::program(None));
+    let filter = seccomp::program_bytes(&seccomp::program(None, false));
     let id = 2_000_000_000 + spid as u32;
     let setup = restore::StubSetup {
         filter: &filter,
@@ -173,7 +173,7 @@ fn under_the_filter_writes_come_to_the_listener() {
             }
             libc::SYS_exit_group => {
                 exit = Some(n.args[0]);
-                listener.allow(n.id).unwrap();
+                listener.allow(&n).unwrap();
             }
             other => panic!(
                 "unexpected call {other} ({})",

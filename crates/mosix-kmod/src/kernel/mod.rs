@@ -4,6 +4,7 @@
 //! nodes, links or the cluster.
 
 pub mod abi;
+pub mod again;
 pub mod agent;
 pub mod creds;
 pub mod dirty;

@@ -1,10 +1,12 @@
 //! The seccomp-BPF program that splits a migrated process's system calls, and the user-notify
 //! interface through which the remote node's supervisor receives the calls that must go home.
 //!
-//! The program looks only at the architecture and the call number — except for `mmap`, whose
-//! flags decide — so the kernel's per-call cache of "always allowed" (Linux 5.11) answers local
-//! calls without running the program at all. Everything not local is
-//! `SECCOMP_RET_USER_NOTIF`: the process sleeps until the supervisor answers.
+//! The program looks at the architecture and the call number, and at arguments only where a
+//! call's class depends on them (`mmap`'s flags, `prctl`'s option, the descriptor numbers of a
+//! native range, the directory descriptors of a tree's path calls), so the kernel's per-call
+//! cache of "always allowed" (Linux 5.11) answers local calls without running the program at
+//! all. Everything not local is `SECCOMP_RET_USER_NOTIF`: the process sleeps until the
+//! supervisor answers.
 //!
 //! The filter is installed with `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the
 //! supervisor has received a call, only a fatal signal interrupts the wait. Without it, a signal
@@ -70,12 +72,40 @@ const fn ret(k: u32) -> Insn {
 const fn jmp(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
 }
+const fn alu_and(k: u32) -> Insn {
+    Insn {
+        code: (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// The mark of a call made again ([`super::again`]): the x32 bit of the call number
+/// (`__X32_SYSCALL_BIT`). The filter of a process with a tree of its own notifies the calls of
+/// its tree carrying it, and [`Listener::recv`] takes it off: the call is the 64-bit one, made
+/// by the same instruction with the same arguments. A process that sets the bit itself gets
+/// what the plain call would get from the supervisor — no more.
+pub const AGAIN: u32 = 0x4000_0000;
+
+/// The numbers of every call a tree runs natively.
+fn tree_calls() -> Vec<u32> {
+    syscalls::TREE_PLAIN
+        .iter()
+        .chain(&syscalls::TREE_AT)
+        .chain(&syscalls::TREE_AT2)
+        .filter_map(|s| u32::try_from(s.id()).ok())
+        .collect()
+}
 
 /// Offsets in `struct seccomp_data`.
 const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
 const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
 /// The low half of the first argument (little-endian).
 const OFF_ARG0_LO: u32 = std::mem::offset_of!(libc::seccomp_data, args) as u32;
+/// The low half of the third argument (little-endian).
+const OFF_ARG2_LO: u32 =
+    (std::mem::offset_of!(libc::seccomp_data, args) + 2 * std::mem::size_of::<u64>()) as u32;
 /// The low half of the fourth argument (little-endian).
 const OFF_ARG3_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
@@ -91,29 +121,57 @@ const OFF_ARG3_LO: u32 =
 /// home before anything else would stand there (`split::remote`). The number is compared as
 /// the kernel reads it, its low 32 bits (`unsigned int fd`): a negative one is in the range
 /// and fails here with `EBADF`, as it would at home.
-pub fn program(native: Option<&NativeIo>) -> Vec<Insn> {
+///
+/// With `tree` too (and a range), the process has a tree of its own ([`super::tree`]): the
+/// path calls of [`syscalls::TREE_PLAIN`] run natively, those of [`syscalls::TREE_AT`] and
+/// [`syscalls::TREE_AT2`] (and `close`) when their descriptors are `AT_FDCWD` or numbers of the
+/// range; and a call of those made again with [`AGAIN`] set in its number — by the trap,
+/// through [`super::again`] — is notified, where any other x32 number is answered `ENOSYS`.
+pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
+    let tree = tree && native.is_some();
     let prctl = libc::SYS_prctl as u32;
     // prctl is local but for a few options ([`syscalls::prctl_class`]): it has a test of its
     // own below, and is not in the chain of calls allowed whatever their arguments.
-    let local: Vec<u32> = syscalls::local_calls()
+    let mut local: Vec<u32> = syscalls::local_calls()
         .into_iter()
         .filter(|nr| *nr != prctl)
         .collect();
+    if tree {
+        local.extend(
+            syscalls::TREE_PLAIN
+                .iter()
+                .filter_map(|s| u32::try_from(s.id()).ok()),
+        );
+    }
     let mmap = libc::SYS_mmap as u32;
     let mut p = vec![
         ld(OFF_ARCH),
         jmp(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
         ret(RET_KILL_PROCESS),
         ld(OFF_NR),
-        // x32 system calls (bit 30).
-        jmp(BPF_JGE_K, 0x4000_0000, 0, 1),
-        ret(RET_ENOSYS),
     ];
+    if tree {
+        // x32 numbers (bit 30): a tree's call made again is notified, any other is ENOSYS.
+        let again: Vec<u32> = tree_calls();
+        let m = again.len();
+        p.push(jmp(BPF_JGE_K, AGAIN, 0, (m + 3) as u8));
+        p.push(alu_and(!AGAIN));
+        for (i, nr) in again.iter().enumerate() {
+            p.push(jmp(BPF_JEQ_K, *nr, (m - i) as u8, 0));
+        }
+        p.push(ret(RET_ENOSYS));
+        p.push(ret(RET_USER_NOTIF));
+    } else {
+        // x32 system calls (bit 30).
+        p.push(jmp(BPF_JGE_K, AGAIN, 0, 1));
+        p.push(ret(RET_ENOSYS));
+    }
     if let Some(range) = native {
         // A chain of tests of the native calls, each jumping to the descriptor test after
         // it; no match jumps over that test to the rest of the program.
         let calls: Vec<u32> = syscalls::NATIVE_IO
             .iter()
+            .chain(if tree { &syscalls::TREE_AT[..] } else { &[] })
             .filter_map(|s| u32::try_from(s.id()).ok())
             .collect();
         let m = calls.len();
@@ -143,6 +201,26 @@ pub fn program(native: Option<&NativeIo>) -> Vec<Insn> {
         p.push(ret(RET_ALLOW));
         // Not in the range: the call number again, for the rest of the program.
         p.push(ld(OFF_NR));
+        if tree {
+            // renameat and renameat2: both directory descriptors (arguments 0 and 2) tested.
+            let [a, b] = syscalls::TREE_AT2.map(|s| s.id() as u32);
+            // Per descriptor: its load, the range's lower bound, the left-out numbers.
+            let test = e + 2;
+            p.push(jmp(BPF_JEQ_K, a, 1, 0));
+            p.push(jmp(BPF_JEQ_K, b, 0, (2 * test + 2) as u8));
+            for off in [OFF_ARG0_LO, OFF_ARG2_LO] {
+                // Failing jumps land on the reload of the number after the allow.
+                let left = |at: usize| (2 * test + 1 - at) as u8;
+                let base = if off == OFF_ARG0_LO { 0 } else { test };
+                p.push(ld(off));
+                p.push(jmp(BPF_JGE_K, from, 0, left(base + 2)));
+                for (j, x) in except.iter().enumerate() {
+                    p.push(jmp(BPF_JEQ_K, *x, left(base + 3 + j), 0));
+                }
+            }
+            p.push(ret(RET_ALLOW));
+            p.push(ld(OFF_NR));
+        }
     }
     // A linear chain of "allow" tests. `local` is short (about fifty calls), and allowed calls
     // never reach this program once the kernel has cached them.
@@ -195,8 +273,11 @@ pub struct Notif {
     pub id: u64,
     /// The pid (in our namespace) of the caller.
     pub pid: u32,
-    /// The call number.
+    /// The call number (without [`AGAIN`]).
     pub nr: i32,
+    /// Made again: a call of a tree its trap sent back ([`super::again`]), notified because its
+    /// number carried [`AGAIN`]. It must be answered, never let through ([`Listener::allow`]).
+    pub again: bool,
     /// The instruction pointer.
     pub ip: u64,
     /// The arguments.
@@ -271,10 +352,13 @@ impl Listener {
                 return Err(e);
             }
         }
+        // Only a tree's calls come with the mark (the filter answers any other x32 call).
+        let again = n.data.nr as u32 & AGAIN != 0;
         Ok(Notif {
             id: n.id,
             pid: n.pid,
-            nr: n.data.nr,
+            nr: (n.data.nr as u32 & !AGAIN) as i32,
+            again,
             ip: n.data.instruction_pointer,
             args: n.data.args,
         })
@@ -390,9 +474,14 @@ impl Listener {
         }
     }
 
-    /// Lets the kernel run the call as the process made it.
-    pub fn allow(&self, id: u64) -> std::io::Result<()> {
-        self.send_raw(id, 0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
+    /// Lets the kernel run the call as the process made it. Never a call made again
+    /// ([`Notif::again`]): its number carries the x32 bit, and the kernel would run it as an
+    /// x32 call; it is answered `ENOSYS` instead (the supervisor answers those itself).
+    pub fn allow(&self, n: &Notif) -> std::io::Result<()> {
+        if n.again {
+            return self.reply(n.id, -i64::from(libc::ENOSYS));
+        }
+        self.send_raw(n.id, 0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
     }
 }
 
@@ -545,7 +634,7 @@ mod tests {
 
     #[test]
     fn jumps_land_on_allow() {
-        let p = program(None);
+        let p = program(None, false);
         let allow = p.len() - 1;
         let fields = |i: &Insn| (i.code, i.jt, i.jf, i.k);
         assert_eq!(fields(&p[allow]), fields(&ret(RET_ALLOW)));
@@ -589,6 +678,7 @@ mod tests {
                 }
                 BPF_RET_K => return k,
                 BPF_JA => pc += k as usize,
+                c if c == alu_and(0).code => acc &= k,
                 BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
                     let taken = match i.code {
                         BPF_JEQ_K => acc == k,
@@ -604,7 +694,7 @@ mod tests {
 
     #[test]
     fn every_call_gets_what_the_table_says() {
-        let p = program(None);
+        let p = program(None, false);
         let local = syscalls::local_calls();
         for nr in 0..500u32 {
             let got = run(&p, AUDIT_ARCH_X86_64, nr, 0);
@@ -656,8 +746,8 @@ mod tests {
             from: 7,
             except: vec![8, 1000],
         };
-        let fast = program(Some(&range));
-        let slow = program(None);
+        let fast = program(Some(&range), false);
+        let slow = program(None, false);
         let native: Vec<u32> = syscalls::NATIVE_IO.iter().map(|s| s.id() as u32).collect();
         for nr in 0..500u32 {
             for fd in [
@@ -689,5 +779,57 @@ mod tests {
         // Still killed, still ENOSYS.
         assert_eq!(run(&fast, 0x4000_0003, 0, 9), RET_KILL_PROCESS);
         assert_eq!(run(&fast, AUDIT_ARCH_X86_64, 0x4000_0000, 0), RET_ENOSYS);
+    }
+
+    #[test]
+    fn a_tree_runs_its_path_calls_natively_and_a_call_made_again_is_notified() {
+        let range = NativeIo {
+            from: 7,
+            except: vec![8, 1000],
+        };
+        let tree = program(Some(&range), true);
+        let fast = program(Some(&range), false);
+        let plain: Vec<u32> = syscalls::TREE_PLAIN.iter().map(|s| s.id() as u32).collect();
+        let at: Vec<u32> = syscalls::TREE_AT.iter().map(|s| s.id() as u32).collect();
+        let at2: Vec<u32> = syscalls::TREE_AT2.iter().map(|s| s.id() as u32).collect();
+        let fds = [0u64, 6, 7, 8, 9, 1000, 1001, 0xffff_ff9c, 0x1_0000_0008];
+        let ok = |fd: u64| {
+            let low = fd as u32;
+            low >= 7 && low != 8 && low != 1000
+        };
+        for nr in 0..500u32 {
+            for a in fds {
+                for b in [7u64, 8, 0xffff_ff9c] {
+                    let args = [a, 0, b, 0x22];
+                    let got = run_args(&tree, AUDIT_ARCH_X86_64, nr, args);
+                    let want = if plain.contains(&nr)
+                        || at.contains(&nr) && ok(a)
+                        || at2.contains(&nr) && ok(a) && ok(b)
+                    {
+                        RET_ALLOW
+                    } else {
+                        run_args(&fast, AUDIT_ARCH_X86_64, nr, args)
+                    };
+                    assert_eq!(got, want, "call {nr} with {a:#x}, {b:#x}");
+                }
+            }
+            // Made again: notified if a call of the tree, ENOSYS otherwise (as any x32 call).
+            let again = run(&tree, AUDIT_ARCH_X86_64, AGAIN | nr, 0);
+            let mine = plain.contains(&nr) || at.contains(&nr) || at2.contains(&nr);
+            assert_eq!(
+                again,
+                if mine { RET_USER_NOTIF } else { RET_ENOSYS },
+                "{nr}"
+            );
+            assert_eq!(run(&fast, AUDIT_ARCH_X86_64, AGAIN | nr, 0), RET_ENOSYS);
+            assert_eq!(
+                run(&tree, AUDIT_ARCH_X86_64, 0x8000_0000 | AGAIN | nr, 0),
+                RET_ENOSYS
+            );
+        }
+        // No range, no tree.
+        let none = program(None, true);
+        let slow = program(None, false);
+        assert_eq!(program_bytes(&none), program_bytes(&slow));
     }
 }

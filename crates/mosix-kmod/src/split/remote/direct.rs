@@ -47,7 +47,7 @@ impl Supervisor {
             d.closed(fd);
             d.table.freed(fd);
             d.notice_close(fd);
-            let _ = self.listener.allow(n.id);
+            let _ = self.listener.allow(n);
             return Ok(true);
         }
         // Not run here as the owner: root again for the rest (see `Supervisor::on_call`).
@@ -67,7 +67,7 @@ impl Supervisor {
             mem.read(n.args[1], &mut b).is_ok() && b[0] == 0
         };
         if d.native(nr, &n.args, empty) {
-            let _ = self.listener.allow(n.id);
+            let _ = self.listener.allow(n);
             return Ok(true);
         }
         if nr == libc::SYS_close {

@@ -407,7 +407,7 @@ fn take(
             n.from = n.from.max(1);
             n
         });
-    let filter = seccomp::program_bytes(&seccomp::program(native_from.as_ref()));
+    let filter = seccomp::program_bytes(&seccomp::program(native_from.as_ref(), false));
     // The guest's own host ids: no account has them, so no local user can touch it.
     let id = env.guests.id_base.saturating_add(pid.unsigned_abs());
     let setup = restore::StubSetup {

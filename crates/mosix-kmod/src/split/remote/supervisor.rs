@@ -456,7 +456,7 @@ impl Supervisor {
                     return Some(end);
                 }
                 // Let the stub end itself; its end reports the status home.
-                let _ = self.listener.allow(n.id);
+                let _ = self.listener.allow(&n);
                 let _ = self.child.wait();
                 let _ = self.tx.send(&ProcMsg::Exit { status });
                 Some(End::Gone)
@@ -649,7 +649,7 @@ impl Supervisor {
             if reply.ret == 0 && self.limits_itself(&n) {
                 if n.args[0] == 0 {
                     // Set at home; this kernel enforces it here: the call runs here too.
-                    let _ = self.listener.allow(n.id);
+                    let _ = self.listener.allow(&n);
                     return None;
                 }
                 // prlimit64 naming the process by its home pid, which here is someone else's
@@ -692,12 +692,12 @@ impl Supervisor {
                 // Closed at home: what stands at those numbers here goes too (DFSA files,
                 // placeholders), by the same call.
                 d.closed_range(m.call.args[0], m.call.args[1], m.call.args[2]);
-                let _ = self.listener.allow(n.id);
+                let _ = self.listener.allow(&n);
                 return None;
             }
             if nr == libc::SYS_close && reply.ret == 0 && self.closes_here(fd) {
                 // Closed at home: the descriptor here (DFSA, or its placeholder) goes too.
-                let _ = self.listener.allow(n.id);
+                let _ = self.listener.allow(&n);
                 return None;
             }
             let _ = self.listener.reply(n.id, reply.ret);
