@@ -12,4 +12,5 @@ pub mod inject;
 pub mod ptrace;
 pub mod seccomp;
 pub mod stub;
+pub mod tree;
 pub mod uffd;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod server;
+pub mod trap;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
