@@ -332,6 +332,8 @@ pub fn image_header() -> ImageHeader {
         native_io: Some(mosix_core::image::NativeIo {
             from: 3,
             except: vec![250, 251],
+            exact: true,
+            umask: 0o22,
         }),
     }
 }

@@ -271,6 +271,10 @@ pub struct MfsTunables {
     /// are. Default: none. Declare only what is truly the same everywhere: a path that names
     /// different files on different nodes would be read and written on the wrong one.
     pub dfsa_paths: Vec<PathBuf>,
+    /// Whether a guest declared I/O-bound here gets a tree of its own (default true): its
+    /// opens, creations, `access`es and `mkdir`s of this node's files run in this node's kernel
+    /// with no notification, through mounts that give it its owner's rights (docs/mfs.md).
+    pub trees: bool,
 }
 
 impl Default for MfsTunables {
@@ -281,6 +285,7 @@ impl Default for MfsTunables {
             trust_root: false,
             threads: 4,
             dfsa_paths: Vec::new(),
+            trees: true,
         }
     }
 }

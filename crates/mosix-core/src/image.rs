@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::NodeId;
 
 /// The image format's version.
-pub const IMAGE_VERSION: u32 = 7;
+pub const IMAGE_VERSION: u32 = 8;
 /// The most memory areas an image may have.
 pub const MAX_VMAS: usize = 65_536;
 /// The most signal actions (signals 1..64).
@@ -430,28 +430,43 @@ pub struct NativeIo {
     /// Numbers above `from` that are not in it (at most [`MAX_NATIVE_EXCEPT`]).
     #[serde(deserialize_with = "crate::bounded::seq::<_, _, MAX_NATIVE_EXCEPT>")]
     pub except: Vec<u32>,
+    /// The numbers not in the range are exactly those home uses (every number below `from`
+    /// is in use there, and the left-out ones are all the others): the process's own kernel
+    /// then gives a new descriptor the number home would, and a tree of its own may open
+    /// files natively (`mosix_kmod::kernel::tree`).
+    pub exact: bool,
+    /// The process's umask at home when it left (for files a tree makes natively).
+    pub umask: u32,
 }
 
 impl NativeIo {
     /// The range for a process whose descriptors at home are `fds`: from the lowest free
     /// number (at least `min`), leaving out the numbers in use above it — or, if there are more
     /// than [`MAX_NATIVE_EXCEPT`] of those, from one past the highest.
-    pub fn of_table(fds: &[i32], min: u32) -> NativeIo {
+    pub fn of_table(fds: &[i32], min: u32, umask: u32) -> NativeIo {
         let used: std::collections::BTreeSet<u32> =
             fds.iter().filter_map(|&f| u32::try_from(f).ok()).collect();
         let mut from = min;
         while used.contains(&from) {
             from += 1;
         }
+        let below_used = (0..min).all(|f| used.contains(&f));
         let except: Vec<u32> = used.range(from..).copied().collect();
         if except.len() > MAX_NATIVE_EXCEPT {
             let past = used.last().map_or(min, |&h| h.saturating_add(1).max(min));
             return NativeIo {
                 from: past,
                 except: Vec::new(),
+                exact: false,
+                umask,
             };
         }
-        NativeIo { from, except }
+        NativeIo {
+            from,
+            except,
+            exact: below_used,
+            umask,
+        }
     }
 
     /// Whether descriptor number `fd` is in the range.
@@ -833,17 +848,19 @@ mod tests {
 
     #[test]
     fn the_native_range_leaves_out_what_home_has() {
-        let n = NativeIo::of_table(&[0, 1, 2, 250, 251], 1);
+        let n = NativeIo::of_table(&[0, 1, 2, 250, 251], 1, 0o22);
         assert_eq!((n.from, n.except.clone()), (3, vec![250, 251]));
+        assert!(n.exact && n.umask == 0o22);
         assert!(n.covers(3) && n.covers(249) && n.covers(252) && n.covers(i64::from(u32::MAX)));
         assert!(!n.covers(2) && !n.covers(250) && !n.covers(251) && !n.covers(-1));
-        // No descriptor 0 at home: the range still starts at `min`.
-        let n = NativeIo::of_table(&[1, 2], 1);
-        assert_eq!((n.from, n.except.clone()), (3, vec![]));
-        let n = NativeIo::of_table(&[], 1);
-        assert_eq!((n.from, n.except.clone()), (1, vec![]));
+        // No descriptor 0 at home: the range still starts at `min`, and is not exact (home
+        // would give 0, the process's kernel would not).
+        let n = NativeIo::of_table(&[1, 2], 1, 0);
+        assert_eq!((n.from, n.except.clone(), n.exact), (3, vec![], false));
+        let n = NativeIo::of_table(&[], 1, 0);
+        assert_eq!((n.from, n.except.clone(), n.exact), (1, vec![], false));
         let many: Vec<i32> = (0..3).chain((10..10 + 40).map(|x| x * 2)).collect();
-        let n = NativeIo::of_table(&many, 1);
-        assert_eq!((n.from, n.except.len()), (99, 0));
+        let n = NativeIo::of_table(&many, 1, 0);
+        assert_eq!((n.from, n.except.len(), n.exact), (99, 0, false));
     }
 }

@@ -725,39 +725,27 @@ pub const DFSA_HERE: [Sysno; 20] = [
 /// name is a trap that sends the call to the supervisor to be made again, notified. The calls
 /// that take no directory descriptor. Not the `stat`s: through the mount that gives the guest's
 /// host uid its owner's rights, the owner's files show that uid, so the supervisor answers
-/// them (as `readlink`, whose absolute targets MFS shows under `/mfs/N`).
-pub const TREE_PLAIN: [Sysno; 7] = [
-    Sysno::open,
-    Sysno::creat,
-    Sysno::access,
-    Sysno::unlink,
-    Sysno::mkdir,
-    Sysno::rmdir,
-    Sysno::rename,
-];
+/// them (as `readlink`, whose absolute targets MFS shows under `/mfs/N`). Not the removals
+/// and renames: home may have to open a file by its name before it goes (a file the process
+/// has open here, that home holds only a placeholder for).
+pub const TREE_PLAIN: [Sysno; 4] = [Sysno::open, Sysno::creat, Sysno::access, Sysno::mkdir];
 
 /// The path calls of a tree ([`TREE_PLAIN`]) that take a directory descriptor as their first
 /// argument: native only when it is `AT_FDCWD` or a number of the native range (a descriptor
 /// the guest's kernel holds as home has it); any other goes to the supervisor. `close` of a
 /// number of the range is native too.
-pub const TREE_AT: [Sysno; 6] = [
+pub const TREE_AT: [Sysno; 5] = [
     Sysno::openat,
     Sysno::faccessat,
     Sysno::faccessat2,
-    Sysno::unlinkat,
     Sysno::mkdirat,
     Sysno::close,
 ];
 
-/// The path calls of a tree with two directory descriptors (arguments 0 and 2), both tested as
-/// for [`TREE_AT`].
-pub const TREE_AT2: [Sysno; 2] = [Sysno::renameat, Sysno::renameat2];
-
-/// Whether `nr` is one of the calls a tree runs natively ([`TREE_PLAIN`], [`TREE_AT`],
-/// [`TREE_AT2`]): the calls its trap may send back to be made again.
+/// Whether `nr` is one of the calls a tree runs natively ([`TREE_PLAIN`], [`TREE_AT`]): the
+/// calls its trap may send back to be made again.
 pub fn tree_native(nr: u64) -> bool {
-    Sysno::new(nr as usize)
-        .is_some_and(|s| TREE_PLAIN.contains(&s) || TREE_AT.contains(&s) || TREE_AT2.contains(&s))
+    Sysno::new(nr as usize).is_some_and(|s| TREE_PLAIN.contains(&s) || TREE_AT.contains(&s))
 }
 
 /// What a forwarded call does to the process's table of descriptors at home.
@@ -1213,7 +1201,7 @@ mod tests {
         // Every call a tree runs natively is one a supervisor runs here when its paths are of
         // this node (so one sent back by the trap is handled as before), but `close`; links
         // are read at home (MFS shows absolute targets under /mfs/N), never natively.
-        for s in TREE_PLAIN.iter().chain(&TREE_AT).chain(&TREE_AT2) {
+        for s in TREE_PLAIN.iter().chain(&TREE_AT) {
             assert!(*s == Sysno::close || DFSA_HERE.contains(s), "{s:?}");
             assert!(tree_native(s.id() as u64), "{s:?}");
         }

@@ -141,6 +141,7 @@ fn under_the_filter_writes_come_to_the_listener() {
         filter: &filter,
         uid: id,
         gid: id,
+        tree: None,
     };
     let (t, lfd) = rest.finish(&h, Some(&setup)).unwrap();
     // Locked down: its own ids, no capability left in any set, no group.

@@ -576,6 +576,9 @@ impl Restorer {
             // above this node's own hard limits.
             self.lock_down(setup)?;
             self.set_rlimits(h)?;
+            if let Some(t) = setup.tree {
+                self.placeholders(&t.placeholders)?;
+            }
             self.must(
                 libc::SYS_prctl,
                 [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
@@ -760,6 +763,9 @@ impl Restorer {
     /// supervisor thread), and the stub is made undumpable (no one but root may trace it or
     /// read its memory).
     fn lock_down(&mut self, setup: &StubSetup<'_>) -> Result<()> {
+        if let Some(t) = setup.tree {
+            self.join_tree(t)?;
+        }
         self.must(
             libc::SYS_prctl,
             [
@@ -789,8 +795,21 @@ impl Restorer {
             [libc::PR_SET_SECUREBITS as u64, bits as u64, 0, 0, 0, 0],
             "locking the securebits",
         )?;
-        self.must(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0], "setgroups")?;
-        let (u, g) = (u64::from(setup.uid), u64::from(setup.gid));
+        match setup.tree {
+            Some(t) if !t.groups.is_empty() => {
+                let groups: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+                self.scratch_write(&groups)?;
+                let scratch = self.area.scratch();
+                self.must(
+                    libc::SYS_setgroups,
+                    [t.groups.len() as u64, scratch, 0, 0, 0, 0],
+                    "setgroups",
+                )?;
+            }
+            _ => self.must(libc::SYS_setgroups, [0, 0, 0, 0, 0, 0], "setgroups")?,
+        }
+        let gid = setup.tree.map_or(setup.gid, |t| t.gid);
+        let (u, g) = (u64::from(setup.uid), u64::from(gid));
         self.must(libc::SYS_setresgid, [g, g, g, 0, 0, 0], "setresgid")?;
         // From root to another uid without SECBIT_KEEP_CAPS: the permitted and effective sets
         // are cleared by the kernel.
@@ -828,6 +847,74 @@ impl Restorer {
         )
     }
 
+    /// Joins a tree of its own (`kernel::tree`), still as root: its mount namespace, its root,
+    /// the process's umask (files it makes there natively get home's modes).
+    fn join_tree(&mut self, t: &TreeJoin) -> Result<()> {
+        self.scratch_write(t.ns.as_bytes_with_nul())?;
+        let scratch = self.area.scratch();
+        let fd = self.call(
+            libc::SYS_open,
+            [
+                scratch,
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        if fd < 0 {
+            let what = format!(
+                "opening the tree's namespace: {}",
+                nix::errno::Errno::from_raw(-fd as i32)
+            );
+            return Err(self.unexpected(what));
+        }
+        self.must(
+            libc::SYS_setns,
+            [fd as u64, libc::CLONE_NEWNS as u64, 0, 0, 0, 0],
+            "joining the tree's namespace",
+        )?;
+        self.must(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], "close")?;
+        self.scratch_write(t.root.as_bytes_with_nul())?;
+        self.must(
+            libc::SYS_chroot,
+            [scratch, 0, 0, 0, 0, 0],
+            "taking the tree's root",
+        )?;
+        self.scratch_write(b"/\0")?;
+        self.must(libc::SYS_chdir, [scratch, 0, 0, 0, 0, 0], "chdir")?;
+        self.call(libc::SYS_umask, [u64::from(t.umask & 0o777), 0, 0, 0, 0, 0])?;
+        Ok(())
+    }
+
+    /// Fills the numbers home uses with placeholders (the tree's root, `O_PATH`), so that the
+    /// process's own kernel gives a file it opens the number home would: called with no
+    /// descriptor open, so the first open is number 0, which is closed again after (the
+    /// filter's listener takes it).
+    fn placeholders(&mut self, numbers: &[u32]) -> Result<()> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        self.scratch_write(b"/\0")?;
+        let scratch = self.area.scratch();
+        let p = self.call(
+            libc::SYS_open,
+            [scratch, (libc::O_PATH | libc::O_CLOEXEC) as u64, 0, 0, 0, 0],
+        )?;
+        if p != 0 {
+            return Err(self.unexpected(format!("a placeholder opened as {p}, not 0")));
+        }
+        for &k in numbers {
+            self.must(
+                libc::SYS_dup2,
+                [0, u64::from(k), 0, 0, 0, 0],
+                "placing a placeholder",
+            )?;
+        }
+        self.must(libc::SYS_close, [0, 0, 0, 0, 0, 0], "close")
+    }
+
     /// Gives up (after a failure elsewhere, such as the page stream breaking off): the tracee
     /// is killed.
     pub fn kill(self) {
@@ -846,6 +933,26 @@ pub struct StubSetup<'a> {
     pub uid: u32,
     /// The host gid.
     pub gid: u32,
+    /// A tree of its own to join, if it gets one.
+    pub tree: Option<&'a TreeJoin>,
+}
+
+/// How a guest joins its tree of its own (`kernel::tree`) in its stub.
+#[derive(Debug, Clone)]
+pub struct TreeJoin {
+    /// A path by which the stub opens the tree's mount namespace.
+    pub ns: std::ffi::CString,
+    /// Its root, as a path in that namespace.
+    pub root: std::ffi::CString,
+    /// Its gid: its owner's (as MFS squashes it); its uid stays its host id.
+    pub gid: u32,
+    /// Its groups: its owner's. Through the tree's mounts, these give it its owner's rights on
+    /// the node's files; nothing else of the node is in its reach.
+    pub groups: Vec<u32>,
+    /// Its umask at home.
+    pub umask: u32,
+    /// The descriptor numbers home uses, where placeholders stand.
+    pub placeholders: Vec<u32>,
 }
 
 /// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`), or the

@@ -93,7 +93,6 @@ fn tree_calls() -> Vec<u32> {
     syscalls::TREE_PLAIN
         .iter()
         .chain(&syscalls::TREE_AT)
-        .chain(&syscalls::TREE_AT2)
         .filter_map(|s| u32::try_from(s.id()).ok())
         .collect()
 }
@@ -103,9 +102,6 @@ const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
 const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
 /// The low half of the first argument (little-endian).
 const OFF_ARG0_LO: u32 = std::mem::offset_of!(libc::seccomp_data, args) as u32;
-/// The low half of the third argument (little-endian).
-const OFF_ARG2_LO: u32 =
-    (std::mem::offset_of!(libc::seccomp_data, args) + 2 * std::mem::size_of::<u64>()) as u32;
 /// The low half of the fourth argument (little-endian).
 const OFF_ARG3_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
@@ -123,9 +119,8 @@ const OFF_ARG3_LO: u32 =
 /// and fails here with `EBADF`, as it would at home.
 ///
 /// With `tree` too (and a range), the process has a tree of its own ([`super::tree`]): the
-/// path calls of [`syscalls::TREE_PLAIN`] run natively, those of [`syscalls::TREE_AT`] and
-/// [`syscalls::TREE_AT2`] (and `close`) when their descriptors are `AT_FDCWD` or numbers of the
-/// range; and a call of those made again with [`AGAIN`] set in its number — by the trap,
+/// path calls of [`syscalls::TREE_PLAIN`] run natively, those of [`syscalls::TREE_AT`] (and
+/// `close`) when their directory descriptor is `AT_FDCWD` or a number of the range; and a call of those made again with [`AGAIN`] set in its number — by the trap,
 /// through [`super::again`] — is notified, where any other x32 number is answered `ENOSYS`.
 pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
     let tree = tree && native.is_some();
@@ -201,26 +196,6 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
         p.push(ret(RET_ALLOW));
         // Not in the range: the call number again, for the rest of the program.
         p.push(ld(OFF_NR));
-        if tree {
-            // renameat and renameat2: both directory descriptors (arguments 0 and 2) tested.
-            let [a, b] = syscalls::TREE_AT2.map(|s| s.id() as u32);
-            // Per descriptor: its load, the range's lower bound, the left-out numbers.
-            let test = e + 2;
-            p.push(jmp(BPF_JEQ_K, a, 1, 0));
-            p.push(jmp(BPF_JEQ_K, b, 0, (2 * test + 2) as u8));
-            for off in [OFF_ARG0_LO, OFF_ARG2_LO] {
-                // Failing jumps land on the reload of the number after the allow.
-                let left = |at: usize| (2 * test + 1 - at) as u8;
-                let base = if off == OFF_ARG0_LO { 0 } else { test };
-                p.push(ld(off));
-                p.push(jmp(BPF_JGE_K, from, 0, left(base + 2)));
-                for (j, x) in except.iter().enumerate() {
-                    p.push(jmp(BPF_JEQ_K, *x, left(base + 3 + j), 0));
-                }
-            }
-            p.push(ret(RET_ALLOW));
-            p.push(ld(OFF_NR));
-        }
     }
     // A linear chain of "allow" tests. `local` is short (about fifty calls), and allowed calls
     // never reach this program once the kernel has cached them.
@@ -745,6 +720,8 @@ mod tests {
         let range = NativeIo {
             from: 7,
             except: vec![8, 1000],
+            exact: false,
+            umask: 0,
         };
         let fast = program(Some(&range), false);
         let slow = program(None, false);
@@ -786,12 +763,13 @@ mod tests {
         let range = NativeIo {
             from: 7,
             except: vec![8, 1000],
+            exact: false,
+            umask: 0,
         };
         let tree = program(Some(&range), true);
         let fast = program(Some(&range), false);
         let plain: Vec<u32> = syscalls::TREE_PLAIN.iter().map(|s| s.id() as u32).collect();
         let at: Vec<u32> = syscalls::TREE_AT.iter().map(|s| s.id() as u32).collect();
-        let at2: Vec<u32> = syscalls::TREE_AT2.iter().map(|s| s.id() as u32).collect();
         let fds = [0u64, 6, 7, 8, 9, 1000, 1001, 0xffff_ff9c, 0x1_0000_0008];
         let ok = |fd: u64| {
             let low = fd as u32;
@@ -802,10 +780,7 @@ mod tests {
                 for b in [7u64, 8, 0xffff_ff9c] {
                     let args = [a, 0, b, 0x22];
                     let got = run_args(&tree, AUDIT_ARCH_X86_64, nr, args);
-                    let want = if plain.contains(&nr)
-                        || at.contains(&nr) && ok(a)
-                        || at2.contains(&nr) && ok(a) && ok(b)
-                    {
+                    let want = if plain.contains(&nr) || at.contains(&nr) && ok(a) {
                         RET_ALLOW
                     } else {
                         run_args(&fast, AUDIT_ARCH_X86_64, nr, args)
@@ -815,7 +790,7 @@ mod tests {
             }
             // Made again: notified if a call of the tree, ENOSYS otherwise (as any x32 call).
             let again = run(&tree, AUDIT_ARCH_X86_64, AGAIN | nr, 0);
-            let mine = plain.contains(&nr) || at.contains(&nr) || at2.contains(&nr);
+            let mine = plain.contains(&nr) || at.contains(&nr);
             assert_eq!(
                 again,
                 if mine { RET_USER_NOTIF } else { RET_ENOSYS },

@@ -58,7 +58,7 @@ const NOT_DATA: [&str; 22] = [
 ];
 
 /// Where the tmpfs that holds a tree's root may stand in the copy of the node's namespace: the
-/// first of these that is a directory (covered in the copy only).
+/// first of these that is a directory and does not hold the trap (covered in the copy only).
 const STAGES: [&str; 4] = ["/run", "/tmp", "/mnt", "/var/tmp"];
 
 /// What a tree is built of.
@@ -152,7 +152,12 @@ fn build_here(trap: &Path, data_at: &[PathBuf], userns: BorrowedFd<'_>) -> std::
         };
         clones.push((at, native));
     }
-    let Some(stage) = STAGES.iter().map(Path::new).find(|p| p.is_dir()) else {
+    // Not over the trap, which is bound from its path below.
+    let Some(stage) = STAGES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_dir() && !trap.starts_with(p))
+    else {
         return Err(std::io::Error::other("no directory to stage a tree on"));
     };
     mount(

@@ -512,7 +512,7 @@ impl Trap {
 
     /// Unmounts it (also done when it is dropped): detached at once; the trees that hold it
     /// keep it until their guests end.
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         if super::fuse_mounted_at(&self.at) {
             let _ = nix::mount::umount2(&self.at, nix::mount::MntFlags::MNT_DETACH);
         }

@@ -523,6 +523,9 @@ async fn serve(
     let outbound = Outbound::new(Arc::clone(&ctx), Arc::clone(&throttle));
     let trust_root = loaded.tunables.mfs.trust_root;
     let shared = loaded.tunables.mfs.dfsa_paths.clone();
+    let trees = loaded.tunables.mfs.trees;
+    let me = loaded.me;
+    let rundir = paths.rundir.clone();
     let mut node = Node {
         link: node::LinkState {
             ctx,
@@ -567,10 +570,12 @@ async fn serve(
         euid: nix::unistd::geteuid().as_raw(),
         paths,
         dfsa: mfs.as_ref().map(|m| {
+            let trap = trees.then(|| start_trap(&rundir, m.mount(), me)).flatten();
             Arc::new(crate::split::remote::dfsa::DfsaNode::new(
                 m.mount().to_owned(),
                 trust_root,
                 shared,
+                trap,
             ))
         }),
         mfs,
@@ -623,6 +628,9 @@ async fn serve(
     let _ = fs::remove_file(&ckpt_path);
     if let Some(mut m) = node.mfs.take() {
         m.stop();
+    }
+    if let Some(t) = node.dfsa.as_ref().and_then(|d| d.trap.as_ref()) {
+        t.stop();
     }
     info!("MOSIX node {} stopped", node.loaded.me);
     Ok(())
@@ -680,5 +688,27 @@ fn spawn_measurement(mut m: Measurer, sample_ms: u64, tx: mpsc::Sender<Event>) {
         });
     if let Err(e) = spawned {
         warn!("cannot start the measurement thread ({e}); the load will stay at its first value");
+    }
+}
+
+/// The trap of guests' trees (`[mfs] trees`), in `RUNDIR/trap`: its skeleton leads to this
+/// node's files as a guest names them (`MOUNT/<me>`, `MOUNT/here`). `None`, said in the log, if
+/// it cannot be mounted: guests then get no tree of their own.
+fn start_trap(
+    rundir: &Path,
+    mount: &Path,
+    me: mosix_core::NodeId,
+) -> Option<crate::mfs::trap::Trap> {
+    let dirs = [mount.join(me.get().to_string()), mount.join("here")];
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    match crate::mfs::trap::Trap::start(&rundir.join("trap"), &dirs) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!(
+                "guests get no tree of their own here: mounting their trap at {}: {e}",
+                rundir.join("trap").display()
+            );
+            None
+        }
     }
 }

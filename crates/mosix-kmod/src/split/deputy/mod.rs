@@ -119,7 +119,12 @@ pub fn native_io(
         }
     }
     // The remote's filter listener takes number 0 in the stub: the range starts at 1 or above.
-    wants.then(|| mosix_core::image::NativeIo::of_table(&fds, 1))
+    let umask = procfs::process::Process::new(pid)
+        .and_then(|p| p.status())
+        .ok()
+        .and_then(|s| s.umask)
+        .unwrap_or(0o22);
+    wants.then(|| mosix_core::image::NativeIo::of_table(&fds, 1, umask))
 }
 
 /// Moves `pid` to node `to` on a new thread; `done` is called with where it went, or why not.

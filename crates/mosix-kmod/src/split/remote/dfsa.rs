@@ -51,6 +51,8 @@ pub struct DfsaNode {
     pub opens: AtomicU64,
     /// Calls of guests let through to this node's kernel on such files.
     pub calls: AtomicU64,
+    /// The trap of guests' trees (`[mfs] trees`; `None`: no guest gets a tree here).
+    pub trap: Option<crate::mfs::trap::Trap>,
     /// The same, by guest (its pid here), since the balancer last looked.
     by_guest: std::sync::Mutex<std::collections::HashMap<i32, u64>>,
     /// Nanoseconds each guest (its pid here) waited for its home to answer its calls on home's
@@ -74,15 +76,40 @@ impl DfsaNode {
     }
 
     /// DFSA under the MFS mount `mount`.
-    pub fn new(mount: PathBuf, trust_root: bool, shared: Vec<PathBuf>) -> DfsaNode {
+    pub fn new(
+        mount: PathBuf,
+        trust_root: bool,
+        shared: Vec<PathBuf>,
+        trap: Option<crate::mfs::trap::Trap>,
+    ) -> DfsaNode {
         DfsaNode {
             mount,
             trust_root,
             shared,
+            trap,
             opens: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             by_guest: Default::default(),
             home_waits: Default::default(),
+        }
+    }
+}
+
+/// Whose rights a guest with `creds` has on this node's files: its owner's, root squashed to
+/// `nobody` as MFS squashes it unless `trust_root`.
+pub(super) fn owner(creds: &Creds, trust_root: bool) -> User {
+    let root = creds.uid[1] == 0 || creds.gid[1] == 0 || creds.groups.contains(&0);
+    if root && !trust_root {
+        User {
+            uid: crate::mfs::server::NOBODY,
+            gid: crate::mfs::server::NOBODY,
+            groups: Vec::new(),
+        }
+    } else {
+        User {
+            uid: creds.uid[1],
+            gid: creds.gid[1],
+            groups: creds.groups.clone(),
         }
     }
 }
@@ -197,20 +224,7 @@ impl Dfsa {
             [m, format!("/{}/", me.get()).as_bytes()].concat(),
             [m, b"/here/"].concat(),
         ];
-        let root = creds.uid[1] == 0 || creds.gid[1] == 0 || creds.groups.contains(&0);
-        let user = if root && !node.trust_root {
-            User {
-                uid: crate::mfs::server::NOBODY,
-                gid: crate::mfs::server::NOBODY,
-                groups: Vec::new(),
-            }
-        } else {
-            User {
-                uid: creds.uid[1],
-                gid: creds.gid[1],
-                groups: creds.groups.clone(),
-            }
-        };
+        let user = owner(creds, node.trust_root);
         Dfsa {
             node,
             pid,
@@ -245,6 +259,18 @@ impl Dfsa {
     /// let through itself are counted already). Files of file systems declared the same
     /// everywhere cannot be told apart here: they count as this node's.
     pub(super) fn count_native(&mut self) {
+        self.count_native_if(self.through.is_empty());
+    }
+
+    /// Counts the native calls since the last time as this node's whatever is open (a process
+    /// with a tree of its own closed its home files natively, at a moment the supervisor does
+    /// not know: their last calls count as this node's rather than all of this node's being
+    /// lost).
+    pub(super) fn count_native_all(&mut self) {
+        self.count_native_if(true);
+    }
+
+    fn count_native_if(&mut self, mine: bool) {
         let Some((base, seen)) = self.native_io else {
             return;
         };
@@ -259,7 +285,7 @@ impl Dfsa {
         );
         // With home files open through MFS the kernel's count mixes their calls with those on
         // this node's files: none is counted for this node then.
-        if native > 0 && self.through.is_empty() {
+        if native > 0 && mine {
             self.node.calls.fetch_add(native, Ordering::Relaxed);
             self.unreported = self.unreported.saturating_add(native);
         }
@@ -426,6 +452,11 @@ impl Dfsa {
         !self.through.is_empty()
     }
 
+    /// The numbers where placeholders or stand-ins stand.
+    pub(super) fn standing(&self) -> Vec<i32> {
+        self.placeholders.iter().copied().collect()
+    }
+
     /// Whether a placeholder or a stand-in stands at `fd` (home holds the real descriptor).
     pub(super) fn stands_in(&self, fd: i32) -> bool {
         self.placeholders.contains(&fd)
@@ -452,11 +483,17 @@ impl Dfsa {
             | libc::SYS_fadvise64
             | libc::SYS_readahead
             | libc::SYS_flock => true,
+            // The close-on-exec flag is home's descriptor's (`exec` runs at home).
             libc::SYS_fcntl => matches!(
                 args[1] as i32,
-                libc::F_GETFD | libc::F_GETFL | libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW
+                libc::F_GETFD
+                    | libc::F_SETFD
+                    | libc::F_GETFL
+                    | libc::F_GETLK
+                    | libc::F_SETLK
+                    | libc::F_SETLKW
             ),
-            libc::SYS_ioctl => args[1] == libc::TCGETS,
+            libc::SYS_ioctl => matches!(args[1], libc::TCGETS | libc::FIOCLEX | libc::FIONCLEX),
             _ => false,
         }
     }
@@ -618,6 +655,12 @@ impl Dfsa {
         Ok(fd)
     }
 
+    /// Records that a placeholder stands at `fd` for a descriptor home holds, which may still
+    /// be adopted here (a guest with a tree of its own: every number home uses holds one).
+    pub(super) fn home_holds(&mut self, fd: i32) {
+        self.placeholders.insert(fd);
+    }
+
     /// Records that a placeholder (or a stand-in) stands at `fd`: home holds the descriptor,
     /// which is never adopted here.
     pub(super) fn placeholder_at(&mut self, fd: i32) {
@@ -673,6 +716,7 @@ mod tests {
                 PathBuf::from("/mfs"),
                 false,
                 vec![PathBuf::from("/nfs")],
+                None,
             )),
             1,
             NodeId::new(3).unwrap(),

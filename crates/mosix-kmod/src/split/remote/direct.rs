@@ -33,6 +33,7 @@ impl Supervisor {
         if here::path_args(nr).is_some() && self.dfsa_here(n)? {
             return Ok(true);
         }
+        self.look_if_due();
         let fd = n.args[0] as i32;
         if nr == libc::SYS_close
             && let Some(d) = &mut self.dfsa
@@ -52,6 +53,10 @@ impl Supervisor {
         }
         // Not run here as the owner: root again for the rest (see `Supervisor::on_call`).
         crate::kernel::creds::root_again();
+        if let Some(r) = self.stat_through_tree(n) {
+            let _ = self.listener.reply(n.id, r);
+            return Ok(true);
+        }
         let Some(d) = &self.dfsa else {
             return Ok(false);
         };
@@ -91,8 +96,9 @@ impl Supervisor {
             // Its number is native here: it cannot stand for home's twin. The call runs at
             // home, and the process with it.
             debug!(
-                "DFSA: {} names descriptor(s) {named:?} of the native range: going home",
-                mosix_core::syscalls::name(nr as u64)
+                "DFSA: {} ({:#x}) names descriptor(s) {named:?} of the native range: going home",
+                mosix_core::syscalls::name(nr as u64),
+                n.args[1]
             );
             return match self.home_only(*n) {
                 Some(end) => Err(end),
@@ -140,6 +146,7 @@ impl Supervisor {
             d.forget(fd);
             let _ = self.listener.add_fd(id, self.placeholder.as_raw_fd(), fd);
             d.placeholder_at(fd);
+            self.tree_saw(fd);
         }
         Ok(())
     }
@@ -207,6 +214,7 @@ impl Supervisor {
             debug!("DFSA: installing {} at {fd}: {e}", here.display());
             return false;
         }
+        self.tree_saw(fd);
         true
     }
 
@@ -232,7 +240,16 @@ impl Supervisor {
             } else {
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY
             };
-            let Ok(stand_in) = nix::fcntl::open("/", kind | OFlag::O_CLOEXEC, Mode::empty()) else {
+            // In a tree of its own, the stand-in is the root of its tree (the trap), taken in
+            // its own namespace: a path the process resolves from it comes to the supervisor,
+            // and `..` stays there (a root opened in the node's namespace would lead out).
+            let root = if self.tree.is_some() {
+                std::path::PathBuf::from(format!("/proc/{}/root", self.pid()))
+            } else {
+                std::path::PathBuf::from("/")
+            };
+            let Ok(stand_in) = nix::fcntl::open(&root, kind | OFlag::O_CLOEXEC, Mode::empty())
+            else {
                 return Ok(false);
             };
             let cloexec = flags & libc::O_CLOEXEC != 0;
@@ -243,6 +260,7 @@ impl Supervisor {
             {
                 return Ok(false);
             }
+            self.tree_saw(fd);
             if let Some(d) = &mut self.dfsa {
                 d.placeholder_at(fd);
             }
@@ -315,6 +333,13 @@ impl Supervisor {
             home_paths.push(p);
             local.push(l);
         }
+        if here::open_args(nr, &n.args).is_some() || here::renames(nr) {
+            // Numbers, and files home may still have to open by name: as they are now.
+            self.look_if_due();
+        }
+        let Some(d) = &self.dfsa else {
+            return Ok(false);
+        };
         if let Some((flags, mode)) = here::open_args(nr, &n.args) {
             let home_path = home_paths.swap_remove(0);
             return self.open_here(n, &local[0], home_path, flags, mode);
@@ -426,7 +451,7 @@ impl Supervisor {
         d.notice_open(fd, home_path, flags);
         if let Err(e) = self
             .listener
-            .add_fd_and_answer(n.id, file.as_raw_fd(), fd, cloexec)
+            .add_fd_cloexec(n.id, file.as_raw_fd(), fd, cloexec)
         {
             if let Some(d) = &mut self.dfsa {
                 d.closed(fd);
@@ -443,6 +468,10 @@ impl Supervisor {
             let _ = self.listener.reply(n.id, -i64::from(errno));
             return Ok(true);
         }
+        // Installed, then answered (what stands at the number is recorded in between: the
+        // process may change it as soon as it runs).
+        self.tree_saw(fd);
+        let _ = self.listener.reply(n.id, i64::from(fd));
         Ok(true)
     }
 

@@ -198,6 +198,9 @@ impl Supervisor {
         pending: Option<Notif>,
     ) -> Result<(ptrace::Stopped, Vec<ptrace::Sig>), MoveFailure> {
         let pid = self.pid();
+        // A call its trap sent back is made again first (the process sleeps in the trap's
+        // request until then, and would not stop).
+        self.sent_back();
         let running = ptrace::seize(pid, ptrace::SUSPEND_SECCOMP)
             .map_err(|e| failure::traced(pid, "seizing it", &e))?;
         running
@@ -214,6 +217,12 @@ impl Supervisor {
         let t = running
             .wait_interrupt(|s, _| sigs.push(s))
             .map_err(|e| failure::traced(pid, "stopping it", &e))?;
+        let mem = &self.mem;
+        let at_syscall = |rip: u64| {
+            let mut b = [0u8; 2];
+            mem.read(rip, &mut b).is_ok() && b == [0x0f, 0x05]
+        };
+        unmark(&t, at_syscall).map_err(|e| failure::traced(pid, "reading its registers", &e))?;
         Ok((t, sigs))
     }
 
@@ -360,10 +369,9 @@ impl Supervisor {
         // the numbers home does not use now.
         frozen.header.native_io = None;
         if self.native_from.is_some() && matches!(self.table_known(), Ok(true)) {
-            frozen.header.native_io = self
-                .dfsa
-                .as_ref()
-                .map(|d| mosix_core::image::NativeIo::of_table(&d.table.numbers(), 1));
+            frozen.header.native_io = self.dfsa.as_ref().map(|d| {
+                mosix_core::image::NativeIo::of_table(&d.table.numbers(), 1, d.table.umask())
+            });
         }
         let ctx = link::snapshot(&self.env.link);
         let shipped = match precopy {
@@ -420,4 +428,33 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A call made again ([`crate::kernel::again`]) that the stop cut short is restarted where the
+/// process goes as the plain call: the mark (the x32 bit) comes off its number, which only a
+/// tree's filter reads (elsewhere it would be an x32 call). The number is in `orig_rax` when the
+/// call was under way, and in `rax` when the process stopped just before making it again (its
+/// `rip` then on the `syscall` instruction itself; `at_syscall` reads it).
+fn unmark(t: &ptrace::Stopped, at_syscall: impl Fn(u64) -> bool) -> ptrace::Result<()> {
+    use crate::kernel::seccomp::AGAIN;
+    use mosix_core::image::Regs;
+    let marked = |v: u64| {
+        v <= u64::from(u32::MAX)
+            && v & u64::from(AGAIN) != 0
+            && mosix_core::syscalls::tree_native(v & !u64::from(AGAIN))
+    };
+    let mut r = t.regs()?;
+    let mut changed = false;
+    if marked(r.0[Regs::ORIG_RAX]) {
+        r.0[Regs::ORIG_RAX] &= !u64::from(AGAIN);
+        changed = true;
+    }
+    if marked(r.0[Regs::RAX]) && at_syscall(r.0[Regs::RIP]) {
+        r.0[Regs::RAX] &= !u64::from(AGAIN);
+        changed = true;
+    }
+    if changed {
+        t.set_regs(&r)?;
+    }
+    Ok(())
 }

@@ -141,6 +141,7 @@ impl Supervisor {
             debug!("installing the copy of a mapped file: {e}");
             return Err(MapFile::Home);
         }
+        self.tree_saw(fd);
         let _ = self.listener.allow(n);
         // Once the mmap has run, the copy needs no descriptor of its own in the process.
         self.stale_map_fd = Some((fd, back));

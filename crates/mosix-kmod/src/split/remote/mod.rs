@@ -18,7 +18,9 @@ mod here;
 mod leave;
 mod mapping;
 mod supervisor;
+mod tree;
 
+use std::os::unix::ffi::OsStrExt;
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,7 +119,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
         }
     };
     match take(&mut h, live, from, &tx, &mut rx, &env) {
-        Ok((guest, listener, child, home_link, native_from)) => {
+        Ok((guest, listener, child, home_link, native_from, own_tree)) => {
             let _ = rx.socket().set_read_timeout(None);
             // Arrived from another remote: from now on it talks to its home on the
             // connection it rejoined with; the one it came on has done its job.
@@ -198,7 +200,21 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 killed_by_home: false,
                 native_from,
                 leave_answer: None,
+                tree: own_tree,
             };
+            if s.tree.is_some()
+                && let (Some(n), Some(d)) = (&s.native_from, &mut s.dfsa)
+            {
+                // Home's numbers, as the range says them exactly: a placeholder stands at each
+                // (and the listener's copy at 0), and the process's kernel gives the others.
+                let used: Vec<i32> = (0..n.from as i32)
+                    .chain(n.except.iter().map(|&x| x as i32))
+                    .collect();
+                for &fd in &used {
+                    d.home_holds(fd);
+                }
+                d.table.set(Some(used), n.umask);
+            }
             if let Some(n) = &s.native_from {
                 info!(
                     "{} (pid {pid}): file I/O on descriptors from {}{} runs natively",
@@ -215,6 +231,9 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 }
             }
             s.run();
+            if let Some(trap) = env.dfsa.as_ref().and_then(|d| d.trap.as_ref()) {
+                trap.forget(pid);
+            }
             env.procs.remove_guest(pid);
         }
         Err(failure) => {
@@ -322,6 +341,7 @@ type Taken = (
     Child,
     Option<(Sender, Receiver)>,
     Option<mosix_core::image::NativeIo>,
+    Option<tree::OwnTree>,
 );
 
 /// Rebuilds the process, sent by node `from`, in a stub; on success it runs under the filter.
@@ -407,19 +427,59 @@ fn take(
             n.from = n.from.max(1);
             n
         });
-    let filter = seccomp::program_bytes(&seccomp::program(native_from.as_ref(), false));
     // The guest's own host ids: no account has them, so no local user can touch it.
     let id = env.guests.id_base.saturating_add(pid.unsigned_abs());
+    // A tree of its own if its range says exactly which numbers home uses and this node has a
+    // trap: its opens of this node's files then run natively too.
+    let tree = native_from
+        .as_ref()
+        .filter(|n| n.exact)
+        .and_then(|n| Some((n, env.dfsa.as_ref()?)))
+        .and_then(|(n, node)| {
+            let trap = node.trap.as_ref()?;
+            let user = dfsa::owner(&h.creds, node.trust_root);
+            let spec = crate::kernel::tree::TreeSpec {
+                trap: trap.at(),
+                data_at: trap.dirs(),
+                owner_uid: user.uid,
+                guest_uid: id,
+            };
+            match crate::kernel::tree::build(&spec) {
+                Ok(t) => {
+                    let owner_uid = user.uid;
+                    let join = restore::TreeJoin {
+                        ns: crate::kernel::tree::ns_path(&t),
+                        root: crate::kernel::tree::root_path(&t),
+                        gid: user.gid,
+                        groups: user.groups.clone(),
+                        umask: n.umask,
+                        placeholders: (1..n.from).chain(n.except.iter().copied()).collect(),
+                    };
+                    Some((t, join, owner_uid))
+                }
+                Err(e) => {
+                    warn!("{}: no tree of its own here: {e}", h.comm);
+                    None
+                }
+            }
+        });
+    let filter = seccomp::program_bytes(&seccomp::program(native_from.as_ref(), tree.is_some()));
     let setup = restore::StubSetup {
         filter: &filter,
         uid: id,
         gid: id,
+        tree: tree.as_ref().map(|(_, j, _)| j),
     };
     let (t, lfd) = match rest.finish(h, Some(&setup)) {
         Ok(x) => x,
         Err(e) => return Err(fail(&mut child, here("restoring", &e))),
     };
-    if let Err(why) = locked_down(pid, id) {
+    // The stub is in the tree's namespace now and holds it.
+    let joined = tree.map(|(_, j, owner)| (j, owner));
+    let ids = joined
+        .as_ref()
+        .map_or((id, Vec::new()), |(j, _)| (j.gid, j.groups.clone()));
+    if let Err(why) = locked_down(pid, id, ids) {
         t.kill();
         return Err(fail(&mut child, here("locking the guest down", &why)));
     }
@@ -471,6 +531,25 @@ fn take(
         },
         None => None,
     };
+    // Its trap's requests come to its supervisor from now on.
+    let own_tree = match (&joined, env.dfsa.as_ref().and_then(|d| d.trap.as_ref())) {
+        (Some((j, owner_uid)), Some(trap)) => match trap.watch(pid) {
+            Ok(waiting) => Some(tree::OwnTree {
+                waiting,
+                root: std::path::PathBuf::from(std::ffi::OsStr::from_bytes(j.root.as_bytes())),
+                owner_uid: *owner_uid,
+                guest_uid: id,
+                seen: std::collections::HashMap::new(),
+                native: std::collections::HashSet::new(),
+                look_due: true,
+            }),
+            Err(e) => {
+                t.kill();
+                return Err(fail(&mut child, here("watching its trap", &e)));
+            }
+        },
+        _ => None,
+    };
     if let Err(e) = t.detach(None) {
         return Err(fail(&mut child, here("starting the process", &e)));
     }
@@ -503,7 +582,7 @@ fn take(
         (t2 - t1).as_secs_f64() * 1e3,
         t2.elapsed().as_secs_f64() * 1e3
     );
-    Ok((mem, listener, child, home_link, native_from))
+    Ok((mem, listener, child, home_link, native_from, own_tree))
 }
 
 /// Whether this node takes the process `h` from node `from`: the image's claims, root, the
@@ -576,15 +655,17 @@ fn consent(
 
 /// Checks, from `/proc`, what the lock-down of stub `pid` must have left: every id `id`, no
 /// capability in any set, no supplementary group, no_new_privs.
-fn locked_down(pid: i32, id: u32) -> Result<(), String> {
+fn locked_down(pid: i32, id: u32, (gid, groups): (u32, Vec<u32>)) -> Result<(), String> {
     let s = procfs::process::Process::new(pid)
         .and_then(|p| p.status())
         .map_err(|e| e.to_string())?;
-    let ids_ok = [
-        s.ruid, s.euid, s.suid, s.fuid, s.rgid, s.egid, s.sgid, s.fgid,
-    ]
-    .iter()
-    .all(|x| *x == id);
+    let ids_ok = [s.ruid, s.euid, s.suid, s.fuid].iter().all(|x| *x == id)
+        && [s.rgid, s.egid, s.sgid, s.fgid].iter().all(|x| *x == gid);
+    let mut have: Vec<u32> = s.groups.clone();
+    let mut want = groups;
+    have.sort_unstable();
+    want.sort_unstable();
+    want.dedup();
     let caps_ok = [
         s.capinh,
         s.capprm,
@@ -595,7 +676,7 @@ fn locked_down(pid: i32, id: u32) -> Result<(), String> {
     .iter()
     .all(|c| *c == 0);
     let nnp = s.nonewprivs == Some(1);
-    if ids_ok && caps_ok && s.groups.is_empty() && nnp {
+    if ids_ok && caps_ok && have == want && nnp {
         Ok(())
     } else {
         Err(format!(

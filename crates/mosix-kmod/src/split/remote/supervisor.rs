@@ -69,6 +69,8 @@ pub(super) struct Supervisor {
     /// "restart", the call runs again where it goes). Set for a call that ran at home and
     /// whose result the process must have, but only at home.
     pub(super) leave_answer: Option<i64>,
+    /// Its tree of its own, if it has one (`super::tree`).
+    pub(super) tree: Option<super::tree::OwnTree>,
 }
 
 /// Why a file mapping was not made here.
@@ -162,6 +164,15 @@ impl Supervisor {
                     events: libc::POLLIN,
                     revents: 0,
                 },
+                // Requests its trap sends back (a tree of its own); -1: none, ignored.
+                libc::pollfd {
+                    fd: self
+                        .tree
+                        .as_ref()
+                        .map_or(-1, |t| t.waiting.fd().as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             let timeout = if self.watch_stop_until.is_some() {
                 10
@@ -180,14 +191,14 @@ impl Supervisor {
             let mut n = 0;
             if crate::kernel::creds::staying() {
                 // SAFETY: as below, with a short wait.
-                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, STAY_MS.min(timeout)) };
+                n = unsafe { libc::poll(fds.as_mut_ptr(), 3, STAY_MS.min(timeout)) };
                 if n == 0 {
                     crate::kernel::creds::root_again();
                 }
             }
             if n == 0 {
-                // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call.
-                n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+                // SAFETY: `fds` is a valid array of three pollfd structs that outlives the call.
+                n = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
             }
             let call_only = n == 1
                 && fds[0].revents == libc::POLLIN
@@ -216,6 +227,9 @@ impl Supervisor {
                 && let Some(end) = self.read_home()
             {
                 return end;
+            }
+            if fds[2].revents != 0 {
+                self.sent_back();
             }
             if fds[0].revents & libc::POLLIN != 0 {
                 match self.listener.recv() {
@@ -318,6 +332,9 @@ impl Supervisor {
 
     pub(super) fn send_stats(&mut self) {
         crate::kernel::creds::root_again();
+        // With a tree of its own, files it closed natively since are closed first (a home file
+        // through MFS still thought open would keep its native calls from being counted).
+        self.look_at_tree();
         if let Some(d) = &mut self.dfsa {
             d.count_native();
             d.report_calls();
@@ -402,6 +419,11 @@ impl Supervisor {
 
     fn on_call(&mut self, n: Notif) -> Option<End> {
         let nr = n.nr as u64;
+        if let Some(t) = &mut self.tree {
+            // What its own kernel did to its descriptors since the last call is looked at
+            // before anything depends on it (`look_if_due`).
+            t.look_due = true;
+        }
         // Only a path call run here, or a close, may find the thread still as the process's
         // owner (see `supervise`): everything else is done as root.
         let path_or_close =
@@ -409,10 +431,14 @@ impl Supervisor {
         if !path_or_close || self.stale_map_fd.is_some() {
             crate::kernel::creds::root_again();
         }
-        if let Some((fd, back)) = self.stale_map_fd.take() {
+        if let Some((fd, back)) = self.stale_map_fd.take()
+            && (self.tree.is_none() || self.copy_still_at(fd))
+        {
             // The memfd of the last file mapping: replace it with a cheap placeholder, so that
             // an unmapped copy is freed — or with the file it stood for, at the offset the
-            // copy has now (reads may have moved it).
+            // copy has now (reads may have moved it). (With a tree of its own the process may
+            // have closed it natively since: then nothing is put back, and the look at its
+            // descriptors closes the file at home.)
             match back {
                 Some(file) => {
                     if let Some(pos) = crate::kernel::seccomp::take_fd(self.pid(), fd)
@@ -422,9 +448,11 @@ impl Supervisor {
                         let _ = nix::unistd::lseek(&file, pos, nix::unistd::Whence::SeekSet);
                     }
                     let _ = self.listener.add_fd(n.id, file.as_raw_fd(), fd);
+                    self.tree_saw(fd);
                 }
                 None => {
                     let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
+                    self.tree_saw(fd);
                 }
             }
         }
@@ -658,7 +686,7 @@ impl Supervisor {
             }
             if reply.ret >= 0 {
                 match self.made_in(nr, &m.call.args, reply.ret) {
-                    Ok(false) => {}
+                    Ok(false) => self.placeholder_for_home(&n, nr, &m.call.args, reply.ret),
                     Ok(true)
                         if matches!(
                             nr,
@@ -695,6 +723,11 @@ impl Supervisor {
                 let _ = self.listener.allow(&n);
                 return None;
             }
+            if nr == libc::SYS_umask && self.tree.is_some() {
+                // Its own kernel makes the files of its tree: it takes the umask too.
+                let _ = self.listener.allow(&n);
+                return None;
+            }
             if nr == libc::SYS_close && reply.ret == 0 && self.closes_here(fd) {
                 // Closed at home: the descriptor here (DFSA, or its placeholder) goes too.
                 let _ = self.listener.allow(&n);
@@ -726,11 +759,52 @@ impl Supervisor {
                 let (Some(range), Some(d)) = (&self.native_from, &self.dfsa) else {
                     return Ok(false);
                 };
-                Ok(d.table
-                    .numbers()
-                    .into_iter()
-                    .any(|fd| range.covers(i64::from(fd)) && !d.holds(fd) && !d.stands_in(fd)))
+                // With a tree of its own, any new number of home's: the process's kernel would
+                // give it to the next file it opens.
+                let tree = self.tree.is_some();
+                Ok(d.table.numbers().into_iter().any(|fd| {
+                    (tree || range.covers(i64::from(fd))) && !d.holds(fd) && !d.stands_in(fd)
+                }))
             }
+        }
+    }
+
+    /// Whether the copy of a mapped file is still at number `fd` of the process (its own
+    /// kernel may have closed it: `close` of the range is native with a tree of its own).
+    fn copy_still_at(&self, fd: i32) -> bool {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid())).is_ok_and(|p| {
+            p.as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"/memfd:mosix-map")
+        })
+    }
+
+    /// With a tree of its own: a descriptor a forwarded call made at home outside the native
+    /// range (a number home had freed) gets a placeholder here too, so that the process's own
+    /// kernel does not give that number to the next file it opens.
+    fn placeholder_for_home(&mut self, n: &Notif, nr: i64, args: &[u64; 6], ret: i64) {
+        use mosix_core::syscalls::{FdEffect, fd_effect};
+        if self.tree.is_none()
+            || !matches!(
+                fd_effect(nr as u64, args),
+                FdEffect::Returns | FdEffect::Replaces
+            )
+        {
+            return;
+        }
+        let Ok(fd) = i32::try_from(ret) else {
+            return;
+        };
+        if let Some(d) = &mut self.dfsa
+            && !d.holds(fd)
+            && !d.stands_in(fd)
+            && self
+                .listener
+                .add_fd(n.id, self.placeholder.as_raw_fd(), fd)
+                .is_ok()
+        {
+            d.home_holds(fd);
+            self.tree_saw(fd);
         }
     }
 
@@ -785,6 +859,7 @@ impl Supervisor {
     /// before anything else goes home, so that home's descriptor numbers are the process's
     /// whenever it runs something for it.
     pub(super) fn flush_notices(&mut self) -> Result<(), End> {
+        self.look_if_due();
         let Some(d) = &mut self.dfsa else {
             return Ok(());
         };
