@@ -95,7 +95,9 @@ pub fn make_again(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::seccomp::{Insn, Listener, program_bytes, take_fd};
+    use crate::kernel::seccomp::{
+        Listener, install_with_listener, notify_only, program_bytes, take_fd,
+    };
     use std::io::{Read, Write};
 
     /// A child under a filter that notifies `read` marked [`AGAIN`] and allows everything
@@ -104,33 +106,7 @@ mod tests {
     /// descriptor (its arguments came through).
     #[test]
     fn a_call_asleep_is_made_again_notified_with_its_arguments() {
-        let ld = |k: u32| Insn {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k,
-        };
-        let prog = [
-            ld(std::mem::offset_of!(libc::seccomp_data, nr) as u32),
-            Insn {
-                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-                jt: 0,
-                jf: 1,
-                k: AGAIN | libc::SYS_read as u32,
-            },
-            Insn {
-                code: (libc::BPF_RET | libc::BPF_K) as u16,
-                jt: 0,
-                jf: 0,
-                k: libc::SECCOMP_RET_USER_NOTIF,
-            },
-            Insn {
-                code: (libc::BPF_RET | libc::BPF_K) as u16,
-                jt: 0,
-                jf: 0,
-                k: libc::SECCOMP_RET_ALLOW,
-            },
-        ];
+        let prog = notify_only(AGAIN | libc::SYS_read as u32);
         let bytes = program_bytes(&prog);
         let (rd, wr) = nix::unistd::pipe().unwrap();
         let (empty_rd, empty_wr) = nix::unistd::pipe().unwrap();
@@ -139,20 +115,7 @@ mod tests {
         // values prepared before the fork.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let fprog = libc::sock_fprog {
-                    len: prog.len() as u16,
-                    filter: bytes.as_ptr() as *mut libc::sock_filter,
-                };
-                // SAFETY: plain prctl and seccomp calls with a valid filter program.
-                let fd = unsafe {
-                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                    libc::syscall(
-                        libc::SYS_seccomp,
-                        libc::SECCOMP_SET_MODE_FILTER,
-                        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                        &raw const fprog,
-                    )
-                };
+                let fd = install_with_listener(&bytes);
                 let mut w = std::fs::File::from(wr);
                 let _ = w.write_all(&(fd as i32).to_le_bytes());
                 let mut b = [0u8; 8];

@@ -490,6 +490,37 @@ pub fn getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// A filter that sends call `nr` (its number as the filter sees it: with the x32 bit for a
+/// call made again) to the listener and allows everything else: for measurements and tests.
+pub fn notify_only(nr: u32) -> [Insn; 4] {
+    [
+        ld(OFF_NR),
+        jmp(BPF_JEQ_K, nr, 0, 1),
+        ret(RET_USER_NOTIF),
+        ret(RET_ALLOW),
+    ]
+}
+
+/// Installs the filter of `bytes` ([`program_bytes`]) on the calling thread, after
+/// `no_new_privs`, and returns its listener's number (negative: the error). System calls only:
+/// fit for a child between `fork` and `_exit`.
+pub fn install_with_listener(bytes: &[u8]) -> i64 {
+    let fprog = libc::sock_fprog {
+        len: (bytes.len() / std::mem::size_of::<Insn>()) as u16,
+        filter: bytes.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl and seccomp calls; the program is valid for the call.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &raw const fprog,
+        )
+    }
+}
+
 /// The mean round trip of a seccomp user notification on this machine, in nanoseconds: a
 /// child process under a filter that sends `getppid` to a listener makes `n` such calls, which
 /// this process answers (with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` if `sync`). What every call
@@ -502,33 +533,7 @@ pub fn notify_round_trip_ns(n: u64, sync: bool) -> std::io::Result<u64> {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     // A filter that sends getppid to the listener and allows everything else.
-    let prog = [
-        // Load the call number (`seccomp_data.nr`, at offset 0).
-        Insn {
-            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
-            jt: 0,
-            jf: 0,
-            k: std::mem::offset_of!(libc::seccomp_data, nr) as u32,
-        },
-        Insn {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_getppid as u32,
-        },
-        Insn {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_USER_NOTIF,
-        },
-        Insn {
-            code: (libc::BPF_RET | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
+    let prog = notify_only(libc::SYS_getppid as u32);
     let bytes = program_bytes(&prog);
     let n = n.max(1);
     let (rd, wr) = nix::unistd::pipe()?;
@@ -537,20 +542,7 @@ pub fn notify_round_trip_ns(n: u64, sync: bool) -> std::io::Result<u64> {
     // parent could have held locked.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: bytes.as_ptr() as *mut libc::sock_filter,
-            };
-            // SAFETY: plain prctl and seccomp calls with a valid filter program.
-            let fd = unsafe {
-                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                    &raw const fprog,
-                )
-            };
+            let fd = install_with_listener(&bytes);
             let mut w = std::fs::File::from(wr);
             let _ = w.write_all(&(fd as i32).to_le_bytes());
             std::thread::sleep(Duration::from_millis(100));
