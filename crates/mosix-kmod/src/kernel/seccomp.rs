@@ -102,6 +102,14 @@ const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
 const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
 /// The low half of the first argument (little-endian).
 const OFF_ARG0_LO: u32 = std::mem::offset_of!(libc::seccomp_data, args) as u32;
+/// The low half of the second argument (little-endian).
+const OFF_ARG1_LO: u32 =
+    (std::mem::offset_of!(libc::seccomp_data, args) + std::mem::size_of::<u64>()) as u32;
+/// The low half of the third argument (little-endian).
+const OFF_ARG2_LO: u32 =
+    (std::mem::offset_of!(libc::seccomp_data, args) + 2 * std::mem::size_of::<u64>()) as u32;
+/// `__O_TMPFILE`, the bit of `O_TMPFILE` that is its own (`O_TMPFILE` also has `O_DIRECTORY`).
+const O_TMPFILE_BIT: u32 = 0o20_000_000;
 /// The low half of the fourth argument (little-endian).
 const OFF_ARG3_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
@@ -160,6 +168,20 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
         // x32 system calls (bit 30).
         p.push(jmp(BPF_JGE_K, AGAIN, 0, 1));
         p.push(ret(RET_ENOSYS));
+    }
+    if tree {
+        // An open of an unnamed file (`O_TMPFILE`) is the supervisor's: a file with no name
+        // could not be opened at home when the process leaves.
+        for (nr, flags) in [
+            (libc::SYS_open as u32, OFF_ARG1_LO),
+            (libc::SYS_openat as u32, OFF_ARG2_LO),
+        ] {
+            p.push(jmp(BPF_JEQ_K, nr, 0, 4));
+            p.push(ld(flags));
+            p.push(jmp(BPF_JSET_K, O_TMPFILE_BIT, 0, 1));
+            p.push(ret(RET_USER_NOTIF));
+            p.push(ld(OFF_NR));
+        }
     }
     if let Some(range) = native {
         // A chain of tests of the native calls, each jumping to the descriptor test after
@@ -772,7 +794,11 @@ mod tests {
                 for b in [7u64, 8, 0xffff_ff9c] {
                     let args = [a, 0, b, 0x22];
                     let got = run_args(&tree, AUDIT_ARCH_X86_64, nr, args);
-                    let want = if plain.contains(&nr) || at.contains(&nr) && ok(a) {
+                    let tmpfile =
+                        nr == libc::SYS_openat as u32 && b & u64::from(O_TMPFILE_BIT) != 0;
+                    let want = if tmpfile {
+                        RET_USER_NOTIF
+                    } else if plain.contains(&nr) || at.contains(&nr) && ok(a) {
                         RET_ALLOW
                     } else {
                         run_args(&fast, AUDIT_ARCH_X86_64, nr, args)
@@ -794,6 +820,21 @@ mod tests {
                 RET_ENOSYS
             );
         }
+        // An unnamed file is the supervisor's.
+        let tmp = u64::from(O_TMPFILE_BIT) | libc::O_DIRECTORY as u64 | 2;
+        let (open, openat) = (libc::SYS_open as u32, libc::SYS_openat as u32);
+        assert_eq!(
+            run_args(&tree, AUDIT_ARCH_X86_64, open, [0, tmp, 0, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            run_args(&tree, AUDIT_ARCH_X86_64, openat, [0xffff_ff9c, 0, tmp, 0]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            run_args(&tree, AUDIT_ARCH_X86_64, openat, [0xffff_ff9c, 0, 0o102, 0]),
+            RET_ALLOW
+        );
         // No range, no tree.
         let none = program(None, true);
         let slow = program(None, false);

@@ -136,9 +136,6 @@ impl Supervisor {
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
-        // Closed natively: DFSA files (opened through the tree or by the supervisor) and
-        // stand-ins of the range; home closes them too. (Native calls so far count as this
-        // node's if a home file through MFS is among them: when it closed is not known.)
         // Numbers of the range can change unseen; any other only by an open, landing on a
         // number home freed (its placeholder closed with it): one not known is such an open.
         let infos: HashMap<i32, (i32, (u64, u64))> = present
@@ -152,9 +149,13 @@ impl Supervisor {
                     .get(fd)
                     .is_some_and(|was| infos.get(fd).is_some_and(|(_, id)| id != was))
         };
+        // Native calls so far count as this node's if a home file through MFS is among those
+        // that closed: when it closed is not known.
         if d.fds().iter().any(|fd| d.is_through(*fd) && changed(fd)) {
             d.count_native_all();
         }
+        // Closed natively: DFSA files (opened through the tree or by the supervisor) and
+        // stand-ins of the range; home closes them too.
         for fd in d.fds().into_iter().chain(d.standing()) {
             if !present.contains(&fd) {
                 d.closed(fd);
