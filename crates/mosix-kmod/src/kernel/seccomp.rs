@@ -418,28 +418,6 @@ impl Listener {
         )
     }
 
-    /// Installs `src` in the process at `newfd` and answers call `id` with `newfd`.
-    ///
-    /// Two steps, `ADDFD` then the answer, not one (`SECCOMP_ADDFD_FLAG_SEND`): measured here
-    /// (2 vCPUs, `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` set), an open answered with
-    /// `ADDFD`+`FLAG_SEND` cost the process 96–160 µs, the two steps 8–40 µs. `ADDFD` wakes the
-    /// process with a plain wake-up, which puts it on the other, idle CPU; with `FLAG_SEND` it
-    /// returns from there and every later notification crosses CPUs. With two steps it goes
-    /// back to sleep after installing, and the answer's synchronous wake-up brings it to this
-    /// thread's CPU again. Safe because the filter has `WAIT_KILLABLE_RECV`: between the two
-    /// steps only a fatal signal can end the call, and then the descriptor dies with it.
-    pub fn add_fd_and_answer(
-        &self,
-        id: u64,
-        src: RawFd,
-        newfd: i32,
-        cloexec: bool,
-    ) -> std::io::Result<i32> {
-        let fd = self.add_fd_cloexec(id, src, newfd, cloexec)?;
-        self.reply(id, i64::from(fd))?;
-        Ok(fd)
-    }
-
     fn addfd(
         &self,
         id: u64,
