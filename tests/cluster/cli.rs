@@ -86,19 +86,28 @@ fn mosrun_b_starts_on_the_least_loaded_node() {
         c.probe(&["-L"], &["spin", "60"]),
         c.probe_on(2, &["-L"], &["spin", "60"]),
     ];
-    // Node 1 measures its own busy job, and hears of node 2's.
+    // Node 1 measures its own busy job, and hears of node 2's: most of one process each (the
+    // smoothed load rises over seconds; at half of one, an idle node is no clear gain for -b).
     let busy_at = |n: u16| {
         let id = mosix_core::NodeId::new(n).unwrap();
         move |v: &mosix_core::client::ClusterView| {
-            v.get(id)
-                .and_then(|n| n.figures)
-                .is_some_and(|f| f.load >= 50)
+            v.get(id).and_then(|n| n.figures).is_some_and(|f| {
+                // Processes the load stands for (100 = one standard CPU busy).
+                let one = 100.0 * 10_000.0 / f64::from(f.cpus.max(1) * f.speed.max(1));
+                f64::from(f.load) / one >= 0.8
+            })
         }
     };
     for n in [1, 2] {
         c.wait_view(1, std::time::Duration::from_secs(15), busy_at(n))
             .expect("node 1 sees nodes 1 and 2 busy");
     }
+    // ... and has node 3's figures (up is not enough: a node is up before its first load).
+    let three = mosix_core::NodeId::new(3).unwrap();
+    c.wait_view(1, std::time::Duration::from_secs(15), |v| {
+        v.get(three).and_then(|n| n.figures).is_some()
+    })
+    .expect("node 1 has node 3's figures");
     let best = c.probe(&["-b"], &["spin", "60"]);
     let pid = best.id();
     let there = c.eventually(std::time::Duration::from_secs(5), || {
