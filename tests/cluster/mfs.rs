@@ -793,6 +793,15 @@ os.close(t2)
 os.stat("/")
 step("A", h.hexdigest(), n, os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR),
      hashlib.sha256(p).hexdigest(), os.fstat(src).st_size, src, dst, t, again, t2)
+# Files of node 3 open where it runs whose names go: removed, and renamed (home opens them when
+# it needs them, in phase C, as the process's own open files).
+g = os.open(out + ".gone", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(g, b"0123456789")
+os.lseek(g, 3, os.SEEK_SET)
+os.unlink(out + ".gone")
+m = os.open(out + ".was", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(m, b"abcdef")
+os.rename(out + ".was", out + ".now")
 # B: a file of home opened while away: read, appended to, sought, stat'ed.
 hf = os.open(homefile, os.O_RDWR | os.O_APPEND)
 first = os.read(hf, 5)
@@ -814,8 +823,15 @@ while True:
     os.write(dst, b)
 r, w = os.pipe()
 os.write(w, b"pipe")
+gone = (os.read(g, 100), os.lseek(g, 0, os.SEEK_CUR), os.write(g, b"!"), os.pread(g, 100, 0))
+os.write(m, b"gh")
+with open(out + ".now", "rb") as f:
+    now = f.read()
+os.close(g)
+os.close(m)
+os.unlink(out + ".now")
 print("D", h.hexdigest(), os.lseek(src, 0, os.SEEK_CUR), os.lseek(dst, 0, os.SEEK_CUR),
-      os.read(r, 4), r, w, flush=True)
+      os.read(r, 4), r, w, gone, now, flush=True)
 "#;
 
 #[test]

@@ -65,9 +65,9 @@ pub const MAGIC: [u8; 2] = *b"MX";
 /// messages of path calls run at the remote's node; 5: [`LinkMsg::ListQueue`]; 6: process
 /// connections that survive a cut, [`LinkMsg::Resume`] and [`ProcMsg::Ack`]; 7: [`LinkMsg::Ask`];
 /// 8: [`crate::load::Figures::own`], `live` in [`ProcMsg::ComeHome`] and [`ProcMsg::MoveTo`]; 9:
-/// [`crate::image::ImageHeader::native_io`]);
-/// the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
-pub const PROTOCOL_VERSION: u8 = 9;
+/// [`crate::image::ImageHeader::native_io`]; 10: `held` in [`ProcMsg::Twin`], the held files of
+/// MFS); the frame fixtures (`tests/fixtures/frames/*.hex`) carry it in their third byte.
+pub const PROTOCOL_VERSION: u8 = 10;
 /// The size of a frame header.
 pub const HEADER_LEN: usize = 8;
 
@@ -1074,6 +1074,11 @@ pub enum ProcMsg {
         fd: i32,
         /// The offset.
         pos: u64,
+        /// `None`: home opens the file by the path it knows, which still names it. `Some`:
+        /// the name no longer does (the process removed or renamed it, or it never had one),
+        /// and home opens the remote's own open file through MFS instead, by this token
+        /// (`MOUNT/.held/NODE/TOKEN`, `MfsOp::OpenHeld`).
+        held: Option<u64>,
     },
     /// Home to remote: the answer to [`ProcMsg::Twin`]: 0, or the errno that stopped it.
     TwinIs {

@@ -725,22 +725,37 @@ pub const DFSA_HERE: [Sysno; 20] = [
 /// name is a trap that sends the call to the supervisor to be made again, notified. The calls
 /// that take no directory descriptor. Not the `stat`s: through the mount that gives the guest's
 /// host uid its owner's rights, the owner's files show that uid, so the supervisor answers
-/// them (as `readlink`, whose absolute targets MFS shows under `/mfs/N`). Not the removals
-/// and renames: home may have to open a file by its name before it goes (a file the process
-/// has open here, that home holds only a placeholder for).
-pub const TREE_PLAIN: [Sysno; 4] = [Sysno::open, Sysno::creat, Sysno::access, Sysno::mkdir];
+/// them (as `readlink`, whose absolute targets MFS shows under `/mfs/N`). The removals and
+/// renames are: a file the process has open here that loses its name is opened at home, when
+/// home needs it, as the process's own open file (`MfsOp::OpenHeld`), not by a name.
+pub const TREE_PLAIN: [Sysno; 7] = [
+    Sysno::open,
+    Sysno::creat,
+    Sysno::access,
+    Sysno::mkdir,
+    Sysno::unlink,
+    Sysno::rmdir,
+    Sysno::rename,
+];
 
 /// The path calls of a tree ([`TREE_PLAIN`]) that take a directory descriptor as their first
 /// argument: native only when it is `AT_FDCWD` or a number of the native range (a descriptor
 /// the guest's kernel holds as home has it); any other goes to the supervisor. `close` of a
-/// number of the range is native too.
-pub const TREE_AT: [Sysno; 5] = [
+/// number of the range is native too. Those of [`TREE_AT2`] need their second directory
+/// descriptor so as well.
+pub const TREE_AT: [Sysno; 8] = [
     Sysno::openat,
     Sysno::faccessat,
     Sysno::faccessat2,
     Sysno::mkdirat,
+    Sysno::unlinkat,
+    Sysno::renameat,
+    Sysno::renameat2,
     Sysno::close,
 ];
+
+/// The calls of [`TREE_AT`] with a second directory descriptor, their third argument.
+pub const TREE_AT2: [Sysno; 2] = [Sysno::renameat, Sysno::renameat2];
 
 /// Whether `nr` is one of the calls a tree runs natively ([`TREE_PLAIN`], [`TREE_AT`]): the
 /// calls its trap may send back to be made again.
@@ -1205,7 +1220,13 @@ mod tests {
             assert!(*s == Sysno::close || DFSA_HERE.contains(s), "{s:?}");
             assert!(tree_native(s.id() as u64), "{s:?}");
         }
+        for s in TREE_AT2 {
+            assert!(TREE_AT.contains(&s), "{s:?}");
+        }
         for s in [
+            Sysno::link,
+            Sysno::linkat,
+            Sysno::symlink,
             Sysno::readlink,
             Sysno::readlinkat,
             Sysno::execve,

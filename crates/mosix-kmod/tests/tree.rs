@@ -1,7 +1,7 @@
 //! A guest's tree of its own, on this machine: a child process in a tree (its node's files
-//! idmapped to its owner, the trap everywhere else) under the tree's filter opens, creates and
-//! removes files of the data natively with exactly its owner's rights, and a path into the trap
-//! comes back to the supervisor as a notified call made again.
+//! idmapped to its owner, the trap everywhere else) under the tree's filter opens, creates,
+//! renames and removes files of the data natively with exactly its owner's rights, and a path
+//! into the trap comes back to the supervisor as a notified call made again.
 #![allow(clippy::unwrap_used)]
 
 use std::ffi::CString;
@@ -31,7 +31,7 @@ fn root_or_skip() -> bool {
 }
 
 /// What the guest reports, one byte per check (1: as expected).
-const CHECKS: usize = 7;
+const CHECKS: usize = 10;
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
@@ -50,7 +50,8 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
     std::fs::set_permissions(b, std::fs::Permissions::from_mode(0o755)).unwrap();
     let d = b.join("d");
     std::fs::create_dir(&d).unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Sticky, as /tmp: a file only its owner removes.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
     for (name, uid) in [("mine", OWNER), ("roots", 0)] {
         let f = d.join(name);
         std::fs::write(&f, name).unwrap();
@@ -70,11 +71,13 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
     assert!(t.trapped.iter().any(|p| p == Path::new("/proc")), "{t:?}");
     // In the tree, the data is under /mfs/3.
     let in_tree = |p: &Path| Path::new("/mfs/3").join(p.strip_prefix("/").unwrap());
-    let (mine, roots, made, kept) = (
+    let (mine, roots, made, kept, moved, dir) = (
         c(&in_tree(&d.join("mine"))),
         c(&in_tree(&d.join("roots"))),
         c(&in_tree(&d.join("made"))),
         c(&in_tree(&d.join("kept"))),
+        c(&in_tree(&d.join("moved"))),
+        c(&in_tree(&d)),
     );
     let outside = c(Path::new("/etc/hostname"));
     let (ns, root) = (tree::ns_path(&t), tree::root_path(&t));
@@ -139,7 +142,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             r[2] = u8::from(
                 libc::open(outside.as_ptr(), libc::O_RDONLY) < 0 && errno() == libc::ENOTSUP,
             );
-            // 3: a file made natively, closed natively, then removed (by the supervisor).
+            // 3: a file made natively, closed natively, then removed natively.
             let m = libc::open(
                 made.as_ptr(),
                 libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
@@ -156,6 +159,13 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
                 libc::open(slash.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) < 0
                     && errno() == libc::ENOTSUP,
             );
+            // 7: root's file, in a sticky directory, is not the owner's to remove.
+            r[7] = u8::from(libc::unlink(roots.as_ptr()) < 0 && errno() == libc::EPERM);
+            // 8: the kept file renamed, natively.
+            r[8] = u8::from(libc::rename(kept.as_ptr(), moved.as_ptr()) == 0);
+            // 9: an unnamed file, natively.
+            let t = libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600);
+            r[9] = u8::from(t >= 0 && libc::write(t, b"t".as_ptr().cast(), 1) == 1);
             libc::write(out, r.as_ptr().cast(), CHECKS);
             libc::_exit(0)
         },
@@ -168,7 +178,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             let l = Listener::from_fd(seccomp::take_fd(pid, i32::from_le_bytes(b4)).unwrap());
             let waiting = trap.watch(pid).unwrap();
             nix::unistd::write(&go_wr, &[1]).unwrap();
-            let (mut made_again, mut notified, mut removed) = (0, 0, 0);
+            let (mut made_again, mut notified) = (0, 0);
             let mut report = Vec::new();
             let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while std::time::Instant::now() < end {
@@ -204,14 +214,6 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
                         l.allow(&n).unwrap();
                         break;
                     }
-                    if i64::from(n.nr) == libc::SYS_unlink {
-                        // Removals are the supervisor's (home may need the file first).
-                        assert!(!n.again);
-                        removed += 1;
-                        std::fs::remove_file(d.join("made")).unwrap();
-                        l.reply(n.id, 0).unwrap();
-                        continue;
-                    }
                     assert!(n.again, "{n:?}");
                     notified += 1;
                     l.reply(n.id, -i64::from(libc::ENOTSUP)).unwrap();
@@ -232,10 +234,11 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             drop(go_wr);
             assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
             assert_eq!(report, vec![1u8; CHECKS], "checks 0..{CHECKS}");
-            assert_eq!((made_again, notified, removed), (2, 2, 1));
-            let kept = std::fs::metadata(d.join("kept")).unwrap();
+            assert_eq!((made_again, notified), (2, 2));
+            let kept = std::fs::metadata(d.join("moved")).unwrap();
             assert_eq!((kept.uid(), kept.gid()), (OWNER, OWNER));
-            assert!(!d.join("made").exists());
+            assert!(!d.join("made").exists() && !d.join("kept").exists());
+            assert!(d.join("roots").exists());
         }
     }
 }

@@ -146,7 +146,8 @@ pub enum MfsOp {
         /// The path.
         #[serde(with = "serde_bytes")]
         path: PathBytes,
-        /// An open handle to use for the size (`ftruncate`), if the caller has one.
+        /// An open handle of the file (`ftruncate`; a file held for a guest): everything is
+        /// done on it, and the path is not used.
         handle: Option<u64>,
         /// `chmod`.
         mode: Option<u32>,
@@ -223,6 +224,19 @@ pub enum MfsOp {
         /// The path.
         #[serde(with = "serde_bytes")]
         path: PathBytes,
+    },
+    /// `fstat` of a file a guest of the owner holds open for its home, by the token its
+    /// supervisor gave home (`ProcMsg::Twin`): served only to that home, for that owner.
+    StatHeld {
+        /// The token.
+        token: u64,
+    },
+    /// Opens the file a guest holds for its home ([`MfsOp::StatHeld`]): home's descriptor of it
+    /// is the guest's own open file, whatever its name is now (renamed, removed, or never
+    /// named: `O_TMPFILE`). Once per token; the answer is [`MfsReply::Opened`].
+    OpenHeld {
+        /// The token.
+        token: u64,
     },
 }
 
@@ -392,7 +406,9 @@ impl MfsOp {
             | MfsOp::FStat { .. }
             | MfsOp::Fsync { .. }
             | MfsOp::Release { .. }
-            | MfsOp::ReadDir { .. } => Vec::new(),
+            | MfsOp::ReadDir { .. }
+            | MfsOp::StatHeld { .. }
+            | MfsOp::OpenHeld { .. } => Vec::new(),
         }
     }
 }
@@ -445,7 +461,9 @@ impl MfsRequest {
             MfsOp::FStat { .. }
             | MfsOp::Fsync { .. }
             | MfsOp::Release { .. }
-            | MfsOp::ReadDir { .. } => Ok(()),
+            | MfsOp::ReadDir { .. }
+            | MfsOp::StatHeld { .. }
+            | MfsOp::OpenHeld { .. } => Ok(()),
         }
     }
 }

@@ -102,14 +102,9 @@ const OFF_NR: u32 = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
 const OFF_ARCH: u32 = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
 /// The low half of the first argument (little-endian).
 const OFF_ARG0_LO: u32 = std::mem::offset_of!(libc::seccomp_data, args) as u32;
-/// The low half of the second argument (little-endian).
-const OFF_ARG1_LO: u32 =
-    (std::mem::offset_of!(libc::seccomp_data, args) + std::mem::size_of::<u64>()) as u32;
 /// The low half of the third argument (little-endian).
 const OFF_ARG2_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 2 * std::mem::size_of::<u64>()) as u32;
-/// `__O_TMPFILE`, the bit of `O_TMPFILE` that is its own (`O_TMPFILE` also has `O_DIRECTORY`).
-const O_TMPFILE_BIT: u32 = 0o20_000_000;
 /// The low half of the fourth argument (little-endian).
 const OFF_ARG3_LO: u32 =
     (std::mem::offset_of!(libc::seccomp_data, args) + 3 * std::mem::size_of::<u64>()) as u32;
@@ -128,8 +123,10 @@ const OFF_ARG3_LO: u32 =
 ///
 /// With `tree` too (and a range), the process has a tree of its own ([`super::tree`]): the
 /// path calls of [`syscalls::TREE_PLAIN`] run natively, those of [`syscalls::TREE_AT`] (and
-/// `close`) when their directory descriptor is `AT_FDCWD` or a number of the range; and a call of those made again with [`AGAIN`] set in its number — by the trap,
-/// through [`super::again`] — is notified, where any other x32 number is answered `ENOSYS`.
+/// `close`) when their directory descriptors ([`syscalls::TREE_AT2`]: both) are `AT_FDCWD` or
+/// numbers of the range; and a call of those made again with [`AGAIN`] set in its number — by
+/// the trap, through [`super::again`] — is notified, where any other x32 number is answered
+/// `ENOSYS`.
 pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
     let tree = tree && native.is_some();
     let prctl = libc::SYS_prctl as u32;
@@ -169,21 +166,36 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
         p.push(jmp(BPF_JGE_K, AGAIN, 0, 1));
         p.push(ret(RET_ENOSYS));
     }
+    // The native range: its first number and the numbers left out of it (bounded by
+    // MAX_NATIVE_EXCEPT when it came; a longer list is cut to an empty range).
+    let (from, except): (u32, &[u32]) = match native {
+        Some(range) if range.except.len() <= MAX_NATIVE_EXCEPT => (range.from, &range.except),
+        _ => (u32::MAX, &[]),
+    };
     if tree {
-        // An open of an unnamed file (`O_TMPFILE`) is the supervisor's: a file with no name
-        // could not be opened at home when the process leaves.
-        for (nr, flags) in [
-            (libc::SYS_open as u32, OFF_ARG1_LO),
-            (libc::SYS_openat as u32, OFF_ARG2_LO),
-        ] {
-            p.push(jmp(BPF_JEQ_K, nr, 0, 4));
-            p.push(ld(flags));
-            p.push(jmp(BPF_JSET_K, O_TMPFILE_BIT, 0, 1));
-            p.push(ret(RET_USER_NOTIF));
-            p.push(ld(OFF_NR));
+        // The calls with a second directory descriptor (the third argument): to the
+        // supervisor unless it is AT_FDCWD or of the range; the first is tested below.
+        let two: Vec<u32> = syscalls::TREE_AT2
+            .iter()
+            .filter_map(|s| u32::try_from(s.id()).ok())
+            .collect();
+        let (m, e) = (two.len(), except.len());
+        for (i, nr) in two.iter().enumerate() {
+            p.push(jmp(BPF_JEQ_K, *nr, (m - i) as u8, 0));
         }
+        // Over the test: the load, the range, the left-out numbers, the reload, the jump, the
+        // notification.
+        p.push(jmp(BPF_JA, (e + 5) as u32, 0, 0));
+        p.push(ld(OFF_ARG2_LO));
+        p.push(jmp(BPF_JGE_K, from, 0, (e + 2) as u8));
+        for (j, x) in except.iter().enumerate() {
+            p.push(jmp(BPF_JEQ_K, *x, (e + 1 - j) as u8, 0));
+        }
+        p.push(ld(OFF_NR));
+        p.push(jmp(BPF_JA, 1, 0, 0));
+        p.push(ret(RET_USER_NOTIF));
     }
-    if let Some(range) = native {
+    if native.is_some() {
         // A chain of tests of the native calls, each jumping to the descriptor test after
         // it; no match jumps over that test to the rest of the program.
         let calls: Vec<u32> = syscalls::NATIVE_IO
@@ -196,17 +208,6 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
             let to_test = (m - i - 1) + 1;
             p.push(jmp(BPF_JEQ_K, *nr, u8::try_from(to_test).unwrap_or(0), 0));
         }
-        // Bounded by MAX_NATIVE_EXCEPT when it came; a longer list is cut to an empty range.
-        let except: &[u32] = if range.except.len() <= MAX_NATIVE_EXCEPT {
-            &range.except
-        } else {
-            &[]
-        };
-        let from = if except.len() == range.except.len() {
-            range.from
-        } else {
-            u32::MAX
-        };
         let e = except.len();
         // Over: the descriptor's load, its two tests, the left-out numbers, the allow.
         p.push(jmp(BPF_JA, (e + 3) as u32, 0, 0));
@@ -762,6 +763,7 @@ mod tests {
         let fast = program(Some(&range), false);
         let plain: Vec<u32> = syscalls::TREE_PLAIN.iter().map(|s| s.id() as u32).collect();
         let at: Vec<u32> = syscalls::TREE_AT.iter().map(|s| s.id() as u32).collect();
+        let two: Vec<u32> = syscalls::TREE_AT2.iter().map(|s| s.id() as u32).collect();
         let fds = [0u64, 6, 7, 8, 9, 1000, 1001, 0xffff_ff9c, 0x1_0000_0008];
         let ok = |fd: u64| {
             let low = fd as u32;
@@ -772,12 +774,12 @@ mod tests {
                 for b in [7u64, 8, 0xffff_ff9c] {
                     let args = [a, 0, b, 0x22];
                     let got = run_args(&tree, AUDIT_ARCH_X86_64, nr, args);
-                    let tmpfile =
-                        nr == libc::SYS_openat as u32 && b & u64::from(O_TMPFILE_BIT) != 0;
-                    let want = if tmpfile {
-                        RET_USER_NOTIF
-                    } else if plain.contains(&nr) || at.contains(&nr) && ok(a) {
+                    // Two directory descriptors (renameat): both must be native.
+                    let second = !two.contains(&nr) || ok(b);
+                    let want = if plain.contains(&nr) || at.contains(&nr) && ok(a) && second {
                         RET_ALLOW
+                    } else if two.contains(&nr) && ok(a) {
+                        RET_USER_NOTIF
                     } else {
                         run_args(&fast, AUDIT_ARCH_X86_64, nr, args)
                     };
@@ -798,20 +800,30 @@ mod tests {
                 RET_ENOSYS
             );
         }
-        // An unnamed file is the supervisor's.
-        let tmp = u64::from(O_TMPFILE_BIT) | libc::O_DIRECTORY as u64 | 2;
+        // An unnamed file is the process's own too (home opens it as the process's open file).
+        let tmp = libc::O_TMPFILE as u64 | libc::O_DIRECTORY as u64 | 2;
         let (open, openat) = (libc::SYS_open as u32, libc::SYS_openat as u32);
         assert_eq!(
             run_args(&tree, AUDIT_ARCH_X86_64, open, [0, tmp, 0, 0]),
-            RET_USER_NOTIF
+            RET_ALLOW
         );
         assert_eq!(
             run_args(&tree, AUDIT_ARCH_X86_64, openat, [0xffff_ff9c, 0, tmp, 0]),
+            RET_ALLOW
+        );
+        // renameat2 between two directories of the range, and from one of it to one not.
+        let r2 = libc::SYS_renameat2 as u32;
+        assert_eq!(
+            run_args(&tree, AUDIT_ARCH_X86_64, r2, [9, 0, 0xffff_ff9c, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run_args(&tree, AUDIT_ARCH_X86_64, r2, [9, 0, 6, 0]),
             RET_USER_NOTIF
         );
         assert_eq!(
-            run_args(&tree, AUDIT_ARCH_X86_64, openat, [0xffff_ff9c, 0, 0o102, 0]),
-            RET_ALLOW
+            run_args(&tree, AUDIT_ARCH_X86_64, r2, [6, 0, 9, 0]),
+            RET_USER_NOTIF
         );
         // No range, no tree.
         let none = program(None, true);

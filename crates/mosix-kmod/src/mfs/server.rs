@@ -130,6 +130,88 @@ impl Drop for WorkingGuard<'_> {
     }
 }
 
+/// Files guests of this node hold that their homes may open through MFS by a token
+/// ([`MfsOp::OpenHeld`]): the guest's own open file, given to the guest's home, for the
+/// guest's owner, once. A supervisor puts one here when home must open a file the process has
+/// open here whose name no longer leads to it (`split::remote`, the twin of a DFSA
+/// descriptor), and takes it back when home has answered.
+#[derive(Debug, Default)]
+pub struct Held {
+    next: AtomicU64,
+    files: Mutex<HashMap<u64, HeldFile>>,
+}
+
+#[derive(Debug)]
+struct HeldFile {
+    home: NodeId,
+    uid: u32,
+    file: OwnedFd,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HeldFile>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `file` for node `home`'s requests by user `uid` (the uid the request carries, the
+    /// process's own at home: the file is the process's, no more than it has); returns its
+    /// token.
+    pub fn put(&self, home: NodeId, uid: u32, file: OwnedFd) -> u64 {
+        let token = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(token, HeldFile { home, uid, file });
+        token
+    }
+
+    /// Lets go of a token (home opened it, or could not).
+    pub fn forget(&self, token: u64) {
+        self.lock().remove(&token);
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The status of a held file, for its home and owner only (anyone else: `ENOENT`, as if
+    /// there were none).
+    fn stat(&self, token: u64, from: Option<NodeId>, uid: u32) -> Result<MfsReply, Errno> {
+        let g = self.lock();
+        let h = g
+            .get(&token)
+            .filter(|h| Some(h.home) == from && h.uid == uid)
+            .ok_or(Errno::ENOENT)?;
+        Ok(MfsReply::Attr(attr_of(&nix::sys::stat::fstat(
+            h.file.as_fd(),
+        )?)))
+    }
+
+    /// Takes a held file for its home and owner: a handle of the session on the guest's open
+    /// file itself (reads and writes go by offset; its flags are the guest's).
+    fn open(
+        &self,
+        token: u64,
+        from: Option<NodeId>,
+        uid: u32,
+        handles: &Handles,
+    ) -> Result<MfsReply, Errno> {
+        let mut g = self.lock();
+        if !g
+            .get(&token)
+            .is_some_and(|h| Some(h.home) == from && h.uid == uid)
+        {
+            return Err(Errno::ENOENT);
+        }
+        let h = g.remove(&token).ok_or(Errno::ENOENT)?;
+        drop(g);
+        opened(handles, h.file)
+    }
+}
+
 /// The owning side.
 #[derive(Debug)]
 pub struct Server {
@@ -142,6 +224,8 @@ pub struct Server {
     pub served: AtomicU64,
     /// Bytes read and written for other nodes.
     pub bytes: AtomicU64,
+    /// Files guests hold for their homes.
+    pub held: Arc<Held>,
 }
 
 impl Server {
@@ -154,6 +238,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             served: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            held: Arc::default(),
         }
     }
 
@@ -272,6 +357,8 @@ impl Server {
             MfsOp::Fsync { handle, datasync } => fsync(handles, *handle, *datasync),
             MfsOp::Release { handle } => release(handles, *handle),
             MfsOp::ReadDir { handle, offset } => readdir(handles, *handle, *offset),
+            MfsOp::StatHeld { token } => self.held.stat(*token, from, req.caller.uid),
+            MfsOp::OpenHeld { token } => self.held.open(*token, from, req.caller.uid, handles),
             op if op.paths().iter().any(|p| names_own_proc(p)) => Err(Errno::EACCES),
             op => as_user(&user, || path_op(op, handles)),
         };
@@ -623,6 +710,31 @@ fn path_op(op: &MfsOp, handles: &Handles) -> Result<MfsReply, Errno> {
             atime,
             mtime,
         } => {
+            if let Some(h) = handle {
+                // On the open file (`ftruncate`, or the file home holds for a guest): its name
+                // may lead elsewhere now, or nowhere.
+                return with_file(handles, *h, |f| {
+                    let fd = f.as_fd();
+                    if let Some(m) = mode {
+                        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(m & 0o7777))?;
+                    }
+                    if uid.is_some() || gid.is_some() {
+                        nix::unistd::fchown(
+                            fd,
+                            uid.map(nix::unistd::Uid::from_raw),
+                            gid.map(nix::unistd::Gid::from_raw),
+                        )?;
+                    }
+                    if let Some(sz) = size {
+                        let len = i64::try_from(*sz).map_err(|_| Errno::EFBIG)?;
+                        nix::unistd::ftruncate(fd, len)?;
+                    }
+                    if atime.is_some() || mtime.is_some() {
+                        nix::sys::stat::futimens(fd, &timespec(*atime), &timespec(*mtime))?;
+                    }
+                    Ok(MfsReply::Attr(attr_of(&nix::sys::stat::fstat(fd)?)))
+                });
+            }
             if let Some(m) = mode {
                 nix::sys::stat::fchmodat(
                     AT_FDCWD,
@@ -642,13 +754,7 @@ fn path_op(op: &MfsOp, handles: &Handles) -> Result<MfsReply, Errno> {
             }
             if let Some(sz) = size {
                 let len = i64::try_from(*sz).map_err(|_| Errno::EFBIG)?;
-                match handle {
-                    Some(h) => with_file(handles, *h, |f| {
-                        nix::unistd::ftruncate(f.as_fd(), len)?;
-                        Ok(())
-                    })?,
-                    None => nix::unistd::truncate(p(path), len)?,
-                }
+                nix::unistd::truncate(p(path), len)?;
             }
             if atime.is_some() || mtime.is_some() {
                 nix::sys::stat::utimensat(
@@ -725,7 +831,9 @@ fn path_op(op: &MfsOp, handles: &Handles) -> Result<MfsReply, Errno> {
         | MfsOp::FStat { .. }
         | MfsOp::Fsync { .. }
         | MfsOp::Release { .. }
-        | MfsOp::ReadDir { .. } => return Err(Errno::EINVAL),
+        | MfsOp::ReadDir { .. }
+        | MfsOp::StatHeld { .. }
+        | MfsOp::OpenHeld { .. } => return Err(Errno::EINVAL),
     })
 }
 
@@ -743,5 +851,63 @@ mod tests {
         assert!(!names_own_proc(b"/proc/1/status"));
         assert!(!names_own_proc(b"/proc/cpuinfo"));
         assert!(!names_own_proc(b"/srv/proc/self"));
+    }
+
+    #[test]
+    fn a_held_file_is_served_once_to_its_home_for_its_user_and_to_no_one_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"held bytes").unwrap();
+        let file: OwnedFd = File::open(&path).unwrap().into();
+        // Its name is gone: only the held descriptor leads to it.
+        std::fs::remove_file(&path).unwrap();
+        let server = Server::new(false);
+        let (home, other) = (NodeId::new(1).unwrap(), NodeId::new(2).unwrap());
+        let token = server.held.put(home, 1000, file);
+        let ask = |uid: u32, op: MfsOp, from: Option<NodeId>, handles: &Handles| {
+            let req = MfsRequest {
+                caller: Caller {
+                    uid,
+                    gid: uid,
+                    groups: Vec::new(),
+                },
+                op,
+            };
+            server.execute(&req, handles, from)
+        };
+        let handles = Handles::default();
+        let enoent = MfsReply::Err(libc::ENOENT);
+        // Another node, another user, this node's own mount, another token: none.
+        for (uid, from) in [(1000, Some(other)), (1001, Some(home)), (1000, None)] {
+            assert_eq!(ask(uid, MfsOp::StatHeld { token }, from, &handles), enoent);
+            assert_eq!(ask(uid, MfsOp::OpenHeld { token }, from, &handles), enoent);
+        }
+        let wrong = MfsOp::OpenHeld { token: token + 1 };
+        assert_eq!(ask(1000, wrong, Some(home), &handles), enoent);
+        assert!(handles.is_empty());
+        // Its home, for its user: its status, then the file itself, once.
+        let MfsReply::Attr(a) = ask(1000, MfsOp::StatHeld { token }, Some(home), &handles) else {
+            panic!("no status");
+        };
+        assert_eq!((a.size, a.nlink), (10, 0));
+        let MfsReply::Opened { handle, .. } =
+            ask(1000, MfsOp::OpenHeld { token }, Some(home), &handles)
+        else {
+            panic!("not opened");
+        };
+        let read = MfsOp::Read {
+            handle,
+            offset: 5,
+            size: 100,
+        };
+        assert_eq!(
+            ask(1000, read, Some(home), &handles),
+            MfsReply::Data(b"bytes".to_vec())
+        );
+        assert_eq!(
+            ask(1000, MfsOp::OpenHeld { token }, Some(home), &handles),
+            enoent
+        );
+        assert!(server.held.is_empty());
     }
 }

@@ -576,6 +576,7 @@ async fn serve(
                 trust_root,
                 shared,
                 trap,
+                Some(Arc::clone(&m.server.held)),
             ))
         }),
         mfs,

@@ -14,8 +14,8 @@ use mosix_core::proto::mfs::{MAX_IO, MfsOp, MfsReply};
 use nix::errno::Errno;
 
 use super::{
-    ALIAS, FIRST_DYNAMIC, HERE, HOME, MfsClient, ROOT, SELECTED, TTL, child, climbs_above_root, fe,
-    file_attr, handle_caller, kind_of_dt, synthetic, to_settime,
+    ALIAS, FIRST_DYNAMIC, HELD, HERE, HOME, MfsClient, ROOT, SELECTED, TTL, child,
+    climbs_above_root, fe, file_attr, handle_caller, is_held, kind_of_dt, synthetic, to_settime,
 };
 use crate::link::snapshot;
 
@@ -25,6 +25,9 @@ impl Filesystem for MfsClient {
             let (_, caller) = self.who(req)?;
             if parent.0 == ROOT {
                 return self.lookup_root(name.as_bytes());
+            }
+            if parent.0 == HELD {
+                return self.lookup_held(name.as_bytes());
             }
             let (node, dir) = self.at(parent)?;
             let path = child(&dir, name.as_bytes());
@@ -44,6 +47,7 @@ impl Filesystem for MfsClient {
         let r = (|| {
             match ino.0 {
                 ROOT => return Ok(synthetic(ROOT, FileType::Directory, 0o755, 0)),
+                HELD => return Ok(synthetic(HELD, FileType::Directory, 0o555, 0)),
                 HOME | HERE | SELECTED => {
                     return Ok(synthetic(ino.0, FileType::Symlink, 0o777, 8));
                 }
@@ -104,9 +108,15 @@ impl Filesystem for MfsClient {
         let r = (|| {
             let (_, caller) = self.who(req)?;
             let (node, path) = self.at(ino)?;
+            // A held file has no name: what is asked of it is done on the handle home has.
+            let handle = fh.map(|h| h.0).or_else(|| {
+                is_held(&path)
+                    .then(|| self.opened().get(&ino.0).and_then(|v| v.first().copied()))
+                    .flatten()
+            });
             let op = MfsOp::SetAttr {
                 path,
-                handle: fh.map(|h| h.0),
+                handle,
                 mode,
                 uid,
                 gid,
@@ -550,6 +560,7 @@ impl Filesystem for MfsClient {
         let r = (|| {
             let (_, caller) = self.who(req)?;
             if ino.0 == ROOT
+                || ino.0 == HELD
                 || ino.0 == HOME
                 || ino.0 == HERE
                 || ino.0 >= ALIAS && ino.0 < FIRST_DYNAMIC

@@ -62,6 +62,12 @@ const ROOT: u64 = 1;
 const HOME: u64 = 2;
 const HERE: u64 = 3;
 const SELECTED: u64 = 4;
+/// `MOUNT/.held`: the files guests of other nodes hold for their homes (`MOUNT/.held/N/TOKEN`,
+/// [`MfsOp::OpenHeld`]). Not listed; a host name cannot begin with a dot.
+const HELD: u64 = 5;
+/// The path of a node's directory of held files in the table of inodes, and the start of its
+/// files' (`.held/TOKEN`): not absolute, so never a path of a node's files, and never sent.
+const HELD_DIR: &[u8] = b".held";
 /// Links named after a node's address or host name: this plus the node's number.
 const ALIAS: u64 = 1 << 32;
 /// The first inode given to a (node, path).
@@ -412,12 +418,70 @@ fn to_settime(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
+/// Whether `path` (of the table of inodes) is of a node's directory of held files.
+fn is_held(path: &[u8]) -> bool {
+    path.starts_with(HELD_DIR) && matches!(path.get(HELD_DIR.len()), None | Some(b'/'))
+}
+
+/// A request on a path of the held files ([`HELD`]) as it goes to the owner: a `stat` or an
+/// open of one by its token; the directory's own `stat` and `access` are answered here. The
+/// rest is refused (`EPERM`): a held file has no name to remove, rename or list. `Ok` with
+/// any other request as it is.
+fn held_op(op: MfsOp) -> Result<MfsOp, Result<MfsReply, Errno>> {
+    let Some(path) = op.paths().first().map(|p| p.to_vec()) else {
+        return Ok(op);
+    };
+    if !is_held(&path) {
+        return Ok(op);
+    }
+    let token = path
+        .strip_prefix(HELD_DIR)
+        .and_then(|t| t.strip_prefix(b"/"))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .map(|t| t.parse::<u64>().map_err(|_| Errno::ENOENT));
+    match (op, token) {
+        (MfsOp::Stat { .. }, None) => Err(Ok(MfsReply::Attr(Attr {
+            mode: libc::S_IFDIR | 0o555,
+            nlink: 2,
+            ..Attr::default()
+        }))),
+        (MfsOp::Access { mask, .. }, None) if mask & libc::W_OK == 0 => Err(Ok(MfsReply::Done)),
+        (MfsOp::Stat { .. }, Some(t)) => t.map(|token| MfsOp::StatHeld { token }).map_err(Err),
+        (MfsOp::Open { .. }, Some(t)) => t.map(|token| MfsOp::OpenHeld { token }).map_err(Err),
+        (
+            MfsOp::SetAttr {
+                handle: Some(h),
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+                ..
+            },
+            Some(_),
+        ) => Ok(MfsOp::SetAttr {
+            // Done on the handle; the path is not used.
+            path: b"/".to_vec(),
+            handle: Some(h),
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        }),
+        _ => Err(Err(Errno::EPERM)),
+    }
+}
+
 /// Whether a request may be sent again on a new connection when the old one broke before
 /// the answer: it changes nothing at the owner.
 fn repeatable(op: &MfsOp) -> bool {
     matches!(
         op,
         MfsOp::Stat { .. }
+            | MfsOp::StatHeld { .. }
             | MfsOp::ReadLink { .. }
             | MfsOp::Access { .. }
             | MfsOp::Statfs { .. }
@@ -488,6 +552,10 @@ impl MfsClient {
 
     /// Sends one request to `node` (this node's own in-process) and returns its answer.
     fn call(&self, node: NodeId, caller: Caller, op: MfsOp) -> Result<MfsReply, Errno> {
+        let op = match held_op(op) {
+            Ok(op) => op,
+            Err(r) => return r,
+        };
         let req = MfsRequest { caller, op };
         // A request the owner would refuse is not sent: an inode whose name another request
         // took (a rename over it) has no path any more, and a path over `MAX_PATH` is too long.
@@ -643,6 +711,7 @@ impl MfsClient {
             b"home" => return Ok(synthetic(HOME, FileType::Symlink, 0o777, 8)),
             b"here" => return Ok(synthetic(HERE, FileType::Symlink, 0o777, 8)),
             b"selected" => return Ok(synthetic(SELECTED, FileType::Symlink, 0o777, 8)),
+            b".held" => return Ok(synthetic(HELD, FileType::Directory, 0o555, 0)),
             _ => {}
         }
         let node = self.node_named(name).ok_or(Errno::ENOENT)?;
@@ -657,6 +726,18 @@ impl MfsClient {
                 8,
             ))
         }
+    }
+
+    /// `MOUNT/.held/N`: node N's held files.
+    fn lookup_held(&self, name: &[u8]) -> Result<FileAttr, Errno> {
+        let node = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| n.parse::<u16>().ok())
+            .and_then(NodeId::new)
+            .filter(|n| snapshot(&self.link).map.contains(*n))
+            .ok_or(Errno::ENOENT)?;
+        let ino = self.inodes().intern(node, HELD_DIR.to_vec());
+        Ok(synthetic(ino, FileType::Directory, 0o555, 0))
     }
 
     fn reply_entry(&self, reply: ReplyEntry, r: Result<FileAttr, Errno>) {
@@ -744,6 +825,61 @@ fn selected(tgid: i32) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_held_files_are_asked_by_token_and_nothing_else_is_asked_of_them() {
+        let stat = |p: &[u8]| MfsOp::Stat { path: p.to_vec() };
+        let open = |p: &[u8]| MfsOp::Open {
+            path: p.to_vec(),
+            flags: libc::O_RDWR,
+        };
+        // A path of a node's files goes as it is.
+        assert_eq!(held_op(stat(b"/.held/7")), Ok(stat(b"/.held/7")));
+        assert_eq!(held_op(stat(b".helder")), Ok(stat(b".helder")));
+        assert_eq!(held_op(stat(b".held/7")), Ok(MfsOp::StatHeld { token: 7 }));
+        assert_eq!(held_op(open(b".held/7")), Ok(MfsOp::OpenHeld { token: 7 }));
+        assert!(matches!(
+            held_op(stat(b".held")),
+            Err(Ok(MfsReply::Attr(a))) if a.mode & libc::S_IFMT == libc::S_IFDIR
+        ));
+        assert_eq!(held_op(stat(b".held/x")), Err(Err(Errno::ENOENT)));
+        for op in [
+            MfsOp::Unlink {
+                path: b".held/7".to_vec(),
+            },
+            MfsOp::OpenDir {
+                path: b".held".to_vec(),
+            },
+            MfsOp::Rename {
+                from: b".held/7".to_vec(),
+                to: b"/x".to_vec(),
+                flags: 0,
+            },
+            MfsOp::Create {
+                path: b".held/8".to_vec(),
+                flags: 0,
+                mode: 0o600,
+            },
+        ] {
+            assert_eq!(held_op(op), Err(Err(Errno::EPERM)));
+        }
+        // A size set on the handle home has: done on it, with no path.
+        let set = |handle| MfsOp::SetAttr {
+            path: b".held/7".to_vec(),
+            handle,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: Some(3),
+            atime: None,
+            mtime: None,
+        };
+        let Ok(MfsOp::SetAttr { path, handle, .. }) = held_op(set(Some(9))) else {
+            panic!("not sent");
+        };
+        assert_eq!((path, handle), (b"/".to_vec(), Some(9)));
+        assert_eq!(held_op(set(None)), Err(Err(Errno::EPERM)));
+    }
 
     #[test]
     fn a_relative_link_that_climbs_above_the_nodes_root_is_shown_as_what_it_means_there() {

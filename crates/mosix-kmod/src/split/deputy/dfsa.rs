@@ -123,16 +123,28 @@ impl Twins {
     }
 
     /// Opens the twin of `fd` (if home holds a placeholder for it) and sets its offset to
-    /// `pos`. Returns 0 or the errno that stopped it, which home's log names with the file.
-    pub(super) fn twin(&mut self, agent: &Agent, fd: i32, pos: u64) -> i32 {
+    /// `pos`: by its path, or with `held`, the remote's own open file through MFS (its name no
+    /// longer leads to it). Returns 0 or the errno that stopped it, which home's log names
+    /// with the file.
+    pub(super) fn twin(
+        &mut self,
+        agent: &Agent,
+        fd: i32,
+        pos: u64,
+        held: Option<&std::path::Path>,
+    ) -> i32 {
         let Some((path, flags)) = self.pending.remove(&fd) else {
             return self.seek(agent, fd, pos, None);
         };
         let cloexec = flags & libc::O_CLOEXEC != 0;
-        let o = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC)) | libc::O_NOCTTY;
+        let o = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_TMPFILE))
+            | libc::O_NOCTTY;
         let at = libc::AT_FDCWD as u64;
+        let name = held.map_or(&path[..], |h| {
+            std::os::unix::ffi::OsStrExt::as_bytes(h.as_os_str())
+        });
         let r = forward::exec_service(
-            &call(libc::SYS_openat, [at, 0, o as u64, 0, 0, 0], Some(&path)),
+            &call(libc::SYS_openat, [at, 0, o as u64, 0, 0, 0], Some(name)),
             agent,
         )
         .ret;

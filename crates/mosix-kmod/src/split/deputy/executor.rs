@@ -35,6 +35,10 @@ pub(super) struct ExecShared {
     pub(super) home_req: ComeHomeHandle,
     /// This node.
     pub(super) me: NodeId,
+    /// The node of the remote at the other end, and where MFS is mounted here (for the files
+    /// that remote holds for home: `MOUNT/.held/NODE/TOKEN`).
+    pub(super) at: NodeId,
+    pub(super) mount: std::path::PathBuf,
 }
 
 /// The most a buffer of a call run inside the deputy moves (its scratch space holds 252 KiB).
@@ -53,6 +57,8 @@ pub(super) fn executor(
         procs,
         home_req,
         me,
+        at,
+        mount,
     } = shared;
     // Duplicates of the descriptors written behind, to finish their writes should the deputy
     // die first.
@@ -280,8 +286,14 @@ pub(super) fn executor(
                 twins.opened(&current(&agent), fd, path, flags);
             }
             Ok(ProcMsg::ClosedHere { fd }) => twins.closed(&current(&agent), fd),
-            Ok(ProcMsg::Twin { fd, pos }) => {
-                let errno = twins.twin(&current(&agent), fd, pos);
+            Ok(ProcMsg::Twin { fd, pos, held }) => {
+                let held = held.map(|t| {
+                    mount
+                        .join(".held")
+                        .join(at.get().to_string())
+                        .join(t.to_string())
+                });
+                let errno = twins.twin(&current(&agent), fd, pos, held.as_deref());
                 if tx.send(&ProcMsg::TwinIs { fd, errno }).is_err() {
                     return;
                 }

@@ -221,6 +221,8 @@ impl Deputy {
             procs: Arc::clone(&env.procs),
             home_req: self.home_req.clone(),
             me: env.me,
+            at: node,
+            mount: env.files.0.clone(),
         };
         std::thread::Builder::new()
             .name(format!("mosix-exec-{pid}"))

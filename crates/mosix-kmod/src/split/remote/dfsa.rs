@@ -53,6 +53,8 @@ pub struct DfsaNode {
     pub calls: AtomicU64,
     /// The trap of guests' trees (`[mfs] trees`; `None`: no guest gets a tree here).
     pub trap: Option<crate::mfs::trap::Trap>,
+    /// MFS's files held for guests' homes (`None` in tests without a server).
+    pub held: Option<std::sync::Arc<crate::mfs::server::Held>>,
     /// The same, by guest (its pid here), since the balancer last looked.
     by_guest: std::sync::Mutex<std::collections::HashMap<i32, u64>>,
     /// Nanoseconds each guest (its pid here) waited for its home to answer its calls on home's
@@ -81,12 +83,14 @@ impl DfsaNode {
         trust_root: bool,
         shared: Vec<PathBuf>,
         trap: Option<crate::mfs::trap::Trap>,
+        held: Option<std::sync::Arc<crate::mfs::server::Held>>,
     ) -> DfsaNode {
         DfsaNode {
             mount,
             trust_root,
             shared,
             trap,
+            held,
             opens: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             by_guest: Default::default(),
@@ -194,10 +198,12 @@ pub(super) struct Dfsa {
     /// The copy of home's descriptor numbers and umask, for opens made here.
     pub(super) table: super::here::HomeTable,
     /// Descriptors opened here ([`super::here`]) that home holds only a placeholder for yet:
-    /// the device and inode of their file here.
-    pending: std::collections::HashMap<i32, (u64, u64)>,
+    /// the device and inode of their file here, and the path it was opened by.
+    pending: std::collections::HashMap<i32, ((u64, u64), PathBuf)>,
     /// The process's real and effective ids are the same.
     pub(super) same_ids: bool,
+    /// Its effective uid at home (as home's requests through MFS carry it).
+    home_uid: u32,
     /// Opens and closes made here that home has not been told of yet, in order: they go home
     /// before anything else does ([`Dfsa::take_notices`]), and a close cancels the notice of
     /// an open still waiting (a file opened and closed between two trips home costs home
@@ -241,6 +247,7 @@ impl Dfsa {
             table: super::here::HomeTable::default(),
             pending: std::collections::HashMap::new(),
             same_ids: creds.uid[0] == creds.uid[1] && creds.gid[0] == creds.gid[1],
+            home_uid: creds.uid[1],
             notices: Vec::new(),
             nofile: None,
             native_io: None,
@@ -363,7 +370,37 @@ impl Dfsa {
     /// only a placeholder for (`id`: the device and inode of its file).
     pub(super) fn opened_alone(&mut self, fd: i32, local: &Path, id: (u64, u64)) {
         self.opened(fd, local);
-        self.pending.insert(fd, id);
+        self.pending.insert(fd, (id, local.to_owned()));
+    }
+
+    /// Whether home must open the twin of `fd` through the file itself ([`Dfsa::hold`]) rather
+    /// than by its path: a file of this node whose path no longer leads to it (removed,
+    /// renamed, replaced, or never named: `O_TMPFILE`). Files of a file system the same
+    /// everywhere are opened by their path at home, as before.
+    pub(super) fn name_gone(&self, fd: i32) -> bool {
+        let Some((id, local)) = self.pending.get(&fd) else {
+            return false;
+        };
+        if self.everywhere.contains(&fd) {
+            return false;
+        }
+        nix::sys::stat::stat(local).map_or(true, |s| (s.st_dev, s.st_ino) != *id)
+    }
+
+    /// Holds the process's own open file `fd` for home to open through MFS: the token of
+    /// `MOUNT/.held/N/TOKEN`, opened by home for the process's owner only. `None` if the
+    /// descriptor cannot be taken (the process is gone).
+    pub(super) fn hold(&self, fd: i32) -> Option<u64> {
+        let held = self.node.held.as_ref()?;
+        let file = crate::kernel::seccomp::take_fd(self.pid, fd).ok()?;
+        Some(held.put(self.home, self.home_uid, file))
+    }
+
+    /// Lets go of a token home has answered for.
+    pub(super) fn unhold(&self, token: u64) {
+        if let Some(h) = &self.node.held {
+            h.forget(token);
+        }
     }
 
     /// Whether home holds only a placeholder for `fd`.
@@ -376,11 +413,12 @@ impl Dfsa {
         self.pending.remove(&fd);
     }
 
-    /// The descriptors home holds only a placeholder for whose file is `id`.
-    pub(super) fn pending_on(&self, id: (u64, u64)) -> Vec<i32> {
+    /// The descriptors home holds only a placeholder for whose file is `id`, of a file system
+    /// the same everywhere (home opens them by their path).
+    pub(super) fn pending_on_everywhere(&self, id: (u64, u64)) -> Vec<i32> {
         self.pending
             .iter()
-            .filter(|(_, v)| **v == id)
+            .filter(|(fd, (v, _))| *v == id && self.everywhere.contains(fd))
             .map(|(k, _)| *k)
             .collect()
     }
@@ -716,6 +754,7 @@ mod tests {
                 PathBuf::from("/mfs"),
                 false,
                 vec![PathBuf::from("/nfs")],
+                None,
                 None,
             )),
             1,

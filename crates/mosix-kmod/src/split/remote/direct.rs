@@ -333,8 +333,8 @@ impl Supervisor {
             home_paths.push(p);
             local.push(l);
         }
-        if here::open_args(nr, &n.args).is_some() || here::renames(nr) {
-            // Numbers, and files home may still have to open by name: as they are now.
+        if here::open_args(nr, &n.args).is_some() {
+            // The numbers as they are now.
             self.look_if_due();
         }
         let Some(d) = &self.dfsa else {
@@ -345,7 +345,9 @@ impl Supervisor {
             return self.open_here(n, &local[0], home_path, flags, mode);
         }
         if here::renames(nr) && d.any_pending() {
-            // A file home may still have to open by this name: home opens it first.
+            // A file home may still have to open by this name: home opens it first. Only one
+            // of a file system the same everywhere: home opens a file of this node whose name
+            // is gone through MFS as the process's own open file (`Supervisor::twin`).
             crate::kernel::creds::root_again();
             let user = d.user().clone();
             for l in &local {
@@ -355,7 +357,7 @@ impl Supervisor {
                 let fds = self
                     .dfsa
                     .as_ref()
-                    .map(|d| d.pending_on(id))
+                    .map(|d| d.pending_on_everywhere(id))
                     .unwrap_or_default();
                 for fd in fds {
                     let pos = crate::kernel::seccomp::take_fd(self.pid(), fd)
@@ -481,9 +483,26 @@ impl Supervisor {
     /// Asks home to open the file of DFSA descriptor `fd` itself, at offset `pos`
     /// ([`ProcMsg::Twin`]) and waits for it to be done.
     pub(super) fn twin(&mut self, fd: i32, pos: u64) -> Result<(), End> {
-        self.send_home(&ProcMsg::Twin { fd, pos })?;
-        if let ProcMsg::TwinIs { errno, .. } =
-            self.answer_from_home(|m| matches!(m, ProcMsg::TwinIs { fd: f, .. } if *f == fd))?
+        // By its name, unless the name no longer leads to it (see `Dfsa::name_gone`): then
+        // home opens this very open file, held for it by MFS until it has answered.
+        let held = self
+            .dfsa
+            .as_ref()
+            .filter(|d| d.name_gone(fd))
+            .and_then(|d| d.hold(fd));
+        if let Some(t) = held {
+            debug!(
+                "DFSA: descriptor {fd}'s name no longer leads to its file: home opens it held ({t})"
+            );
+        }
+        let sent = self.send_home(&ProcMsg::Twin { fd, pos, held });
+        let answer = sent.and_then(|()| {
+            self.answer_from_home(|m| matches!(m, ProcMsg::TwinIs { fd: f, .. } if *f == fd))
+        });
+        if let (Some(t), Some(d)) = (held, &self.dfsa) {
+            d.unhold(t);
+        }
+        if let ProcMsg::TwinIs { errno, .. } = answer?
             && errno != 0
         {
             warn!(

@@ -109,8 +109,8 @@ impl Supervisor {
     }
 
     /// Looks at the process's descriptors, if a call came since the last look (see
-    /// [`Supervisor::look_at_tree`]): before anything goes home, before an open here, a removal
-    /// or a rename here, and before a call on a descriptor of the range is judged.
+    /// [`Supervisor::look_at_tree`]): before anything goes home, before an open here, and
+    /// before a call on a descriptor of the range is judged.
     pub(super) fn look_if_due(&mut self) {
         if self.tree.as_ref().is_some_and(|t| t.look_due) {
             crate::kernel::creds::root_again();
