@@ -449,28 +449,17 @@ fn held_op(op: MfsOp) -> Result<MfsOp, Result<MfsReply, Errno>> {
         (MfsOp::Stat { .. }, Some(t)) => t.map(|token| MfsOp::StatHeld { token }).map_err(Err),
         (MfsOp::Open { .. }, Some(t)) => t.map(|token| MfsOp::OpenHeld { token }).map_err(Err),
         (
-            MfsOp::SetAttr {
-                handle: Some(h),
-                mode,
-                uid,
-                gid,
-                size,
-                atime,
-                mtime,
-                ..
+            mut op @ MfsOp::SetAttr {
+                handle: Some(_), ..
             },
             Some(_),
-        ) => Ok(MfsOp::SetAttr {
+        ) => {
             // Done on the handle; the path is not used.
-            path: b"/".to_vec(),
-            handle: Some(h),
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-        }),
+            if let MfsOp::SetAttr { path, .. } = &mut op {
+                *path = b"/".to_vec();
+            }
+            Ok(op)
+        }
         _ => Err(Err(Errno::EPERM)),
     }
 }
