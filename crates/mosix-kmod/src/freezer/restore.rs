@@ -599,7 +599,8 @@ impl Restorer {
                 [
                     crate::kernel::seccomp::SET_MODE_FILTER,
                     crate::kernel::seccomp::FLAG_NEW_LISTENER
-                        | crate::kernel::seccomp::FLAG_WAIT_KILLABLE_RECV,
+                        | crate::kernel::seccomp::FLAG_WAIT_KILLABLE_RECV
+                        | crate::kernel::seccomp::FLAG_SPEC_ALLOW,
                     scratch,
                     0,
                     0,
