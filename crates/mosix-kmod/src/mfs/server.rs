@@ -148,6 +148,14 @@ struct HeldFile {
     file: OwnedFd,
 }
 
+impl HeldFile {
+    /// Whether it is served to a request of node `from` (`None`: this node's own mount) by
+    /// user `uid`: only its home's, by the process's user.
+    fn serves(&self, from: Option<NodeId>, uid: u32) -> bool {
+        Some(self.home) == from && self.uid == uid
+    }
+}
+
 impl Held {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HeldFile>> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
@@ -183,7 +191,7 @@ impl Held {
         let g = self.lock();
         let h = g
             .get(&token)
-            .filter(|h| Some(h.home) == from && h.uid == uid)
+            .filter(|h| h.serves(from, uid))
             .ok_or(Errno::ENOENT)?;
         Ok(MfsReply::Attr(attr_of(&nix::sys::stat::fstat(
             h.file.as_fd(),
@@ -200,10 +208,7 @@ impl Held {
         handles: &Handles,
     ) -> Result<MfsReply, Errno> {
         let mut g = self.lock();
-        if !g
-            .get(&token)
-            .is_some_and(|h| Some(h.home) == from && h.uid == uid)
-        {
+        if !g.get(&token).is_some_and(|h| h.serves(from, uid)) {
             return Err(Errno::ENOENT);
         }
         let h = g.remove(&token).ok_or(Errno::ENOENT)?;
