@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mosix_core::NodeId;
 use mosix_core::proto::seal::{self, Sealer, Session};
@@ -49,14 +50,13 @@ pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<(TcpStream, Sessio
         .into());
     };
     let attempt = async {
-        let sock = TcpSocket::new_v4().map_err(LinkError::Connect)?;
-        // Send from our map address, so the peer can check who we are.
-        sock.bind(SocketAddr::new(IpAddr::V4(ctx.my_addr), 0))
-            .map_err(LinkError::Connect)?;
-        let mut s = sock
-            .connect(SocketAddr::new(IpAddr::V4(addr), ctx.port))
-            .await
-            .map_err(LinkError::Connect)?;
+        let mut s = tcp_connect(
+            ctx.my_addr,
+            SocketAddr::new(IpAddr::V4(addr), ctx.port),
+            ctx.connect_timeout,
+        )
+        .await
+        .map_err(LinkError::Connect)?;
         let _ = s.set_nodelay(true);
         let session = client_handshake(&mut s, to, ctx).await?;
         Ok((s, session))
@@ -64,6 +64,62 @@ pub async fn connect(to: NodeId, ctx: &LinkContext) -> Result<(TcpStream, Sessio
     tokio::time::timeout(ctx.connect_timeout + HANDSHAKE_TIMEOUT, attempt)
         .await
         .map_err(|_| LinkError::Timeout)?
+}
+
+/// How long one attempt to open a TCP connection waits for the peer's answer before it sends
+/// another SYN on a new socket. The kernel's first retransmission comes after a second — as
+/// long as the whole default `link.connect_timeout_ms` — so one SYN dropped by a peer whose
+/// queue a flood filled would fail the connection. In a cluster's network an answer takes well
+/// under a millisecond; a quarter of a second without one means the SYN was lost.
+const SYN_WAIT: Duration = Duration::from_millis(250);
+
+/// The wait of the next attempt: [`SYN_WAIT`], or what is left before `deadline` if less.
+/// `None` when nothing is left.
+fn next_wait(deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then(|| left.min(SYN_WAIT))
+}
+
+/// Opens a TCP connection from our map address (so the peer can check who we are) to `to`
+/// within `timeout`, a new SYN every [`SYN_WAIT`]. Only a timed-out attempt is
+/// tried again: a refusal or an unreachable network is the answer.
+async fn tcp_connect(
+    me: Ipv4Addr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let wait = next_wait(deadline).ok_or_else(timed_out)?;
+        let sock = TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(IpAddr::V4(me), 0))?;
+        match tokio::time::timeout(wait, sock.connect(to)).await {
+            Ok(r) => return r,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// The blocking form of [`tcp_connect`].
+fn tcp_connect_blocking(
+    me: Ipv4Addr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<socket2::Socket> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let wait = next_wait(deadline).ok_or_else(timed_out)?;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.bind(&SocketAddr::new(IpAddr::V4(me), 0).into())?;
+        match sock.connect_timeout(&to.into(), wait) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            r => return r.map(|()| sock),
+        }
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")
 }
 
 /// Opens and authenticates a blocking link connection to `to` and asks it to take a process
@@ -81,12 +137,9 @@ pub fn connect_blocking(to: NodeId, ctx: &LinkContext, first: &LinkMsg) -> Resul
         ))
         .into());
     };
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(LinkError::Connect)?;
-    sock.bind(&SocketAddr::new(IpAddr::V4(ctx.my_addr), 0).into())
-        .map_err(LinkError::Connect)?;
-    sock.connect_timeout(
-        &SocketAddr::new(IpAddr::V4(addr), ctx.port).into(),
+    let sock = tcp_connect_blocking(
+        ctx.my_addr,
+        SocketAddr::new(IpAddr::V4(addr), ctx.port),
         ctx.connect_timeout,
     )
     .map_err(LinkError::Connect)?;
@@ -240,5 +293,59 @@ async fn peer_writer(
                 conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream as StdStream;
+
+    /// A listener whose queue is full drops a SYN; the connection is opened all the same when
+    /// the queue empties within the timeout, though the kernel would send its second SYN only
+    /// after a second, the whole timeout.
+    #[test]
+    fn a_dropped_syn_is_sent_again_within_the_timeout() {
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        l.listen(0).unwrap();
+        let at = l.local_addr().unwrap().as_socket().unwrap();
+        // Fill the queue: connections until one is not answered.
+        let mut queued = Vec::new();
+        let full =
+            (0..16).any(
+                |_| match StdStream::connect_timeout(&at, Duration::from_millis(150)) {
+                    Ok(s) => {
+                        queued.push(s);
+                        false
+                    }
+                    Err(_) => true,
+                },
+            );
+        assert!(full, "the listener's queue never filled");
+        let l = std::sync::Arc::new(l);
+        let acceptor = {
+            let l = std::sync::Arc::clone(&l);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                for _ in 0..queued.len() + 1 {
+                    let _ = l.accept();
+                }
+            })
+        };
+        let t = Instant::now();
+        let r = tcp_connect_blocking(Ipv4Addr::LOCALHOST, at, Duration::from_secs(1));
+        assert!(r.is_ok(), "{r:?} after {:?}", t.elapsed());
+        acceptor.join().unwrap();
+        // Nobody listening: the refusal is the answer, at once.
+        drop(l);
+        let t = Instant::now();
+        let r = tcp_connect_blocking(Ipv4Addr::LOCALHOST, at, Duration::from_secs(1));
+        assert_eq!(
+            r.map(drop).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        assert!(t.elapsed() < Duration::from_millis(900));
     }
 }
