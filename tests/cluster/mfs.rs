@@ -956,4 +956,56 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
         "node 3 did not let its file I/O run natively:\n{}",
         c.log(3)
     );
+
+    // Descriptors of home's in a tree: reads of its standard input (a file at home) and
+    // writes to its standard output, made natively on their placeholders and sent home; a
+    // private mapping of the input, read by a `read` right after it (from the mapped copy,
+    // standing at the number until the next notified call) and after that (home again).
+    reset_home_file();
+    let run = |mosrun: &[&str]| -> String {
+        let mut args: Vec<&str> = mosrun.to_vec();
+        args.extend(["/usr/bin/python3", "-c", PLACEHOLDERS]);
+        let out = c
+            .job(1, &args)
+            .stdin(std::fs::File::open(&home_file).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mosrun:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.log(3)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let reference = run(&["-L"]);
+    let away = run(&["-3", "-i"]);
+    assert_eq!(away, reference, "node 3's log:\n{}", c.log(3));
+    assert!(
+        reference.starts_with("b'home' b\"'s l\" b'ine\\n' b'home' 12\nline 0\n"),
+        "{reference}"
+    );
+    assert!(
+        c.log(3).contains("in a tree of its own"),
+        "python3 had no tree of its own at node 3:\n{}",
+        c.log(3)
+    );
 }
+
+/// Reads home's standard input around a private mapping of it (see the test above).
+const PLACEHOLDERS: &str = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+a = os.read(0, 4)
+p = libc.mmap(None, 4096, 1, 2, 0, 0)  # PROT_READ, MAP_PRIVATE
+b = os.read(0, 4)
+os.stat("/")
+c = os.read(0, 4)
+print(a, b, c, ctypes.string_at(p, 4), os.lseek(0, 0, os.SEEK_CUR), flush=True)
+for i in range(3):
+    os.write(1, b"line %d
+" % i)
+"#;

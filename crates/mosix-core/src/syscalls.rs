@@ -633,6 +633,11 @@ pub const DFSA_NATIVE: [Sysno; 21] = [
 /// opened there through MFS, and — failing alike — on a stand-in for a home directory or
 /// `O_PATH` descriptor. The supervisor keeps every number of the range one of those or free;
 /// other calls on them (seeks included: a directory's position is home's) are notified.
+///
+/// A guest with a tree of its own runs them natively on every descriptor, without a test of
+/// the number (so that the kernel's action cache lets them by without running the filter): each
+/// number home uses holds a placeholder of its trap there, which sends a read or a write back
+/// to the supervisor to be made again, notified (`mosix_kmod::mfs::trap`).
 pub const NATIVE_IO: [Sysno; 10] = [
     Sysno::read,
     Sysno::write,
@@ -757,10 +762,11 @@ pub const TREE_AT: [Sysno; 8] = [
 /// The calls of [`TREE_AT`] with a second directory descriptor, their third argument.
 pub const TREE_AT2: [Sysno; 2] = [Sysno::renameat, Sysno::renameat2];
 
-/// Whether `nr` is one of the calls a tree runs natively ([`TREE_PLAIN`], [`TREE_AT`]): the
-/// calls its trap may send back to be made again.
+/// Whether `nr` is one of the calls a tree runs natively ([`TREE_PLAIN`], [`TREE_AT`], and
+/// [`NATIVE_IO`] on any descriptor): the calls its trap may send back to be made again.
 pub fn tree_native(nr: u64) -> bool {
-    Sysno::new(nr as usize).is_some_and(|s| TREE_PLAIN.contains(&s) || TREE_AT.contains(&s))
+    Sysno::new(nr as usize)
+        .is_some_and(|s| TREE_PLAIN.contains(&s) || TREE_AT.contains(&s) || NATIVE_IO.contains(&s))
 }
 
 /// What a forwarded call does to the process's table of descriptors at home.

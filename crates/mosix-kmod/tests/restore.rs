@@ -156,7 +156,7 @@ fn under_the_filter_writes_come_to_the_listener() {
         (0, 0, 0, Some(0), Some(0))
     );
     assert!(st.groups.is_empty());
-    let listener = seccomp::Listener::from_fd(restore::take_listener(spid, lfd.unwrap()).unwrap());
+    let listener = seccomp::Listener::from_fd(lfd.unwrap().1);
     t.detach(None).unwrap();
     prog.kill().unwrap();
     prog.wait().unwrap();

@@ -1,7 +1,8 @@
 //! A guest's tree of its own, on this machine: a child process in a tree (its node's files
 //! idmapped to its owner, the trap everywhere else) under the tree's filter opens, creates,
 //! renames and removes files of the data natively with exactly its owner's rights, and a path
-//! into the trap comes back to the supervisor as a notified call made again.
+//! into the trap, or a read or a write on one of its placeholders, comes back to the
+//! supervisor as a notified call made again.
 #![allow(clippy::unwrap_used)]
 
 use std::ffi::CString;
@@ -31,7 +32,7 @@ fn root_or_skip() -> bool {
 }
 
 /// What the guest reports, one byte per check (1: as expected).
-const CHECKS: usize = 10;
+const CHECKS: usize = 12;
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
@@ -93,6 +94,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
     let (to_parent_rd, to_parent_wr) = nix::unistd::pipe().unwrap();
     let (go_rd, go_wr) = nix::unistd::pipe().unwrap();
     let slash = c"/";
+    let placeholder = c(&Path::new("/").join(mosix_kmod::mfs::trap::PLACEHOLDER));
     // SAFETY: the child makes system calls only, on values made before the fork.
     match unsafe { nix::unistd::fork() }.unwrap() {
         // SAFETY: raw system calls on buffers and strings of this process, then _exit.
@@ -107,6 +109,12 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
                 libc::_exit(2);
             }
             libc::close(nsfd);
+            // A placeholder of the trap, as the stub opens them (not yet a guest: a plain
+            // answer).
+            let ph = libc::open(placeholder.as_ptr(), libc::O_RDWR);
+            if ph < 0 {
+                libc::_exit(4);
+            }
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(OWNER, OWNER, OWNER) != 0
                 || libc::setresuid(GUEST, GUEST, GUEST) != 0
@@ -166,6 +174,13 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             // 9: an unnamed file, natively.
             let t = libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR, 0o600);
             r[9] = u8::from(t >= 0 && libc::write(t, b"t".as_ptr().cast(), 1) == 1);
+            // 10, 11: a read and a write on the placeholder run natively, reach the trap and
+            // come back to the supervisor, made again and notified: it answers ENOTSUP.
+            r[10] = u8::from(
+                libc::read(ph, buf.as_mut_ptr().cast(), 8) < 0 && errno() == libc::ENOTSUP,
+            );
+            r[11] =
+                u8::from(libc::write(ph, b"w".as_ptr().cast(), 1) < 0 && errno() == libc::ENOTSUP);
             libc::write(out, r.as_ptr().cast(), CHECKS);
             libc::_exit(0)
         },
@@ -178,7 +193,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             let l = Listener::from_fd(seccomp::take_fd(pid, i32::from_le_bytes(b4)).unwrap());
             let waiting = trap.watch(pid).unwrap();
             nix::unistd::write(&go_wr, &[1]).unwrap();
-            let (mut made_again, mut notified) = (0, 0);
+            let (mut made_again, mut notified, mut io_again) = (0, 0, 0);
             let mut report = Vec::new();
             let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while std::time::Instant::now() < end {
@@ -216,6 +231,9 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
                     }
                     assert!(n.again, "{n:?}");
                     notified += 1;
+                    if mosix_core::syscalls::is_native_io(i64::from(n.nr)) {
+                        io_again += 1;
+                    }
                     l.reply(n.id, -i64::from(libc::ENOTSUP)).unwrap();
                 }
                 if fds[2].revents != 0 {
@@ -234,7 +252,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             drop(go_wr);
             assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
             assert_eq!(report, vec![1u8; CHECKS], "checks 0..{CHECKS}");
-            assert_eq!((made_again, notified), (2, 2));
+            assert_eq!((made_again, notified, io_again), (4, 4, 2));
             let kept = std::fs::metadata(d.join("moved")).unwrap();
             assert_eq!((kept.uid(), kept.gid()), (OWNER, OWNER));
             assert!(!d.join("made").exists() && !d.join("kept").exists());

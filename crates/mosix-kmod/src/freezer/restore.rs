@@ -484,14 +484,15 @@ impl Restorer {
 
     /// Phase 3. For a stub (`stub` given), also its lock-down (see [`StubSetup`]) and the
     /// seccomp filter;
-    /// returns the tracee stopped with the image's registers, ready to be let go, and the number
-    /// of the filter's listener descriptor inside the tracee. On failure the tracee is killed
+    /// returns the tracee stopped with the image's registers, ready to be let go, and the
+    /// filter's listener with the number it had inside the tracee (where, with a tree of its
+    /// own, it is closed again: see [`TreeJoin::placeholders`]). On failure the tracee is killed
     /// (unless it was lost on the way: removing our area failed).
     pub fn finish(
         mut self,
         h: &ImageHeader,
         stub: Option<&StubSetup<'_>>,
-    ) -> Result<(Stopped, Option<i32>)> {
+    ) -> Result<(Stopped, Option<(i32, OwnedFd)>)> {
         let pid = self.pid;
         if let Some(mut u) = self.sink.take() {
             u.unregister_all().map_err(|source| Error::Mem {
@@ -614,7 +615,20 @@ impl Restorer {
                 );
                 return Err(self.unexpected(what));
             }
-            listener = Some(fd as i32);
+            let fd = fd as i32;
+            let taken = take_listener(self.pid, fd)
+                .map_err(|e| self.unexpected(format!("taking the filter's listener: {e}")))?;
+            if setup.tree.is_some() {
+                // With a tree, every number below it holds a placeholder: the listener is of the
+                // native range, where reads and writes run natively. Its copy goes (a close of a
+                // number of the range runs natively under the tree's filter).
+                self.must(
+                    libc::SYS_close,
+                    [fd as u64, 0, 0, 0, 0, 0],
+                    "closing the listener's copy",
+                )?;
+            }
+            listener = Some((fd, taken));
         }
         // Last: extended state, mask, registers, and our area gone.
         let t = self.tracee.get()?;
@@ -889,31 +903,28 @@ impl Restorer {
         Ok(())
     }
 
-    /// Fills the numbers home uses with placeholders (the tree's root, `O_PATH`), so that the
-    /// process's own kernel gives a file it opens the number home would: called with no
-    /// descriptor open, so the first open is number 0, which is closed again after (the
-    /// filter's listener takes it).
+    /// Fills number 0 and the others home uses with placeholders (the trap's, opened for
+    /// reading and writing: the process's reads and writes on them run natively and the trap
+    /// sends them back, to be made at home), so that the process's own kernel gives a file it
+    /// opens the number home would: called with no descriptor open, so the first open is
+    /// number 0.
     fn placeholders(&mut self, numbers: &[u32]) -> Result<()> {
-        if numbers.is_empty() {
-            return Ok(());
-        }
-        self.scratch_write(b"/\0")?;
+        let mut path = format!("/{}", crate::mfs::trap::PLACEHOLDER).into_bytes();
+        path.push(0);
+        self.scratch_write(&path)?;
         let scratch = self.area.scratch();
-        let p = self.call(
-            libc::SYS_open,
-            [scratch, (libc::O_PATH | libc::O_CLOEXEC) as u64, 0, 0, 0, 0],
-        )?;
+        let p = self.call(libc::SYS_open, [scratch, libc::O_RDWR as u64, 0, 0, 0, 0])?;
         if p != 0 {
             return Err(self.unexpected(format!("a placeholder opened as {p}, not 0")));
         }
-        for &k in numbers {
+        for &k in numbers.iter().filter(|&&k| k != 0) {
             self.must(
                 libc::SYS_dup2,
                 [0, u64::from(k), 0, 0, 0, 0],
                 "placing a placeholder",
             )?;
         }
-        self.must(libc::SYS_close, [0, 0, 0, 0, 0, 0], "close")
+        Ok(())
     }
 
     /// Gives up (after a failure elsewhere, such as the page stream breaking off): the tracee
@@ -952,7 +963,9 @@ pub struct TreeJoin {
     pub groups: Vec<u32>,
     /// Its umask at home.
     pub umask: u32,
-    /// The descriptor numbers home uses, where placeholders stand.
+    /// The descriptor numbers home uses but 0, where placeholders stand (at 0 too: home's
+    /// descriptor 0 is in use whenever a process gets a tree). The filter's listener then
+    /// lands on a number of the native range, and its copy is closed there.
     pub placeholders: Vec<u32>,
 }
 
@@ -966,6 +979,6 @@ fn last_cap() -> u32 {
 }
 
 /// Takes the seccomp listener out of a restored stub.
-pub fn take_listener(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+fn take_listener(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
     crate::kernel::seccomp::take_fd(pid, fd)
 }

@@ -99,6 +99,7 @@ fn tree_calls() -> Vec<u32> {
     syscalls::TREE_PLAIN
         .iter()
         .chain(&syscalls::TREE_AT)
+        .chain(&syscalls::NATIVE_IO)
         .filter_map(|s| u32::try_from(s.id()).ok())
         .collect()
 }
@@ -128,11 +129,12 @@ const OFF_ARG3_LO: u32 =
 /// and fails here with `EBADF`, as it would at home.
 ///
 /// With `tree` too (and a range), the process has a tree of its own ([`super::tree`]): the
-/// path calls of [`syscalls::TREE_PLAIN`] run natively, those of [`syscalls::TREE_AT`] (and
-/// `close`) when their directory descriptors ([`syscalls::TREE_AT2`]: both) are `AT_FDCWD` or
-/// numbers of the range; and a call of those made again with [`AGAIN`] set in its number — by
-/// the trap, through [`super::again`] — is notified, where any other x32 number is answered
-/// `ENOSYS`.
+/// path calls of [`syscalls::TREE_PLAIN`] run natively, and the reads and writes whatever
+/// their descriptor (every number home uses holds a placeholder of the trap), those of
+/// [`syscalls::TREE_AT`] (and `close`) when their directory descriptors
+/// ([`syscalls::TREE_AT2`]: both) are `AT_FDCWD` or numbers of the range; and a call of those
+/// made again with [`AGAIN`] set in its number — by the trap, through [`super::again`] — is
+/// notified, where any other x32 number is answered `ENOSYS`.
 pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
     let tree = tree && native.is_some();
     let prctl = libc::SYS_prctl as u32;
@@ -143,9 +145,12 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
         .filter(|nr| *nr != prctl)
         .collect();
     if tree {
+        // Whatever their arguments: the kernel's action cache then lets the reads and writes
+        // by without running this program (60-75 ns a call here, docs/mfs.md).
         local.extend(
             syscalls::TREE_PLAIN
                 .iter()
+                .chain(&syscalls::NATIVE_IO)
                 .filter_map(|s| u32::try_from(s.id()).ok()),
         );
     }
@@ -204,11 +209,14 @@ pub fn program(native: Option<&NativeIo>, tree: bool) -> Vec<Insn> {
     if native.is_some() {
         // A chain of tests of the native calls, each jumping to the descriptor test after
         // it; no match jumps over that test to the rest of the program.
-        let calls: Vec<u32> = syscalls::NATIVE_IO
-            .iter()
-            .chain(if tree { &syscalls::TREE_AT[..] } else { &[] })
-            .filter_map(|s| u32::try_from(s.id()).ok())
-            .collect();
+        let calls: Vec<u32> = if tree {
+            &syscalls::TREE_AT[..]
+        } else {
+            &syscalls::NATIVE_IO[..]
+        }
+        .iter()
+        .filter_map(|s| u32::try_from(s.id()).ok())
+        .collect();
         let m = calls.len();
         for (i, nr) in calls.iter().enumerate() {
             let to_test = (m - i - 1) + 1;
@@ -634,6 +642,19 @@ mod tests {
     }
 
     fn run_args(p: &[Insn], arch: u32, nr: u32, args: [u64; 4]) -> u32 {
+        run_traced(p, arch, nr, args).0
+    }
+
+    /// Whether the kernel's action cache lets call `nr` by without running the program: its
+    /// way to "allow" reads the arch and the number only (the kernel emulates the program so,
+    /// and any load of an argument ends the emulation: `seccomp_is_const_allow`).
+    fn cached(p: &[Insn], nr: u32) -> bool {
+        run_traced(p, AUDIT_ARCH_X86_64, nr, [0; 4]) == (RET_ALLOW, false)
+    }
+
+    /// [`run_args`], and whether an argument was loaded on the way.
+    fn run_traced(p: &[Insn], arch: u32, nr: u32, args: [u64; 4]) -> (u32, bool) {
+        let mut loaded_arg = false;
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
@@ -648,9 +669,10 @@ mod tests {
             match i.code {
                 BPF_LD_W_ABS => {
                     let o = k as usize;
+                    loaded_arg |= o >= 16;
                     acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
                 }
-                BPF_RET_K => return k,
+                BPF_RET_K => return (k, loaded_arg),
                 BPF_JA => pc += k as usize,
                 c if c == alu_and(0).code => acc &= k,
                 BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
@@ -757,6 +779,10 @@ mod tests {
         assert_eq!(run(&fast, AUDIT_ARCH_X86_64, 0x4000_0000, 0), RET_ENOSYS);
     }
 
+    fn is_io(nr: u32) -> bool {
+        syscalls::is_native_io(i64::from(nr))
+    }
+
     #[test]
     fn a_tree_runs_its_path_calls_natively_and_a_call_made_again_is_notified() {
         let range = NativeIo {
@@ -767,7 +793,20 @@ mod tests {
         };
         let tree = program(Some(&range), true);
         let fast = program(Some(&range), false);
-        let plain: Vec<u32> = syscalls::TREE_PLAIN.iter().map(|s| s.id() as u32).collect();
+        // The path calls without a descriptor, and the reads and writes on any: allowed
+        // whatever their arguments, so that the kernel caches them.
+        let plain: Vec<u32> = syscalls::TREE_PLAIN
+            .iter()
+            .chain(&syscalls::NATIVE_IO)
+            .map(|s| s.id() as u32)
+            .collect();
+        for &nr in &plain {
+            assert!(cached(&tree, nr), "{nr} is not cached");
+            assert!(
+                !cached(&fast, nr) || !is_io(nr),
+                "{nr} is cached without a tree"
+            );
+        }
         let at: Vec<u32> = syscalls::TREE_AT.iter().map(|s| s.id() as u32).collect();
         let two: Vec<u32> = syscalls::TREE_AT2.iter().map(|s| s.id() as u32).collect();
         let fds = [0u64, 6, 7, 8, 9, 1000, 1001, 0xffff_ff9c, 0x1_0000_0008];

@@ -27,13 +27,20 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation,
     INodeNo, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request, TimeOrNow,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use tracing::{debug, info};
 
 /// How long the kernel keeps an entry of the skeleton: as long as it likes (a mount stands on
 /// each of the data's directories; the skeleton never changes).
 const SKELETON_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The name of the placeholder in the trap's root, for the node service and a stub (a guest's
+/// lookup of it is sent back like any other name's).
+pub const PLACEHOLDER: &str = ".mosix-placeholder";
+
+/// The placeholder's inode: above any the skeleton can have.
+const PLACEHOLDER_INO: u64 = 1 << 62;
 
 /// A request of a guest to send back to its supervisor: the guest's pid (the caller's thread)
 /// and how to end the request (failing it; the guest then stops as its call returns).
@@ -136,6 +143,17 @@ impl Skeleton {
     }
 }
 
+/// The placeholder: a file anyone may open for reading and writing (the node service and a
+/// stub, whose requests get plain answers), whose every read and write by a guest is sent back.
+fn placeholder_attr() -> FileAttr {
+    FileAttr {
+        kind: FileType::RegularFile,
+        perm: 0o666,
+        nlink: 1,
+        ..dir_attr(PLACEHOLDER_INO)
+    }
+}
+
 fn dir_attr(ino: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -207,6 +225,7 @@ failing!(
     ReplyEntry,
     ReplyAttr,
     ReplyData,
+    ReplyWrite,
     ReplyEmpty,
     ReplyOpen,
     ReplyStatfs,
@@ -228,7 +247,17 @@ impl Filesystem for TrapFs {
             return;
         }
         if let Some(r) = self.send_back(req, reply) {
-            r.error(Errno::ENOENT);
+            if parent == INodeNo::ROOT && name == PLACEHOLDER {
+                // Not kept: a guest's next lookup of the name is asked again (and sent back).
+                r.entry_with_ttls(
+                    &Duration::ZERO,
+                    &Duration::ZERO,
+                    &placeholder_attr(),
+                    Generation(0),
+                );
+            } else {
+                r.error(Errno::ENOENT);
+            }
         }
     }
 
@@ -236,6 +265,8 @@ impl Filesystem for TrapFs {
         if let Some(r) = self.send_back(req, reply) {
             if self.skeleton.has(ino.0) {
                 r.attr(&Duration::ZERO, &dir_attr(ino.0));
+            } else if ino.0 == PLACEHOLDER_INO {
+                r.attr(&Duration::ZERO, &placeholder_attr());
             } else {
                 r.error(Errno::ENOENT);
             }
@@ -353,10 +384,64 @@ impl Filesystem for TrapFs {
         }
     }
 
-    fn open(&self, req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if let Some(r) = self.send_back(req, reply) {
-            r.error(Errno::EACCES);
+            if ino.0 == PLACEHOLDER_INO {
+                // Direct: every read and write comes here, none stays in a cache.
+                r.opened(FileHandle(0), fuser::FopenFlags::FOPEN_DIRECT_IO);
+            } else {
+                r.error(Errno::EACCES);
+            }
         }
+    }
+
+    /// A read of a placeholder: a guest's is sent back (made again, notified, it goes home,
+    /// where the descriptor is); anyone else's fails.
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        if let Some(r) = self.send_back(req, reply) {
+            r.error(Errno::EIO);
+        }
+    }
+
+    /// A write to a placeholder, as [`TrapFs::read`].
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if let Some(r) = self.send_back(req, reply) {
+            r.error(Errno::EIO);
+        }
+    }
+
+    /// A close of a placeholder (home closed the descriptor; the supervisor let the close run
+    /// here too): nothing to do.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -4,11 +4,23 @@
 use std::os::fd::AsRawFd;
 
 use mosix_core::proto::Reply;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::supervisor::{MapFile, Supervisor};
 use crate::kernel::seccomp::Notif;
 use crate::split::forward::Marshalled;
+
+/// The copy of a mapped file standing at the process's descriptor number until the next
+/// notification ([`Supervisor::put_back_stale`]).
+#[derive(Debug)]
+pub(super) struct StaleMap {
+    /// The number.
+    pub(super) fd: i32,
+    /// For a home file opened here through MFS, that file, to put back.
+    pub(super) back: Option<std::os::fd::OwnedFd>,
+    /// With a tree of its own, home's offset when the copy took the number.
+    pub(super) home_at: Option<u64>,
+}
 
 /// The most bytes of home files one guest may have copied here for its file mappings. The
 /// copies are made by the supervisor, so they are charged to the service, not to the guests'
@@ -63,9 +75,23 @@ impl Supervisor {
             return Err(MapFile::Home);
         }
         // A home file opened here through MFS is read natively through the copy until it is
-        // put back (see below): the whole file is copied.
+        // put back (see below): the whole file is copied. So is a file of home's with a tree
+        // of its own, whose reads run natively on any number: until the copy is put back,
+        // they read it, from home's offset.
         let through = self.dfsa.as_ref().is_some_and(|d| d.is_through(fd));
-        let (off, end) = if through {
+        let home_at = if self.tree.is_some() && !through {
+            let at = self.call(
+                libc::SYS_lseek,
+                [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0],
+            )?;
+            if at.ret < 0 {
+                return Err(MapFile::Home);
+            }
+            Some(at.ret as u64)
+        } else {
+            None
+        };
+        let (off, end) = if through || home_at.is_some() {
             (0, size)
         } else {
             (off, off.saturating_add(n.args[1]).min(size))
@@ -112,8 +138,10 @@ impl Supervisor {
             }
             at += data.len() as u64;
         }
-        let memfd = if shared {
-            // A read-only description of the copy: the mapping can never be made writable.
+        let memfd = if shared || home_at.is_some() {
+            // A read-only description of the copy: a shared mapping can never be made
+            // writable, and a write of a tree's process before the copy is put back fails
+            // (`EBADF`) rather than going into the copy. A private mapping needs no more.
             match std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd())) {
                 Ok(ro) => ro,
                 Err(_) => return Err(MapFile::Home),
@@ -137,6 +165,11 @@ impl Supervisor {
         } else {
             None
         };
+        if let Some(at) = home_at
+            && nix::unistd::lseek(&memfd, at as i64, nix::unistd::Whence::SeekSet).is_err()
+        {
+            return Err(MapFile::Home);
+        }
         if let Err(e) = self.listener.add_fd(n.id, memfd.as_raw_fd(), fd) {
             debug!("installing the copy of a mapped file: {e}");
             return Err(MapFile::Home);
@@ -144,8 +177,73 @@ impl Supervisor {
         self.tree_saw(fd);
         let _ = self.listener.allow(n);
         // Once the mmap has run, the copy needs no descriptor of its own in the process.
-        self.stale_map_fd = Some((fd, back));
+        self.stale_map_fd = Some(StaleMap { fd, back, home_at });
         Ok(())
+    }
+
+    /// At the next notification after a file mapping: the copy leaves the descriptor's number
+    /// (so that an unmapped copy is freed), and what stood there comes back — the file it
+    /// stood for, at the offset the copy has now (reads may have moved it), or a placeholder,
+    /// home then taking the copy's offset if reads moved it. (With a tree of its own the
+    /// process may have closed the number natively since: then nothing is put back, and the
+    /// look at its descriptors closes the file at home.)
+    pub(super) fn put_back_stale(&mut self, n: &Notif) {
+        let Some(s) = self.stale_map_fd.take() else {
+            return;
+        };
+        if self.tree.is_some() && !self.copy_still_at(s.fd) {
+            return;
+        }
+        let pos = crate::kernel::seccomp::take_fd(self.pid(), s.fd)
+            .ok()
+            .and_then(|c| nix::unistd::lseek(&c, 0, nix::unistd::Whence::SeekCur).ok());
+        match s.back {
+            Some(file) => {
+                if let Some(pos) = pos {
+                    let _ = nix::unistd::lseek(&file, pos, nix::unistd::Whence::SeekSet);
+                }
+                let _ = self.listener.add_fd(n.id, file.as_raw_fd(), s.fd);
+            }
+            None => {
+                let _ = self
+                    .listener
+                    .add_fd(n.id, self.placeholder.as_raw_fd(), s.fd);
+                if let (Some(was), Some(now)) = (s.home_at, pos)
+                    && now as u64 != was
+                {
+                    let set = [s.fd as u64, now as u64, libc::SEEK_SET as u64, 0, 0, 0];
+                    match self.call(libc::SYS_lseek, set) {
+                        Ok(r) if r.ret == now => {}
+                        Ok(r) => warn!(
+                            "{} ({}): descriptor {}: home's offset could not follow the reads \
+                             of its mapped copy ({now}): {}",
+                            self.h.comm,
+                            self.pid(),
+                            s.fd,
+                            r.ret
+                        ),
+                        Err(_) => warn!(
+                            "{} ({}): descriptor {}: home's offset could not follow the reads \
+                             of its mapped copy ({now}): no answer from home",
+                            self.h.comm,
+                            self.pid(),
+                            s.fd
+                        ),
+                    }
+                }
+            }
+        }
+        self.tree_saw(s.fd);
+    }
+
+    /// Whether the copy of a mapped file is still at number `fd` of the process (its own
+    /// kernel may have closed it: `close` of the range is native with a tree of its own).
+    fn copy_still_at(&self, fd: i32) -> bool {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid())).is_ok_and(|p| {
+            p.as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"/memfd:mosix-map")
+        })
     }
 
     /// A call home made by the supervisor itself (not by the process).

@@ -166,10 +166,21 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 },
             );
             let pid = child.id() as i32;
-            let placeholder = match std::fs::File::open("/dev/null") {
+            // What stands here at a number of home's. With a tree of its own, the trap's
+            // placeholder: reads and writes run natively there, and the trap sends them back.
+            let trap = env.dfsa.as_ref().and_then(|d| d.trap.as_ref());
+            let path = match (&own_tree, trap) {
+                (Some(_), Some(trap)) => trap.at().join(crate::mfs::trap::PLACEHOLDER),
+                _ => std::path::PathBuf::from("/dev/null"),
+            };
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(own_tree.is_some())
+                .open(&path);
+            let placeholder = match opened {
                 Ok(f) => f,
                 Err(e) => {
-                    warn!("/dev/null: {e}");
+                    warn!("{}: {e}", path.display());
                     let _ = tx.send(&ProcMsg::Kill);
                     return;
                 }
@@ -206,7 +217,7 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 && let (Some(n), Some(d)) = (&s.native_from, &mut s.dfsa)
             {
                 // Home's numbers, as the range says them exactly: a placeholder stands at each
-                // (and the listener's copy at 0), and the process's kernel gives the others.
+                // (0 among them), and the process's kernel gives the others.
                 let used: Vec<i32> = (0..n.from as i32)
                     .chain(n.except.iter().map(|&x| x as i32))
                     .collect();
@@ -216,16 +227,23 @@ pub fn accept(stream: link::Conn, from: NodeId, env: GuestEnv) {
                 d.table.set(Some(used), n.umask);
             }
             if let Some(n) = &s.native_from {
-                info!(
-                    "{} (pid {pid}): file I/O on descriptors from {}{} runs natively",
-                    s.h.comm,
-                    n.from,
-                    if n.except.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" but {:?}", n.except)
-                    }
-                );
+                if s.tree.is_some() {
+                    info!(
+                        "{} (pid {pid}): in a tree of its own, file I/O runs natively on \
+                         every descriptor (home's placeholders send it home), opens and closes \
+                         on those from {}{}",
+                        s.h.comm,
+                        n.from,
+                        but(&n.except)
+                    );
+                } else {
+                    info!(
+                        "{} (pid {pid}): file I/O on descriptors from {}{} runs natively",
+                        s.h.comm,
+                        n.from,
+                        but(&n.except)
+                    );
+                }
                 if let Some(d) = &mut s.dfsa {
                     d.native_io();
                 }
@@ -483,8 +501,8 @@ fn take(
         t.kill();
         return Err(fail(&mut child, here("locking the guest down", &why)));
     }
-    if let (Some(n), Some(fd)) = (&native_from, lfd)
-        && n.covers(i64::from(fd))
+    if let (Some(n), Some((fd, _)), None) = (&native_from, &lfd, &joined)
+        && n.covers(i64::from(*fd))
     {
         t.kill();
         return Err(fail(
@@ -495,12 +513,8 @@ fn take(
             ),
         ));
     }
-    let listener = match lfd.map(|fd| restore::take_listener(pid, fd)) {
-        Some(Ok(fd)) => Listener::from_fd(fd),
-        Some(Err(e)) => {
-            t.kill();
-            return Err(fail(&mut child, here("taking the listener", &e)));
-        }
+    let listener = match lfd {
+        Some((_, fd)) => Listener::from_fd(fd),
         None => {
             t.kill();
             return Err(fail(
@@ -725,4 +739,13 @@ fn rejoin(
         .set_read_timeout(None)
         .map_err(|e| lost(e.to_string()))?;
     Ok((tx, rx))
+}
+
+/// How a native range's left-out numbers are said after its first number.
+fn but(except: &[u32]) -> String {
+    if except.is_empty() {
+        String::new()
+    } else {
+        format!(" but {except:?}")
+    }
 }

@@ -34,9 +34,8 @@ pub(super) struct Supervisor {
     /// Home asked it to move on to this node, with this token.
     pub(super) move_to: Option<(NodeId, u64)>,
     pub(super) h: ImageHeader,
-    /// A descriptor number that holds the memfd of the last file mapping, and — for a home
-    /// file opened here through MFS — that file, to put back at the number.
-    pub(super) stale_map_fd: Option<(i32, Option<std::os::fd::OwnedFd>)>,
+    /// The copy of the last file mapping, at the descriptor's number.
+    pub(super) stale_map_fd: Option<super::mapping::StaleMap>,
     /// What replaces it.
     pub(super) placeholder: std::fs::File,
     pub(super) tx: Sender,
@@ -431,31 +430,7 @@ impl Supervisor {
         if !path_or_close || self.stale_map_fd.is_some() {
             crate::kernel::creds::root_again();
         }
-        if let Some((fd, back)) = self.stale_map_fd.take()
-            && (self.tree.is_none() || self.copy_still_at(fd))
-        {
-            // The memfd of the last file mapping: replace it with a cheap placeholder, so that
-            // an unmapped copy is freed — or with the file it stood for, at the offset the
-            // copy has now (reads may have moved it). (With a tree of its own the process may
-            // have closed it natively since: then nothing is put back, and the look at its
-            // descriptors closes the file at home.)
-            match back {
-                Some(file) => {
-                    if let Some(pos) = crate::kernel::seccomp::take_fd(self.pid(), fd)
-                        .ok()
-                        .and_then(|c| nix::unistd::lseek(&c, 0, nix::unistd::Whence::SeekCur).ok())
-                    {
-                        let _ = nix::unistd::lseek(&file, pos, nix::unistd::Whence::SeekSet);
-                    }
-                    let _ = self.listener.add_fd(n.id, file.as_raw_fd(), fd);
-                    self.tree_saw(fd);
-                }
-                None => {
-                    let _ = self.listener.add_fd(n.id, self.placeholder.as_raw_fd(), fd);
-                    self.tree_saw(fd);
-                }
-            }
-        }
+        self.put_back_stale(&n);
         if let Some(r) = self.signal_to_self(&n) {
             let _ = self.listener.reply(n.id, r);
             return None;
@@ -767,16 +742,6 @@ impl Supervisor {
                 }))
             }
         }
-    }
-
-    /// Whether the copy of a mapped file is still at number `fd` of the process (its own
-    /// kernel may have closed it: `close` of the range is native with a tree of its own).
-    fn copy_still_at(&self, fd: i32) -> bool {
-        std::fs::read_link(format!("/proc/{}/fd/{fd}", self.pid())).is_ok_and(|p| {
-            p.as_os_str()
-                .as_encoded_bytes()
-                .starts_with(b"/memfd:mosix-map")
-        })
     }
 
     /// With a tree of its own: a descriptor a forwarded call made at home outside the native
