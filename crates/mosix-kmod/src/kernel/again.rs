@@ -59,6 +59,25 @@ pub fn make_again(
     mine: impl Fn(u64) -> bool,
     answer: impl FnOnce(),
 ) -> ptrace::Result<Again> {
+    remake(pid, mine, answer, true)
+}
+
+/// Makes a call that came marked [`AGAIN`] once more, plain, as [`make_again`] does: for a
+/// call the supervisor would let run as made (`SECCOMP_USER_NOTIF_FLAG_CONTINUE` would run it
+/// as an x32 call). `answer` ends the notification, failing it with `EINTR`; the same
+/// instruction then runs call `nr` unmarked, which the tree's filter lets by (a read or a write
+/// on a number where the supervisor has just put the file itself).
+pub fn make_plain(pid: i32, nr: u64, answer: impl FnOnce()) -> ptrace::Result<Again> {
+    remake(pid, |x| x == nr, answer, false)
+}
+
+/// [`make_again`], the number marked or not (`mine` is asked about it unmarked).
+fn remake(
+    pid: i32,
+    mine: impl Fn(u64) -> bool,
+    answer: impl FnOnce(),
+    mark: bool,
+) -> ptrace::Result<Again> {
     let running = match ptrace::seize(pid, nix::sys::ptrace::Options::empty()) {
         Ok(r) => r,
         Err(e) => {
@@ -75,8 +94,13 @@ pub fn make_again(
     let stopped = running.wait_interrupt(|s, _| sigs.push(s))?;
     let mut r = stopped.regs()?;
     let nr = r.0[Regs::ORIG_RAX];
-    let made = if nr <= u64::from(u32::MAX) && mine(nr) && cut_short(r.0[Regs::RAX]) {
-        r.0[Regs::RAX] = nr | u64::from(AGAIN);
+    let plain = nr & !u64::from(AGAIN);
+    let made = if nr <= u64::from(u32::MAX) && mine(plain) && cut_short(r.0[Regs::RAX]) {
+        r.0[Regs::RAX] = if mark {
+            plain | u64::from(AGAIN)
+        } else {
+            plain
+        };
         r.0[Regs::RIP] = r.0[Regs::RIP].wrapping_sub(2);
         r.0[Regs::ORIG_RAX] = u64::MAX;
         stopped.set_regs(&r)?;

@@ -387,8 +387,13 @@ impl Filesystem for TrapFs {
     fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if let Some(r) = self.send_back(req, reply) {
             if ino.0 == PLACEHOLDER_INO {
-                // Direct: every read and write comes here, none stays in a cache.
-                r.opened(FileHandle(0), fuser::FopenFlags::FOPEN_DIRECT_IO);
+                // Direct: every read and write comes here, none stays in a cache. No flush at
+                // a close: the node service holds placeholders too, and a service exiting
+                // would wait for its own trap's answer to one (as for MFS's files).
+                r.opened(
+                    FileHandle(0),
+                    fuser::FopenFlags::FOPEN_DIRECT_IO | fuser::FopenFlags::FOPEN_NOFLUSH,
+                );
             } else {
                 r.error(Errno::EACCES);
             }
@@ -431,8 +436,8 @@ impl Filesystem for TrapFs {
         }
     }
 
-    /// A close of a placeholder (home closed the descriptor; the supervisor let the close run
-    /// here too): nothing to do.
+    /// A close of a placeholder, on a kernel that does not know `FOPEN_NOFLUSH`: nothing to
+    /// do.
     fn flush(
         &self,
         _req: &Request,

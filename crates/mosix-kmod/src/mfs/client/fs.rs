@@ -19,6 +19,13 @@ use super::{
 };
 use crate::link::snapshot;
 
+/// How a file of MFS is opened in the kernel: direct (every read and write goes to the owner,
+/// the one cache), and without `FLUSH` at each close (`FOPEN_NOFLUSH`, Linux 5.16): every
+/// write reached the owner before it returned, so a flush has nothing to do, and a close that
+/// waited for one would hang when the service is gone — or is itself exiting, closing a file
+/// of its own mount that its own threads can no longer answer.
+const FILE_OPEN: FopenFlags = FopenFlags::FOPEN_DIRECT_IO.union(FopenFlags::FOPEN_NOFLUSH);
+
 impl Filesystem for MfsClient {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = (|| {
@@ -300,7 +307,7 @@ impl Filesystem for MfsClient {
         match r {
             Ok(h) => {
                 self.opened().entry(ino.0).or_default().push(h);
-                reply.opened(FileHandle(h), FopenFlags::FOPEN_DIRECT_IO);
+                reply.opened(FileHandle(h), FILE_OPEN);
             }
             Err(e) => reply.error(fe(e)),
         }
@@ -614,13 +621,7 @@ impl Filesystem for MfsClient {
         match r {
             Ok((a, h)) => {
                 self.opened().entry(a.ino.0).or_default().push(h);
-                reply.created(
-                    &TTL,
-                    &a,
-                    Generation(0),
-                    FileHandle(h),
-                    FopenFlags::FOPEN_DIRECT_IO,
-                );
+                reply.created(&TTL, &a, Generation(0), FileHandle(h), FILE_OPEN);
             }
             Err(e) => reply.error(fe(e)),
         }

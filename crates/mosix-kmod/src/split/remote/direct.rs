@@ -18,6 +18,35 @@ use crate::split::forward::Marshalled;
 
 /// The supervisor's side of DFSA: running calls here, adopting, carrying offsets home.
 impl Supervisor {
+    /// Lets a call run here as made. One that came marked to be made again (a read or a write
+    /// a placeholder sent back, on a number where the supervisor has since put the file itself)
+    /// cannot be let run as it is (its number is an x32 call's): it is made once more, plain,
+    /// and runs natively (`again::make_plain`; as root, which the caller is).
+    fn allow_native(&self, n: &Notif) {
+        if !n.again {
+            let _ = self.listener.allow(n);
+            return;
+        }
+        let answer = || {
+            let _ = self.listener.reply(n.id, -i64::from(libc::EINTR));
+        };
+        match crate::kernel::again::make_plain(n.pid as i32, n.nr as u64, answer) {
+            Ok(crate::kernel::again::Again::Made) => {}
+            Ok(crate::kernel::again::Again::NotInCall) => warn!(
+                "{} ({}): {} could not be made again here: it returned EINTR",
+                self.h.comm,
+                n.pid,
+                mosix_core::syscalls::name(n.nr as u64)
+            ),
+            Err(e) => warn!(
+                "{} ({}): {} could not be made again here ({e}): it returned EINTR",
+                self.h.comm,
+                n.pid,
+                mosix_core::syscalls::name(n.nr as u64)
+            ),
+        }
+    }
+
     /// A call on a DFSA descriptor: runs here if it is known to be safe (returns true); any
     /// other call that names one first carries its offset home and ends its DFSA (it then goes
     /// home as any other call).
@@ -48,7 +77,7 @@ impl Supervisor {
             d.closed(fd);
             d.table.freed(fd);
             d.notice_close(fd);
-            let _ = self.listener.allow(n);
+            self.allow_native(n);
             return Ok(true);
         }
         // Not run here as the owner: root again for the rest (see `Supervisor::on_call`).
@@ -72,7 +101,7 @@ impl Supervisor {
             mem.read(n.args[1], &mut b).is_ok() && b[0] == 0
         };
         if d.native(nr, &n.args, empty) {
-            let _ = self.listener.allow(n);
+            self.allow_native(n);
             return Ok(true);
         }
         if nr == libc::SYS_close {

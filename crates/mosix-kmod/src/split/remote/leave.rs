@@ -317,6 +317,10 @@ impl Supervisor {
         pending: Option<Notif>,
     ) -> Result<bool, End> {
         let comm = self.h.comm.clone();
+        // Its last native file calls here count for this node (as on the way home).
+        if let Some(d) = &mut self.dfsa {
+            d.count_native();
+        }
         self.stopped();
         let ceiling = self.env.procs.take_ceiling(self.pid(), to);
         let failed = |s: &mut Self, failure: MoveFailure| {
