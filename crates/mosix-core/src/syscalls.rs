@@ -1219,11 +1219,16 @@ mod tests {
 
     #[test]
     fn a_tree_runs_path_calls_of_this_node_and_close_nothing_else() {
-        // Every call a tree runs natively is one a supervisor runs here when its paths are of
-        // this node (so one sent back by the trap is handled as before), but `close`; links
-        // are read at home (MFS shows absolute targets under /mfs/N), never natively.
+        // Every path call a tree runs natively is one a supervisor runs here when its paths are
+        // of this node (so one sent back by the trap is handled as before), but `close`; links
+        // are read at home (MFS shows absolute targets under /mfs/N), never natively. Reads and
+        // writes a placeholder sends back are the DFSA calls on a descriptor.
         for s in TREE_PLAIN.iter().chain(&TREE_AT) {
             assert!(*s == Sysno::close || DFSA_HERE.contains(s), "{s:?}");
+            assert!(tree_native(s.id() as u64), "{s:?}");
+        }
+        for s in NATIVE_IO {
+            assert!(DFSA_NATIVE.contains(&s), "{s:?}");
             assert!(tree_native(s.id() as u64), "{s:?}");
         }
         for s in TREE_AT2 {
@@ -1237,7 +1242,8 @@ mod tests {
             Sysno::readlinkat,
             Sysno::execve,
             Sysno::chdir,
-            Sysno::read,
+            Sysno::lseek,
+            Sysno::fstat,
         ] {
             assert!(!tree_native(s.id() as u64), "{s:?}");
         }
