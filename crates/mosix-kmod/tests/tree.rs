@@ -32,7 +32,7 @@ fn root_or_skip() -> bool {
 }
 
 /// What the guest reports, one byte per check (1: as expected).
-const CHECKS: usize = 12;
+const CHECKS: usize = 13;
 
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
@@ -181,6 +181,11 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             );
             r[11] =
                 u8::from(libc::write(ph, b"w".as_ptr().cast(), 1) < 0 && errno() == libc::ENOTSUP);
+            // 12: the guest cannot open a placeholder itself: the lookup of its name comes
+            // back like any path into the trap.
+            r[12] = u8::from(
+                libc::open(placeholder.as_ptr(), libc::O_RDWR) < 0 && errno() == libc::ENOTSUP,
+            );
             libc::write(out, r.as_ptr().cast(), CHECKS);
             libc::_exit(0)
         },
@@ -252,7 +257,7 @@ fn a_guest_opens_its_data_natively_with_its_owners_rights_and_the_rest_comes_bac
             drop(go_wr);
             assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
             assert_eq!(report, vec![1u8; CHECKS], "checks 0..{CHECKS}");
-            assert_eq!((made_again, notified, io_again), (4, 4, 2));
+            assert_eq!((made_again, notified, io_again), (5, 5, 2));
             let kept = std::fs::metadata(d.join("moved")).unwrap();
             assert_eq!((kept.uid(), kept.gid()), (OWNER, OWNER));
             assert!(!d.join("made").exists() && !d.join("kept").exists());
