@@ -22,7 +22,8 @@
 //! * `mosix-probe touch MIB`: maps MIB MiB of fresh memory and writes every page once; prints
 //!   the time that took in milliseconds (the machine's cost of new memory, which every arrival
 //!   of a migrated process pays).
-//! * `mosix-probe readfile PATH KIB`: reads PATH to its end KIB KiB at a time; prints MB/s.
+//! * `mosix-probe readfile PATH KIB [PASSES]`: reads PATH to its end KIB KiB at a time,
+//!   PASSES times (default once; opened again for each); prints MB/s.
 //! * `mosix-probe writefile PATH MIB KIB`: writes MIB MiB to PATH (created or truncated) KIB
 //!   KiB at a time, then closes it; prints MB/s.
 //! * `mosix-probe writer PATH`: prints the address of a counter, then writes 4 KiB records to
@@ -345,16 +346,19 @@ fn main() {
         }
         Some("readfile") => {
             let kib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
-            let mut f = std::fs::File::open(&args[2]).unwrap();
+            let passes: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
             let mut b = vec![0u8; kib << 10];
             let t = Instant::now();
             let mut total = 0usize;
-            loop {
-                let k = f.read(&mut b).unwrap();
-                if k == 0 {
-                    break;
+            for _ in 0..passes {
+                let mut f = std::fs::File::open(&args[2]).unwrap();
+                loop {
+                    let k = f.read(&mut b).unwrap();
+                    if k == 0 {
+                        break;
+                    }
+                    total += k;
                 }
-                total += k;
             }
             println!("{}", total as f64 / t.elapsed().as_secs_f64() / 1e6);
         }
@@ -392,7 +396,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB | writefile PATH MIB KIB | notify N | notify-sync N | postmark DIR FILES TRANSACTIONS BLOCK | filecalls DIR N"
+                "usage: mosix-probe calls N | spin SECS | mem MIB | touch MIB | readfile PATH KIB [PASSES] | writefile PATH MIB KIB | notify N | notify-sync N | postmark DIR FILES TRANSACTIONS BLOCK | filecalls DIR N"
             );
             std::process::exit(2);
         }
