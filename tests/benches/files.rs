@@ -19,12 +19,15 @@
 //!    every call is forwarded home and goes from there through MFS to node 3.
 //!
 //! Each row is printed in seconds and as a ratio to local. Local and MFS+DFSA `-i`, the two the
-//! goal compares, run one after the other `MOSIX_BENCH_PM_ROUNDS` times (default 5; their
-//! medians, and each round's ratio below the table): a run here lasts a fraction of a second,
-//! and this machine's noise moves single runs by tens of percent. Run with `cargo bench -p
+//! goal compares, run one after the other `MOSIX_BENCH_PM_ROUNDS` times (default 9; each first
+//! in turn, the disk synced before each run; their medians, and below the table each round's
+//! ratio and their median): a run here lasts a fraction of a second, and this machine's noise
+//! moves single runs by tens of percent. Run with `cargo bench -p
 //! mosix-tests --bench files` (as root). `MOSIX_BENCH_PM_FILES` (default 200) and
 //! `MOSIX_BENCH_PM_TX` (default 2000) set the pool and the transactions;
-//! `MOSIX_BENCH_PM_SIZES=64,4096` the block sizes.
+//! `MOSIX_BENCH_PM_SIZES=64,4096` the block sizes; `MOSIX_BENCH_PM_GOAL=1` runs only the
+//! two columns the goal compares (with many rounds: `MOSIX_BENCH_PM_ROUNDS=41`), and prints
+//! the geometric mean of each size's ratios with its 95% interval, and of all sizes'.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -73,6 +76,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The geometric mean of ratios and its 95% interval (the mean of their logarithms ± 1.96
+/// standard errors), as `G [LO, HI]`: paired rounds' ratios, whose noise is a factor.
+fn geomean(r: &[f64]) -> String {
+    let logs: Vec<f64> = r.iter().map(|x| x.ln()).collect();
+    let n = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let half = 1.96 * (var / n).sqrt();
+    format!(
+        "{:.3} [{:.3}, {:.3}]",
+        mean.exp(),
+        (mean - half).exp(),
+        (mean + half).exp()
+    )
 }
 
 /// The peer: an `sshd` in node 3 serving its directory, mounted with `sshfs` on node 1.
@@ -194,7 +213,7 @@ fn main() {
     }
     let files = env("MOSIX_BENCH_PM_FILES", 200);
     let tx = env("MOSIX_BENCH_PM_TX", 2000);
-    let rounds = env("MOSIX_BENCH_PM_ROUNDS", 5).max(1);
+    let rounds = env("MOSIX_BENCH_PM_ROUNDS", 9).max(1);
     let sizes: Vec<u64> = std::env::var("MOSIX_BENCH_PM_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -203,7 +222,13 @@ fn main() {
         "PostMark: {files} files of 500 B..9.77 KB, {tx} transactions; seconds (ratio to local); \
          local and MFS+DFSA -i: the median of {rounds} alternate runs"
     );
-    let peer = sshfs(&c, &Path::new(DATA).join("sshfs"));
+    // Only the two columns the goal compares (many rounds of them in little time).
+    let goal = env("MOSIX_BENCH_PM_GOAL", 0) != 0;
+    let peer = if goal {
+        Err("not run (MOSIX_BENCH_PM_GOAL)".to_owned())
+    } else {
+        sshfs(&c, &Path::new(DATA).join("sshfs"))
+    };
     if let Err(why) = &peer {
         println!("sshfs: {why}; its column is empty");
     }
@@ -225,37 +250,65 @@ fn main() {
         // the same directory: ext4 finds room for new files at a cost that grows with the
         // deletions a directory has seen (`recently_deleted`, `find_get_block_common`), which
         // made a local run in a directory of its own up to a fifth faster than one here.
+        // Which goes first changes every round (what one leaves to the disk's journal and
+        // writeback is then paid as often by either), and the disk is synced before each.
         let (mut locals, mut natives) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            locals.push(postmark(&c, 3, &[], &format!("{DATA}/native"), &args));
-            natives.push(postmark(&c, 1, &["-3", "-i"], &m("native"), &args));
+        let local = || postmark(&c, 3, &[], &format!("{DATA}/native"), &args);
+        let native = || postmark(&c, 1, &["-3", "-i"], &m("native"), &args);
+        for r in 0..rounds {
+            nix::unistd::sync();
+            if r % 2 == 0 {
+                locals.push(local());
+                nix::unistd::sync();
+                natives.push(native());
+            } else {
+                natives.push(native());
+                nix::unistd::sync();
+                locals.push(local());
+            }
         }
         let ratios: Vec<f64> = natives.iter().zip(&locals).map(|(n, l)| n / l).collect();
         spreads.push((b, ratios));
         let (local, native) = (median(locals), median(natives));
-        let dfsa = postmark(&c, 1, &["-3"], &m("dfsa"), &args);
-        let mfs = postmark(&c, 1, &[], &m("mfs"), &args);
+        let other = |place: &[&str], dir: &str| (!goal).then(|| postmark(&c, 1, place, dir, &args));
+        let dfsa = other(&["-3"], &m("dfsa"));
+        let mfs = other(&[], &m("mfs"));
         let ssh = peer
             .as_ref()
             .ok()
             .map(|p| postmark(&c, 1, &[], p.mount.to_str().unwrap(), &args));
-        let nodfsa = postmark(&c, 1, &["-2"], &m("nodfsa"), &args);
+        let nodfsa = other(&["-2"], &m("nodfsa"));
         let cell = |s: f64| format!("{s:.3} ({:.2}x)", s / local);
+        let cell_of = |s: Option<f64>| s.map_or_else(|| "-".into(), cell);
         println!(
             "{:>8} {:>16.3} {:>16} {:>16} {:>18} {:>18} {:>18}",
             b,
             local,
             cell(native),
-            cell(dfsa),
-            cell(mfs),
-            ssh.map_or_else(|| "-".into(), cell),
-            cell(nodfsa)
+            cell_of(dfsa),
+            cell_of(mfs),
+            cell_of(ssh),
+            cell_of(nodfsa)
         );
     }
-    println!("MFS+DFSA -i / local in each round (run one after the other):");
+    println!(
+        "MFS+DFSA -i / local in each round (one after the other, in turn first): median, \
+         geometric mean [95% interval] | each"
+    );
+    let mut all = Vec::new();
     for (b, r) in spreads {
-        let r: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
-        println!("{b:>8} {}", r.join(" "));
+        let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        println!(
+            "{b:>8} {:>6.2} {} | {}",
+            median(r.clone()),
+            geomean(&r),
+            each.join(" ")
+        );
+        all.extend(r);
+    }
+    println!("     all {:>6.2} {}", median(all.clone()), geomean(&all));
+    if goal {
+        return;
     }
     let f = c.view(3).unwrap().files;
     println!(
