@@ -21,27 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, user_tool};
+use mosix_tests::{TestCluster, env_or, median, user_tool};
 
 const DATA: &str = "/run/mosix-vc-bench-data";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The middle value (of an even count, the mean of the two middle ones).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 /// One run: the reader started on `node` (through `mosrun PLACE` if `place` is given), its
 /// seconds from start to exit, and for a job of node 1 when it was first seen at node 3 and
@@ -100,9 +82,11 @@ fn main() {
         eprintln!("the data benchmark needs root (it builds a virtual cluster)");
         std::process::exit(1);
     }
-    let mb = env("MOSIX_BENCH_DATA_MB", 64) as usize;
-    let passes = env("MOSIX_BENCH_DATA_PASSES", 150).max(1).to_string();
-    let rounds = env("MOSIX_BENCH_DATA_ROUNDS", 3).max(1);
+    let mb = env_or::<u64>("MOSIX_BENCH_DATA_MB", 64) as usize;
+    let passes = env_or::<u64>("MOSIX_BENCH_DATA_PASSES", 150)
+        .max(1)
+        .to_string();
+    let rounds = env_or::<u64>("MOSIX_BENCH_DATA_ROUNDS", 3).max(1);
     std::fs::create_dir_all(DATA).unwrap();
     let c = TestCluster::up("tdatabench", 3, |s| {
         s.private_dirs = vec![PathBuf::from(DATA)];

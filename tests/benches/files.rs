@@ -35,16 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use mosix_tests::{TestCluster, user_tool};
+use mosix_tests::{TestCluster, env_or, median, user_tool};
 
 const DATA: &str = "/run/mosix-vc-bench-files";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs `mosix-probe postmark DIR …` as nobody on node `node` (with `mosrun PLACE` if given);
 /// the seconds it reports.
@@ -65,17 +58,6 @@ fn postmark(c: &TestCluster, node: u16, place: &[&str], dir: &str, args: &[Strin
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// The middle value (of an even count, the mean of the two middle ones).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// The geometric mean of ratios and its 95% interval (the mean of their logarithms ± 1.96
@@ -211,9 +193,9 @@ fn main() {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
     }
-    let files = env("MOSIX_BENCH_PM_FILES", 200);
-    let tx = env("MOSIX_BENCH_PM_TX", 2000);
-    let rounds = env("MOSIX_BENCH_PM_ROUNDS", 9).max(1);
+    let files = env_or::<u64>("MOSIX_BENCH_PM_FILES", 200);
+    let tx = env_or::<u64>("MOSIX_BENCH_PM_TX", 2000);
+    let rounds = env_or::<u64>("MOSIX_BENCH_PM_ROUNDS", 9).max(1);
     let sizes: Vec<u64> = std::env::var("MOSIX_BENCH_PM_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -223,7 +205,7 @@ fn main() {
          local and MFS+DFSA -i: the median of {rounds} alternate runs"
     );
     // Only the two columns the goal compares (many rounds of them in little time).
-    let goal = env("MOSIX_BENCH_PM_GOAL", 0) != 0;
+    let goal = env_or::<u64>("MOSIX_BENCH_PM_GOAL", 0) != 0;
     let peer = if goal {
         Err("not run (MOSIX_BENCH_PM_GOAL)".to_owned())
     } else {

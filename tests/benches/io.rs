@@ -14,7 +14,7 @@
 use std::process::Stdio;
 use std::time::Instant;
 
-use mosix_tests::{TestCluster, user_dir, user_tool};
+use mosix_tests::{TestCluster, median, user_dir, user_tool};
 
 /// Runs mosix-probe with `args` on node 1 as nobody, moved to node 2 at its start if
 /// `remote`; the figure it prints.
@@ -54,11 +54,6 @@ fn gzip(c: &TestCluster, remote: bool, input: &str, output: &std::path::Path) ->
     let secs = t.elapsed().as_secs_f64();
     assert!(st.success(), "gzip: {st}");
     secs
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -19,14 +19,7 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Instant, SystemTime};
 
-use mosix_tests::TestCluster;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mosix_tests::{TestCluster, env_or};
 
 /// Waits for the jobs, all at once (a job is timed when it ends, not when its turn to be
 /// reaped comes); their pids, wall times in seconds and when they ended.

@@ -23,14 +23,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use mosix_tests::{TestCluster, user_tool};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mosix_tests::{TestCluster, env_or, user_tool};
 
 /// The capacity of the four nodes while each runs `per_node` CPU-bound processes, as the jobs
 /// will once spread, iterations per second: `per_node` spinners on every node at once for six

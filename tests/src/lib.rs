@@ -120,6 +120,27 @@ pub fn tools() -> &'static Path {
     })
 }
 
+/// A benchmark's option: environment variable `name` parsed, or `default` if it is unset or
+/// does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The middle value of a benchmark's repetitions (of an even count, the mean of the two middle
+/// ones).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// `len` bytes of xorshift64 output from `seed`: incompressible test data, the same every run.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
