@@ -998,7 +998,72 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
         "python3 had no tree of its own at node 3:\n{}",
         c.log(3)
     );
+
+    // Many small reads of a larger input and writes of many lines: after the first of each,
+    // the supervisor answers them through the trap from what was read ahead and keeps the
+    // lines behind; a `pread`, a `readv` and an `lseek` in between are made again and go
+    // home. Then a limit on file sizes below what was read: the placeholders' offset, moved
+    // by every answered call, goes back to 0 (a write past the limit would fail `EFBIG`:
+    // seen before the offset of the stub's placeholders was put back, not only ours).
+    let input = c.private_path(1, Path::new(DATA)).join("input");
+    std::fs::write(&input, mosix_tests::pseudo_random(300_000, 5)).unwrap();
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = |mosrun: &[&str]| -> Vec<u8> {
+        let mut args: Vec<&str> = mosrun.to_vec();
+        args.extend(["/usr/bin/python3", "-c", ANSWERED]);
+        let out = c
+            .job(1, &args)
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mosrun:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.log(3)
+        );
+        out.stdout
+    };
+    let reference = run(&["-L"]);
+    let away = run(&["-3", "-i"]);
+    assert_eq!(
+        String::from_utf8_lossy(&away),
+        String::from_utf8_lossy(&reference),
+        "node 3's log:\n{}",
+        c.log(3)
+    );
+    assert!(
+        reference.ends_with(b"line 499\n") && reference.len() > 500 * 8,
+        "{}",
+        String::from_utf8_lossy(&reference)
+    );
 }
+
+/// Reads home's standard input in small pieces, with a `pread`, a `readv` and seeks in
+/// between, sets a file size limit below what it has read, and writes many lines (see the
+/// test above).
+const ANSWERED: &str = r#"
+import hashlib, os, resource
+h = hashlib.sha256()
+for i in range(2000):
+    b = os.read(0, 64)
+    h.update(b)
+    if i == 500:
+        h.update(os.pread(0, 100, 7))
+    if i == 900:
+        b1, b2 = bytearray(10), bytearray(20)
+        n = os.readv(0, [b1, b2])
+        h.update(bytes(b1) + bytes(b2) + bytes([n]))
+    if i == 1200:
+        os.lseek(0, 250_000, os.SEEK_SET)
+print(h.hexdigest(), os.lseek(0, 0, os.SEEK_CUR), len(os.read(0, 100_000)), flush=True)
+for i in range(300):
+    os.write(1, b"before the limit %d\n" % i)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+for i in range(500):
+    os.write(1, b"line %d\n" % i)
+"#;
 
 /// Reads home's standard input around a private mapping of it (see the test above).
 const PLACEHOLDERS: &str = r#"

@@ -9,7 +9,10 @@
 //! it as it answers the path calls of any guest: here as the owner when its paths are this
 //! node's, else at home. So the trap never answers a question about a file itself: what the
 //! guest sees of everything but its data is what home (or this node, through the supervisor's
-//! checks) says.
+//! checks) says. A read or a write of a placeholder (a number of home's) carries its size or
+//! its bytes ([`Sent`]): the supervisor answers it itself when the bytes read ahead of home's
+//! descriptor, or kept behind, can (`split::remote::tree`), which saves the stop under ptrace
+//! that making it again takes.
 //!
 //! The directories of the skeleton are looked up once (their entries are kept for a year: the
 //! data's mounts stand on them) and never shown: their attributes, an `open` or an `access` of
@@ -43,12 +46,45 @@ pub const PLACEHOLDER: &str = ".mosix-placeholder";
 const PLACEHOLDER_INO: u64 = 1 << 62;
 
 /// A request of a guest to send back to its supervisor: the guest's pid (the caller's thread)
-/// and how to end the request (failing it; the guest then stops as its call returns).
+/// and the request.
 pub struct SendBack {
     /// The caller.
     pub pid: i32,
-    /// Ends the request, failing it with `EINTR`.
-    pub fail: Box<dyn FnOnce() + Send>,
+    /// What it asked.
+    pub request: Sent,
+}
+
+/// What a guest asked of its trap. A read or a write of a placeholder carries what the
+/// supervisor needs to answer it itself (from the bytes read ahead of home's descriptor, or
+/// by keeping the bytes behind); anything else can only be failed, and made again.
+pub enum Sent {
+    /// A read of `size` bytes of a placeholder.
+    Read {
+        /// The bytes asked.
+        size: u32,
+        /// Its answer.
+        reply: ReplyData,
+    },
+    /// A write of `data` to a placeholder.
+    Write {
+        /// The bytes written.
+        data: Vec<u8>,
+        /// Its answer.
+        reply: ReplyWrite,
+    },
+    /// Any other request: how to fail it.
+    Other(Box<dyn FnOnce() + Send>),
+}
+
+impl Sent {
+    /// Ends the request, failing it with `EINTR` (the guest then stops as its call returns).
+    pub fn fail(self) {
+        match self {
+            Sent::Read { reply, .. } => reply.error(Errno::EINTR),
+            Sent::Write { reply, .. } => reply.error(Errno::EINTR),
+            Sent::Other(f) => f(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SendBack {
@@ -198,7 +234,22 @@ impl TrapFs {
             Some(w) => {
                 w.push(SendBack {
                     pid: req.pid() as i32,
-                    fail: Box::new(move || reply.fail(Errno::EINTR)),
+                    request: Sent::Other(Box::new(move || reply.fail(Errno::EINTR))),
+                });
+                None
+            }
+            None => Some(reply),
+        }
+    }
+
+    /// Sends a read or a write of a placeholder back, as [`TrapFs::send_back`] does, with
+    /// what the supervisor needs to answer it; returns `reply` if no guest made it.
+    fn send_back_io<R>(&self, req: &Request, reply: R, sent: impl FnOnce(R) -> Sent) -> Option<R> {
+        match self.guest(req) {
+            Some(w) => {
+                w.push(SendBack {
+                    pid: req.pid() as i32,
+                    request: sent(reply),
                 });
                 None
             }
@@ -400,7 +451,8 @@ impl Filesystem for TrapFs {
         }
     }
 
-    /// A read of a placeholder: a guest's is sent back (made again, notified, it goes home,
+    /// A read of a placeholder: a guest's is sent back (its supervisor answers it from what
+    /// was read ahead of home's descriptor, or makes it again, notified, and it goes home,
     /// where the descriptor is); anyone else's fails.
     fn read(
         &self,
@@ -408,12 +460,12 @@ impl Filesystem for TrapFs {
         _ino: INodeNo,
         _fh: FileHandle,
         _offset: u64,
-        _size: u32,
+        size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        if let Some(r) = self.send_back(req, reply) {
+        if let Some(r) = self.send_back_io(req, reply, |reply| Sent::Read { size, reply }) {
             r.error(Errno::EIO);
         }
     }
@@ -425,13 +477,17 @@ impl Filesystem for TrapFs {
         _ino: INodeNo,
         _fh: FileHandle,
         _offset: u64,
-        _data: &[u8],
+        data: &[u8],
         _write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        if let Some(r) = self.send_back(req, reply) {
+        let sent = |reply| Sent::Write {
+            data: data.to_vec(),
+            reply,
+        };
+        if let Some(r) = self.send_back_io(req, reply, sent) {
             r.error(Errno::EIO);
         }
     }

@@ -556,6 +556,8 @@ fn take(
                 seen: std::collections::HashMap::new(),
                 native: std::collections::HashSet::new(),
                 look_due: true,
+                calls: std::collections::HashMap::new(),
+                fsize_unlimited: None,
             }),
             Err(e) => {
                 t.kill();

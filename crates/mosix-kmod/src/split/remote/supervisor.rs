@@ -650,6 +650,14 @@ impl Supervisor {
                 return None;
             }
             if reply.ret == 0 && self.limits_itself(&n) {
+                let resource = if nr == libc::SYS_setrlimit {
+                    n.args[0]
+                } else {
+                    n.args[1]
+                };
+                if resource == libc::RLIMIT_FSIZE as u64 {
+                    self.placeholder_offset_back();
+                }
                 if n.args[0] == 0 {
                     // Set at home; this kernel enforces it here: the call runs here too.
                     let _ = self.listener.allow(&n);
@@ -961,6 +969,49 @@ impl Supervisor {
         }
     }
 
+    /// The placeholders' offset back to 0, for a process that sets a limit on the size of the
+    /// files it writes: the reads and writes the supervisor answers through the trap
+    /// (`answer_io`) move it, and the kernel checks a write's offset against the limit before
+    /// the trap sees it. Done only while the process has one thread, which is in this call: a
+    /// thread in a read or a write of a placeholder holds the offset's lock, and the `lseek`
+    /// would wait for a reply only this thread gives.
+    fn placeholder_offset_back(&mut self) {
+        let pid = self.pid();
+        let Some(t) = &mut self.tree else {
+            return;
+        };
+        // Read again at the next read or write of a placeholder.
+        t.fsize_unlimited = None;
+        // The open files at its numbers of home's (the stub's, and ours put there since).
+        let Some(d) = &self.dfsa else {
+            return;
+        };
+        let moved: Vec<std::fs::File> = d
+            .standing()
+            .into_iter()
+            .filter_map(|fd| crate::kernel::seccomp::take_fd(pid, fd).ok())
+            .map(std::fs::File::from)
+            .filter(|f| offset_of(f) != 0)
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count());
+        if threads.ok() == Some(1) {
+            for f in &moved {
+                let _ = nix::unistd::lseek(f, 0, nix::unistd::Whence::SeekSet);
+            }
+        } else {
+            warn!(
+                "{} ({pid}): a limit on its files' size set while it has threads: a write \
+                 on a descriptor of home's may fail (EFBIG) after {} bytes read or written \
+                 on those",
+                self.h.comm,
+                moved.iter().map(offset_of).max().unwrap_or(0)
+            );
+        }
+    }
+
     /// Whether a call sets one of the process's own resource limits: what it sets at home
     /// must bind it here too, where it runs.
     fn limits_itself(&self, n: &Notif) -> bool {
@@ -1069,6 +1120,18 @@ impl Supervisor {
 }
 
 /// Whether process `pid` has a handler for signal `sig` (`SigCgt` of its status).
+/// The offset of our own descriptor `f`, from `/proc/self/fdinfo` (which takes no lock).
+pub(super) fn offset_of(f: &std::fs::File) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("pos:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn catches(pid: i32, sig: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;

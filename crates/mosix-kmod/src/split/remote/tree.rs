@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 use super::supervisor::Supervisor;
 use crate::kernel::again::{Again, make_again};
 use crate::kernel::seccomp::Notif;
-use crate::mfs::trap::Waiting;
+use crate::mfs::trap::{SendBack, Sent, Waiting};
+use crate::split::iocache::{ReadPlan, WritePlan};
 
 /// What the supervisor keeps of a guest's tree.
 #[derive(Debug)]
@@ -43,6 +44,12 @@ pub(super) struct OwnTree {
     pub(super) native: HashSet<i32>,
     /// A call came since the last look at its descriptors.
     pub(super) look_due: bool,
+    /// `/proc/PID/task/TID/syscall` of its threads that made a read or a write of a
+    /// placeholder, kept open (one `pread` tells the next one's call).
+    pub(super) calls: HashMap<i32, std::fs::File>,
+    /// Whether the process has no limit on the size of the files it writes (`None`: not
+    /// known; read when needed, forgotten when it sets a limit).
+    pub(super) fsize_unlimited: Option<bool>,
 }
 
 impl OwnTree {
@@ -76,23 +83,119 @@ fn fd_info(pid: i32, fd: i32) -> Option<(i32, (u64, u64))> {
 }
 
 impl Supervisor {
-    /// Makes again, notified, every call the trap sent back (as root: it traces the process).
+    /// Answers what the trap sent back: a plain read or write of home's descriptor that the
+    /// bytes read ahead or kept behind can answer, here ([`Supervisor::answer_io`]); every
+    /// other call is made again, notified (as root: it traces the process).
     pub(super) fn sent_back(&mut self) {
         let Some(t) = &self.tree else {
             return;
         };
         crate::kernel::creds::root_again();
         for s in t.waiting.take() {
-            match make_again(s.pid, mosix_core::syscalls::tree_native, s.fail) {
+            let Some(s) = self.answer_io(s) else {
+                continue;
+            };
+            let (pid, request) = (s.pid, s.request);
+            match make_again(pid, mosix_core::syscalls::tree_native, move || {
+                request.fail()
+            }) {
                 Ok(Again::Made) => {}
                 Ok(Again::NotInCall) => {
                     debug!(
                         "{} ({}): a request of its trap outside its calls",
-                        self.h.comm, s.pid
+                        self.h.comm, pid
                     );
                 }
-                Err(e) => debug!("{} ({}): making a call again: {e}", self.h.comm, s.pid),
+                Err(e) => debug!("{} ({}): making a call again: {e}", self.h.comm, pid),
             }
+        }
+    }
+
+    /// A read or a write of a placeholder that is the whole of a plain `read` or `write` on
+    /// home's descriptor (its thread's call, its number and its count say so), answered as
+    /// [`Supervisor::forward`] answers one without going home: from the bytes read ahead, or
+    /// by keeping the bytes behind. The rest (a `pread`, a `readv`, a call the kernel split
+    /// into several requests, one that must go home) is returned, to be made again. Making a
+    /// call again costs a stop under ptrace and several switches between threads (measured:
+    /// 150–300 µs a call where a notification answered from the cache costs 15), so a guest
+    /// that reads its input from home, or writes its output there, does not pay it per call.
+    fn answer_io(&mut self, s: SendBack) -> Option<SendBack> {
+        let (nr, size) = match &s.request {
+            Sent::Read { size, .. } => (libc::SYS_read, u64::from(*size)),
+            Sent::Write { data, .. } => (libc::SYS_write, data.len() as u64),
+            Sent::Other(_) => return Some(s),
+        };
+        // As in `forward`: nothing from the cache while a mapped file's copy stands at its
+        // number or a home file is also open here through MFS.
+        if self.stale_map_fd.is_some() || self.dfsa.as_ref().is_none_or(|d| d.any_through()) {
+            tracing::trace!(
+                "{}: from the trap, made again (a mapped copy, or MFS)",
+                self.h.comm
+            );
+            return Some(s);
+        }
+        let pid = self.pid();
+        let t = self.tree.as_mut()?;
+        // Each answered call moves the placeholders' offset (one open file at every number
+        // of home's), and the kernel checks a write's offset against a file size limit before
+        // the trap sees it: with a limit, every call is made again (the offset stays put).
+        // Known from `/proc/PID/limits` (no right needed) until the process sets a limit.
+        let unlimited = *t
+            .fsize_unlimited
+            .get_or_insert_with(|| fsize_unlimited(pid));
+        if !unlimited {
+            tracing::trace!(
+                "{}: from the trap, made again (a file size limit)",
+                self.h.comm
+            );
+            return Some(s);
+        }
+        let Some((call, args)) = in_call(&mut t.calls, pid, s.pid) else {
+            return Some(s);
+        };
+        let fd = args[0] as i32;
+        if call != nr || args[2] != size || !self.dfsa.as_ref().is_some_and(|d| d.stands_in(fd)) {
+            tracing::trace!(
+                "{} ({pid}): {size} bytes on {fd} from the trap in call {call} {args:x?}: \
+                 made again",
+                self.h.comm
+            );
+            return Some(s);
+        }
+        match s.request {
+            Sent::Read { size, reply } => match self.io.read(fd, size as usize) {
+                ReadPlan::Serve(bytes) => {
+                    tracing::trace!("{} ({pid}): read on {fd} answered here", self.h.comm);
+                    reply.data(&bytes);
+                    None
+                }
+                ReadPlan::Forward(_) => Some(SendBack {
+                    pid: s.pid,
+                    request: Sent::Read { size, reply },
+                }),
+            },
+            Sent::Write { data, reply } => {
+                match self.io.write(fd, &data, std::time::Instant::now()) {
+                    // What waits behind goes home from the supervisor's loop (`due`).
+                    WritePlan::Behind => {
+                        tracing::trace!("{} ({pid}): write on {fd} kept behind", self.h.comm);
+                        reply.written(data.len() as u32);
+                        None
+                    }
+                    WritePlan::Error(e) => {
+                        reply.error(fuser::Errno::from_i32((-e) as i32));
+                        None
+                    }
+                    WritePlan::Forward { .. } => Some(SendBack {
+                        pid: s.pid,
+                        request: Sent::Write { data, reply },
+                    }),
+                }
+            }
+            other => Some(SendBack {
+                pid: s.pid,
+                request: other,
+            }),
         }
     }
 
@@ -289,8 +392,91 @@ impl Supervisor {
     }
 }
 
+/// The call thread `tid` of process `pid` is in, and its first three arguments, from
+/// `/proc/PID/task/TID/syscall` (kept open in `files`: one `pread` a call). `None`: not in a
+/// call, or not known.
+fn in_call(files: &mut HashMap<i32, std::fs::File>, pid: i32, tid: i32) -> Option<(i64, [u64; 3])> {
+    use std::os::unix::fs::FileExt;
+    if !files.contains_key(&tid) {
+        if files.len() >= 64 {
+            files.clear();
+        }
+        let f = std::fs::File::open(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+        files.insert(tid, f);
+    }
+    let mut b = [0u8; 256];
+    let n = match files.get(&tid)?.read_at(&mut b, 0) {
+        Ok(n) => n,
+        Err(_) => {
+            files.remove(&tid);
+            return None;
+        }
+    };
+    parse_syscall(b.get(..n)?)
+}
+
+/// Whether process `pid` may write files of any size (`Max file size` of
+/// `/proc/PID/limits` is `unlimited`); not known is no.
+fn fsize_unlimited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/limits")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Max file size"))
+            .and_then(|rest| rest.split_whitespace().next())
+            == Some("unlimited")
+    })
+}
+
+/// `NR ARG0 ARG1 ARG2 …` as `/proc/PID/syscall` shows a call (the number in decimal, the
+/// arguments in hex); `running`, `-1 …` (not in a call) and anything else are `None`.
+fn parse_syscall(b: &[u8]) -> Option<(i64, [u64; 3])> {
+    let s = std::str::from_utf8(b).ok()?;
+    let mut it = s.split_ascii_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let mut args = [0u64; 3];
+    for a in &mut args {
+        *a = u64::from_str_radix(it.next()?.strip_prefix("0x")?, 16).ok()?;
+    }
+    Some((nr, args))
+}
+
 fn bytes_of<T>(v: &T) -> Vec<u8> {
     // SAFETY: `v` is a plain C struct of `size_of::<T>()` initialized bytes.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
         .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_read_from_proc_syscall_and_anything_else_is_not_one() {
+        let line = b"0 0x3 0x7f24d61eb2f0 0x40 0x0 0x0 0x0 0x7ffe1c726938 0x7f24d65143d3\n";
+        assert_eq!(parse_syscall(line), Some((0, [3, 0x7f24d61eb2f0, 0x40])));
+        assert_eq!(parse_syscall(b"running\n"), None);
+        assert_eq!(parse_syscall(b"-1 0x7ffe1c726938 0x7f24d65143d3\n"), None);
+        assert_eq!(parse_syscall(b"1 0x1 0x2\n"), None);
+        assert_eq!(parse_syscall(b"1 1 2 3\n"), None);
+        // This thread, now, in the `pread` that reads the file.
+        let mut files = HashMap::new();
+        let me = std::process::id() as i32;
+        // SAFETY: gettid(2) takes no arguments.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let (nr, args) = in_call(&mut files, me, tid).unwrap();
+        assert_eq!(nr, libc::SYS_pread64);
+        assert_eq!(args[2], 256);
+        assert!(files.contains_key(&tid));
+        // This process has no limit on its files' size, or it has one.
+        let mut lim = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64(2) on this process, writing one rlimit64, a valid local.
+        unsafe { libc::prlimit64(0, libc::RLIMIT_FSIZE, std::ptr::null(), &raw mut lim) };
+        assert_eq!(fsize_unlimited(me), lim.rlim_cur == libc::RLIM64_INFINITY);
+        assert!(!fsize_unlimited(-1));
+    }
 }
