@@ -298,6 +298,14 @@ impl Dfsa {
         }
     }
 
+    /// A read or a write the process made natively on a placeholder (a descriptor of home's,
+    /// `mfs::trap`): the kernel counted it, but it touched no file of this node.
+    pub(super) fn native_not_here(&mut self) {
+        if let Some((_, seen)) = &mut self.native_io {
+            *seen += 1;
+        }
+    }
+
     /// Home is to be told that `fd` was opened here at `path` (its path at home).
     pub(super) fn notice_open(&mut self, fd: i32, path: Vec<u8>, flags: i32) {
         self.notices

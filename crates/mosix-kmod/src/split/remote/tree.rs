@@ -92,6 +92,12 @@ impl Supervisor {
         };
         crate::kernel::creds::root_again();
         for s in t.waiting.take() {
+            // Answered here or made again, the kernel counted its native try: home's data.
+            if matches!(s.request, Sent::Read { .. } | Sent::Write { .. })
+                && let Some(d) = &mut self.dfsa
+            {
+                d.native_not_here();
+            }
             let Some(s) = self.answer_io(s) else {
                 continue;
             };
