@@ -970,12 +970,14 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
     // private mapping of the input, read by a `read` right after it (from the mapped copy,
     // standing at the number until the next notified call) and after that (home again).
     reset_home_file();
-    let run = |mosrun: &[&str]| -> String {
+    // Runs python's `program` with `mosrun ARGS`, its standard input `input` (a file at home);
+    // what it printed.
+    let python = |mosrun: &[&str], program: &str, input: &Path| -> Vec<u8> {
         let mut args: Vec<&str> = mosrun.to_vec();
-        args.extend(["/usr/bin/python3", "-c", PLACEHOLDERS]);
+        args.extend(["/usr/bin/python3", "-c", program]);
         let out = c
             .job(1, &args)
-            .stdin(std::fs::File::open(&home_file).unwrap())
+            .stdin(std::fs::File::open(input).unwrap())
             .output()
             .unwrap();
         assert!(
@@ -984,8 +986,10 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
             String::from_utf8_lossy(&out.stderr),
             c.log(3)
         );
-        String::from_utf8(out.stdout).unwrap()
+        out.stdout
     };
+    let run =
+        |mosrun: &[&str]| String::from_utf8(python(mosrun, PLACEHOLDERS, &home_file)).unwrap();
     let reference = run(&["-L"]);
     let away = run(&["-3", "-i"]);
     assert_eq!(away, reference, "node 3's log:\n{}", c.log(3));
@@ -1008,22 +1012,7 @@ fn an_io_job_at_its_datas_node_does_its_file_io_natively_and_sees_what_it_would_
     let input = c.private_path(1, Path::new(DATA)).join("input");
     std::fs::write(&input, mosix_tests::pseudo_random(300_000, 5)).unwrap();
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = |mosrun: &[&str]| -> Vec<u8> {
-        let mut args: Vec<&str> = mosrun.to_vec();
-        args.extend(["/usr/bin/python3", "-c", ANSWERED]);
-        let out = c
-            .job(1, &args)
-            .stdin(std::fs::File::open(&input).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mosrun:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            c.log(3)
-        );
-        out.stdout
-    };
+    let run = |mosrun: &[&str]| python(mosrun, ANSWERED, &input);
     let reference = run(&["-L"]);
     let before = c.view(3).unwrap().files.dfsa_calls;
     let away = run(&["-3", "-i"]);
