@@ -1119,9 +1119,8 @@ impl Supervisor {
     }
 }
 
-/// Whether process `pid` has a handler for signal `sig` (`SigCgt` of its status).
 /// The offset of our own descriptor `f`, from `/proc/self/fdinfo` (which takes no lock).
-pub(super) fn offset_of(f: &std::fs::File) -> u64 {
+fn offset_of(f: &std::fs::File) -> u64 {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
         .ok()
         .and_then(|s| {
@@ -1132,6 +1131,7 @@ pub(super) fn offset_of(f: &std::fs::File) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether process `pid` has a handler for signal `sig` (`SigCgt` of its status).
 fn catches(pid: i32, sig: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;

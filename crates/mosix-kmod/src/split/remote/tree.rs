@@ -123,7 +123,7 @@ impl Supervisor {
     /// by keeping the bytes behind. The rest (a `pread`, a `readv`, a call the kernel split
     /// into several requests, one that must go home) is returned, to be made again. Making a
     /// call again costs a stop under ptrace and several switches between threads (measured:
-    /// 150–300 µs a call where a notification answered from the cache costs 15), so a guest
+    /// 240–360 µs a call where a notification answered from the cache costs 15–30), so a guest
     /// that reads its input from home, or writes its output there, does not pay it per call.
     fn answer_io(&mut self, s: SendBack) -> Option<SendBack> {
         let (nr, size) = match &s.request {
